@@ -1,0 +1,18 @@
+//! Keyfob's domain rules, in plain Rust: what a permission is and what it grants, how a credential
+//! is told apart and hashed, what an expiry may be, what a token claims, and how a resource query
+//! is read. Nothing here knows about HTTP or SQL, so every rule is unit-tested on its own.
+
+pub mod claims;
+pub mod credential;
+pub mod email;
+pub mod expiry;
+pub mod permission;
+pub mod principal;
+pub mod query;
+pub mod secret;
+
+pub use claims::Claims;
+pub use credential::{ApiKey, Credential, CredentialError};
+pub use expiry::{ExpiryError, ExpiryPolicy};
+pub use permission::{Action, Permission, PermissionError, PermissionSet};
+pub use principal::{Principal, PrincipalKind};

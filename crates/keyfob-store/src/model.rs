@@ -1,0 +1,144 @@
+//! Rows as the store reads and writes them.
+
+use sqlx::FromRow;
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+#[derive(Clone, PartialEq, Eq, FromRow)]
+pub struct Owner {
+    pub id: String,
+    pub account_id: String,
+    pub email: String,
+    /// An argon2id PHC string.
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Owner")
+            .field("id", &self.id)
+            .field("account_id", &self.account_id)
+            .field("email", &self.email)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    /// `kf_` and the first characters, to recognise the key in a list.
+    pub prefix: String,
+    /// SHA-256 of the key, hex.
+    pub key_hash: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct TokenRow {
+    pub jti: String,
+    pub account_id: String,
+    pub api_key_id: Option<String>,
+    pub subject: String,
+    /// The permissions, as a JSON array of strings.
+    pub permissions: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Clone, PartialEq, Eq, FromRow)]
+pub struct SigningKeyRow {
+    pub kid: String,
+    pub alg: String,
+    /// The PKCS#8 private key, sealed with the master key (base64 of nonce and ciphertext).
+    pub private_key: String,
+    /// The public key as a JWK (JSON).
+    pub public_jwk: String,
+    pub created_at: i64,
+    /// From when it signs.
+    pub activates_at: i64,
+    /// From when it no longer signs.
+    pub retires_at: Option<i64>,
+    /// From when its public key leaves the JWKS (no token it signed is alive).
+    pub expires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for SigningKeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyRow")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("activates_at", &self.activates_at)
+            .field("retires_at", &self.retires_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordRow {
+    pub id: String,
+    pub account_id: String,
+    pub resource: String,
+    /// The end user who created it through a session, if any.
+    pub owner_user_id: Option<String>,
+    pub doc: serde_json::Value,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Which records a caller may touch: an account's resource, and for a user-session token only the
+/// records its user created.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordScope<'a> {
+    pub account_id: &'a str,
+    pub resource: &'a str,
+    pub owner_user_id: Option<&'a str>,
+}
+
+#[derive(Clone, PartialEq, Eq, FromRow)]
+pub struct SessionRow {
+    /// SHA-256 of the session cookie's value.
+    pub id_hash: String,
+    pub owner_id: String,
+    pub account_id: String,
+    pub csrf_token: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for SessionRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRow")
+            .field("owner_id", &self.owner_id)
+            .field("account_id", &self.account_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One entry of the change feed: what other nodes must reload.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct Change {
+    pub id: i64,
+    pub kind: String,
+    pub subject: String,
+    pub created_at: i64,
+}
+
+/// The kinds of change in the feed.
+pub mod change_kind {
+    pub const API_KEY_CREATED: &str = "api_key.created";
+    pub const API_KEY_REVOKED: &str = "api_key.revoked";
+    pub const TOKEN_REVOKED: &str = "token.revoked";
+    pub const SIGNING_KEYS_CHANGED: &str = "signing_keys.changed";
+}

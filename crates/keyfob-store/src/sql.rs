@@ -1,0 +1,653 @@
+//! The SQL both backends share. Both accept `$n` placeholders and `RETURNING`, and times are plain
+//! integers, so one body serves both; [`impl_store!`] stamps it out for each pool type. What differs
+//! (connecting, JSON paths in listings) lives in `sqlite.rs` and `pg.rs`.
+
+use keyfob_domain::query::{Field, ListQuery};
+use serde_json::Value;
+use sqlx::FromRow;
+use sqlx::types::Json;
+
+use crate::RecordRow;
+
+#[derive(FromRow)]
+pub(crate) struct RecordDbRow {
+    pub id: String,
+    pub account_id: String,
+    pub resource: String,
+    pub owner_user_id: Option<String>,
+    pub doc: Json<Value>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<RecordDbRow> for RecordRow {
+    fn from(row: RecordDbRow) -> Self {
+        RecordRow {
+            id: row.id,
+            account_id: row.account_id,
+            resource: row.resource,
+            owner_user_id: row.owner_user_id,
+            doc: row.doc.0,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+pub(crate) const RECORD_COLUMNS: &str =
+    "id, account_id, resource, owner_user_id, doc, created_at, updated_at";
+
+/// How a backend names a value inside the JSON document, given the placeholder that carries the
+/// path.
+pub(crate) trait JsonDialect {
+    /// An expression giving the field's value as text, for equality filters.
+    fn text_at(placeholder: &str) -> String;
+    /// An expression giving the field's value, for ordering.
+    fn value_at(placeholder: &str) -> String;
+    /// The bound form of a JSON path.
+    type Path: for<'q> sqlx::Encode<'q, Self::Db> + sqlx::Type<Self::Db> + Send + 'static;
+    type Db: sqlx::Database;
+    fn path(segments: &[String]) -> Self::Path;
+}
+
+/// A bound value of a listing query.
+pub(crate) enum Bind {
+    Text(String),
+    Path(Vec<String>),
+}
+
+/// Builds the WHERE clause, ORDER BY and binds of a listing, shared by both backends.
+pub(crate) fn list_sql<D: JsonDialect>(
+    scope: &crate::RecordScope<'_>,
+    query: &ListQuery,
+) -> (String, String, Vec<Bind>) {
+    let mut binds = vec![
+        Bind::Text(scope.account_id.to_owned()),
+        Bind::Text(scope.resource.to_owned()),
+    ];
+    let mut clause = String::from("account_id = $1 AND resource = $2");
+    if let Some(owner) = scope.owner_user_id {
+        binds.push(Bind::Text(owner.to_owned()));
+        clause.push_str(&format!(" AND owner_user_id = ${}", binds.len()));
+    }
+    for (field, value) in &query.filters {
+        let expr = match field {
+            Field::Id => "id".to_owned(),
+            Field::CreatedAt => "CAST(created_at AS TEXT)".to_owned(),
+            Field::UpdatedAt => "CAST(updated_at AS TEXT)".to_owned(),
+            Field::Doc(path) => {
+                binds.push(Bind::Path(path.clone()));
+                D::text_at(&format!("${}", binds.len()))
+            }
+        };
+        binds.push(Bind::Text(value.clone()));
+        clause.push_str(&format!(" AND {expr} = ${}", binds.len()));
+    }
+    let order = match &query.sort {
+        None => "created_at DESC, id DESC".to_owned(),
+        Some(sort) => {
+            let dir = if sort.descending { "DESC" } else { "ASC" };
+            let expr = match &sort.field {
+                Field::Id => "id".to_owned(),
+                Field::CreatedAt => "created_at".to_owned(),
+                Field::UpdatedAt => "updated_at".to_owned(),
+                Field::Doc(path) => {
+                    binds.push(Bind::Path(path.clone()));
+                    D::value_at(&format!("${}", binds.len()))
+                }
+            };
+            format!("{expr} {dir}, id {dir}")
+        }
+    };
+    (clause, order, binds)
+}
+
+/// Implements [`crate::Store`] for a store type with a `pool` field of the given sqlx pool type.
+macro_rules! impl_store {
+    ($store:ty, $backend:literal, $args:ty) => {
+        impl $store {
+            async fn list_records_impl(
+                &self,
+                scope: &$crate::RecordScope<'_>,
+                query: &keyfob_domain::query::ListQuery,
+            ) -> $crate::Result<(Vec<$crate::RecordRow>, u64)> {
+                use sqlx::Arguments as _;
+                use $crate::sql::{Bind, JsonDialect as _};
+                let (clause, order, binds) = $crate::sql::list_sql::<Self>(scope, query);
+                let args = |extra: &[i64]| -> std::result::Result<$args, sqlx::Error> {
+                    let mut args = <$args>::default();
+                    for bind in &binds {
+                        match bind {
+                            Bind::Text(s) => args.add(s.clone()),
+                            Bind::Path(p) => args.add(Self::path(p)),
+                        }
+                        .map_err(sqlx::Error::Encode)?;
+                    }
+                    for i in extra {
+                        args.add(*i).map_err(sqlx::Error::Encode)?;
+                    }
+                    Ok(args)
+                };
+                let total: i64 = sqlx::query_scalar_with(
+                    &format!("SELECT COUNT(*) FROM records WHERE {clause}"),
+                    args(&[])?,
+                )
+                .fetch_one(&self.pool)
+                .await?;
+                let n = binds.len();
+                let offset = i64::try_from(query.offset()).unwrap_or(i64::MAX);
+                let rows: Vec<$crate::sql::RecordDbRow> = sqlx::query_as_with(
+                    &format!(
+                        "SELECT {} FROM records WHERE {clause} ORDER BY {order} LIMIT ${} OFFSET ${}",
+                        $crate::sql::RECORD_COLUMNS,
+                        n + 1,
+                        n + 2
+                    ),
+                    args(&[i64::from(query.limit), offset])?,
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok((rows.into_iter().map(Into::into).collect(), total.max(0) as u64))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn ping(&self) -> $crate::Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn create_account(
+                &self,
+                account: &$crate::Account,
+                owner: &$crate::Owner,
+            ) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
+                    .bind(&account.id)
+                    .bind(&account.name)
+                    .bind(account.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO owners (id, account_id, email, password_hash, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&owner.id)
+                .bind(&owner.account_id)
+                .bind(&owner.email)
+                .bind(&owner.password_hash)
+                .bind(owner.created_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn find_account(&self, id: &str) -> $crate::Result<Option<$crate::Account>> {
+                Ok(sqlx::query_as("SELECT id, name, created_at FROM accounts WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn find_owner_by_email(
+                &self,
+                email: &str,
+            ) -> $crate::Result<Option<$crate::Owner>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, account_id, email, password_hash, created_at FROM owners WHERE email = $1",
+                )
+                .bind(email)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn find_owner(&self, id: &str) -> $crate::Result<Option<$crate::Owner>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, account_id, email, password_hash, created_at FROM owners WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn insert_api_key(&self, key: &$crate::ApiKeyRow) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO api_keys (id, account_id, name, prefix, key_hash, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&key.id)
+                .bind(&key.account_id)
+                .bind(&key.name)
+                .bind(&key.prefix)
+                .bind(&key.key_hash)
+                .bind(key.created_at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
+                    .bind($crate::change_kind::API_KEY_CREATED)
+                    .bind(&key.id)
+                    .bind(key.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn find_api_key(&self, id: &str) -> $crate::Result<Option<$crate::ApiKeyRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at \
+                     FROM api_keys WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn list_api_keys(
+                &self,
+                account_id: &str,
+            ) -> $crate::Result<Vec<$crate::ApiKeyRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at \
+                     FROM api_keys WHERE account_id = $1 ORDER BY created_at DESC, id",
+                )
+                .bind(account_id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn active_api_keys(&self) -> $crate::Result<Vec<$crate::ApiKeyRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at \
+                     FROM api_keys WHERE revoked_at IS NULL",
+                )
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn revoke_api_key(
+                &self,
+                account_id: Option<&str>,
+                id: &str,
+                at: i64,
+            ) -> $crate::Result<bool> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "UPDATE api_keys SET revoked_at = $1 \
+                     WHERE id = $2 AND revoked_at IS NULL AND ($3 IS NULL OR account_id = $3)",
+                )
+                .bind(at)
+                .bind(id)
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if done {
+                    sqlx::query(
+                        "INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)",
+                    )
+                    .bind($crate::change_kind::API_KEY_REVOKED)
+                    .bind(id)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(done)
+            }
+
+            async fn touch_api_keys(&self, uses: &[(String, i64)]) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                for (id, at) in uses {
+                    sqlx::query(
+                        "UPDATE api_keys SET last_used_at = $1 \
+                         WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+                    )
+                    .bind(*at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn insert_tokens(&self, tokens: &[$crate::TokenRow]) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                for t in tokens {
+                    sqlx::query(
+                        "INSERT INTO tokens (jti, account_id, api_key_id, subject, permissions, issued_at, expires_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(&t.jti)
+                    .bind(&t.account_id)
+                    .bind(&t.api_key_id)
+                    .bind(&t.subject)
+                    .bind(&t.permissions)
+                    .bind(t.issued_at)
+                    .bind(t.expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_tokens(
+                &self,
+                account_id: &str,
+                limit: u32,
+            ) -> $crate::Result<Vec<$crate::TokenRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT jti, account_id, api_key_id, subject, permissions, issued_at, expires_at, revoked_at \
+                     FROM tokens WHERE account_id = $1 ORDER BY issued_at DESC, jti LIMIT $2",
+                )
+                .bind(account_id)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn find_token(&self, jti: &str) -> $crate::Result<Option<$crate::TokenRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT jti, account_id, api_key_id, subject, permissions, issued_at, expires_at, revoked_at \
+                     FROM tokens WHERE jti = $1",
+                )
+                .bind(jti)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn revoke_token(
+                &self,
+                account_id: &str,
+                jti: &str,
+                at: i64,
+            ) -> $crate::Result<bool> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query(
+                    "UPDATE tokens SET revoked_at = $1 \
+                     WHERE jti = $2 AND account_id = $3 AND revoked_at IS NULL",
+                )
+                .bind(at)
+                .bind(jti)
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if done {
+                    sqlx::query(
+                        "INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)",
+                    )
+                    .bind($crate::change_kind::TOKEN_REVOKED)
+                    .bind(jti)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(done)
+            }
+
+            async fn revoked_tokens(&self, now: i64) -> $crate::Result<Vec<(String, i64)>> {
+                Ok(sqlx::query_as(
+                    "SELECT jti, expires_at FROM tokens WHERE revoked_at IS NOT NULL AND expires_at > $1",
+                )
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn insert_signing_key(&self, key: &$crate::SigningKeyRow) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at, activates_at, retires_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&key.kid)
+                .bind(&key.alg)
+                .bind(&key.private_key)
+                .bind(&key.public_jwk)
+                .bind(key.created_at)
+                .bind(key.activates_at)
+                .bind(key.retires_at)
+                .bind(key.expires_at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
+                    .bind($crate::change_kind::SIGNING_KEYS_CHANGED)
+                    .bind(&key.kid)
+                    .bind(key.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_signing_keys(&self) -> $crate::Result<Vec<$crate::SigningKeyRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT kid, alg, private_key, public_jwk, created_at, activates_at, retires_at, expires_at \
+                     FROM signing_keys ORDER BY activates_at, created_at",
+                )
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn rotate_signing_key(
+                &self,
+                next: &$crate::SigningKeyRow,
+                keep_public_for: i64,
+            ) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "UPDATE signing_keys SET retires_at = $1, expires_at = $2 \
+                     WHERE retires_at IS NULL OR retires_at > $1",
+                )
+                .bind(next.activates_at)
+                .bind(next.activates_at + keep_public_for)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at, activates_at, retires_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&next.kid)
+                .bind(&next.alg)
+                .bind(&next.private_key)
+                .bind(&next.public_jwk)
+                .bind(next.created_at)
+                .bind(next.activates_at)
+                .bind(next.retires_at)
+                .bind(next.expires_at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
+                    .bind($crate::change_kind::SIGNING_KEYS_CHANGED)
+                    .bind(&next.kid)
+                    .bind(next.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn insert_record(&self, record: &$crate::RecordRow) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO records (id, account_id, resource, owner_user_id, doc, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&record.id)
+                .bind(&record.account_id)
+                .bind(&record.resource)
+                .bind(&record.owner_user_id)
+                .bind(sqlx::types::Json(&record.doc))
+                .bind(record.created_at)
+                .bind(record.updated_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_record(
+                &self,
+                scope: &$crate::RecordScope<'_>,
+                id: &str,
+            ) -> $crate::Result<Option<$crate::RecordRow>> {
+                let row: Option<$crate::sql::RecordDbRow> = sqlx::query_as(&format!(
+                    "SELECT {} FROM records WHERE id = $1 AND account_id = $2 AND resource = $3 \
+                     AND ($4 IS NULL OR owner_user_id = $4)",
+                    $crate::sql::RECORD_COLUMNS
+                ))
+                .bind(id)
+                .bind(scope.account_id)
+                .bind(scope.resource)
+                .bind(scope.owner_user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn list_records(
+                &self,
+                scope: &$crate::RecordScope<'_>,
+                query: &keyfob_domain::query::ListQuery,
+            ) -> $crate::Result<(Vec<$crate::RecordRow>, u64)> {
+                self.list_records_impl(scope, query).await
+            }
+
+            async fn update_record(
+                &self,
+                scope: &$crate::RecordScope<'_>,
+                id: &str,
+                doc: &serde_json::Value,
+                at: i64,
+            ) -> $crate::Result<bool> {
+                Ok(sqlx::query(
+                    "UPDATE records SET doc = $1, updated_at = $2 \
+                     WHERE id = $3 AND account_id = $4 AND resource = $5 \
+                     AND ($6 IS NULL OR owner_user_id = $6)",
+                )
+                .bind(sqlx::types::Json(doc))
+                .bind(at)
+                .bind(id)
+                .bind(scope.account_id)
+                .bind(scope.resource)
+                .bind(scope.owner_user_id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                    > 0)
+            }
+
+            async fn delete_record(
+                &self,
+                scope: &$crate::RecordScope<'_>,
+                id: &str,
+            ) -> $crate::Result<bool> {
+                Ok(sqlx::query(
+                    "DELETE FROM records WHERE id = $1 AND account_id = $2 AND resource = $3 \
+                     AND ($4 IS NULL OR owner_user_id = $4)",
+                )
+                .bind(id)
+                .bind(scope.account_id)
+                .bind(scope.resource)
+                .bind(scope.owner_user_id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                    > 0)
+            }
+
+            async fn insert_session(&self, s: &$crate::SessionRow) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO dashboard_sessions (id_hash, owner_id, account_id, csrf_token, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&s.id_hash)
+                .bind(&s.owner_id)
+                .bind(&s.account_id)
+                .bind(&s.csrf_token)
+                .bind(s.created_at)
+                .bind(s.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn find_session(
+                &self,
+                id_hash: &str,
+                now: i64,
+            ) -> $crate::Result<Option<$crate::SessionRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT id_hash, owner_id, account_id, csrf_token, created_at, expires_at \
+                     FROM dashboard_sessions WHERE id_hash = $1 AND expires_at > $2",
+                )
+                .bind(id_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn delete_session(&self, id_hash: &str) -> $crate::Result<()> {
+                sqlx::query("DELETE FROM dashboard_sessions WHERE id_hash = $1")
+                    .bind(id_hash)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn changes_since(&self, since: i64) -> $crate::Result<Vec<$crate::Change>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, kind, subject, created_at FROM changes WHERE created_at >= $1 ORDER BY id",
+                )
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn prune_changes(&self, before: i64) -> $crate::Result<()> {
+                sqlx::query("DELETE FROM changes WHERE created_at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn get_setting(&self, name: &str) -> $crate::Result<Option<String>> {
+                Ok(sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn init_setting(&self, name: &str, value: &str) -> $crate::Result<String> {
+                sqlx::query(
+                    "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(name)
+                .bind(value)
+                .execute(&self.pool)
+                .await?;
+                let stored: Option<String> =
+                    sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+                        .bind(name)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                stored.ok_or_else(|| $crate::StoreError::Corrupt(format!("setting {name} vanished")))
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;

@@ -1,0 +1,149 @@
+//! Keeps a node's in-memory state in step with the database: every `sync_interval` it reads the
+//! change feed's recent entries (keys created or revoked, tokens revoked, signing keys rotated) and
+//! applies the ones it has not seen; every minute it reloads everything, as a safety net; and it
+//! writes API-key last-used times in batches. Nothing here runs on the request path.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use keyfob_store::{Change, change_kind};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::now_ms;
+use crate::state::AppState;
+
+/// How far back each poll reads. Longer than any transaction, so a change committed late (its id
+/// drawn before a later one's) is still seen.
+const LOOKBACK_MS: i64 = 30_000;
+const FULL_RELOAD: Duration = Duration::from_secs(60);
+const FLUSH_USES: Duration = Duration::from_secs(5);
+const KEEP_CHANGES_MS: i64 = 24 * 3600 * 1000;
+
+/// Stops the background tasks when dropped or on [`SyncHandle::stop`].
+pub struct SyncHandle {
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SyncHandle {
+    /// Stops the loop after writing pending last-used times.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for SyncHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Loads everything once, then keeps it current in the background.
+pub async fn spawn_sync(state: AppState) -> anyhow::Result<SyncHandle> {
+    let mut seen = HashMap::new();
+    // Mark the feed's recent entries as seen before the full load that covers them.
+    for change in state.store.changes_since(now_ms() - LOOKBACK_MS).await? {
+        seen.insert(change.id, change.created_at);
+    }
+    full_reload(&state).await?;
+    let (stop, mut stopped) = watch::channel(false);
+    let interval = Duration::from_millis(state.config.sync_interval_ms);
+    let task = tokio::spawn(async move {
+        let mut poll = tokio::time::interval(interval);
+        let mut reload = tokio::time::interval(FULL_RELOAD);
+        let mut flush = tokio::time::interval(FLUSH_USES);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        reload.tick().await;
+        loop {
+            tokio::select! {
+                _ = poll.tick() => {
+                    if let Err(err) = apply_changes(&state, &mut seen).await {
+                        tracing::warn!(error = %err, "reading the change feed failed");
+                    }
+                }
+                _ = reload.tick() => {
+                    if let Err(err) = full_reload(&state).await {
+                        tracing::warn!(error = %err, "reloading keys and revocations failed");
+                    }
+                    if let Err(err) = state.store.prune_changes(now_ms() - KEEP_CHANGES_MS).await {
+                        tracing::warn!(error = %err, "pruning the change feed failed");
+                    }
+                }
+                _ = flush.tick() => flush_uses(&state).await,
+                _ = stopped.changed() => {
+                    flush_uses(&state).await;
+                    break;
+                }
+            }
+        }
+    });
+    Ok(SyncHandle {
+        stop,
+        task: Some(task),
+    })
+}
+
+async fn full_reload(state: &AppState) -> anyhow::Result<()> {
+    let keys = state.store.active_api_keys().await?;
+    state.index.replace_keys(&keys);
+    let now = now_ms();
+    let revoked = state
+        .store
+        .revoked_tokens(now)
+        .await?
+        .into_iter()
+        .map(|(jti, exp_ms)| (jti, exp_ms / 1000))
+        .collect();
+    state.index.merge_revoked(revoked, now / 1000);
+    state.reload_signing_keys().await?;
+    Ok(())
+}
+
+async fn apply_changes(state: &AppState, seen: &mut HashMap<i64, i64>) -> anyhow::Result<()> {
+    let now = now_ms();
+    let changes = state.store.changes_since(now - LOOKBACK_MS).await?;
+    seen.retain(|_, at| *at >= now - 2 * LOOKBACK_MS);
+    for change in changes {
+        if seen.contains_key(&change.id) {
+            continue;
+        }
+        apply(state, &change).await?;
+        seen.insert(change.id, change.created_at);
+    }
+    Ok(())
+}
+
+async fn apply(state: &AppState, change: &Change) -> anyhow::Result<()> {
+    match change.kind.as_str() {
+        change_kind::API_KEY_CREATED => {
+            if let Some(row) = state.store.find_api_key(&change.subject).await? {
+                state.index.add_key(&row);
+            }
+        }
+        change_kind::API_KEY_REVOKED => state.index.remove_key(&change.subject),
+        change_kind::TOKEN_REVOKED => {
+            let exp = match state.store.find_token(&change.subject).await? {
+                Some(token) => token.expires_at / 1000,
+                None => (now_ms() + LOOKBACK_MS) / 1000,
+            };
+            state.index.revoke_token(&change.subject, exp);
+        }
+        change_kind::SIGNING_KEYS_CHANGED => state.reload_signing_keys().await?,
+        other => tracing::debug!(kind = other, "ignoring unknown change"),
+    }
+    Ok(())
+}
+
+async fn flush_uses(state: &AppState) {
+    let uses = state.index.take_uses();
+    if uses.is_empty() {
+        return;
+    }
+    if let Err(err) = state.store.touch_api_keys(&uses).await {
+        tracing::warn!(error = %err, count = uses.len(), "writing last-used times failed");
+    }
+}

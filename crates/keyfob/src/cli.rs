@@ -1,0 +1,290 @@
+//! The `keyfob` command line. Every command takes `--data-dir`, `--database-url` and `--config`
+//! (also from `KEYFOB_DATA_DIR`, `KEYFOB_DATABASE_URL`, `KEYFOB_CONFIG`). Errors are one line on
+//! stderr and a non-zero exit; only secrets a command just made are printed.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::clock::{format_ms, now_ms};
+use crate::config::{Config, FileConfig, SigningAlg, default_database_url};
+use crate::ops;
+use crate::passwords::Passwords;
+use crate::startup::{Application, open_storage};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "keyfob",
+    version,
+    about = "Authentication and authorization for APIs"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct GlobalArgs {
+    /// Where the SQLite database and the master key live.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYFOB_DATA_DIR",
+        default_value = "./keyfob-data"
+    )]
+    data_dir: PathBuf,
+    /// `postgres://…` for PostgreSQL; default SQLite at DATA_DIR/keyfob.db.
+    #[arg(long, global = true, env = "KEYFOB_DATABASE_URL")]
+    database_url: Option<String>,
+    /// A TOML file of settings (see README).
+    #[arg(long, global = true, env = "KEYFOB_CONFIG")]
+    config: Option<PathBuf>,
+    /// The master key, 64 hex characters; default DATA_DIR/master.key, made on first start.
+    #[arg(long, global = true, env = "KEYFOB_MASTER_KEY", hide_env_values = true)]
+    master_key: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Manage accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage token signing keys.
+    #[command(subcommand, name = "signing-keys")]
+    SigningKeys(SigningKeysCommand),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "KEYFOB_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// The URL clients reach Keyfob at (the tokens' issuer); default http://LISTEN.
+    #[arg(long, env = "KEYFOB_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Algorithm of new signing keys.
+    #[arg(long, env = "KEYFOB_SIGNING_ALG")]
+    signing_alg: Option<SigningAlg>,
+    /// Log format.
+    #[arg(long, env = "KEYFOB_LOG_JSON", default_value_t = false)]
+    log_json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum AccountsCommand {
+    /// Make an account and its owner; the password is read from stdin. Prints the account id.
+    Create {
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Make an API key; prints the key alone, once.
+    Create {
+        /// The account's id or an owner's email.
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// One line per key: id, name, prefix, created, last used, revoked.
+    List {
+        #[arg(long)]
+        account: String,
+    },
+    /// Revoke a key by its id; running servers refuse it within seconds.
+    Revoke { key_id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum SigningKeysCommand {
+    /// Publish a new signing key, and switch to it after `--activate-in` seconds.
+    Rotate {
+        /// Seconds between publishing the key in the JWKS and signing with it.
+        #[arg(long, default_value_t = 300)]
+        activate_in: i64,
+        /// Algorithm of the new key (default: the configured one).
+        #[arg(long)]
+        alg: Option<SigningAlg>,
+    },
+    /// One line per key: kid, algorithm, signs from, signs until, published until.
+    List,
+}
+
+/// Runs the command line; the exit code says whether it worked.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("keyfob: {}", one_line(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn one_line(err: &anyhow::Error) -> String {
+    err.chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+        .replace('\n', " ")
+}
+
+fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
+    let mut config = Config::for_data_dir(&global.data_dir);
+    if let Some(path) = &global.config {
+        config.apply_file(FileConfig::load(path)?);
+    }
+    if let Some(url) = &global.database_url {
+        config.database_url = url.clone();
+    } else if config.database_url.is_empty() {
+        config.database_url = default_database_url(&global.data_dir);
+    }
+    if let Some(key) = &global.master_key {
+        config.master_key_hex = Some(key.clone().into());
+    }
+    Ok(config)
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let mut input = String::new();
+    std::io::stdin()
+        .take(4096)
+        .read_to_string(&mut input)
+        .context("cannot read the password from stdin")?;
+    let password = input.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        bail!("give the password on stdin");
+    }
+    Ok(password)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = load_config(&cli.global)?;
+    match cli.command {
+        Command::Serve(args) => {
+            if let Some(listen) = args.listen {
+                config.listen = listen;
+            }
+            if let Some(url) = args.public_url {
+                config.public_url = Some(url);
+            }
+            if let Some(alg) = args.signing_alg {
+                config.signing_alg = alg;
+            }
+            init_tracing(args.log_json);
+            let app = Application::build(config).await?;
+            let url = app.state().config.issuer();
+            println!("Keyfob is listening on {}", app.local_addr());
+            println!("Dashboard: {url}/dashboard");
+            tracing::info!(addr = %app.local_addr(), backend = app.state().store.backend(), "serving");
+            app.run_until_stopped().await
+        }
+        Command::Accounts(AccountsCommand::Create { email }) => {
+            let password = read_password()?;
+            let (store, _) = open_storage(&config).await?;
+            let (account, _) =
+                ops::create_account(store.as_ref(), &Passwords::new(1), &email, password).await?;
+            println!("{}", account.id);
+            Ok(())
+        }
+        Command::Keys(command) => {
+            let (store, _) = open_storage(&config).await?;
+            match command {
+                KeysCommand::Create { account, name } => {
+                    let account = ops::resolve_account(store.as_ref(), &account).await?;
+                    let (_, key) = ops::create_api_key(store.as_ref(), &account.id, &name).await?;
+                    println!("{}", key.expose());
+                }
+                KeysCommand::List { account } => {
+                    let account = ops::resolve_account(store.as_ref(), &account).await?;
+                    for key in store.list_api_keys(&account.id).await? {
+                        println!(
+                            "{}\t{}\t{}\t{}\t{}\t{}",
+                            key.id,
+                            key.name,
+                            key.prefix,
+                            format_ms(key.created_at),
+                            key.last_used_at
+                                .map(format_ms)
+                                .unwrap_or_else(|| "never".into()),
+                            key.revoked_at
+                                .map(|t| format!("revoked {}", format_ms(t)))
+                                .unwrap_or_else(|| "active".into()),
+                        );
+                    }
+                }
+                KeysCommand::Revoke { key_id } => {
+                    if !store.revoke_api_key(None, &key_id, now_ms()).await? {
+                        bail!("no live API key with id {key_id}");
+                    }
+                    println!("revoked {key_id}");
+                }
+            }
+            Ok(())
+        }
+        Command::SigningKeys(command) => {
+            let (store, master) = open_storage(&config).await?;
+            match command {
+                SigningKeysCommand::Rotate { activate_in, alg } => {
+                    if !(0..=7 * 86400).contains(&activate_in) {
+                        bail!("--activate-in must be from 0 to 604800 seconds");
+                    }
+                    let row = ops::rotate_signing_key(
+                        store.as_ref(),
+                        &master,
+                        alg.unwrap_or(config.signing_alg),
+                        activate_in,
+                        config.token_max_days * 86400 + 3600,
+                    )
+                    .await?;
+                    println!(
+                        "published {} ({}); it signs from {}",
+                        row.kid,
+                        row.alg,
+                        format_ms(row.activates_at)
+                    );
+                }
+                SigningKeysCommand::List => {
+                    for key in store.list_signing_keys().await? {
+                        println!(
+                            "{}\t{}\t{}\t{}\t{}",
+                            key.kid,
+                            key.alg,
+                            format_ms(key.activates_at),
+                            key.retires_at.map(format_ms).unwrap_or_else(|| "-".into()),
+                            key.expires_at.map(format_ms).unwrap_or_else(|| "-".into()),
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = EnvFilter::try_from_env("KEYFOB_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

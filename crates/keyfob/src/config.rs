@@ -1,0 +1,162 @@
+//! Configuration: defaults, then an optional TOML file, then `KEYFOB_*` environment variables and
+//! command-line flags (clap reads both). Secrets never appear in `Debug` output.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// Which algorithm new signing keys use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+pub enum SigningAlg {
+    #[serde(rename = "EdDSA")]
+    #[value(name = "EdDSA")]
+    EdDsa,
+    #[serde(rename = "ES256")]
+    #[value(name = "ES256")]
+    Es256,
+}
+
+/// Settings from `--config keyfob.toml`. Every field is optional; flags and env vars win.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub public_url: Option<String>,
+    pub database_url: Option<String>,
+    pub signing_alg: Option<SigningAlg>,
+    pub token_max_days: Option<i64>,
+    pub token_default_days: Option<i64>,
+    pub audience: Option<String>,
+    pub signup_open: Option<bool>,
+    pub password_workers: Option<usize>,
+    pub sync_interval_ms: Option<u64>,
+    pub max_body_bytes: Option<usize>,
+    pub login_attempts_per_minute: Option<u32>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// The URL clients reach Keyfob at: the issuer of its tokens and the base of its links.
+    /// Derived from the bound address when not given.
+    pub public_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub signing_alg: SigningAlg,
+    /// `aud` of every token.
+    pub audience: String,
+    pub token_default_days: i64,
+    pub token_max_days: i64,
+    pub signup_open: bool,
+    /// Password hashes computed at once (each on its own blocking thread).
+    pub password_workers: usize,
+    /// How often each node reads the change feed (revocations, new keys).
+    pub sync_interval_ms: u64,
+    pub max_body_bytes: usize,
+    pub login_attempts_per_minute: u32,
+    /// A hex master key given by the operator; otherwise `DATA_DIR/master.key`, made on first start.
+    pub master_key_hex: Option<secrecy::SecretString>,
+    /// How long a new signing key is published before it signs, in seconds.
+    pub signing_key_publish_secs: i64,
+}
+
+impl Config {
+    /// Defaults for a data directory: SQLite inside it, loopback on 8080.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        let data_dir = data_dir.into();
+        let listen: SocketAddr = "127.0.0.1:8080".parse().expect("valid address");
+        Config {
+            listen,
+            public_url: None,
+            database_url: default_database_url(&data_dir),
+            data_dir,
+            signing_alg: SigningAlg::EdDsa,
+            audience: "keyfob".to_owned(),
+            token_default_days: 365,
+            token_max_days: 2 * 366,
+            signup_open: true,
+            password_workers: default_password_workers(),
+            sync_interval_ms: 500,
+            max_body_bytes: 64 * 1024,
+            login_attempts_per_minute: 10,
+            master_key_hex: None,
+            signing_key_publish_secs: 0,
+        }
+    }
+
+    /// Applies a config file's values over the current ones.
+    pub fn apply_file(&mut self, file: FileConfig) {
+        if let Some(v) = file.listen {
+            self.listen = v;
+        }
+        if let Some(v) = file.public_url {
+            self.public_url = Some(v);
+        }
+        if let Some(v) = file.database_url {
+            self.database_url = v;
+        }
+        if let Some(v) = file.signing_alg {
+            self.signing_alg = v;
+        }
+        if let Some(v) = file.audience {
+            self.audience = v;
+        }
+        if let Some(v) = file.token_default_days {
+            self.token_default_days = v;
+        }
+        if let Some(v) = file.token_max_days {
+            self.token_max_days = v;
+        }
+        if let Some(v) = file.signup_open {
+            self.signup_open = v;
+        }
+        if let Some(v) = file.password_workers {
+            self.password_workers = v.max(1);
+        }
+        if let Some(v) = file.sync_interval_ms {
+            self.sync_interval_ms = v.clamp(50, 2000);
+        }
+        if let Some(v) = file.max_body_bytes {
+            self.max_body_bytes = v;
+        }
+        if let Some(v) = file.login_attempts_per_minute {
+            self.login_attempts_per_minute = v.max(1);
+        }
+    }
+
+    /// The public URL without a trailing slash: the `iss` of every token.
+    pub fn issuer(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// Whether cookies must be `Secure` (served over HTTPS).
+    pub fn secure_cookies(&self) -> bool {
+        self.issuer().starts_with("https://")
+    }
+}
+
+/// SQLite at `DIR/keyfob.db`.
+pub fn default_database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("keyfob.db").display())
+}
+
+/// Half the cores, at least one: password hashing must leave room for token checks.
+fn default_password_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| (n.get() / 2).max(1))
+        .unwrap_or(1)
+}

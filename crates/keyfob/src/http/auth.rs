@@ -1,0 +1,226 @@
+//! `POST /auth` mints a JWT for an API key; `GET /auth/whoami` says who the caller is.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use keyfob_domain::expiry::format_instant;
+use keyfob_domain::{Claims, ExpiryPolicy, PermissionSet, PrincipalKind};
+use keyfob_store::TokenRow;
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::JsonBody;
+use crate::auth::Auth;
+use crate::state::AppState;
+
+/// Most permissions one token may carry.
+const MAX_PERMISSIONS: usize = 100;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth", post(mint))
+        .route("/auth/whoami", get(whoami))
+}
+
+/// What to mint.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MintRequest {
+    /// Permissions such as `deals.read`, `deals.write`, `*.read`.
+    #[schema(example = json!(["deals.read", "services.read"]))]
+    pub permissions: Option<serde_json::Value>,
+    /// ISO-8601 date-time or date; default now + 1 year.
+    #[schema(example = "2027-01-01T00:00:00Z")]
+    pub expires: Option<String>,
+    /// Synonym of `expires`.
+    pub expiration: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MintResponse {
+    /// The signed JWT.
+    pub token: String,
+    /// When it expires, RFC 3339.
+    pub expires: String,
+}
+
+/// Reads the permission list, naming whatever is wrong with it.
+fn parse_permissions(value: Option<serde_json::Value>) -> ApiResult<PermissionSet> {
+    let invalid = |message: String| ApiError::bad_request("invalid_permissions", message);
+    let Some(value) = value else {
+        return Err(invalid(
+            "`permissions` is required: a list such as [\"deals.read\"]".into(),
+        ));
+    };
+    let serde_json::Value::Array(items) = value else {
+        return Err(invalid("`permissions` must be a list of strings".into()));
+    };
+    if items.is_empty() {
+        return Err(invalid("`permissions` must not be empty".into()));
+    }
+    if items.len() > MAX_PERMISSIONS {
+        return Err(invalid(format!(
+            "`permissions` may hold at most {MAX_PERMISSIONS} entries"
+        )));
+    }
+    let strings = items
+        .iter()
+        .map(|item| {
+            item.as_str()
+                .ok_or_else(|| invalid(format!("`permissions` holds a non-string: {item}")))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    PermissionSet::parse(strings)
+        .map_err(|e| ApiError::bad_request("invalid_permission", e.to_string()))
+}
+
+/// Mint a JWT.
+///
+/// Needs an API key. The token carries the permissions asked for and expires at `expires`.
+#[utoipa::path(
+    post,
+    path = "/auth",
+    tag = "tokens",
+    request_body = MintRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Minted", body = MintResponse),
+        (status = 400, description = "Bad permissions or expiry", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credential", body = ErrorBody),
+        (status = 403, description = "Only an API key can mint", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all, fields(account = %auth.0.account_id))]
+pub async fn mint(
+    State(state): State<AppState>,
+    auth: Auth,
+    JsonBody(request): JsonBody<MintRequest>,
+) -> ApiResult<(StatusCode, Json<MintResponse>)> {
+    let PrincipalKind::ApiKey { key_id } = &auth.0.kind else {
+        return Err(ApiError::Forbidden(
+            "only an API key can mint tokens; a token cannot mint another".into(),
+        ));
+    };
+    let permissions = parse_permissions(request.permissions)?;
+    let (field, requested) = match (request.expires, request.expiration) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_expires",
+                "give `expires` or `expiration`, not both",
+            ));
+        }
+        (Some(e), None) => ("expires", Some(e)),
+        (None, Some(e)) => ("expiration", Some(e)),
+        (None, None) => ("expires", None),
+    };
+    let policy = ExpiryPolicy {
+        default: Duration::days(state.config.token_default_days),
+        max: Duration::days(state.config.token_max_days),
+    };
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or(OffsetDateTime::now_utc());
+    let expires = policy
+        .resolve(field, requested.as_deref(), now)
+        .map_err(|e| ApiError::bad_request("invalid_expires", e.to_string()))?;
+    let claims = Claims {
+        iss: state.tokens.issuer().to_owned(),
+        sub: key_id.clone(),
+        aud: state.tokens.audience().to_owned(),
+        iat: now.unix_timestamp(),
+        nbf: now.unix_timestamp(),
+        exp: expires.unix_timestamp(),
+        jti: uuid::Uuid::now_v7().to_string(),
+        permissions: permissions.to_strings(),
+        account_id: auth.0.account_id.clone(),
+        client_id: None,
+        sid: None,
+    };
+    let now_ms = now.unix_timestamp() * 1000;
+    let token = state
+        .tokens
+        .sign(&claims, now_ms)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    state
+        .recorder
+        .record(TokenRow {
+            jti: claims.jti.clone(),
+            account_id: claims.account_id.clone(),
+            api_key_id: Some(key_id.clone()),
+            subject: claims.sub.clone(),
+            permissions: serde_json::to_string(&claims.permissions).unwrap_or_default(),
+            issued_at: now_ms,
+            expires_at: claims.exp * 1000,
+            revoked_at: None,
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(MintResponse {
+            token,
+            expires: format_instant(expires),
+        }),
+    ))
+}
+
+/// Who the caller is.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    /// `api_key` or `jwt`.
+    pub kind: String,
+    pub account_id: String,
+    /// The API key's id, or the token's `sub`.
+    pub subject: String,
+    /// The API key's id, for an API key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The token's id, for a JWT.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// The application, for a user-session token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// `["*"]` stands for an API key's full access.
+    pub permissions: Vec<String>,
+    /// When the credential expires (RFC 3339); null for API keys.
+    pub expires: Option<String>,
+}
+
+/// Who am I?
+///
+/// Describes the credential in `Authorization`.
+#[utoipa::path(
+    get,
+    path = "/auth/whoami",
+    tag = "tokens",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = WhoAmI),
+        (status = 401, description = "Missing or invalid credential", body = ErrorBody),
+    )
+)]
+pub async fn whoami(auth: Auth) -> Json<WhoAmI> {
+    let p = auth.0;
+    let (kind, key_id, jti, client_id) = match &p.kind {
+        PrincipalKind::ApiKey { key_id } => ("api_key", Some(key_id.clone()), None, None),
+        PrincipalKind::Jwt { jti, client_id, .. } => {
+            ("jwt", None, Some(jti.clone()), client_id.clone())
+        }
+    };
+    Json(WhoAmI {
+        kind: kind.to_owned(),
+        account_id: p.account_id,
+        subject: p.subject,
+        key_id,
+        jti,
+        client_id,
+        permissions: p.permissions.to_strings(),
+        expires: p
+            .expires_at
+            .and_then(|exp| OffsetDateTime::from_unix_timestamp(exp).ok())
+            .map(format_instant),
+    })
+}

@@ -1,0 +1,133 @@
+//! The HTTP layer's one error type. It picks the status, writes `{"error", "message"}`, adds
+//! `WWW-Authenticate` to a 401 and `Retry-After` to a 429, and hides (but logs) the detail of a 500.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keyfob_domain::Action;
+use keyfob_store::StoreError;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Bad input; `code` is machine-readable, the message names the field.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// Missing, malformed, expired or revoked credential.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid credential without the permission needed.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0} is already taken")]
+    Conflict(&'static str),
+    #[error("too many requests; retry in {retry_after} seconds")]
+    TooManyRequests { retry_after: u64 },
+    #[error("storage is unavailable")]
+    Unavailable,
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A machine-readable code, e.g. `invalid_permission`.
+    pub error: String,
+    /// One human sentence naming the problem.
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The 403 for a credential that lacks `<resource>.<action>`.
+    pub fn missing_permission(resource: &str, action: Action) -> Self {
+        ApiError::Forbidden(format!(
+            "this request needs the permission `{resource}.{}`",
+            action.as_str()
+        ))
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict(field) => ApiError::Conflict(field),
+            StoreError::Unavailable(_) => {
+                tracing::error!(error = %err, "storage unavailable");
+                ApiError::Unavailable
+            }
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<std::sync::Arc<StoreError>> for ApiError {
+    fn from(err: std::sync::Arc<StoreError>) -> Self {
+        match &*err {
+            StoreError::Conflict(field) => ApiError::Conflict(field),
+            StoreError::Unavailable(_) => ApiError::Unavailable,
+            other => ApiError::Internal(anyhow::anyhow!("{other}")),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            ApiError::Internal(err) => {
+                tracing::error!(error = ?err, "internal error");
+                "something went wrong on our side".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: code.to_owned(),
+                message: message.clone(),
+            }),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unauthorized(_) => {
+                let value = format!(
+                    "Bearer realm=\"keyfob\", error=\"invalid_token\", error_description=\"{}\"",
+                    message.replace('"', "'")
+                );
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
+            }
+            ApiError::TooManyRequests { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,91 @@
+//! The HTTP API. One module per area, each with its own `router()`, merged in [`router`].
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod openapi;
+pub mod rate_limit;
+pub mod resources;
+pub mod wellknown;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use error::{ApiError, ApiResult};
+pub use rate_limit::RateLimiter;
+
+use crate::state::AppState;
+
+/// Every route Keyfob serves, with its middleware.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(auth::router())
+        .merge(resources::router())
+        .merge(wellknown::router())
+        .merge(health::router())
+        .merge(openapi::router())
+        .merge(crate::dashboard::router())
+        .fallback(not_found)
+        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(track_metrics))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response_owned()
+        }))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+impl ApiError {
+    fn into_response_owned(self) -> Response {
+        axum::response::IntoResponse::into_response(self)
+    }
+}
+
+/// Counts requests and their latency per route and status, for `/metrics`.
+async fn track_metrics(request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("keyfob_http_requests_total", &labels).increment(1);
+    metrics::histogram!("keyfob_http_request_duration_seconds", &labels)
+        .record(start.elapsed().as_secs_f64());
+    response
+}
+
+/// Headers every answer carries; pages add a CSP of their own.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    headers
+        .entry(header::X_FRAME_OPTIONS)
+        .or_insert(HeaderValue::from_static("DENY"));
+    response
+}

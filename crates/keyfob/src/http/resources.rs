@@ -1,0 +1,385 @@
+//! `/api/{resource}`: the account's JSON records, guarded by `<resource>.read` and
+//! `<resource>.write`. A user-session token sees and changes only its user's records.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use keyfob_domain::Action;
+use keyfob_domain::permission::RESERVED_RESOURCES;
+use keyfob_domain::query::{ListQuery, valid_resource};
+use keyfob_store::{RecordRow, RecordScope};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{JsonBody, QueryPairs};
+use crate::auth::Auth;
+use crate::clock::{format_ms, now_ms};
+use crate::state::AppState;
+
+/// Fields Keyfob sets on every record; a body may not set them.
+const SYSTEM_FIELDS: &[&str] = &["id", "createdAt", "updatedAt"];
+/// How deep a document may nest.
+const MAX_DEPTH: usize = 32;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/{resource}", get(list).post(create))
+        .route(
+            "/api/{resource}/{id}",
+            get(read).patch(patch).put(replace).delete(remove),
+        )
+}
+
+/// A page of records.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListResponse {
+    /// The records, each with `id`, `createdAt` and `updatedAt`.
+    pub docs: Vec<Value>,
+    pub total_docs: u64,
+    pub limit: u32,
+    pub page: u32,
+    pub total_pages: u64,
+    pub has_next_page: bool,
+}
+
+/// Checks the resource name and the caller's permission, and gives the records it may touch.
+fn scope<'a>(auth: &'a Auth, resource: &'a str, action: Action) -> ApiResult<RecordScope<'a>> {
+    if !valid_resource(resource) {
+        return Err(ApiError::bad_request(
+            "invalid_resource",
+            "the resource name must be a letter, then up to 63 letters, digits, `_` or `-`",
+        ));
+    }
+    if RESERVED_RESOURCES.contains(&resource) {
+        return Err(ApiError::bad_request(
+            "reserved_resource",
+            format!("`{resource}` is reserved and cannot hold records"),
+        ));
+    }
+    auth.require(resource, action)?;
+    Ok(RecordScope {
+        account_id: &auth.0.account_id,
+        resource,
+        owner_user_id: auth.0.session_user(),
+    })
+}
+
+/// A record as the API shows it: its document with `id`, `createdAt` and `updatedAt`.
+fn to_json(row: RecordRow) -> Value {
+    let mut doc = match row.doc {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    doc.insert("id".into(), Value::String(row.id));
+    doc.insert("createdAt".into(), Value::String(format_ms(row.created_at)));
+    doc.insert("updatedAt".into(), Value::String(format_ms(row.updated_at)));
+    Value::Object(doc)
+}
+
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A body must be an object, may not set system fields, and may not nest absurdly.
+fn check_document(value: Value) -> ApiResult<Map<String, Value>> {
+    let Value::Object(map) = value else {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    };
+    if let Some(field) = SYSTEM_FIELDS.iter().find(|f| map.contains_key(**f)) {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("`{field}` is set by Keyfob and cannot be written"),
+        ));
+    }
+    if depth(&Value::Object(map.clone())) > MAX_DEPTH {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("the document nests deeper than {MAX_DEPTH} levels"),
+        ));
+    }
+    Ok(map)
+}
+
+fn not_found(resource: &str) -> ApiError {
+    ApiError::NotFound(format!("no such record in `{resource}`"))
+}
+
+/// Record ids are UUIDs; anything else cannot name a record.
+fn check_id(resource: &str, id: &str) -> ApiResult<()> {
+    uuid::Uuid::parse_str(id)
+        .map(|_| ())
+        .map_err(|_| not_found(resource))
+}
+
+/// List records.
+#[utoipa::path(
+    get,
+    path = "/api/{resource}",
+    tag = "resources",
+    params(
+        ("resource" = String, Path, description = "Collection name, e.g. `deals`"),
+        ("limit" = Option<u32>, Query, description = "1 to 100, default 10"),
+        ("page" = Option<u32>, Query, description = "From 1"),
+        ("sort" = Option<String>, Query, description = "Field name; `-` prefix for descending"),
+        ("where[field][equals]" = Option<String>, Query, description = "Equality filter on a field"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of records", body = ListResponse),
+        (status = 400, description = "Bad query", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credential", body = ErrorBody),
+        (status = 403, description = "Needs `<resource>.read`", body = ErrorBody),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(resource): Path<String>,
+    QueryPairs(pairs): QueryPairs,
+) -> ApiResult<Json<ListResponse>> {
+    let scope = scope(&auth, &resource, Action::Read)?;
+    let query = ListQuery::from_pairs(&pairs)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    let (rows, total) = state.store.list_records(&scope, &query).await?;
+    let total_pages = total.div_ceil(u64::from(query.limit));
+    Ok(Json(ListResponse {
+        docs: rows.into_iter().map(to_json).collect(),
+        total_docs: total,
+        limit: query.limit,
+        page: query.page,
+        total_pages,
+        has_next_page: u64::from(query.page) < total_pages,
+    }))
+}
+
+/// Create a record.
+#[utoipa::path(
+    post,
+    path = "/api/{resource}",
+    tag = "resources",
+    params(("resource" = String, Path, description = "Collection name")),
+    request_body(content = Object, description = "The document"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created; the record with its id", body = Object),
+        (status = 400, description = "Bad body", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credential", body = ErrorBody),
+        (status = 403, description = "Needs `<resource>.write`", body = ErrorBody),
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(resource): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let scope = scope(&auth, &resource, Action::Write)?;
+    let doc = check_document(body)?;
+    let now = now_ms();
+    let row = RecordRow {
+        id: uuid::Uuid::now_v7().to_string(),
+        account_id: scope.account_id.to_owned(),
+        resource: resource.clone(),
+        owner_user_id: scope.owner_user_id.map(str::to_owned),
+        doc: Value::Object(doc),
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.insert_record(&row).await?;
+    Ok((StatusCode::CREATED, Json(to_json(row))))
+}
+
+/// Read a record.
+#[utoipa::path(
+    get,
+    path = "/api/{resource}/{id}",
+    tag = "resources",
+    params(("resource" = String, Path), ("id" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The record", body = Object),
+        (status = 401, description = "Missing or invalid credential", body = ErrorBody),
+        (status = 403, description = "Needs `<resource>.read`", body = ErrorBody),
+        (status = 404, description = "No such record", body = ErrorBody),
+    )
+)]
+pub async fn read(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((resource, id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let scope = scope(&auth, &resource, Action::Read)?;
+    check_id(&resource, &id)?;
+    let row = state
+        .store
+        .get_record(&scope, &id)
+        .await?
+        .ok_or_else(|| not_found(&resource))?;
+    Ok(Json(to_json(row)))
+}
+
+/// Merge a JSON patch (RFC 7396) into a record.
+#[utoipa::path(
+    patch,
+    path = "/api/{resource}/{id}",
+    tag = "resources",
+    params(("resource" = String, Path), ("id" = String, Path)),
+    request_body(content = Object, description = "Fields to set; `null` removes a field"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated record", body = Object),
+        (status = 400, description = "Bad body", body = ErrorBody),
+        (status = 403, description = "Needs `<resource>.write`", body = ErrorBody),
+        (status = 404, description = "No such record", body = ErrorBody),
+    )
+)]
+pub async fn patch(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((resource, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
+    let scope = scope(&auth, &resource, Action::Write)?;
+    check_id(&resource, &id)?;
+    let changes = check_document(body)?;
+    let mut row = state
+        .store
+        .get_record(&scope, &id)
+        .await?
+        .ok_or_else(|| not_found(&resource))?;
+    merge_patch(&mut row.doc, Value::Object(changes));
+    if depth(&row.doc) > MAX_DEPTH {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            format!("the document nests deeper than {MAX_DEPTH} levels"),
+        ));
+    }
+    row.updated_at = now_ms();
+    if !state
+        .store
+        .update_record(&scope, &id, &row.doc, row.updated_at)
+        .await?
+    {
+        return Err(not_found(&resource));
+    }
+    Ok(Json(to_json(row)))
+}
+
+/// Replace a record's document.
+#[utoipa::path(
+    put,
+    path = "/api/{resource}/{id}",
+    tag = "resources",
+    params(("resource" = String, Path), ("id" = String, Path)),
+    request_body(content = Object, description = "The new document"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The replaced record", body = Object),
+        (status = 400, description = "Bad body", body = ErrorBody),
+        (status = 403, description = "Needs `<resource>.write`", body = ErrorBody),
+        (status = 404, description = "No such record", body = ErrorBody),
+    )
+)]
+pub async fn replace(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((resource, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
+    let scope = scope(&auth, &resource, Action::Write)?;
+    check_id(&resource, &id)?;
+    let doc = Value::Object(check_document(body)?);
+    let now = now_ms();
+    if !state.store.update_record(&scope, &id, &doc, now).await? {
+        return Err(not_found(&resource));
+    }
+    let row = state
+        .store
+        .get_record(&scope, &id)
+        .await?
+        .ok_or_else(|| not_found(&resource))?;
+    Ok(Json(to_json(row)))
+}
+
+/// Delete a record.
+#[utoipa::path(
+    delete,
+    path = "/api/{resource}/{id}",
+    tag = "resources",
+    params(("resource" = String, Path), ("id" = String, Path)),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Needs `<resource>.write`", body = ErrorBody),
+        (status = 404, description = "No such record", body = ErrorBody),
+    )
+)]
+pub async fn remove(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((resource, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let scope = scope(&auth, &resource, Action::Write)?;
+    check_id(&resource, &id)?;
+    if state.store.delete_record(&scope, &id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_found(&resource))
+    }
+}
+
+/// RFC 7396 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: Value) {
+    match patch {
+        Value::Object(changes) => {
+            if !target.is_object() {
+                *target = Value::Object(Map::new());
+            }
+            let map = target.as_object_mut().expect("made an object above");
+            for (key, value) in changes {
+                if value.is_null() {
+                    map.remove(&key);
+                } else {
+                    merge_patch(map.entry(key).or_insert(Value::Null), value);
+                }
+            }
+        }
+        other => *target = other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut doc = json!({"a": 1, "b": {"c": 2, "d": 3}});
+        merge_patch(&mut doc, json!({"a": null, "b": {"c": 5}, "e": [1]}));
+        assert_eq!(doc, json!({"b": {"c": 5, "d": 3}, "e": [1]}));
+    }
+
+    #[test]
+    fn documents_must_be_objects_without_system_fields() {
+        assert!(check_document(json!([1])).is_err());
+        assert!(check_document(json!({"id": "x"})).is_err());
+        assert!(check_document(json!({"name": "x"})).is_ok());
+        let mut deep = json!(1);
+        for _ in 0..40 {
+            deep = json!({ "x": deep });
+        }
+        assert!(check_document(deep).is_err());
+    }
+}

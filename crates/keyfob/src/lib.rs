@@ -1,0 +1,20 @@
+//! Keyfob: API keys, scoped JWTs and resources behind one HTTP server.
+//!
+//! [`startup::Application`] builds the server the binary runs and the tests start; [`cli`] is the
+//! `keyfob` command. Domain rules live in `keyfob-domain`, storage in `keyfob-store`.
+
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod dashboard;
+pub mod http;
+pub mod ops;
+pub mod passwords;
+pub mod startup;
+pub mod state;
+pub mod tokens;
+
+pub use config::Config;
+pub use startup::Application;

@@ -1,0 +1,142 @@
+//! Operations that both the CLI and the dashboard perform, so each rule is written once.
+
+use keyfob_domain::ApiKey;
+use keyfob_domain::email::Email;
+use keyfob_store::{Account, ApiKeyRow, Owner, SigningKeyRow, Store};
+
+use crate::clock::now_ms;
+use crate::config::SigningAlg;
+use crate::crypto::MasterKey;
+use crate::passwords::{Passwords, check_new_password};
+use crate::tokens::generate_signing_key;
+
+/// Longest API key name.
+pub const MAX_KEY_NAME_LEN: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] keyfob_store::StoreError),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Makes an account with its first owner.
+pub async fn create_account(
+    store: &dyn Store,
+    passwords: &Passwords,
+    email: &str,
+    password: String,
+) -> Result<(Account, Owner), OpsError> {
+    let email = Email::parse(email).map_err(|e| OpsError::Invalid(e.to_string()))?;
+    check_new_password(&password).map_err(|e| OpsError::Invalid(e.to_string()))?;
+    if store.find_owner_by_email(email.as_str()).await?.is_some() {
+        return Err(keyfob_store::StoreError::Conflict("email").into());
+    }
+    let password_hash = passwords
+        .hash(password)
+        .await
+        .map_err(|e| OpsError::Other(e.into()))?;
+    let now = now_ms();
+    let account = Account {
+        id: uuid::Uuid::now_v7().to_string(),
+        name: email.as_str().to_owned(),
+        created_at: now,
+    };
+    let owner = Owner {
+        id: uuid::Uuid::now_v7().to_string(),
+        account_id: account.id.clone(),
+        email: email.as_str().to_owned(),
+        password_hash,
+        created_at: now,
+    };
+    store.create_account(&account, &owner).await?;
+    Ok((account, owner))
+}
+
+/// Finds an account by its id or by an owner's email.
+pub async fn resolve_account(store: &dyn Store, id_or_email: &str) -> Result<Account, OpsError> {
+    let not_found = || OpsError::NotFound(format!("no account {id_or_email}"));
+    if id_or_email.contains('@') {
+        let email = Email::parse(id_or_email).map_err(|_| not_found())?;
+        let owner = store
+            .find_owner_by_email(email.as_str())
+            .await?
+            .ok_or_else(not_found)?;
+        return store
+            .find_account(&owner.account_id)
+            .await?
+            .ok_or_else(not_found);
+    }
+    store.find_account(id_or_email).await?.ok_or_else(not_found)
+}
+
+/// Makes an API key; the key itself is returned once and never stored.
+pub async fn create_api_key(
+    store: &dyn Store,
+    account_id: &str,
+    name: &str,
+) -> Result<(ApiKeyRow, ApiKey), OpsError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_KEY_NAME_LEN {
+        return Err(OpsError::Invalid(format!(
+            "the key name must be 1 to {MAX_KEY_NAME_LEN} characters"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(OpsError::Invalid(
+            "the key name must not contain control characters".into(),
+        ));
+    }
+    let key = ApiKey::generate();
+    let row = ApiKeyRow {
+        id: uuid::Uuid::now_v7().to_string(),
+        account_id: account_id.to_owned(),
+        name: name.to_owned(),
+        prefix: key.display_prefix().to_owned(),
+        key_hash: key.hash(),
+        created_at: now_ms(),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    store.insert_api_key(&row).await?;
+    Ok((row, key))
+}
+
+/// Makes the first signing key of a new database.
+pub async fn ensure_signing_key(
+    store: &dyn Store,
+    master: &MasterKey,
+    alg: SigningAlg,
+) -> Result<(), OpsError> {
+    let now = now_ms();
+    let keys = store.list_signing_keys().await?;
+    if keys.iter().any(|k| k.retires_at.is_none_or(|r| r > now)) {
+        return Ok(());
+    }
+    let row = generate_signing_key(alg, master, now, now)?;
+    store.insert_signing_key(&row).await?;
+    Ok(())
+}
+
+/// Publishes a new signing key now and makes it sign `publish_secs` later; the keys it replaces
+/// stop signing then and stay published for `keep_public_secs` more (the longest token lifetime),
+/// so every token they signed keeps verifying.
+pub async fn rotate_signing_key(
+    store: &dyn Store,
+    master: &MasterKey,
+    alg: SigningAlg,
+    publish_secs: i64,
+    keep_public_secs: i64,
+) -> Result<SigningKeyRow, OpsError> {
+    let now = now_ms();
+    let row = generate_signing_key(alg, master, now, now + publish_secs * 1000)?;
+    store
+        .rotate_signing_key(&row, keep_public_secs * 1000)
+        .await?;
+    Ok(row)
+}

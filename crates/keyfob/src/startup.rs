@@ -1,0 +1,169 @@
+//! Building and running the application. The binary and the tests build it the same way.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+use crate::auth::{AuthIndex, SyncHandle, spawn_sync};
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::crypto::{CHECK_SETTING, MasterKey};
+use crate::http::{self, RateLimiter};
+use crate::ops::ensure_signing_key;
+use crate::passwords::Passwords;
+use crate::state::AppState;
+use crate::tokens::{TokenRecorder, TokenService, load_key_set};
+
+/// A built application: bound to its port, state loaded, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    sync: SyncHandle,
+}
+
+/// The process-wide metrics recorder (tests build several applications in one process).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ])
+                .expect("valid buckets")
+                .build_recorder();
+            let handle = recorder.handle();
+            let _ = metrics::set_global_recorder(recorder);
+            let upkeep = handle.clone();
+            std::thread::spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
+            handle
+        })
+        .clone()
+}
+
+/// Opens the store, checks the master key and makes the first signing key if needed.
+pub async fn open_storage(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn keyfob_store::Store>, MasterKey)> {
+    if config.database_url.starts_with("sqlite:") || !config.database_url.contains("://") {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
+    }
+    let store = keyfob_store::open(&config.database_url)
+        .await
+        .with_context(|| "cannot open the database")?;
+    let master = match &config.master_key_hex {
+        Some(hex) => MasterKey::from_hex(secrecy::ExposeSecret::expose_secret(hex))?,
+        None => {
+            std::fs::create_dir_all(&config.data_dir)?;
+            MasterKey::load_or_create(&config.data_dir)?
+        }
+    };
+    let stored = store
+        .init_setting(CHECK_SETTING, &master.check_value())
+        .await?;
+    master.verify_check_value(&stored)?;
+    ensure_signing_key(store.as_ref(), &master, config.signing_alg).await?;
+    Ok((store, master))
+}
+
+impl Application {
+    pub async fn build(mut config: Config) -> anyhow::Result<Application> {
+        let (store, master) = open_storage(&config).await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let local = listener.local_addr()?;
+        config.listen = local;
+        if config.public_url.is_none() {
+            config.public_url = Some(format!("http://{local}"));
+        }
+        let keys = load_key_set(&store.list_signing_keys().await?, &master, now_ms())?;
+        let tokens = TokenService::new(keys, config.issuer(), config.audience.clone());
+        let state = AppState {
+            recorder: TokenRecorder::spawn(store.clone()),
+            tokens: Arc::new(tokens),
+            index: Arc::new(AuthIndex::default()),
+            passwords: Passwords::new(config.password_workers),
+            login_limiter: Arc::new(RateLimiter::new(
+                config.login_attempts_per_minute,
+                Duration::from_secs(60),
+            )),
+            metrics: metrics_handle(),
+            master: Arc::new(master),
+            store,
+            config: Arc::new(config.clone()),
+        };
+        let sync = spawn_sync(state.clone()).await?;
+        let router =
+            http::router(state.clone()).layer(DefaultBodyLimit::max(config.max_body_bytes));
+        Ok(Application {
+            listener,
+            router,
+            state,
+            sync,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.state.config.listen
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until the process gets Ctrl-C or SIGTERM.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `stop` completes, then writes pending state and returns.
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop)
+        .await?;
+        self.sync.stop().await;
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut sig) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            sig.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

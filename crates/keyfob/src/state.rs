@@ -1,0 +1,36 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use keyfob_store::Store;
+
+use crate::auth::AuthIndex;
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::crypto::MasterKey;
+use crate::http::RateLimiter;
+use crate::passwords::Passwords;
+use crate::tokens::{TokenRecorder, TokenService, load_key_set};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub master: Arc<MasterKey>,
+    pub tokens: Arc<TokenService>,
+    pub recorder: TokenRecorder,
+    pub index: Arc<AuthIndex>,
+    pub passwords: Passwords,
+    pub login_limiter: Arc<RateLimiter>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+impl AppState {
+    /// Reloads the signing keys from the database (after a rotation on any node).
+    pub async fn reload_signing_keys(&self) -> anyhow::Result<()> {
+        let rows = self.store.list_signing_keys().await?;
+        let keys = load_key_set(&rows, &self.master, now_ms())?;
+        self.tokens.replace_keys(keys);
+        Ok(())
+    }
+}

@@ -1,0 +1,124 @@
+//! Minting and verifying JWTs. A verified token is remembered by the SHA-256 of its bytes until it
+//! expires, so a client that reuses its token pays a hash and a lookup instead of a signature
+//! check. Revocation is checked by the caller on every request, cached or not.
+
+use std::sync::{Arc, RwLock};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Header, Validation, decode, decode_header, encode};
+use keyfob_domain::Claims;
+use quick_cache::sync::Cache;
+use sha2::{Digest, Sha256};
+
+use super::keys::KeySet;
+
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+const LEEWAY_SECS: u64 = 30;
+/// Verified tokens remembered at once.
+const CACHE_CAPACITY: usize = 100_000;
+
+/// Why a JWT was refused. Each is a 401; the message says which check failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is not a well-formed JWT")]
+    Malformed,
+    #[error("the token's signing key (kid) is unknown")]
+    UnknownKey,
+    #[error("the token's algorithm does not match its key")]
+    WrongAlgorithm,
+    #[error("the token's signature is invalid")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token was issued by someone else")]
+    WrongIssuer,
+    #[error("the token is meant for another audience")]
+    WrongAudience,
+    #[error("no signing key is active")]
+    NoSigningKey,
+}
+
+pub struct TokenService {
+    keys: RwLock<Arc<KeySet>>,
+    issuer: String,
+    audience: String,
+    verified: Cache<[u8; 32], Arc<Claims>>,
+}
+
+impl TokenService {
+    pub fn new(keys: KeySet, issuer: String, audience: String) -> Self {
+        TokenService {
+            keys: RwLock::new(Arc::new(keys)),
+            issuer,
+            audience,
+            verified: Cache::new(CACHE_CAPACITY),
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    pub fn keys(&self) -> Arc<KeySet> {
+        self.keys.read().expect("key lock poisoned").clone()
+    }
+
+    /// Swaps in a freshly loaded key set. A key leaves the set only once every token it signed
+    /// has expired, so the cache of verified tokens stays valid.
+    pub fn replace_keys(&self, keys: KeySet) {
+        *self.keys.write().expect("key lock poisoned") = Arc::new(keys);
+    }
+
+    /// Signs `claims` with the key active at `now_ms`.
+    pub fn sign(&self, claims: &Claims, now_ms: i64) -> Result<String, TokenError> {
+        let keys = self.keys();
+        let signer = keys.signer(now_ms).ok_or(TokenError::NoSigningKey)?;
+        let mut header = Header::new(signer.alg);
+        header.kid = Some(signer.kid.clone());
+        encode(&header, claims, &signer.key).map_err(|_| TokenError::NoSigningKey)
+    }
+
+    /// Verifies a JWT's signature, algorithm, issuer, audience and times.
+    pub fn verify(&self, token: &str, now_secs: i64) -> Result<Arc<Claims>, TokenError> {
+        let fingerprint: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(claims) = self.verified.get(&fingerprint) {
+            if claims.exp + LEEWAY_SECS as i64 > now_secs {
+                return Ok(claims);
+            }
+            self.verified.remove(&fingerprint);
+            return Err(TokenError::Expired);
+        }
+        let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
+        let keys = self.keys();
+        let verifier = keys.verifier(kid).ok_or(TokenError::UnknownKey)?;
+        if header.alg != verifier.alg {
+            return Err(TokenError::WrongAlgorithm);
+        }
+        let mut validation = Validation::new(verifier.alg);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        let data =
+            decode::<Claims>(token, &verifier.key, &validation).map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
+                _ => TokenError::Malformed,
+            })?;
+        let claims = Arc::new(data.claims);
+        self.verified.insert(fingerprint, claims.clone());
+        Ok(claims)
+    }
+}
