@@ -87,6 +87,9 @@ impl Credential {
             return Err(CredentialError::TooLong);
         }
         let value = value.trim();
+        if value.is_empty() || value.eq_ignore_ascii_case("bearer") {
+            return Err(CredentialError::Missing);
+        }
         let credential = match value.split_once(' ') {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
             Some(_) => return Err(CredentialError::Malformed),

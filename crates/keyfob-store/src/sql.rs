@@ -56,11 +56,21 @@ pub(crate) enum Bind {
     Path(Vec<String>),
 }
 
+/// A listing's SQL pieces: the WHERE clause with its binds, then the ORDER BY whose binds are
+/// numbered after them (the count query takes only the first part).
+pub(crate) struct ListSql {
+    pub clause: String,
+    pub order: String,
+    pub binds: Vec<Bind>,
+    /// How many of `binds` belong to the WHERE clause.
+    pub where_binds: usize,
+}
+
 /// Builds the WHERE clause, ORDER BY and binds of a listing, shared by both backends.
 pub(crate) fn list_sql<D: JsonDialect>(
     scope: &crate::RecordScope<'_>,
     query: &ListQuery,
-) -> (String, String, Vec<Bind>) {
+) -> ListSql {
     let mut binds = vec![
         Bind::Text(scope.account_id.to_owned()),
         Bind::Text(scope.resource.to_owned()),
@@ -83,6 +93,7 @@ pub(crate) fn list_sql<D: JsonDialect>(
         binds.push(Bind::Text(value.clone()));
         clause.push_str(&format!(" AND {expr} = ${}", binds.len()));
     }
+    let where_binds = binds.len();
     let order = match &query.sort {
         None => "created_at DESC, id DESC".to_owned(),
         Some(sort) => {
@@ -99,7 +110,12 @@ pub(crate) fn list_sql<D: JsonDialect>(
             format!("{expr} {dir}, id {dir}")
         }
     };
-    (clause, order, binds)
+    ListSql {
+        clause,
+        order,
+        binds,
+        where_binds,
+    }
 }
 
 /// Implements [`crate::Store`] for a store type with a `pool` field of the given sqlx pool type.
@@ -113,10 +129,11 @@ macro_rules! impl_store {
             ) -> $crate::Result<(Vec<$crate::RecordRow>, u64)> {
                 use sqlx::Arguments as _;
                 use $crate::sql::{Bind, JsonDialect as _};
-                let (clause, order, binds) = $crate::sql::list_sql::<Self>(scope, query);
-                let args = |extra: &[i64]| -> std::result::Result<$args, sqlx::Error> {
+                let sql = $crate::sql::list_sql::<Self>(scope, query);
+                let (clause, order) = (&sql.clause, &sql.order);
+                let args = |binds: &[Bind], extra: &[i64]| -> std::result::Result<$args, sqlx::Error> {
                     let mut args = <$args>::default();
-                    for bind in &binds {
+                    for bind in binds {
                         match bind {
                             Bind::Text(s) => args.add(s.clone()),
                             Bind::Path(p) => args.add(Self::path(p)),
@@ -130,11 +147,11 @@ macro_rules! impl_store {
                 };
                 let total: i64 = sqlx::query_scalar_with(
                     &format!("SELECT COUNT(*) FROM records WHERE {clause}"),
-                    args(&[])?,
+                    args(&sql.binds[..sql.where_binds], &[])?,
                 )
                 .fetch_one(&self.pool)
                 .await?;
-                let n = binds.len();
+                let n = sql.binds.len();
                 let offset = i64::try_from(query.offset()).unwrap_or(i64::MAX);
                 let rows: Vec<$crate::sql::RecordDbRow> = sqlx::query_as_with(
                     &format!(
@@ -143,7 +160,7 @@ macro_rules! impl_store {
                         n + 1,
                         n + 2
                     ),
-                    args(&[i64::from(query.limit), offset])?,
+                    args(&sql.binds, &[i64::from(query.limit), offset])?,
                 )
                 .fetch_all(&self.pool)
                 .await?;

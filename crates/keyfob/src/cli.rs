@@ -115,7 +115,7 @@ enum SigningKeysCommand {
     /// Publish a new signing key, and switch to it after `--activate-in` seconds.
     Rotate {
         /// Seconds between publishing the key in the JWKS and signing with it.
-        #[arg(long, default_value_t = 300)]
+        #[arg(long, default_value_t = 300, allow_negative_numbers = true)]
         activate_in: i64,
         /// Algorithm of the new key (default: the configured one).
         #[arg(long)]

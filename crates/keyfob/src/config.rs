@@ -65,6 +65,8 @@ pub struct Config {
     pub sync_interval_ms: u64,
     pub max_body_bytes: usize,
     pub login_attempts_per_minute: u32,
+    /// How often API-key last-used times are written (batched, never per request).
+    pub last_used_flush_ms: u64,
     /// A hex master key given by the operator; otherwise `DATA_DIR/master.key`, made on first start.
     pub master_key_hex: Option<secrecy::SecretString>,
     /// How long a new signing key is published before it signs, in seconds.
@@ -90,6 +92,7 @@ impl Config {
             sync_interval_ms: 500,
             max_body_bytes: 64 * 1024,
             login_attempts_per_minute: 10,
+            last_used_flush_ms: 5000,
             master_key_hex: None,
             signing_key_publish_secs: 0,
         }

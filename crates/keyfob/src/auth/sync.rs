@@ -17,7 +17,6 @@ use crate::state::AppState;
 /// drawn before a later one's) is still seen.
 const LOOKBACK_MS: i64 = 30_000;
 const FULL_RELOAD: Duration = Duration::from_secs(60);
-const FLUSH_USES: Duration = Duration::from_secs(5);
 const KEEP_CHANGES_MS: i64 = 24 * 3600 * 1000;
 
 /// Stops the background tasks when dropped or on [`SyncHandle::stop`].
@@ -55,7 +54,9 @@ pub async fn spawn_sync(state: AppState) -> anyhow::Result<SyncHandle> {
     let task = tokio::spawn(async move {
         let mut poll = tokio::time::interval(interval);
         let mut reload = tokio::time::interval(FULL_RELOAD);
-        let mut flush = tokio::time::interval(FLUSH_USES);
+        let mut flush = tokio::time::interval(Duration::from_millis(
+            state.config.last_used_flush_ms.max(10),
+        ));
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         reload.tick().await;
         loop {

@@ -139,7 +139,7 @@ pub async fn mint(
         client_id: None,
         sid: None,
     };
-    let now_ms = now.unix_timestamp() * 1000;
+    let now_ms = crate::clock::now_ms();
     let token = state
         .tokens
         .sign(&claims, now_ms)

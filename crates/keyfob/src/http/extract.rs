@@ -37,7 +37,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 "the body is larger than the server accepts",
             )
         })?;
-        let value = serde_json::from_slice(&bytes).map_err(|e| {
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let message = if path == "." || path.is_empty() {
+                format!("the body is not valid: {inner}")
+            } else {
+                format!("the body is not valid: `{path}`: {inner}")
+            };
+            ApiError::bad_request("invalid_body", message)
+        })?;
+        deserializer.end().map_err(|e| {
             ApiError::bad_request("invalid_body", format!("the body is not valid: {e}"))
         })?;
         Ok(JsonBody(value))

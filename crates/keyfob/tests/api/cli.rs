@@ -1,0 +1,223 @@
+//! The `keyfob` command line, run as a process: outputs, exit codes, and that a running server
+//! refuses a key revoked from the command line.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use crate::helpers::*;
+
+fn keyfob(db: &TestDb, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyfob"))
+        .arg("--data-dir")
+        .arg(db.dir.path())
+        .arg("--database-url")
+        .arg(&db.url)
+        .args(args)
+        .env_remove("KEYFOB_MASTER_KEY")
+        .env_remove("KEYFOB_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("keyfob runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+/// A failure: non-zero exit, nothing on stdout, one line on stderr containing `needle`.
+fn fails_with(output: &Output, needle: &str) {
+    assert!(!output.status.success());
+    assert!(
+        output.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("keyfob: ") && err.contains(needle), "{err}");
+}
+
+async fn cli_round_trip(backend: Backend) {
+    let Some(db) = fresh_db(backend).await else {
+        eprintln!("skipped: KEYFOB_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let db = Arc::new(db);
+    let account = stdout(&keyfob(
+        &db,
+        &["accounts", "create", "--email", "Ops@Example.com"],
+        Some(&format!("{PASSWORD}\n")),
+    ));
+    let account = account.trim().to_owned();
+    assert!(uuid::Uuid::parse_str(&account).is_ok(), "{account}");
+
+    let key = stdout(&keyfob(
+        &db,
+        &[
+            "keys",
+            "create",
+            "--account",
+            "ops@example.com",
+            "--name",
+            "ci",
+        ],
+        None,
+    ));
+    assert_eq!(key.lines().count(), 1);
+    let key = key.trim().to_owned();
+    assert!(key.starts_with("kf_") && key.len() == 67, "{key}");
+    let by_id = stdout(&keyfob(
+        &db,
+        &["keys", "create", "--account", &account, "--name", "second"],
+        None,
+    ));
+    assert!(by_id.trim().starts_with("kf_"));
+
+    let listing = stdout(&keyfob(&db, &["keys", "list", "--account", &account], None));
+    assert_eq!(listing.lines().count(), 2);
+    assert!(!listing.contains(&key), "the list never shows a key");
+    let ci_line = listing.lines().find(|l| l.contains("\tci\t")).unwrap();
+    let key_id = ci_line.split('\t').next().unwrap().to_owned();
+    assert!(
+        ci_line.contains(&key[..11]) && ci_line.ends_with("active"),
+        "{ci_line}"
+    );
+
+    // A running server on the same database accepts the key, then refuses it once revoked.
+    let mut config = test_config(&db);
+    config.sync_interval_ms = 200;
+    let app = spawn_with(config, db.clone()).await;
+    app.wait_until_status(&key, 200).await;
+    stdout(&keyfob(&db, &["keys", "revoke", &key_id], None));
+    app.wait_until_status(&key, 401).await;
+    let listing = stdout(&keyfob(&db, &["keys", "list", "--account", &account], None));
+    assert!(
+        listing
+            .lines()
+            .find(|l| l.starts_with(&key_id))
+            .unwrap()
+            .contains("revoked")
+    );
+
+    // Rotating publishes a second key.
+    let rotated = stdout(&keyfob(
+        &db,
+        &["signing-keys", "rotate", "--activate-in", "60"],
+        None,
+    ));
+    assert!(rotated.starts_with("published "), "{rotated}");
+    let keys = stdout(&keyfob(&db, &["signing-keys", "list"], None));
+    assert_eq!(keys.lines().count(), 2);
+
+    // Bad input: one clear line, non-zero exit, nothing created.
+    fails_with(
+        &keyfob(
+            &db,
+            &["accounts", "create", "--email", "not-an-email"],
+            Some(PASSWORD),
+        ),
+        "email",
+    );
+    fails_with(
+        &keyfob(
+            &db,
+            &["accounts", "create", "--email", "x@example.com"],
+            Some("short"),
+        ),
+        "at least",
+    );
+    fails_with(
+        &keyfob(
+            &db,
+            &["accounts", "create", "--email", "x@example.com"],
+            Some(""),
+        ),
+        "password",
+    );
+    fails_with(
+        &keyfob(
+            &db,
+            &["accounts", "create", "--email", "ops@example.com"],
+            Some(PASSWORD),
+        ),
+        "already taken",
+    );
+    fails_with(
+        &keyfob(
+            &db,
+            &[
+                "keys",
+                "create",
+                "--account",
+                "nobody@example.com",
+                "--name",
+                "x",
+            ],
+            None,
+        ),
+        "no account",
+    );
+    fails_with(
+        &keyfob(
+            &db,
+            &["keys", "create", "--account", &account, "--name", "  "],
+            None,
+        ),
+        "name",
+    );
+    fails_with(
+        &keyfob(&db, &["keys", "revoke", &key_id], None),
+        "no live API key",
+    );
+    fails_with(
+        &keyfob(&db, &["keys", "revoke", "nope"], None),
+        "no live API key",
+    );
+    fails_with(
+        &keyfob(
+            &db,
+            &["signing-keys", "rotate", "--activate-in", "-5"],
+            None,
+        ),
+        "activate-in",
+    );
+    let listing = stdout(&keyfob(&db, &["keys", "list", "--account", &account], None));
+    assert_eq!(listing.lines().count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_on_sqlite() {
+    cli_round_trip(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_on_postgres() {
+    cli_round_trip(Backend::Postgres).await;
+}
+
+#[test]
+fn unknown_commands_fail() {
+    let output = Command::new(env!("CARGO_BIN_EXE_keyfob"))
+        .args(["frobnicate"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+}

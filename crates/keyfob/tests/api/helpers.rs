@@ -1,0 +1,229 @@
+//! `spawn_app()` and typed helpers for the tests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyfob::Application;
+use keyfob::config::Config;
+use keyfob::state::AppState;
+use reqwest::{Client, Method, RequestBuilder, Response};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs a test body once on SQLite and once on PostgreSQL (skipped, with a note, when
+/// `KEYFOB_TEST_POSTGRES_URL` is unset).
+#[macro_export]
+macro_rules! both_backends {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn run($app: $crate::helpers::TestApp) $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    run($crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await.unwrap()).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    match $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await {
+                        Some(app) => run(app).await,
+                        None => eprintln!("skipped: KEYFOB_TEST_POSTGRES_URL is not set"),
+                    }
+                }
+            }
+        )*
+    };
+}
+
+/// A fresh database: a temp SQLite file, or a new schema in the test PostgreSQL database.
+pub struct TestDb {
+    pub url: String,
+    pub dir: TempDir,
+}
+
+pub async fn fresh_db(backend: Backend) -> Option<TestDb> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = match backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.path().join("keyfob.db").display()),
+        Backend::Postgres => {
+            let base = std::env::var("KEYFOB_TEST_POSTGRES_URL").ok()?;
+            let schema = format!("kf_test_{}", uuid::Uuid::new_v4().simple());
+            let pool = sqlx::PgPool::connect(&base)
+                .await
+                .expect("connect to test postgres");
+            sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                .execute(&pool)
+                .await
+                .expect("create schema");
+            pool.close().await;
+            let sep = if base.contains('?') { '&' } else { '?' };
+            format!("{base}{sep}options=-c%20search_path%3D{schema}")
+        }
+    };
+    Some(TestDb { url, dir })
+}
+
+/// A test configuration on a fresh database.
+pub fn test_config(db: &TestDb) -> Config {
+    let mut config = Config::for_data_dir(db.dir.path());
+    config.database_url = db.url.clone();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.sync_interval_ms = 100;
+    config.last_used_flush_ms = 200;
+    config
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: Client,
+    pub state: AppState,
+    /// Keeps the database (and its temp dir) alive as long as the app.
+    #[allow(dead_code)]
+    pub db: Arc<TestDb>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    let db = fresh_db(backend).await?;
+    let config = test_config(&db);
+    Some(spawn_with(config, Arc::new(db)).await)
+}
+
+/// Starts a server with `config` (which names `db`'s database).
+pub async fn spawn_with(config: Config, db: Arc<TestDb>) -> TestApp {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(std::env::var("KEYFOB_LOG").unwrap_or_else(|_| "keyfob=warn".into()))
+        .try_init();
+    let app = Application::build(config)
+        .await
+        .expect("application builds");
+    let base = format!("http://{}", app.local_addr());
+    let state = app.state().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base,
+        client: Client::builder().build().unwrap(),
+        state,
+        db,
+        stop: Some(stop),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn request(&self, method: Method, path: &str, credential: Option<&str>) -> RequestBuilder {
+        let builder = self.client.request(method, self.url(path));
+        match credential {
+            Some(c) => builder.header("Authorization", format!("Bearer {c}")),
+            None => builder,
+        }
+    }
+
+    pub fn get(&self, path: &str, credential: &str) -> RequestBuilder {
+        self.request(Method::GET, path, Some(credential))
+    }
+
+    /// Makes an account (through the same code as the CLI) and returns its id.
+    pub async fn create_account(&self, email: &str) -> String {
+        let (account, _) = keyfob::ops::create_account(
+            self.state.store.as_ref(),
+            &self.state.passwords,
+            email,
+            PASSWORD.into(),
+        )
+        .await
+        .expect("account created");
+        account.id
+    }
+
+    /// Makes an API key and waits until the server knows it.
+    pub async fn create_key(&self, account_id: &str) -> String {
+        let (_, key) = keyfob::ops::create_api_key(self.state.store.as_ref(), account_id, "test")
+            .await
+            .expect("key created");
+        let key = key.expose().to_owned();
+        self.wait_until_status(&key, 200).await;
+        key
+    }
+
+    /// An account with one API key.
+    pub async fn account_with_key(&self) -> (String, String) {
+        let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+        let account = self.create_account(&email).await;
+        let key = self.create_key(&account).await;
+        (account, key)
+    }
+
+    /// Polls `/auth/whoami` until `credential` gets `status`, for up to 3 seconds.
+    pub async fn wait_until_status(&self, credential: &str, status: u16) {
+        for _ in 0..60 {
+            let got = self.whoami_status(credential).await;
+            if got == status {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("credential never reached status {status}");
+    }
+
+    pub async fn whoami_status(&self, credential: &str) -> u16 {
+        self.get("/auth/whoami", credential)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    pub async fn mint(&self, credential: &str, body: Value) -> Response {
+        self.request(Method::POST, "/auth", Some(credential))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn mint_token(&self, key: &str, permissions: &[&str]) -> String {
+        let response = self.mint(key, json!({ "permissions": permissions })).await;
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Reads a JSON error and checks its code; returns the message.
+pub async fn expect_error(response: Response, status: u16, code: &str) -> String {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], code, "error code in {body}");
+    let message = body["message"].as_str().unwrap().to_owned();
+    assert!(!message.is_empty());
+    message
+}

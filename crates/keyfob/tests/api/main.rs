@@ -1,0 +1,12 @@
+//! Integration tests: each starts the real server on port 0 with a fresh database, on SQLite and,
+//! where `KEYFOB_TEST_POSTGRES_URL` is set, on PostgreSQL too.
+
+mod helpers;
+
+mod api_keys;
+mod cli;
+mod mint;
+mod openapi;
+mod resources;
+mod revocation;
+mod tokens;
