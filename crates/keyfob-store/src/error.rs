@@ -38,6 +38,8 @@ fn conflict_field(text: &str) -> &'static str {
         "email"
     } else if text.contains("key_hash") {
         "API key"
+    } else if text.contains("client_id") {
+        "client id"
     } else if text.contains("kid") {
         "signing key id"
     } else {

@@ -82,6 +82,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
     async fn delete_record(&self, scope: &RecordScope<'_>, id: &str) -> Result<bool>;
 
+    // Applications and end users.
+    async fn insert_app(&self, app: &AppRow) -> Result<()>;
+    async fn find_app(&self, client_id: &str) -> Result<Option<AppRow>>;
+    async fn list_apps(&self, account_id: &str) -> Result<Vec<AppRow>>;
+    async fn insert_user(&self, user: &UserRow) -> Result<()>;
+    async fn find_user_by_email(&self, email: &str) -> Result<Option<UserRow>>;
+    async fn find_user(&self, id: &str) -> Result<Option<UserRow>>;
+
     // Dashboard sessions.
     async fn insert_session(&self, session: &SessionRow) -> Result<()>;
     async fn find_session(&self, id_hash: &str, now: i64) -> Result<Option<SessionRow>>;

@@ -142,3 +142,44 @@ pub mod change_kind {
     pub const TOKEN_REVOKED: &str = "token.revoked";
     pub const SIGNING_KEYS_CHANGED: &str = "signing_keys.changed";
 }
+
+/// An application registered for user sessions.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct AppRow {
+    pub client_id: String,
+    pub account_id: String,
+    pub name: String,
+    /// 1 for a public app (SPA, PKCE required), 0 for a confidential one.
+    pub public: i64,
+    /// SHA-256 of the client secret, for a confidential app.
+    pub client_secret_hash: Option<String>,
+    /// JSON array of exact redirect URIs.
+    pub redirect_uris: String,
+    /// JSON array of browser origins allowed by CORS.
+    pub origins: String,
+    /// JSON array of the most permissions the app may ask a user for.
+    pub max_permissions: String,
+    pub refresh_idle_secs: Option<i64>,
+    pub refresh_absolute_secs: Option<i64>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// An end user of the deployment's one user pool.
+#[derive(Clone, PartialEq, Eq, FromRow)]
+pub struct UserRow {
+    pub id: String,
+    pub email: String,
+    pub password_hash: String,
+    pub created_at: i64,
+    pub password_changed_at: i64,
+}
+
+impl std::fmt::Debug for UserRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRow")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .finish_non_exhaustive()
+    }
+}

@@ -34,6 +34,9 @@ impl From<RecordDbRow> for RecordRow {
     }
 }
 
+pub(crate) const APP_COLUMNS: &str = "client_id, account_id, name, public, client_secret_hash, \
+     redirect_uris, origins, max_permissions, refresh_idle_secs, refresh_absolute_secs, created_at, revoked_at";
+
 pub(crate) const RECORD_COLUMNS: &str =
     "id, account_id, resource, owner_user_id, doc, created_at, updated_at";
 
@@ -583,6 +586,81 @@ macro_rules! impl_store {
                 .await?
                 .rows_affected()
                     > 0)
+            }
+
+            async fn insert_app(&self, app: &$crate::AppRow) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO apps (client_id, account_id, name, public, client_secret_hash, redirect_uris, \
+                     origins, max_permissions, refresh_idle_secs, refresh_absolute_secs, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(&app.client_id)
+                .bind(&app.account_id)
+                .bind(&app.name)
+                .bind(app.public)
+                .bind(&app.client_secret_hash)
+                .bind(&app.redirect_uris)
+                .bind(&app.origins)
+                .bind(&app.max_permissions)
+                .bind(app.refresh_idle_secs)
+                .bind(app.refresh_absolute_secs)
+                .bind(app.created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn find_app(&self, client_id: &str) -> $crate::Result<Option<$crate::AppRow>> {
+                Ok(sqlx::query_as(&format!(
+                    "SELECT {} FROM apps WHERE client_id = $1",
+                    $crate::sql::APP_COLUMNS
+                ))
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn list_apps(&self, account_id: &str) -> $crate::Result<Vec<$crate::AppRow>> {
+                Ok(sqlx::query_as(&format!(
+                    "SELECT {} FROM apps WHERE account_id = $1 ORDER BY created_at DESC, client_id",
+                    $crate::sql::APP_COLUMNS
+                ))
+                .bind(account_id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn insert_user(&self, user: &$crate::UserRow) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO users (id, email, password_hash, created_at, password_changed_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&user.id)
+                .bind(&user.email)
+                .bind(&user.password_hash)
+                .bind(user.created_at)
+                .bind(user.password_changed_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn find_user_by_email(&self, email: &str) -> $crate::Result<Option<$crate::UserRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, email, password_hash, created_at, password_changed_at FROM users WHERE email = $1",
+                )
+                .bind(email)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn find_user(&self, id: &str) -> $crate::Result<Option<$crate::UserRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, email, password_hash, created_at, password_changed_at FROM users WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?)
             }
 
             async fn insert_session(&self, s: &$crate::SessionRow) -> $crate::Result<()> {

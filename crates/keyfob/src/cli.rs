@@ -61,6 +61,12 @@ enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage applications (user sessions).
+    #[command(subcommand)]
+    Apps(AppsCommand),
+    /// Manage end users.
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Manage token signing keys.
     #[command(subcommand, name = "signing-keys")]
     SigningKeys(SigningKeysCommand),
@@ -108,6 +114,40 @@ enum KeysCommand {
     },
     /// Revoke a key by its id; running servers refuse it within seconds.
     Revoke { key_id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum AppsCommand {
+    /// Register an application; prints `client_id` (and `client_secret` for a confidential app)
+    /// as JSON.
+    Create {
+        /// The account's id or an owner's email.
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        name: String,
+        /// An exact redirect URI; repeat for several.
+        #[arg(long = "redirect-uri", required = true)]
+        redirect_uris: Vec<String>,
+        /// A browser origin allowed to call Keyfob from the page (CORS); repeat for several.
+        #[arg(long = "origin")]
+        origins: Vec<String>,
+        /// A public app (single-page or mobile): no secret, PKCE required.
+        #[arg(long)]
+        public: bool,
+        /// The most permissions the app may ask a user for, comma-separated.
+        #[arg(long, default_value = "*.read,*.write")]
+        max_permissions: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UsersCommand {
+    /// Make an end user; the password is read from stdin. Prints the user id.
+    Create {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -236,6 +276,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("revoked {key_id}");
                 }
             }
+            Ok(())
+        }
+        Command::Apps(AppsCommand::Create {
+            account,
+            name,
+            redirect_uris,
+            origins,
+            public,
+            max_permissions,
+        }) => {
+            let (store, _) = open_storage(&config).await?;
+            let account = ops::resolve_account(store.as_ref(), &account).await?;
+            let created = ops::create_app(
+                store.as_ref(),
+                &account.id,
+                ops::NewApp {
+                    name,
+                    redirect_uris,
+                    origins,
+                    public,
+                    max_permissions,
+                },
+            )
+            .await?;
+            let mut out = serde_json::json!({ "client_id": created.app.client_id });
+            if let Some(secret) = created.client_secret {
+                out["client_secret"] = secret.into();
+            }
+            println!("{out}");
+            Ok(())
+        }
+        Command::Users(UsersCommand::Create { email }) => {
+            let password = read_password()?;
+            let (store, _) = open_storage(&config).await?;
+            let user =
+                ops::create_user(store.as_ref(), &Passwords::new(1), &email, password).await?;
+            println!("{}", user.id);
             Ok(())
         }
         Command::SigningKeys(command) => {

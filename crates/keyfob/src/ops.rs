@@ -2,7 +2,9 @@
 
 use keyfob_domain::ApiKey;
 use keyfob_domain::email::Email;
-use keyfob_store::{Account, ApiKeyRow, Owner, SigningKeyRow, Store};
+use keyfob_domain::oauth;
+use keyfob_domain::secret::{hash_secret, random_token};
+use keyfob_store::{Account, ApiKeyRow, AppRow, Owner, SigningKeyRow, Store, UserRow};
 
 use crate::clock::now_ms;
 use crate::config::SigningAlg;
@@ -139,4 +141,107 @@ pub async fn rotate_signing_key(
         .rotate_signing_key(&row, keep_public_secs * 1000)
         .await?;
     Ok(row)
+}
+
+/// What registering an application needs.
+#[derive(Debug, Clone, Default)]
+pub struct NewApp {
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub origins: Vec<String>,
+    /// A public app (a single-page or mobile app) has no secret and must use PKCE.
+    pub public: bool,
+    /// The most permissions the app may ask a user for, comma- or space-separated.
+    pub max_permissions: String,
+}
+
+/// A registered application and, for a confidential one, its secret (shown once).
+#[derive(Debug)]
+pub struct CreatedApp {
+    pub app: AppRow,
+    pub client_secret: Option<String>,
+}
+
+/// Registers an application after checking every URI, origin and permission.
+pub async fn create_app(
+    store: &dyn Store,
+    account_id: &str,
+    new: NewApp,
+) -> Result<CreatedApp, OpsError> {
+    let invalid = |m: String| OpsError::Invalid(m);
+    let name = new.name.trim();
+    if name.is_empty()
+        || name.chars().count() > MAX_KEY_NAME_LEN
+        || name.chars().any(char::is_control)
+    {
+        return Err(invalid(format!(
+            "the app name must be 1 to {MAX_KEY_NAME_LEN} printable characters"
+        )));
+    }
+    if new.redirect_uris.is_empty() {
+        return Err(invalid("give at least one redirect URI".into()));
+    }
+    if new.redirect_uris.len() > 20 || new.origins.len() > 20 {
+        return Err(invalid("at most 20 redirect URIs and 20 origins".into()));
+    }
+    for uri in &new.redirect_uris {
+        oauth::check_redirect_uri(uri).map_err(|e| invalid(e.to_string()))?;
+    }
+    for origin in &new.origins {
+        oauth::check_origin(origin).map_err(|e| invalid(e.to_string()))?;
+    }
+    let max = oauth::parse_scope(&new.max_permissions).map_err(|e| invalid(e.to_string()))?;
+    if max.is_empty() {
+        return Err(invalid(
+            "give the most permissions the app may ask for, e.g. deals.read,deals.write".into(),
+        ));
+    }
+    let client_secret = (!new.public).then(|| format!("kfs_{}", random_token()));
+    let app = AppRow {
+        client_id: format!("app_{}", uuid::Uuid::new_v4().simple()),
+        account_id: account_id.to_owned(),
+        name: name.to_owned(),
+        public: i64::from(new.public),
+        client_secret_hash: client_secret.as_deref().map(hash_secret),
+        redirect_uris: serde_json::to_string(&new.redirect_uris).map_err(anyhow::Error::from)?,
+        origins: serde_json::to_string(&new.origins).map_err(anyhow::Error::from)?,
+        max_permissions: serde_json::to_string(
+            &max.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        )
+        .map_err(anyhow::Error::from)?,
+        refresh_idle_secs: None,
+        refresh_absolute_secs: None,
+        created_at: now_ms(),
+        revoked_at: None,
+    };
+    store.insert_app(&app).await?;
+    Ok(CreatedApp { app, client_secret })
+}
+
+/// Makes an end user (imports and tests; users normally sign up on Keyfob's pages).
+pub async fn create_user(
+    store: &dyn Store,
+    passwords: &Passwords,
+    email: &str,
+    password: String,
+) -> Result<UserRow, OpsError> {
+    let email = Email::parse(email).map_err(|e| OpsError::Invalid(e.to_string()))?;
+    check_new_password(&password).map_err(|e| OpsError::Invalid(e.to_string()))?;
+    if store.find_user_by_email(email.as_str()).await?.is_some() {
+        return Err(keyfob_store::StoreError::Conflict("email").into());
+    }
+    let password_hash = passwords
+        .hash(password)
+        .await
+        .map_err(|e| OpsError::Other(e.into()))?;
+    let now = now_ms();
+    let user = UserRow {
+        id: uuid::Uuid::now_v7().to_string(),
+        email: email.as_str().to_owned(),
+        password_hash,
+        created_at: now,
+        password_changed_at: now,
+    };
+    store.insert_user(&user).await?;
+    Ok(user)
 }

@@ -221,3 +221,168 @@ fn unknown_commands_fail() {
         .unwrap();
     assert!(!output.status.success());
 }
+
+async fn apps_and_users(backend: Backend) {
+    let Some(db) = fresh_db(backend).await else {
+        eprintln!("skipped: KEYFOB_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let account = stdout(&keyfob(
+        &db,
+        &["accounts", "create", "--email", "owner@example.com"],
+        Some(PASSWORD),
+    ));
+    let account = account.trim();
+
+    // A confidential app gets a secret, shown once; only its hash is stored.
+    let out = stdout(&keyfob(
+        &db,
+        &[
+            "apps",
+            "create",
+            "--account",
+            "owner@example.com",
+            "--name",
+            "Dealer portal",
+            "--redirect-uri",
+            "https://portal.example.com/callback",
+            "--redirect-uri",
+            "http://localhost:3000/callback",
+            "--origin",
+            "https://portal.example.com",
+            "--max-permissions",
+            "deals.read,deals.write",
+        ],
+        None,
+    ));
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let client_id = created["client_id"].as_str().unwrap();
+    let secret = created["client_secret"].as_str().unwrap();
+    assert!(
+        client_id.starts_with("app_") && secret.starts_with("kfs_"),
+        "{out}"
+    );
+    let store = keyfob_store::open(&db.url).await.unwrap();
+    let app = store.find_app(client_id).await.unwrap().unwrap();
+    assert_eq!(app.account_id, account);
+    assert_eq!(app.public, 0);
+    assert_eq!(app.max_permissions, r#"["deals.read","deals.write"]"#);
+    assert_eq!(
+        app.redirect_uris,
+        r#"["https://portal.example.com/callback","http://localhost:3000/callback"]"#
+    );
+    assert_ne!(app.client_secret_hash.as_deref(), Some(secret));
+    assert_eq!(
+        app.client_secret_hash.unwrap(),
+        keyfob_domain::secret::hash_secret(secret)
+    );
+
+    // A public app has no secret.
+    let out = stdout(&keyfob(
+        &db,
+        &[
+            "apps",
+            "create",
+            "--account",
+            account,
+            "--name",
+            "SPA",
+            "--public",
+            "--redirect-uri",
+            "https://spa.example.com/cb",
+        ],
+        None,
+    ));
+    let public: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(public.get("client_secret").is_none(), "{out}");
+    assert_eq!(store.list_apps(account).await.unwrap().len(), 2);
+
+    // Bad registrations: one line each, nothing stored.
+    let base = ["apps", "create", "--account", account, "--name", "x"];
+    for (extra, needle) in [
+        (
+            vec!["--redirect-uri", "http://evil.example.com/cb"],
+            "plain http",
+        ),
+        (vec!["--redirect-uri", "/relative"], "absolute"),
+        (
+            vec!["--redirect-uri", "https://a.example.com/cb#frag"],
+            "fragment",
+        ),
+        (
+            vec![
+                "--redirect-uri",
+                "https://a.example.com/cb",
+                "--origin",
+                "https://a.example.com/path",
+            ],
+            "not an origin",
+        ),
+        (
+            vec![
+                "--redirect-uri",
+                "https://a.example.com/cb",
+                "--max-permissions",
+                "deals.delete",
+            ],
+            "deals.delete",
+        ),
+        (
+            vec![
+                "--redirect-uri",
+                "https://a.example.com/cb",
+                "--max-permissions",
+                ",",
+            ],
+            "most permissions",
+        ),
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain(extra).collect();
+        fails_with(&keyfob(&db, &args, None), needle);
+    }
+    assert_eq!(store.list_apps(account).await.unwrap().len(), 2);
+
+    // End users.
+    let user = stdout(&keyfob(
+        &db,
+        &["users", "create", "--email", "Rider@Example.com"],
+        Some(PASSWORD),
+    ));
+    let found = store
+        .find_user_by_email("rider@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.id, user.trim());
+    assert!(found.password_hash.starts_with("$argon2id$"));
+    fails_with(
+        &keyfob(
+            &db,
+            &["users", "create", "--email", "rider@example.com"],
+            Some(PASSWORD),
+        ),
+        "already taken",
+    );
+    fails_with(
+        &keyfob(&db, &["users", "create", "--email", "bad"], Some(PASSWORD)),
+        "email",
+    );
+    fails_with(
+        &keyfob(
+            &db,
+            &["users", "create", "--email", "x@example.com"],
+            Some("short"),
+        ),
+        "at least",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_and_users_on_sqlite() {
+    apps_and_users(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_and_users_on_postgres() {
+    apps_and_users(Backend::Postgres).await;
+}

@@ -1,0 +1,261 @@
+//! The rules of user sessions, apart from HTTP: how requested permissions are read, how a
+//! redirect URI must match, PKCE, and how a permission reads on the consent page.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+use crate::permission::{Action, Permission, PermissionError};
+use crate::secret::constant_time_eq;
+
+/// Longest redirect URI or origin accepted.
+pub const MAX_URI_LEN: usize = 2048;
+
+/// Reads `permissions` or `scope`: comma- or space-separated, duplicates dropped, order kept.
+pub fn parse_scope(input: &str) -> Result<Vec<Permission>, PermissionError> {
+    let mut out: Vec<Permission> = Vec::new();
+    for item in input
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+    {
+        let permission: Permission = item.parse()?;
+        if !out.contains(&permission) {
+            out.push(permission);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether an application whose ceiling is `max` may be granted `wanted`.
+pub fn within(max: &[Permission], wanted: &Permission) -> bool {
+    max.iter().any(|m| {
+        m == wanted
+            || (m.is_wildcard()
+                && !wanted.is_wildcard()
+                && m.grants(wanted.resource(), wanted.action()))
+    })
+}
+
+/// Why a redirect URI or origin cannot be registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UriError {
+    #[error("`{0}` is not an absolute http(s) URL without a fragment")]
+    NotAbsolute(String),
+    #[error("`{0}` uses plain http: only https, or http on localhost, is allowed")]
+    Insecure(String),
+    #[error("`{0}` is not an origin: scheme, host and optional port, nothing else")]
+    NotAnOrigin(String),
+}
+
+/// Splits `scheme://authority/rest`, checking the scheme and that nothing is empty.
+fn split_url(uri: &str) -> Option<(&str, &str, &str)> {
+    let (scheme, rest) = uri.split_once("://")?;
+    if scheme != "https" && scheme != "http" {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() || authority.contains('@') || authority.contains(char::is_whitespace) {
+        return None;
+    }
+    Some((scheme, authority, path))
+}
+
+fn host_of(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .split(']')
+            .next()
+            .map(|h| &h[1..])
+            .unwrap_or(authority);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host == "127.0.0.1" || host == "::1"
+}
+
+/// Checks a redirect URI before it is registered: absolute, http(s), no fragment, and https
+/// unless it is on the loopback interface.
+pub fn check_redirect_uri(uri: &str) -> Result<(), UriError> {
+    let bad = || UriError::NotAbsolute(uri.chars().take(200).collect());
+    if uri.len() > MAX_URI_LEN || uri.contains('#') || uri.chars().any(char::is_control) {
+        return Err(bad());
+    }
+    let (scheme, authority, _) = split_url(uri).ok_or_else(bad)?;
+    if scheme == "http" && !is_loopback(host_of(authority)) {
+        return Err(UriError::Insecure(uri.to_owned()));
+    }
+    Ok(())
+}
+
+/// Checks a browser origin before it is registered: `scheme://host[:port]`, nothing after.
+pub fn check_origin(origin: &str) -> Result<(), UriError> {
+    let bad = || UriError::NotAnOrigin(origin.chars().take(200).collect());
+    if origin.len() > MAX_URI_LEN {
+        return Err(bad());
+    }
+    let (scheme, authority, path) = split_url(origin).ok_or_else(bad)?;
+    if !path.is_empty() {
+        return Err(bad());
+    }
+    if scheme == "http" && !is_loopback(host_of(authority)) {
+        return Err(UriError::Insecure(origin.to_owned()));
+    }
+    Ok(())
+}
+
+/// A redirect URI matches only if it equals a registered one exactly, byte for byte.
+pub fn redirect_matches(registered: &[String], given: &str) -> bool {
+    registered.iter().any(|r| r == given)
+}
+
+/// PKCE (RFC 7636): a verifier is 43 to 128 characters of `[A-Za-z0-9-._~]`.
+pub fn valid_verifier(verifier: &str) -> bool {
+    (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// A challenge is the base64url SHA-256 of a verifier: 43 characters.
+pub fn valid_challenge(challenge: &str) -> bool {
+    challenge.len() == 43
+        && challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The S256 challenge of a verifier.
+pub fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// Whether `verifier` answers `challenge` (S256), compared in constant time.
+pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
+    valid_verifier(verifier) && constant_time_eq(&s256(verifier), challenge)
+}
+
+/// How a permission reads on the consent page.
+pub fn describe(permission: &Permission) -> String {
+    let what = if permission.is_wildcard() {
+        "all of your data".to_owned()
+    } else {
+        format!("your {}", permission.resource())
+    };
+    match (permission.resource(), permission.action()) {
+        ("sensitive", Action::Read) => "See sensitive values in full".to_owned(),
+        ("audit", Action::Read) => "Read the audit log".to_owned(),
+        (_, Action::Read) => format!("See {what}"),
+        (_, Action::Write) => format!("Create, change and delete {what}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn perms(s: &str) -> Vec<String> {
+        parse_scope(s)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn scopes_split_on_commas_and_spaces() {
+        assert_eq!(
+            perms("deals.read,deals.write"),
+            ["deals.read", "deals.write"]
+        );
+        assert_eq!(
+            perms("deals.read deals.write  deals.read"),
+            ["deals.read", "deals.write"]
+        );
+        assert_eq!(perms(" , "), Vec::<String>::new());
+        assert!(parse_scope("deals.read,bogus").is_err());
+    }
+
+    #[test]
+    fn ceilings() {
+        let max = parse_scope("deals.read *.write").unwrap();
+        let p = |s: &str| s.parse::<Permission>().unwrap();
+        assert!(within(&max, &p("deals.read")));
+        assert!(within(&max, &p("cars.write")));
+        assert!(within(&max, &p("*.write")));
+        assert!(!within(&max, &p("cars.read")));
+        assert!(!within(&max, &p("*.read")));
+        assert!(!within(&max, &p("sensitive.write")));
+    }
+
+    #[test]
+    fn redirect_uris_are_checked_and_matched_exactly() {
+        assert!(check_redirect_uri("https://app.example.com/callback").is_ok());
+        assert!(check_redirect_uri("http://localhost:3000/cb").is_ok());
+        assert!(check_redirect_uri("http://127.0.0.1:5173/cb?x=1").is_ok());
+        assert!(matches!(
+            check_redirect_uri("http://app.example.com/cb"),
+            Err(UriError::Insecure(_))
+        ));
+        for bad in [
+            "/cb",
+            "app.example.com/cb",
+            "javascript:alert(1)",
+            "https://app.example.com/cb#x",
+            "https://user@evil.com/",
+            "ftp://x.com/",
+        ] {
+            assert!(check_redirect_uri(bad).is_err(), "{bad}");
+        }
+        let registered = vec!["https://app.example.com/callback".to_owned()];
+        assert!(redirect_matches(
+            &registered,
+            "https://app.example.com/callback"
+        ));
+        for near in [
+            "https://app.example.com/callback/",
+            "https://app.example.com/callback?x=1",
+            "https://APP.example.com/callback",
+            "https://app.example.com/Callback",
+            "https://app.example.com.evil.com/callback",
+            "https://app.example.com/callback/../callback",
+        ] {
+            assert!(!redirect_matches(&registered, near), "{near}");
+        }
+    }
+
+    #[test]
+    fn origins() {
+        assert!(check_origin("https://app.example.com").is_ok());
+        assert!(check_origin("http://localhost:3000").is_ok());
+        assert!(check_origin("https://app.example.com/").is_err());
+        assert!(check_origin("https://app.example.com/x").is_err());
+        assert!(check_origin("http://app.example.com").is_err());
+    }
+
+    #[test]
+    fn pkce_s256() {
+        // RFC 7636, appendix B.
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        assert_eq!(s256(verifier), challenge);
+        assert!(pkce_matches(verifier, challenge));
+        assert!(!pkce_matches(
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXX",
+            challenge
+        ));
+        assert!(!pkce_matches("short", &s256("short")));
+        assert!(valid_challenge(challenge));
+        assert!(!valid_challenge("abc"));
+    }
+
+    #[test]
+    fn consent_wording() {
+        let p = |s: &str| describe(&s.parse().unwrap());
+        assert_eq!(p("deals.read"), "See your deals");
+        assert_eq!(p("deals.write"), "Create, change and delete your deals");
+        assert_eq!(p("*.read"), "See all of your data");
+    }
+}
