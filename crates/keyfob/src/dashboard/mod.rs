@@ -1,9 +1,73 @@
-//! The dashboard: server-rendered pages for account owners.
+//! The dashboard: server-rendered pages where an account owner signs up, logs in, and manages the
+//! account's API keys and minted tokens. Every page works without JavaScript; every form carries a
+//! CSRF token (see `session`); every page is sent with a strict Content-Security-Policy on top of
+//! the headers the HTTP layer adds to every answer.
+
+mod account;
+mod keys;
+mod page;
+mod session;
+mod tokens;
 
 use axum::Router;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::response::IntoResponse;
+use axum::routing::{any, get, post};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+pub use session::{FORM_COOKIE, SESSION_COOKIE};
+
+use page::PageError;
 
 use crate::state::AppState;
 
+/// Pages load only their own stylesheet, run no script, submit forms only to Keyfob, and cannot be
+/// framed.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'none'; \
+     object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
+const STYLESHEET: &str = include_str!("app.css");
+
+/// Every dashboard route, under `/dashboard`.
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/dashboard", get(account::home))
+        .route("/dashboard/", get(account::home))
+        .route(
+            "/dashboard/signup",
+            get(account::signup_page).post(account::signup),
+        )
+        .route(
+            "/dashboard/login",
+            get(account::login_page).post(account::login),
+        )
+        .route("/dashboard/logout", post(account::logout))
+        .route("/dashboard/keys", get(keys::list).post(keys::create))
+        .route("/dashboard/keys/{id}/revoke", post(keys::revoke))
+        .route("/dashboard/tokens", get(tokens::list))
+        .route("/dashboard/tokens/{jti}/revoke", post(tokens::revoke))
+        .route("/dashboard/static/app.css", get(stylesheet))
+        .route("/dashboard/{*rest}", any(not_found))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ))
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        STYLESHEET,
+    )
+}
+
+async fn not_found() -> PageError {
+    PageError::NotFound("There is no such page.".into())
 }

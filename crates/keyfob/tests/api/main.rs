@@ -4,7 +4,9 @@
 mod helpers;
 
 mod api_keys;
+mod browser;
 mod cli;
+mod dashboard;
 mod mint;
 mod openapi;
 mod resources;

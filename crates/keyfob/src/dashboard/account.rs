@@ -1,0 +1,241 @@
+//! Owner sign-up, login and logout.
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::CookieJar;
+use keyfob_domain::email::Email;
+use keyfob_store::StoreError;
+use serde::Deserialize;
+
+use super::page::{Layout, PageError, PageForm, render, render_with_status};
+use super::session::{self, ClientIp, LOGIN_PATH, Session, check_form_token, form_token};
+use crate::ops::{self, OpsError};
+use crate::state::AppState;
+
+/// Where an owner lands after login.
+pub const HOME_PATH: &str = "/dashboard/keys";
+
+/// The one answer to a failed login, whichever part was wrong.
+const LOGIN_FAILED: &str = "The email or password is incorrect.";
+const SIGNUP_CLOSED: &str =
+    "Sign-up is closed on this server. Ask its operator to create an account for you.";
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    layout: Layout,
+    csrf: String,
+    email: String,
+    error: Option<String>,
+    signup_open: bool,
+}
+
+#[derive(Template)]
+#[template(path = "signup.html")]
+pub struct SignupPage {
+    layout: Layout,
+    csrf: String,
+    email: String,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+}
+
+#[derive(Deserialize)]
+pub struct SignupForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+/// A form whose only field is its CSRF token.
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+/// `GET /dashboard`: the keys for an owner, the login page for anyone else.
+pub async fn home(session: Option<Session>) -> Redirect {
+    match session {
+        Some(_) => Redirect::to(HOME_PATH),
+        None => Redirect::to(LOGIN_PATH),
+    }
+}
+
+/// Counts one attempt under `key`, refusing it once over the limit.
+fn limit(state: &AppState, key: &str) -> Result<(), PageError> {
+    state
+        .login_limiter
+        .check(key)
+        .map_err(|retry_after| PageError::TooManyRequests { retry_after })
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn login_page(
+    State(state): State<AppState>,
+    session: Option<Session>,
+    jar: CookieJar,
+) -> Result<Response, PageError> {
+    if session.is_some() {
+        return Ok(Redirect::to(HOME_PATH).into_response());
+    }
+    let (jar, csrf) = form_token(&state, jar);
+    let page = LoginPage {
+        layout: Layout::anonymous(),
+        csrf,
+        email: String::new(),
+        error: None,
+        signup_open: state.config.signup_open,
+    };
+    Ok((jar, render(&page)?).into_response())
+}
+
+/// Logs an owner in. Attempts are limited per client IP and per email before any password is
+/// checked, and an unknown email costs the same hash as a wrong password and gets the same answer.
+#[tracing::instrument(skip_all, fields(ip = %ip))]
+pub async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    jar: CookieJar,
+    PageForm(form): PageForm<LoginForm>,
+) -> Result<Response, PageError> {
+    check_form_token(&jar, &form.csrf)?;
+    limit(&state, &format!("dashboard-login-ip:{ip}"))?;
+    limit(
+        &state,
+        &format!("dashboard-login-email:{}", form.email.trim().to_lowercase()),
+    )?;
+    let owner = match Email::parse(&form.email) {
+        Ok(email) => state.store.find_owner_by_email(email.as_str()).await?,
+        Err(_) => None,
+    };
+    let phc = owner.as_ref().map(|o| o.password_hash.clone());
+    let verified = state.passwords.verify(form.password, phc).await;
+    let owner = match owner {
+        Some(owner) if verified => owner,
+        _ => {
+            tracing::info!("dashboard login refused");
+            let page = LoginPage {
+                layout: Layout::anonymous(),
+                csrf: form.csrf,
+                email: form.email,
+                error: Some(LOGIN_FAILED.into()),
+                signup_open: state.config.signup_open,
+            };
+            return render_with_status(StatusCode::BAD_REQUEST, &page);
+        }
+    };
+    let jar = session::start(&state, jar, &owner).await?;
+    tracing::info!(owner_id = %owner.id, account_id = %owner.account_id, "dashboard login");
+    Ok((jar, Redirect::to(HOME_PATH)).into_response())
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn signup_page(
+    State(state): State<AppState>,
+    session: Option<Session>,
+    jar: CookieJar,
+) -> Result<Response, PageError> {
+    if !state.config.signup_open {
+        return Err(PageError::Forbidden(SIGNUP_CLOSED.into()));
+    }
+    if session.is_some() {
+        return Ok(Redirect::to(HOME_PATH).into_response());
+    }
+    let (jar, csrf) = form_token(&state, jar);
+    let page = SignupPage {
+        layout: Layout::anonymous(),
+        csrf,
+        email: String::new(),
+        error: None,
+    };
+    Ok((jar, render(&page)?).into_response())
+}
+
+/// Makes an account and its owner (the rules are [`ops::create_account`]'s) and signs them in.
+#[tracing::instrument(skip_all, fields(ip = %ip))]
+pub async fn signup(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    jar: CookieJar,
+    PageForm(form): PageForm<SignupForm>,
+) -> Result<Response, PageError> {
+    check_form_token(&jar, &form.csrf)?;
+    if !state.config.signup_open {
+        return Err(PageError::Forbidden(SIGNUP_CLOSED.into()));
+    }
+    limit(&state, &format!("dashboard-signup-ip:{ip}"))?;
+    let again = |status: StatusCode, error: String| {
+        let page = SignupPage {
+            layout: Layout::anonymous(),
+            csrf: form.csrf.clone(),
+            email: form.email.clone(),
+            error: Some(error),
+        };
+        render_with_status(status, &page)
+    };
+    if form.password != form.confirm {
+        return again(
+            StatusCode::BAD_REQUEST,
+            "The two passwords do not match.".into(),
+        );
+    }
+    let created = ops::create_account(
+        state.store.as_ref(),
+        &state.passwords,
+        &form.email,
+        form.password.clone(),
+    )
+    .await;
+    let owner = match created {
+        Ok((_, owner)) => owner,
+        Err(OpsError::Invalid(message)) => return again(StatusCode::BAD_REQUEST, message),
+        Err(OpsError::Store(StoreError::Conflict(_))) => {
+            return again(
+                StatusCode::CONFLICT,
+                "An account with this email already exists. Log in instead.".into(),
+            );
+        }
+        Err(OpsError::Store(err)) => return Err(err.into()),
+        Err(err) => return Err(PageError::Internal(err.into())),
+    };
+    let jar = session::start(&state, jar, &owner).await?;
+    tracing::info!(
+        owner_id = %owner.id,
+        account_id = %owner.account_id,
+        "account created in the dashboard"
+    );
+    Ok((jar, Redirect::to(HOME_PATH)).into_response())
+}
+
+/// Ends the session. Without a live session there is nothing to protect, so only the cookie is
+/// cleared; with one, the form must carry its CSRF token.
+#[tracing::instrument(skip_all)]
+pub async fn logout(
+    State(state): State<AppState>,
+    session: Option<Session>,
+    jar: CookieJar,
+    PageForm(form): PageForm<CsrfForm>,
+) -> Result<Response, PageError> {
+    if let Some(session) = &session {
+        session.check_csrf(&form.csrf)?;
+    }
+    let jar = session::end(&state, jar, session.as_ref()).await?;
+    Ok((jar, Redirect::to(LOGIN_PATH)).into_response())
+}

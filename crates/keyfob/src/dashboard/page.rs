@@ -1,0 +1,173 @@
+//! What every dashboard page shares: the layout's data, rendering, times for display, form bodies,
+//! and the error page.
+
+use askama::Template;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use keyfob_store::StoreError;
+use serde::de::DeserializeOwned;
+use time::macros::format_description;
+
+use crate::clock::{format_ms, from_ms};
+
+/// What the layout around every page needs: who is signed in (for the navigation and the logout
+/// form) and which section is open.
+pub struct Layout {
+    /// The signed-in owner's email; `None` on the pages shown before login.
+    pub email: Option<String>,
+    /// The session's CSRF token, for the logout form.
+    pub csrf: String,
+    /// `keys`, `tokens`, or empty.
+    pub section: &'static str,
+}
+
+impl Layout {
+    /// The layout of a page shown to someone who is not signed in.
+    pub fn anonymous() -> Layout {
+        Layout {
+            email: None,
+            csrf: String::new(),
+            section: "",
+        }
+    }
+}
+
+/// An instant as a page shows it: readable text, and RFC 3339 for `<time datetime>`.
+pub struct TimeView {
+    pub iso: String,
+    pub text: String,
+}
+
+impl TimeView {
+    pub fn from_ms(ms: i64) -> TimeView {
+        let text = from_ms(ms)
+            .format(format_description!(
+                "[year]-[month]-[day] [hour]:[minute] UTC"
+            ))
+            .unwrap_or_default();
+        TimeView {
+            iso: format_ms(ms),
+            text,
+        }
+    }
+}
+
+/// Renders a page with status 200.
+pub fn render<T: Template>(page: &T) -> Result<Html<String>, PageError> {
+    Ok(Html(page.render()?))
+}
+
+/// Renders a page with another status, e.g. a form shown again with its error.
+pub fn render_with_status<T: Template>(
+    status: StatusCode,
+    page: &T,
+) -> Result<Response, PageError> {
+    Ok((status, render(page)?).into_response())
+}
+
+/// A URL-encoded form body. Fields a handler needs are `#[serde(default)]`, so that a missing CSRF
+/// token is reported as such (403) rather than as a malformed body.
+pub struct PageForm<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for PageForm<T> {
+    type Rejection = PageError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, PageError> {
+        axum::Form::<T>::from_request(req, state)
+            .await
+            .map(|axum::Form(value)| PageForm(value))
+            .map_err(|_| {
+                PageError::BadRequest("The form could not be read. Go back and try again.".into())
+            })
+    }
+}
+
+/// Why a page could not be shown; answered with an HTML error page.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("Too many attempts. Wait {retry_after} seconds, then try again.")]
+    TooManyRequests { retry_after: u64 },
+    #[error("The database is unavailable. Try again in a moment.")]
+    Unavailable,
+    #[error("Something went wrong on our side.")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl PageError {
+    /// The answer to a form without the right CSRF token: nothing was changed.
+    pub fn csrf() -> PageError {
+        PageError::Forbidden(
+            "This form has expired or did not come from this page. Nothing was changed. \
+             Go back, reload the page and try again."
+                .into(),
+        )
+    }
+
+    fn status_and_title(&self) -> (StatusCode, &'static str) {
+        match self {
+            PageError::BadRequest(_) => (StatusCode::BAD_REQUEST, "Bad request"),
+            PageError::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
+            PageError::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
+            PageError::TooManyRequests { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "Too many attempts")
+            }
+            PageError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
+            PageError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Error"),
+        }
+    }
+}
+
+impl From<StoreError> for PageError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(_) => {
+                tracing::error!(error = %err, "storage unavailable");
+                PageError::Unavailable
+            }
+            other => PageError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<askama::Error> for PageError {
+    fn from(err: askama::Error) -> Self {
+        PageError::Internal(anyhow::anyhow!("rendering a page failed: {err}"))
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    layout: Layout,
+    title: &'a str,
+    message: String,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        if let PageError::Internal(err) = &self {
+            tracing::error!(error = ?err, "internal error in the dashboard");
+        }
+        let (status, title) = self.status_and_title();
+        let page = ErrorPage {
+            layout: Layout::anonymous(),
+            title,
+            message: self.to_string(),
+        };
+        let body = page.render().unwrap_or_else(|_| title.to_owned());
+        let mut response = (status, Html(body)).into_response();
+        if let PageError::TooManyRequests { retry_after } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        response
+    }
+}

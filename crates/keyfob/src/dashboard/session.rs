@@ -1,0 +1,259 @@
+//! Owner sessions and CSRF protection.
+//!
+//! A session is a random 256-bit token in an `HttpOnly; SameSite=Lax` cookie scoped to
+//! `/dashboard`; the database keeps only its SHA-256, with the session's CSRF token, which every
+//! form of a signed-in page carries and every POST must send back (compared in constant time).
+//! The forms shown before login (sign-up, login) have no session to bind a token to, so they use a
+//! double-submit cookie: a random value in an `HttpOnly; SameSite=Strict` cookie that the form must
+//! repeat.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::CookieJar;
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use keyfob_domain::secret::{constant_time_eq, hash_secret, random_token};
+use keyfob_store::{Owner, SessionRow};
+
+use super::page::{Layout, PageError};
+use crate::clock::now_ms;
+use crate::state::AppState;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "kf_session";
+/// The double-submit cookie of the sign-up and login forms.
+pub const FORM_COOKIE: &str = "kf_form";
+/// How long a session lasts from login.
+pub const SESSION_LIFETIME: time::Duration = time::Duration::hours(12);
+const COOKIE_PATH: &str = "/dashboard";
+/// Where a request without a session is sent.
+pub const LOGIN_PATH: &str = "/dashboard/login";
+
+/// A signed-in owner. As an extractor it answers a request without a live session with a redirect
+/// to the login page, so a handler that takes it is reachable only by the owner.
+pub struct Session {
+    /// SHA-256 of the cookie's value: the session's key in the database.
+    pub id_hash: String,
+    pub owner_id: String,
+    pub account_id: String,
+    pub email: String,
+    csrf_token: String,
+}
+
+impl Session {
+    /// Checks a submitted CSRF token against this session's, in constant time.
+    pub fn check_csrf(&self, submitted: &str) -> Result<(), PageError> {
+        if !submitted.is_empty() && constant_time_eq(submitted, &self.csrf_token) {
+            Ok(())
+        } else {
+            tracing::warn!(owner_id = %self.owner_id, "dashboard form refused: bad CSRF token");
+            Err(PageError::csrf())
+        }
+    }
+
+    /// The layout of a signed-in page in `section`.
+    pub fn layout(&self, section: &'static str) -> Layout {
+        Layout {
+            email: Some(self.email.clone()),
+            csrf: self.csrf_token.clone(),
+            section,
+        }
+    }
+}
+
+impl OptionalFromRequestParts<AppState> for Session {
+    type Rejection = PageError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, PageError> {
+        let jar = CookieJar::from_headers(&parts.headers);
+        let Some(cookie) = jar.get(SESSION_COOKIE) else {
+            return Ok(None);
+        };
+        let id_hash = hash_secret(cookie.value());
+        let Some(row) = state.store.find_session(&id_hash, now_ms()).await? else {
+            return Ok(None);
+        };
+        let Some(owner) = state.store.find_owner(&row.owner_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Session {
+            id_hash,
+            owner_id: row.owner_id,
+            account_id: row.account_id,
+            email: owner.email,
+            csrf_token: row.csrf_token,
+        }))
+    }
+}
+
+impl FromRequestParts<AppState> for Session {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        match <Session as OptionalFromRequestParts<AppState>>::from_request_parts(parts, state)
+            .await
+        {
+            Ok(Some(session)) => Ok(session),
+            Ok(None) => Err(Redirect::to(LOGIN_PATH).into_response()),
+            Err(err) => Err(err.into_response()),
+        }
+    }
+}
+
+/// A cookie only the dashboard's pages receive and no script can read, that lasts `max_age`.
+fn cookie(
+    name: &'static str,
+    value: String,
+    secure: bool,
+    same_site: SameSite,
+    max_age: time::Duration,
+) -> Cookie<'static> {
+    Cookie::build((name, value))
+        .path(COOKIE_PATH)
+        .http_only(true)
+        .secure(secure)
+        .same_site(same_site)
+        .max_age(max_age)
+        .build()
+}
+
+/// Starts a session for `owner` and sets its cookie. A session the browser already had is ended
+/// first, so a session id planted before login is never the one that gets signed in.
+pub async fn start(
+    state: &AppState,
+    jar: CookieJar,
+    owner: &Owner,
+) -> Result<CookieJar, PageError> {
+    if let Some(old) = jar.get(SESSION_COOKIE) {
+        state
+            .store
+            .delete_session(&hash_secret(old.value()))
+            .await?;
+    }
+    let token = random_token();
+    let now = now_ms();
+    let row = SessionRow {
+        id_hash: hash_secret(&token),
+        owner_id: owner.id.clone(),
+        account_id: owner.account_id.clone(),
+        csrf_token: random_token(),
+        created_at: now,
+        expires_at: now + SESSION_LIFETIME.whole_seconds() * 1000,
+    };
+    state.store.insert_session(&row).await?;
+    Ok(jar.add(cookie(
+        SESSION_COOKIE,
+        token,
+        state.config.secure_cookies(),
+        SameSite::Lax,
+        SESSION_LIFETIME,
+    )))
+}
+
+/// Ends `session` and clears the cookie.
+pub async fn end(
+    state: &AppState,
+    jar: CookieJar,
+    session: Option<&Session>,
+) -> Result<CookieJar, PageError> {
+    if let Some(session) = session {
+        state.store.delete_session(&session.id_hash).await?;
+    }
+    let mut removal = cookie(
+        SESSION_COOKIE,
+        String::new(),
+        state.config.secure_cookies(),
+        SameSite::Lax,
+        time::Duration::ZERO,
+    );
+    removal.make_removal();
+    Ok(jar.add(removal))
+}
+
+/// The double-submit token for a form shown before login: the browser's existing one (so several
+/// tabs keep working), or a new one set in a cookie.
+pub fn form_token(state: &AppState, jar: CookieJar) -> (CookieJar, String) {
+    if let Some(existing) = jar.get(FORM_COOKIE)
+        && looks_like_token(existing.value())
+    {
+        let value = existing.value().to_owned();
+        return (jar, value);
+    }
+    let token = random_token();
+    let cookie = cookie(
+        FORM_COOKIE,
+        token.clone(),
+        state.config.secure_cookies(),
+        SameSite::Strict,
+        SESSION_LIFETIME,
+    );
+    (jar.add(cookie), token)
+}
+
+/// Checks that a form shown before login sent back the token in its cookie.
+pub fn check_form_token(jar: &CookieJar, submitted: &str) -> Result<(), PageError> {
+    match jar.get(FORM_COOKIE) {
+        Some(cookie)
+            if looks_like_token(cookie.value()) && constant_time_eq(submitted, cookie.value()) =>
+        {
+            Ok(())
+        }
+        _ => {
+            tracing::warn!("dashboard form refused: bad CSRF token");
+            Err(PageError::csrf())
+        }
+    }
+}
+
+/// A value [`random_token`] could have made: 43 URL-safe characters.
+fn looks_like_token(value: &str) -> bool {
+    value.len() == 43
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The client's IP address, for per-IP limits; `unknown` when the server was not started with
+/// connection info.
+pub struct ClientIp(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip().to_string())
+            .unwrap_or_else(|| "unknown".to_owned());
+        Ok(ClientIp(ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_random_tokens_are_accepted_as_form_tokens() {
+        assert!(looks_like_token(&random_token()));
+        assert!(!looks_like_token(""));
+        assert!(!looks_like_token("short"));
+        assert!(!looks_like_token(&"a;".repeat(22)[..43]));
+    }
+
+    #[test]
+    fn a_form_token_must_match_its_cookie() {
+        let token = random_token();
+        let jar = CookieJar::new().add(Cookie::new(FORM_COOKIE, token.clone()));
+        assert!(check_form_token(&jar, &token).is_ok());
+        assert!(check_form_token(&jar, "").is_err());
+        assert!(check_form_token(&jar, &random_token()).is_err());
+        assert!(check_form_token(&CookieJar::new(), &token).is_err());
+    }
+}
