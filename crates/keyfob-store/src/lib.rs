@@ -89,6 +89,66 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_user(&self, user: &UserRow) -> Result<()>;
     async fn find_user_by_email(&self, email: &str) -> Result<Option<UserRow>>;
     async fn find_user(&self, id: &str) -> Result<Option<UserRow>>;
+    /// Sets a new password hash and ends every session of the user (refresh families and
+    /// Keyfob logins), logging each ended family.
+    async fn change_user_password(&self, user_id: &str, password_hash: &str, at: i64)
+    -> Result<()>;
+
+    // Keyfob login sessions of end users.
+    async fn insert_user_session(&self, session: &UserSessionRow) -> Result<()>;
+    async fn find_user_session(&self, id_hash: &str, now: i64) -> Result<Option<UserSessionRow>>;
+    async fn delete_user_session(&self, id_hash: &str) -> Result<()>;
+
+    // Grants.
+    /// Records a grant, or replaces the permissions of the user's grant to that app (reviving it
+    /// if revoked). Returns the stored grant.
+    async fn upsert_grant(&self, grant: &GrantRow) -> Result<GrantRow>;
+    async fn find_grant(&self, user_id: &str, client_id: &str) -> Result<Option<GrantRow>>;
+    async fn find_grant_by_id(&self, id: &str) -> Result<Option<GrantRow>>;
+    async fn list_user_grants(&self, user_id: &str) -> Result<Vec<GrantRow>>;
+    async fn list_account_grants(&self, account_id: &str) -> Result<Vec<GrantRow>>;
+    /// Revokes a grant and ends every session under it. `false` when it was not live.
+    async fn revoke_grant(&self, id: &str, at: i64) -> Result<bool>;
+
+    // Authorization codes.
+    async fn insert_auth_code(&self, code: &AuthCodeRow) -> Result<()>;
+    /// Marks a code used and returns it; `None` when it is unknown or already used (then
+    /// [`Store::find_auth_code`] tells which).
+    async fn consume_auth_code(&self, code_hash: &str, now: i64) -> Result<Option<AuthCodeRow>>;
+    async fn find_auth_code(&self, code_hash: &str) -> Result<Option<AuthCodeRow>>;
+
+    // Refresh families and tokens.
+    /// Starts a session: its family and first refresh token; ties it to the code exchanged.
+    async fn create_family(
+        &self,
+        family: &FamilyRow,
+        first: &RefreshRow,
+        code_hash: Option<&str>,
+    ) -> Result<()>;
+    async fn find_family(&self, id: &str) -> Result<Option<FamilyRow>>;
+    async fn find_refresh(&self, token_hash: &str) -> Result<Option<RefreshRow>>;
+    /// Uses `old_hash` once: if it was unused, marks it used with the sealed answer, stores `next`
+    /// and touches the family, returning `true`; `false` when someone used it first.
+    async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        next: &RefreshRow,
+        next_sealed: &str,
+        now: i64,
+    ) -> Result<bool>;
+    /// Ends a session and logs it. `false` when it had already ended.
+    async fn revoke_family(&self, id: &str, at: i64) -> Result<bool>;
+    /// Ends every session of a user (optionally only in one app); returns how many.
+    async fn revoke_user_families(
+        &self,
+        user_id: &str,
+        client_id: Option<&str>,
+        at: i64,
+    ) -> Result<u64>;
+    /// Ids of sessions ended after `since`, for the in-memory revoked set.
+    async fn revoked_families_since(&self, since: i64) -> Result<Vec<(String, i64)>>;
+    /// Forgets sealed retry answers older than `before`.
+    async fn clear_sealed_refresh(&self, before: i64) -> Result<()>;
 
     // Dashboard sessions.
     async fn insert_session(&self, session: &SessionRow) -> Result<()>;

@@ -141,6 +141,8 @@ pub mod change_kind {
     pub const API_KEY_REVOKED: &str = "api_key.revoked";
     pub const TOKEN_REVOKED: &str = "token.revoked";
     pub const SIGNING_KEYS_CHANGED: &str = "signing_keys.changed";
+    /// A refresh family (a user session) ended: its access tokens are refused.
+    pub const SESSION_REVOKED: &str = "session.revoked";
 }
 
 /// An application registered for user sessions.
@@ -180,6 +182,88 @@ impl std::fmt::Debug for UserRow {
         f.debug_struct("UserRow")
             .field("id", &self.id)
             .field("email", &self.email)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A user's consent to an application: what it may do on their behalf.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct GrantRow {
+    pub id: String,
+    pub user_id: String,
+    pub client_id: String,
+    pub account_id: String,
+    /// JSON array of granted permissions.
+    pub permissions: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A one-time authorization code, stored by hash.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct AuthCodeRow {
+    pub code_hash: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub grant_id: String,
+    pub redirect_uri: String,
+    pub permissions: String,
+    /// The PKCE S256 challenge, if the client sent one.
+    pub code_challenge: Option<String>,
+    pub family_id: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+/// One login session of a user in an application: the refresh tokens rotated from one another.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct FamilyRow {
+    pub id: String,
+    pub user_id: String,
+    pub client_id: String,
+    pub grant_id: String,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// A refresh token, stored by hash.
+#[derive(Clone, PartialEq, Eq, FromRow)]
+pub struct RefreshRow {
+    pub token_hash: String,
+    pub family_id: String,
+    pub permissions: String,
+    pub created_at: i64,
+    pub used_at: Option<i64>,
+    /// The pair issued when it was used, sealed; kept through the grace window.
+    pub next_sealed: Option<String>,
+}
+
+impl std::fmt::Debug for RefreshRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshRow")
+            .field("family_id", &self.family_id)
+            .field("used_at", &self.used_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A browser login on Keyfob's own pages (the end user's, not the dashboard owner's).
+#[derive(Clone, PartialEq, Eq, FromRow)]
+pub struct UserSessionRow {
+    pub id_hash: String,
+    pub user_id: String,
+    pub csrf_token: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for UserSessionRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserSessionRow")
+            .field("user_id", &self.user_id)
             .finish_non_exhaustive()
     }
 }

@@ -37,6 +37,12 @@ impl From<RecordDbRow> for RecordRow {
 pub(crate) const APP_COLUMNS: &str = "client_id, account_id, name, public, client_secret_hash, \
      redirect_uris, origins, max_permissions, refresh_idle_secs, refresh_absolute_secs, created_at, revoked_at";
 
+pub(crate) const GRANT_COLUMNS: &str =
+    "id, user_id, client_id, account_id, permissions, created_at, updated_at, revoked_at";
+
+pub(crate) const CODE_COLUMNS: &str = "code_hash, client_id, user_id, grant_id, redirect_uri, \
+     permissions, code_challenge, family_id, created_at, expires_at, used_at";
+
 pub(crate) const RECORD_COLUMNS: &str =
     "id, account_id, resource, owner_user_id, doc, created_at, updated_at";
 
@@ -125,6 +131,28 @@ pub(crate) fn list_sql<D: JsonDialect>(
 macro_rules! impl_store {
     ($store:ty, $backend:literal, $args:ty) => {
         impl $store {
+            /// Ends the given live families in `tx` and logs each for the other nodes.
+            async fn end_families(
+                tx: &mut sqlx::Transaction<'_, <Self as $crate::sql::JsonDialect>::Db>,
+                ids: &[String],
+                at: i64,
+            ) -> $crate::Result<()> {
+                for id in ids {
+                    sqlx::query("UPDATE refresh_families SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                        .bind(at)
+                        .bind(id)
+                        .execute(&mut **tx)
+                        .await?;
+                    sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
+                        .bind($crate::change_kind::SESSION_REVOKED)
+                        .bind(id)
+                        .bind(at)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(())
+            }
+
             async fn list_records_impl(
                 &self,
                 scope: &$crate::RecordScope<'_>,
@@ -661,6 +689,355 @@ macro_rules! impl_store {
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?)
+            }
+
+            async fn change_user_password(
+                &self,
+                user_id: &str,
+                password_hash: &str,
+                at: i64,
+            ) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3")
+                    .bind(password_hash)
+                    .bind(at)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM user_sessions WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT id FROM refresh_families WHERE user_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(user_id)
+                .fetch_all(&mut *tx)
+                .await?;
+                Self::end_families(&mut tx, &ids, at).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn insert_user_session(&self, s: &$crate::UserSessionRow) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO user_sessions (id_hash, user_id, csrf_token, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&s.id_hash)
+                .bind(&s.user_id)
+                .bind(&s.csrf_token)
+                .bind(s.created_at)
+                .bind(s.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn find_user_session(
+                &self,
+                id_hash: &str,
+                now: i64,
+            ) -> $crate::Result<Option<$crate::UserSessionRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT id_hash, user_id, csrf_token, created_at, expires_at FROM user_sessions \
+                     WHERE id_hash = $1 AND expires_at > $2",
+                )
+                .bind(id_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn delete_user_session(&self, id_hash: &str) -> $crate::Result<()> {
+                sqlx::query("DELETE FROM user_sessions WHERE id_hash = $1")
+                    .bind(id_hash)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn upsert_grant(&self, g: &$crate::GrantRow) -> $crate::Result<$crate::GrantRow> {
+                Ok(sqlx::query_as(&format!(
+                    "INSERT INTO grants (id, user_id, client_id, account_id, permissions, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6) \
+                     ON CONFLICT (user_id, client_id) DO UPDATE SET permissions = excluded.permissions, \
+                     updated_at = excluded.updated_at, revoked_at = NULL \
+                     RETURNING {}",
+                    $crate::sql::GRANT_COLUMNS
+                ))
+                .bind(&g.id)
+                .bind(&g.user_id)
+                .bind(&g.client_id)
+                .bind(&g.account_id)
+                .bind(&g.permissions)
+                .bind(g.updated_at)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn find_grant(
+                &self,
+                user_id: &str,
+                client_id: &str,
+            ) -> $crate::Result<Option<$crate::GrantRow>> {
+                Ok(sqlx::query_as(&format!(
+                    "SELECT {} FROM grants WHERE user_id = $1 AND client_id = $2",
+                    $crate::sql::GRANT_COLUMNS
+                ))
+                .bind(user_id)
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn find_grant_by_id(&self, id: &str) -> $crate::Result<Option<$crate::GrantRow>> {
+                Ok(sqlx::query_as(&format!(
+                    "SELECT {} FROM grants WHERE id = $1",
+                    $crate::sql::GRANT_COLUMNS
+                ))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn list_user_grants(&self, user_id: &str) -> $crate::Result<Vec<$crate::GrantRow>> {
+                Ok(sqlx::query_as(&format!(
+                    "SELECT {} FROM grants WHERE user_id = $1 AND revoked_at IS NULL ORDER BY updated_at DESC, id",
+                    $crate::sql::GRANT_COLUMNS
+                ))
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn list_account_grants(
+                &self,
+                account_id: &str,
+            ) -> $crate::Result<Vec<$crate::GrantRow>> {
+                Ok(sqlx::query_as(&format!(
+                    "SELECT {} FROM grants WHERE account_id = $1 ORDER BY updated_at DESC, id",
+                    $crate::sql::GRANT_COLUMNS
+                ))
+                .bind(account_id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn revoke_grant(&self, id: &str, at: i64) -> $crate::Result<bool> {
+                let mut tx = self.pool.begin().await?;
+                let done = sqlx::query("UPDATE grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                    .bind(at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    > 0;
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT id FROM refresh_families WHERE grant_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+                Self::end_families(&mut tx, &ids, at).await?;
+                tx.commit().await?;
+                Ok(done)
+            }
+
+            async fn insert_auth_code(&self, c: &$crate::AuthCodeRow) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO auth_codes (code_hash, client_id, user_id, grant_id, redirect_uri, permissions, \
+                     code_challenge, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&c.code_hash)
+                .bind(&c.client_id)
+                .bind(&c.user_id)
+                .bind(&c.grant_id)
+                .bind(&c.redirect_uri)
+                .bind(&c.permissions)
+                .bind(&c.code_challenge)
+                .bind(c.created_at)
+                .bind(c.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn consume_auth_code(
+                &self,
+                code_hash: &str,
+                now: i64,
+            ) -> $crate::Result<Option<$crate::AuthCodeRow>> {
+                Ok(sqlx::query_as(&format!(
+                    "UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL RETURNING {}",
+                    $crate::sql::CODE_COLUMNS
+                ))
+                .bind(now)
+                .bind(code_hash)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn find_auth_code(&self, code_hash: &str) -> $crate::Result<Option<$crate::AuthCodeRow>> {
+                Ok(sqlx::query_as(&format!(
+                    "SELECT {} FROM auth_codes WHERE code_hash = $1",
+                    $crate::sql::CODE_COLUMNS
+                ))
+                .bind(code_hash)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn create_family(
+                &self,
+                f: &$crate::FamilyRow,
+                first: &$crate::RefreshRow,
+                code_hash: Option<&str>,
+            ) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO refresh_families (id, user_id, client_id, grant_id, created_at, last_used_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&f.id)
+                .bind(&f.user_id)
+                .bind(&f.client_id)
+                .bind(&f.grant_id)
+                .bind(f.created_at)
+                .bind(f.last_used_at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, family_id, permissions, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&first.token_hash)
+                .bind(&first.family_id)
+                .bind(&first.permissions)
+                .bind(first.created_at)
+                .execute(&mut *tx)
+                .await?;
+                if let Some(code_hash) = code_hash {
+                    sqlx::query("UPDATE auth_codes SET family_id = $1 WHERE code_hash = $2")
+                        .bind(&f.id)
+                        .bind(code_hash)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn find_family(&self, id: &str) -> $crate::Result<Option<$crate::FamilyRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, user_id, client_id, grant_id, created_at, last_used_at, revoked_at \
+                     FROM refresh_families WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn find_refresh(&self, token_hash: &str) -> $crate::Result<Option<$crate::RefreshRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT token_hash, family_id, permissions, created_at, used_at, next_sealed \
+                     FROM refresh_tokens WHERE token_hash = $1",
+                )
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn rotate_refresh(
+                &self,
+                old_hash: &str,
+                next: &$crate::RefreshRow,
+                next_sealed: &str,
+                now: i64,
+            ) -> $crate::Result<bool> {
+                let mut tx = self.pool.begin().await?;
+                let won = sqlx::query(
+                    "UPDATE refresh_tokens SET used_at = $1, next_sealed = $2 WHERE token_hash = $3 AND used_at IS NULL",
+                )
+                .bind(now)
+                .bind(next_sealed)
+                .bind(old_hash)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if !won {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, family_id, permissions, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&next.token_hash)
+                .bind(&next.family_id)
+                .bind(&next.permissions)
+                .bind(next.created_at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE refresh_families SET last_used_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(&next.family_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn revoke_family(&self, id: &str, at: i64) -> $crate::Result<bool> {
+                let mut tx = self.pool.begin().await?;
+                let live: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM refresh_families WHERE id = $1 AND revoked_at IS NULL",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let ids: Vec<String> = live.into_iter().collect();
+                Self::end_families(&mut tx, &ids, at).await?;
+                tx.commit().await?;
+                Ok(!ids.is_empty())
+            }
+
+            async fn revoke_user_families(
+                &self,
+                user_id: &str,
+                client_id: Option<&str>,
+                at: i64,
+            ) -> $crate::Result<u64> {
+                let mut tx = self.pool.begin().await?;
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT id FROM refresh_families WHERE user_id = $1 AND revoked_at IS NULL \
+                     AND ($2 IS NULL OR client_id = $2)",
+                )
+                .bind(user_id)
+                .bind(client_id)
+                .fetch_all(&mut *tx)
+                .await?;
+                Self::end_families(&mut tx, &ids, at).await?;
+                tx.commit().await?;
+                Ok(ids.len() as u64)
+            }
+
+            async fn revoked_families_since(&self, since: i64) -> $crate::Result<Vec<(String, i64)>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, revoked_at FROM refresh_families WHERE revoked_at IS NOT NULL AND revoked_at > $1",
+                )
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn clear_sealed_refresh(&self, before: i64) -> $crate::Result<()> {
+                sqlx::query(
+                    "UPDATE refresh_tokens SET next_sealed = NULL WHERE next_sealed IS NOT NULL AND used_at < $1",
+                )
+                .bind(before)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
             }
 
             async fn insert_session(&self, s: &$crate::SessionRow) -> $crate::Result<()> {

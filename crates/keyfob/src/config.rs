@@ -34,6 +34,7 @@ pub struct FileConfig {
     pub sync_interval_ms: Option<u64>,
     pub max_body_bytes: Option<usize>,
     pub login_attempts_per_minute: Option<u32>,
+    pub refresh_grace_secs: Option<i64>,
 }
 
 impl FileConfig {
@@ -65,6 +66,8 @@ pub struct Config {
     pub sync_interval_ms: u64,
     pub max_body_bytes: usize,
     pub login_attempts_per_minute: u32,
+    /// How long a used refresh token, presented again, still gets the same new pair (seconds).
+    pub refresh_grace_secs: i64,
     /// How often API-key last-used times are written (batched, never per request).
     pub last_used_flush_ms: u64,
     /// A hex master key given by the operator; otherwise `DATA_DIR/master.key`, made on first start.
@@ -93,6 +96,7 @@ impl Config {
             max_body_bytes: 64 * 1024,
             login_attempts_per_minute: 10,
             last_used_flush_ms: 5000,
+            refresh_grace_secs: 30,
             master_key_hex: None,
             signing_key_publish_secs: 0,
         }
@@ -132,6 +136,9 @@ impl Config {
         }
         if let Some(v) = file.max_body_bytes {
             self.max_body_bytes = v;
+        }
+        if let Some(v) = file.refresh_grace_secs {
+            self.refresh_grace_secs = v.clamp(0, 600);
         }
         if let Some(v) = file.login_attempts_per_minute {
             self.login_attempts_per_minute = v.max(1);

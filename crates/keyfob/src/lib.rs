@@ -12,6 +12,7 @@ pub mod dashboard;
 pub mod http;
 pub mod ops;
 pub mod passwords;
+pub mod sessions;
 pub mod startup;
 pub mod state;
 pub mod tokens;

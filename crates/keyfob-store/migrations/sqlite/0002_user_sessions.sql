@@ -45,6 +45,8 @@ CREATE TABLE auth_codes (
     redirect_uri    TEXT NOT NULL,
     permissions     TEXT NOT NULL,
     code_challenge  TEXT,
+    -- The session the exchange started, so a replayed code can end it.
+    family_id       TEXT,
     created_at      INTEGER NOT NULL,
     expires_at      INTEGER NOT NULL,
     used_at         INTEGER
@@ -62,6 +64,8 @@ CREATE TABLE refresh_families (
     revoked_at    INTEGER
 );
 CREATE INDEX refresh_families_user ON refresh_families(user_id);
+CREATE INDEX refresh_families_grant ON refresh_families(grant_id);
+CREATE INDEX refresh_families_revoked ON refresh_families(revoked_at);
 
 CREATE TABLE refresh_tokens (
     token_hash   TEXT PRIMARY KEY,

@@ -68,7 +68,12 @@ pub fn authenticate(state: &AppState, header: &str) -> Result<Principal, ApiErro
                 .tokens
                 .verify(&token, now / 1000)
                 .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-            if state.index.is_revoked(&claims.jti) {
+            if state.index.is_revoked(&claims.jti)
+                || claims
+                    .sid
+                    .as_deref()
+                    .is_some_and(|sid| state.index.is_session_revoked(sid))
+            {
                 return Err(ApiError::Unauthorized("the token has been revoked".into()));
             }
             let permissions = PermissionSet::parse(&claims.permissions).map_err(|_| {

@@ -20,6 +20,9 @@ pub struct AuthIndex {
     keys_by_hash: RwLock<HashMap<String, KeyEntry>>,
     /// Revoked token ids and when they expire (Unix seconds): kept until then.
     revoked: RwLock<HashMap<String, i64>>,
+    /// Ended sessions (refresh families) and until when (Unix seconds) their access tokens
+    /// could still be alive.
+    revoked_sessions: RwLock<HashMap<String, i64>>,
     /// API key id → last use (ms), written in batches.
     uses: Mutex<HashMap<String, i64>>,
 }
@@ -96,6 +99,21 @@ impl AuthIndex {
         let mut revoked = self.revoked.write().expect("index lock poisoned");
         revoked.retain(|_, exp| *exp > now_secs);
         revoked.extend(items);
+    }
+
+    pub fn is_session_revoked(&self, sid: &str) -> bool {
+        self.revoked_sessions
+            .read()
+            .expect("index lock poisoned")
+            .contains_key(sid)
+    }
+
+    /// Remembers an ended session until `until` (Unix seconds), when its last access token has
+    /// expired; forgets the ones past theirs.
+    pub fn revoke_session(&self, sid: &str, until: i64, now_secs: i64) {
+        let mut sessions = self.revoked_sessions.write().expect("index lock poisoned");
+        sessions.retain(|_, t| *t > now_secs);
+        sessions.insert(sid.to_owned(), until);
     }
 
     pub fn note_use(&self, key_id: &str, at_ms: i64) {

@@ -73,6 +73,10 @@ pub async fn spawn_sync(state: AppState) -> anyhow::Result<SyncHandle> {
                     if let Err(err) = state.store.prune_changes(now_ms() - KEEP_CHANGES_MS).await {
                         tracing::warn!(error = %err, "pruning the change feed failed");
                     }
+                    let grace_ms = state.config.refresh_grace_secs * 1000;
+                    if let Err(err) = state.store.clear_sealed_refresh(now_ms() - 2 * grace_ms).await {
+                        tracing::warn!(error = %err, "clearing refresh retry answers failed");
+                    }
                 }
                 _ = flush.tick() => flush_uses(&state).await,
                 _ = stopped.changed() => {
@@ -100,6 +104,16 @@ async fn full_reload(state: &AppState) -> anyhow::Result<()> {
         .map(|(jti, exp_ms)| (jti, exp_ms / 1000))
         .collect();
     state.index.merge_revoked(revoked, now / 1000);
+    let window = crate::sessions::ACCESS_TOKEN_SECS + 60;
+    for (sid, at) in state
+        .store
+        .revoked_families_since(now - window * 1000)
+        .await?
+    {
+        state
+            .index
+            .revoke_session(&sid, at / 1000 + window, now / 1000);
+    }
     state.reload_signing_keys().await?;
     Ok(())
 }
@@ -134,6 +148,11 @@ async fn apply(state: &AppState, change: &Change) -> anyhow::Result<()> {
             state.index.revoke_token(&change.subject, exp);
         }
         change_kind::SIGNING_KEYS_CHANGED => state.reload_signing_keys().await?,
+        change_kind::SESSION_REVOKED => {
+            let now = now_ms() / 1000;
+            let until = change.created_at / 1000 + crate::sessions::ACCESS_TOKEN_SECS + 60;
+            state.index.revoke_session(&change.subject, until, now);
+        }
         other => tracing::debug!(kind = other, "ignoring unknown change"),
     }
     Ok(())

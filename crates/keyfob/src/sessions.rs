@@ -1,0 +1,264 @@
+//! User sessions after consent: issuing the access token and refresh token of a session, and
+//! rotating refresh tokens safely.
+//!
+//! A session is a refresh *family*: the first refresh token and every one rotated from it. Each
+//! use of a refresh token marks it used and issues the next pair. A retry of the same token within
+//! the grace window (two tabs, a lost response) gets the very same pair back: it is kept sealed
+//! with the master key on the used row until the window passes. A use after the window is reuse
+//! — a sign the token was copied — and ends that family only.
+
+use keyfob_domain::Claims;
+use keyfob_domain::secret::{hash_secret, random_token};
+use keyfob_store::{AppRow, FamilyRow, GrantRow, RefreshRow};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::now_ms;
+use crate::state::AppState;
+
+/// How long a session's access token lives.
+pub const ACCESS_TOKEN_SECS: i64 = 600;
+/// Every refresh token starts with this.
+pub const REFRESH_PREFIX: &str = "kfr_";
+
+/// What a session hands the application: the OAuth token response's content.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct IssuedPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Space-separated permissions.
+    pub scope: String,
+    /// The family (session) id, the tokens' `sid`.
+    pub session_id: String,
+}
+
+/// Why a refresh was refused. Each is `invalid_grant` to the client; the detail is for logs.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("the refresh token is unknown")]
+    Unknown,
+    #[error("the refresh token belongs to another client")]
+    WrongClient,
+    #[error("the session has ended")]
+    Ended,
+    #[error("the refresh token was already used; the session has been ended")]
+    Reused,
+    #[error("the session has been idle too long")]
+    Idle,
+    #[error("the session has reached its maximum age")]
+    TooOld,
+    #[error(transparent)]
+    Store(#[from] keyfob_store::StoreError),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+fn new_refresh_token() -> String {
+    format!("{REFRESH_PREFIX}{}", random_token())
+}
+
+fn sign_access(
+    state: &AppState,
+    app: &AppRow,
+    user_id: &str,
+    family_id: &str,
+    permissions: &[String],
+    now_ms: i64,
+) -> anyhow::Result<(String, i64)> {
+    let now = now_ms / 1000;
+    let exp = now + ACCESS_TOKEN_SECS;
+    let claims = Claims {
+        iss: state.tokens.issuer().to_owned(),
+        sub: user_id.to_owned(),
+        aud: state.tokens.audience().to_owned(),
+        iat: now,
+        nbf: now,
+        exp,
+        jti: uuid::Uuid::now_v7().to_string(),
+        permissions: permissions.to_vec(),
+        account_id: app.account_id.clone(),
+        client_id: Some(app.client_id.clone()),
+        sid: Some(family_id.to_owned()),
+    };
+    let token = state.tokens.sign(&claims, now_ms)?;
+    Ok((token, exp))
+}
+
+/// Starts a session for a user who granted `permissions` to `app`: a new family, its first
+/// refresh token and an access token. `code_hash` ties it to the exchanged code.
+pub async fn start(
+    state: &AppState,
+    app: &AppRow,
+    user_id: &str,
+    grant: &GrantRow,
+    permissions: &[String],
+    code_hash: Option<&str>,
+) -> Result<IssuedPair, SessionError> {
+    let now = now_ms();
+    let family = FamilyRow {
+        id: uuid::Uuid::now_v7().to_string(),
+        user_id: user_id.to_owned(),
+        client_id: app.client_id.clone(),
+        grant_id: grant.id.clone(),
+        created_at: now,
+        last_used_at: now,
+        revoked_at: None,
+    };
+    let refresh_token = new_refresh_token();
+    let first = RefreshRow {
+        token_hash: hash_secret(&refresh_token),
+        family_id: family.id.clone(),
+        permissions: serde_json::to_string(permissions).map_err(anyhow::Error::from)?,
+        created_at: now,
+        used_at: None,
+        next_sealed: None,
+    };
+    state
+        .store
+        .create_family(&family, &first, code_hash)
+        .await?;
+    let (access_token, expires_at) =
+        sign_access(state, app, user_id, &family.id, permissions, now)?;
+    Ok(IssuedPair {
+        access_token,
+        refresh_token,
+        expires_at,
+        scope: permissions.join(" "),
+        session_id: family.id,
+    })
+}
+
+fn retry_aad(old_hash: &str) -> Vec<u8> {
+    format!("refresh-retry:{old_hash}").into_bytes()
+}
+
+/// Uses a refresh token of `app`: rotates it, or answers a retry within the grace window with
+/// the same pair, or — on reuse after the window — ends the family.
+pub async fn refresh(
+    state: &AppState,
+    app: &AppRow,
+    refresh_token: &str,
+) -> Result<IssuedPair, SessionError> {
+    let now = now_ms();
+    let old_hash = hash_secret(refresh_token);
+    let row = state
+        .store
+        .find_refresh(&old_hash)
+        .await?
+        .ok_or(SessionError::Unknown)?;
+    let family = state
+        .store
+        .find_family(&row.family_id)
+        .await?
+        .ok_or(SessionError::Unknown)?;
+    if family.client_id != app.client_id {
+        return Err(SessionError::WrongClient);
+    }
+    if family.revoked_at.is_some() {
+        return Err(SessionError::Ended);
+    }
+    if row.used_at.is_none() {
+        if let Some(idle) = app.refresh_idle_secs {
+            if now - family.last_used_at > idle * 1000 {
+                return Err(SessionError::Idle);
+            }
+        }
+        if let Some(max_age) = app.refresh_absolute_secs {
+            if now - family.created_at > max_age * 1000 {
+                return Err(SessionError::TooOld);
+            }
+        }
+        let grant = state
+            .store
+            .find_grant_by_id(&family.grant_id)
+            .await?
+            .filter(|g| g.revoked_at.is_none())
+            .ok_or(SessionError::Ended)?;
+        let permissions = narrowed(&row.permissions, &grant.permissions);
+        let next_token = new_refresh_token();
+        let (access_token, expires_at) =
+            sign_access(state, app, &family.user_id, &family.id, &permissions, now)?;
+        let pair = IssuedPair {
+            access_token,
+            refresh_token: next_token.clone(),
+            expires_at,
+            scope: permissions.join(" "),
+            session_id: family.id.clone(),
+        };
+        let sealed = state.master.seal(
+            &serde_json::to_vec(&pair).map_err(anyhow::Error::from)?,
+            &retry_aad(&old_hash),
+        );
+        let next = RefreshRow {
+            token_hash: hash_secret(&next_token),
+            family_id: family.id.clone(),
+            permissions: serde_json::to_string(&permissions).map_err(anyhow::Error::from)?,
+            created_at: now,
+            used_at: None,
+            next_sealed: None,
+        };
+        if state
+            .store
+            .rotate_refresh(&old_hash, &next, &sealed, now)
+            .await?
+        {
+            return Ok(pair);
+        }
+    }
+    // Used already (by us a moment ago in another request, or long ago).
+    let row = state
+        .store
+        .find_refresh(&old_hash)
+        .await?
+        .ok_or(SessionError::Unknown)?;
+    let grace_ms = state.config.refresh_grace_secs * 1000;
+    if let (Some(used_at), Some(sealed)) = (row.used_at, row.next_sealed.as_deref()) {
+        if now - used_at <= grace_ms {
+            let plain = state.master.open(sealed, &retry_aad(&old_hash))?;
+            let pair: IssuedPair = serde_json::from_slice(&plain).map_err(anyhow::Error::from)?;
+            return Ok(pair);
+        }
+    }
+    end_family(state, &family.id).await?;
+    tracing::warn!(
+        session = %family.id,
+        client_id = %app.client_id,
+        user = %family.user_id,
+        "refresh token reuse detected; session ended"
+    );
+    metrics::counter!("keyfob_refresh_reuse_total").increment(1);
+    Err(SessionError::Reused)
+}
+
+/// Ends one session on every node: its refresh tokens stop working at once, its access tokens
+/// within the sync interval.
+pub async fn end_family(state: &AppState, family_id: &str) -> Result<bool, SessionError> {
+    let now = now_ms();
+    let ended = state.store.revoke_family(family_id, now).await?;
+    state
+        .index
+        .revoke_session(family_id, now / 1000 + ACCESS_TOKEN_SECS + 60, now / 1000);
+    Ok(ended)
+}
+
+/// The permissions of `row` still covered by the grant (a grant may have been narrowed since).
+fn narrowed(row: &str, grant: &str) -> Vec<String> {
+    let row: Vec<String> = serde_json::from_str(row).unwrap_or_default();
+    let grant: Vec<String> = serde_json::from_str(grant).unwrap_or_default();
+    row.into_iter().filter(|p| grant.contains(p)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn narrowing_keeps_only_granted_permissions() {
+        assert_eq!(
+            narrowed(r#"["deals.read","deals.write"]"#, r#"["deals.read"]"#),
+            vec!["deals.read"]
+        );
+        assert!(narrowed(r#"["deals.read"]"#, "[]").is_empty());
+    }
+}
