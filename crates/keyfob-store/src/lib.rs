@@ -86,6 +86,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_app(&self, app: &AppRow) -> Result<()>;
     async fn find_app(&self, client_id: &str) -> Result<Option<AppRow>>;
     async fn list_apps(&self, account_id: &str) -> Result<Vec<AppRow>>;
+    /// The browser origins of every live application (JSON arrays, one per app).
+    async fn live_app_origins(&self) -> Result<Vec<String>>;
     async fn insert_user(&self, user: &UserRow) -> Result<()>;
     async fn find_user_by_email(&self, email: &str) -> Result<Option<UserRow>>;
     async fn find_user(&self, id: &str) -> Result<Option<UserRow>>;

@@ -141,6 +141,8 @@ pub mod change_kind {
     pub const API_KEY_REVOKED: &str = "api_key.revoked";
     pub const TOKEN_REVOKED: &str = "token.revoked";
     pub const SIGNING_KEYS_CHANGED: &str = "signing_keys.changed";
+    /// An application was registered or changed: its origins (CORS) may differ.
+    pub const APP_CHANGED: &str = "app.changed";
     /// A refresh family (a user session) ended: its access tokens are refused.
     pub const SESSION_REVOKED: &str = "session.revoked";
 }

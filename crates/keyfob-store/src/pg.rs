@@ -45,4 +45,4 @@ impl JsonDialect for PgStore {
     }
 }
 
-impl_store!(PgStore, "postgres", sqlx::postgres::PgArguments);
+impl_store!(PgStore, "postgres", sqlx::postgres::PgArguments, "BEGIN");

@@ -128,8 +128,10 @@ pub(crate) fn list_sql<D: JsonDialect>(
 }
 
 /// Implements [`crate::Store`] for a store type with a `pool` field of the given sqlx pool type.
+/// `$begin` starts a write transaction: SQLite's must be `BEGIN IMMEDIATE`, so a transaction that
+/// reads before it writes waits for the write lock instead of failing with SQLITE_BUSY.
 macro_rules! impl_store {
-    ($store:ty, $backend:literal, $args:ty) => {
+    ($store:ty, $backend:literal, $args:ty, $begin:literal) => {
         impl $store {
             /// Ends the given live families in `tx` and logs each for the other nodes.
             async fn end_families(
@@ -215,7 +217,7 @@ macro_rules! impl_store {
                 account: &$crate::Account,
                 owner: &$crate::Owner,
             ) -> $crate::Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
                     .bind(&account.id)
                     .bind(&account.name)
@@ -266,7 +268,7 @@ macro_rules! impl_store {
             }
 
             async fn insert_api_key(&self, key: &$crate::ApiKeyRow) -> $crate::Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query(
                     "INSERT INTO api_keys (id, account_id, name, prefix, key_hash, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6)",
@@ -327,7 +329,7 @@ macro_rules! impl_store {
                 id: &str,
                 at: i64,
             ) -> $crate::Result<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let done = sqlx::query(
                     "UPDATE api_keys SET revoked_at = $1 \
                      WHERE id = $2 AND revoked_at IS NULL AND ($3 IS NULL OR account_id = $3)",
@@ -354,7 +356,7 @@ macro_rules! impl_store {
             }
 
             async fn touch_api_keys(&self, uses: &[(String, i64)]) -> $crate::Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 for (id, at) in uses {
                     sqlx::query(
                         "UPDATE api_keys SET last_used_at = $1 \
@@ -370,7 +372,7 @@ macro_rules! impl_store {
             }
 
             async fn insert_tokens(&self, tokens: &[$crate::TokenRow]) -> $crate::Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 for t in tokens {
                     sqlx::query(
                         "INSERT INTO tokens (jti, account_id, api_key_id, subject, permissions, issued_at, expires_at) \
@@ -421,7 +423,7 @@ macro_rules! impl_store {
                 jti: &str,
                 at: i64,
             ) -> $crate::Result<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let done = sqlx::query(
                     "UPDATE tokens SET revoked_at = $1 \
                      WHERE jti = $2 AND account_id = $3 AND revoked_at IS NULL",
@@ -457,7 +459,7 @@ macro_rules! impl_store {
             }
 
             async fn insert_signing_key(&self, key: &$crate::SigningKeyRow) -> $crate::Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query(
                     "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at, activates_at, retires_at, expires_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -496,7 +498,7 @@ macro_rules! impl_store {
                 next: &$crate::SigningKeyRow,
                 keep_public_for: i64,
             ) -> $crate::Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query(
                     "UPDATE signing_keys SET retires_at = $1, expires_at = $2 \
                      WHERE retires_at IS NULL OR retires_at > $1",
@@ -617,6 +619,7 @@ macro_rules! impl_store {
             }
 
             async fn insert_app(&self, app: &$crate::AppRow) -> $crate::Result<()> {
+                let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query(
                     "INSERT INTO apps (client_id, account_id, name, public, client_secret_hash, redirect_uris, \
                      origins, max_permissions, refresh_idle_secs, refresh_absolute_secs, created_at) \
@@ -633,9 +636,22 @@ macro_rules! impl_store {
                 .bind(app.refresh_idle_secs)
                 .bind(app.refresh_absolute_secs)
                 .bind(app.created_at)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
+                    .bind($crate::change_kind::APP_CHANGED)
+                    .bind(&app.client_id)
+                    .bind(app.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
                 Ok(())
+            }
+
+            async fn live_app_origins(&self) -> $crate::Result<Vec<String>> {
+                Ok(sqlx::query_scalar("SELECT origins FROM apps WHERE revoked_at IS NULL")
+                    .fetch_all(&self.pool)
+                    .await?)
             }
 
             async fn find_app(&self, client_id: &str) -> $crate::Result<Option<$crate::AppRow>> {
@@ -697,7 +713,7 @@ macro_rules! impl_store {
                 password_hash: &str,
                 at: i64,
             ) -> $crate::Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3")
                     .bind(password_hash)
                     .bind(at)
@@ -825,7 +841,7 @@ macro_rules! impl_store {
             }
 
             async fn revoke_grant(&self, id: &str, at: i64) -> $crate::Result<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let done = sqlx::query("UPDATE grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                     .bind(at)
                     .bind(id)
@@ -894,7 +910,7 @@ macro_rules! impl_store {
                 first: &$crate::RefreshRow,
                 code_hash: Option<&str>,
             ) -> $crate::Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query(
                     "INSERT INTO refresh_families (id, user_id, client_id, grant_id, created_at, last_used_at) \
                      VALUES ($1, $2, $3, $4, $5, $6)",
@@ -954,7 +970,7 @@ macro_rules! impl_store {
                 next_sealed: &str,
                 now: i64,
             ) -> $crate::Result<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let won = sqlx::query(
                     "UPDATE refresh_tokens SET used_at = $1, next_sealed = $2 WHERE token_hash = $3 AND used_at IS NULL",
                 )
@@ -988,7 +1004,7 @@ macro_rules! impl_store {
             }
 
             async fn revoke_family(&self, id: &str, at: i64) -> $crate::Result<bool> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let live: Option<String> = sqlx::query_scalar(
                     "SELECT id FROM refresh_families WHERE id = $1 AND revoked_at IS NULL",
                 )
@@ -1007,7 +1023,7 @@ macro_rules! impl_store {
                 client_id: Option<&str>,
                 at: i64,
             ) -> $crate::Result<u64> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let ids: Vec<String> = sqlx::query_scalar(
                     "SELECT id FROM refresh_families WHERE user_id = $1 AND revoked_at IS NULL \
                      AND ($2 IS NULL OR client_id = $2)",

@@ -67,4 +67,9 @@ impl JsonDialect for SqliteStore {
     }
 }
 
-impl_store!(SqliteStore, "sqlite", sqlx::sqlite::SqliteArguments);
+impl_store!(
+    SqliteStore,
+    "sqlite",
+    sqlx::sqlite::SqliteArguments,
+    "BEGIN IMMEDIATE"
+);

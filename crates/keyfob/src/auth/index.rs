@@ -23,6 +23,8 @@ pub struct AuthIndex {
     /// Ended sessions (refresh families) and until when (Unix seconds) their access tokens
     /// could still be alive.
     revoked_sessions: RwLock<HashMap<String, i64>>,
+    /// Browser origins registered on live applications: the only ones CORS answers.
+    origins: RwLock<std::collections::HashSet<String>>,
     /// API key id → last use (ms), written in batches.
     uses: Mutex<HashMap<String, i64>>,
 }
@@ -114,6 +116,23 @@ impl AuthIndex {
         let mut sessions = self.revoked_sessions.write().expect("index lock poisoned");
         sessions.retain(|_, t| *t > now_secs);
         sessions.insert(sid.to_owned(), until);
+    }
+
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.origins
+            .read()
+            .expect("index lock poisoned")
+            .contains(origin)
+    }
+
+    /// Replaces the allowed origins with those of `apps` (each a JSON array of origins).
+    pub fn replace_origins(&self, apps: &[String]) {
+        let set = apps
+            .iter()
+            .filter_map(|json| serde_json::from_str::<Vec<String>>(json).ok())
+            .flatten()
+            .collect();
+        *self.origins.write().expect("index lock poisoned") = set;
     }
 
     pub fn note_use(&self, key_id: &str, at_ms: i64) {

@@ -115,6 +115,9 @@ async fn full_reload(state: &AppState) -> anyhow::Result<()> {
             .revoke_session(&sid, at / 1000 + window, now / 1000);
     }
     state.reload_signing_keys().await?;
+    state
+        .index
+        .replace_origins(&state.store.live_app_origins().await?);
     Ok(())
 }
 
@@ -148,6 +151,9 @@ async fn apply(state: &AppState, change: &Change) -> anyhow::Result<()> {
             state.index.revoke_token(&change.subject, exp);
         }
         change_kind::SIGNING_KEYS_CHANGED => state.reload_signing_keys().await?,
+        change_kind::APP_CHANGED => state
+            .index
+            .replace_origins(&state.store.live_app_origins().await?),
         change_kind::SESSION_REVOKED => {
             let now = now_ms() / 1000;
             let until = change.created_at / 1000 + crate::sessions::ACCESS_TOKEN_SECS + 60;

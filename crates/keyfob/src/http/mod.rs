@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod oauth;
 pub mod openapi;
 pub mod rate_limit;
 pub mod resources;
@@ -13,10 +14,11 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use error::{ApiError, ApiResult};
 pub use rate_limit::RateLimiter;
@@ -25,9 +27,15 @@ use crate::state::AppState;
 
 /// Every route Keyfob serves, with its middleware.
 pub fn router(state: AppState) -> Router {
+    // Browser apps on registered origins call these directly.
+    let browser = Router::new()
+        .merge(oauth::browser_router())
+        .merge(resources::router())
+        .layer(cors(state.index.clone()));
     Router::new()
         .merge(auth::router())
-        .merge(resources::router())
+        .merge(browser)
+        .merge(oauth::router())
         .merge(wellknown::router())
         .merge(health::router())
         .merge(openapi::router())
@@ -39,6 +47,24 @@ pub fn router(state: AppState) -> Router {
             ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response_owned()
         }))
         .with_state(state)
+}
+
+/// CORS for the origins registered on live applications, and no others.
+fn cors(index: std::sync::Arc<crate::auth::AuthIndex>) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+            origin.to_str().is_ok_and(|o| index.origin_allowed(o))
+        }))
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 async fn not_found() -> ApiError {

@@ -23,6 +23,10 @@ use crate::state::AppState;
         super::resources::replace,
         super::resources::remove,
         super::wellknown::jwks,
+        super::oauth::token,
+        super::oauth::revoke,
+        super::oauth::introspect,
+        super::oauth::metadata,
         super::health::healthz,
         super::health::readyz,
         super::health::metrics,
@@ -31,6 +35,7 @@ use crate::state::AppState;
     modifiers(&BearerAuth),
     tags(
         (name = "tokens", description = "Minting and inspecting credentials"),
+        (name = "sessions", description = "User sessions: OAuth 2.1 token, revocation, introspection"),
         (name = "resources", description = "The account's records"),
         (name = "operations", description = "Health and metrics"),
     )

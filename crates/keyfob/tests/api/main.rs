@@ -11,4 +11,5 @@ mod mint;
 mod openapi;
 mod resources;
 mod revocation;
+mod sessions;
 mod tokens;

@@ -1,0 +1,708 @@
+//! The OAuth 2.1 endpoints a client library talks to: `POST /auth/token` (authorization code and
+//! refresh token grants), `POST /auth/revoke` (RFC 7009), `POST /auth/introspect` (RFC 7662, for
+//! API keys) and `GET /.well-known/oauth-authorization-server` (RFC 8414). Errors follow RFC 6749
+//! §5.2: `{"error", "error_description"}`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use keyfob_domain::expiry::format_instant;
+use keyfob_domain::oauth::pkce_matches;
+use keyfob_domain::secret::{constant_time_eq, hash_secret};
+use keyfob_domain::{Credential, PrincipalKind};
+use keyfob_store::AppRow;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::auth::Auth;
+use crate::clock::now_ms;
+use crate::http::error::ApiError;
+use crate::sessions::{self, ACCESS_TOKEN_SECS, IssuedPair, REFRESH_PREFIX, SessionError};
+use crate::state::AppState;
+
+/// The endpoints a browser app calls (CORS applies).
+pub fn browser_router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/token", post(token))
+        .route("/auth/revoke", post(revoke))
+}
+
+/// The endpoints for back ends and discovery.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/introspect", post(introspect))
+        .route("/.well-known/oauth-authorization-server", get(metadata))
+}
+
+/// An RFC 6749 §5.2 error.
+#[derive(Debug)]
+pub struct OAuthError {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+    /// Answer `WWW-Authenticate: Basic` (the client tried HTTP Basic and failed).
+    basic_challenge: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OAuthErrorBody {
+    /// `invalid_request`, `invalid_client`, `invalid_grant`, `unauthorized_client`,
+    /// `unsupported_grant_type` or `invalid_scope`.
+    pub error: String,
+    pub error_description: String,
+}
+
+impl OAuthError {
+    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        OAuthError {
+            status,
+            error,
+            description: description.into(),
+            basic_challenge: false,
+        }
+    }
+
+    fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    fn invalid_grant(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
+    }
+
+    fn invalid_client(basic: bool) -> Self {
+        OAuthError {
+            basic_challenge: basic,
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "client authentication failed",
+            )
+        }
+    }
+}
+
+impl From<ApiError> for OAuthError {
+    fn from(err: ApiError) -> Self {
+        match err {
+            ApiError::Unavailable => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "storage is unavailable",
+            ),
+            other => {
+                tracing::error!(error = ?other, "internal error on an OAuth endpoint");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+impl From<keyfob_store::StoreError> for OAuthError {
+    fn from(err: keyfob_store::StoreError) -> Self {
+        ApiError::from(err).into()
+    }
+}
+
+impl From<SessionError> for OAuthError {
+    fn from(err: SessionError) -> Self {
+        match err {
+            SessionError::Store(e) => e.into(),
+            SessionError::Other(e) => ApiError::Internal(e).into(),
+            other => OAuthError::invalid_grant(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(OAuthErrorBody {
+                error: self.error.to_owned(),
+                error_description: self.description,
+            }),
+        )
+            .into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if self.basic_challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"keyfob\""),
+            );
+        }
+        response
+    }
+}
+
+/// Reads a form (`application/x-www-form-urlencoded`) or JSON body.
+fn read_body<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, OAuthError> {
+    let mime = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    match mime.as_str() {
+        "application/x-www-form-urlencoded" => serde_urlencoded::from_bytes(body)
+            .map_err(|e| OAuthError::invalid_request(format!("the form is not valid: {e}"))),
+        "application/json" => serde_json::from_slice(body)
+            .map_err(|e| OAuthError::invalid_request(format!("the body is not valid: {e}"))),
+        _ => Err(OAuthError::invalid_request(
+            "send the parameters as application/x-www-form-urlencoded or application/json",
+        )),
+    }
+}
+
+/// `POST /auth/token` parameters.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// `authorization_code` or `refresh_token`.
+    pub grant_type: Option<String>,
+    pub code: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub code_verifier: Option<String>,
+    pub refresh_token: Option<String>,
+    pub client_id: Option<String>,
+    /// For `client_secret_post`; HTTP Basic is accepted too.
+    pub client_secret: Option<String>,
+    /// Ignored on refresh: a session keeps what the user granted.
+    pub scope: Option<String>,
+}
+
+/// A successful token response (RFC 6749 §5.1), with Keyfob's `token`/`expires` aliases.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds: 600.
+    pub expires_in: i64,
+    pub refresh_token: String,
+    /// The granted permissions, space-separated.
+    pub scope: String,
+    /// Same as `access_token`.
+    pub token: String,
+    /// When the access token expires, RFC 3339.
+    pub expires: String,
+}
+
+impl From<IssuedPair> for TokenResponse {
+    fn from(pair: IssuedPair) -> Self {
+        let expires = time::OffsetDateTime::from_unix_timestamp(pair.expires_at)
+            .map(format_instant)
+            .unwrap_or_default();
+        TokenResponse {
+            token: pair.access_token.clone(),
+            access_token: pair.access_token,
+            token_type: "Bearer".into(),
+            expires_in: ACCESS_TOKEN_SECS,
+            refresh_token: pair.refresh_token,
+            scope: pair.scope,
+            expires,
+        }
+    }
+}
+
+fn no_store(response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Client credentials from HTTP Basic (RFC 6749 §2.3.1) or the body.
+struct ClientCredentials {
+    client_id: String,
+    secret: Option<String>,
+    basic: bool,
+}
+
+fn client_credentials(
+    headers: &HeaderMap,
+    body_id: Option<&str>,
+    body_secret: Option<&str>,
+) -> Result<ClientCredentials, OAuthError> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        });
+    if let Some(encoded) = basic {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| OAuthError::invalid_client(true))?;
+        let (id, secret) = decoded
+            .split_once(':')
+            .ok_or_else(|| OAuthError::invalid_client(true))?;
+        let id = form_decode(id).ok_or_else(|| OAuthError::invalid_client(true))?;
+        let secret = form_decode(secret).ok_or_else(|| OAuthError::invalid_client(true))?;
+        if body_secret.is_some() {
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method, not both",
+            ));
+        }
+        if body_id.is_some_and(|b| b != id) {
+            return Err(OAuthError::invalid_client(true));
+        }
+        return Ok(ClientCredentials {
+            client_id: id,
+            secret: Some(secret),
+            basic: true,
+        });
+    }
+    let client_id = body_id
+        .ok_or_else(|| OAuthError::invalid_request("`client_id` is required"))?
+        .to_owned();
+    Ok(ClientCredentials {
+        client_id,
+        secret: body_secret.map(str::to_owned),
+        basic: false,
+    })
+}
+
+/// RFC 6749 Appendix B: Basic credentials are form-urlencoded before base64.
+fn form_decode(s: &str) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("v={s}"))
+        .ok()?
+        .pop()
+        .map(|(_, v)| v)
+}
+
+/// Finds and authenticates the client: a confidential app must present its secret; a public
+/// app must not have one to present.
+async fn authenticate_client(
+    state: &AppState,
+    credentials: ClientCredentials,
+) -> Result<AppRow, OAuthError> {
+    let invalid = || OAuthError::invalid_client(credentials.basic);
+    if credentials.client_id.len() > 128 {
+        return Err(invalid());
+    }
+    let app = state
+        .store
+        .find_app(&credentials.client_id)
+        .await?
+        .filter(|a| a.revoked_at.is_none())
+        .ok_or_else(invalid)?;
+    match (&app.client_secret_hash, &credentials.secret) {
+        (Some(stored), Some(given)) if constant_time_eq(stored, &hash_secret(given)) => Ok(app),
+        (None, None) => Ok(app),
+        _ => Err(invalid()),
+    }
+}
+
+/// Exchange an authorization code or a refresh token.
+#[utoipa::path(
+    post,
+    path = "/auth/token",
+    tag = "sessions",
+    request_body(content = TokenRequest, content_type = "application/x-www-form-urlencoded",
+        description = "Form or JSON"),
+    responses(
+        (status = 200, description = "Tokens", body = TokenResponse),
+        (status = 400, description = "RFC 6749 error", body = OAuthErrorBody),
+        (status = 401, description = "Client authentication failed", body = OAuthErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all)]
+pub async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let request: TokenRequest = read_body(&headers, &body)?;
+    let credentials = client_credentials(
+        &headers,
+        request.client_id.as_deref(),
+        request.client_secret.as_deref(),
+    )?;
+    let grant_type = request
+        .grant_type
+        .clone()
+        .ok_or_else(|| OAuthError::invalid_request("`grant_type` is required"))?;
+    if grant_type != "authorization_code" && grant_type != "refresh_token" {
+        return Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "use `authorization_code` or `refresh_token`",
+        ));
+    }
+    let app = authenticate_client(&state, credentials).await?;
+    let pair = if grant_type == "authorization_code" {
+        exchange_code(&state, &app, &request).await?
+    } else {
+        let refresh_token = request
+            .refresh_token
+            .as_deref()
+            .ok_or_else(|| OAuthError::invalid_request("`refresh_token` is required"))?;
+        sessions::refresh(&state, &app, refresh_token).await?
+    };
+    Ok(no_store(Json(TokenResponse::from(pair))))
+}
+
+async fn exchange_code(
+    state: &AppState,
+    app: &AppRow,
+    request: &TokenRequest,
+) -> Result<IssuedPair, OAuthError> {
+    let code = request
+        .code
+        .as_deref()
+        .ok_or_else(|| OAuthError::invalid_request("`code` is required"))?;
+    let redirect_uri = request
+        .redirect_uri
+        .as_deref()
+        .ok_or_else(|| OAuthError::invalid_request("`redirect_uri` is required"))?;
+    let code_hash = hash_secret(code);
+    let now = now_ms();
+    let stored = state
+        .store
+        .find_auth_code(&code_hash)
+        .await?
+        .ok_or_else(|| OAuthError::invalid_grant("the code is unknown"))?;
+    if stored.used_at.is_some() {
+        // A replayed code: whoever holds it is not to be trusted with the session it started.
+        if let Some(family) = &stored.family_id {
+            sessions::end_family(state, family).await?;
+        }
+        tracing::warn!(client_id = %app.client_id, "authorization code replayed");
+        return Err(OAuthError::invalid_grant("the code was already used"));
+    }
+    if stored.client_id != app.client_id {
+        return Err(OAuthError::invalid_grant(
+            "the code was issued to another client",
+        ));
+    }
+    if stored.expires_at <= now {
+        return Err(OAuthError::invalid_grant("the code has expired"));
+    }
+    if stored.redirect_uri != redirect_uri {
+        return Err(OAuthError::invalid_grant(
+            "`redirect_uri` differs from the one the code was issued for",
+        ));
+    }
+    match (&stored.code_challenge, &request.code_verifier) {
+        (Some(challenge), Some(verifier)) if pkce_matches(verifier, challenge) => {}
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::invalid_grant(
+                "the code_verifier does not match",
+            ));
+        }
+        (Some(_), None) => {
+            return Err(OAuthError::invalid_grant("`code_verifier` is required"));
+        }
+        (None, Some(_)) => {
+            return Err(OAuthError::invalid_grant(
+                "a code_verifier was sent but the code has no challenge",
+            ));
+        }
+        (None, None) if app.public != 0 => {
+            return Err(OAuthError::invalid_grant("public clients must use PKCE"));
+        }
+        (None, None) => {}
+    }
+    let code_row = state
+        .store
+        .consume_auth_code(&code_hash, now)
+        .await?
+        .ok_or_else(|| OAuthError::invalid_grant("the code was already used"))?;
+    let grant = state
+        .store
+        .find_grant_by_id(&code_row.grant_id)
+        .await?
+        .filter(|g| g.revoked_at.is_none())
+        .ok_or_else(|| OAuthError::invalid_grant("the grant has been revoked"))?;
+    let permissions: Vec<String> =
+        serde_json::from_str(&code_row.permissions).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(sessions::start(
+        state,
+        app,
+        &code_row.user_id,
+        &grant,
+        &permissions,
+        Some(&code_hash),
+    )
+    .await?)
+}
+
+/// `POST /auth/revoke` parameters.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    pub token: Option<String>,
+    /// `refresh_token` or `access_token`; a hint only.
+    pub token_type_hint: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+}
+
+/// Revoke a refresh or access token (RFC 7009).
+///
+/// Ends the session the token belongs to, on every node. Answers 200 for unknown tokens too.
+#[utoipa::path(
+    post,
+    path = "/auth/revoke",
+    tag = "sessions",
+    request_body(content = RevokeRequest, content_type = "application/x-www-form-urlencoded",
+        description = "Form or JSON"),
+    responses(
+        (status = 200, description = "Revoked, or nothing to revoke"),
+        (status = 400, description = "RFC 6749 error", body = OAuthErrorBody),
+        (status = 401, description = "Client authentication failed", body = OAuthErrorBody),
+    )
+)]
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let request: RevokeRequest = read_body(&headers, &body)?;
+    let credentials = client_credentials(
+        &headers,
+        request.client_id.as_deref(),
+        request.client_secret.as_deref(),
+    )?;
+    let token = request
+        .token
+        .ok_or_else(|| OAuthError::invalid_request("`token` is required"))?;
+    let app = authenticate_client(&state, credentials).await?;
+    if let Some(family) = session_of(&state, &token).await?
+        && family.client_id == app.client_id
+    {
+        sessions::end_family(&state, &family.id).await?;
+    }
+    Ok(no_store(StatusCode::OK))
+}
+
+/// The session a refresh token or session access token belongs to.
+async fn session_of(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<keyfob_store::FamilyRow>, OAuthError> {
+    let family_id = if token.starts_with(REFRESH_PREFIX) {
+        match state.store.find_refresh(&hash_secret(token)).await? {
+            Some(row) => row.family_id,
+            None => return Ok(None),
+        }
+    } else {
+        match state.tokens.verify(token, now_ms() / 1000) {
+            Ok(claims) => match &claims.sid {
+                Some(sid) => sid.clone(),
+                None => return Ok(None),
+            },
+            Err(_) => return Ok(None),
+        }
+    };
+    Ok(state.store.find_family(&family_id).await?)
+}
+
+/// `POST /auth/introspect` parameters.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectRequest {
+    pub token: Option<String>,
+    pub token_type_hint: Option<String>,
+}
+
+/// What introspection says of a token (RFC 7662).
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// `access_token` or `refresh_token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    /// The session, for user-session tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+/// Introspect a token (RFC 7662).
+///
+/// Needs an API key; tokens of other accounts are reported inactive.
+#[utoipa::path(
+    post,
+    path = "/auth/introspect",
+    tag = "sessions",
+    request_body(content = IntrospectRequest, content_type = "application/x-www-form-urlencoded",
+        description = "Form or JSON"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Whether the token is active, and its claims", body = Introspection),
+        (status = 400, description = "RFC 6749 error", body = OAuthErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = crate::http::error::ErrorBody),
+        (status = 403, description = "Not an API key", body = crate::http::error::ErrorBody),
+    )
+)]
+pub async fn introspect(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Response> {
+    if !auth.0.is_api_key() {
+        return Err(ApiError::Forbidden("introspection needs an API key".into()).into_response());
+    }
+    let request: IntrospectRequest =
+        read_body(&headers, &body).map_err(IntoResponse::into_response)?;
+    let token = request
+        .token
+        .ok_or_else(|| OAuthError::invalid_request("`token` is required").into_response())?;
+    let answer = describe_token(&state, &token, &auth.0.account_id)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(no_store(Json(answer)))
+}
+
+async fn describe_token(
+    state: &AppState,
+    token: &str,
+    account_id: &str,
+) -> Result<Introspection, OAuthError> {
+    let inactive = Introspection::default();
+    if token.starts_with(REFRESH_PREFIX) {
+        let Some(row) = state.store.find_refresh(&hash_secret(token)).await? else {
+            return Ok(inactive);
+        };
+        let Some(family) = state.store.find_family(&row.family_id).await? else {
+            return Ok(inactive);
+        };
+        let Some(app) = state.store.find_app(&family.client_id).await? else {
+            return Ok(inactive);
+        };
+        if row.used_at.is_some() || family.revoked_at.is_some() || app.account_id != account_id {
+            return Ok(inactive);
+        }
+        let permissions: Vec<String> = serde_json::from_str(&row.permissions).unwrap_or_default();
+        return Ok(Introspection {
+            active: true,
+            scope: Some(permissions.join(" ")),
+            client_id: Some(family.client_id),
+            sub: Some(family.user_id),
+            iat: Some(row.created_at / 1000),
+            token_type: Some("refresh_token".into()),
+            account_id: Some(app.account_id),
+            sid: Some(family.id),
+            iss: Some(state.tokens.issuer().to_owned()),
+            ..inactive
+        });
+    }
+    if matches!(Credential::from_header(token), Ok(Credential::Jwt(_))) {
+        let Ok(principal) = crate::auth::authenticate(state, token) else {
+            return Ok(inactive);
+        };
+        if principal.account_id != account_id {
+            return Ok(inactive);
+        }
+        let Ok(claims) = state.tokens.verify(token, now_ms() / 1000) else {
+            return Ok(inactive);
+        };
+        let jti = match &principal.kind {
+            PrincipalKind::Jwt { jti, .. } => Some(jti.clone()),
+            PrincipalKind::ApiKey { .. } => None,
+        };
+        return Ok(Introspection {
+            active: true,
+            scope: Some(claims.permissions.join(" ")),
+            client_id: claims.client_id.clone(),
+            sub: Some(claims.sub.clone()),
+            exp: Some(claims.exp),
+            iat: Some(claims.iat),
+            iss: Some(claims.iss.clone()),
+            aud: Some(claims.aud.clone()),
+            jti,
+            token_type: Some("access_token".into()),
+            account_id: Some(claims.account_id.clone()),
+            sid: claims.sid.clone(),
+        });
+    }
+    Ok(inactive)
+}
+
+/// Authorization server metadata (RFC 8414).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ServerMetadata {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub revocation_endpoint: String,
+    pub introspection_endpoint: String,
+    pub jwks_uri: String,
+    pub response_types_supported: Vec<String>,
+    pub response_modes_supported: Vec<String>,
+    pub grant_types_supported: Vec<String>,
+    pub code_challenge_methods_supported: Vec<String>,
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    pub revocation_endpoint_auth_methods_supported: Vec<String>,
+    pub introspection_endpoint_auth_methods_supported: Vec<String>,
+}
+
+/// Authorization server metadata.
+#[utoipa::path(
+    get,
+    path = "/.well-known/oauth-authorization-server",
+    tag = "sessions",
+    responses((status = 200, description = "RFC 8414 metadata", body = ServerMetadata))
+)]
+pub async fn metadata(State(state): State<AppState>) -> Json<ServerMetadata> {
+    let issuer = state.tokens.issuer().to_owned();
+    let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    Json(ServerMetadata {
+        authorization_endpoint: format!("{issuer}/auth"),
+        token_endpoint: format!("{issuer}/auth/token"),
+        revocation_endpoint: format!("{issuer}/auth/revoke"),
+        introspection_endpoint: format!("{issuer}/auth/introspect"),
+        jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+        response_types_supported: strings(&["code", "token"]),
+        response_modes_supported: strings(&["query", "fragment"]),
+        grant_types_supported: strings(&["authorization_code", "refresh_token"]),
+        code_challenge_methods_supported: strings(&["S256"]),
+        token_endpoint_auth_methods_supported: strings(&[
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ]),
+        revocation_endpoint_auth_methods_supported: strings(&[
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ]),
+        introspection_endpoint_auth_methods_supported: strings(&["bearer"]),
+        issuer,
+    })
+}
