@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod dashboard;
 mod mint;
+mod oauth_client;
 mod openapi;
 mod resources;
 mod revocation;
