@@ -157,6 +157,9 @@ pub trait Store: Send + Sync + 'static {
     async fn find_session(&self, id_hash: &str, now: i64) -> Result<Option<SessionRow>>;
     async fn delete_session(&self, id_hash: &str) -> Result<()>;
 
+    /// Deletes expired dashboard and user login sessions and authorization codes.
+    async fn prune_expired(&self, now: i64) -> Result<()>;
+
     // The change feed that keeps every node's in-memory state current.
     async fn changes_since(&self, since: i64) -> Result<Vec<Change>>;
     async fn prune_changes(&self, before: i64) -> Result<()>;

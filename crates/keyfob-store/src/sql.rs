@@ -1095,6 +1095,16 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn prune_expired(&self, now: i64) -> $crate::Result<()> {
+                for table in ["dashboard_sessions", "user_sessions", "auth_codes"] {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE expires_at < $1"))
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await?;
+                }
+                Ok(())
+            }
+
             async fn changes_since(&self, since: i64) -> $crate::Result<Vec<$crate::Change>> {
                 Ok(sqlx::query_as(
                     "SELECT id, kind, subject, created_at FROM changes WHERE created_at >= $1 ORDER BY id",

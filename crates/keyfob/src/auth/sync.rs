@@ -73,6 +73,10 @@ pub async fn spawn_sync(state: AppState) -> anyhow::Result<SyncHandle> {
                     if let Err(err) = state.store.prune_changes(now_ms() - KEEP_CHANGES_MS).await {
                         tracing::warn!(error = %err, "pruning the change feed failed");
                     }
+                    // Codes are kept a day past expiry so a late replay is still recognised.
+                    if let Err(err) = state.store.prune_expired(now_ms() - KEEP_CHANGES_MS).await {
+                        tracing::warn!(error = %err, "pruning expired sessions failed");
+                    }
                     let grace_ms = state.config.refresh_grace_secs * 1000;
                     if let Err(err) = state.store.clear_sealed_refresh(now_ms() - 2 * grace_ms).await {
                         tracing::warn!(error = %err, "clearing refresh retry answers failed");

@@ -564,3 +564,14 @@ async fn reuse_after_the_grace_window_ends_only_that_family() {
     );
     tokens(refresh(&app, &s, bystander["refresh_token"].as_str().unwrap()).await).await;
 }
+
+both_backends! {
+    async fn expired_codes_are_pruned(app) {
+        let s = setup(&app, false).await;
+        let stale = code_for(&app, &s, &s.user_id, &s.grant, None, -10_000).await;
+        let fresh = code_for(&app, &s, &s.user_id, &s.grant, None, 60_000).await;
+        app.state.store.prune_expired(keyfob::clock::now_ms() - 5_000).await.unwrap();
+        assert!(app.state.store.find_auth_code(&hash_secret(&stale)).await.unwrap().is_none());
+        assert!(app.state.store.find_auth_code(&hash_secret(&fresh)).await.unwrap().is_some());
+    }
+}
