@@ -159,15 +159,15 @@ pub async fn refresh(
         return Err(SessionError::Ended);
     }
     if row.used_at.is_none() {
-        if let Some(idle) = app.refresh_idle_secs {
-            if now - family.last_used_at > idle * 1000 {
-                return Err(SessionError::Idle);
-            }
+        if let Some(idle) = app.refresh_idle_secs
+            && now - family.last_used_at > idle * 1000
+        {
+            return Err(SessionError::Idle);
         }
-        if let Some(max_age) = app.refresh_absolute_secs {
-            if now - family.created_at > max_age * 1000 {
-                return Err(SessionError::TooOld);
-            }
+        if let Some(max_age) = app.refresh_absolute_secs
+            && now - family.created_at > max_age * 1000
+        {
+            return Err(SessionError::TooOld);
         }
         let grant = state
             .store
@@ -213,12 +213,12 @@ pub async fn refresh(
         .await?
         .ok_or(SessionError::Unknown)?;
     let grace_ms = state.config.refresh_grace_secs * 1000;
-    if let (Some(used_at), Some(sealed)) = (row.used_at, row.next_sealed.as_deref()) {
-        if now - used_at <= grace_ms {
-            let plain = state.master.open(sealed, &retry_aad(&old_hash))?;
-            let pair: IssuedPair = serde_json::from_slice(&plain).map_err(anyhow::Error::from)?;
-            return Ok(pair);
-        }
+    if let (Some(used_at), Some(sealed)) = (row.used_at, row.next_sealed.as_deref())
+        && now - used_at <= grace_ms
+    {
+        let plain = state.master.open(sealed, &retry_aad(&old_hash))?;
+        let pair: IssuedPair = serde_json::from_slice(&plain).map_err(anyhow::Error::from)?;
+        return Ok(pair);
     }
     end_family(state, &family.id).await?;
     tracing::warn!(
