@@ -663,6 +663,58 @@ both_backends! {
         assert_eq!(permissions_of(&grant.permissions), ["cars.read", "deals.write"]);
     }
 
+    async fn the_consent_form_is_checked_again_in_full(app) {
+        let client = register_app(&app, false, "deals.read,deals.write").await;
+        let (browser, email) = Browser::user(&app).await;
+        let consent = browser.consent_page(&request(&client, "deals.read")).await;
+        let post = |changes: Vec<(&'static str, &'static str)>, ticked: Vec<&'static str>| {
+            let mut form: Vec<(String, String)> = hidden_fields(&consent)
+                .into_iter()
+                .filter(|(k, _)| !changes.iter().any(|(c, _)| c == k))
+                .collect();
+            form.extend(changes.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+            form.extend(ticked.iter().map(|p| ("permission".to_owned(), (*p).to_owned())));
+            form.push(("decision".into(), "allow".into()));
+            let http = browser.http.clone();
+            let url = browser.url("/auth/consent");
+            async move { http.post(url).form(&form).send().await.unwrap() }
+        };
+
+        // Another redirect URI in the hidden field: an error page, not a redirect.
+        let response = post(vec![("redirect_uri", "https://evil.test/cb")], vec!["deals.read"]).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(response.headers().get(LOCATION).is_none());
+        // More than the application may have: refused as at the start.
+        let response = post(vec![("scope", "deals.read *.write")], vec!["deals.read", "*.write"]).await;
+        let url = redirect_to_client(&response);
+        assert_eq!(param(&query_of(&url), "error"), Some("invalid_scope"));
+        assert!(grant_of(&app, &email, &client).await.is_none());
+
+        // A ticked permission that was not asked for is ignored.
+        let url = redirect_to_client(&post(vec![], vec!["deals.read", "deals.write"]).await);
+        let code = param(&query_of(&url), "code").unwrap().to_owned();
+        let row = app.state.store.find_auth_code(&hash_secret(&code)).await.unwrap().unwrap();
+        assert_eq!(permissions_of(&row.permissions), ["deals.read"]);
+        let grant = grant_of(&app, &email, &client).await.unwrap();
+        assert_eq!(permissions_of(&grant.permissions), ["deals.read"]);
+
+        // A logged-out browser posting the form is sent to log in, and nothing is issued.
+        let stranger = Browser::new(&app);
+        let form = hidden_fields(&consent);
+        let response = stranger.http.post(stranger.url("/auth/consent")).form(&form).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert!(location(&response).starts_with("/auth/login?"));
+
+        // Every page of the flow refuses to be framed.
+        for path in ["/auth/login", "/auth/signup"] {
+            let response = stranger.get(path).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let csp = response.headers()["content-security-policy"].to_str().unwrap();
+            assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+            assert_eq!(response.headers()["x-frame-options"], "DENY");
+        }
+    }
+
     async fn denying_answers_access_denied_with_the_state(app) {
         let client = register_app(&app, false, "deals.read,deals.write").await;
         let (browser, email) = Browser::user(&app).await;
