@@ -26,7 +26,7 @@ use super::request::{
 use super::session::UserSession;
 use crate::clock::{format_ms, now_ms};
 use crate::dashboard::page::PageError;
-use crate::sessions::{self, ACCESS_TOKEN_SECS};
+use crate::sessions::{self, ACCESS_TOKEN_SECS, SessionError};
 use crate::state::AppState;
 
 /// How long an authorization code may wait to be exchanged.
@@ -311,7 +311,10 @@ async fn issue(
                 None,
             )
             .await
-            .map_err(|e| PageError::Internal(anyhow::anyhow!(e)))?;
+            .map_err(|e| match e {
+                SessionError::Store(err) => PageError::from(err),
+                other => PageError::Internal(anyhow::anyhow!(other)),
+            })?;
             let expires = format_ms(pair.expires_at * 1000);
             let expires_in = ACCESS_TOKEN_SECS.to_string();
             let mut params = vec![
