@@ -100,6 +100,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_user_session(&self, session: &UserSessionRow) -> Result<()>;
     async fn find_user_session(&self, id_hash: &str, now: i64) -> Result<Option<UserSessionRow>>;
     async fn delete_user_session(&self, id_hash: &str) -> Result<()>;
+    /// Ends every Keyfob login of a user, except the one whose hash is `except`; returns how many.
+    async fn delete_user_sessions(&self, user_id: &str, except: Option<&str>) -> Result<u64>;
 
     // Grants.
     /// Records a grant, or replaces the permissions of the user's grant to that app (reviving it

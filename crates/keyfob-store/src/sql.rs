@@ -773,6 +773,21 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn delete_user_sessions(
+                &self,
+                user_id: &str,
+                except: Option<&str>,
+            ) -> $crate::Result<u64> {
+                Ok(sqlx::query(
+                    "DELETE FROM user_sessions WHERE user_id = $1 AND ($2 IS NULL OR id_hash <> $2)",
+                )
+                .bind(user_id)
+                .bind(except)
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
+            }
+
             async fn upsert_grant(&self, g: &$crate::GrantRow) -> $crate::Result<$crate::GrantRow> {
                 Ok(sqlx::query_as(&format!(
                     "INSERT INTO grants (id, user_id, client_id, account_id, permissions, created_at, updated_at) \

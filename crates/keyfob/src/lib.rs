@@ -16,6 +16,7 @@ pub mod sessions;
 pub mod startup;
 pub mod state;
 pub mod tokens;
+pub mod user_pages;
 
 pub use config::Config;
 pub use startup::Application;

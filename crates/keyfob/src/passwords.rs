@@ -18,11 +18,30 @@ pub enum PasswordError {
     TooShort,
     #[error("the password must be at most {MAX_PASSWORD_LEN} characters long")]
     TooLong,
+    #[error("this password is one of the most commonly used ones; choose another")]
+    Common,
     #[error("password hashing failed: {0}")]
     Hashing(String),
 }
 
-/// Checks a new password's length.
+/// Passwords too common to accept, one a line, lower case; `#` starts a comment line.
+const COMMON_PASSWORDS: &str = include_str!("common_passwords.txt");
+
+/// Whether `password` is on the list of common passwords, ignoring case.
+pub fn is_common_password(password: &str) -> bool {
+    static LIST: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
+        std::sync::OnceLock::new();
+    let list = LIST.get_or_init(|| {
+        COMMON_PASSWORDS
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .collect()
+    });
+    list.contains(password.to_lowercase().as_str())
+}
+
+/// Checks a new password: its length, and that it is not one of the most common ones.
 pub fn check_new_password(password: &str) -> Result<(), PasswordError> {
     let len = password.chars().count();
     if len < MIN_PASSWORD_LEN {
@@ -30,6 +49,9 @@ pub fn check_new_password(password: &str) -> Result<(), PasswordError> {
     }
     if len > MAX_PASSWORD_LEN {
         return Err(PasswordError::TooLong);
+    }
+    if is_common_password(password) {
+        return Err(PasswordError::Common);
     }
     Ok(())
 }
@@ -132,5 +154,27 @@ mod tests {
         assert!(check_new_password("short").is_err());
         assert!(check_new_password("long enough pw").is_ok());
         assert!(check_new_password(&"x".repeat(1025)).is_err());
+    }
+
+    #[test]
+    fn common_passwords_are_refused_whatever_their_case() {
+        assert!(is_common_password("password"));
+        assert!(is_common_password("QwertyUIOP"));
+        assert!(matches!(
+            check_new_password("1234567890"),
+            Err(PasswordError::Common)
+        ));
+        assert!(matches!(
+            check_new_password("Password123"),
+            Err(PasswordError::Common)
+        ));
+        assert!(!is_common_password("correct horse battery staple"));
+        assert!(
+            COMMON_PASSWORDS
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .count()
+                >= 300
+        );
     }
 }

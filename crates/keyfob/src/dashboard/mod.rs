@@ -1,12 +1,14 @@
 //! The dashboard: server-rendered pages where an account owner signs up, logs in, and manages the
-//! account's API keys and minted tokens. Every page works without JavaScript; every form carries a
-//! CSRF token (see `session`); every page is sent with a strict Content-Security-Policy on top of
-//! the headers the HTTP layer adds to every answer.
+//! account's API keys, minted tokens, applications and the grants its users gave them. Every page
+//! works without JavaScript; every form carries a CSRF token (see `session`); every page is sent
+//! with a strict Content-Security-Policy on top of the headers the HTTP layer adds to every answer.
 
 mod account;
+mod apps;
+mod grants;
 mod keys;
-mod page;
-mod session;
+pub(crate) mod page;
+pub(crate) mod session;
 mod tokens;
 
 use axum::Router;
@@ -44,6 +46,9 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/logout", post(account::logout))
         .route("/dashboard/keys", get(keys::list).post(keys::create))
         .route("/dashboard/keys/{id}/revoke", post(keys::revoke))
+        .route("/dashboard/apps", get(apps::list).post(apps::create))
+        .route("/dashboard/grants", get(grants::list))
+        .route("/dashboard/grants/{id}/revoke", post(grants::revoke))
         .route("/dashboard/tokens", get(tokens::list))
         .route("/dashboard/tokens/{jti}/revoke", post(tokens::revoke))
         .route("/dashboard/static/app.css", get(stylesheet))

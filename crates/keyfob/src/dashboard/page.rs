@@ -110,7 +110,7 @@ impl PageError {
         )
     }
 
-    fn status_and_title(&self) -> (StatusCode, &'static str) {
+    pub(crate) fn status_and_title(&self) -> (StatusCode, &'static str) {
         match self {
             PageError::BadRequest(_) => (StatusCode::BAD_REQUEST, "Bad request"),
             PageError::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),

@@ -211,7 +211,7 @@ pub fn check_form_token(jar: &CookieJar, submitted: &str) -> Result<(), PageErro
 }
 
 /// A value [`random_token`] could have made: 43 URL-safe characters.
-fn looks_like_token(value: &str) -> bool {
+pub(crate) fn looks_like_token(value: &str) -> bool {
     value.len() == 43
         && value
             .bytes()

@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(openapi::router())
         .merge(crate::dashboard::router())
+        .merge(crate::user_pages::router())
         .fallback(not_found)
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn(track_metrics))

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod api_keys;
+mod authorize;
 mod browser;
 mod cli;
 mod dashboard;

@@ -1,0 +1,154 @@
+//! The account's applications: list and register (a confidential app's client secret is shown
+//! once, on the page that answers the form).
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use keyfob_store::AppRow;
+use serde::Deserialize;
+
+use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_status};
+use super::session::Session;
+use crate::ops::{self, MAX_KEY_NAME_LEN, NewApp, OpsError};
+use crate::state::AppState;
+
+#[derive(Template)]
+#[template(path = "apps.html")]
+pub struct AppsPage {
+    layout: Layout,
+    apps: Vec<AppView>,
+    error: Option<String>,
+    /// What was typed, kept when the form is shown again with an error.
+    form: AppForm,
+    max_name_len: usize,
+}
+
+pub struct AppView {
+    client_id: String,
+    name: String,
+    public: bool,
+    redirect_uris: Vec<String>,
+    origins: Vec<String>,
+    max_permissions: String,
+    created: TimeView,
+    revoked: bool,
+}
+
+fn json_list(json: &str) -> Vec<String> {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+impl From<AppRow> for AppView {
+    fn from(row: AppRow) -> Self {
+        AppView {
+            public: row.public == 1,
+            redirect_uris: json_list(&row.redirect_uris),
+            origins: json_list(&row.origins),
+            max_permissions: json_list(&row.max_permissions).join(", "),
+            created: TimeView::from_ms(row.created_at),
+            revoked: row.revoked_at.is_some(),
+            client_id: row.client_id,
+            name: row.name,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "app_created.html")]
+pub struct AppCreatedPage {
+    layout: Layout,
+    name: String,
+    client_id: String,
+    client_secret: Option<String>,
+}
+
+/// The registration form. `kind` is `public` or `confidential`.
+#[derive(Deserialize, Default)]
+pub struct AppForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    redirect_uris: String,
+    #[serde(default)]
+    origins: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    max_permissions: String,
+}
+
+/// One entry a line, blank lines skipped.
+fn lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn apps_page(
+    state: &AppState,
+    session: &Session,
+    error: Option<String>,
+    form: AppForm,
+) -> Result<AppsPage, PageError> {
+    let apps = state.store.list_apps(&session.account_id).await?;
+    Ok(AppsPage {
+        layout: session.layout("apps"),
+        apps: apps.into_iter().map(AppView::from).collect(),
+        error,
+        form,
+        max_name_len: MAX_KEY_NAME_LEN,
+    })
+}
+
+/// `GET /dashboard/apps`.
+#[tracing::instrument(skip_all, fields(account_id = %session.account_id))]
+pub async fn list(
+    session: Session,
+    State(state): State<AppState>,
+) -> Result<Html<String>, PageError> {
+    let form = AppForm {
+        kind: "confidential".into(),
+        ..AppForm::default()
+    };
+    render(&apps_page(&state, &session, None, form).await?)
+}
+
+/// `POST /dashboard/apps`: registers an application (the rules are [`ops::create_app`]'s).
+#[tracing::instrument(skip_all, fields(account_id = %session.account_id))]
+pub async fn create(
+    session: Session,
+    State(state): State<AppState>,
+    PageForm(form): PageForm<AppForm>,
+) -> Result<Response, PageError> {
+    session.check_csrf(&form.csrf)?;
+    let new = NewApp {
+        name: form.name.clone(),
+        redirect_uris: lines(&form.redirect_uris),
+        origins: lines(&form.origins),
+        public: form.kind == "public",
+        max_permissions: form.max_permissions.clone(),
+    };
+    match ops::create_app(state.store.as_ref(), &session.account_id, new).await {
+        Ok(created) => {
+            tracing::info!(client_id = %created.app.client_id, "application registered in the dashboard");
+            let page = AppCreatedPage {
+                layout: session.layout("apps"),
+                name: created.app.name,
+                client_id: created.app.client_id,
+                client_secret: created.client_secret,
+            };
+            Ok(render(&page)?.into_response())
+        }
+        Err(OpsError::Invalid(message)) => {
+            let page = apps_page(&state, &session, Some(message), form).await?;
+            render_with_status(StatusCode::BAD_REQUEST, &page)
+        }
+        Err(OpsError::Store(err)) => Err(err.into()),
+        Err(err) => Err(PageError::Internal(err.into())),
+    }
+}

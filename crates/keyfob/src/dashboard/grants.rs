@@ -1,0 +1,105 @@
+//! Users and grants: which users allowed which of the account's applications to do what, with a
+//! way to revoke each grant. Only grants to the account's own applications are listed or revoked.
+
+use askama::Template;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{Html, Redirect};
+use keyfob_domain::oauth;
+use serde::Deserialize;
+
+use super::page::{Layout, PageError, PageForm, TimeView, render};
+use super::session::Session;
+use crate::clock::now_ms;
+use crate::state::AppState;
+use crate::user_pages::parse_json_permissions;
+
+const GRANT_REVOKED: &str = "grant-revoked";
+
+#[derive(Template)]
+#[template(path = "grants.html")]
+pub struct GrantsPage {
+    layout: Layout,
+    grants: Vec<GrantView>,
+    notice: Option<&'static str>,
+}
+
+pub struct GrantView {
+    id: String,
+    user_email: String,
+    app_name: String,
+    permissions: Vec<(String, String)>,
+    since: TimeView,
+    revoked: Option<TimeView>,
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `GET /dashboard/grants`.
+#[tracing::instrument(skip_all, fields(account_id = %session.account_id))]
+pub async fn list(
+    session: Session,
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Html<String>, PageError> {
+    let notice = (query.as_deref() == Some(&format!("done={GRANT_REVOKED}")))
+        .then_some("The grant was revoked. The user's sessions in that application have ended.");
+    let apps = state.store.list_apps(&session.account_id).await?;
+    let rows = state.store.list_account_grants(&session.account_id).await?;
+    let mut grants = Vec::with_capacity(rows.len());
+    for row in rows {
+        let user_email = match state.store.find_user(&row.user_id).await? {
+            Some(user) => user.email,
+            None => row.user_id.clone(),
+        };
+        let app_name = apps
+            .iter()
+            .find(|a| a.client_id == row.client_id)
+            .map(|a| a.name.clone())
+            .unwrap_or_else(|| row.client_id.clone());
+        grants.push(GrantView {
+            id: row.id,
+            user_email,
+            app_name,
+            permissions: parse_json_permissions(&row.permissions)
+                .iter()
+                .map(|p| (p.to_string(), oauth::describe(p)))
+                .collect(),
+            since: TimeView::from_ms(row.created_at),
+            revoked: row.revoked_at.map(TimeView::from_ms),
+        });
+    }
+    render(&GrantsPage {
+        layout: session.layout("grants"),
+        grants,
+        notice,
+    })
+}
+
+/// `POST /dashboard/grants/{id}/revoke`: only a live grant to one of the account's applications.
+#[tracing::instrument(skip_all, fields(account_id = %session.account_id, grant_id = %id))]
+pub async fn revoke(
+    session: Session,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    PageForm(form): PageForm<CsrfForm>,
+) -> Result<Redirect, PageError> {
+    session.check_csrf(&form.csrf)?;
+    let ours = state
+        .store
+        .find_grant_by_id(&id)
+        .await?
+        .is_some_and(|g| g.account_id == session.account_id && g.revoked_at.is_none());
+    if !ours || !state.store.revoke_grant(&id, now_ms()).await? {
+        return Err(PageError::NotFound(
+            "Your account's applications have no active grant with this id.".into(),
+        ));
+    }
+    tracing::info!("grant revoked in the dashboard");
+    Ok(Redirect::to(&format!(
+        "/dashboard/grants?done={GRANT_REVOKED}"
+    )))
+}

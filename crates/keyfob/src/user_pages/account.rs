@@ -1,0 +1,313 @@
+//! End users' login, sign-up and logout. An authorization request in progress rides along as
+//! the pages' query (and the forms' `request` field), so that the user lands back on `GET /auth`,
+//! where it is checked again in full.
+
+use askama::Template;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::CookieJar;
+use keyfob_domain::email::Email;
+use keyfob_store::StoreError;
+use serde::Deserialize;
+
+use super::page::{UserForm, UserLayout, UserPageError, content_security_policy, page, see_other};
+use super::request::{AuthorizeParams, check_client};
+use super::session::{self, UserSession, check_form_token, form_token};
+use crate::dashboard::page::PageError;
+use crate::dashboard::session::ClientIp;
+use crate::ops::{self, OpsError};
+use crate::state::AppState;
+
+/// The one answer to a failed login, whichever part was wrong.
+pub const LOGIN_FAILED: &str = "The email or password is incorrect.";
+/// `?done=` values the login page explains.
+pub const PASSWORD_CHANGED: &str = "password-changed";
+pub const LOGGED_OUT: &str = "logged-out";
+
+#[derive(Template)]
+#[template(path = "auth/login.html")]
+struct LoginPage {
+    layout: UserLayout,
+    csrf: String,
+    email: String,
+    error: Option<String>,
+    notice: Option<&'static str>,
+    /// The application the user is logging in for, if any.
+    app_name: Option<String>,
+    /// The authorization request, as a query string.
+    request: String,
+}
+
+#[derive(Template)]
+#[template(path = "auth/signup.html")]
+struct SignupPage {
+    layout: UserLayout,
+    csrf: String,
+    email: String,
+    error: Option<String>,
+    app_name: Option<String>,
+    request: String,
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    request: String,
+}
+
+#[derive(Deserialize)]
+pub struct SignupForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    confirm: String,
+    #[serde(default)]
+    request: String,
+}
+
+/// A form whose only field is its CSRF token.
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+#[derive(Deserialize, Default)]
+struct Done {
+    #[serde(default)]
+    done: Option<String>,
+}
+
+/// The application an authorization request names (when it checks out), and the policy that lets
+/// the page's form lead back to it.
+async fn context(
+    state: &AppState,
+    params: &AuthorizeParams,
+) -> Result<(Option<String>, HeaderValue), UserPageError> {
+    if params.is_empty() {
+        return Ok((None, content_security_policy(None)));
+    }
+    Ok(match check_client(state, params).await? {
+        Ok(client) => (
+            Some(client.app.name),
+            content_security_policy(Some(&client.redirect_uri)),
+        ),
+        Err(_) => (None, content_security_policy(None)),
+    })
+}
+
+/// Counts one attempt under `key`, refusing it once over the limit.
+pub fn limit(state: &AppState, key: &str) -> Result<(), UserPageError> {
+    state
+        .login_limiter
+        .check(key)
+        .map_err(|retry_after| PageError::TooManyRequests { retry_after }.into())
+}
+
+/// `GET /auth/login`: the login form, or straight on for a user already logged in.
+#[tracing::instrument(skip_all)]
+pub async fn login_page(
+    State(state): State<AppState>,
+    user: Option<UserSession>,
+    jar: CookieJar,
+    RawQuery(query): RawQuery,
+) -> Result<Response, UserPageError> {
+    let query = query.unwrap_or_default();
+    let params = AuthorizeParams::from_query(&query).unwrap_or_default();
+    if user.is_some() {
+        return see_other(&params.continue_path());
+    }
+    let done: Done = serde_urlencoded::from_str(&query).unwrap_or_default();
+    let notice = match done.done.as_deref() {
+        Some(PASSWORD_CHANGED) => {
+            Some("Your password was changed and every session ended. Log in with the new one.")
+        }
+        Some(LOGGED_OUT) => Some("You are logged out."),
+        _ => None,
+    };
+    let (app_name, csp) = context(&state, &params).await?;
+    let (jar, csrf) = form_token(&state, jar);
+    let login = LoginPage {
+        layout: UserLayout::anonymous(),
+        csrf,
+        email: String::new(),
+        error: None,
+        notice,
+        app_name,
+        request: params.to_query(),
+    };
+    Ok((jar, page(StatusCode::OK, &login, csp)?).into_response())
+}
+
+/// `POST /auth/login`. Attempts are limited per client IP and per email before any password is
+/// checked; an unknown email costs the same hash as a wrong password and gets the same answer.
+#[tracing::instrument(skip_all, fields(ip = %ip))]
+pub async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    jar: CookieJar,
+    UserForm(form): UserForm<LoginForm>,
+) -> Result<Response, UserPageError> {
+    check_form_token(&jar, &form.csrf)?;
+    limit(&state, &format!("user-login-ip:{ip}"))?;
+    limit(
+        &state,
+        &format!("user-login-email:{}", form.email.trim().to_lowercase()),
+    )?;
+    let params = AuthorizeParams::from_query(&form.request).unwrap_or_default();
+    let user = match Email::parse(&form.email) {
+        Ok(email) => state.store.find_user_by_email(email.as_str()).await?,
+        Err(_) => None,
+    };
+    let phc = user.as_ref().map(|u| u.password_hash.clone());
+    let verified = state.passwords.verify(form.password, phc).await;
+    let user = match user {
+        Some(user) if verified => user,
+        _ => {
+            tracing::info!("user login refused");
+            let (app_name, csp) = context(&state, &params).await?;
+            let again = LoginPage {
+                layout: UserLayout::anonymous(),
+                csrf: form.csrf,
+                email: form.email,
+                error: Some(LOGIN_FAILED.into()),
+                notice: None,
+                app_name,
+                request: params.to_query(),
+            };
+            return page(StatusCode::BAD_REQUEST, &again, csp);
+        }
+    };
+    let jar = session::start(&state, jar, &user).await?;
+    tracing::info!(user_id = %user.id, "user login");
+    Ok((jar, see_other(&params.continue_path())?).into_response())
+}
+
+/// `GET /auth/signup`.
+#[tracing::instrument(skip_all)]
+pub async fn signup_page(
+    State(state): State<AppState>,
+    user: Option<UserSession>,
+    jar: CookieJar,
+    RawQuery(query): RawQuery,
+) -> Result<Response, UserPageError> {
+    let params = AuthorizeParams::from_query(&query.unwrap_or_default()).unwrap_or_default();
+    if user.is_some() {
+        return see_other(&params.continue_path());
+    }
+    let (app_name, csp) = context(&state, &params).await?;
+    let (jar, csrf) = form_token(&state, jar);
+    let signup = SignupPage {
+        layout: UserLayout::anonymous(),
+        csrf,
+        email: String::new(),
+        error: None,
+        app_name,
+        request: params.to_query(),
+    };
+    Ok((jar, page(StatusCode::OK, &signup, csp)?).into_response())
+}
+
+/// `POST /auth/signup`: makes a user (the rules are [`ops::create_user`]'s, common passwords
+/// included) and logs them in.
+#[tracing::instrument(skip_all, fields(ip = %ip))]
+pub async fn signup(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    jar: CookieJar,
+    UserForm(form): UserForm<SignupForm>,
+) -> Result<Response, UserPageError> {
+    check_form_token(&jar, &form.csrf)?;
+    limit(&state, &format!("user-signup-ip:{ip}"))?;
+    let params = AuthorizeParams::from_query(&form.request).unwrap_or_default();
+    let (app_name, csp) = context(&state, &params).await?;
+    let again = |status: StatusCode, error: String| {
+        let signup = SignupPage {
+            layout: UserLayout::anonymous(),
+            csrf: form.csrf.clone(),
+            email: form.email.clone(),
+            error: Some(error),
+            app_name: app_name.clone(),
+            request: params.to_query(),
+        };
+        page(status, &signup, csp.clone())
+    };
+    if form.password != form.confirm {
+        return again(
+            StatusCode::BAD_REQUEST,
+            "The two passwords do not match.".into(),
+        );
+    }
+    let created = ops::create_user(
+        state.store.as_ref(),
+        &state.passwords,
+        &form.email,
+        form.password.clone(),
+    )
+    .await;
+    let user = match created {
+        Ok(user) => user,
+        Err(OpsError::Invalid(message)) => {
+            return again(StatusCode::BAD_REQUEST, capitalized(&message));
+        }
+        Err(OpsError::Store(StoreError::Conflict(_))) => {
+            return again(
+                StatusCode::CONFLICT,
+                "An account with this email already exists. Log in instead.".into(),
+            );
+        }
+        Err(OpsError::Store(err)) => return Err(err.into()),
+        Err(err) => return Err(PageError::Internal(err.into()).into()),
+    };
+    let jar = session::start(&state, jar, &user).await?;
+    tracing::info!(user_id = %user.id, "user signed up");
+    Ok((jar, see_other(&params.continue_path())?).into_response())
+}
+
+/// `POST /auth/logout`. Without a live login only the cookie is cleared; with one, the form must
+/// carry its CSRF token.
+#[tracing::instrument(skip_all)]
+pub async fn logout(
+    State(state): State<AppState>,
+    user: Option<UserSession>,
+    jar: CookieJar,
+    UserForm(form): UserForm<CsrfForm>,
+) -> Result<Response, UserPageError> {
+    if let Some(user) = &user {
+        user.check_csrf(&form.csrf)?;
+        state.store.delete_user_session(&user.id_hash).await?;
+    }
+    let jar = session::clear(&state, jar);
+    Ok((
+        jar,
+        see_other(&format!("{}?done={LOGGED_OUT}", super::LOGIN_PATH))?,
+    )
+        .into_response())
+}
+
+/// A rule's message as a sentence on a page.
+pub fn capitalized(message: &str) -> String {
+    let mut chars = message.chars();
+    match chars.next() {
+        Some(first) => {
+            let mut out: String = first.to_uppercase().collect();
+            out.push_str(chars.as_str());
+            if !out.ends_with('.') {
+                out.push('.');
+            }
+            out
+        }
+        None => String::new(),
+    }
+}

@@ -1,0 +1,359 @@
+//! `GET /auth` and the consent page: who is asking for what, the user's answer, and the answer
+//! sent back to the application (a code, or tokens in the fragment).
+//!
+//! What a grant keeps: the permissions the user allowed this time, plus those granted before that
+//! this request did not ask about. A permission asked for again and unticked is taken out, so the
+//! consent page always says exactly what will be stored for what it shows. A grant that already
+//! covers everything requested skips the page.
+
+use askama::Template;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use keyfob_domain::oauth;
+use keyfob_domain::permission::Permission;
+use keyfob_domain::secret::{hash_secret, random_token};
+use keyfob_store::{AuthCodeRow, GrantRow};
+use serde::Deserialize;
+
+use super::page::{
+    UserForm, UserLayout, UserPageError, content_security_policy, found, page, see_other,
+};
+use super::request::{
+    AuthError, AuthRequest, AuthorizeParams, ResponseType, add_params, check_client, check_request,
+    error_location, parse_json_permissions,
+};
+use super::session::UserSession;
+use crate::clock::{format_ms, now_ms};
+use crate::dashboard::page::PageError;
+use crate::sessions::{self, ACCESS_TOKEN_SECS, SessionError};
+use crate::state::AppState;
+
+/// How long an authorization code may wait to be exchanged.
+pub const CODE_LIFETIME_MS: i64 = 60_000;
+
+#[derive(Template)]
+#[template(path = "auth/consent.html")]
+struct ConsentPage {
+    layout: UserLayout,
+    app_name: String,
+    /// Where the user will be sent back, for them to recognise.
+    destination: String,
+    permissions: Vec<PermissionView>,
+    params: AuthorizeParams,
+}
+
+struct PermissionView {
+    value: String,
+    words: String,
+    /// Granted already; asked again because something else is new.
+    granted: bool,
+}
+
+/// The consent form: the request again (checked again in full), the ticked permissions, the
+/// answer.
+#[derive(Deserialize)]
+pub struct ConsentForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    redirect_uri: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    response_type: Option<String>,
+    #[serde(default)]
+    code_challenge: Option<String>,
+    #[serde(default)]
+    code_challenge_method: Option<String>,
+    /// The ticked permissions.
+    #[serde(default)]
+    permission: Vec<String>,
+    /// `allow` or `deny`.
+    #[serde(default)]
+    decision: String,
+}
+
+impl ConsentForm {
+    fn params(&self) -> AuthorizeParams {
+        AuthorizeParams {
+            client_id: self.client_id.clone(),
+            redirect_uri: self.redirect_uri.clone(),
+            permissions: None,
+            scope: self.scope.clone(),
+            state: self.state.clone(),
+            response_type: self.response_type.clone(),
+            code_challenge: self.code_challenge.clone(),
+            code_challenge_method: self.code_challenge_method.clone(),
+        }
+    }
+}
+
+/// Checks a request in full: a bad client or redirect URI is an error page; anything else wrong
+/// is a redirect to the application with the error.
+async fn checked(
+    state: &AppState,
+    params: &AuthorizeParams,
+) -> Result<Result<AuthRequest, Response>, UserPageError> {
+    let client = match check_client(state, params).await? {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::info!(reason = %err, "authorization request refused");
+            return Err(PageError::BadRequest(err.to_string()).into());
+        }
+    };
+    match check_request(client, params) {
+        Ok(request) => Ok(Ok(request)),
+        Err((client, mode, error)) => {
+            tracing::info!(client_id = %client.app.client_id, error = error.code, "authorization request refused");
+            let state_param = params.state.as_deref().filter(|s| !s.is_empty());
+            Ok(Err(found(&error_location(
+                &client.redirect_uri,
+                mode,
+                state_param,
+                &error,
+            ))?))
+        }
+    }
+}
+
+/// The user's live grant to the request's application, and what it grants that the application
+/// may still ask for.
+async fn live_grant(
+    state: &AppState,
+    user_id: &str,
+    request: &AuthRequest,
+) -> Result<Option<(GrantRow, Vec<Permission>)>, UserPageError> {
+    let grant = state
+        .store
+        .find_grant(user_id, &request.client.app.client_id)
+        .await?
+        .filter(|g| g.revoked_at.is_none());
+    let max = request.client.max_permissions();
+    Ok(grant.map(|g| {
+        let granted = parse_json_permissions(&g.permissions)
+            .into_iter()
+            .filter(|p| oauth::within(&max, p))
+            .collect();
+        (g, granted)
+    }))
+}
+
+/// `GET /auth`: checks the request, sends a user who is not logged in to the login page (and back
+/// here afterwards), skips consent when a grant covers the request, and shows the consent page
+/// otherwise.
+#[tracing::instrument(skip_all)]
+pub async fn authorize(
+    State(state): State<AppState>,
+    user: Option<UserSession>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, UserPageError> {
+    let Some(params) = AuthorizeParams::from_query(query.as_deref().unwrap_or_default()) else {
+        return Err(PageError::BadRequest(
+            "The link that brought you here is malformed (a parameter is repeated or unreadable)."
+                .into(),
+        )
+        .into());
+    };
+    let request = match checked(&state, &params).await? {
+        Ok(request) => request,
+        Err(redirect) => return Ok(redirect),
+    };
+    let Some(user) = user else {
+        return see_other(&format!(
+            "{}?{}",
+            super::LOGIN_PATH,
+            request.params().to_query()
+        ));
+    };
+    let granted = live_grant(&state, &user.user_id, &request).await?;
+    if let Some((grant, granted)) = &granted
+        && request.permissions.iter().all(|p| granted.contains(p))
+    {
+        let permissions: Vec<String> = request.permissions.iter().map(|p| p.to_string()).collect();
+        tracing::info!(user_id = %user.user_id, client_id = %request.client.app.client_id, "consent remembered");
+        return issue(&state, &request, &user.user_id, grant, &permissions).await;
+    }
+    let already: &[Permission] = granted.as_ref().map(|(_, g)| g.as_slice()).unwrap_or(&[]);
+    let consent = ConsentPage {
+        layout: UserLayout::of(&user),
+        app_name: request.client.app.name.clone(),
+        destination: destination(&request.client.redirect_uri),
+        permissions: request
+            .permissions
+            .iter()
+            .map(|p| PermissionView {
+                value: p.to_string(),
+                words: oauth::describe(p),
+                granted: already.contains(p),
+            })
+            .collect(),
+        params: request.params(),
+    };
+    page(
+        StatusCode::OK,
+        &consent,
+        content_security_policy(Some(&request.client.redirect_uri)),
+    )
+}
+
+/// `POST /auth/consent`: the user's answer.
+#[tracing::instrument(skip_all)]
+pub async fn decide(
+    State(state): State<AppState>,
+    user: Option<UserSession>,
+    UserForm(form): UserForm<ConsentForm>,
+) -> Result<Response, UserPageError> {
+    let params = form.params();
+    let Some(user) = user else {
+        // The login ended meanwhile: log in again, then the request is asked again.
+        return see_other(&format!("{}?{}", super::LOGIN_PATH, params.to_query()));
+    };
+    user.check_csrf(&form.csrf)?;
+    let request = match checked(&state, &params).await? {
+        Ok(request) => request,
+        Err(redirect) => return Ok(redirect),
+    };
+    let client_id = request.client.app.client_id.clone();
+    // Only permissions that were asked for count; anything else in the form is ignored.
+    let allowed: Vec<Permission> = request
+        .permissions
+        .iter()
+        .filter(|p| {
+            form.permission
+                .iter()
+                .any(|ticked| *ticked == p.to_string())
+        })
+        .cloned()
+        .collect();
+    if form.decision != "allow" || allowed.is_empty() {
+        tracing::info!(user_id = %user.user_id, %client_id, "consent denied");
+        return found(&request.error_redirect(&AuthError::access_denied()));
+    }
+    // Kept from before: what this request did not ask about. Asked about: the user's answer now.
+    let before = live_grant(&state, &user.user_id, &request)
+        .await?
+        .map(|(_, granted)| granted)
+        .unwrap_or_default();
+    let mut stored: Vec<String> = before
+        .iter()
+        .filter(|p| !request.permissions.contains(p))
+        .map(ToString::to_string)
+        .collect();
+    stored.extend(allowed.iter().map(ToString::to_string));
+    stored.sort();
+    let now = now_ms();
+    let grant = state
+        .store
+        .upsert_grant(&GrantRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            user_id: user.user_id.clone(),
+            client_id: client_id.clone(),
+            account_id: request.client.app.account_id.clone(),
+            permissions: serde_json::to_string(&stored).map_err(anyhow::Error::from)?,
+            created_at: now,
+            updated_at: now,
+            revoked_at: None,
+        })
+        .await?;
+    tracing::info!(user_id = %user.user_id, %client_id, grant_id = %grant.id, "consent given");
+    let permissions: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+    issue(&state, &request, &user.user_id, &grant, &permissions).await
+}
+
+/// Answers the application: a one-time code in the query, or a session's tokens in the fragment.
+async fn issue(
+    state: &AppState,
+    request: &AuthRequest,
+    user_id: &str,
+    grant: &GrantRow,
+    permissions: &[String],
+) -> Result<Response, UserPageError> {
+    let redirect_uri = &request.client.redirect_uri;
+    let state_param = request.state.as_deref();
+    match request.response_type {
+        ResponseType::Code => {
+            let code = random_token();
+            let now = now_ms();
+            state
+                .store
+                .insert_auth_code(&AuthCodeRow {
+                    code_hash: hash_secret(&code),
+                    client_id: request.client.app.client_id.clone(),
+                    user_id: user_id.to_owned(),
+                    grant_id: grant.id.clone(),
+                    redirect_uri: redirect_uri.clone(),
+                    permissions: serde_json::to_string(permissions).map_err(anyhow::Error::from)?,
+                    code_challenge: request.code_challenge.clone(),
+                    family_id: None,
+                    created_at: now,
+                    expires_at: now + CODE_LIFETIME_MS,
+                    used_at: None,
+                })
+                .await?;
+            let mut params = vec![("code", code.as_str())];
+            if let Some(s) = state_param {
+                params.push(("state", s));
+            }
+            found(&add_params(redirect_uri, ResponseType::Code, &params))
+        }
+        ResponseType::Token => {
+            let pair = sessions::start(
+                state,
+                &request.client.app,
+                user_id,
+                grant,
+                permissions,
+                None,
+            )
+            .await
+            .map_err(|e| match e {
+                SessionError::Store(err) => PageError::from(err),
+                other => PageError::Internal(anyhow::anyhow!(other)),
+            })?;
+            let expires = format_ms(pair.expires_at * 1000);
+            let expires_in = ACCESS_TOKEN_SECS.to_string();
+            let mut params = vec![
+                ("token", pair.access_token.as_str()),
+                ("refresh_token", pair.refresh_token.as_str()),
+                ("expires", expires.as_str()),
+                ("access_token", pair.access_token.as_str()),
+                ("token_type", "Bearer"),
+                ("expires_in", expires_in.as_str()),
+                ("scope", pair.scope.as_str()),
+            ];
+            if let Some(s) = state_param {
+                params.push(("state", s));
+            }
+            found(&add_params(redirect_uri, ResponseType::Token, &params))
+        }
+    }
+}
+
+/// The scheme and host a redirect URI leads to, as the consent page names it.
+fn destination(redirect_uri: &str) -> String {
+    let rest = redirect_uri
+        .split_once("://")
+        .map(|(_, r)| r)
+        .unwrap_or(redirect_uri);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    rest[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_destination_is_the_host() {
+        assert_eq!(
+            destination("https://app.example.com:8443/cb?x=1"),
+            "app.example.com:8443"
+        );
+        assert_eq!(destination("http://localhost/cb"), "localhost");
+    }
+}

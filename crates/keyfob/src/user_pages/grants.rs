@@ -1,0 +1,203 @@
+//! `/auth/grants`: a logged-in user's applications and what each may do, with a way to revoke
+//! each; logging out everywhere; changing the password.
+//!
+//! Revoking a grant or logging out everywhere ends the sessions in the database at once (their
+//! refresh tokens stop working) and logs each ended session in the change feed, from which every
+//! node, this one included, refuses their access tokens within the sync interval.
+
+use askama::Template;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::CookieJar;
+use keyfob_domain::oauth;
+use serde::Deserialize;
+
+use super::account::{CsrfForm, PASSWORD_CHANGED, capitalized, limit};
+use super::page::{UserForm, UserLayout, UserPageError, content_security_policy, page, see_other};
+use super::request::parse_json_permissions;
+use super::session::{self, UserSession};
+use crate::clock::now_ms;
+use crate::dashboard::page::{PageError, TimeView};
+use crate::passwords::check_new_password;
+use crate::state::AppState;
+
+const GRANT_REVOKED: &str = "grant-revoked";
+const LOGGED_OUT_ELSEWHERE: &str = "logged-out-everywhere";
+
+#[derive(Template)]
+#[template(path = "auth/grants.html")]
+struct GrantsPage {
+    layout: UserLayout,
+    grants: Vec<GrantView>,
+    notice: Option<&'static str>,
+    password_error: Option<String>,
+}
+
+struct GrantView {
+    id: String,
+    app_name: String,
+    permissions: Vec<String>,
+    since: TimeView,
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    current: String,
+    #[serde(default)]
+    new: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+async fn grants_page(
+    state: &AppState,
+    user: &UserSession,
+    notice: Option<&'static str>,
+    password_error: Option<String>,
+) -> Result<GrantsPage, UserPageError> {
+    let rows = state.store.list_user_grants(&user.user_id).await?;
+    let mut grants = Vec::with_capacity(rows.len());
+    for row in rows {
+        let app_name = match state.store.find_app(&row.client_id).await? {
+            Some(app) => app.name,
+            None => row.client_id.clone(),
+        };
+        grants.push(GrantView {
+            id: row.id,
+            app_name,
+            permissions: parse_json_permissions(&row.permissions)
+                .iter()
+                .map(oauth::describe)
+                .collect(),
+            since: TimeView::from_ms(row.created_at),
+        });
+    }
+    Ok(GrantsPage {
+        layout: UserLayout::of(user),
+        grants,
+        notice,
+        password_error,
+    })
+}
+
+/// `GET /auth/grants`.
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
+pub async fn list(
+    user: UserSession,
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, UserPageError> {
+    let notice = match query.as_deref() {
+        Some(q) if q == format!("done={GRANT_REVOKED}") => Some(
+            "Access was revoked. The application's sessions have ended and it must ask you again.",
+        ),
+        Some(q) if q == format!("done={LOGGED_OUT_ELSEWHERE}") => {
+            Some("Every application session has ended, and you are logged out everywhere else.")
+        }
+        _ => None,
+    };
+    let grants = grants_page(&state, &user, notice, None).await?;
+    page(StatusCode::OK, &grants, content_security_policy(None))
+}
+
+/// `POST /auth/grants/{id}/revoke`: only one of the user's own live grants.
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id, grant_id = %id))]
+pub async fn revoke(
+    user: UserSession,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    UserForm(form): UserForm<CsrfForm>,
+) -> Result<Response, UserPageError> {
+    user.check_csrf(&form.csrf)?;
+    let owned = state
+        .store
+        .find_grant_by_id(&id)
+        .await?
+        .is_some_and(|g| g.user_id == user.user_id && g.revoked_at.is_none());
+    if !owned || !state.store.revoke_grant(&id, now_ms()).await? {
+        return Err(PageError::NotFound("You have given no such access.".into()).into());
+    }
+    tracing::info!("grant revoked by its user");
+    see_other(&format!("{}?done={GRANT_REVOKED}", super::GRANTS_PATH))
+}
+
+/// `POST /auth/logout-everywhere`: ends every application session of the user and every other
+/// Keyfob login; this browser stays logged in.
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
+pub async fn logout_everywhere(
+    user: UserSession,
+    State(state): State<AppState>,
+    UserForm(form): UserForm<CsrfForm>,
+) -> Result<Response, UserPageError> {
+    user.check_csrf(&form.csrf)?;
+    let sessions = state
+        .store
+        .revoke_user_families(&user.user_id, None, now_ms())
+        .await?;
+    let logins = state
+        .store
+        .delete_user_sessions(&user.user_id, Some(&user.id_hash))
+        .await?;
+    tracing::info!(sessions, logins, "user logged out everywhere");
+    see_other(&format!(
+        "{}?done={LOGGED_OUT_ELSEWHERE}",
+        super::GRANTS_PATH
+    ))
+}
+
+/// `POST /auth/password`: needs the current password; the new one follows the sign-up rules.
+/// Every session ends, this login too, so the user logs in again with the new password.
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
+pub async fn change_password(
+    user: UserSession,
+    State(state): State<AppState>,
+    jar: CookieJar,
+    UserForm(form): UserForm<PasswordForm>,
+) -> Result<Response, UserPageError> {
+    user.check_csrf(&form.csrf)?;
+    limit(&state, &format!("user-password:{}", user.user_id))?;
+    let again = |message: String| async {
+        let grants = grants_page(&state, &user, None, Some(message)).await?;
+        page(
+            StatusCode::BAD_REQUEST,
+            &grants,
+            content_security_policy(None),
+        )
+    };
+    let Some(row) = state.store.find_user(&user.user_id).await? else {
+        return Err(PageError::NotFound("Your account no longer exists.".into()).into());
+    };
+    if !state
+        .passwords
+        .verify(form.current.clone(), Some(row.password_hash))
+        .await
+    {
+        return again("The current password is incorrect.".into()).await;
+    }
+    if form.new != form.confirm {
+        return again("The two new passwords do not match.".into()).await;
+    }
+    if let Err(err) = check_new_password(&form.new) {
+        return again(capitalized(&err.to_string())).await;
+    }
+    let hash = state
+        .passwords
+        .hash(form.new.clone())
+        .await
+        .map_err(|e| PageError::Internal(e.into()))?;
+    state
+        .store
+        .change_user_password(&user.user_id, &hash, now_ms())
+        .await?;
+    tracing::info!("user changed their password");
+    let jar = session::clear(&state, jar);
+    Ok((
+        jar,
+        see_other(&format!("{}?done={PASSWORD_CHANGED}", super::LOGIN_PATH))?,
+    )
+        .into_response())
+}

@@ -1,0 +1,53 @@
+//! End users' pages on Keyfob's own origin: `GET /auth` (the start of a user session), login,
+//! sign-up and logout, the consent page, and the page where a user sees and revokes their grants
+//! and changes their password.
+//!
+//! Every page works without JavaScript, every form carries a CSRF token (see `session`), and every
+//! answer forbids framing (`frame-ancestors 'none'`, `X-Frame-Options: DENY`).
+
+mod account;
+mod consent;
+mod grants;
+mod page;
+mod request;
+mod session;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::routing::{get, post};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+pub use page::DEFAULT_CSP;
+pub use request::{AuthorizeParams, parse_json_permissions};
+pub use session::{USER_COOKIE, USER_FORM_COOKIE};
+
+use crate::state::AppState;
+
+/// Where a request without a login is sent.
+pub const LOGIN_PATH: &str = "/auth/login";
+/// A logged-in user's own page.
+pub const GRANTS_PATH: &str = "/auth/grants";
+
+/// Every end-user route.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth", get(consent::authorize))
+        .route("/auth/consent", post(consent::decide))
+        .route("/auth/login", get(account::login_page).post(account::login))
+        .route(
+            "/auth/signup",
+            get(account::signup_page).post(account::signup),
+        )
+        .route("/auth/logout", post(account::logout))
+        .route("/auth/grants", get(grants::list))
+        .route("/auth/grants/{id}/revoke", post(grants::revoke))
+        .route("/auth/logout-everywhere", post(grants::logout_everywhere))
+        .route("/auth/password", post(grants::change_password))
+        // A page that names an application's origin in `form-action` sets its own policy.
+        // No Cross-Origin-Opener-Policy here: an application may open these pages in a popup
+        // and must keep its handle on it.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(DEFAULT_CSP),
+        ))
+}

@@ -1,0 +1,164 @@
+//! What every end-user page shares: the layout, the error page, form bodies, redirects and the
+//! Content-Security-Policy.
+
+use askama::Template;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use crate::dashboard::page::PageError;
+
+/// Pages load only Keyfob's stylesheet, run no script, and cannot be framed.
+const CSP_BASE: &str = "default-src 'self'; script-src 'none'; object-src 'none'; \
+     base-uri 'none'; frame-ancestors 'none'";
+
+/// The Content-Security-Policy of a page whose forms lead, through Keyfob's redirects, back to
+/// `redirect_uri`. Browsers apply `form-action` to every redirect that follows a form submission,
+/// so the application's origin must be listed along with Keyfob's own.
+pub fn content_security_policy(redirect_uri: Option<&str>) -> HeaderValue {
+    let extra = redirect_uri.and_then(origin_source).unwrap_or_default();
+    let policy = format!("{CSP_BASE}; form-action 'self'{extra}");
+    HeaderValue::from_str(&policy).unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CSP))
+}
+
+/// The policy of pages that lead nowhere but Keyfob.
+pub const DEFAULT_CSP: &str = "default-src 'self'; script-src 'none'; object-src 'none'; \
+     base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
+/// ` scheme://host[:port]` of a registered (already checked) redirect URI, when it can be written
+/// as a CSP source safely.
+fn origin_source(uri: &str) -> Option<String> {
+    let (scheme, rest) = uri.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let safe = !authority.is_empty()
+        && authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    (safe && (scheme == "https" || scheme == "http")).then(|| format!(" {scheme}://{authority}"))
+}
+
+/// The header and navigation of every end-user page.
+pub struct UserLayout {
+    /// The logged-in user's email; `None` before login.
+    pub email: Option<String>,
+    /// The login's CSRF token, for the logout form.
+    pub csrf: String,
+}
+
+impl UserLayout {
+    pub fn anonymous() -> UserLayout {
+        UserLayout {
+            email: None,
+            csrf: String::new(),
+        }
+    }
+
+    pub fn of(session: &super::session::UserSession) -> UserLayout {
+        UserLayout {
+            email: Some(session.email.clone()),
+            csrf: session.csrf().to_owned(),
+        }
+    }
+}
+
+/// Renders a page with `status` and the given policy.
+pub fn page<T: Template>(
+    status: StatusCode,
+    template: &T,
+    csp: HeaderValue,
+) -> Result<Response, UserPageError> {
+    let html = template.render().map_err(PageError::from)?;
+    Ok((status, [(header::CONTENT_SECURITY_POLICY, csp)], Html(html)).into_response())
+}
+
+/// A redirect with status 302 Found, the status OAuth clients expect. A location that cannot be a
+/// header value (it came from a registered URI, so this is not expected) is an error page.
+pub fn found(location: &str) -> Result<Response, UserPageError> {
+    let value = HeaderValue::from_str(location).map_err(|_| {
+        PageError::BadRequest("The application's redirect address cannot be used.".into())
+    })?;
+    Ok((StatusCode::FOUND, [(header::LOCATION, value)]).into_response())
+}
+
+/// A redirect to one of Keyfob's own pages after a form (303 See Other).
+pub fn see_other(location: &str) -> Result<Response, UserPageError> {
+    let value = HeaderValue::from_str(location)
+        .map_err(|_| PageError::BadRequest("The address cannot be used.".into()))?;
+    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, value)]).into_response())
+}
+
+/// A URL-encoded form body; a field may repeat (the consent page's checkboxes).
+pub struct UserForm<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for UserForm<T> {
+    type Rejection = UserPageError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, UserPageError> {
+        axum_extra::extract::Form::<T>::from_request(req, state)
+            .await
+            .map(|axum_extra::extract::Form(value)| UserForm(value))
+            .map_err(|_| {
+                PageError::BadRequest("The form could not be read. Go back and try again.".into())
+                    .into()
+            })
+    }
+}
+
+/// Why an end-user page could not be shown: the dashboard's reasons, on a page of its own.
+#[derive(Debug)]
+pub struct UserPageError(pub PageError);
+
+impl<E: Into<PageError>> From<E> for UserPageError {
+    fn from(err: E) -> Self {
+        UserPageError(err.into())
+    }
+}
+
+#[derive(Template)]
+#[template(path = "auth/error.html")]
+struct ErrorPage<'a> {
+    layout: UserLayout,
+    title: &'a str,
+    message: String,
+}
+
+impl IntoResponse for UserPageError {
+    fn into_response(self) -> Response {
+        let err = self.0;
+        if let PageError::Internal(inner) = &err {
+            tracing::error!(error = ?inner, "internal error on a user page");
+        }
+        let (status, title) = err.status_and_title();
+        let page = ErrorPage {
+            layout: UserLayout::anonymous(),
+            title,
+            message: err.to_string(),
+        };
+        let body = page.render().unwrap_or_else(|_| title.to_owned());
+        let mut response = (status, Html(body)).into_response();
+        if let PageError::TooManyRequests { retry_after } = err {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_names_the_applications_origin() {
+        let csp = content_security_policy(Some("https://app.example.com:8443/cb?x=1"));
+        let csp = csp.to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"));
+        assert!(csp.ends_with("form-action 'self' https://app.example.com:8443"));
+        let plain = content_security_policy(None);
+        assert_eq!(plain.to_str().unwrap(), DEFAULT_CSP);
+        assert_eq!(origin_source("https://a;b.com/"), None);
+    }
+}
