@@ -7,6 +7,6 @@ mod sync;
 
 pub use extract::{Auth, authenticate};
 pub use index::{AuthIndex, KeyEntry};
-pub use sync::{SyncHandle, spawn_sync};
+pub use sync::{SyncHandle, catch_up, spawn_sync};
 
 pub use keyfob_domain::Principal;

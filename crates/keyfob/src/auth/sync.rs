@@ -96,6 +96,16 @@ pub async fn spawn_sync(state: AppState) -> anyhow::Result<SyncHandle> {
     })
 }
 
+/// Applies the change feed's recent entries now, on this node, so that a revocation made here is
+/// refused by the very next request rather than after the next poll. Applying an entry twice is
+/// harmless, so the background loop's bookkeeping is left alone.
+pub async fn catch_up(state: &AppState) -> anyhow::Result<()> {
+    for change in state.store.changes_since(now_ms() - LOOKBACK_MS).await? {
+        apply(state, &change).await?;
+    }
+    Ok(())
+}
+
 async fn full_reload(state: &AppState) -> anyhow::Result<()> {
     let keys = state.store.active_api_keys().await?;
     state.index.replace_keys(&keys);

@@ -98,6 +98,9 @@ pub async fn revoke(
             "Your account's applications have no active grant with this id.".into(),
         ));
     }
+    crate::auth::catch_up(&state)
+        .await
+        .map_err(PageError::Internal)?;
     tracing::info!("grant revoked in the dashboard");
     Ok(Redirect::to(&format!(
         "/dashboard/grants?done={GRANT_REVOKED}"

@@ -121,6 +121,9 @@ pub async fn revoke(
     if !owned || !state.store.revoke_grant(&id, now_ms()).await? {
         return Err(PageError::NotFound("You have given no such access.".into()).into());
     }
+    crate::auth::catch_up(&state)
+        .await
+        .map_err(PageError::Internal)?;
     tracing::info!("grant revoked by its user");
     see_other(&format!("{}?done={GRANT_REVOKED}", super::GRANTS_PATH))
 }
@@ -142,6 +145,9 @@ pub async fn logout_everywhere(
         .store
         .delete_user_sessions(&user.user_id, Some(&user.id_hash))
         .await?;
+    crate::auth::catch_up(&state)
+        .await
+        .map_err(PageError::Internal)?;
     tracing::info!(sessions, logins, "user logged out everywhere");
     see_other(&format!(
         "{}?done={LOGGED_OUT_ELSEWHERE}",
@@ -193,6 +199,9 @@ pub async fn change_password(
         .store
         .change_user_password(&user.user_id, &hash, now_ms())
         .await?;
+    crate::auth::catch_up(&state)
+        .await
+        .map_err(PageError::Internal)?;
     tracing::info!("user changed their password");
     let jar = session::clear(&state, jar);
     Ok((
