@@ -1,0 +1,441 @@
+#!/usr/bin/env bash
+# Load-tests a local Keyfob with wrk and prints one table of results.
+#
+#   bench/run.sh [--postgres] [--no-build]
+#
+# It builds the release binary, makes a throw-away data directory with one account and one API
+# key, starts `keyfob serve` on a free loopback port and runs five scenarios against it:
+#
+#   1. GET /healthz                         the bare HTTP stack: the baseline for the ratios
+#   2. GET /auth/whoami, API key            SHA-256 of the key + in-memory lookup
+#   3. GET /auth/whoami, one JWT repeated   verified-token cache hit (SHA-256 of the token)
+#   4. GET /auth/whoami, a new JWT each time  a full Ed25519 signature check per request
+#   5. POST /auth                           mint a JWT: sign + record it in the database
+#
+# Scenario 5 runs before 4 and saves the tokens it receives; more are minted (unmeasured) if
+# scenario 4 needs more, so every request of scenario 4 carries a token never seen before.
+#
+# Settings (environment variables):
+#   DURATION=10        seconds per scenario
+#   CONNECTIONS=64     wrk connections
+#   THREADS=2          wrk threads
+#   WARMUP=2           seconds of unmeasured /healthz load before scenario 1
+#   FRESH_TOKENS=      tokens to have for scenario 4 (default: enough for half the /healthz rate)
+#   MINT_MAX_SECONDS=60  longest time spent minting extra tokens for scenario 4
+#   PG_URL=postgres://postgres@127.0.0.1:5432/test   the database --postgres uses (a new schema
+#                      is created in it and dropped afterwards)
+#   KEYFOB_BIN=        run this binary instead of building target/release/keyfob
+#   VERBOSE=1          also print wrk's own report for each scenario
+#
+# --postgres  store in PostgreSQL (needs psql and a running server at PG_URL) instead of SQLite.
+# --no-build  skip `cargo build --release -p keyfob` and use the existing binary.
+#
+# The wrk scripts are in bench/wrk/. Every response outside 200-299 is counted; the command exits
+# non-zero if any scenario had one, or a socket error. It also reports the server's CPU time per
+# request and how much of the machine other programs used meanwhile (a scenario where that was
+# 10% or more is starred: its figures are unreliable).
+#
+# Everything it creates lives in one temporary directory (and, with --postgres, one schema) that
+# is removed on exit, including on failure or Ctrl-C. The server is stopped on exit too.
+
+set -euo pipefail
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+WARMUP=${WARMUP:-2}
+FRESH_TOKENS=${FRESH_TOKENS:-}
+MINT_MAX_SECONDS=${MINT_MAX_SECONDS:-60}
+PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/test}
+VERBOSE=${VERBOSE:-0}
+
+USE_POSTGRES=0
+BUILD=1
+for arg in "$@"; do
+    case "$arg" in
+        --postgres) USE_POSTGRES=1 ;;
+        --no-build) BUILD=0 ;;
+        -h | --help)
+            sed -n '2,/^$/s/^# \{0,1\}//p' "$0"
+            exit 0
+            ;;
+        *)
+            echo "bench/run.sh: unknown argument '$arg' (try --help)" >&2
+            exit 2
+            ;;
+    esac
+done
+
+die() {
+    echo "bench/run.sh: error: $*" >&2
+    exit 1
+}
+
+is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+for name in DURATION CONNECTIONS THREADS WARMUP MINT_MAX_SECONDS; do
+    is_uint "${!name}" || die "$name must be a whole number, not '${!name}'"
+done
+((DURATION > 0)) || die "DURATION must be at least 1"
+((THREADS > 0 && CONNECTIONS >= THREADS)) || die "need THREADS >= 1 and CONNECTIONS >= THREADS"
+[[ -z $FRESH_TOKENS ]] || is_uint "$FRESH_TOKENS" || die "FRESH_TOKENS must be a whole number"
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH_DIR/.." && pwd)
+WRK_DIR="$BENCH_DIR/wrk"
+
+command -v wrk >/dev/null || die "wrk is not installed (Debian/Ubuntu: apt-get install -y wrk)"
+command -v curl >/dev/null || die "curl is not installed"
+if ((USE_POSTGRES)); then
+    command -v psql >/dev/null || die "--postgres needs psql (apt-get install -y postgresql-client)"
+fi
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# ---------------------------------------------------------------------------------------------
+# Clean-up: stop what we started, remove what we made.
+
+WORK=""
+SERVER_PID=""
+WRK_PID=""
+PG_SCHEMA=""
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ -n $WRK_PID ]] && kill -0 "$WRK_PID" 2>/dev/null; then
+        kill "$WRK_PID" 2>/dev/null || true
+        wait "$WRK_PID" 2>/dev/null || true
+    fi
+    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [[ -n $PG_SCHEMA ]]; then
+        psql "$PG_URL" -qAt -v ON_ERROR_STOP=1 -c "DROP SCHEMA IF EXISTS $PG_SCHEMA CASCADE" \
+            >/dev/null 2>&1 || echo "bench/run.sh: could not drop schema $PG_SCHEMA" >&2
+    fi
+    if [[ -n $WORK && -d $WORK ]]; then
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/keyfob-bench.XXXXXX")
+DATA="$WORK/data"
+mkdir -p "$DATA"
+
+# ---------------------------------------------------------------------------------------------
+# Build
+
+if [[ -n ${KEYFOB_BIN:-} ]]; then
+    BIN=$KEYFOB_BIN
+elif ((BUILD)); then
+    log "building: cargo build --release -p keyfob"
+    (cd "$ROOT" && cargo build --release -p keyfob) || die "the release build failed"
+    BIN="$ROOT/target/release/keyfob"
+else
+    BIN="$ROOT/target/release/keyfob"
+fi
+[[ -x $BIN ]] || die "no keyfob binary at $BIN"
+
+# ---------------------------------------------------------------------------------------------
+# Storage, account, API key
+
+if ((USE_POSTGRES)); then
+    PG_SCHEMA="kfbench_$$_$RANDOM"
+    psql "$PG_URL" -qAt -v ON_ERROR_STOP=1 -c "CREATE SCHEMA $PG_SCHEMA" >/dev/null ||
+        die "cannot create schema $PG_SCHEMA at $PG_URL"
+    sep='?'
+    [[ $PG_URL == *\?* ]] && sep='&'
+    export KEYFOB_DATABASE_URL="${PG_URL}${sep}options=-c%20search_path%3D${PG_SCHEMA}"
+    BACKEND="PostgreSQL (schema $PG_SCHEMA)"
+else
+    unset KEYFOB_DATABASE_URL
+    BACKEND="SQLite ($DATA/keyfob.db)"
+fi
+unset KEYFOB_CONFIG KEYFOB_MASTER_KEY KEYFOB_LISTEN KEYFOB_PUBLIC_URL KEYFOB_DATA_DIR
+
+kf() { "$BIN" --data-dir "$DATA" "$@"; }
+
+EMAIL="bench@example.com"
+log "creating an account and an API key in $BACKEND"
+printf '%s' "bench-password-$RANDOM$RANDOM" | kf accounts create --email "$EMAIL" >/dev/null ||
+    die "keyfob accounts create failed"
+API_KEY=$(kf keys create --account "$EMAIL" --name bench) || die "keyfob keys create failed"
+[[ $API_KEY == kf_* ]] || die "keyfob keys create printed something that is not a key"
+
+# ---------------------------------------------------------------------------------------------
+# Server
+
+free_port() {
+    if command -v python3 >/dev/null; then
+        python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    else
+        echo $((20000 + RANDOM % 40000))
+    fi
+}
+
+http_code() { # METHOD PATH [curl args...] -> prints the status code
+    local method=$1 path=$2
+    shift 2
+    curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X "$method" "$@" "$BASE$path" || true
+}
+
+start_server() {
+    local attempt
+    for attempt in 1 2 3; do
+        PORT=$(free_port)
+        BASE="http://127.0.0.1:$PORT"
+        # Started directly (not through kf) so that $! is the server itself.
+        "$BIN" --data-dir "$DATA" serve --listen "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
+        SERVER_PID=$!
+        for _ in $(seq 1 300); do
+            if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+                break
+            fi
+            if [[ $(http_code GET /healthz) == 200 ]]; then
+                return 0
+            fi
+            sleep 0.1
+        done
+        if kill -0 "$SERVER_PID" 2>/dev/null; then
+            cat "$WORK/server.log" >&2
+            die "the server did not answer /healthz within 30 s"
+        fi
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=""
+        log "the server exited on start (attempt $attempt):"
+        sed 's/^/    /' "$WORK/server.log" >&2
+    done
+    die "could not start the server"
+}
+
+log "starting keyfob serve"
+start_server
+log "listening on $BASE (pid $SERVER_PID)"
+
+AUTH_KEY=(-H "Authorization: Bearer $API_KEY")
+# A key made while a server runs is picked up within a second; this one predates the server,
+# but wait for it all the same.
+for _ in $(seq 1 100); do
+    [[ $(http_code GET /auth/whoami "${AUTH_KEY[@]}") == 200 ]] && break
+    sleep 0.1
+done
+code=$(http_code GET /auth/whoami "${AUTH_KEY[@]}")
+[[ $code == 200 ]] || die "GET /auth/whoami with the API key answered $code, not 200"
+
+mint_one() {
+    curl -s --max-time 5 -X POST "${AUTH_KEY[@]}" -H 'Content-Type: application/json' \
+        -d '{"permissions":["deals.read"]}' -w '\n%{http_code}' "$BASE/auth"
+}
+reply=$(mint_one)
+[[ $(tail -n1 <<<"$reply") == 201 ]] || die "POST /auth answered: $reply"
+JWT=$(head -n1 <<<"$reply" | sed -n 's/.*"token" *: *"\([^"]*\)".*/\1/p')
+[[ -n $JWT ]] || die "POST /auth returned no token: $reply"
+code=$(http_code GET /auth/whoami -H "Authorization: Bearer $JWT")
+[[ $code == 200 ]] || die "GET /auth/whoami with a JWT answered $code, not 200"
+
+# ---------------------------------------------------------------------------------------------
+# Load
+
+declare -A RPS P99 REQS NON2XX ERRORS REUSED BUSY CPU_US OTHER
+
+# CPU time the server has used so far (user + system), in clock ticks. Divided by the requests
+# served it gives a cost per request, which a busy machine distorts less than requests/s.
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+server_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat" 2>/dev/null || echo 0; }
+
+# CPU time the whole machine has been busy, in ticks: user, nice, system and steal. Interrupt time
+# is left out: loopback traffic is mostly handled in softirq, charged to no process.
+box_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $9; exit }' /proc/stat; }
+# CPU time of this script's finished children (wrk), in ticks, from the `times` builtin. It runs
+# in this shell (a subshell would report its own children), so the result goes to a variable.
+children_ticks() { # VAR
+    times >"$WORK/times"
+    printf -v "$1" '%s' "$(awk -v hz="$CLK_TCK" 'NR == 2 {
+        t = 0
+        for (i = 1; i <= 2; i++) { split($i, p, "m"); t += p[1] * 60 + p[2] }
+        printf "%d", t * hz }' "$WORK/times")"
+}
+NCPU=$(nproc)
+
+# Whether a compiler is running: on a 2-core machine it takes CPU from both server and wrk.
+compiler_running() { pgrep -x rustc >/dev/null || pgrep -x cargo >/dev/null; }
+
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
+
+# run_wrk NAME SCRIPT SECONDS [VAR=value ...]: runs wrk, stores its summary under NAME.
+run_wrk() {
+    local name=$1 script=$2 seconds=$3
+    shift 3
+    local out="$WORK/wrk-$name.log"
+    local ticks_before box_before wrk_before
+    ticks_before=$(server_ticks)
+    box_before=$(box_ticks)
+    children_ticks wrk_before
+    # In the background, so that Ctrl-C or SIGTERM reaches the clean-up at once.
+    env KF_WRK_DIR="$WRK_DIR" KF_THREADS="$THREADS" "$@" \
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" --latency -s "$WRK_DIR/$script" "$BASE" \
+        >"$out" 2>&1 &
+    WRK_PID=$!
+    if ! wait "$WRK_PID"; then
+        WRK_PID=""
+        cat "$out" >&2
+        die "wrk failed in scenario '$name'"
+    fi
+    WRK_PID=""
+    local ticks_after box_after wrk_after
+    ticks_after=$(server_ticks)
+    box_after=$(box_ticks)
+    children_ticks wrk_after
+    # Share of the machine used by anything but the server and wrk during the scenario.
+    OTHER[$name]=$(awk -v box=$((box_after - box_before)) -v srv=$((ticks_after - ticks_before)) \
+        -v wrk=$((wrk_after - wrk_before)) -v cap="$((NCPU * CLK_TCK * seconds))" \
+        'BEGIN{ o = (box - srv - wrk) / cap * 100; if (o < 0) o = 0; printf "%.0f", o }')
+    BUSY[$name]=""
+    ((OTHER[$name] < 10)) || BUSY[$name]="*"
+    ((VERBOSE)) && sed 's/^/    /' "$out" >&2
+    local line
+    line=$(grep '^KFBENCH ' "$out") || {
+        cat "$out" >&2
+        die "wrk printed no summary in scenario '$name'"
+    }
+    RPS[$name]=$(field rps "$line")
+    P99[$name]=$(field p99_us "$line")
+    REQS[$name]=$(field requests "$line")
+    NON2XX[$name]=$(field non2xx "$line")
+    ERRORS[$name]=$(field errors "$line")
+    REUSED[$name]=$(field reused "$line")
+    CPU_US[$name]=$(awk -v t=$((ticks_after - ticks_before)) -v hz="$CLK_TCK" -v n="${REQS[$name]}" \
+        'BEGIN{ if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "-" }')
+    log "$(printf '%-18s %8.0f req/s   p99 %7.2f ms   server CPU %6s us/req   other load %3s%%   non-2xx %s   errors %s' \
+        "$name" "${RPS[$name]}" "$(awk -v u="${P99[$name]}" 'BEGIN{print u/1000}')" \
+        "${CPU_US[$name]}" "${OTHER[$name]}" "${NON2XX[$name]}" "${ERRORS[$name]}")"
+}
+
+count_tokens() { # files... -> number of complete tokens in them
+    cat "$@" 2>/dev/null | grep -cE '^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$' || true
+}
+
+if compiler_running; then
+    log "WARNING: cargo/rustc is running on this machine; results will be noisy"
+fi
+
+START=$SECONDS
+log "$DURATION s per scenario, wrk -t$THREADS -c$CONNECTIONS; warming up for $WARMUP s"
+if ((WARMUP > 0)); then
+    run_wrk warmup get.lua "$WARMUP" KF_PATH=/healthz
+fi
+
+run_wrk healthz get.lua "$DURATION" KF_PATH=/healthz
+run_wrk whoami_key get.lua "$DURATION" KF_PATH=/auth/whoami KF_BEARER="$API_KEY"
+run_wrk whoami_jwt get.lua "$DURATION" KF_PATH=/auth/whoami KF_BEARER="$JWT"
+run_wrk mint mint.lua "$DURATION" KF_BEARER="$API_KEY" KF_TOKENS_OUT="$WORK/minted"
+
+# Tokens for the fresh-JWT scenario: a full signature check costs about as much as a whole bare
+# request, so that scenario should not exceed half the /healthz rate; have 10% more than that.
+if [[ -z $FRESH_TOKENS ]]; then
+    FRESH_TOKENS=$(awk -v r="${RPS[healthz]}" -v d="$DURATION" \
+        'BEGIN{n=int(r/2*d*1.1); if (n<20000) n=20000; print n}')
+fi
+HAVE=$(count_tokens "$WORK"/minted.*)
+if ((HAVE < FRESH_TOKENS)); then
+    log "minting $((FRESH_TOKENS - HAVE)) more tokens for the fresh-JWT scenario (unmeasured, at most ${MINT_MAX_SECONDS} s)"
+    env KF_WRK_DIR="$WRK_DIR" KF_THREADS="$THREADS" KF_BEARER="$API_KEY" KF_TOKENS_OUT="$WORK/topup" \
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"${MINT_MAX_SECONDS}s" -s "$WRK_DIR/mint.lua" "$BASE" \
+        >"$WORK/wrk-topup.log" 2>&1 &
+    WRK_PID=$!
+    while kill -0 "$WRK_PID" 2>/dev/null; do
+        sleep 0.5
+        if (($(cat "$WORK"/topup.* 2>/dev/null | wc -l) + HAVE >= FRESH_TOKENS)); then
+            kill -INT "$WRK_PID" 2>/dev/null || true
+            break
+        fi
+    done
+    wait "$WRK_PID" || die "minting extra tokens failed: $(cat "$WORK/wrk-topup.log")"
+    WRK_PID=""
+    line=$(grep '^KFBENCH ' "$WORK/wrk-topup.log" || true)
+    [[ $(field non2xx "$line") == 0 ]] || die "minting extra tokens got non-2xx answers: $line"
+fi
+cat "$WORK"/minted.* "$WORK"/topup.* 2>/dev/null |
+    grep -E '^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$' >"$WORK/tokens" || true
+TOKENS=$(wc -l <"$WORK/tokens")
+DISTINCT=$(sort -u "$WORK/tokens" | wc -l)
+((DISTINCT == TOKENS)) || die "the minted tokens are not all distinct ($DISTINCT of $TOKENS)"
+((TOKENS >= THREADS)) || die "no tokens were minted"
+log "$TOKENS distinct tokens for the fresh-JWT scenario"
+
+run_wrk whoami_fresh_jwt fresh_jwt.lua "$DURATION" KF_TOKENS_FILE="$WORK/tokens"
+
+RSS_KB=$(ps -o rss= -p "$SERVER_PID" 2>/dev/null | tr -d ' ' || true)
+ELAPSED=$((SECONDS - START))
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n1)
+base=${RPS[healthz]}
+
+row() { # NAME LABEL TARGET-KIND
+    local name=$1 label=$2 target=$3 verdict="-"
+    local rps=${RPS[$name]} ratio
+    ratio=$(awk -v a="$rps" -v b="$base" 'BEGIN{printf "%.2f", a/b}')
+    case $target in
+        ratio80) verdict=$(awk -v a="$rps" -v b="$base" 'BEGIN{print (a / b >= 0.8) ? ">= 0.80x: met" : ">= 0.80x: MISSED"}') ;;
+        mint5k) ((USE_POSTGRES)) || verdict=$(awk -v r="$rps" 'BEGIN{print (r >= 5000) ? ">= 5000/s: met" : ">= 5000/s: MISSED"}') ;;
+    esac
+    printf '| %-34s | %9.0f | %8.2f | %6sx | %-18s | %10s | %5s%% | %7s | %6s |\n' \
+        "$label${BUSY[$name]}" "$rps" "$(awk -v u="${P99[$name]}" 'BEGIN{print u/1000}')" "$ratio" \
+        "$verdict" "${CPU_US[$name]}" "${OTHER[$name]}" "${NON2XX[$name]}" "${ERRORS[$name]}"
+}
+
+echo
+echo "Keyfob load test: $(date -u '+%Y-%m-%d %H:%M UTC'), $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' + local changes')"
+echo "machine: $(nproc) cores, ${cpu_model:-unknown CPU}; load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "storage: ${BACKEND%% (*}; wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s per scenario, on loopback"
+echo
+printf '| %-34s | %9s | %8s | %7s | %-18s | %10s | %6s | %7s | %6s |\n' "scenario" "req/s" "p99 ms" \
+    "vs hz" "target" "CPU us/req" "other" "non-2xx" "errors"
+printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' "------------------------------------" "----------:" \
+    "---------:" "--------:" "--------------------" "-----------:" "-------:" "--------:" "-------:"
+row healthz "1. GET /healthz" none
+row whoami_key "2. GET /auth/whoami, API key" ratio80
+row whoami_jwt "3. GET /auth/whoami, same JWT" ratio80
+row whoami_fresh_jwt "4. GET /auth/whoami, new JWT each" none
+row mint "5. POST /auth (mint)" mint5k
+echo
+echo "vs hz = requests/s relative to GET /healthz in this run; CPU us/req = server CPU time (user +"
+echo "system) per request; other = share of all $NCPU cores used by anything but the server and wrk"
+echo "(other programs, steal); errors = wrk socket errors and timeouts."
+((USE_POSTGRES)) && echo "With --postgres, PostgreSQL's own CPU time counts as other."
+for name in healthz whoami_key whoami_jwt whoami_fresh_jwt mint; do
+    if [[ -n ${BUSY[$name]} ]]; then
+        echo "* other load of 10% or more during this scenario: its figures are unreliable."
+        break
+    fi
+done
+echo "scenario 4 used $TOKENS distinct tokens; requests that reused one: ${REUSED[whoami_fresh_jwt]}."
+[[ -n $RSS_KB ]] && echo "server RSS after the run: $((RSS_KB / 1024)) MB; load phase took ${ELAPSED} s."
+
+status=0
+if ((${REUSED[whoami_fresh_jwt]} > 0)); then
+    echo "WARNING: scenario 4 ran out of fresh tokens and reused some (cache hits); raise FRESH_TOKENS." >&2
+fi
+for name in healthz whoami_key whoami_jwt whoami_fresh_jwt mint; do
+    if ((${NON2XX[$name]} > 0 || ${ERRORS[$name]} > 0)); then
+        echo "WARNING: scenario '$name' had ${NON2XX[$name]} non-2xx answers and ${ERRORS[$name]} socket errors." >&2
+        status=1
+    fi
+done
+exit "$status"
