@@ -372,23 +372,23 @@ macro_rules! impl_store {
             }
 
             async fn insert_tokens(&self, tokens: &[$crate::TokenRow]) -> $crate::Result<()> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                for t in tokens {
-                    sqlx::query(
-                        "INSERT INTO tokens (jti, account_id, api_key_id, subject, permissions, issued_at, expires_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .bind(&t.jti)
-                    .bind(&t.account_id)
-                    .bind(&t.api_key_id)
-                    .bind(&t.subject)
-                    .bind(&t.permissions)
-                    .bind(t.issued_at)
-                    .bind(t.expires_at)
-                    .execute(&mut *tx)
-                    .await?;
+                if tokens.is_empty() {
+                    return Ok(());
                 }
-                tx.commit().await?;
+                // One multi-row statement: a round trip per batch, not per token.
+                let mut insert = sqlx::QueryBuilder::<<Self as $crate::sql::JsonDialect>::Db>::new(
+                    "INSERT INTO tokens (jti, account_id, api_key_id, subject, permissions, issued_at, expires_at) ",
+                );
+                insert.push_values(tokens, |mut row, t| {
+                    row.push_bind(&t.jti)
+                        .push_bind(&t.account_id)
+                        .push_bind(&t.api_key_id)
+                        .push_bind(&t.subject)
+                        .push_bind(&t.permissions)
+                        .push_bind(t.issued_at)
+                        .push_bind(t.expires_at);
+                });
+                insert.build().execute(&self.pool).await?;
                 Ok(())
             }
 

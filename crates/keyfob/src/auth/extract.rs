@@ -76,9 +76,6 @@ pub fn authenticate(state: &AppState, header: &str) -> Result<Principal, ApiErro
             {
                 return Err(ApiError::Unauthorized("the token has been revoked".into()));
             }
-            let permissions = PermissionSet::parse(&claims.permissions).map_err(|_| {
-                ApiError::Unauthorized("the token's permissions are malformed".into())
-            })?;
             Ok(Principal {
                 kind: PrincipalKind::Jwt {
                     jti: claims.jti.clone(),
@@ -87,7 +84,7 @@ pub fn authenticate(state: &AppState, header: &str) -> Result<Principal, ApiErro
                 },
                 account_id: claims.account_id.clone(),
                 subject: claims.sub.clone(),
-                permissions,
+                permissions: claims.permission_set.clone(),
                 expires_at: Some(claims.exp),
             })
         }

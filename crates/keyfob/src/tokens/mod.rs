@@ -6,4 +6,4 @@ mod service;
 
 pub use keys::{KeySet, generate_signing_key, load_key_set};
 pub use recorder::TokenRecorder;
-pub use service::{TokenError, TokenService};
+pub use service::{TokenError, TokenService, Verified};

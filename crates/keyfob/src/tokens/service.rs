@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Header, Validation, decode, decode_header, encode};
-use keyfob_domain::Claims;
+use keyfob_domain::{Claims, PermissionSet};
 use quick_cache::sync::Cache;
 use sha2::{Digest, Sha256};
 
@@ -38,13 +38,30 @@ pub enum TokenError {
     WrongAudience,
     #[error("no signing key is active")]
     NoSigningKey,
+    #[error("the token's permissions are malformed")]
+    BadPermissions,
+}
+
+/// A token whose signature and claims checked out, with its permissions already parsed.
+#[derive(Debug)]
+pub struct Verified {
+    pub claims: Claims,
+    pub permission_set: PermissionSet,
+}
+
+impl std::ops::Deref for Verified {
+    type Target = Claims;
+
+    fn deref(&self) -> &Claims {
+        &self.claims
+    }
 }
 
 pub struct TokenService {
     keys: RwLock<Arc<KeySet>>,
     issuer: String,
     audience: String,
-    verified: Cache<[u8; 32], Arc<Claims>>,
+    verified: Cache<[u8; 32], Arc<Verified>>,
 }
 
 impl TokenService {
@@ -85,7 +102,7 @@ impl TokenService {
     }
 
     /// Verifies a JWT's signature, algorithm, issuer, audience and times.
-    pub fn verify(&self, token: &str, now_secs: i64) -> Result<Arc<Claims>, TokenError> {
+    pub fn verify(&self, token: &str, now_secs: i64) -> Result<Arc<Verified>, TokenError> {
         let fingerprint: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(claims) = self.verified.get(&fingerprint) {
             if claims.exp + LEEWAY_SECS as i64 > now_secs {
@@ -117,8 +134,13 @@ impl TokenService {
                 ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
                 _ => TokenError::Malformed,
             })?;
-        let claims = Arc::new(data.claims);
-        self.verified.insert(fingerprint, claims.clone());
-        Ok(claims)
+        let permissions = PermissionSet::parse(&data.claims.permissions)
+            .map_err(|_| TokenError::BadPermissions)?;
+        let verified = Arc::new(Verified {
+            claims: data.claims,
+            permission_set: permissions,
+        });
+        self.verified.insert(fingerprint, verified.clone());
+        Ok(verified)
     }
 }

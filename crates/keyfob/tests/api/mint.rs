@@ -124,3 +124,24 @@ both_backends! {
         expect_error(response, 401, "unauthorized").await;
     }
 }
+
+both_backends! {
+    async fn concurrent_mints_are_all_recorded(app) {
+        let (account, key) = app.account_with_key().await;
+        let body = json!({"permissions": ["deals.read"]});
+        let mints: Vec<_> = (0..40)
+            .map(|_| tokio::spawn(app.request(Method::POST, "/auth", Some(&key)).json(&body).send()))
+            .collect();
+        let mut jtis = std::collections::HashSet::new();
+        for mint in mints {
+            let response = mint.await.unwrap().unwrap();
+            assert_eq!(response.status(), 201);
+            let token: Value = response.json().await.unwrap();
+            let who: Value = app.get("/auth/whoami", token["token"].as_str().unwrap()).send().await.unwrap().json().await.unwrap();
+            jtis.insert(who["jti"].as_str().unwrap().to_owned());
+        }
+        let recorded: std::collections::HashSet<String> = app.state.store.list_tokens(&account, 100).await.unwrap().into_iter().map(|t| t.jti).collect();
+        assert_eq!(jtis.len(), 40);
+        assert_eq!(recorded, jtis);
+    }
+}
