@@ -4,13 +4,24 @@
 #   bench/run.sh [--postgres] [--no-build]
 #
 # It builds the release binary, makes a throw-away data directory with one account and one API
-# key, starts `keyfob serve` on a free loopback port and runs five scenarios against it:
+# key, starts `keyfob serve` on a free loopback port and runs eight scenarios against it:
 #
 #   1. GET /healthz                         the bare HTTP stack: the baseline for the ratios
 #   2. GET /auth/whoami, API key            SHA-256 of the key + in-memory lookup
 #   3. GET /auth/whoami, one JWT repeated   verified-token cache hit (SHA-256 of the token)
 #   4. GET /auth/whoami, a new JWT each time  a full Ed25519 signature check per request
 #   5. POST /auth                           mint a JWT: sign + record it in the database
+#   6. POST /auth/token, authorization_code  exchange a code: start a user session, sign, store
+#   7. POST /auth/token, refresh_token       rotate a session's refresh token
+#   8. GET /auth/whoami, API key, while a second wrk (1 thread, FLOOD_CONNECTIONS connections)
+#      posts wrong-password logins, each with a new email; 400 = a password was checked,
+#      429 = the rate limit refused it first (both expected, counted apart)
+#
+# Scenario 6 needs codes: an application and an end user are made with the CLI, the user logs in
+# and allows the application once over HTTP (curl and a cookie jar), and then codes are harvested
+# (unmeasured) with GET /auth and the user's cookie, which answers 302 with a new code. Codes live
+# 60 s, so they are harvested right before scenario 6. Scenario 6 saves the refresh tokens it gets;
+# scenario 7 uses each once, and goes on with the rotated ones it receives if they run out.
 #
 # Scenario 5 runs before 4 and saves the tokens it receives; more are minted (unmeasured) if
 # scenario 4 needs more, so every request of scenario 4 carries a token never seen before.
@@ -22,6 +33,8 @@
 #   WARMUP=2           seconds of unmeasured /healthz load before scenario 1
 #   FRESH_TOKENS=      tokens to have for scenario 4 (default: enough for half the /healthz rate)
 #   MINT_MAX_SECONDS=60  longest time spent minting extra tokens for scenario 4
+#   CODES=             codes to harvest for scenario 6 (default: 2,000 per second of DURATION)
+#   FLOOD_CONNECTIONS=16  connections of the login flood in scenario 8
 #   PG_URL=postgres://postgres@127.0.0.1:5432/test   the database --postgres uses (a new schema
 #                      is created in it and dropped afterwards)
 #   KEYFOB_BIN=        run this binary instead of building target/release/keyfob
@@ -49,6 +62,8 @@ THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-2}
 FRESH_TOKENS=${FRESH_TOKENS:-}
 MINT_MAX_SECONDS=${MINT_MAX_SECONDS:-60}
+CODES=${CODES:-}
+FLOOD_CONNECTIONS=${FLOOD_CONNECTIONS:-16}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/test}
 VERBOSE=${VERBOSE:-0}
 
@@ -75,12 +90,15 @@ die() {
 }
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
-for name in DURATION CONNECTIONS THREADS WARMUP MINT_MAX_SECONDS; do
+for name in DURATION CONNECTIONS THREADS WARMUP MINT_MAX_SECONDS FLOOD_CONNECTIONS; do
     is_uint "${!name}" || die "$name must be a whole number, not '${!name}'"
 done
 ((DURATION > 0)) || die "DURATION must be at least 1"
 ((THREADS > 0 && CONNECTIONS >= THREADS)) || die "need THREADS >= 1 and CONNECTIONS >= THREADS"
 [[ -z $FRESH_TOKENS ]] || is_uint "$FRESH_TOKENS" || die "FRESH_TOKENS must be a whole number"
+[[ -z $CODES ]] || is_uint "$CODES" || die "CODES must be a whole number"
+((DURATION <= 40)) || die "DURATION must be at most 40 (the codes of scenario 6 live 60 s)"
+((FLOOD_CONNECTIONS > 0)) || die "FLOOD_CONNECTIONS must be at least 1"
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH_DIR/.." && pwd)
@@ -100,15 +118,19 @@ log() { printf '==> %s\n' "$*" >&2; }
 WORK=""
 SERVER_PID=""
 WRK_PID=""
+FLOOD_PID=""
 PG_SCHEMA=""
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    if [[ -n $WRK_PID ]] && kill -0 "$WRK_PID" 2>/dev/null; then
-        kill "$WRK_PID" 2>/dev/null || true
-        wait "$WRK_PID" 2>/dev/null || true
-    fi
+    local pid
+    for pid in "$WRK_PID" "$FLOOD_PID"; do
+        if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
     if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill -TERM "$SERVER_PID" 2>/dev/null || true
         for _ in $(seq 1 50); do
@@ -174,6 +196,18 @@ printf '%s' "bench-password-$RANDOM$RANDOM" | kf accounts create --email "$EMAIL
     die "keyfob accounts create failed"
 API_KEY=$(kf keys create --account "$EMAIL" --name bench) || die "keyfob keys create failed"
 [[ $API_KEY == kf_* ]] || die "keyfob keys create printed something that is not a key"
+
+# An application and an end user for the user-session scenarios (6-7).
+REDIRECT_URI="http://localhost:9/cb"
+USER_EMAIL="bench-user@example.com"
+USER_PASSWORD="Kf-bench-user-$RANDOM$RANDOM"
+app=$(kf apps create --account "$EMAIL" --name bench --redirect-uri "$REDIRECT_URI" \
+    --max-permissions deals.read,deals.write) || die "keyfob apps create failed"
+CLIENT_ID=$(sed -n 's/.*"client_id" *: *"\([^"]*\)".*/\1/p' <<<"$app")
+CLIENT_SECRET=$(sed -n 's/.*"client_secret" *: *"\([^"]*\)".*/\1/p' <<<"$app")
+[[ -n $CLIENT_ID && -n $CLIENT_SECRET ]] || die "keyfob apps create printed no client_id/secret: $app"
+printf '%s' "$USER_PASSWORD" | kf users create --email "$USER_EMAIL" >/dev/null ||
+    die "keyfob users create failed"
 
 # ---------------------------------------------------------------------------------------------
 # Server
@@ -245,6 +279,41 @@ JWT=$(head -n1 <<<"$reply" | sed -n 's/.*"token" *: *"\([^"]*\)".*/\1/p')
 [[ -n $JWT ]] || die "POST /auth returned no token: $reply"
 code=$(http_code GET /auth/whoami -H "Authorization: Bearer $JWT")
 [[ $code == 200 ]] || die "GET /auth/whoami with a JWT answered $code, not 200"
+
+# Log the end user in and allow the application once, as a browser would.
+JAR="$WORK/cookies"
+AUTH_QUERY="client_id=$CLIENT_ID&redirect_uri=http%3A%2F%2Flocalhost%3A9%2Fcb&permissions=deals.read&state=x"
+browse() { # METHOD-ARGS... URL -> prints the headers (body in $WORK/page)
+    curl -s --max-time 5 -c "$JAR" -b "$JAR" -D - -o "$WORK/page" "$@"
+}
+location() { sed -n 's/^[Ll]ocation: *//p' | tr -d '\r'; }
+unescape() { sed 's/&#38;/\&/g; s/&amp;/\&/g; s/&#34;/"/g; s/&quot;/"/g; s/&lt;/</g; s/&gt;/>/g'; }
+hidden_fields() { # FORM-ACTION -> curl --data-urlencode arguments, one per line, from $WORK/page
+    sed -n "/action=\"${1//\//\\/}\"/,/<\/form>/p" "$WORK/page" |
+        sed -n 's/.*<input type="hidden" name="\([^"]*\)" value="\([^"]*\)".*/\1=\2/p' | unescape
+}
+to_login=$(browse "$BASE/auth?$AUTH_QUERY" | location)
+[[ $to_login == /auth/login* ]] || die "GET /auth did not redirect to the login page: '$to_login'"
+browse "$BASE$to_login" >/dev/null
+mapfile -t form < <(hidden_fields /auth/login)
+args=()
+for f in "${form[@]}"; do args+=(--data-urlencode "$f"); done
+back=$(browse "${args[@]}" --data-urlencode "email=$USER_EMAIL" \
+    --data-urlencode "password=$USER_PASSWORD" "$BASE/auth/login" | location)
+[[ $back == /auth\?* ]] || die "logging in did not lead back to /auth: '$back'"
+browse "$BASE$back" >/dev/null
+mapfile -t form < <(hidden_fields /auth/consent)
+((${#form[@]} > 0)) || die "no consent page after logging in"
+args=()
+for f in "${form[@]}"; do args+=(--data-urlencode "$f"); done
+granted=$(browse "${args[@]}" --data-urlencode permission=deals.read --data-urlencode decision=allow \
+    "$BASE/auth/consent" | location)
+[[ $granted == "$REDIRECT_URI?code="* ]] || die "allowing the application did not give a code: '$granted'"
+USER_COOKIE=$(awk -F'\t' 'NF >= 7 && $6 ~ /^kf_user/ { printf "%s%s=%s", sep, $6, $7; sep = "; " }' "$JAR")
+LOGIN_CSRF=$(awk -F'\t' 'NF >= 7 && $6 == "kf_user_form" { print $7 }' "$JAR")
+[[ -n $LOGIN_CSRF ]] || die "no kf_user_form cookie after the login page"
+again=$(curl -s --max-time 5 -o /dev/null -w '%{http_code} %{redirect_url}' -H "Cookie: $USER_COOKIE" "$BASE/auth?$AUTH_QUERY")
+[[ $again == "302 $REDIRECT_URI?code="* ]] || die "GET /auth with the user's cookie answered '$again', not a 302 with a code"
 
 # ---------------------------------------------------------------------------------------------
 # Load
@@ -378,6 +447,63 @@ log "$TOKENS distinct tokens for the fresh-JWT scenario"
 
 run_wrk whoami_fresh_jwt fresh_jwt.lua "$DURATION" KF_TOKENS_FILE="$WORK/tokens"
 
+# Codes for scenario 6, harvested just before it (they live 60 s): GET /auth with the user's cookie.
+if [[ -z $CODES ]]; then
+    CODES=$((DURATION * 2000 > 5000 ? DURATION * 2000 : 5000))
+fi
+HARVEST_MAX=$((55 - DURATION))
+log "harvesting $CODES authorization codes (unmeasured, at most ${HARVEST_MAX} s)"
+env KF_WRK_DIR="$WRK_DIR" KF_THREADS="$THREADS" KF_QUERY="$AUTH_QUERY" KF_COOKIE="$USER_COOKIE" \
+    KF_CODES_OUT="$WORK/codes" \
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${HARVEST_MAX}s" -s "$WRK_DIR/harvest_codes.lua" "$BASE" \
+    >"$WORK/wrk-harvest.log" 2>&1 &
+WRK_PID=$!
+harvest_start=$SECONDS
+while kill -0 "$WRK_PID" 2>/dev/null; do
+    sleep 0.5
+    if (($(cat "$WORK"/codes.* 2>/dev/null | wc -l) >= CODES)); then
+        kill -INT "$WRK_PID" 2>/dev/null || true
+        break
+    fi
+done
+wait "$WRK_PID" || die "harvesting codes failed: $(cat "$WORK/wrk-harvest.log")"
+WRK_PID=""
+line=$(grep '^KFBENCH ' "$WORK/wrk-harvest.log" || true)
+[[ $(field non2xx "$line") == 0 ]] || die "harvesting codes got answers other than a 302 with a code: $line"
+cat "$WORK"/codes.* | grep -E '^[A-Za-z0-9_-]+$' >"$WORK/code-list" || true
+HARVESTED=$(wc -l <"$WORK/code-list")
+(($(sort -u "$WORK/code-list" | wc -l) == HARVESTED)) || die "the harvested codes are not all distinct"
+((HARVESTED >= THREADS)) || die "no codes were harvested"
+log "$HARVESTED distinct codes in $((SECONDS - harvest_start)) s ($(field rps "$line") req/s)"
+
+run_wrk code_exchange token_grant.lua "$DURATION" KF_GRANT=authorization_code \
+    KF_GRANTS_FILE="$WORK/code-list" KF_REDIRECT_URI="$REDIRECT_URI" KF_CLIENT_ID="$CLIENT_ID" \
+    KF_CLIENT_SECRET="$CLIENT_SECRET" KF_REFRESH_OUT="$WORK/refresh"
+cat "$WORK"/refresh.* 2>/dev/null | grep -E '^kfr_[A-Za-z0-9_-]+$' >"$WORK/refresh-list" || true
+REFRESH_TOKENS=$(wc -l <"$WORK/refresh-list")
+((REFRESH_TOKENS >= THREADS)) || die "scenario 6 gave no refresh tokens"
+log "$REFRESH_TOKENS refresh tokens for the refresh scenario"
+
+run_wrk refresh token_grant.lua "$DURATION" KF_GRANT=refresh_token \
+    KF_GRANTS_FILE="$WORK/refresh-list" KF_CLIENT_ID="$CLIENT_ID" KF_CLIENT_SECRET="$CLIENT_SECRET"
+
+# Scenario 8: scenario 2 again, with a login flood running for the same time.
+env KF_WRK_DIR="$WRK_DIR" KF_CSRF="$LOGIN_CSRF" \
+    wrk -t1 -c"$FLOOD_CONNECTIONS" -d"${DURATION}s" -s "$WRK_DIR/login_flood.lua" "$BASE" \
+    >"$WORK/wrk-flood.log" 2>&1 &
+FLOOD_PID=$!
+run_wrk whoami_flood get.lua "$DURATION" KF_PATH=/auth/whoami KF_BEARER="$API_KEY"
+wait "$FLOOD_PID" || die "the login flood failed: $(cat "$WORK/wrk-flood.log")"
+FLOOD_PID=""
+line=$(grep '^KFBENCH ' "$WORK/wrk-flood.log") || die "the login flood printed no summary: $(cat "$WORK/wrk-flood.log")"
+FLOOD_REQS=$(field requests "$line")
+FLOOD_SECONDS=$(field seconds "$line")
+FLOOD_OTHER=$(field non2xx "$line")
+FLOOD_ERRORS=$(field errors "$line")
+line=$(grep '^KFFLOOD ' "$WORK/wrk-flood.log") || die "the login flood printed no counts"
+FLOOD_CHECKED=$(field checked "$line")
+FLOOD_LIMITED=$(field limited "$line")
+
 RSS_KB=$(ps -o rss= -p "$SERVER_PID" 2>/dev/null | tr -d ' ' || true)
 ELAPSED=$((SECONDS - START))
 
@@ -394,6 +520,7 @@ row() { # NAME LABEL TARGET-KIND
     case $target in
         ratio80) verdict=$(awk -v a="$rps" -v b="$base" 'BEGIN{print (a / b >= 0.8) ? ">= 0.80x: met" : ">= 0.80x: MISSED"}') ;;
         mint5k) ((USE_POSTGRES)) || verdict=$(awk -v r="$rps" 'BEGIN{print (r >= 5000) ? ">= 5000/s: met" : ">= 5000/s: MISSED"}') ;;
+        refresh2k) ((USE_POSTGRES)) || verdict=$(awk -v r="$rps" 'BEGIN{print (r >= 2000) ? ">= 2000/s: met" : ">= 2000/s: MISSED"}') ;;
     esac
     printf '| %-34s | %9.0f | %8.2f | %6sx | %-18s | %10s | %5s%% | %7s | %6s |\n' \
         "$label${BUSY[$name]}" "$rps" "$(awk -v u="${P99[$name]}" 'BEGIN{print u/1000}')" "$ratio" \
@@ -414,25 +541,47 @@ row whoami_key "2. GET /auth/whoami, API key" ratio80
 row whoami_jwt "3. GET /auth/whoami, same JWT" ratio80
 row whoami_fresh_jwt "4. GET /auth/whoami, new JWT each" none
 row mint "5. POST /auth (mint)" mint5k
+row code_exchange "6. POST /auth/token, code" none
+row refresh "7. POST /auth/token, refresh" refresh2k
+row whoami_flood "8. whoami, API key, login flood" none
 echo
 echo "vs hz = requests/s relative to GET /healthz in this run; CPU us/req = server CPU time (user +"
 echo "system) per request; other = share of all $NCPU cores used by anything but the server and wrk"
 echo "(other programs, steal); errors = wrk socket errors and timeouts."
 ((USE_POSTGRES)) && echo "With --postgres, PostgreSQL's own CPU time counts as other."
-for name in healthz whoami_key whoami_jwt whoami_fresh_jwt mint; do
+ALL_SCENARIOS=(healthz whoami_key whoami_jwt whoami_fresh_jwt mint code_exchange refresh whoami_flood)
+for name in "${ALL_SCENARIOS[@]}"; do
     if [[ -n ${BUSY[$name]} ]]; then
         echo "* other load of 10% or more during this scenario: its figures are unreliable."
         break
     fi
 done
 echo "scenario 4 used $TOKENS distinct tokens; requests that reused one: ${REUSED[whoami_fresh_jwt]}."
+echo "scenario 6 had $HARVESTED distinct codes, each sent once; requests after they ran out: ${REUSED[code_exchange]}."
+echo "scenario 7 had $REFRESH_TOKENS refresh tokens from scenario 6, each sent once; requests that used a"
+echo "token rotated during scenario 7 instead (also each once): ${REUSED[refresh]}."
+echo "scenario 8: whoami ${RPS[whoami_flood]%.*} req/s, p99 $(awk -v u="${P99[whoami_flood]}" 'BEGIN{print u/1000}') ms under the flood, against ${RPS[whoami_key]%.*} req/s, p99 $(awk -v u="${P99[whoami_key]}" 'BEGIN{print u/1000}') ms alone (scenario 2);"
+echo "  the flood (wrk -t1 -c$FLOOD_CONNECTIONS) sent $FLOOD_REQS wrong-password logins in ${FLOOD_SECONDS} s: $FLOOD_CHECKED had their password"
+echo "  checked (400, $(awk -v c="$FLOOD_CHECKED" -v t="$FLOOD_SECONDS" 'BEGIN{printf "%.1f", c/t}')/s), $FLOOD_LIMITED were refused by the rate limit (429), $FLOOD_OTHER other answers, $FLOOD_ERRORS socket errors."
+echo "  Row 8's CPU us/req divides all the server's CPU time, the flood's share included, by the whoami"
+echo "  requests alone."
 [[ -n $RSS_KB ]] && echo "server RSS after the run: $((RSS_KB / 1024)) MB; load phase took ${ELAPSED} s."
 
 status=0
 if ((${REUSED[whoami_fresh_jwt]} > 0)); then
     echo "WARNING: scenario 4 ran out of fresh tokens and reused some (cache hits); raise FRESH_TOKENS." >&2
 fi
-for name in healthz whoami_key whoami_jwt whoami_fresh_jwt mint; do
+if ((${REUSED[code_exchange]} > 0)); then
+    echo "WARNING: scenario 6 ran out of codes (a thread stopped early, so its req/s is understated); raise CODES." >&2
+fi
+if ((${REUSED[refresh]} > 0)); then
+    echo "NOTE: scenario 7 had too few refresh tokens from scenario 6 and used ${REUSED[refresh]} rotated ones." >&2
+fi
+if ((FLOOD_OTHER > 0 || FLOOD_ERRORS > 0)); then
+    echo "WARNING: the login flood had $FLOOD_OTHER answers other than 400/429 and $FLOOD_ERRORS socket errors." >&2
+    status=1
+fi
+for name in "${ALL_SCENARIOS[@]}"; do
     if ((${NON2XX[$name]} > 0 || ${ERRORS[$name]} > 0)); then
         echo "WARNING: scenario '$name' had ${NON2XX[$name]} non-2xx answers and ${ERRORS[$name]} socket errors." >&2
         status=1
