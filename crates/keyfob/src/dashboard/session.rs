@@ -105,8 +105,10 @@ impl FromRequestParts<AppState> for Session {
     }
 }
 
-/// A cookie only the dashboard's pages receive and no script can read, that lasts `max_age`.
-fn cookie(
+/// A cookie only the pages under `path` receive and no script can read, that lasts `max_age`.
+/// Shared by the dashboard and the end-user pages.
+pub(crate) fn cookie(
+    path: &'static str,
     name: &'static str,
     value: String,
     secure: bool,
@@ -114,7 +116,7 @@ fn cookie(
     max_age: time::Duration,
 ) -> Cookie<'static> {
     Cookie::build((name, value))
-        .path(COOKIE_PATH)
+        .path(path)
         .http_only(true)
         .secure(secure)
         .same_site(same_site)
@@ -147,6 +149,7 @@ pub async fn start(
     };
     state.store.insert_session(&row).await?;
     Ok(jar.add(cookie(
+        COOKIE_PATH,
         SESSION_COOKIE,
         token,
         state.config.secure_cookies(),
@@ -165,6 +168,7 @@ pub async fn end(
         state.store.delete_session(&session.id_hash).await?;
     }
     let mut removal = cookie(
+        COOKIE_PATH,
         SESSION_COOKIE,
         String::new(),
         state.config.secure_cookies(),
@@ -186,6 +190,7 @@ pub fn form_token(state: &AppState, jar: CookieJar) -> (CookieJar, String) {
     }
     let token = random_token();
     let cookie = cookie(
+        COOKIE_PATH,
         FORM_COOKIE,
         token.clone(),
         state.config.secure_cookies(),

@@ -9,13 +9,14 @@ use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
-use axum_extra::extract::cookie::{Cookie, SameSite};
+use axum_extra::extract::cookie::SameSite;
 use keyfob_domain::secret::{constant_time_eq, hash_secret, random_token};
 use keyfob_store::{UserRow, UserSessionRow};
 
 use super::page::UserPageError;
 use crate::clock::now_ms;
 use crate::dashboard::page::PageError;
+use crate::dashboard::session::cookie;
 use crate::dashboard::session::looks_like_token;
 use crate::state::AppState;
 
@@ -95,22 +96,6 @@ impl FromRequestParts<AppState> for UserSession {
     }
 }
 
-fn cookie(
-    name: &'static str,
-    value: String,
-    secure: bool,
-    same_site: SameSite,
-    max_age: time::Duration,
-) -> Cookie<'static> {
-    Cookie::build((name, value))
-        .path(COOKIE_PATH)
-        .http_only(true)
-        .secure(secure)
-        .same_site(same_site)
-        .max_age(max_age)
-        .build()
-}
-
 /// Logs `user` in and sets the cookie, ending first any login the browser already had, so a
 /// session id planted before login is never the one that gets signed in.
 pub async fn start(
@@ -135,6 +120,7 @@ pub async fn start(
     };
     state.store.insert_user_session(&row).await?;
     Ok(jar.add(cookie(
+        COOKIE_PATH,
         USER_COOKIE,
         token,
         state.config.secure_cookies(),
@@ -146,6 +132,7 @@ pub async fn start(
 /// Clears the login cookie (the caller ends the login in the database).
 pub fn clear(state: &AppState, jar: CookieJar) -> CookieJar {
     let mut removal = cookie(
+        COOKIE_PATH,
         USER_COOKIE,
         String::new(),
         state.config.secure_cookies(),
@@ -166,6 +153,7 @@ pub fn form_token(state: &AppState, jar: CookieJar) -> (CookieJar, String) {
     }
     let token = random_token();
     let cookie = cookie(
+        COOKIE_PATH,
         USER_FORM_COOKIE,
         token.clone(),
         state.config.secure_cookies(),
