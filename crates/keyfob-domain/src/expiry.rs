@@ -63,7 +63,7 @@ impl ExpiryPolicy {
 
 /// RFC 3339 (`2027-01-01T00:00:00Z`, `…+02:00`), a date-time without offset (taken as UTC), or a
 /// date (midnight UTC).
-fn parse_instant(input: &str) -> Option<OffsetDateTime> {
+pub(crate) fn parse_instant(input: &str) -> Option<OffsetDateTime> {
     if let Ok(at) = OffsetDateTime::parse(input, &Rfc3339) {
         return Some(at);
     }

@@ -2,6 +2,7 @@
 //! is told apart and hashed, what an expiry may be, what a token claims, and how a resource query
 //! is read. Nothing here knows about HTTP or SQL, so every rule is unit-tested on its own.
 
+pub mod audit;
 pub mod claims;
 pub mod credential;
 pub mod email;

@@ -166,6 +166,15 @@ pub trait Store: Send + Sync + 'static {
     async fn changes_since(&self, since: i64) -> Result<Vec<Change>>;
     async fn prune_changes(&self, before: i64) -> Result<()>;
 
+    // The audit log: append-only, so there is no method to change or delete an event.
+    /// Appends events in one statement.
+    async fn insert_audit_events(&self, events: &[AuditEventRow]) -> Result<()>;
+    /// An account's events matching `filter`, newest first, and how many match in all.
+    async fn list_audit_events(
+        &self,
+        filter: &AuditFilter<'_>,
+    ) -> Result<(Vec<AuditEventRow>, u64)>;
+
     // Settings.
     async fn get_setting(&self, name: &str) -> Result<Option<String>>;
     /// Sets a value only if it is not set yet; returns the value that is set afterwards.

@@ -269,3 +269,36 @@ impl std::fmt::Debug for UserSessionRow {
             .finish_non_exhaustive()
     }
 }
+
+/// One event of the audit log. Never updated or deleted.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct AuditEventRow {
+    pub id: String,
+    /// The account the event belongs to; `None` for events no account owns (a failed login for an
+    /// unknown email).
+    pub account_id: Option<String>,
+    pub at: i64,
+    /// `api_key`, `token`, `owner`, `user`, `operator` or `system`.
+    pub actor_kind: String,
+    pub actor_id: String,
+    pub action: String,
+    /// What was acted on: a key id, a token id, `resource/record#field`, …
+    pub target: Option<String>,
+    pub ip: Option<String>,
+    /// A JSON object with more detail; never a secret or a sensitive value.
+    pub detail: Option<String>,
+}
+
+/// Which audit events of an account to list, newest first.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditFilter<'a> {
+    pub account_id: &'a str,
+    pub action: Option<&'a str>,
+    pub actor_id: Option<&'a str>,
+    /// Unix ms, inclusive.
+    pub since: Option<i64>,
+    /// Unix ms, exclusive.
+    pub until: Option<i64>,
+    pub limit: u32,
+    pub offset: u64,
+}

@@ -1137,6 +1137,66 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn insert_audit_events(
+                &self,
+                events: &[$crate::AuditEventRow],
+            ) -> $crate::Result<()> {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                let mut insert = sqlx::QueryBuilder::<<Self as $crate::sql::JsonDialect>::Db>::new(
+                    "INSERT INTO audit_events (id, account_id, at, actor_kind, actor_id, action, target, ip, detail) ",
+                );
+                insert.push_values(events, |mut row, e| {
+                    row.push_bind(&e.id)
+                        .push_bind(&e.account_id)
+                        .push_bind(e.at)
+                        .push_bind(&e.actor_kind)
+                        .push_bind(&e.actor_id)
+                        .push_bind(&e.action)
+                        .push_bind(&e.target)
+                        .push_bind(&e.ip)
+                        .push_bind(&e.detail);
+                });
+                insert.build().execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn list_audit_events(
+                &self,
+                f: &$crate::AuditFilter<'_>,
+            ) -> $crate::Result<(Vec<$crate::AuditEventRow>, u64)> {
+                // Operator events without an account (signing or master key rotations) concern
+                // every account.
+                const WHERE: &str = "(account_id = $1 OR (account_id IS NULL AND actor_kind = 'operator')) \
+                     AND ($2 IS NULL OR action = $2) \
+                     AND ($3 IS NULL OR actor_id = $3) AND ($4 IS NULL OR at >= $4) \
+                     AND ($5 IS NULL OR at < $5)";
+                let total: i64 =
+                    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM audit_events WHERE {WHERE}"))
+                        .bind(f.account_id)
+                        .bind(f.action)
+                        .bind(f.actor_id)
+                        .bind(f.since)
+                        .bind(f.until)
+                        .fetch_one(&self.pool)
+                        .await?;
+                let rows = sqlx::query_as(&format!(
+                    "SELECT id, account_id, at, actor_kind, actor_id, action, target, ip, detail \
+                     FROM audit_events WHERE {WHERE} ORDER BY at DESC, id DESC LIMIT $6 OFFSET $7"
+                ))
+                .bind(f.account_id)
+                .bind(f.action)
+                .bind(f.actor_id)
+                .bind(f.since)
+                .bind(f.until)
+                .bind(i64::from(f.limit))
+                .bind(i64::try_from(f.offset).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok((rows, total.max(0) as u64))
+            }
+
             async fn get_setting(&self, name: &str) -> $crate::Result<Option<String>> {
                 Ok(sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
                     .bind(name)

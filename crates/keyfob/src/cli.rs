@@ -11,6 +11,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use keyfob_domain::audit::action;
+
+use crate::audit::{self, Actor, AuditEvent};
 use crate::clock::{format_ms, now_ms};
 use crate::config::{Config, FileConfig, SigningAlg, default_database_url};
 use crate::ops;
@@ -248,7 +251,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match command {
                 KeysCommand::Create { account, name } => {
                     let account = ops::resolve_account(store.as_ref(), &account).await?;
-                    let (_, key) = ops::create_api_key(store.as_ref(), &account.id, &name).await?;
+                    let (row, key) =
+                        ops::create_api_key(store.as_ref(), &account.id, &name).await?;
+                    audit::record_now(
+                        store.as_ref(),
+                        AuditEvent::new(
+                            Some(&account.id),
+                            Actor::operator(),
+                            action::API_KEY_CREATED,
+                        )
+                        .target(&row.id)
+                        .detail(serde_json::json!({ "name": row.name, "prefix": row.prefix })),
+                    )
+                    .await?;
                     println!("{}", key.expose());
                 }
                 KeysCommand::List { account } => {
@@ -273,6 +288,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     if !store.revoke_api_key(None, &key_id, now_ms()).await? {
                         bail!("no live API key with id {key_id}");
                     }
+                    let account = store.find_api_key(&key_id).await?.map(|k| k.account_id);
+                    audit::record_now(
+                        store.as_ref(),
+                        AuditEvent::new(
+                            account.as_deref(),
+                            Actor::operator(),
+                            action::API_KEY_REVOKED,
+                        )
+                        .target(&key_id),
+                    )
+                    .await?;
                     println!("revoked {key_id}");
                 }
             }
@@ -328,6 +354,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         alg.unwrap_or(config.signing_alg),
                         activate_in,
                         config.token_max_days * 86400 + 3600,
+                    )
+                    .await?;
+                    audit::record_now(
+                        store.as_ref(),
+                        AuditEvent::new(None, Actor::operator(), action::SIGNING_KEY_ROTATED)
+                            .target(&row.kid)
+                            .detail(serde_json::json!({ "alg": row.alg, "activates_at": format_ms(row.activates_at) })),
                     )
                     .await?;
                     println!(

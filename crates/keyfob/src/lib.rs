@@ -3,6 +3,7 @@
 //! [`startup::Application`] builds the server the binary runs and the tests start; [`cli`] is the
 //! `keyfob` command. Domain rules live in `keyfob-domain`, storage in `keyfob-store`.
 
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod clock;

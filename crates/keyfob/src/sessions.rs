@@ -230,6 +230,15 @@ pub async fn refresh(
         "refresh token reuse detected; session ended"
     );
     metrics::counter!("keyfob_refresh_reuse_total").increment(1);
+    state.audit.record(
+        crate::audit::AuditEvent::new(
+            Some(&app.account_id),
+            crate::audit::Actor::system(),
+            keyfob_domain::audit::action::REFRESH_REUSE,
+        )
+        .target(&family.id)
+        .detail(serde_json::json!({ "client_id": app.client_id, "user_id": family.user_id })),
+    );
     Err(SessionError::Reused)
 }
 

@@ -10,6 +10,7 @@ use axum::extract::DefaultBodyLimit;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
+use crate::audit::AuditLog;
 use crate::auth::{AuthIndex, SyncHandle, spawn_sync};
 use crate::clock::now_ms;
 use crate::config::Config;
@@ -95,6 +96,7 @@ impl Application {
         let tokens = TokenService::new(keys, config.issuer(), config.audience.clone());
         let state = AppState {
             recorder: TokenRecorder::spawn(store.clone()),
+            audit: AuditLog::spawn(store.clone()),
             tokens: Arc::new(tokens),
             index: Arc::new(AuthIndex::default()),
             passwords: Passwords::new(config.password_workers),

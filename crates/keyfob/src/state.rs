@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use keyfob_store::Store;
 
+use crate::audit::AuditLog;
 use crate::auth::AuthIndex;
 use crate::clock::now_ms;
 use crate::config::Config;
@@ -19,6 +20,7 @@ pub struct AppState {
     pub master: Arc<MasterKey>,
     pub tokens: Arc<TokenService>,
     pub recorder: TokenRecorder,
+    pub audit: AuditLog,
     pub index: Arc<AuthIndex>,
     pub passwords: Passwords,
     pub login_limiter: Arc<RateLimiter>,

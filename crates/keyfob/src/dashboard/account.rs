@@ -5,12 +5,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
+use keyfob_domain::audit::action;
 use keyfob_domain::email::Email;
 use keyfob_store::StoreError;
 use serde::Deserialize;
 
 use super::page::{Layout, PageError, PageForm, render, render_with_status};
 use super::session::{self, ClientIp, LOGIN_PATH, Session, check_form_token, form_token};
+use crate::audit::{Actor, AuditEvent};
 use crate::ops::{self, OpsError};
 use crate::state::AppState;
 
@@ -131,6 +133,13 @@ pub async fn login(
         Some(owner) if verified => owner,
         _ => {
             tracing::info!("dashboard login refused");
+            let (account, actor) = match &owner {
+                Some(owner) => (Some(owner.account_id.as_str()), Actor::owner(&owner.id)),
+                None => (None, Actor::system()),
+            };
+            state
+                .audit
+                .record(AuditEvent::new(account, actor, action::OWNER_LOGIN_FAILED).ip(&ip));
             let page = LoginPage {
                 layout: Layout::anonymous(),
                 csrf: form.csrf,
@@ -143,6 +152,14 @@ pub async fn login(
     };
     let jar = session::start(&state, jar, &owner).await?;
     tracing::info!(owner_id = %owner.id, account_id = %owner.account_id, "dashboard login");
+    state.audit.record(
+        AuditEvent::new(
+            Some(&owner.account_id),
+            Actor::owner(&owner.id),
+            action::OWNER_LOGIN,
+        )
+        .ip(&ip),
+    );
     Ok((jar, Redirect::to(HOME_PATH)).into_response())
 }
 

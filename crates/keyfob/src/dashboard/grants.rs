@@ -8,7 +8,8 @@ use keyfob_domain::oauth;
 use serde::Deserialize;
 
 use super::page::{Layout, PageError, PageForm, TimeView, render};
-use super::session::Session;
+use super::session::{ClientIp, Session};
+use crate::audit::{Actor, AuditEvent};
 use crate::clock::now_ms;
 use crate::state::AppState;
 use crate::user_pages::parse_json_permissions;
@@ -84,6 +85,7 @@ pub async fn list(
 pub async fn revoke(
     session: Session,
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Path(id): Path<String>,
     PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Redirect, PageError> {
@@ -102,6 +104,15 @@ pub async fn revoke(
         .await
         .map_err(PageError::Internal)?;
     tracing::info!("grant revoked in the dashboard");
+    state.audit.record(
+        AuditEvent::new(
+            Some(&session.account_id),
+            Actor::owner(&session.owner_id),
+            keyfob_domain::audit::action::GRANT_REVOKED,
+        )
+        .target(&id)
+        .ip(&ip),
+    );
     Ok(Redirect::to(&format!(
         "/dashboard/grants?done={GRANT_REVOKED}"
     )))

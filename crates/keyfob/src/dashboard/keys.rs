@@ -5,12 +5,14 @@ use askama::Template;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use keyfob_domain::audit::action;
 use keyfob_store::ApiKeyRow;
 use serde::Deserialize;
 
 use super::account::CsrfForm;
 use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_status};
-use super::session::Session;
+use super::session::{ClientIp, Session};
+use crate::audit::{Actor, AuditEvent};
 use crate::clock::now_ms;
 use crate::ops::{self, MAX_KEY_NAME_LEN, OpsError};
 use crate::state::AppState;
@@ -102,6 +104,7 @@ pub async fn list(
 pub async fn create(
     session: Session,
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     PageForm(form): PageForm<CreateKeyForm>,
 ) -> Result<Response, PageError> {
     session.check_csrf(&form.csrf)?;
@@ -110,6 +113,16 @@ pub async fn create(
             // This node accepts the key at once; the others learn of it from the change feed.
             state.index.add_key(&row);
             tracing::info!(key_id = %row.id, "API key created in the dashboard");
+            state.audit.record(
+                AuditEvent::new(
+                    Some(&session.account_id),
+                    Actor::owner(&session.owner_id),
+                    action::API_KEY_CREATED,
+                )
+                .target(&row.id)
+                .ip(&ip)
+                .detail(serde_json::json!({ "name": row.name, "prefix": row.prefix })),
+            );
             let page = KeyCreatedPage {
                 layout: session.layout("keys"),
                 name: row.name,
@@ -131,6 +144,7 @@ pub async fn create(
 pub async fn revoke(
     session: Session,
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Path(id): Path<String>,
     PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Redirect, PageError> {
@@ -147,5 +161,14 @@ pub async fn revoke(
     // This node refuses the key at once; the others learn of it from the change feed.
     state.index.remove_key(&id);
     tracing::info!("API key revoked in the dashboard");
+    state.audit.record(
+        AuditEvent::new(
+            Some(&session.account_id),
+            Actor::owner(&session.owner_id),
+            action::API_KEY_REVOKED,
+        )
+        .target(&id)
+        .ip(&ip),
+    );
     Ok(Redirect::to(&format!("/dashboard/keys?done={KEY_REVOKED}")))
 }

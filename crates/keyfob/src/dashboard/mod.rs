@@ -5,6 +5,7 @@
 
 mod account;
 mod apps;
+mod audit;
 mod grants;
 mod keys;
 pub(crate) mod page;
@@ -51,6 +52,7 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/grants/{id}/revoke", post(grants::revoke))
         .route("/dashboard/tokens", get(tokens::list))
         .route("/dashboard/tokens/{jti}/revoke", post(tokens::revoke))
+        .route("/dashboard/audit", get(audit::list))
         .route("/dashboard/static/app.css", get(stylesheet))
         .route("/dashboard/{*rest}", any(not_found))
         .layer(SetResponseHeaderLayer::overriding(

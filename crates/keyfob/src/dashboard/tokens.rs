@@ -9,7 +9,8 @@ use keyfob_store::TokenRow;
 
 use super::account::CsrfForm;
 use super::page::{Layout, PageError, PageForm, TimeView, render};
-use super::session::Session;
+use super::session::{ClientIp, Session};
+use crate::audit::{Actor, AuditEvent};
 use crate::clock::now_ms;
 use crate::state::AppState;
 
@@ -94,6 +95,7 @@ pub async fn list(
 pub async fn revoke(
     session: Session,
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Path(jti): Path<String>,
     PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Redirect, PageError> {
@@ -116,6 +118,15 @@ pub async fn revoke(
     // This node refuses the token at once; the others learn of it from the change feed.
     state.index.revoke_token(&jti, token.expires_at / 1000);
     tracing::info!("token revoked in the dashboard");
+    state.audit.record(
+        AuditEvent::new(
+            Some(&session.account_id),
+            Actor::owner(&session.owner_id),
+            keyfob_domain::audit::action::TOKEN_REVOKED,
+        )
+        .target(&jti)
+        .ip(&ip),
+    );
     Ok(Redirect::to(&format!(
         "/dashboard/tokens?done={TOKEN_REVOKED}"
     )))

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::JsonBody;
+use crate::audit::{Actor, AuditEvent};
 use crate::auth::Auth;
 use crate::state::AppState;
 
@@ -157,6 +158,16 @@ pub async fn mint(
             revoked_at: None,
         })
         .await?;
+    // Queued, not awaited: the token's own record above is what the mint waits for.
+    state.audit.record(
+        AuditEvent::new(
+            Some(&claims.account_id),
+            Actor::api_key(key_id),
+            keyfob_domain::audit::action::TOKEN_MINTED,
+        )
+        .target(&claims.jti)
+        .detail(serde_json::json!({ "permissions": claims.permissions, "expires": claims.exp })),
+    );
     Ok((
         StatusCode::CREATED,
         Json(MintResponse {

@@ -1,5 +1,6 @@
 //! The HTTP API. One module per area, each with its own `router()`, merged in [`router`].
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .layer(cors(state.index.clone()));
     Router::new()
         .merge(auth::router())
+        .merge(audit::router())
         .merge(browser)
         .merge(oauth::router())
         .merge(wellknown::router())

@@ -22,6 +22,7 @@ use crate::state::AppState;
         super::resources::patch,
         super::resources::replace,
         super::resources::remove,
+        super::audit::list,
         super::wellknown::jwks,
         super::oauth::token,
         super::oauth::revoke,
@@ -37,6 +38,7 @@ use crate::state::AppState;
         (name = "tokens", description = "Minting and inspecting credentials"),
         (name = "sessions", description = "User sessions: OAuth 2.1 token, revocation, introspection"),
         (name = "resources", description = "The account's records"),
+        (name = "audit", description = "The account's audit log"),
         (name = "operations", description = "Health and metrics"),
     )
 )]

@@ -7,6 +7,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
+use keyfob_domain::audit::action;
 use keyfob_domain::email::Email;
 use keyfob_store::StoreError;
 use serde::Deserialize;
@@ -14,6 +15,7 @@ use serde::Deserialize;
 use super::page::{UserForm, UserLayout, UserPageError, content_security_policy, page, see_other};
 use super::request::{AuthorizeParams, check_client};
 use super::session::{self, UserSession, check_form_token, form_token};
+use crate::audit::{Actor, AuditEvent};
 use crate::dashboard::page::PageError;
 use crate::dashboard::session::ClientIp;
 use crate::ops::{self, OpsError};
@@ -172,10 +174,23 @@ pub async fn login(
     };
     let phc = user.as_ref().map(|u| u.password_hash.clone());
     let verified = state.passwords.verify(form.password, phc).await;
+    // The account whose application the user is logging in to, if the request names one.
+    let account_id = match params.client_id.as_deref() {
+        Some(client_id) => state.store.find_app(client_id).await?.map(|a| a.account_id),
+        None => None,
+    };
     let user = match user {
         Some(user) if verified => user,
         _ => {
             tracing::info!("user login refused");
+            let actor = user
+                .as_ref()
+                .map_or_else(Actor::system, |u| Actor::user(&u.id));
+            state.audit.record(
+                AuditEvent::new(account_id.as_deref(), actor, action::USER_LOGIN_FAILED)
+                    .ip(&ip)
+                    .detail(serde_json::json!({ "client_id": account_id.as_ref().and(params.client_id.as_ref()) })),
+            );
             let (app_name, csp) = context(&state, &params).await?;
             let again = LoginPage {
                 layout: UserLayout::anonymous(),
@@ -191,6 +206,17 @@ pub async fn login(
     };
     let jar = session::start(&state, jar, &user).await?;
     tracing::info!(user_id = %user.id, "user login");
+    state.audit.record(
+        AuditEvent::new(
+            account_id.as_deref(),
+            Actor::user(&user.id),
+            action::USER_LOGIN,
+        )
+        .ip(&ip)
+        .detail(
+            serde_json::json!({ "client_id": account_id.as_ref().and(params.client_id.as_ref()) }),
+        ),
+    );
     Ok((jar, see_other(&params.continue_path())?).into_response())
 }
 

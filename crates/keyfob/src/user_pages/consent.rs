@@ -24,8 +24,10 @@ use super::request::{
     error_location, parse_json_permissions,
 };
 use super::session::UserSession;
+use crate::audit::{Actor, AuditEvent};
 use crate::clock::{format_ms, now_ms};
 use crate::dashboard::page::PageError;
+use crate::dashboard::session::ClientIp;
 use crate::sessions::{self, ACCESS_TOKEN_SECS, SessionError};
 use crate::state::AppState;
 
@@ -205,6 +207,7 @@ pub async fn authorize(
 #[tracing::instrument(skip_all)]
 pub async fn decide(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     user: Option<UserSession>,
     UserForm(form): UserForm<ConsentForm>,
 ) -> Result<Response, UserPageError> {
@@ -261,6 +264,16 @@ pub async fn decide(
         })
         .await?;
     tracing::info!(user_id = %user.user_id, %client_id, grant_id = %grant.id, "consent given");
+    state.audit.record(
+        AuditEvent::new(
+            Some(&grant.account_id),
+            Actor::user(&user.user_id),
+            keyfob_domain::audit::action::GRANT_GIVEN,
+        )
+        .target(&grant.id)
+        .ip(&ip)
+        .detail(serde_json::json!({ "client_id": client_id, "permissions": stored })),
+    );
     let permissions: Vec<String> = allowed.iter().map(ToString::to_string).collect();
     issue(&state, &request, &user.user_id, &grant, &permissions).await
 }

@@ -17,8 +17,10 @@ use super::account::{CsrfForm, PASSWORD_CHANGED, capitalized, limit};
 use super::page::{UserForm, UserLayout, UserPageError, content_security_policy, page, see_other};
 use super::request::parse_json_permissions;
 use super::session::{self, UserSession};
+use crate::audit::{Actor, AuditEvent};
 use crate::clock::now_ms;
 use crate::dashboard::page::{PageError, TimeView};
+use crate::dashboard::session::ClientIp;
 use crate::passwords::check_new_password;
 use crate::state::AppState;
 
@@ -109,22 +111,36 @@ pub async fn list(
 pub async fn revoke(
     user: UserSession,
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Path(id): Path<String>,
     UserForm(form): UserForm<CsrfForm>,
 ) -> Result<Response, UserPageError> {
     user.check_csrf(&form.csrf)?;
-    let owned = state
+    let grant = state
         .store
         .find_grant_by_id(&id)
         .await?
-        .is_some_and(|g| g.user_id == user.user_id && g.revoked_at.is_none());
-    if !owned || !state.store.revoke_grant(&id, now_ms()).await? {
+        .filter(|g| g.user_id == user.user_id && g.revoked_at.is_none());
+    let Some(grant) = grant else {
+        return Err(PageError::NotFound("You have given no such access.".into()).into());
+    };
+    if !state.store.revoke_grant(&id, now_ms()).await? {
         return Err(PageError::NotFound("You have given no such access.".into()).into());
     }
     crate::auth::catch_up(&state)
         .await
         .map_err(PageError::Internal)?;
     tracing::info!("grant revoked by its user");
+    state.audit.record(
+        AuditEvent::new(
+            Some(&grant.account_id),
+            Actor::user(&user.user_id),
+            keyfob_domain::audit::action::GRANT_REVOKED,
+        )
+        .target(&id)
+        .ip(&ip)
+        .detail(serde_json::json!({ "client_id": grant.client_id })),
+    );
     see_other(&format!("{}?done={GRANT_REVOKED}", super::GRANTS_PATH))
 }
 

@@ -17,19 +17,19 @@ use crate::helpers::*;
 const LOGIN_FAILED: &str = "The email or password is incorrect.";
 
 /// One browser: its own cookies, no redirects followed.
-struct Browser {
-    http: Client,
-    base: String,
-    email: String,
+pub(crate) struct Browser {
+    pub(crate) http: Client,
+    pub(crate) base: String,
+    pub(crate) email: String,
 }
 
 impl Browser {
-    fn new(app: &TestApp) -> Browser {
+    pub(crate) fn new(app: &TestApp) -> Browser {
         Browser::from_address(app, None)
     }
 
     /// A browser whose requests come from `ip` (any 127.x.y.z address reaches the server).
-    fn from_address(app: &TestApp, ip: Option<IpAddr>) -> Browser {
+    pub(crate) fn from_address(app: &TestApp, ip: Option<IpAddr>) -> Browser {
         let http = Client::builder()
             .cookie_store(true)
             .redirect(redirect::Policy::none())
@@ -44,7 +44,7 @@ impl Browser {
     }
 
     /// A browser that has signed up (and is therefore logged in).
-    async fn signed_up(app: &TestApp) -> Browser {
+    pub(crate) async fn signed_up(app: &TestApp) -> Browser {
         let browser = Browser::new(app);
         let response = browser.signup(PASSWORD, PASSWORD).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
@@ -52,28 +52,28 @@ impl Browser {
         browser
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
 
-    async fn get(&self, path: &str) -> Response {
+    pub(crate) async fn get(&self, path: &str) -> Response {
         self.http.get(self.url(path)).send().await.unwrap()
     }
 
     /// A page's status and HTML.
-    async fn page(&self, path: &str) -> (StatusCode, String) {
+    pub(crate) async fn page(&self, path: &str) -> (StatusCode, String) {
         let response = self.get(path).await;
         (response.status(), response.text().await.unwrap())
     }
 
     /// The CSRF token of the form on the page at `path`.
-    async fn csrf(&self, path: &str) -> String {
+    pub(crate) async fn csrf(&self, path: &str) -> String {
         let (status, html) = self.page(path).await;
         assert_eq!(status, StatusCode::OK, "GET {path}");
         csrf_in(&html)
     }
 
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Response {
+    pub(crate) async fn post(&self, path: &str, form: &[(&str, &str)]) -> Response {
         self.http
             .post(self.url(path))
             .form(form)
@@ -82,7 +82,7 @@ impl Browser {
             .unwrap()
     }
 
-    async fn signup(&self, password: &str, confirm: &str) -> Response {
+    pub(crate) async fn signup(&self, password: &str, confirm: &str) -> Response {
         let csrf = self.csrf("/dashboard/signup").await;
         self.post(
             "/dashboard/signup",
@@ -96,7 +96,7 @@ impl Browser {
         .await
     }
 
-    async fn login_as(&self, email: &str, password: &str) -> Response {
+    pub(crate) async fn login_as(&self, email: &str, password: &str) -> Response {
         let csrf = self.csrf("/dashboard/login").await;
         self.post(
             "/dashboard/login",
@@ -105,17 +105,17 @@ impl Browser {
         .await
     }
 
-    async fn login(&self, password: &str) -> Response {
+    pub(crate) async fn login(&self, password: &str) -> Response {
         self.login_as(&self.email, password).await
     }
 
-    async fn logout(&self) -> Response {
+    pub(crate) async fn logout(&self) -> Response {
         let csrf = self.csrf("/dashboard/keys").await;
         self.post("/dashboard/logout", &[("csrf", &csrf)]).await
     }
 
     /// Creates a key through the form and returns it, read from the page that answers.
-    async fn create_key(&self, name: &str) -> String {
+    pub(crate) async fn create_key(&self, name: &str) -> String {
         let csrf = self.csrf("/dashboard/keys").await;
         let response = self
             .post("/dashboard/keys", &[("csrf", &csrf), ("name", name)])
@@ -124,7 +124,7 @@ impl Browser {
         new_key_in(&response.text().await.unwrap())
     }
 
-    async fn revoke(&self, what: &str, id: &str) -> Response {
+    pub(crate) async fn revoke(&self, what: &str, id: &str) -> Response {
         let csrf = self.csrf(&format!("/dashboard/{what}")).await;
         self.post(
             &format!("/dashboard/{what}/{id}/revoke"),
@@ -134,7 +134,7 @@ impl Browser {
     }
 
     /// Whether this browser's session is live.
-    async fn signed_in(&self) -> bool {
+    pub(crate) async fn signed_in(&self) -> bool {
         let response = self.get("/dashboard/keys").await;
         match response.status() {
             StatusCode::OK => true,
@@ -148,7 +148,7 @@ impl Browser {
 }
 
 /// The value of the first `csrf` field in a page.
-fn csrf_in(html: &str) -> String {
+pub(crate) fn csrf_in(html: &str) -> String {
     let marker = "name=\"csrf\" value=\"";
     let start = html.find(marker).expect("a CSRF field") + marker.len();
     let end = start + html[start..].find('"').unwrap();
@@ -158,7 +158,7 @@ fn csrf_in(html: &str) -> String {
 }
 
 /// The key shown on the page that answers the create form.
-fn new_key_in(html: &str) -> String {
+pub(crate) fn new_key_in(html: &str) -> String {
     let start = html
         .find("id=\"new-key\"")
         .expect("the new key on the page");
@@ -169,7 +169,7 @@ fn new_key_in(html: &str) -> String {
     key
 }
 
-fn location(response: &Response) -> &str {
+pub(crate) fn location(response: &Response) -> &str {
     response
         .headers()
         .get(LOCATION)
@@ -201,7 +201,7 @@ fn cookie_attributes(line: &str) -> Vec<String> {
         .collect()
 }
 
-async fn account_of(app: &TestApp, email: &str) -> String {
+pub(crate) async fn account_of(app: &TestApp, email: &str) -> String {
     app.state
         .store
         .find_owner_by_email(email)

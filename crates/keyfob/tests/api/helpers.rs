@@ -227,3 +227,55 @@ pub async fn expect_error(response: Response, status: u16, code: &str) -> String
     assert!(!message.is_empty());
     message
 }
+
+/// Runs one statement on the app's database directly, as an intruder with database access would.
+pub async fn raw_execute(url: &str, sql: &str) -> Result<u64, sqlx::Error> {
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(url).await?;
+        let result = sqlx::query(sql)
+            .execute(&pool)
+            .await
+            .map(|r| r.rows_affected());
+        pool.close().await;
+        result
+    } else {
+        let pool = sqlx::SqlitePool::connect(url).await?;
+        let result = sqlx::query(sql)
+            .execute(&pool)
+            .await
+            .map(|r| r.rows_affected());
+        pool.close().await;
+        result
+    }
+}
+
+/// Polls `GET /api/audit?{query}` with `credential` until `ready` holds for the answer, for up to
+/// 3 seconds (events from busy paths are written a moment after the request that caused them).
+pub async fn audit_until(
+    app: &TestApp,
+    credential: &str,
+    query: &str,
+    ready: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    for _ in 0..60 {
+        let response = app
+            .get(&format!("/api/audit?{query}"), credential)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        let docs = body["docs"].as_array().unwrap().clone();
+        if ready(&docs) {
+            return docs;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the audit log never showed what was expected for `{query}`");
+}
+
+/// Whether the events include one with `action` (and `target`, when given).
+pub fn has_event(docs: &[Value], action: &str, target: Option<&str>) -> bool {
+    docs.iter()
+        .any(|e| e["action"] == action && target.is_none_or(|t| e["target"] == t))
+}

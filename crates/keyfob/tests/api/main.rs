@@ -4,6 +4,7 @@
 mod helpers;
 
 mod api_keys;
+mod audit;
 mod authorize;
 mod browser;
 mod chrome;

@@ -19,6 +19,7 @@ const JSON_ENDPOINTS: &[(&str, &str)] = &[
     ("/auth/token", "post"),
     ("/auth/revoke", "post"),
     ("/auth/introspect", "post"),
+    ("/api/audit", "get"),
     ("/healthz", "get"),
     ("/readyz", "get"),
     ("/metrics", "get"),

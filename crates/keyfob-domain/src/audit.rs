@@ -1,0 +1,280 @@
+//! The audit log's vocabulary: what happened (actions), who did it (actor kinds), and how a
+//! listing of events is asked for (`action`, `actor`, `since`, `until`, `limit`, `page`).
+
+use crate::expiry::parse_instant;
+
+/// The actions the audit log records. Stored and filtered as these exact strings.
+pub mod action {
+    pub const API_KEY_CREATED: &str = "api_key.created";
+    pub const API_KEY_REVOKED: &str = "api_key.revoked";
+    pub const TOKEN_MINTED: &str = "token.minted";
+    pub const TOKEN_REVOKED: &str = "token.revoked";
+    pub const OWNER_LOGIN: &str = "owner.login";
+    pub const OWNER_LOGIN_FAILED: &str = "owner.login_failed";
+    pub const USER_LOGIN: &str = "user.login";
+    pub const USER_LOGIN_FAILED: &str = "user.login_failed";
+    pub const GRANT_GIVEN: &str = "grant.given";
+    pub const GRANT_REVOKED: &str = "grant.revoked";
+    pub const REFRESH_REUSE: &str = "refresh.reuse_detected";
+    pub const SENSITIVE_REVEALED: &str = "sensitive.revealed";
+    pub const SENSITIVE_FIELDS_CHANGED: &str = "sensitive.fields_changed";
+    pub const SIGNING_KEY_ROTATED: &str = "signing_key.rotated";
+    pub const MASTER_KEY_ROTATED: &str = "master_key.rotated";
+
+    /// Every action, for validating filters and listing choices in the dashboard.
+    pub const ALL: &[&str] = &[
+        API_KEY_CREATED,
+        API_KEY_REVOKED,
+        TOKEN_MINTED,
+        TOKEN_REVOKED,
+        OWNER_LOGIN,
+        OWNER_LOGIN_FAILED,
+        USER_LOGIN,
+        USER_LOGIN_FAILED,
+        GRANT_GIVEN,
+        GRANT_REVOKED,
+        REFRESH_REUSE,
+        SENSITIVE_REVEALED,
+        SENSITIVE_FIELDS_CHANGED,
+        SIGNING_KEY_ROTATED,
+        MASTER_KEY_ROTATED,
+    ];
+}
+
+/// Who did what an event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorKind {
+    /// An API key, by its id.
+    ApiKey,
+    /// A JWT, by its `jti`.
+    Token,
+    /// An account owner in the dashboard, by owner id.
+    Owner,
+    /// An end user on Keyfob's pages or through a session token, by user id.
+    User,
+    /// The operator on the server host (the command line).
+    Operator,
+    /// Keyfob itself (e.g. refresh reuse detected).
+    System,
+}
+
+impl ActorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::ApiKey => "api_key",
+            ActorKind::Token => "token",
+            ActorKind::Owner => "owner",
+            ActorKind::User => "user",
+            ActorKind::Operator => "operator",
+            ActorKind::System => "system",
+        }
+    }
+}
+
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 100;
+pub const MAX_PAGE: u32 = 1_000_000;
+const MAX_ACTOR_LEN: usize = 128;
+
+/// A parsed audit listing request. Times are Unix milliseconds; `until` is exclusive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub limit: u32,
+    pub page: u32,
+    pub action: Option<&'static str>,
+    pub actor: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+}
+
+impl Default for AuditQuery {
+    fn default() -> Self {
+        AuditQuery {
+            limit: DEFAULT_LIMIT,
+            page: 1,
+            action: None,
+            actor: None,
+            since: None,
+            until: None,
+        }
+    }
+}
+
+/// Why an audit listing request was refused; each names the parameter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditQueryError {
+    #[error("`limit` must be a whole number from 1 to {MAX_LIMIT}")]
+    Limit,
+    #[error("`page` must be a whole number from 1 to {MAX_PAGE}")]
+    Page,
+    #[error("`action` is not a known audit action: `{0}`")]
+    Action(String),
+    #[error("`actor` must be an id of at most {MAX_ACTOR_LEN} letters, digits, `-` or `_`")]
+    Actor,
+    #[error("`{0}` is not an ISO-8601 date-time or date (e.g. 2026-01-01T00:00:00Z or 2026-01-01)")]
+    Time(&'static str),
+    #[error("`since` must be before `until`")]
+    EmptyRange,
+    #[error("`{0}` is not a known query parameter")]
+    Unknown(String),
+    #[error("`{0}` is given more than once")]
+    Repeated(&'static str),
+}
+
+impl AuditQuery {
+    pub fn offset(&self) -> u64 {
+        u64::from(self.page - 1) * u64::from(self.limit)
+    }
+
+    /// Reads the query string's pairs. Empty values (an untouched form field) mean "no filter".
+    pub fn from_pairs(pairs: &[(String, String)]) -> Result<AuditQuery, AuditQueryError> {
+        let mut query = AuditQuery::default();
+        let mut seen: Vec<&'static str> = Vec::new();
+        for (key, value) in pairs {
+            let name: &'static str = match key.as_str() {
+                "limit" => "limit",
+                "page" => "page",
+                "action" => "action",
+                "actor" => "actor",
+                "since" => "since",
+                "until" => "until",
+                other => return Err(AuditQueryError::Unknown(other.chars().take(80).collect())),
+            };
+            if seen.contains(&name) {
+                return Err(AuditQueryError::Repeated(name));
+            }
+            seen.push(name);
+            let value = value.trim();
+            if value.is_empty() {
+                continue;
+            }
+            match name {
+                "limit" => {
+                    query.limit = value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIMIT).contains(n))
+                        .ok_or(AuditQueryError::Limit)?;
+                }
+                "page" => {
+                    query.page = value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| (1..=MAX_PAGE).contains(n))
+                        .ok_or(AuditQueryError::Page)?;
+                }
+                "action" => {
+                    query.action = Some(
+                        action::ALL
+                            .iter()
+                            .copied()
+                            .find(|a| *a == value)
+                            .ok_or_else(|| {
+                                AuditQueryError::Action(value.chars().take(80).collect())
+                            })?,
+                    );
+                }
+                "actor" => {
+                    let valid = value.len() <= MAX_ACTOR_LEN
+                        && value
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                    if !valid {
+                        return Err(AuditQueryError::Actor);
+                    }
+                    query.actor = Some(value.to_owned());
+                }
+                "since" | "until" => {
+                    let at = parse_instant(value).ok_or(AuditQueryError::Time(name))?;
+                    let ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+                    if name == "since" {
+                        query.since = Some(ms);
+                    } else {
+                        query.until = Some(ms);
+                    }
+                }
+                _ => unreachable!("every name is matched above"),
+            }
+        }
+        if let (Some(since), Some(until)) = (query.since, query.until)
+            && since >= until
+        {
+            return Err(AuditQueryError::EmptyRange);
+        }
+        Ok(query)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> Result<AuditQuery, AuditQueryError> {
+        let owned: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        AuditQuery::from_pairs(&owned)
+    }
+
+    #[test]
+    fn defaults_and_full_query() {
+        assert_eq!(q(&[]).unwrap(), AuditQuery::default());
+        let query = q(&[
+            ("action", "sensitive.revealed"),
+            ("actor", "0190-abc_d"),
+            ("since", "2026-01-01"),
+            ("until", "2026-01-02T00:00:00Z"),
+            ("limit", "5"),
+            ("page", "2"),
+        ])
+        .unwrap();
+        assert_eq!(query.action, Some(action::SENSITIVE_REVEALED));
+        assert_eq!(query.actor.as_deref(), Some("0190-abc_d"));
+        assert_eq!(query.since, Some(1_767_225_600_000));
+        assert_eq!(query.until, Some(1_767_312_000_000));
+        assert_eq!(query.offset(), 5);
+    }
+
+    #[test]
+    fn empty_values_mean_no_filter() {
+        let query = q(&[("action", ""), ("actor", " "), ("since", "")]).unwrap();
+        assert_eq!(query, AuditQuery::default());
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        assert_eq!(q(&[("limit", "0")]), Err(AuditQueryError::Limit));
+        assert_eq!(q(&[("limit", "101")]), Err(AuditQueryError::Limit));
+        assert_eq!(q(&[("page", "x")]), Err(AuditQueryError::Page));
+        assert!(matches!(
+            q(&[("action", "drop table")]),
+            Err(AuditQueryError::Action(_))
+        ));
+        assert_eq!(q(&[("actor", "a'b")]), Err(AuditQueryError::Actor));
+        assert_eq!(
+            q(&[("since", "yesterday")]),
+            Err(AuditQueryError::Time("since"))
+        );
+        assert_eq!(
+            q(&[("since", "2026-01-02"), ("until", "2026-01-01")]),
+            Err(AuditQueryError::EmptyRange)
+        );
+        assert!(matches!(
+            q(&[("bogus", "1")]),
+            Err(AuditQueryError::Unknown(_))
+        ));
+        assert_eq!(
+            q(&[("action", "token.minted"), ("action", "token.revoked")]),
+            Err(AuditQueryError::Repeated("action"))
+        );
+    }
+
+    #[test]
+    fn every_action_is_distinct() {
+        let mut all = action::ALL.to_vec();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), action::ALL.len());
+    }
+}

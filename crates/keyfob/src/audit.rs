@@ -1,0 +1,182 @@
+//! The audit log: who did what, when and from where. Events are appended by one writer task that
+//! commits whatever has queued up in one statement, so that busy paths (minting) pay a channel
+//! send, not a database round trip. Events a caller must not lose before answering (a reveal of a
+//! sensitive value) are written with [`AuditLog::record_durably`], which returns once the event is
+//! committed.
+
+use std::sync::Arc;
+
+use keyfob_domain::audit::ActorKind;
+use keyfob_domain::{Principal, PrincipalKind};
+use keyfob_store::{AuditEventRow, Store, StoreError};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::now_ms;
+
+const MAX_BATCH: usize = 512;
+
+type Reply = oneshot::Sender<Result<(), Arc<StoreError>>>;
+
+/// Who did it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub kind: ActorKind,
+    pub id: String,
+}
+
+impl Actor {
+    pub fn api_key(id: &str) -> Actor {
+        Actor {
+            kind: ActorKind::ApiKey,
+            id: id.to_owned(),
+        }
+    }
+
+    pub fn owner(id: &str) -> Actor {
+        Actor {
+            kind: ActorKind::Owner,
+            id: id.to_owned(),
+        }
+    }
+
+    pub fn user(id: &str) -> Actor {
+        Actor {
+            kind: ActorKind::User,
+            id: id.to_owned(),
+        }
+    }
+
+    /// The operator at the server's command line.
+    pub fn operator() -> Actor {
+        Actor {
+            kind: ActorKind::Operator,
+            id: "cli".to_owned(),
+        }
+    }
+
+    /// Keyfob itself.
+    pub fn system() -> Actor {
+        Actor {
+            kind: ActorKind::System,
+            id: "keyfob".to_owned(),
+        }
+    }
+
+    /// The caller of an API request: its API key, or its token (by `jti`).
+    pub fn of(principal: &Principal) -> Actor {
+        match &principal.kind {
+            PrincipalKind::ApiKey { key_id } => Actor::api_key(key_id),
+            PrincipalKind::Jwt { jti, .. } => Actor {
+                kind: ActorKind::Token,
+                id: jti.clone(),
+            },
+        }
+    }
+}
+
+/// One event, built by the code that saw it happen.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub account_id: Option<String>,
+    pub actor: Actor,
+    pub action: &'static str,
+    pub target: Option<String>,
+    pub ip: Option<String>,
+    pub detail: Option<Value>,
+}
+
+impl AuditEvent {
+    pub fn new(account_id: Option<&str>, actor: Actor, action: &'static str) -> AuditEvent {
+        AuditEvent {
+            account_id: account_id.map(str::to_owned),
+            actor,
+            action,
+            target: None,
+            ip: None,
+            detail: None,
+        }
+    }
+
+    pub fn target(mut self, target: impl Into<String>) -> AuditEvent {
+        self.target = Some(target.into());
+        self
+    }
+
+    /// The client's address; `unknown` (no connection info) is left out.
+    pub fn ip(mut self, ip: &str) -> AuditEvent {
+        if ip != "unknown" && !ip.is_empty() {
+            self.ip = Some(ip.to_owned());
+        }
+        self
+    }
+
+    /// More detail. Never put a secret or a sensitive value here.
+    pub fn detail(mut self, detail: Value) -> AuditEvent {
+        self.detail = Some(detail);
+        self
+    }
+
+    fn into_row(self) -> AuditEventRow {
+        AuditEventRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            account_id: self.account_id,
+            at: now_ms(),
+            actor_kind: self.actor.kind.as_str().to_owned(),
+            actor_id: self.actor.id,
+            action: self.action.to_owned(),
+            target: self.target,
+            ip: self.ip,
+            detail: self.detail.map(|d| d.to_string()),
+        }
+    }
+}
+
+/// The handle every part of the server appends events through.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::UnboundedSender<(AuditEventRow, Option<Reply>)>,
+}
+
+impl AuditLog {
+    /// Starts the writer task.
+    pub fn spawn(store: Arc<dyn Store>) -> AuditLog {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(AuditEventRow, Option<Reply>)>();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let (rows, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
+                let result = store.insert_audit_events(&rows).await.map_err(Arc::new);
+                if let Err(err) = &result {
+                    tracing::error!(error = %err, events = rows.len(), "audit events not written");
+                }
+                for reply in replies.into_iter().flatten() {
+                    let _ = reply.send(result.clone());
+                }
+            }
+        });
+        AuditLog { tx }
+    }
+
+    /// Queues an event; it is committed within milliseconds, with whatever else queued up.
+    pub fn record(&self, event: AuditEvent) {
+        if self.tx.send((event.into_row(), None)).is_err() {
+            tracing::error!("audit writer stopped; event dropped");
+        }
+    }
+
+    /// Appends an event and returns once it is committed.
+    pub async fn record_durably(&self, event: AuditEvent) -> Result<(), Arc<StoreError>> {
+        let (reply, done) = oneshot::channel();
+        let closed = || Arc::new(StoreError::Corrupt("audit writer stopped".into()));
+        self.tx
+            .send((event.into_row(), Some(reply)))
+            .map_err(|_| closed())?;
+        done.await.map_err(|_| closed())?
+    }
+}
+
+/// Appends an event directly, for the command line (which has no writer task).
+pub async fn record_now(store: &dyn Store, event: AuditEvent) -> keyfob_store::Result<()> {
+    store.insert_audit_events(&[event.into_row()]).await
+}
