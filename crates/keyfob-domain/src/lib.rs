@@ -12,6 +12,7 @@ pub mod permission;
 pub mod principal;
 pub mod query;
 pub mod secret;
+pub mod vault;
 
 pub use claims::Claims;
 pub use credential::{ApiKey, Credential, CredentialError};

@@ -26,8 +26,12 @@ pub fn parse_scope(input: &str) -> Result<Vec<Permission>, PermissionError> {
     Ok(out)
 }
 
-/// Whether an application whose ceiling is `max` may be granted `wanted`.
+/// Whether an application whose ceiling is `max` may be granted `wanted`. Reserved capabilities
+/// (`sensitive.read`, `audit.read`, …) are never within any ceiling: no user can grant them.
 pub fn within(max: &[Permission], wanted: &Permission) -> bool {
+    if crate::permission::RESERVED_RESOURCES.contains(&wanted.resource()) {
+        return false;
+    }
     max.iter().any(|m| {
         m == wanted
             || (m.is_wildcard()
@@ -162,6 +166,15 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    #[test]
+    fn reserved_capabilities_are_never_within_a_ceiling() {
+        let max = parse_scope("sensitive.read audit.read deals.read").unwrap();
+        for wanted in ["sensitive.read", "audit.read"] {
+            assert!(!within(&max, &wanted.parse().unwrap()), "{wanted}");
+        }
+        assert!(within(&max, &"deals.read".parse().unwrap()));
     }
 
     #[test]

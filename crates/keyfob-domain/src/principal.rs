@@ -1,6 +1,6 @@
 //! Who is calling: the verified result of a credential, and what it may do.
 
-use crate::permission::{Action, PermissionSet};
+use crate::permission::{Action, PermissionSet, RESERVED_RESOURCES};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrincipalKind {
@@ -30,7 +30,13 @@ impl Principal {
         matches!(self.kind, PrincipalKind::ApiKey { .. })
     }
 
+    /// Whether the caller may do `action` on `resource`. A user-session token never holds a
+    /// reserved capability (`sensitive`, `audit`), whatever its claims say: those are for the
+    /// account's own credentials, not for what an end user consented to.
     pub fn allows(&self, resource: &str, action: Action) -> bool {
+        if self.session_user().is_some() && RESERVED_RESOURCES.contains(&resource) {
+            return false;
+        }
         self.permissions.allows(resource, action)
     }
 
@@ -43,5 +49,38 @@ impl Principal {
             } => Some(user),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(user: Option<&str>, permissions: &[&str]) -> Principal {
+        Principal {
+            kind: PrincipalKind::Jwt {
+                jti: "j".into(),
+                user_id: user.map(str::to_owned),
+                client_id: user.map(|_| "app".to_owned()),
+            },
+            account_id: "a".into(),
+            subject: "s".into(),
+            permissions: PermissionSet::parse(permissions).unwrap(),
+            expires_at: Some(0),
+        }
+    }
+
+    #[test]
+    fn session_tokens_never_hold_reserved_capabilities() {
+        let minted = jwt(None, &["sensitive.read", "audit.read"]);
+        assert!(minted.allows("sensitive", Action::Read));
+        assert!(minted.allows("audit", Action::Read));
+        let session = jwt(
+            Some("user"),
+            &["sensitive.read", "audit.read", "deals.read"],
+        );
+        assert!(!session.allows("sensitive", Action::Read));
+        assert!(!session.allows("audit", Action::Read));
+        assert!(session.allows("deals", Action::Read));
     }
 }

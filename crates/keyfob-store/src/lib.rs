@@ -166,6 +166,14 @@ pub trait Store: Send + Sync + 'static {
     async fn changes_since(&self, since: i64) -> Result<Vec<Change>>;
     async fn prune_changes(&self, before: i64) -> Result<()>;
 
+    // The vault.
+    async fn find_account_vault(&self, account_id: &str) -> Result<Option<AccountVaultRow>>;
+    /// Stores `vault` unless the account has one already; returns the one stored afterwards (so
+    /// two nodes racing to make the first one agree on it).
+    async fn init_account_vault(&self, vault: &AccountVaultRow) -> Result<AccountVaultRow>;
+    /// Replaces an account's sensitive field list (a JSON array); `false` without a vault.
+    async fn set_sensitive_fields(&self, account_id: &str, fields: &str, at: i64) -> Result<bool>;
+
     // The audit log: append-only, so there is no method to change or delete an event.
     /// Appends events in one statement.
     async fn insert_audit_events(&self, events: &[AuditEventRow]) -> Result<()>;

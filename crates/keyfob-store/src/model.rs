@@ -302,3 +302,24 @@ pub struct AuditFilter<'a> {
     pub limit: u32,
     pub offset: u64,
 }
+
+/// An account's vault: its data key, sealed with the master key, and its sensitive field names.
+#[derive(Clone, PartialEq, Eq, FromRow)]
+pub struct AccountVaultRow {
+    pub account_id: String,
+    /// The data key sealed with the master key (base64 of nonce and ciphertext).
+    pub data_key: String,
+    /// JSON array of field names.
+    pub sensitive_fields: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for AccountVaultRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountVaultRow")
+            .field("account_id", &self.account_id)
+            .field("sensitive_fields", &self.sensitive_fields)
+            .finish_non_exhaustive()
+    }
+}

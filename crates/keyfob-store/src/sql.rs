@@ -1137,6 +1137,57 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn find_account_vault(
+                &self,
+                account_id: &str,
+            ) -> $crate::Result<Option<$crate::AccountVaultRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT account_id, data_key, sensitive_fields, created_at, updated_at \
+                     FROM account_vaults WHERE account_id = $1",
+                )
+                .bind(account_id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn init_account_vault(
+                &self,
+                v: &$crate::AccountVaultRow,
+            ) -> $crate::Result<$crate::AccountVaultRow> {
+                sqlx::query(
+                    "INSERT INTO account_vaults (account_id, data_key, sensitive_fields, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id) DO NOTHING",
+                )
+                .bind(&v.account_id)
+                .bind(&v.data_key)
+                .bind(&v.sensitive_fields)
+                .bind(v.created_at)
+                .bind(v.updated_at)
+                .execute(&self.pool)
+                .await?;
+                self.find_account_vault(&v.account_id).await?.ok_or_else(|| {
+                    $crate::StoreError::Corrupt(format!("vault of {} vanished", v.account_id))
+                })
+            }
+
+            async fn set_sensitive_fields(
+                &self,
+                account_id: &str,
+                fields: &str,
+                at: i64,
+            ) -> $crate::Result<bool> {
+                Ok(sqlx::query(
+                    "UPDATE account_vaults SET sensitive_fields = $1, updated_at = $2 WHERE account_id = $3",
+                )
+                .bind(fields)
+                .bind(at)
+                .bind(account_id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                    > 0)
+            }
+
             async fn insert_audit_events(
                 &self,
                 events: &[$crate::AuditEventRow],

@@ -1,6 +1,8 @@
-//! The master key and what it protects. The master key (256 bits) seals the signing keys in the
-//! database with AES-256-GCM; nodes that share a database share the master key through
-//! configuration (`KEYFOB_MASTER_KEY`) or a copied `master.key` file.
+//! The master key and what it protects. The master key (256 bits) seals the signing keys, the
+//! accounts' vault data keys and the refresh retry answers in the database with AES-256-GCM; nodes
+//! that share a database share the master key through configuration (`KEYFOB_MASTER_KEY`) or a
+//! copied `master.key` file. A [`DataKey`] (one per account) encrypts that account's sensitive
+//! field values.
 
 use std::io::Write;
 use std::path::Path;
@@ -11,7 +13,7 @@ use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use rand::RngCore;
-use secrecy::{ExposeSecret, SecretBox};
+use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
 
 const NONCE_LEN: usize = 12;
 const CHECK_PLAINTEXT: &[u8] = b"keyfob master key check";
@@ -59,6 +61,11 @@ impl MasterKey {
         Ok(key)
     }
 
+    /// The key as hex, to write it to `master.key` (or show it once, after a rotation).
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0.expose_secret())
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new_from_slice(self.0.expose_secret()).expect("32-byte key")
     }
@@ -66,38 +73,12 @@ impl MasterKey {
     /// Encrypts `plaintext`, bound to `aad` (what it is and whose), as base64 of nonce and
     /// ciphertext.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> String {
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let ciphertext = self
-            .cipher()
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
-            .expect("AES-GCM encryption does not fail for in-memory buffers");
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&ciphertext);
-        B64.encode(out)
+        seal_with(&self.cipher(), plaintext, aad)
     }
 
     /// Decrypts what [`MasterKey::seal`] made with the same `aad`.
     pub fn open(&self, sealed: &str, aad: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let bytes = B64.decode(sealed).context("sealed value is not base64")?;
-        if bytes.len() < NONCE_LEN + 16 {
-            bail!("sealed value is too short");
-        }
-        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
-        self.cipher()
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad,
-                },
-            )
+        open_with(&self.cipher(), sealed, aad)
             .map_err(|_| anyhow::anyhow!("cannot decrypt: wrong master key or tampered value"))
     }
 
@@ -116,6 +97,90 @@ impl MasterKey {
     }
 }
 
+fn seal_with(cipher: &Aes256Gcm, plaintext: &[u8], aad: &[u8]) -> String {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let ciphertext = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .expect("AES-GCM encryption does not fail for in-memory buffers");
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&ciphertext);
+    B64.encode(out)
+}
+
+fn open_with(cipher: &Aes256Gcm, sealed: &str, aad: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let bytes = B64.decode(sealed).context("sealed value is not base64")?;
+    if bytes.len() < NONCE_LEN + 16 {
+        bail!("sealed value is too short");
+    }
+    let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+    cipher
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
+        )
+        .map_err(|_| anyhow::anyhow!("cannot decrypt: wrong key or tampered value"))
+}
+
+/// What a data key is sealed with: its account, so a sealed key copied to another account's row
+/// does not open.
+fn data_key_aad(account_id: &str) -> Vec<u8> {
+    format!("vault-data-key:{account_id}").into_bytes()
+}
+
+/// An account's data key (256 random bits): encrypts its sensitive values. Kept in the database
+/// only sealed with the master key; held unsealed in memory once used, so requests do not unseal
+/// it each time.
+pub struct DataKey(Aes256Gcm);
+
+impl DataKey {
+    /// A new random key, and its sealed form to store.
+    pub fn generate(master: &MasterKey, account_id: &str) -> (DataKey, String) {
+        let mut key = SecretBox::new(Box::new([0u8; 32]));
+        rand::rngs::OsRng.fill_bytes(key.expose_secret_mut());
+        let sealed = master.seal(key.expose_secret(), &data_key_aad(account_id));
+        let cipher = Aes256Gcm::new_from_slice(key.expose_secret()).expect("32-byte key");
+        (DataKey(cipher), sealed)
+    }
+
+    /// Unseals a stored data key.
+    pub fn unseal(master: &MasterKey, account_id: &str, sealed: &str) -> anyhow::Result<DataKey> {
+        let bytes = SecretBox::new(Box::new(master.open(sealed, &data_key_aad(account_id))?));
+        let cipher = Aes256Gcm::new_from_slice(bytes.expose_secret())
+            .map_err(|_| anyhow::anyhow!("a data key must be 32 bytes"))?;
+        Ok(DataKey(cipher))
+    }
+
+    /// Seals a stored data key again under another master key, without changing the data key.
+    pub fn reseal(
+        old: &MasterKey,
+        new: &MasterKey,
+        account_id: &str,
+        sealed: &str,
+    ) -> anyhow::Result<String> {
+        let aad = data_key_aad(account_id);
+        let bytes = SecretBox::new(Box::new(old.open(sealed, &aad)?));
+        Ok(new.seal(bytes.expose_secret(), &aad))
+    }
+
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> String {
+        seal_with(&self.0, plaintext, aad)
+    }
+
+    pub fn open(&self, sealed: &str, aad: &[u8]) -> anyhow::Result<Vec<u8>> {
+        open_with(&self.0, sealed, aad)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +192,22 @@ mod tests {
         assert_eq!(key.open(&sealed, b"kid-1").unwrap(), b"secret");
         assert!(key.open(&sealed, b"kid-2").is_err());
         assert!(MasterKey::generate().open(&sealed, b"kid-1").is_err());
+    }
+
+    #[test]
+    fn data_keys_are_sealed_per_account_and_survive_resealing() {
+        let master = MasterKey::generate();
+        let (key, sealed) = DataKey::generate(&master, "acct-1");
+        let value = key.seal(b"123-45-6789", b"place");
+        assert!(DataKey::unseal(&master, "acct-2", &sealed).is_err());
+        let again = DataKey::unseal(&master, "acct-1", &sealed).unwrap();
+        assert_eq!(again.open(&value, b"place").unwrap(), b"123-45-6789");
+        assert!(again.open(&value, b"elsewhere").is_err());
+        let next = MasterKey::generate();
+        let resealed = DataKey::reseal(&master, &next, "acct-1", &sealed).unwrap();
+        assert!(DataKey::unseal(&master, "acct-1", &resealed).is_err());
+        let moved = DataKey::unseal(&next, "acct-1", &resealed).unwrap();
+        assert_eq!(moved.open(&value, b"place").unwrap(), b"123-45-6789");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod startup;
 pub mod state;
 pub mod tokens;
 pub mod user_pages;
+pub mod vault;
 
 pub use config::Config;
 pub use startup::Application;

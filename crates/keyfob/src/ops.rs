@@ -191,6 +191,14 @@ pub async fn create_app(
         oauth::check_origin(origin).map_err(|e| invalid(e.to_string()))?;
     }
     let max = oauth::parse_scope(&new.max_permissions).map_err(|e| invalid(e.to_string()))?;
+    if let Some(reserved) = max
+        .iter()
+        .find(|p| keyfob_domain::permission::RESERVED_RESOURCES.contains(&p.resource()))
+    {
+        return Err(invalid(format!(
+            "`{reserved}` cannot be granted by users to an application; only the account's API keys and the tokens they mint hold it"
+        )));
+    }
     if max.is_empty() {
         return Err(invalid(
             "give the most permissions the app may ask for, e.g. deals.read,deals.write".into(),

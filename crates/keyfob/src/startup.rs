@@ -20,6 +20,7 @@ use crate::ops::ensure_signing_key;
 use crate::passwords::Passwords;
 use crate::state::AppState;
 use crate::tokens::{TokenRecorder, TokenService, load_key_set};
+use crate::vault::Vault;
 
 /// A built application: bound to its port, state loaded, ready to serve.
 pub struct Application {
@@ -93,10 +94,12 @@ impl Application {
             config.public_url = Some(format!("http://{local}"));
         }
         let keys = load_key_set(&store.list_signing_keys().await?, &master, now_ms())?;
+        let master = Arc::new(master);
         let tokens = TokenService::new(keys, config.issuer(), config.audience.clone());
         let state = AppState {
             recorder: TokenRecorder::spawn(store.clone()),
             audit: AuditLog::spawn(store.clone()),
+            vault: Arc::new(Vault::new(store.clone(), master.clone())),
             tokens: Arc::new(tokens),
             index: Arc::new(AuthIndex::default()),
             passwords: Passwords::new(config.password_workers),
@@ -105,7 +108,7 @@ impl Application {
                 Duration::from_secs(60),
             )),
             metrics: metrics_handle(),
-            master: Arc::new(master),
+            master,
             store,
             config: Arc::new(config.clone()),
         };

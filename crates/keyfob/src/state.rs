@@ -12,6 +12,7 @@ use crate::crypto::MasterKey;
 use crate::http::RateLimiter;
 use crate::passwords::Passwords;
 use crate::tokens::{TokenRecorder, TokenService, load_key_set};
+use crate::vault::Vault;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -21,6 +22,7 @@ pub struct AppState {
     pub tokens: Arc<TokenService>,
     pub recorder: TokenRecorder,
     pub audit: AuditLog,
+    pub vault: Arc<Vault>,
     pub index: Arc<AuthIndex>,
     pub passwords: Passwords,
     pub login_limiter: Arc<RateLimiter>,

@@ -1,13 +1,19 @@
 //! `/api/{resource}`: the account's JSON records, guarded by `<resource>.read` and
 //! `<resource>.write`. A user-session token sees and changes only its user's records.
+//!
+//! Sensitive fields (the account's list, at any depth) are checked, sealed with the account's
+//! data key before a record is stored, and read back masked; `?reveal=` on one record shows them
+//! in clear to a caller holding `sensitive.read`, and every reveal is on the audit log.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use keyfob_domain::Action;
+use keyfob_domain::audit::action;
 use keyfob_domain::permission::RESERVED_RESOURCES;
-use keyfob_domain::query::{ListQuery, valid_resource};
+use keyfob_domain::query::{Field, ListQuery, valid_resource};
+use keyfob_domain::vault::{RevealRequest, VaultError};
 use keyfob_store::{RecordRow, RecordScope};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -15,9 +21,12 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JsonBody, QueryPairs};
+use crate::audit::{Actor, AuditEvent};
 use crate::auth::Auth;
 use crate::clock::{format_ms, now_ms};
+use crate::dashboard::session::ClientIp;
 use crate::state::AppState;
+use crate::vault::{AccountVault, VaultServiceError};
 
 /// Fields Keyfob sets on every record; a body may not set them.
 const SYSTEM_FIELDS: &[&str] = &["id", "createdAt", "updatedAt"];
@@ -68,8 +77,46 @@ fn scope<'a>(auth: &'a Auth, resource: &'a str, action: Action) -> ApiResult<Rec
     })
 }
 
-/// A record as the API shows it: its document with `id`, `createdAt` and `updatedAt`.
-fn to_json(row: RecordRow) -> Value {
+impl From<VaultError> for ApiError {
+    fn from(err: VaultError) -> Self {
+        let code = match err {
+            VaultError::SecurityCode(_) => "card_security_code",
+            VaultError::ReservedKey(_) => "invalid_body",
+            VaultError::BadFieldName(_)
+            | VaultError::TooManyFields
+            | VaultError::SecurityCodeListed(_) => "invalid_sensitive_fields",
+            VaultError::Ssn(_)
+            | VaultError::Card(_)
+            | VaultError::NotText(_)
+            | VaultError::TooLong(_) => "invalid_sensitive_value",
+        };
+        ApiError::bad_request(code, err.to_string())
+    }
+}
+
+impl From<VaultServiceError> for ApiError {
+    fn from(err: VaultServiceError) -> Self {
+        match err {
+            VaultServiceError::Invalid(e) => e.into(),
+            VaultServiceError::Store(e) => e.into(),
+            VaultServiceError::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// A record as the API shows it: its document, sensitive values masked (or revealed where asked
+/// and allowed), with `id`, `createdAt` and `updatedAt`.
+fn to_json(
+    mut row: RecordRow,
+    vault: &AccountVault,
+    reveal: &RevealRequest,
+) -> (Value, Vec<String>) {
+    let revealed = vault.present(&row.id, &mut row.doc, reveal);
+    (to_plain_json(row), revealed)
+}
+
+/// A record whose document holds nothing sealed any more.
+fn to_plain_json(row: RecordRow) -> Value {
     let mut doc = match row.doc {
         Value::Object(map) => map,
         _ => Map::new(),
@@ -151,10 +198,22 @@ pub async fn list(
     let scope = scope(&auth, &resource, Action::Read)?;
     let query = ListQuery::from_pairs(&pairs)
         .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    if pairs.iter().any(|(k, _)| k == "reveal") {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "`reveal` works on one record: GET /api/{resource}/{id}?reveal=field",
+        ));
+    }
+    let vault = state.vault.account(scope.account_id).await?;
+    refuse_sensitive_query(&vault, &query)?;
     let (rows, total) = state.store.list_records(&scope, &query).await?;
     let total_pages = total.div_ceil(u64::from(query.limit));
+    let none = RevealRequest::default();
     Ok(Json(ListResponse {
-        docs: rows.into_iter().map(to_json).collect(),
+        docs: rows
+            .into_iter()
+            .map(|row| to_json(row, &vault, &none).0)
+            .collect(),
         total_docs: total,
         limit: query.limit,
         page: query.page,
@@ -185,10 +244,13 @@ pub async fn create(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let scope = scope(&auth, &resource, Action::Write)?;
-    let doc = check_document(body)?;
+    let mut doc = check_document(body)?;
+    let vault = state.vault.account(scope.account_id).await?;
+    let id = uuid::Uuid::now_v7().to_string();
+    vault.seal_new(&id, &mut doc)?;
     let now = now_ms();
     let row = RecordRow {
-        id: uuid::Uuid::now_v7().to_string(),
+        id,
         account_id: scope.account_id.to_owned(),
         resource: resource.clone(),
         owner_user_id: scope.owner_user_id.map(str::to_owned),
@@ -197,36 +259,110 @@ pub async fn create(
         updated_at: now,
     };
     state.store.insert_record(&row).await?;
-    Ok((StatusCode::CREATED, Json(to_json(row))))
+    let (body, _) = to_json(row, &vault, &RevealRequest::default());
+    Ok((StatusCode::CREATED, Json(body)))
 }
 
 /// Read a record.
+///
+/// Sensitive fields come back masked. `reveal` (comma-separated or repeated: field names such as
+/// `ssn`, or paths such as `primaryApplicant.ssn`) shows them in clear to a caller holding
+/// `sensitive.read`; each field revealed is written to the audit log before the answer is sent.
 #[utoipa::path(
     get,
     path = "/api/{resource}/{id}",
     tag = "resources",
-    params(("resource" = String, Path), ("id" = String, Path)),
+    params(
+        ("resource" = String, Path),
+        ("id" = String, Path),
+        ("reveal" = Option<String>, Query, description = "Sensitive fields to show in clear (needs `sensitive.read`)"),
+    ),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The record", body = Object),
+        (status = 400, description = "Bad `reveal`", body = ErrorBody),
         (status = 401, description = "Missing or invalid credential", body = ErrorBody),
-        (status = 403, description = "Needs `<resource>.read`", body = ErrorBody),
+        (status = 403, description = "Needs `<resource>.read`, and `sensitive.read` to reveal", body = ErrorBody),
         (status = 404, description = "No such record", body = ErrorBody),
     )
 )]
 pub async fn read(
     State(state): State<AppState>,
     auth: Auth,
+    ClientIp(ip): ClientIp,
     Path((resource, id)): Path<(String, String)>,
+    QueryPairs(pairs): QueryPairs,
 ) -> ApiResult<Json<Value>> {
     let scope = scope(&auth, &resource, Action::Read)?;
+    let reveal = RevealRequest::parse(
+        pairs
+            .iter()
+            .filter(|(k, _)| k == "reveal")
+            .map(|(_, v)| v.as_str()),
+    )
+    .map_err(|message| ApiError::bad_request("invalid_reveal", message))?;
+    if !reveal.is_empty() {
+        auth.require("sensitive", Action::Read)?;
+    }
     check_id(&resource, &id)?;
+    let vault = state.vault.account(scope.account_id).await?;
+    if let Some(unknown) = reveal
+        .items()
+        .iter()
+        .find(|item| !vault.fields.contains(leaf(item)))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_reveal",
+            format!("`{unknown}` is not a sensitive field of this account"),
+        ));
+    }
     let row = state
         .store
         .get_record(&scope, &id)
         .await?
         .ok_or_else(|| not_found(&resource))?;
-    Ok(Json(to_json(row)))
+    let (body, revealed) = to_json(row, &vault, &reveal);
+    for path in revealed {
+        state
+            .audit
+            .record_durably(
+                AuditEvent::new(Some(scope.account_id), Actor::of(&auth.0), action::SENSITIVE_REVEALED)
+                    .target(format!("{resource}/{id}#{path}"))
+                    .ip(&ip)
+                    .detail(serde_json::json!({ "resource": resource, "record": id, "field": path, "via": "api" })),
+            )
+            .await?;
+    }
+    Ok(Json(body))
+}
+
+/// The field name a reveal item ends in: `ssn` for `applicants[0].ssn`.
+fn leaf(item: &str) -> &str {
+    let last = item.rsplit('.').next().unwrap_or(item);
+    last.split('[').next().unwrap_or(last)
+}
+
+/// Listing by a sensitive field would leak it through order or matches: refused.
+fn refuse_sensitive_query(vault: &AccountVault, query: &ListQuery) -> ApiResult<()> {
+    let fields = query
+        .filters
+        .iter()
+        .map(|(f, _)| (f, "filtered"))
+        .chain(query.sort.iter().map(|s| (&s.field, "sorted")));
+    for (field, how) in fields {
+        if let Field::Doc(path) = field
+            && vault.fields.covers_path(path)
+        {
+            return Err(ApiError::bad_request(
+                "sensitive_field",
+                format!(
+                    "`{}` is a sensitive field: records cannot be {how} by it",
+                    path.join(".")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Merge a JSON patch (RFC 7396) into a record.
@@ -253,6 +389,8 @@ pub async fn patch(
     let scope = scope(&auth, &resource, Action::Write)?;
     check_id(&resource, &id)?;
     let changes = check_document(body)?;
+    let vault = state.vault.account(scope.account_id).await?;
+    vault.check_patch(&changes)?;
     let mut row = state
         .store
         .get_record(&scope, &id)
@@ -265,6 +403,9 @@ pub async fn patch(
             format!("the document nests deeper than {MAX_DEPTH} levels"),
         ));
     }
+    if let Value::Object(doc) = &mut row.doc {
+        vault.seal_merged(&id, doc)?;
+    }
     row.updated_at = now_ms();
     if !state
         .store
@@ -273,7 +414,7 @@ pub async fn patch(
     {
         return Err(not_found(&resource));
     }
-    Ok(Json(to_json(row)))
+    Ok(Json(to_json(row, &vault, &RevealRequest::default()).0))
 }
 
 /// Replace a record's document.
@@ -299,7 +440,10 @@ pub async fn replace(
 ) -> ApiResult<Json<Value>> {
     let scope = scope(&auth, &resource, Action::Write)?;
     check_id(&resource, &id)?;
-    let doc = Value::Object(check_document(body)?);
+    let mut doc = check_document(body)?;
+    let vault = state.vault.account(scope.account_id).await?;
+    vault.seal_new(&id, &mut doc)?;
+    let doc = Value::Object(doc);
     let now = now_ms();
     if !state.store.update_record(&scope, &id, &doc, now).await? {
         return Err(not_found(&resource));
@@ -309,7 +453,7 @@ pub async fn replace(
         .get_record(&scope, &id)
         .await?
         .ok_or_else(|| not_found(&resource))?;
-    Ok(Json(to_json(row)))
+    Ok(Json(to_json(row, &vault, &RevealRequest::default()).0))
 }
 
 /// Delete a record.
@@ -350,6 +494,9 @@ fn merge_patch(target: &mut Value, patch: Value) {
             for (key, value) in changes {
                 if value.is_null() {
                     map.remove(&key);
+                } else if keyfob_domain::vault::envelope(&value).is_some() {
+                    // A sealed value replaces whatever was there; it is never merged into.
+                    map.insert(key, value);
                 } else {
                     merge_patch(map.entry(key).or_insert(Value::Null), value);
                 }

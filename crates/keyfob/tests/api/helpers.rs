@@ -279,3 +279,51 @@ pub fn has_event(docs: &[Value], action: &str, target: Option<&str>) -> bool {
     docs.iter()
         .any(|e| e["action"] == action && target.is_none_or(|t| e["target"] == t))
 }
+
+/// Every byte of the app's database as an intruder would see it: the SQLite file and its WAL, or
+/// every PostgreSQL table of the test's schema dumped as text.
+pub async fn raw_database_text(app: &TestApp) -> Vec<u8> {
+    let url = &app.db.url;
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert!(tables.iter().any(|t| t == "records"), "{tables:?}");
+        let mut out = Vec::new();
+        for table in tables {
+            let rows: Vec<String> =
+                sqlx::query_scalar(&format!("SELECT t::text FROM \"{table}\" t"))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            for row in rows {
+                out.extend_from_slice(row.as_bytes());
+                out.push(b'\n');
+            }
+        }
+        pool.close().await;
+        out
+    } else {
+        let path = app.db.dir.path().join("keyfob.db");
+        let mut out = std::fs::read(&path).unwrap();
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let mut p = path.clone().into_os_string();
+            p.push(suffix);
+            if let Ok(bytes) = std::fs::read(&p) {
+                out.extend_from_slice(&bytes);
+            }
+        }
+        out
+    }
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains_bytes(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}

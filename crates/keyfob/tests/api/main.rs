@@ -18,3 +18,4 @@ mod revocation;
 mod session_browser;
 mod sessions;
 mod tokens;
+mod vault;

@@ -563,6 +563,12 @@ async fn reuse_after_the_grace_window_ends_only_that_family() {
         200
     );
     tokens(refresh(&app, &s, bystander["refresh_token"].as_str().unwrap()).await).await;
+    // The reuse is on the account's audit log.
+    let events = audit_until(&app, &s.key, "action=refresh.reuse_detected", |d| {
+        !d.is_empty()
+    })
+    .await;
+    assert_eq!(events[0]["actor"]["kind"], "system");
 }
 
 both_backends! {
