@@ -174,6 +174,14 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces an account's sensitive field list (a JSON array); `false` without a vault.
     async fn set_sensitive_fields(&self, account_id: &str, fields: &str, at: i64) -> Result<bool>;
 
+    /// Every account's vault, for a master-key rotation.
+    async fn list_account_vaults(&self) -> Result<Vec<AccountVaultRow>>;
+    /// `(token_hash, next_sealed)` of the refresh tokens whose sealed retry answer is kept.
+    async fn sealed_refresh_answers(&self) -> Result<Vec<(String, String)>>;
+    /// Writes everything a master-key rotation sealed again, and the new check value, in one
+    /// transaction.
+    async fn write_resealed(&self, resealed: &Resealed) -> Result<()>;
+
     // The audit log: append-only, so there is no method to change or delete an event.
     /// Appends events in one statement.
     async fn insert_audit_events(&self, events: &[AuditEventRow]) -> Result<()>;

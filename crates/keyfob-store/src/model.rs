@@ -323,3 +323,27 @@ impl std::fmt::Debug for AccountVaultRow {
             .finish_non_exhaustive()
     }
 }
+
+/// Everything sealed with the master key, sealed again under a new one: written in one
+/// transaction by a master-key rotation.
+#[derive(Default)]
+pub struct Resealed {
+    /// The new master key's check value.
+    pub check: String,
+    /// `(kid, private_key)`.
+    pub signing_keys: Vec<(String, String)>,
+    /// `(account_id, data_key)`.
+    pub data_keys: Vec<(String, String)>,
+    /// `(token_hash, next_sealed)` of refresh tokens whose retry answer is still kept.
+    pub refresh_answers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Resealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resealed")
+            .field("signing_keys", &self.signing_keys.len())
+            .field("data_keys", &self.data_keys.len())
+            .field("refresh_answers", &self.refresh_answers.len())
+            .finish_non_exhaustive()
+    }
+}

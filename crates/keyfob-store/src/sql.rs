@@ -1188,6 +1188,54 @@ macro_rules! impl_store {
                     > 0)
             }
 
+            async fn list_account_vaults(&self) -> $crate::Result<Vec<$crate::AccountVaultRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT account_id, data_key, sensitive_fields, created_at, updated_at FROM account_vaults",
+                )
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn sealed_refresh_answers(&self) -> $crate::Result<Vec<(String, String)>> {
+                Ok(sqlx::query_as(
+                    "SELECT token_hash, next_sealed FROM refresh_tokens WHERE next_sealed IS NOT NULL",
+                )
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn write_resealed(&self, r: &$crate::Resealed) -> $crate::Result<()> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                for (kid, sealed) in &r.signing_keys {
+                    sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2")
+                        .bind(sealed)
+                        .bind(kid)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for (account_id, sealed) in &r.data_keys {
+                    sqlx::query("UPDATE account_vaults SET data_key = $1 WHERE account_id = $2")
+                        .bind(sealed)
+                        .bind(account_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for (hash, sealed) in &r.refresh_answers {
+                    sqlx::query("UPDATE refresh_tokens SET next_sealed = $1 WHERE token_hash = $2")
+                        .bind(sealed)
+                        .bind(hash)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query("UPDATE settings SET value = $1 WHERE name = $2")
+                    .bind(&r.check)
+                    .bind("master_key_check")
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn insert_audit_events(
                 &self,
                 events: &[$crate::AuditEventRow],

@@ -16,6 +16,7 @@ use keyfob_domain::audit::action;
 use crate::audit::{self, Actor, AuditEvent};
 use crate::clock::{format_ms, now_ms};
 use crate::config::{Config, FileConfig, SigningAlg, default_database_url};
+use crate::crypto::MasterKey;
 use crate::ops;
 use crate::passwords::Passwords;
 use crate::startup::{Application, open_storage};
@@ -70,6 +71,9 @@ enum Command {
     /// Manage end users.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage the master key.
+    #[command(subcommand)]
+    MasterKey(MasterKeyCommand),
     /// Manage token signing keys.
     #[command(subcommand, name = "signing-keys")]
     SigningKeys(SigningKeysCommand),
@@ -151,6 +155,14 @@ enum UsersCommand {
         #[arg(long)]
         email: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum MasterKeyCommand {
+    /// Make a new master key and seal again, under it, everything the old one sealed (signing
+    /// keys, the accounts' data keys, refresh retry answers). Sensitive values are not
+    /// re-encrypted. Restart every node with the new key afterwards.
+    Rotate,
 }
 
 #[derive(Subcommand, Debug)]
@@ -339,6 +351,52 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let user =
                 ops::create_user(store.as_ref(), &Passwords::new(1), &email, password).await?;
             println!("{}", user.id);
+            Ok(())
+        }
+        Command::MasterKey(MasterKeyCommand::Rotate) => {
+            let (store, old) = open_storage(&config).await?;
+            let new = MasterKey::generate();
+            let from_config = config.master_key_hex.is_some();
+            if from_config {
+                // The key lives in configuration, which this command cannot change: show the new
+                // one before the database depends on it, so it is never lost.
+                println!("{}", new.to_hex());
+            } else {
+                new.write_pending(&config.data_dir)?;
+            }
+            let done = match ops::rotate_master_key(store.as_ref(), &old, &new).await {
+                Ok(done) => done,
+                Err(err) => {
+                    if from_config {
+                        bail!("{err}; nothing was changed and the key printed above is not in use");
+                    }
+                    MasterKey::discard_pending(&config.data_dir);
+                    bail!("{err}; nothing was changed");
+                }
+            };
+            if !from_config {
+                MasterKey::install_pending(&config.data_dir)?;
+            }
+            audit::record_now(
+                store.as_ref(),
+                AuditEvent::new(None, Actor::operator(), action::MASTER_KEY_ROTATED).detail(
+                    serde_json::json!({
+                        "signing_keys": done.signing_keys,
+                        "data_keys": done.data_keys,
+                        "refresh_answers": done.refresh_answers,
+                    }),
+                ),
+            )
+            .await?;
+            let place = if from_config {
+                "set KEYFOB_MASTER_KEY to the key above".to_owned()
+            } else {
+                format!("it is in {}", config.data_dir.join("master.key").display())
+            };
+            eprintln!(
+                "master key rotated: sealed again {} signing keys, {} data keys and {} refresh answers; {place}, and restart every node with it",
+                done.signing_keys, done.data_keys, done.refresh_answers
+            );
             Ok(())
         }
         Command::SigningKeys(command) => {

@@ -61,6 +61,40 @@ impl MasterKey {
         Ok(key)
     }
 
+    /// Writes this key beside the current one, as `DIR/master.key.new` (mode 0600), ahead of
+    /// [`MasterKey::install_pending`]: a rotation writes the new key to disk before it changes the
+    /// database, so the key that opens the database is never only in memory.
+    pub fn write_pending(&self, data_dir: &Path) -> anyhow::Result<()> {
+        let path = data_dir.join("master.key.new");
+        let _ = std::fs::remove_file(&path);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        writeln!(file, "{}", self.to_hex())?;
+        file.sync_all()?;
+        Ok(())
+    }
+
+    /// Puts `DIR/master.key.new` in place of `DIR/master.key` (an atomic rename).
+    pub fn install_pending(data_dir: &Path) -> anyhow::Result<()> {
+        let from = data_dir.join("master.key.new");
+        let to = data_dir.join("master.key");
+        std::fs::rename(&from, &to)
+            .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))
+    }
+
+    /// Forgets a pending key that was not used.
+    pub fn discard_pending(data_dir: &Path) {
+        let _ = std::fs::remove_file(data_dir.join("master.key.new"));
+    }
+
     /// The key as hex, to write it to `master.key` (or show it once, after a rotation).
     pub fn to_hex(&self) -> String {
         hex::encode(self.0.expose_secret())

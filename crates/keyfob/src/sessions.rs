@@ -129,7 +129,7 @@ pub async fn start(
     })
 }
 
-fn retry_aad(old_hash: &str) -> Vec<u8> {
+pub(crate) fn retry_aad(old_hash: &str) -> Vec<u8> {
     format!("refresh-retry:{old_hash}").into_bytes()
 }
 

@@ -25,6 +25,10 @@ pub enum VaultServiceError {
     Invalid(#[from] VaultError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// This node's master key no longer opens the database's data keys: it was rotated while the
+    /// node ran. The node keeps serving what it holds, and needs a restart with the new key.
+    #[error("the master key was rotated; restart this node with the new key")]
+    StaleMasterKey,
     #[error("{0}")]
     Internal(#[from] anyhow::Error),
 }
@@ -81,7 +85,13 @@ impl Vault {
         let key = match cached {
             // The data key never changes (a master-key rotation seals the same key again).
             Some(old) => old.key.clone(),
-            None => Arc::new(DataKey::unseal(&self.master, account_id, &row.data_key)?),
+            None => match DataKey::unseal(&self.master, account_id, &row.data_key) {
+                Ok(key) => Arc::new(key),
+                Err(err) => {
+                    self.check_master().await?;
+                    return Err(err.into());
+                }
+            },
         };
         let vault = Arc::new(AccountVault {
             account_id: account_id.to_owned(),
@@ -103,12 +113,7 @@ impl Vault {
     ) -> Result<AccountVaultRow, VaultServiceError> {
         // A node still running with a master key that was rotated away must not seal a new data
         // key with it: the key would be lost at its next start.
-        let check = self
-            .store
-            .get_setting(CHECK_SETTING)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the master key check value is missing"))?;
-        self.master.verify_check_value(&check)?;
+        self.check_master().await?;
         let (_, sealed) = DataKey::generate(&self.master, account_id);
         let fields: Vec<&str> = vault::DEFAULT_SENSITIVE_FIELDS.to_vec();
         let row = AccountVaultRow {
@@ -119,6 +124,20 @@ impl Vault {
             updated_at: now,
         };
         Ok(self.store.init_account_vault(&row).await?)
+    }
+
+    /// Fails with [`VaultServiceError::StaleMasterKey`] if the database's master key is no longer
+    /// this node's.
+    async fn check_master(&self) -> Result<(), VaultServiceError> {
+        let check = self
+            .store
+            .get_setting(CHECK_SETTING)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the master key check value is missing"))?;
+        self.master.verify_check_value(&check).map_err(|_| {
+            tracing::error!("the master key was rotated: restart this node with the new key");
+            VaultServiceError::StaleMasterKey
+        })
     }
 
     /// Replaces an account's field list; this node uses it at once, the others within seconds.

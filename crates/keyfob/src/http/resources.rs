@@ -99,6 +99,7 @@ impl From<VaultServiceError> for ApiError {
         match err {
             VaultServiceError::Invalid(e) => e.into(),
             VaultServiceError::Store(e) => e.into(),
+            VaultServiceError::StaleMasterKey => ApiError::Unavailable,
             VaultServiceError::Internal(e) => ApiError::Internal(e),
         }
     }

@@ -61,7 +61,8 @@ impl KeySet {
     }
 }
 
-fn aad(kid: &str) -> Vec<u8> {
+/// What a signing key's private half is sealed with: its `kid`.
+pub fn signing_key_aad(kid: &str) -> Vec<u8> {
     format!("signing-key:{kid}").into_bytes()
 }
 
@@ -118,7 +119,7 @@ pub fn generate_signing_key(
             ("ES256", doc.as_ref().to_vec(), jwk)
         }
     };
-    let sealed = master.seal(&pkcs8, &aad(&kid));
+    let sealed = master.seal(&pkcs8, &signing_key_aad(&kid));
     Ok(SigningKeyRow {
         private_key: sealed,
         public_jwk: serde_json::to_string(&jwk)?,
@@ -153,7 +154,7 @@ pub fn load_key_set(
         jwks.keys.push(jwk);
         if row.retires_at.is_none_or(|r| r > now_ms) {
             let der = master
-                .open(&row.private_key, &aad(&row.kid))
+                .open(&row.private_key, &signing_key_aad(&row.kid))
                 .with_context(|| format!("cannot open signing key {}", row.kid))?;
             let key = match alg {
                 Algorithm::EdDSA => EncodingKey::from_ed_der(&der),

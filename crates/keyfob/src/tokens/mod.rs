@@ -4,6 +4,6 @@ mod keys;
 mod recorder;
 mod service;
 
-pub use keys::{KeySet, generate_signing_key, load_key_set};
+pub use keys::{KeySet, generate_signing_key, load_key_set, signing_key_aad};
 pub use recorder::TokenRecorder;
 pub use service::{TokenError, TokenService, Verified};

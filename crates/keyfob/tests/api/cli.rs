@@ -127,6 +127,27 @@ async fn cli_round_trip(backend: Backend) {
     let keys = stdout(&keyfob(&db, &["signing-keys", "list"], None));
     assert_eq!(keys.lines().count(), 2);
 
+    // Rotating the master key replaces master.key and seals both signing keys again; the
+    // commands that follow open the database with the new key.
+    let before = std::fs::read_to_string(db.dir.path().join("master.key")).unwrap();
+    let output = keyfob(&db, &["master-key", "rotate"], None);
+    assert!(
+        stdout(&output).is_empty(),
+        "no secret printed when the key is a file"
+    );
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("2 signing keys") && said.contains("restart"),
+        "{said}"
+    );
+    let after = std::fs::read_to_string(db.dir.path().join("master.key")).unwrap();
+    assert_ne!(before, after);
+    assert!(!db.dir.path().join("master.key.new").exists());
+    let keys = stdout(&keyfob(&db, &["signing-keys", "list"], None));
+    assert_eq!(keys.lines().count(), 2);
+    let rotated = stdout(&keyfob(&db, &["signing-keys", "rotate"], None));
+    assert!(rotated.starts_with("published "), "{rotated}");
+
     // Bad input: one clear line, non-zero exit, nothing created.
     fails_with(
         &keyfob(

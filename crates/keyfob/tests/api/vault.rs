@@ -322,3 +322,61 @@ async fn key_id(app: &TestApp, key: &str) -> String {
     let whoami = get_json(app, key, "/auth/whoami").await;
     whoami["key_id"].as_str().unwrap().to_owned()
 }
+
+both_backends! {
+    async fn master_key_rotation_reseals_keys_without_reencrypting_values(app) {
+        let (_, key) = app.account_with_key().await;
+        let made: Value = post(&app, &key, "/api/creditApplications", &application()).await.json().await.unwrap();
+        let id = made["id"].as_str().unwrap().to_owned();
+        let token = app.mint_token(&key, &["creditApplications.read"]).await;
+        let stored_before = raw_record_doc(&app, &id).await;
+
+        let new = keyfob::crypto::MasterKey::generate();
+        let done = keyfob::ops::rotate_master_key(app.state.store.as_ref(), &app.state.master, &new).await.unwrap();
+        assert_eq!((done.signing_keys, done.data_keys), (1, 1));
+        // The values were not touched: the same ciphertexts, still readable by this node, which
+        // holds the data key already.
+        assert_eq!(raw_record_doc(&app, &id).await, stored_before);
+        assert_eq!(get_json(&app, &key, &format!("/api/creditApplications/{id}?reveal=ssn")).await["ssn"], SSN);
+        // This node, still on the old key, refuses to make a data key the new one cannot open.
+        let (_, other) = app.account_with_key().await;
+        let refused = post(&app, &other, "/api/creditApplications", &json!({"ssn": SSN})).await;
+        expect_error(refused, 503, "unavailable").await;
+
+        // A node started with the old key refuses to start; one with the new key reads everything.
+        let mut config = test_config(&app.db);
+        config.master_key_hex = Some(app_master_hex(&app).into());
+        assert!(keyfob::Application::build(config).await.is_err());
+        let mut config = test_config(&app.db);
+        config.master_key_hex = Some(new.to_hex().into());
+        // The same issuer, as nodes of one service have.
+        config.public_url = Some(app.base.clone());
+        let next = spawn_with(config, app.db.clone()).await;
+        next.wait_until_status(&key, 200).await;
+        assert_eq!(next.whoami_status(&token).await, 200);
+        let revealed = get_json(&next, &key, &format!("/api/creditApplications/{id}?reveal=ssn,cardNumber")).await;
+        assert_eq!(revealed["primaryApplicant"]["ssn"], SSN);
+        assert_eq!(revealed["payment"]["cardNumber"], CARD);
+        let minted = next.mint_token(&key, &["creditApplications.read"]).await;
+        assert_eq!(app.whoami_status(&minted).await, 200, "the signing key is the same");
+        assert_no_plaintext(&next).await;
+    }
+}
+
+async fn raw_record_doc(app: &TestApp, id: &str) -> Value {
+    let rows = raw_database_text(app).await;
+    let text = String::from_utf8_lossy(&rows);
+    // The record's sealed SSN envelope payloads, in order: enough to compare before and after.
+    let mut payloads: Vec<String> = text
+        .match_indices("$kfenc")
+        .map(|(i, _)| text[i..].chars().take(60).collect())
+        .collect();
+    payloads.sort();
+    payloads.dedup();
+    assert!(!payloads.is_empty(), "record {id} has sealed values");
+    json!(payloads)
+}
+
+fn app_master_hex(app: &TestApp) -> String {
+    app.state.master.to_hex()
+}
