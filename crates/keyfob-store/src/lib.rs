@@ -81,6 +81,8 @@ pub trait Store: Send + Sync + 'static {
         at: i64,
     ) -> Result<bool>;
     async fn delete_record(&self, scope: &RecordScope<'_>, id: &str) -> Result<bool>;
+    /// The account's resources that hold records, by name, with how many each holds.
+    async fn list_resources(&self, account_id: &str) -> Result<Vec<(String, i64)>>;
 
     // Applications and end users.
     async fn insert_app(&self, app: &AppRow) -> Result<()>;

@@ -618,6 +618,16 @@ macro_rules! impl_store {
                     > 0)
             }
 
+            async fn list_resources(&self, account_id: &str) -> $crate::Result<Vec<(String, i64)>> {
+                Ok(sqlx::query_as(
+                    "SELECT resource, COUNT(*) FROM records WHERE account_id = $1 \
+                     GROUP BY resource ORDER BY resource",
+                )
+                .bind(account_id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
             async fn insert_app(&self, app: &$crate::AppRow) -> $crate::Result<()> {
                 let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query(

@@ -193,6 +193,18 @@ impl AccountVault {
         make_envelope(self.key.seal(value.as_bytes(), &aad))
     }
 
+    /// The paths of the encrypted values in a stored document.
+    pub fn sealed_paths(doc: &Value) -> Vec<String> {
+        let mut copy = doc.clone();
+        let mut paths = Vec::new();
+        let _ = vault::open_document::<()>(&mut copy, &mut |found, _| {
+            paths.push(found.path);
+            Ok(Value::Null)
+        });
+        paths.sort();
+        paths
+    }
+
     /// Replaces every encrypted value of a stored document with its masked form, or its clear form
     /// where `reveal` asks for it. Returns the paths revealed.
     pub fn present(&self, record_id: &str, doc: &mut Value, reveal: &RevealRequest) -> Vec<String> {

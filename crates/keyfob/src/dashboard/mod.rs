@@ -6,6 +6,7 @@
 mod account;
 mod apps;
 mod audit;
+mod data;
 mod grants;
 mod keys;
 pub(crate) mod page;
@@ -53,6 +54,11 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/tokens", get(tokens::list))
         .route("/dashboard/tokens/{jti}/revoke", post(tokens::revoke))
         .route("/dashboard/audit", get(audit::list))
+        .route("/dashboard/data", get(data::collections))
+        .route("/dashboard/data/_fields", post(data::save_fields))
+        .route("/dashboard/data/{resource}", get(data::records))
+        .route("/dashboard/data/{resource}/{id}", get(data::record))
+        .route("/dashboard/data/{resource}/{id}/reveal", post(data::reveal))
         .route("/dashboard/static/app.css", get(stylesheet))
         .route("/dashboard/{*rest}", any(not_found))
         .layer(SetResponseHeaderLayer::overriding(

@@ -19,3 +19,4 @@ mod session_browser;
 mod sessions;
 mod tokens;
 mod vault;
+mod vault_dashboard;
