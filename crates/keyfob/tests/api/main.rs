@@ -19,4 +19,5 @@ mod session_browser;
 mod sessions;
 mod tokens;
 mod vault;
+mod vault_browser;
 mod vault_dashboard;

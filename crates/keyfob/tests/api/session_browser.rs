@@ -159,7 +159,10 @@ if (params.has("code") || params.has("error")) {
 "#;
 
 /// Serves `page` at `/` and `/callback` on `listener` until the sender is dropped or used.
-fn serve_app_site(listener: tokio::net::TcpListener, page: String) -> oneshot::Sender<()> {
+pub(crate) fn serve_app_site(
+    listener: tokio::net::TcpListener,
+    page: String,
+) -> oneshot::Sender<()> {
     let (stop, stopped) = oneshot::channel::<()>();
     let handler = move || {
         let page = page.clone();
@@ -180,7 +183,7 @@ fn serve_app_site(listener: tokio::net::TcpListener, page: String) -> oneshot::S
 
 /// Waits until Keyfob answers CORS preflights from `origin` (origins are loaded within the sync
 /// interval).
-async fn wait_for_origin(app: &TestApp, origin: &str) {
+pub(crate) async fn wait_for_origin(app: &TestApp, origin: &str) {
     for _ in 0..60 {
         let response = app
             .client
