@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Load-tests a local Keyfob with wrk and prints one table of results.
 #
-#   bench/run.sh [--postgres] [--no-build]
+#   bench/run.sh [--postgres] [--no-build] [--records-only]
 #
 # It builds the release binary, makes a throw-away data directory with one account and one API
-# key, starts `keyfob serve` on a free loopback port and runs eight scenarios against it:
+# key, starts `keyfob serve` on a free loopback port and runs twelve scenarios against it:
 #
 #   1. GET /healthz                         the bare HTTP stack: the baseline for the ratios
 #   2. GET /auth/whoami, API key            SHA-256 of the key + in-memory lookup
@@ -16,6 +16,15 @@
 #   8. GET /auth/whoami, API key, while a second wrk (1 thread, FLOOD_CONNECTIONS connections)
 #      posts wrong-password logins, each with a new email; 400 = a password was checked,
 #      429 = the rate limit refused it first (both expected, counted apart)
+#   9. POST /api/plainRecords               create a record without sensitive fields
+#  10. POST /api/vaultRecords               the same document with an SSN and a card number in
+#                                           sensitive fields: checked, encrypted (AES-256-GCM)
+#  11. GET /api/plainRecords/{id}           read a record without sensitive fields
+#  12. GET /api/vaultRecords/{id}           read it with both values decrypted and masked
+#
+# Scenarios 9-12 run right after scenario 2, with the API key; the documents have the same shape
+# and size (the plain one keeps the same values in fields that are not sensitive). The report
+# gives 10/9 and 12/11: the vault's target is at least 0.85 (encryption costs at most 15%).
 #
 # Scenario 6 needs codes: an application and an end user are made with the CLI, the user logs in
 # and allows the application once over HTTP (curl and a cookie jar), and then codes are harvested
@@ -42,6 +51,7 @@
 #
 # --postgres  store in PostgreSQL (needs psql and a running server at PG_URL) instead of SQLite.
 # --no-build  skip `cargo build --release -p keyfob` and use the existing binary.
+# --records-only  run scenarios 1, 2 and 9-12 only.
 #
 # The wrk scripts are in bench/wrk/. Every response outside 200-299 is counted; the command exits
 # non-zero if any scenario had one, or a socket error. It also reports the server's CPU time per
@@ -69,10 +79,12 @@ VERBOSE=${VERBOSE:-0}
 
 USE_POSTGRES=0
 BUILD=1
+RECORDS_ONLY=0
 for arg in "$@"; do
     case "$arg" in
         --postgres) USE_POSTGRES=1 ;;
         --no-build) BUILD=0 ;;
+        --records-only) RECORDS_ONLY=1 ;;
         -h | --help)
             sed -n '2,/^$/s/^# \{0,1\}//p' "$0"
             exit 0
@@ -344,6 +356,33 @@ compiler_running() { pgrep -x rustc >/dev/null || pgrep -x cargo >/dev/null; }
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
+# One row of the report table, and the table's heading.
+row() { # NAME LABEL TARGET-KIND
+    local name=$1 label=$2 target=$3 verdict="-"
+    local rps=${RPS[$name]} ratio
+    ratio=$(awk -v a="$rps" -v b="$base" 'BEGIN{printf "%.2f", a/b}')
+    case $target in
+        ratio80) verdict=$(awk -v a="$rps" -v b="$base" 'BEGIN{print (a / b >= 0.8) ? ">= 0.80x: met" : ">= 0.80x: MISSED"}') ;;
+        mint5k) ((USE_POSTGRES)) || verdict=$(awk -v r="$rps" 'BEGIN{print (r >= 5000) ? ">= 5000/s: met" : ">= 5000/s: MISSED"}') ;;
+        refresh2k) ((USE_POSTGRES)) || verdict=$(awk -v r="$rps" 'BEGIN{print (r >= 2000) ? ">= 2000/s: met" : ">= 2000/s: MISSED"}') ;;
+    esac
+    printf '| %-34s | %9.0f | %8.2f | %6sx | %-18s | %10s | %5s%% | %7s | %6s |\n' \
+        "$label${BUSY[$name]}" "$rps" "$(awk -v u="${P99[$name]}" 'BEGIN{print u/1000}')" "$ratio" \
+        "$verdict" "${CPU_US[$name]}" "${OTHER[$name]}" "${NON2XX[$name]}" "${ERRORS[$name]}"
+}
+
+report_header() {
+    echo
+    echo "Keyfob load test: $(date -u '+%Y-%m-%d %H:%M UTC'), $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' + local changes')"
+    echo "machine: $(nproc) cores, ${cpu_model:-unknown CPU}; load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "storage: ${BACKEND%% (*}; wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s per scenario, on loopback"
+    echo
+    printf '| %-34s | %9s | %8s | %7s | %-18s | %10s | %6s | %7s | %6s |\n' "scenario" "req/s" "p99 ms" \
+        "vs hz" "target" "CPU us/req" "other" "non-2xx" "errors"
+    printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' "------------------------------------" "----------:" \
+        "---------:" "--------:" "--------------------" "-----------:" "-------:" "--------:" "-------:"
+}
+
 # run_wrk NAME SCRIPT SECONDS [VAR=value ...]: runs wrk, stores its summary under NAME.
 run_wrk() {
     local name=$1 script=$2 seconds=$3
@@ -409,6 +448,62 @@ fi
 
 run_wrk healthz get.lua "$DURATION" KF_PATH=/healthz
 run_wrk whoami_key get.lua "$DURATION" KF_PATH=/auth/whoami KF_BEARER="$API_KEY"
+
+# Scenarios 9-12: records without and with sensitive fields.
+PLAIN_DOC='{"amount":25000,"primaryApplicant":{"name":"Ann Example","reference":"123-45-6789"},"payment":{"reference":"4242424242424242"}}'
+VAULT_DOC='{"amount":25000,"primaryApplicant":{"name":"Ann Example","ssn":"123-45-6789"},"payment":{"cardNumber":"4242424242424242"}}'
+create_record() { # RESOURCE DOC -> prints the new record's id
+    local reply
+    reply=$(curl -s --max-time 5 -X POST "${AUTH_KEY[@]}" -H 'Content-Type: application/json' \
+        -d "$2" -w '\n%{http_code}' "$BASE/api/$1")
+    [[ $(tail -n1 <<<"$reply") == 201 ]] || die "POST /api/$1 answered: $reply"
+    head -n1 <<<"$reply" | sed -n 's/.*"id" *: *"\([^"]*\)".*/\1/p'
+}
+PLAIN_ID=$(create_record plainRecords "$PLAIN_DOC")
+VAULT_ID=$(create_record vaultRecords "$VAULT_DOC")
+[[ -n $PLAIN_ID && -n $VAULT_ID ]] || die "creating the records to read gave no ids"
+reply=$(curl -s --max-time 5 "${AUTH_KEY[@]}" "$BASE/api/vaultRecords/$VAULT_ID")
+[[ $reply == *'"***-**-6789"'* && $reply != *123-45-6789* ]] ||
+    die "the sensitive record does not read back masked: $reply"
+run_wrk record_read_plain get.lua "$DURATION" KF_PATH="/api/plainRecords/$PLAIN_ID" KF_BEARER="$API_KEY"
+run_wrk record_read_vault get.lua "$DURATION" KF_PATH="/api/vaultRecords/$VAULT_ID" KF_BEARER="$API_KEY"
+run_wrk record_create_plain post.lua "$DURATION" KF_PATH=/api/plainRecords KF_BODY="$PLAIN_DOC" KF_BEARER="$API_KEY"
+run_wrk record_create_vault post.lua "$DURATION" KF_PATH=/api/vaultRecords KF_BODY="$VAULT_DOC" KF_BEARER="$API_KEY"
+
+vault_ratio() { # VAULT-SCENARIO PLAIN-SCENARIO -> "0.97 (target >= 0.85: met)"
+    awk -v v="${RPS[$1]}" -v p="${RPS[$2]}" \
+        'BEGIN{ r = v / p; printf "%.2f (target >= 0.85: %s)", r, (r >= 0.85) ? "met" : "MISSED" }'
+}
+record_rows() {
+    row record_create_plain "9. POST /api/plainRecords" none
+    row record_create_vault "10. POST /api/vaultRecords" none
+    row record_read_plain "11. GET /api/plainRecords/{id}" none
+    row record_read_vault "12. GET /api/vaultRecords/{id}" none
+}
+record_notes() {
+    echo "vault cost: create with sensitive fields / without = $(vault_ratio record_create_vault record_create_plain);"
+    echo "  read (masked) with sensitive fields / without = $(vault_ratio record_read_vault record_read_plain)."
+}
+
+if ((RECORDS_ONLY)); then
+    cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n1)
+    base=${RPS[healthz]}
+    report_header
+    row healthz "1. GET /healthz" none
+    row whoami_key "2. GET /auth/whoami, API key" ratio80
+    record_rows
+    echo
+    record_notes
+    status=0
+    for name in healthz whoami_key record_read_plain record_read_vault record_create_plain record_create_vault; do
+        if ((${NON2XX[$name]} > 0 || ${ERRORS[$name]} > 0)); then
+            echo "WARNING: scenario '$name' had ${NON2XX[$name]} non-2xx answers and ${ERRORS[$name]} socket errors." >&2
+            status=1
+        fi
+    done
+    exit "$status"
+fi
+
 run_wrk whoami_jwt get.lua "$DURATION" KF_PATH=/auth/whoami KF_BEARER="$JWT"
 run_wrk mint mint.lua "$DURATION" KF_BEARER="$API_KEY" KF_TOKENS_OUT="$WORK/minted"
 
@@ -513,29 +608,8 @@ ELAPSED=$((SECONDS - START))
 cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -n1)
 base=${RPS[healthz]}
 
-row() { # NAME LABEL TARGET-KIND
-    local name=$1 label=$2 target=$3 verdict="-"
-    local rps=${RPS[$name]} ratio
-    ratio=$(awk -v a="$rps" -v b="$base" 'BEGIN{printf "%.2f", a/b}')
-    case $target in
-        ratio80) verdict=$(awk -v a="$rps" -v b="$base" 'BEGIN{print (a / b >= 0.8) ? ">= 0.80x: met" : ">= 0.80x: MISSED"}') ;;
-        mint5k) ((USE_POSTGRES)) || verdict=$(awk -v r="$rps" 'BEGIN{print (r >= 5000) ? ">= 5000/s: met" : ">= 5000/s: MISSED"}') ;;
-        refresh2k) ((USE_POSTGRES)) || verdict=$(awk -v r="$rps" 'BEGIN{print (r >= 2000) ? ">= 2000/s: met" : ">= 2000/s: MISSED"}') ;;
-    esac
-    printf '| %-34s | %9.0f | %8.2f | %6sx | %-18s | %10s | %5s%% | %7s | %6s |\n' \
-        "$label${BUSY[$name]}" "$rps" "$(awk -v u="${P99[$name]}" 'BEGIN{print u/1000}')" "$ratio" \
-        "$verdict" "${CPU_US[$name]}" "${OTHER[$name]}" "${NON2XX[$name]}" "${ERRORS[$name]}"
-}
 
-echo
-echo "Keyfob load test: $(date -u '+%Y-%m-%d %H:%M UTC'), $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' + local changes')"
-echo "machine: $(nproc) cores, ${cpu_model:-unknown CPU}; load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "storage: ${BACKEND%% (*}; wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s per scenario, on loopback"
-echo
-printf '| %-34s | %9s | %8s | %7s | %-18s | %10s | %6s | %7s | %6s |\n' "scenario" "req/s" "p99 ms" \
-    "vs hz" "target" "CPU us/req" "other" "non-2xx" "errors"
-printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' "------------------------------------" "----------:" \
-    "---------:" "--------:" "--------------------" "-----------:" "-------:" "--------:" "-------:"
+report_header
 row healthz "1. GET /healthz" none
 row whoami_key "2. GET /auth/whoami, API key" ratio80
 row whoami_jwt "3. GET /auth/whoami, same JWT" ratio80
@@ -544,12 +618,15 @@ row mint "5. POST /auth (mint)" mint5k
 row code_exchange "6. POST /auth/token, code" none
 row refresh "7. POST /auth/token, refresh" refresh2k
 row whoami_flood "8. whoami, API key, login flood" none
+record_rows
 echo
 echo "vs hz = requests/s relative to GET /healthz in this run; CPU us/req = server CPU time (user +"
 echo "system) per request; other = share of all $NCPU cores used by anything but the server and wrk"
 echo "(other programs, steal); errors = wrk socket errors and timeouts."
 ((USE_POSTGRES)) && echo "With --postgres, PostgreSQL's own CPU time counts as other."
-ALL_SCENARIOS=(healthz whoami_key whoami_jwt whoami_fresh_jwt mint code_exchange refresh whoami_flood)
+ALL_SCENARIOS=(healthz whoami_key whoami_jwt whoami_fresh_jwt mint code_exchange refresh whoami_flood
+    record_create_plain record_create_vault record_read_plain record_read_vault)
+record_notes
 for name in "${ALL_SCENARIOS[@]}"; do
     if [[ -n ${BUSY[$name]} ]]; then
         echo "* other load of 10% or more during this scenario: its figures are unreliable."
