@@ -116,29 +116,32 @@ pub trait Store: Send + Sync + 'static {
 
     // Authorization codes.
     async fn insert_auth_code(&self, code: &AuthCodeRow) -> Result<()>;
-    /// Marks a code used and returns it; `None` when it is unknown or already used (then
-    /// [`Store::find_auth_code`] tells which).
-    async fn consume_auth_code(&self, code_hash: &str, now: i64) -> Result<Option<AuthCodeRow>>;
     async fn find_auth_code(&self, code_hash: &str) -> Result<Option<AuthCodeRow>>;
 
     // Refresh families and tokens.
-    /// Starts a session: its family and first refresh token; ties it to the code exchanged.
+    /// Starts a session: its family and first refresh token. With `code`, in the same transaction
+    /// it uses that authorization code up (at `code.1`) and ties it to the family; `false` (and
+    /// nothing written) when the code was used already.
     async fn create_family(
         &self,
         family: &FamilyRow,
         first: &RefreshRow,
-        code_hash: Option<&str>,
-    ) -> Result<()>;
+        code: Option<(&str, i64)>,
+    ) -> Result<bool>;
     async fn find_family(&self, id: &str) -> Result<Option<FamilyRow>>;
     async fn find_refresh(&self, token_hash: &str) -> Result<Option<RefreshRow>>;
+    /// A refresh token, its family and its grant's live permissions, in one read.
+    async fn find_refresh_session(&self, token_hash: &str) -> Result<Option<RefreshSession>>;
     /// Uses `old_hash` once: if it was unused, marks it used with the sealed answer, stores `next`
-    /// and touches the family, returning `true`; `false` when someone used it first.
+    /// and, when `touch_family`, sets the family's last use to `now`; returns `true`, or `false`
+    /// when someone used it first.
     async fn rotate_refresh(
         &self,
         old_hash: &str,
         next: &RefreshRow,
         next_sealed: &str,
         now: i64,
+        touch_family: bool,
     ) -> Result<bool>;
     /// Ends a session and logs it. `false` when it had already ended.
     async fn revoke_family(&self, id: &str, at: i64) -> Result<bool>;

@@ -252,6 +252,16 @@ impl std::fmt::Debug for RefreshRow {
     }
 }
 
+/// A refresh token with its family and the permissions of the grant it lives under, read in one
+/// query on the refresh path.
+#[derive(Debug, Clone)]
+pub struct RefreshSession {
+    pub token: RefreshRow,
+    pub family: FamilyRow,
+    /// The grant's permissions (a JSON array), or `None` when the grant is revoked or gone.
+    pub grant_permissions: Option<String>,
+}
+
 /// A browser login on Keyfob's own pages (the end user's, not the dashboard owner's).
 #[derive(Clone, PartialEq, Eq, FromRow)]
 pub struct UserSessionRow {

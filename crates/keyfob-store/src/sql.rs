@@ -34,6 +34,49 @@ impl From<RecordDbRow> for RecordRow {
     }
 }
 
+/// The joined row behind [`crate::RefreshSession`].
+#[derive(sqlx::FromRow)]
+pub(crate) struct RefreshSessionRow {
+    token_hash: String,
+    family_id: String,
+    permissions: String,
+    created_at: i64,
+    used_at: Option<i64>,
+    next_sealed: Option<String>,
+    user_id: String,
+    client_id: String,
+    grant_id: String,
+    family_created_at: i64,
+    last_used_at: i64,
+    revoked_at: Option<i64>,
+    grant_permissions: Option<String>,
+}
+
+impl From<RefreshSessionRow> for crate::RefreshSession {
+    fn from(row: RefreshSessionRow) -> Self {
+        crate::RefreshSession {
+            family: crate::FamilyRow {
+                id: row.family_id.clone(),
+                user_id: row.user_id,
+                client_id: row.client_id,
+                grant_id: row.grant_id,
+                created_at: row.family_created_at,
+                last_used_at: row.last_used_at,
+                revoked_at: row.revoked_at,
+            },
+            token: crate::RefreshRow {
+                token_hash: row.token_hash,
+                family_id: row.family_id,
+                permissions: row.permissions,
+                created_at: row.created_at,
+                used_at: row.used_at,
+                next_sealed: row.next_sealed,
+            },
+            grant_permissions: row.grant_permissions,
+        }
+    }
+}
+
 pub(crate) const APP_COLUMNS: &str = "client_id, account_id, name, public, client_secret_hash, \
      redirect_uris, origins, max_permissions, refresh_idle_secs, refresh_absolute_secs, created_at, revoked_at";
 
@@ -894,21 +937,6 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn consume_auth_code(
-                &self,
-                code_hash: &str,
-                now: i64,
-            ) -> $crate::Result<Option<$crate::AuthCodeRow>> {
-                Ok(sqlx::query_as(&format!(
-                    "UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL RETURNING {}",
-                    $crate::sql::CODE_COLUMNS
-                ))
-                .bind(now)
-                .bind(code_hash)
-                .fetch_optional(&self.pool)
-                .await?)
-            }
-
             async fn find_auth_code(&self, code_hash: &str) -> $crate::Result<Option<$crate::AuthCodeRow>> {
                 Ok(sqlx::query_as(&format!(
                     "SELECT {} FROM auth_codes WHERE code_hash = $1",
@@ -923,8 +951,8 @@ macro_rules! impl_store {
                 &self,
                 f: &$crate::FamilyRow,
                 first: &$crate::RefreshRow,
-                code_hash: Option<&str>,
-            ) -> $crate::Result<()> {
+                code: Option<(&str, i64)>,
+            ) -> $crate::Result<bool> {
                 let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query(
                     "INSERT INTO refresh_families (id, user_id, client_id, grant_id, created_at, last_used_at) \
@@ -938,6 +966,23 @@ macro_rules! impl_store {
                 .bind(f.last_used_at)
                 .execute(&mut *tx)
                 .await?;
+                if let Some((code_hash, used_at)) = code {
+                    let won = sqlx::query(
+                        "UPDATE auth_codes SET used_at = $1, family_id = $2 \
+                         WHERE code_hash = $3 AND used_at IS NULL",
+                    )
+                    .bind(used_at)
+                    .bind(&f.id)
+                    .bind(code_hash)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        > 0;
+                    if !won {
+                        tx.rollback().await?;
+                        return Ok(false);
+                    }
+                }
                 sqlx::query(
                     "INSERT INTO refresh_tokens (token_hash, family_id, permissions, created_at) VALUES ($1, $2, $3, $4)",
                 )
@@ -947,15 +992,8 @@ macro_rules! impl_store {
                 .bind(first.created_at)
                 .execute(&mut *tx)
                 .await?;
-                if let Some(code_hash) = code_hash {
-                    sqlx::query("UPDATE auth_codes SET family_id = $1 WHERE code_hash = $2")
-                        .bind(&f.id)
-                        .bind(code_hash)
-                        .execute(&mut *tx)
-                        .await?;
-                }
                 tx.commit().await?;
-                Ok(())
+                Ok(true)
             }
 
             async fn find_family(&self, id: &str) -> $crate::Result<Option<$crate::FamilyRow>> {
@@ -978,12 +1016,33 @@ macro_rules! impl_store {
                 .await?)
             }
 
+            async fn find_refresh_session(
+                &self,
+                token_hash: &str,
+            ) -> $crate::Result<Option<$crate::RefreshSession>> {
+                let row: Option<$crate::sql::RefreshSessionRow> = sqlx::query_as(
+                    "SELECT r.token_hash, r.family_id, r.permissions, r.created_at, r.used_at, r.next_sealed, \
+                            f.user_id, f.client_id, f.grant_id, f.created_at AS family_created_at, \
+                            f.last_used_at, f.revoked_at, \
+                            CASE WHEN g.revoked_at IS NULL THEN g.permissions END AS grant_permissions \
+                     FROM refresh_tokens r \
+                     JOIN refresh_families f ON f.id = r.family_id \
+                     LEFT JOIN grants g ON g.id = f.grant_id \
+                     WHERE r.token_hash = $1",
+                )
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(Into::into))
+            }
+
             async fn rotate_refresh(
                 &self,
                 old_hash: &str,
                 next: &$crate::RefreshRow,
                 next_sealed: &str,
                 now: i64,
+                touch_family: bool,
             ) -> $crate::Result<bool> {
                 let mut tx = self.pool.begin_with($begin).await?;
                 let won = sqlx::query(
@@ -1009,11 +1068,13 @@ macro_rules! impl_store {
                 .bind(next.created_at)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("UPDATE refresh_families SET last_used_at = $1 WHERE id = $2")
-                    .bind(now)
-                    .bind(&next.family_id)
-                    .execute(&mut *tx)
-                    .await?;
+                if touch_family {
+                    sqlx::query("UPDATE refresh_families SET last_used_at = $1 WHERE id = $2")
+                        .bind(now)
+                        .bind(&next.family_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
                 Ok(true)
             }

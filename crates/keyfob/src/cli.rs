@@ -138,6 +138,12 @@ enum AppsCommand {
         /// The most permissions the app may ask a user for, comma-separated.
         #[arg(long, default_value = "*.read,*.write")]
         max_permissions: String,
+        /// End a session when its refresh token goes unused this many seconds (default: never).
+        #[arg(long, value_name = "SECS")]
+        refresh_idle_secs: Option<i64>,
+        /// End a session this many seconds after login, however much it is used (default: never).
+        #[arg(long, value_name = "SECS")]
+        refresh_max_age_secs: Option<i64>,
     },
 }
 
@@ -285,6 +291,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             origins,
             public,
             max_permissions,
+            refresh_idle_secs,
+            refresh_max_age_secs,
         }) => {
             let (store, _) = open_storage(&config).await?;
             let account = ops::resolve_account(store.as_ref(), &account).await?;
@@ -297,6 +305,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     origins,
                     public,
                     max_permissions,
+                    refresh_idle_secs,
+                    refresh_max_age_secs,
                 },
             )
             .await?;

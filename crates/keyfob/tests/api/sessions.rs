@@ -36,6 +36,16 @@ impl Setup {
 }
 
 async fn setup(app: &TestApp, public: bool) -> Setup {
+    setup_with_limits(app, public, None, None).await
+}
+
+/// An app whose sessions end after `idle` seconds unused or `max_age` seconds in all.
+async fn setup_with_limits(
+    app: &TestApp,
+    public: bool,
+    idle: Option<i64>,
+    max_age: Option<i64>,
+) -> Setup {
     let (account, key) = app.account_with_key().await;
     let created = keyfob::ops::create_app(
         app.state.store.as_ref(),
@@ -46,6 +56,8 @@ async fn setup(app: &TestApp, public: bool) -> Setup {
             origins: vec![ORIGIN.into()],
             public,
             max_permissions: "deals.read,deals.write".into(),
+            refresh_idle_secs: idle,
+            refresh_max_age_secs: max_age,
         },
     )
     .await
@@ -195,6 +207,39 @@ async fn session(app: &TestApp, s: &Setup) -> Value {
 }
 
 both_backends! {
+    async fn idle_and_absolute_session_limits_end_sessions(app) {
+        // Idle limit: each use restarts the clock; a longer pause ends the session.
+        let s = setup_with_limits(&app, false, Some(1), None).await;
+        let mut current = session(&app, &s).await;
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            current = tokens(refresh(&app, &s, current["refresh_token"].as_str().unwrap()).await).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let message = oauth_error(refresh(&app, &s, current["refresh_token"].as_str().unwrap()).await, 400, "invalid_grant").await;
+        assert!(message.contains("idle"), "{message}");
+
+        // Absolute limit: however much it is used, the session ends on time.
+        let s = setup_with_limits(&app, false, None, Some(2)).await;
+        let mut current = session(&app, &s).await;
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            current = tokens(refresh(&app, &s, current["refresh_token"].as_str().unwrap()).await).await;
+        }
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let message = oauth_error(refresh(&app, &s, current["refresh_token"].as_str().unwrap()).await, 400, "invalid_grant").await;
+        assert!(message.contains("maximum age"), "{message}");
+    }
+
+    async fn a_code_exchanged_twice_at_once_starts_one_session(app) {
+        let s = setup(&app, false).await;
+        let code = code_for(&app, &s, &s.user_id, &s.grant, None, 60_000).await;
+        let (a, b) = tokio::join!(exchange(&app, &s, &code, None), exchange(&app, &s, &code, None));
+        let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 400]);
+    }
+
     async fn code_exchange_issues_a_session(app) {
         let s = setup(&app, false).await;
         let code = code_for(&app, &s, &s.user_id, &s.grant, None, 60_000).await;
@@ -450,6 +495,8 @@ both_backends! {
                 origins: vec![],
                 public: false,
                 max_permissions: "deals.read,deals.write".into(),
+                refresh_idle_secs: None,
+                refresh_max_age_secs: None,
             },
         )
         .await
