@@ -132,17 +132,11 @@ pub trait Store: Send + Sync + 'static {
     async fn find_refresh(&self, token_hash: &str) -> Result<Option<RefreshRow>>;
     /// A refresh token, its family and its grant's live permissions, in one read.
     async fn find_refresh_session(&self, token_hash: &str) -> Result<Option<RefreshSession>>;
-    /// Uses `old_hash` once: if it was unused, marks it used with the sealed answer, stores `next`
-    /// and, when `touch_family`, sets the family's last use to `now`; returns `true`, or `false`
-    /// when someone used it first.
-    async fn rotate_refresh(
-        &self,
-        old_hash: &str,
-        next: &RefreshRow,
-        next_sealed: &str,
-        now: i64,
-        touch_family: bool,
-    ) -> Result<bool>;
+    /// Applies refresh-token uses in one transaction, in order. Item *i* wins (`true`) when its
+    /// old token was unused: the old token is marked used with the sealed pair, the next token is
+    /// stored and, if asked, the family touched. An item whose token was used already — before, or
+    /// by an earlier item of the same batch — loses (`false`) and writes nothing.
+    async fn rotate_refreshes(&self, items: &[Rotation]) -> Result<Vec<bool>>;
     /// Ends a session and logs it. `false` when it had already ended.
     async fn revoke_family(&self, id: &str, at: i64) -> Result<bool>;
     /// Ends every session of a user (optionally only in one app); returns how many.

@@ -252,6 +252,20 @@ impl std::fmt::Debug for RefreshRow {
     }
 }
 
+/// One use of a refresh token to write: see [`crate::Store::rotate_refreshes`].
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// The token being used.
+    pub old_hash: String,
+    /// The token that replaces it.
+    pub next: RefreshRow,
+    /// The pair issued, sealed, kept on the used row for retries within the grace window.
+    pub next_sealed: String,
+    pub now: i64,
+    /// Also set the family's last use to `now`.
+    pub touch_family: bool,
+}
+
 /// A refresh token with its family and the permissions of the grant it lives under, read in one
 /// query on the refresh path.
 #[derive(Debug, Clone)]

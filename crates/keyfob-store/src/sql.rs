@@ -1036,47 +1036,87 @@ macro_rules! impl_store {
                 Ok(row.map(Into::into))
             }
 
-            async fn rotate_refresh(
+            async fn rotate_refreshes(
                 &self,
-                old_hash: &str,
-                next: &$crate::RefreshRow,
-                next_sealed: &str,
-                now: i64,
-                touch_family: bool,
-            ) -> $crate::Result<bool> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                let won = sqlx::query(
-                    "UPDATE refresh_tokens SET used_at = $1, next_sealed = $2 WHERE token_hash = $3 AND used_at IS NULL",
-                )
-                .bind(now)
-                .bind(next_sealed)
-                .bind(old_hash)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    > 0;
-                if !won {
-                    tx.rollback().await?;
-                    return Ok(false);
+                items: &[$crate::Rotation],
+            ) -> $crate::Result<Vec<bool>> {
+                type Builder<'a> = sqlx::QueryBuilder<'a, <$store as $crate::sql::JsonDialect>::Db>;
+                // Only an old token's first use in the batch is a candidate.
+                let mut seen = std::collections::HashSet::new();
+                let candidates: Vec<&$crate::Rotation> = items
+                    .iter()
+                    .filter(|item| seen.insert(item.old_hash.as_str()))
+                    .collect();
+                if candidates.is_empty() {
+                    return Ok(vec![false; items.len()]);
                 }
-                sqlx::query(
-                    "INSERT INTO refresh_tokens (token_hash, family_id, permissions, created_at) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&next.token_hash)
-                .bind(&next.family_id)
-                .bind(&next.permissions)
-                .bind(next.created_at)
-                .execute(&mut *tx)
-                .await?;
-                if touch_family {
-                    sqlx::query("UPDATE refresh_families SET last_used_at = $1 WHERE id = $2")
-                        .bind(now)
-                        .bind(&next.family_id)
-                        .execute(&mut *tx)
-                        .await?;
+                let mut tx = self.pool.begin_with($begin).await?;
+
+                // Mark the unused ones used, each with its own time and sealed pair.
+                let mut update = Builder::new("UPDATE refresh_tokens SET used_at = CASE token_hash");
+                for item in &candidates {
+                    update.push(" WHEN ").push_bind(&item.old_hash);
+                    update.push(" THEN CAST(").push_bind(item.now).push(" AS BIGINT)");
+                }
+                update.push(" END, next_sealed = CASE token_hash");
+                for item in &candidates {
+                    update.push(" WHEN ").push_bind(&item.old_hash);
+                    update.push(" THEN CAST(").push_bind(&item.next_sealed).push(" AS TEXT)");
+                }
+                update.push(" END WHERE used_at IS NULL AND token_hash IN (");
+                let mut hashes = update.separated(", ");
+                for item in &candidates {
+                    hashes.push_bind(&item.old_hash);
+                }
+                update.push(") RETURNING token_hash");
+                let won: std::collections::HashSet<String> = update
+                    .build_query_scalar::<String>()
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .collect();
+                let winners: Vec<&$crate::Rotation> = candidates
+                    .into_iter()
+                    .filter(|item| won.contains(&item.old_hash))
+                    .collect();
+
+                if !winners.is_empty() {
+                    let mut insert = Builder::new(
+                        "INSERT INTO refresh_tokens (token_hash, family_id, permissions, created_at) ",
+                    );
+                    insert.push_values(&winners, |mut row, item| {
+                        row.push_bind(&item.next.token_hash)
+                            .push_bind(&item.next.family_id)
+                            .push_bind(&item.next.permissions)
+                            .push_bind(item.next.created_at);
+                    });
+                    insert.build().execute(&mut *tx).await?;
+                }
+
+                let touched: Vec<&&$crate::Rotation> =
+                    winners.iter().filter(|item| item.touch_family).collect();
+                if !touched.is_empty() {
+                    let mut touch =
+                        Builder::new("UPDATE refresh_families SET last_used_at = CASE id");
+                    for item in &touched {
+                        touch.push(" WHEN ").push_bind(&item.next.family_id);
+                        touch.push(" THEN CAST(").push_bind(item.now).push(" AS BIGINT)");
+                    }
+                    touch.push(" ELSE last_used_at END WHERE id IN (");
+                    let mut ids = touch.separated(", ");
+                    for item in &touched {
+                        ids.push_bind(&item.next.family_id);
+                    }
+                    touch.push(")");
+                    touch.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
-                Ok(true)
+
+                let mut first = std::collections::HashSet::new();
+                Ok(items
+                    .iter()
+                    .map(|item| first.insert(item.old_hash.as_str()) && won.contains(&item.old_hash))
+                    .collect())
             }
 
             async fn revoke_family(&self, id: &str, at: i64) -> $crate::Result<bool> {

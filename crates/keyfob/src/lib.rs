@@ -4,6 +4,7 @@
 //! `keyfob` command. Domain rules live in `keyfob-domain`, storage in `keyfob-store`.
 
 pub mod auth;
+pub mod batch;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -9,9 +9,12 @@
 
 use keyfob_domain::Claims;
 use keyfob_domain::secret::{hash_secret, random_token};
-use keyfob_store::{AppRow, FamilyRow, GrantRow, RefreshRow, RefreshSession};
+use std::sync::Arc;
+
+use keyfob_store::{AppRow, FamilyRow, GrantRow, RefreshRow, RefreshSession, Rotation, Store};
 use serde::{Deserialize, Serialize};
 
+use crate::batch::Batcher;
 use crate::clock::now_ms;
 use crate::state::AppState;
 
@@ -57,6 +60,30 @@ pub enum SessionError {
     Store(#[from] keyfob_store::StoreError),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+/// The most refresh-token uses written in one transaction.
+const MAX_ROTATIONS_PER_BATCH: usize = 256;
+
+/// The writer task for refresh-token rotations: concurrent refreshes share one transaction.
+#[derive(Clone)]
+pub struct Rotations(Batcher<Rotation, bool>);
+
+impl Rotations {
+    pub fn spawn(store: Arc<dyn Store>) -> Self {
+        Rotations(Batcher::spawn(
+            "refresh rotations",
+            MAX_ROTATIONS_PER_BATCH,
+            move |items: Vec<Rotation>| {
+                let store = store.clone();
+                async move { store.rotate_refreshes(&items).await }
+            },
+        ))
+    }
+
+    async fn submit(&self, rotation: Rotation) -> Result<bool, Arc<keyfob_store::StoreError>> {
+        self.0.submit(rotation).await
+    }
 }
 
 fn new_refresh_token() -> String {
@@ -208,10 +235,18 @@ pub async fn refresh(
         // that show it (to the minute): skip the write when neither would notice.
         let touch_family =
             app.refresh_idle_secs.is_some() || now - family.last_used_at >= TOUCH_EVERY_MS;
+        let rotation = Rotation {
+            old_hash: old_hash.clone(),
+            next,
+            next_sealed: sealed,
+            now,
+            touch_family,
+        };
         if state
-            .store
-            .rotate_refresh(&old_hash, &next, &sealed, now, touch_family)
-            .await?
+            .rotations
+            .submit(rotation)
+            .await
+            .map_err(|err| anyhow::anyhow!("rotating a refresh token: {err}"))?
         {
             return Ok(pair);
         }

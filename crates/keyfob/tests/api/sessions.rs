@@ -231,6 +231,46 @@ both_backends! {
         assert!(message.contains("maximum age"), "{message}");
     }
 
+    async fn a_batch_of_rotations_lets_each_token_be_used_once(app) {
+        let s = setup(&app, false).await;
+        let store = app.state.store.as_ref();
+        let (one, two) = (session(&app, &s).await, session(&app, &s).await);
+        let (one, two) = (one["refresh_token"].as_str().unwrap(), two["refresh_token"].as_str().unwrap());
+        let family_one = store.find_refresh(&hash_secret(one)).await.unwrap().unwrap().family_id;
+        let family_two = store.find_refresh(&hash_secret(two)).await.unwrap().unwrap().family_id;
+        let rotation = |old: &str, family_id: &str, seal: &str| {
+            let now = keyfob::clock::now_ms();
+            keyfob_store::Rotation {
+                old_hash: hash_secret(old),
+                next: keyfob_store::RefreshRow {
+                    token_hash: hash_secret(&random_token()),
+                    family_id: family_id.into(),
+                    permissions: r#"["deals.read"]"#.into(),
+                    created_at: now,
+                    used_at: None,
+                    next_sealed: None,
+                },
+                next_sealed: seal.into(),
+                now,
+                touch_family: true,
+            }
+        };
+        let (first, second, other) = (rotation(one, &family_one, "a"), rotation(one, &family_one, "b"), rotation(two, &family_two, "c"));
+        let first_next = first.next.token_hash.clone();
+        let second_next = second.next.token_hash.clone();
+        let won = store.rotate_refreshes(&[first, second, other.clone()]).await.unwrap();
+        assert_eq!(won, [true, false, true], "a token's first use in the batch wins, a repeat loses");
+        let used = store.find_refresh(&hash_secret(one)).await.unwrap().unwrap();
+        assert_eq!(used.next_sealed.as_deref(), Some("a"));
+        assert!(used.used_at.is_some());
+        assert!(store.find_refresh(&first_next).await.unwrap().is_some());
+        assert!(store.find_refresh(&second_next).await.unwrap().is_none(), "the loser wrote nothing");
+        // Used before: loses in a later batch too, and nothing changes.
+        let again = store.rotate_refreshes(&[other]).await.unwrap();
+        assert_eq!(again, [false]);
+        assert_eq!(store.rotate_refreshes(&[]).await.unwrap(), Vec::<bool>::new());
+    }
+
     async fn a_code_exchanged_twice_at_once_starts_one_session(app) {
         let s = setup(&app, false).await;
         let code = code_for(&app, &s, &s.user_id, &s.grant, None, 60_000).await;
