@@ -119,15 +119,11 @@ pub trait Store: Send + Sync + 'static {
     async fn find_auth_code(&self, code_hash: &str) -> Result<Option<AuthCodeRow>>;
 
     // Refresh families and tokens.
-    /// Starts a session: its family and first refresh token. With `code`, in the same transaction
-    /// it uses that authorization code up (at `code.1`) and ties it to the family; `false` (and
-    /// nothing written) when the code was used already.
-    async fn create_family(
-        &self,
-        family: &FamilyRow,
-        first: &RefreshRow,
-        code: Option<(&str, i64)>,
-    ) -> Result<bool>;
+    /// Starts sessions in one transaction, in order: each its family and first refresh token.
+    /// One with a `code` also uses that authorization code up and ties it to the family; when
+    /// the code was used already — before, or by an earlier item of the batch — that item loses
+    /// (`false`) and writes nothing.
+    async fn start_sessions(&self, items: &[NewSession]) -> Result<Vec<bool>>;
     async fn find_family(&self, id: &str) -> Result<Option<FamilyRow>>;
     async fn find_refresh(&self, token_hash: &str) -> Result<Option<RefreshRow>>;
     /// A refresh token, its family and its grant's live permissions, in one read.

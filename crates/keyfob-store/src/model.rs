@@ -252,6 +252,15 @@ impl std::fmt::Debug for RefreshRow {
     }
 }
 
+/// A session to start: see [`crate::Store::start_sessions`].
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub family: FamilyRow,
+    pub first: RefreshRow,
+    /// The authorization code exchanged for it (hash) and the time it is used, if any.
+    pub code: Option<(String, i64)>,
+}
+
 /// One use of a refresh token to write: see [`crate::Store::rotate_refreshes`].
 #[derive(Debug, Clone)]
 pub struct Rotation {

@@ -947,53 +947,95 @@ macro_rules! impl_store {
                 .await?)
             }
 
-            async fn create_family(
+            async fn start_sessions(
                 &self,
-                f: &$crate::FamilyRow,
-                first: &$crate::RefreshRow,
-                code: Option<(&str, i64)>,
-            ) -> $crate::Result<bool> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                sqlx::query(
-                    "INSERT INTO refresh_families (id, user_id, client_id, grant_id, created_at, last_used_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&f.id)
-                .bind(&f.user_id)
-                .bind(&f.client_id)
-                .bind(&f.grant_id)
-                .bind(f.created_at)
-                .bind(f.last_used_at)
-                .execute(&mut *tx)
-                .await?;
-                if let Some((code_hash, used_at)) = code {
-                    let won = sqlx::query(
-                        "UPDATE auth_codes SET used_at = $1, family_id = $2 \
-                         WHERE code_hash = $3 AND used_at IS NULL",
-                    )
-                    .bind(used_at)
-                    .bind(&f.id)
-                    .bind(code_hash)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                        > 0;
-                    if !won {
-                        tx.rollback().await?;
-                        return Ok(false);
-                    }
+                items: &[$crate::NewSession],
+            ) -> $crate::Result<Vec<bool>> {
+                type Builder<'a> = sqlx::QueryBuilder<'a, <$store as $crate::sql::JsonDialect>::Db>;
+                if items.is_empty() {
+                    return Ok(Vec::new());
                 }
-                sqlx::query(
-                    "INSERT INTO refresh_tokens (token_hash, family_id, permissions, created_at) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&first.token_hash)
-                .bind(&first.family_id)
-                .bind(&first.permissions)
-                .bind(first.created_at)
-                .execute(&mut *tx)
-                .await?;
+                // Only a code's first use in the batch is a candidate.
+                let mut seen = std::collections::HashSet::new();
+                let first_use: Vec<bool> = items
+                    .iter()
+                    .map(|item| item.code.as_ref().is_none_or(|(hash, _)| seen.insert(hash.as_str())))
+                    .collect();
+                let coded: Vec<(&$crate::NewSession, &(String, i64))> = items
+                    .iter()
+                    .zip(&first_use)
+                    .filter(|(_, first)| **first)
+                    .filter_map(|(item, _)| item.code.as_ref().map(|code| (item, code)))
+                    .collect();
+                let mut tx = self.pool.begin_with($begin).await?;
+
+                let mut won = std::collections::HashSet::new();
+                if !coded.is_empty() {
+                    let mut update = Builder::new("UPDATE auth_codes SET used_at = CASE code_hash");
+                    for (_, (hash, at)) in &coded {
+                        update.push(" WHEN ").push_bind(hash);
+                        update.push(" THEN CAST(").push_bind(*at).push(" AS BIGINT)");
+                    }
+                    update.push(" END, family_id = CASE code_hash");
+                    for (item, (hash, _)) in &coded {
+                        update.push(" WHEN ").push_bind(hash);
+                        update.push(" THEN CAST(").push_bind(&item.family.id).push(" AS TEXT)");
+                    }
+                    update.push(" END WHERE used_at IS NULL AND code_hash IN (");
+                    let mut hashes = update.separated(", ");
+                    for (_, (hash, _)) in &coded {
+                        hashes.push_bind(hash);
+                    }
+                    update.push(") RETURNING code_hash");
+                    won = update
+                        .build_query_scalar::<String>()
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .into_iter()
+                        .collect();
+                }
+                let started: Vec<bool> = items
+                    .iter()
+                    .zip(&first_use)
+                    .map(|(item, first)| {
+                        *first && item.code.as_ref().is_none_or(|(hash, _)| won.contains(hash))
+                    })
+                    .collect();
+                let winners: Vec<&$crate::NewSession> = items
+                    .iter()
+                    .zip(&started)
+                    .filter(|(_, started)| **started)
+                    .map(|(item, _)| item)
+                    .collect();
+
+                if !winners.is_empty() {
+                    let mut families = Builder::new(
+                        "INSERT INTO refresh_families (id, user_id, client_id, grant_id, created_at, last_used_at) ",
+                    );
+                    families.push_values(&winners, |mut row, item| {
+                        let f = &item.family;
+                        row.push_bind(&f.id)
+                            .push_bind(&f.user_id)
+                            .push_bind(&f.client_id)
+                            .push_bind(&f.grant_id)
+                            .push_bind(f.created_at)
+                            .push_bind(f.last_used_at);
+                    });
+                    families.build().execute(&mut *tx).await?;
+                    let mut tokens = Builder::new(
+                        "INSERT INTO refresh_tokens (token_hash, family_id, permissions, created_at) ",
+                    );
+                    tokens.push_values(&winners, |mut row, item| {
+                        let t = &item.first;
+                        row.push_bind(&t.token_hash)
+                            .push_bind(&t.family_id)
+                            .push_bind(&t.permissions)
+                            .push_bind(t.created_at);
+                    });
+                    tokens.build().execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
-                Ok(true)
+                Ok(started)
             }
 
             async fn find_family(&self, id: &str) -> $crate::Result<Option<$crate::FamilyRow>> {

@@ -11,7 +11,9 @@ use keyfob_domain::Claims;
 use keyfob_domain::secret::{hash_secret, random_token};
 use std::sync::Arc;
 
-use keyfob_store::{AppRow, FamilyRow, GrantRow, RefreshRow, RefreshSession, Rotation, Store};
+use keyfob_store::{
+    AppRow, FamilyRow, GrantRow, NewSession, RefreshRow, RefreshSession, Rotation, Store,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::Batcher;
@@ -62,27 +64,38 @@ pub enum SessionError {
     Other(#[from] anyhow::Error),
 }
 
-/// The most refresh-token uses written in one transaction.
-const MAX_ROTATIONS_PER_BATCH: usize = 256;
+/// The most session starts, or refresh-token uses, written in one transaction.
+const MAX_BATCH: usize = 256;
 
-/// The writer task for refresh-token rotations: concurrent refreshes share one transaction.
+/// The writer tasks of the token endpoint: concurrent session starts share one transaction, and
+/// so do concurrent refreshes.
 #[derive(Clone)]
-pub struct Rotations(Batcher<Rotation, bool>);
+pub struct SessionWrites {
+    starts: Batcher<NewSession, bool>,
+    rotations: Batcher<Rotation, bool>,
+}
 
-impl Rotations {
+impl SessionWrites {
     pub fn spawn(store: Arc<dyn Store>) -> Self {
-        Rotations(Batcher::spawn(
-            "refresh rotations",
-            MAX_ROTATIONS_PER_BATCH,
-            move |items: Vec<Rotation>| {
-                let store = store.clone();
-                async move { store.rotate_refreshes(&items).await }
-            },
-        ))
-    }
-
-    async fn submit(&self, rotation: Rotation) -> Result<bool, Arc<keyfob_store::StoreError>> {
-        self.0.submit(rotation).await
+        let for_starts = store.clone();
+        SessionWrites {
+            starts: Batcher::spawn(
+                "session starts",
+                MAX_BATCH,
+                move |items: Vec<NewSession>| {
+                    let store = for_starts.clone();
+                    async move { store.start_sessions(&items).await }
+                },
+            ),
+            rotations: Batcher::spawn(
+                "refresh rotations",
+                MAX_BATCH,
+                move |items: Vec<Rotation>| {
+                    let store = store.clone();
+                    async move { store.rotate_refreshes(&items).await }
+                },
+            ),
+        }
     }
 }
 
@@ -148,21 +161,29 @@ pub async fn start(
         used_at: None,
         next_sealed: None,
     };
+    let session_id = family.id.clone();
+    let start = NewSession {
+        family,
+        first,
+        code: code_hash.map(|hash| (hash.to_owned(), now)),
+    };
     if !state
-        .store
-        .create_family(&family, &first, code_hash.map(|hash| (hash, now)))
-        .await?
+        .writes
+        .starts
+        .submit(start)
+        .await
+        .map_err(|err| anyhow::anyhow!("starting a session: {err}"))?
     {
         return Err(SessionError::CodeUsed);
     }
     let (access_token, expires_at) =
-        sign_access(state, app, user_id, &family.id, permissions, now)?;
+        sign_access(state, app, user_id, &session_id, permissions, now)?;
     Ok(IssuedPair {
         access_token,
         refresh_token,
         expires_at,
         scope: permissions.join(" "),
-        session_id: family.id,
+        session_id,
     })
 }
 
@@ -243,6 +264,7 @@ pub async fn refresh(
             touch_family,
         };
         if state
+            .writes
             .rotations
             .submit(rotation)
             .await

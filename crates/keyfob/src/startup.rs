@@ -95,7 +95,7 @@ impl Application {
         let tokens = TokenService::new(keys, config.issuer(), config.audience.clone());
         let state = AppState {
             recorder: TokenRecorder::spawn(store.clone()),
-            rotations: crate::sessions::Rotations::spawn(store.clone()),
+            writes: crate::sessions::SessionWrites::spawn(store.clone()),
             tokens: Arc::new(tokens),
             index: Arc::new(AuthIndex::default()),
             passwords: Passwords::new(config.password_workers),

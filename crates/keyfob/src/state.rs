@@ -19,8 +19,8 @@ pub struct AppState {
     pub master: Arc<MasterKey>,
     pub tokens: Arc<TokenService>,
     pub recorder: TokenRecorder,
-    /// Refresh-token rotations, written in batches (see [`crate::sessions::Rotations`]).
-    pub rotations: crate::sessions::Rotations,
+    /// Session starts and refresh-token rotations, written in batches.
+    pub writes: crate::sessions::SessionWrites,
     pub index: Arc<AuthIndex>,
     pub passwords: Passwords,
     pub login_limiter: Arc<RateLimiter>,

@@ -271,6 +271,49 @@ both_backends! {
         assert_eq!(store.rotate_refreshes(&[]).await.unwrap(), Vec::<bool>::new());
     }
 
+    async fn a_batch_of_session_starts_uses_each_code_once(app) {
+        let s = setup(&app, false).await;
+        let store = app.state.store.as_ref();
+        let code = code_for(&app, &s, &s.user_id, &s.grant, None, 60_000).await;
+        let start = |code: Option<&str>| {
+            let now = keyfob::clock::now_ms();
+            let id = uuid::Uuid::now_v7().to_string();
+            keyfob_store::NewSession {
+                family: keyfob_store::FamilyRow {
+                    id: id.clone(),
+                    user_id: s.user_id.clone(),
+                    client_id: s.client_id().into(),
+                    grant_id: s.grant.id.clone(),
+                    created_at: now,
+                    last_used_at: now,
+                    revoked_at: None,
+                },
+                first: keyfob_store::RefreshRow {
+                    token_hash: hash_secret(&random_token()),
+                    family_id: id,
+                    permissions: r#"["deals.read"]"#.into(),
+                    created_at: now,
+                    used_at: None,
+                    next_sealed: None,
+                },
+                code: code.map(|c| (hash_secret(c), now)),
+            }
+        };
+        let items = [start(Some(&code)), start(Some(&code)), start(None)];
+        let started = store.start_sessions(&items).await.unwrap();
+        assert_eq!(started, [true, false, true]);
+        for (item, started) in items.iter().zip(started) {
+            assert_eq!(store.find_family(&item.family.id).await.unwrap().is_some(), started);
+            assert_eq!(store.find_refresh(&item.first.token_hash).await.unwrap().is_some(), started);
+        }
+        let used = store.find_auth_code(&hash_secret(&code)).await.unwrap().unwrap();
+        assert_eq!(used.family_id.as_deref(), Some(items[0].family.id.as_str()));
+        assert!(used.used_at.is_some());
+        // A used code loses in a later batch too.
+        assert_eq!(store.start_sessions(&[start(Some(&code))]).await.unwrap(), [false]);
+        assert_eq!(store.start_sessions(&[]).await.unwrap(), Vec::<bool>::new());
+    }
+
     async fn a_code_exchanged_twice_at_once_starts_one_session(app) {
         let s = setup(&app, false).await;
         let code = code_for(&app, &s, &s.user_id, &s.grant, None, 60_000).await;
