@@ -86,6 +86,14 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, env = "KEYFOB_LOG_JSON", default_value_t = false)]
     log_json: bool,
+    /// A load balancer or proxy (address or network, e.g. 10.0.0.0/8) whose X-Forwarded-For is
+    /// believed for the client's address; repeat, or comma-separate in the variable.
+    #[arg(
+        long = "trusted-proxy",
+        env = "KEYFOB_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -194,7 +202,7 @@ fn one_line(err: &anyhow::Error) -> String {
 fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
     let mut config = Config::for_data_dir(&global.data_dir);
     if let Some(path) = &global.config {
-        config.apply_file(FileConfig::load(path)?);
+        config.apply_file(FileConfig::load(path)?)?;
     }
     if let Some(url) = &global.database_url {
         config.database_url = url.clone();
@@ -232,6 +240,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(alg) = args.signing_alg {
                 config.signing_alg = alg;
+            }
+            if !args.trusted_proxies.is_empty() {
+                config.set_trusted_proxies(&args.trusted_proxies)?;
             }
             init_tracing(args.log_json);
             let app = Application::build(config).await?;

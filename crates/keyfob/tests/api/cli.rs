@@ -222,6 +222,26 @@ fn unknown_commands_fail() {
     assert!(!output.status.success());
 }
 
+#[test]
+fn a_bad_trusted_proxy_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_keyfob"))
+        .args(["--data-dir", dir.path().to_str().unwrap()])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--trusted-proxy",
+            "10.0.0.0/8,proxy.internal",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("proxy.internal"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
 async fn apps_and_users(backend: Backend) {
     let Some(db) = fresh_db(backend).await else {
         eprintln!("skipped: KEYFOB_TEST_POSTGRES_URL is not set");
