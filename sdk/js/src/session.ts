@@ -308,8 +308,13 @@ export class SessionManager {
     this.#raw = raw;
     this.#session = parseSession(raw);
     if (emit) {
-      if (this.#session) this.#o.emit("session", { session: this.#session, reason: "peer" });
-      else if (before) this.#o.emit("session-ended", { reason: "elsewhere" });
+      // Another tab logged in or rotated the session; other edits (a changed expiry) say nothing.
+      const session = this.#session;
+      if (session && session.refreshToken !== before?.refreshToken) {
+        this.#o.emit("session", { session, reason: "peer" });
+      } else if (!session && before) {
+        this.#o.emit("session-ended", { reason: "elsewhere" });
+      }
     }
     this.#wakeAll();
     this.#schedule();

@@ -207,7 +207,7 @@ describe("user sessions", () => {
     const response = await client.fetch("/api/deals");
     assert.equal(response.status, 200);
     assert.notEqual(client.session.refreshToken, second.refreshToken);
-    assert.deepEqual(reasons, ["peer", "refresh", "peer", "refresh"]);
+    assert.deepEqual(reasons, ["refresh", "refresh"]);
     client.close();
   });
 
