@@ -110,6 +110,7 @@ export class Keyfob {
   readonly #sessions: SessionManager | null;
   readonly #transactions: KeyValueStorage | null;
   #jwks: JwksCache | null = null;
+  #redirect: { href: string; result: Promise<LoginResult | null> } | null = null;
 
   constructor(options: KeyfobOptions) {
     if (!options || typeof options.baseUrl !== "string" || !options.baseUrl) {
@@ -351,11 +352,19 @@ export class Keyfob {
    * the address carries no login response; throws `KeyfobError` when the user declined
    * (`access_denied`), the state does not match (`invalid_state`), or the exchange fails.
    */
-  async handleRedirect(url?: string | URL): Promise<LoginResult | null> {
-    const sessions = this.#requireSessions();
+  handleRedirect(url?: string | URL): Promise<LoginResult | null> {
     const location = (globalThis as { location?: Location }).location;
-    const href = url ?? location?.href;
-    if (!href) throw new TypeError("pass the URL Keyfob redirected to");
+    const href = String(url ?? location?.href ?? "");
+    if (!href) return Promise.reject(new TypeError("pass the URL Keyfob redirected to"));
+    // Called twice for one answer (a framework running an effect twice): one exchange, one result.
+    if (this.#redirect?.href === href) return this.#redirect.result;
+    const result = this.#finishLogin(href, url === undefined);
+    this.#redirect = { href, result };
+    return result;
+  }
+
+  async #finishLogin(href: string, inAddressBar: boolean): Promise<LoginResult | null> {
+    const sessions = this.#requireSessions();
     const address = new URL(href);
     const fragment = new URLSearchParams(address.hash.replace(/^#/, ""));
     const fromFragment = fragment.has("token") || fragment.has("access_token") || fragment.has("error");
@@ -363,7 +372,7 @@ export class Keyfob {
     if (!params.has("code") && !params.has("token") && !params.has("access_token") && !params.has("error")) {
       return null;
     }
-    if (url === undefined) this.#cleanAddress(address, fromFragment);
+    if (inAddressBar) this.#cleanAddress(address, fromFragment);
 
     const key = this.#transactionKey();
     const raw = this.#transactions!.getItem(key);

@@ -163,11 +163,15 @@ export class SessionManager {
   readonly #mutex = new LocalMutex();
   readonly #channel: ChannelLike | undefined;
   readonly #wakers = new Set<() => void>();
+  /** Callers waiting for a token, told when a refresh attempt fails and will be retried. */
+  readonly #attemptFailed = new Set<(error: KeyfobError) => void>();
   readonly #cleanups: Array<() => void> = [];
   /** The raw stored value last seen, to notice another tab's writes. */
   #raw: string | null = null;
   #session: Session | null = null;
   #inflight: Promise<Session> | null = null;
+  /** While the refresh waits to retry: the error that made it wait. */
+  #retrying: KeyfobError | null = null;
   #timer: unknown = undefined;
   #peerRefreshing: { from: string; until: number } | null = null;
   #closed = false;
@@ -208,6 +212,8 @@ export class SessionManager {
   /**
    * An access token good for at least `minValidityMs`: the stored one, or a refreshed one. A token
    * inside the refresh-ahead window is still handed out while a refresh starts in the background.
+   * When the refresh fails for a passing reason (no network), this rejects with that error and
+   * the refresh keeps retrying in the background.
    */
   async accessToken(): Promise<string> {
     const session = this.current();
@@ -218,7 +224,27 @@ export class SessionManager {
       this.refresh().catch(() => {});
       return session.accessToken;
     }
-    return (await this.refresh()).accessToken;
+    // Wait for the refresh, but not through its retries: the first failed attempt is the
+    // caller's error, while the refresh goes on retrying and the session is kept.
+    if (this.#inflight && this.#retrying) throw this.#retrying;
+    return new Promise<string>((resolve, reject) => {
+      const stop = () => this.#attemptFailed.delete(onFailure);
+      const onFailure = (error: KeyfobError) => {
+        stop();
+        reject(error);
+      };
+      this.#attemptFailed.add(onFailure);
+      this.refresh().then(
+        (next) => {
+          stop();
+          resolve(next.accessToken);
+        },
+        (error: unknown) => {
+          stop();
+          reject(error);
+        },
+      );
+    });
   }
 
   /**
@@ -290,7 +316,13 @@ export class SessionManager {
       const backoff = Math.min(this.#o.retryMaxMs, this.#o.retryInitialMs * 2 ** (attempt - 1));
       const retryInMs = Math.round(error.retryAfterMs ?? backoff * (0.5 + 0.5 * this.#o.random()));
       this.#o.emit("refresh-error", { error, attempt, retryInMs });
-      await this.#pause(retryInMs);
+      for (const notify of [...this.#attemptFailed]) notify(error);
+      this.#retrying = error;
+      try {
+        await this.#pause(retryInMs);
+      } finally {
+        this.#retrying = null;
+      }
       if (this.#closed) throw error;
     }
   }

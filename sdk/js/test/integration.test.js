@@ -175,6 +175,22 @@ describe("user sessions", () => {
     client.close();
   });
 
+  test("handling the same redirect twice exchanges the code once", async () => {
+    const client = new Keyfob({
+      baseUrl: keyfob.base,
+      clientId: setup.clientId,
+      redirectUri: REDIRECT_URI,
+      transactionStorage: new MemoryStorage(),
+    });
+    const url = await client.loginUrl({ permissions: ["deals.read"] });
+    const back = await authorize(url, { email: setup.user, password: setup.password });
+    const [one, two] = await Promise.all([client.handleRedirect(back), client.handleRedirect(back)]);
+    assert.equal(one, two);
+    assert.equal((await client.collection("deals").find()).page, 1);
+    await client.refresh();
+    client.close();
+  });
+
   test("a forged state is refused", async () => {
     const client = new Keyfob({
       baseUrl: keyfob.base,
