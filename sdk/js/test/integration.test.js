@@ -151,7 +151,7 @@ describe("user sessions", () => {
     // The revoked session's tokens are refused by Keyfob.
     const stale = new Keyfob({ baseUrl: keyfob.base, token: refreshed.accessToken });
     let status = 200;
-    for (let i = 0; i < 40 && status === 200; i += 1) {
+    for (let i = 0; i < 100 && status === 200; i += 1) {
       status = await stale.fetch("/api/deals").then((r) => r.status);
       if (status === 200) await new Promise((r) => setTimeout(r, 100));
     }
@@ -188,6 +188,23 @@ describe("user sessions", () => {
     assert.equal(one, two);
     assert.equal((await client.collection("deals").find()).page, 1);
     await client.refresh();
+    client.close();
+  });
+
+  test("a user who declines comes back with access_denied", async () => {
+    // A user of their own, who has granted nothing yet, so that the consent page is shown.
+    const fresh = await provision(keyfob, { redirectUri: REDIRECT_URI });
+    const client = new Keyfob({
+      baseUrl: keyfob.base,
+      clientId: fresh.clientId,
+      redirectUri: REDIRECT_URI,
+      transactionStorage: new MemoryStorage(),
+    });
+    const url = await client.loginUrl({ permissions: ["deals.read"] });
+    const back = await authorize(url, { email: fresh.user, password: fresh.password, decision: "deny" });
+    assert.match(back, /[?&]error=access_denied/);
+    await assert.rejects(client.handleRedirect(back), { status: 0, code: "access_denied" });
+    assert.equal(client.isLoggedIn, false);
     client.close();
   });
 
