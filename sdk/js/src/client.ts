@@ -194,7 +194,7 @@ export class Keyfob {
     // The access token was refused (revoked, or the clock is off): refresh once and retry.
     let next: Session;
     try {
-      next = await this.#sessions.refresh({ failedAccessToken: credential });
+      next = await this.#sessions.refreshForCall({ failedAccessToken: credential });
     } catch {
       return first;
     }

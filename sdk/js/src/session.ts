@@ -224,20 +224,26 @@ export class SessionManager {
       this.refresh().catch(() => {});
       return session.accessToken;
     }
-    // Wait for the refresh, but not through its retries: the first failed attempt is the
-    // caller's error, while the refresh goes on retrying and the session is kept.
-    if (this.#inflight && this.#retrying) throw this.#retrying;
-    return new Promise<string>((resolve, reject) => {
+    return (await this.refreshForCall()).accessToken;
+  }
+
+  /**
+   * `refresh()` for a call that waits on it, but not through its retries: the first failed
+   * attempt is the caller's error, while the refresh goes on retrying and the session is kept.
+   */
+  refreshForCall(options: { failedAccessToken?: string } = {}): Promise<Session> {
+    if (this.#inflight && this.#retrying) return Promise.reject(this.#retrying);
+    return new Promise<Session>((resolve, reject) => {
       const stop = () => this.#attemptFailed.delete(onFailure);
       const onFailure = (error: KeyfobError) => {
         stop();
         reject(error);
       };
       this.#attemptFailed.add(onFailure);
-      this.refresh().then(
+      this.refresh(options).then(
         (next) => {
           stop();
-          resolve(next.accessToken);
+          resolve(next);
         },
         (error: unknown) => {
           stop();
