@@ -48,6 +48,14 @@ export interface KeyfobEvents {
   "refresh-error": { error: KeyfobError; attempt: number; retryInMs: number };
 }
 
+/** What a refresh is for. */
+export interface RefreshOptions {
+  /** After a 401 with this token: nothing to do if the stored access token is another one. */
+  failedAccessToken?: string;
+  /** Ahead of expiry: nothing to do if, by the time this tab holds the lock, it is not due. */
+  ifDue?: boolean;
+}
+
 export type Emit = <K extends keyof KeyfobEvents>(type: K, detail: KeyfobEvents[K]) => void;
 
 /** What the tabs tell each other. */
@@ -221,17 +229,17 @@ export class SessionManager {
     const left = session.expiresAt - this.#o.clock.now();
     if (left > this.#o.refreshAheadMs) return session.accessToken;
     if (left > this.#o.minValidityMs) {
-      this.refresh().catch(() => {});
+      this.refresh({ ifDue: true }).catch(() => {});
       return session.accessToken;
     }
-    return (await this.refreshForCall()).accessToken;
+    return (await this.refreshForCall({ ifDue: true })).accessToken;
   }
 
   /**
    * `refresh()` for a call that waits on it, but not through its retries: the first failed
    * attempt is the caller's error, while the refresh goes on retrying and the session is kept.
    */
-  refreshForCall(options: { failedAccessToken?: string } = {}): Promise<Session> {
+  refreshForCall(options: RefreshOptions = {}): Promise<Session> {
     if (this.#inflight && this.#retrying) return Promise.reject(this.#retrying);
     return new Promise<Session>((resolve, reject) => {
       const stop = () => this.#attemptFailed.delete(onFailure);
@@ -255,14 +263,13 @@ export class SessionManager {
 
   /**
    * Refreshes the session, or picks up what another tab refreshed meanwhile. Concurrent calls
-   * share one refresh. `failedAccessToken` (after a 401): nothing to do if the stored access token
-   * is already another one.
+   * share one refresh.
    */
-  refresh(options: { failedAccessToken?: string } = {}): Promise<Session> {
+  refresh(options: RefreshOptions = {}): Promise<Session> {
     if (this.#inflight) return this.#inflight;
     const seen = this.current();
     if (!seen) return Promise.reject(notLoggedIn());
-    const run = () => this.#refreshHoldingLock(seen, options.failedAccessToken);
+    const run = () => this.#refreshHoldingLock(seen, options);
     const locks = this.#o.locks;
     const flight = (locks ? locks.request(this.#lockName, run) : this.#mutex.run(run)).finally(() => {
       if (this.#inflight === flight) this.#inflight = null;
@@ -280,8 +287,9 @@ export class SessionManager {
     this.#channel?.close();
   }
 
-  async #refreshHoldingLock(seen: Session, failedAccessToken: string | undefined): Promise<Session> {
+  async #refreshHoldingLock(seen: Session, options: RefreshOptions): Promise<Session> {
     const { clock } = this.#o;
+    const { failedAccessToken, ifDue } = options;
     let attempt = 0;
     for (;;) {
       // Another tab may have refreshed while this one waited for the lock or slept: never send a
@@ -290,6 +298,7 @@ export class SessionManager {
       if (!session) throw notLoggedIn("the session ended");
       if (session.refreshToken !== seen.refreshToken) return session;
       if (failedAccessToken !== undefined && session.accessToken !== failedAccessToken) return session;
+      if (ifDue && session.expiresAt - clock.now() > this.#o.refreshAheadMs + this.#o.jitterMs) return session;
       const refreshToken = session.refreshToken;
       if (!refreshToken) throw notLoggedIn("the session has no refresh token");
       const peer = this.#peerRefreshing;
@@ -432,7 +441,7 @@ export class SessionManager {
     const delay = Math.max(0, due - this.#o.clock.now());
     this.#timer = this.#o.clock.setTimeout(() => {
       this.#timer = undefined;
-      this.refresh().catch(() => {});
+      this.refresh({ ifDue: true }).catch(() => {});
     }, delay);
   }
 

@@ -113,17 +113,22 @@ test("two tabs on another origin refresh one session at the same moment and both
   assert.notEqual(afterExpiry.refreshToken, login.refreshToken);
   assert.deepEqual(await sessionOf(second), afterExpiry);
 
-  // Round 2: both tabs are told to refresh at the same instant.
-  const at = await first.evaluate(() => Date.now() + 300);
-  const forced = (page) =>
-    page.evaluate(
-      (when) =>
-        new Promise((resolve, reject) =>
-          setTimeout(() => window.demo.keyfob.refresh().then((s) => resolve(s.refreshToken), reject), when - Date.now()),
-        ),
-      at,
-    );
-  const [tokenFirst, tokenSecond] = await Promise.all([forced(first), forced(second)]);
+  // Round 2: both tabs are told to refresh at the same moment. The first tab holds the SDK's
+  // refresh lock meanwhile, so that both refreshes are certainly waiting at once; then lets go.
+  const lockName = `keyfob-refresh|${keyfob.base}|${setup.clientId}`;
+  await first.evaluate((name) => {
+    navigator.locks.request(name, () => new Promise((release) => (window.releaseRefreshLock = release)));
+  }, lockName);
+  const forced = [first, second].map((page) =>
+    page.evaluate(() => window.demo.keyfob.refresh().then((session) => session.refreshToken)),
+  );
+  await first.waitForFunction(
+    (name) => navigator.locks.query().then((state) => state.pending.filter((lock) => lock.name === name).length === 2),
+    { polling: 50, timeout: 10_000 },
+    lockName,
+  );
+  await first.evaluate(() => window.releaseRefreshLock());
+  const [tokenFirst, tokenSecond] = await Promise.all(forced);
   assert.equal(tokenFirst, tokenSecond, "both tabs hold the same new session");
   assert.notEqual(tokenFirst, afterExpiry.refreshToken);
 

@@ -237,6 +237,22 @@ describe("several tabs", () => {
     for (const { client } of tabs) client.close();
   });
 
+  test("a tab whose timer fires after another tab refreshed does not refresh again", async () => {
+    const w = world();
+    const early = tab(w, { refreshJitterMs: 10_000, random: () => 1 });
+    const late = tab(w, { refreshJitterMs: 10_000, random: () => 0 });
+    await w.clock.advance(530_000);
+    assert.equal(w.server.refreshes, 1);
+    await w.clock.advance(10_000);
+    assert.equal(w.server.refreshes, 1, "the late tab found the session fresh");
+    assert.deepEqual(late.events, ["session:peer"]);
+    await w.clock.advance(530_000);
+    assert.equal(w.server.refreshes, 2);
+    assert.equal(w.server.reuses, 0);
+    early.client.close();
+    late.client.close();
+  });
+
   test("without Web Locks, a tab waits for the one that announced its refresh", async () => {
     const w = world();
     const channels = new FakeChannels();
