@@ -1,6 +1,7 @@
 // The example app (examples/spa) in real headless Chromium: a user logs in through Keyfob's own
 // pages, then two tabs of the app, on another origin than Keyfob, refresh the shared session at
 // the same moment. Both stay logged in, only one refresh reaches Keyfob, and Keyfob sees no reuse.
+// Last, a logout in one tab revokes the session and ends it in the other.
 //
 // Skipped with a note when Chromium is missing, unless KEYFOB_REQUIRE_BROWSER is set.
 import assert from "node:assert/strict";
@@ -35,6 +36,7 @@ before(async () => {
   browser = await puppeteer.launch({
     executablePath: CHROMIUM,
     headless: true,
+    protocolTimeout: 30_000,
     args: ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
   });
 });
@@ -151,4 +153,15 @@ test("two tabs on another origin refresh one session at the same moment and both
   const claims = await introspect(final.accessToken);
   assert.equal(claims.active, true);
   assert.equal(claims.client_id, setup.clientId);
+
+  // Logging out in one tab revokes the session at Keyfob (across origins) and ends it in both.
+  await first.bringToFront();
+  await first.click("#logout");
+  await second.waitForFunction(() => window.demo.events.includes("session ended (elsewhere)"), {
+    polling: 50,
+    timeout: 10_000,
+  });
+  assert.ok((await eventsOf(first)).includes("session ended (logout)"));
+  assert.equal(await second.$eval("#status", (el) => el.textContent), "Not logged in.");
+  assert.equal((await introspect(final.refreshToken)).active, false);
 });
