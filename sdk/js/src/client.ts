@@ -234,7 +234,7 @@ export class Keyfob {
     try {
       return JSON.parse(text) as R;
     } catch (err) {
-      throw new KeyfobError(response.status, "invalid_response", `Keyfob answered ${path} with something else than JSON`, {
+      throw new KeyfobError(response.status, "invalid_response", `Keyfob answered ${path} with something other than JSON`, {
         cause: err,
       });
     }
