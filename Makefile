@@ -1,14 +1,23 @@
 # The few commands a newcomer needs. See README.md.
 
-.PHONY: run test lint bench
+.PHONY: run test test-rust test-sdk lint bench
 
 # Run Keyfob on its embedded default: SQLite under ./keyfob-data.
 run:
 	cargo run --release -p keyfob -- serve
 
-# The whole test suite. Set KEYFOB_TEST_POSTGRES_URL to run it on PostgreSQL too.
-test:
+# The whole test suite: the Rust crates, then the JS SDK against the keyfob binary.
+# Set KEYFOB_TEST_POSTGRES_URL to run the Rust tests on PostgreSQL too.
+test: test-rust test-sdk
+
+test-rust:
 	cargo nextest run --workspace --no-fail-fast
+
+# The JS SDK (sdk/js): unit tests, tests against a real `keyfob serve`, and one in headless Chromium.
+KEYFOB_BIN ?= $(CURDIR)/target/debug/keyfob
+test-sdk:
+	cargo build -p keyfob
+	cd sdk/js && npm ci --no-audit --no-fund && KEYFOB_BIN="$(KEYFOB_BIN)" npm test
 
 # Formatting and lints, as CI checks them.
 lint:

@@ -118,30 +118,23 @@ pub trait Store: Send + Sync + 'static {
 
     // Authorization codes.
     async fn insert_auth_code(&self, code: &AuthCodeRow) -> Result<()>;
-    /// Marks a code used and returns it; `None` when it is unknown or already used (then
-    /// [`Store::find_auth_code`] tells which).
-    async fn consume_auth_code(&self, code_hash: &str, now: i64) -> Result<Option<AuthCodeRow>>;
     async fn find_auth_code(&self, code_hash: &str) -> Result<Option<AuthCodeRow>>;
 
     // Refresh families and tokens.
-    /// Starts a session: its family and first refresh token; ties it to the code exchanged.
-    async fn create_family(
-        &self,
-        family: &FamilyRow,
-        first: &RefreshRow,
-        code_hash: Option<&str>,
-    ) -> Result<()>;
+    /// Starts sessions in one transaction, in order: each its family and first refresh token.
+    /// One with a `code` also uses that authorization code up and ties it to the family; when
+    /// the code was used already — before, or by an earlier item of the batch — that item loses
+    /// (`false`) and writes nothing.
+    async fn start_sessions(&self, items: &[NewSession]) -> Result<Vec<bool>>;
     async fn find_family(&self, id: &str) -> Result<Option<FamilyRow>>;
     async fn find_refresh(&self, token_hash: &str) -> Result<Option<RefreshRow>>;
-    /// Uses `old_hash` once: if it was unused, marks it used with the sealed answer, stores `next`
-    /// and touches the family, returning `true`; `false` when someone used it first.
-    async fn rotate_refresh(
-        &self,
-        old_hash: &str,
-        next: &RefreshRow,
-        next_sealed: &str,
-        now: i64,
-    ) -> Result<bool>;
+    /// A refresh token, its family and its grant's live permissions, in one read.
+    async fn find_refresh_session(&self, token_hash: &str) -> Result<Option<RefreshSession>>;
+    /// Applies refresh-token uses in one transaction, in order. Item *i* wins (`true`) when its
+    /// old token was unused: the old token is marked used with the sealed pair, the next token is
+    /// stored and, if asked, the family touched. An item whose token was used already — before, or
+    /// by an earlier item of the same batch — loses (`false`) and writes nothing.
+    async fn rotate_refreshes(&self, items: &[Rotation]) -> Result<Vec<bool>>;
     /// Ends a session and logs it. `false` when it had already ended.
     async fn revoke_family(&self, id: &str, at: i64) -> Result<bool>;
     /// Ends every session of a user (optionally only in one app); returns how many.

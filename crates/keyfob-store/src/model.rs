@@ -252,6 +252,39 @@ impl std::fmt::Debug for RefreshRow {
     }
 }
 
+/// A session to start: see [`crate::Store::start_sessions`].
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub family: FamilyRow,
+    pub first: RefreshRow,
+    /// The authorization code exchanged for it (hash) and the time it is used, if any.
+    pub code: Option<(String, i64)>,
+}
+
+/// One use of a refresh token to write: see [`crate::Store::rotate_refreshes`].
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    /// The token being used.
+    pub old_hash: String,
+    /// The token that replaces it.
+    pub next: RefreshRow,
+    /// The pair issued, sealed, kept on the used row for retries within the grace window.
+    pub next_sealed: String,
+    pub now: i64,
+    /// Also set the family's last use to `now`.
+    pub touch_family: bool,
+}
+
+/// A refresh token with its family and the permissions of the grant it lives under, read in one
+/// query on the refresh path.
+#[derive(Debug, Clone)]
+pub struct RefreshSession {
+    pub token: RefreshRow,
+    pub family: FamilyRow,
+    /// The grant's permissions (a JSON array), or `None` when the grant is revoked or gone.
+    pub grant_permissions: Option<String>,
+}
+
 /// A browser login on Keyfob's own pages (the end user's, not the dashboard owner's).
 #[derive(Clone, PartialEq, Eq, FromRow)]
 pub struct UserSessionRow {

@@ -34,6 +34,49 @@ impl From<RecordDbRow> for RecordRow {
     }
 }
 
+/// The joined row behind [`crate::RefreshSession`].
+#[derive(sqlx::FromRow)]
+pub(crate) struct RefreshSessionRow {
+    token_hash: String,
+    family_id: String,
+    permissions: String,
+    created_at: i64,
+    used_at: Option<i64>,
+    next_sealed: Option<String>,
+    user_id: String,
+    client_id: String,
+    grant_id: String,
+    family_created_at: i64,
+    last_used_at: i64,
+    revoked_at: Option<i64>,
+    grant_permissions: Option<String>,
+}
+
+impl From<RefreshSessionRow> for crate::RefreshSession {
+    fn from(row: RefreshSessionRow) -> Self {
+        crate::RefreshSession {
+            family: crate::FamilyRow {
+                id: row.family_id.clone(),
+                user_id: row.user_id,
+                client_id: row.client_id,
+                grant_id: row.grant_id,
+                created_at: row.family_created_at,
+                last_used_at: row.last_used_at,
+                revoked_at: row.revoked_at,
+            },
+            token: crate::RefreshRow {
+                token_hash: row.token_hash,
+                family_id: row.family_id,
+                permissions: row.permissions,
+                created_at: row.created_at,
+                used_at: row.used_at,
+                next_sealed: row.next_sealed,
+            },
+            grant_permissions: row.grant_permissions,
+        }
+    }
+}
+
 pub(crate) const APP_COLUMNS: &str = "client_id, account_id, name, public, client_secret_hash, \
      redirect_uris, origins, max_permissions, refresh_idle_secs, refresh_absolute_secs, created_at, revoked_at";
 
@@ -904,21 +947,6 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn consume_auth_code(
-                &self,
-                code_hash: &str,
-                now: i64,
-            ) -> $crate::Result<Option<$crate::AuthCodeRow>> {
-                Ok(sqlx::query_as(&format!(
-                    "UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL RETURNING {}",
-                    $crate::sql::CODE_COLUMNS
-                ))
-                .bind(now)
-                .bind(code_hash)
-                .fetch_optional(&self.pool)
-                .await?)
-            }
-
             async fn find_auth_code(&self, code_hash: &str) -> $crate::Result<Option<$crate::AuthCodeRow>> {
                 Ok(sqlx::query_as(&format!(
                     "SELECT {} FROM auth_codes WHERE code_hash = $1",
@@ -929,43 +957,95 @@ macro_rules! impl_store {
                 .await?)
             }
 
-            async fn create_family(
+            async fn start_sessions(
                 &self,
-                f: &$crate::FamilyRow,
-                first: &$crate::RefreshRow,
-                code_hash: Option<&str>,
-            ) -> $crate::Result<()> {
+                items: &[$crate::NewSession],
+            ) -> $crate::Result<Vec<bool>> {
+                type Builder<'a> = sqlx::QueryBuilder<'a, <$store as $crate::sql::JsonDialect>::Db>;
+                if items.is_empty() {
+                    return Ok(Vec::new());
+                }
+                // Only a code's first use in the batch is a candidate.
+                let mut seen = std::collections::HashSet::new();
+                let first_use: Vec<bool> = items
+                    .iter()
+                    .map(|item| item.code.as_ref().is_none_or(|(hash, _)| seen.insert(hash.as_str())))
+                    .collect();
+                let coded: Vec<(&$crate::NewSession, &(String, i64))> = items
+                    .iter()
+                    .zip(&first_use)
+                    .filter(|(_, first)| **first)
+                    .filter_map(|(item, _)| item.code.as_ref().map(|code| (item, code)))
+                    .collect();
                 let mut tx = self.pool.begin_with($begin).await?;
-                sqlx::query(
-                    "INSERT INTO refresh_families (id, user_id, client_id, grant_id, created_at, last_used_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&f.id)
-                .bind(&f.user_id)
-                .bind(&f.client_id)
-                .bind(&f.grant_id)
-                .bind(f.created_at)
-                .bind(f.last_used_at)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO refresh_tokens (token_hash, family_id, permissions, created_at) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&first.token_hash)
-                .bind(&first.family_id)
-                .bind(&first.permissions)
-                .bind(first.created_at)
-                .execute(&mut *tx)
-                .await?;
-                if let Some(code_hash) = code_hash {
-                    sqlx::query("UPDATE auth_codes SET family_id = $1 WHERE code_hash = $2")
-                        .bind(&f.id)
-                        .bind(code_hash)
-                        .execute(&mut *tx)
-                        .await?;
+
+                let mut won = std::collections::HashSet::new();
+                if !coded.is_empty() {
+                    let mut update = Builder::new("UPDATE auth_codes SET used_at = CASE code_hash");
+                    for (_, (hash, at)) in &coded {
+                        update.push(" WHEN ").push_bind(hash);
+                        update.push(" THEN CAST(").push_bind(*at).push(" AS BIGINT)");
+                    }
+                    update.push(" END, family_id = CASE code_hash");
+                    for (item, (hash, _)) in &coded {
+                        update.push(" WHEN ").push_bind(hash);
+                        update.push(" THEN CAST(").push_bind(&item.family.id).push(" AS TEXT)");
+                    }
+                    update.push(" END WHERE used_at IS NULL AND code_hash IN (");
+                    let mut hashes = update.separated(", ");
+                    for (_, (hash, _)) in &coded {
+                        hashes.push_bind(hash);
+                    }
+                    update.push(") RETURNING code_hash");
+                    won = update
+                        .build_query_scalar::<String>()
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .into_iter()
+                        .collect();
+                }
+                let started: Vec<bool> = items
+                    .iter()
+                    .zip(&first_use)
+                    .map(|(item, first)| {
+                        *first && item.code.as_ref().is_none_or(|(hash, _)| won.contains(hash))
+                    })
+                    .collect();
+                let winners: Vec<&$crate::NewSession> = items
+                    .iter()
+                    .zip(&started)
+                    .filter(|(_, started)| **started)
+                    .map(|(item, _)| item)
+                    .collect();
+
+                if !winners.is_empty() {
+                    let mut families = Builder::new(
+                        "INSERT INTO refresh_families (id, user_id, client_id, grant_id, created_at, last_used_at) ",
+                    );
+                    families.push_values(&winners, |mut row, item| {
+                        let f = &item.family;
+                        row.push_bind(&f.id)
+                            .push_bind(&f.user_id)
+                            .push_bind(&f.client_id)
+                            .push_bind(&f.grant_id)
+                            .push_bind(f.created_at)
+                            .push_bind(f.last_used_at);
+                    });
+                    families.build().execute(&mut *tx).await?;
+                    let mut tokens = Builder::new(
+                        "INSERT INTO refresh_tokens (token_hash, family_id, permissions, created_at) ",
+                    );
+                    tokens.push_values(&winners, |mut row, item| {
+                        let t = &item.first;
+                        row.push_bind(&t.token_hash)
+                            .push_bind(&t.family_id)
+                            .push_bind(&t.permissions)
+                            .push_bind(t.created_at);
+                    });
+                    tokens.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
-                Ok(())
+                Ok(started)
             }
 
             async fn find_family(&self, id: &str) -> $crate::Result<Option<$crate::FamilyRow>> {
@@ -988,44 +1068,107 @@ macro_rules! impl_store {
                 .await?)
             }
 
-            async fn rotate_refresh(
+            async fn find_refresh_session(
                 &self,
-                old_hash: &str,
-                next: &$crate::RefreshRow,
-                next_sealed: &str,
-                now: i64,
-            ) -> $crate::Result<bool> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                let won = sqlx::query(
-                    "UPDATE refresh_tokens SET used_at = $1, next_sealed = $2 WHERE token_hash = $3 AND used_at IS NULL",
+                token_hash: &str,
+            ) -> $crate::Result<Option<$crate::RefreshSession>> {
+                let row: Option<$crate::sql::RefreshSessionRow> = sqlx::query_as(
+                    "SELECT r.token_hash, r.family_id, r.permissions, r.created_at, r.used_at, r.next_sealed, \
+                            f.user_id, f.client_id, f.grant_id, f.created_at AS family_created_at, \
+                            f.last_used_at, f.revoked_at, \
+                            CASE WHEN g.revoked_at IS NULL THEN g.permissions END AS grant_permissions \
+                     FROM refresh_tokens r \
+                     JOIN refresh_families f ON f.id = r.family_id \
+                     LEFT JOIN grants g ON g.id = f.grant_id \
+                     WHERE r.token_hash = $1",
                 )
-                .bind(now)
-                .bind(next_sealed)
-                .bind(old_hash)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    > 0;
-                if !won {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
-                sqlx::query(
-                    "INSERT INTO refresh_tokens (token_hash, family_id, permissions, created_at) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(&next.token_hash)
-                .bind(&next.family_id)
-                .bind(&next.permissions)
-                .bind(next.created_at)
-                .execute(&mut *tx)
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
                 .await?;
-                sqlx::query("UPDATE refresh_families SET last_used_at = $1 WHERE id = $2")
-                    .bind(now)
-                    .bind(&next.family_id)
-                    .execute(&mut *tx)
-                    .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn rotate_refreshes(
+                &self,
+                items: &[$crate::Rotation],
+            ) -> $crate::Result<Vec<bool>> {
+                type Builder<'a> = sqlx::QueryBuilder<'a, <$store as $crate::sql::JsonDialect>::Db>;
+                // Only an old token's first use in the batch is a candidate.
+                let mut seen = std::collections::HashSet::new();
+                let candidates: Vec<&$crate::Rotation> = items
+                    .iter()
+                    .filter(|item| seen.insert(item.old_hash.as_str()))
+                    .collect();
+                if candidates.is_empty() {
+                    return Ok(vec![false; items.len()]);
+                }
+                let mut tx = self.pool.begin_with($begin).await?;
+
+                // Mark the unused ones used, each with its own time and sealed pair.
+                let mut update = Builder::new("UPDATE refresh_tokens SET used_at = CASE token_hash");
+                for item in &candidates {
+                    update.push(" WHEN ").push_bind(&item.old_hash);
+                    update.push(" THEN CAST(").push_bind(item.now).push(" AS BIGINT)");
+                }
+                update.push(" END, next_sealed = CASE token_hash");
+                for item in &candidates {
+                    update.push(" WHEN ").push_bind(&item.old_hash);
+                    update.push(" THEN CAST(").push_bind(&item.next_sealed).push(" AS TEXT)");
+                }
+                update.push(" END WHERE used_at IS NULL AND token_hash IN (");
+                let mut hashes = update.separated(", ");
+                for item in &candidates {
+                    hashes.push_bind(&item.old_hash);
+                }
+                update.push(") RETURNING token_hash");
+                let won: std::collections::HashSet<String> = update
+                    .build_query_scalar::<String>()
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .collect();
+                let winners: Vec<&$crate::Rotation> = candidates
+                    .into_iter()
+                    .filter(|item| won.contains(&item.old_hash))
+                    .collect();
+
+                if !winners.is_empty() {
+                    let mut insert = Builder::new(
+                        "INSERT INTO refresh_tokens (token_hash, family_id, permissions, created_at) ",
+                    );
+                    insert.push_values(&winners, |mut row, item| {
+                        row.push_bind(&item.next.token_hash)
+                            .push_bind(&item.next.family_id)
+                            .push_bind(&item.next.permissions)
+                            .push_bind(item.next.created_at);
+                    });
+                    insert.build().execute(&mut *tx).await?;
+                }
+
+                let touched: Vec<&&$crate::Rotation> =
+                    winners.iter().filter(|item| item.touch_family).collect();
+                if !touched.is_empty() {
+                    let mut touch =
+                        Builder::new("UPDATE refresh_families SET last_used_at = CASE id");
+                    for item in &touched {
+                        touch.push(" WHEN ").push_bind(&item.next.family_id);
+                        touch.push(" THEN CAST(").push_bind(item.now).push(" AS BIGINT)");
+                    }
+                    touch.push(" ELSE last_used_at END WHERE id IN (");
+                    let mut ids = touch.separated(", ");
+                    for item in &touched {
+                        ids.push_bind(&item.next.family_id);
+                    }
+                    touch.push(")");
+                    touch.build().execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
-                Ok(true)
+
+                let mut first = std::collections::HashSet::new();
+                Ok(items
+                    .iter()
+                    .map(|item| first.insert(item.old_hash.as_str()) && won.contains(&item.old_hash))
+                    .collect())
             }
 
             async fn revoke_family(&self, id: &str, at: i64) -> $crate::Result<bool> {

@@ -93,6 +93,14 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, env = "KEYFOB_LOG_JSON", default_value_t = false)]
     log_json: bool,
+    /// A load balancer or proxy (address or network, e.g. 10.0.0.0/8) whose X-Forwarded-For is
+    /// believed for the client's address; repeat, or comma-separate in the variable.
+    #[arg(
+        long = "trusted-proxy",
+        env = "KEYFOB_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -145,6 +153,12 @@ enum AppsCommand {
         /// The most permissions the app may ask a user for, comma-separated.
         #[arg(long, default_value = "*.read,*.write")]
         max_permissions: String,
+        /// End a session when its refresh token goes unused this many seconds (default: never).
+        #[arg(long, value_name = "SECS")]
+        refresh_idle_secs: Option<i64>,
+        /// End a session this many seconds after login, however much it is used (default: never).
+        #[arg(long, value_name = "SECS")]
+        refresh_max_age_secs: Option<i64>,
     },
 }
 
@@ -203,7 +217,7 @@ fn one_line(err: &anyhow::Error) -> String {
 fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
     let mut config = Config::for_data_dir(&global.data_dir);
     if let Some(path) = &global.config {
-        config.apply_file(FileConfig::load(path)?);
+        config.apply_file(FileConfig::load(path)?)?;
     }
     if let Some(url) = &global.database_url {
         config.database_url = url.clone();
@@ -241,6 +255,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(alg) = args.signing_alg {
                 config.signing_alg = alg;
+            }
+            if !args.trusted_proxies.is_empty() {
+                config.set_trusted_proxies(&args.trusted_proxies)?;
             }
             init_tracing(args.log_json);
             let app = Application::build(config).await?;
@@ -323,6 +340,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             origins,
             public,
             max_permissions,
+            refresh_idle_secs,
+            refresh_max_age_secs,
         }) => {
             let (store, _) = open_storage(&config).await?;
             let account = ops::resolve_account(store.as_ref(), &account).await?;
@@ -335,6 +354,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     origins,
                     public,
                     max_permissions,
+                    refresh_idle_secs,
+                    refresh_max_age_secs,
                 },
             )
             .await?;

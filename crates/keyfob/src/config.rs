@@ -35,6 +35,8 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub login_attempts_per_minute: Option<u32>,
     pub refresh_grace_secs: Option<i64>,
+    /// Proxies whose `X-Forwarded-For` is believed: addresses or networks, e.g. `["10.0.0.0/8"]`.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -74,6 +76,9 @@ pub struct Config {
     pub master_key_hex: Option<secrecy::SecretString>,
     /// How long a new signing key is published before it signs, in seconds.
     pub signing_key_publish_secs: i64,
+    /// Load balancers and proxies in front of Keyfob: from these peers, the client's address is
+    /// taken from `X-Forwarded-For` (see `keyfob_domain::net::client_ip`). Empty: the peer itself.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Config {
@@ -99,11 +104,15 @@ impl Config {
             refresh_grace_secs: 30,
             master_key_hex: None,
             signing_key_publish_secs: 0,
+            trusted_proxies: Vec::new(),
         }
     }
 
     /// Applies a config file's values over the current ones.
-    pub fn apply_file(&mut self, file: FileConfig) {
+    pub fn apply_file(&mut self, file: FileConfig) -> anyhow::Result<()> {
+        if let Some(list) = &file.trusted_proxies {
+            self.set_trusted_proxies(list)?;
+        }
         if let Some(v) = file.listen {
             self.listen = v;
         }
@@ -143,6 +152,17 @@ impl Config {
         if let Some(v) = file.login_attempts_per_minute {
             self.login_attempts_per_minute = v.max(1);
         }
+        Ok(())
+    }
+
+    /// Sets the trusted proxies from addresses or networks (`10.0.0.0/8`, `192.0.2.7`).
+    pub fn set_trusted_proxies<S: AsRef<str>>(&mut self, list: &[S]) -> anyhow::Result<()> {
+        self.trusted_proxies = list
+            .iter()
+            .map(|s| keyfob_domain::net::parse_trusted(s.as_ref()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("trusted proxies: {e}"))?;
+        Ok(())
     }
 
     /// The public URL without a trailing slash: the `iss` of every token.

@@ -153,7 +153,14 @@ pub struct NewApp {
     pub public: bool,
     /// The most permissions the app may ask a user for, comma- or space-separated.
     pub max_permissions: String,
+    /// A session ends when its refresh token goes unused this long (seconds); `None`: never.
+    pub refresh_idle_secs: Option<i64>,
+    /// A session ends this long after login whatever its use (seconds); `None`: never.
+    pub refresh_max_age_secs: Option<i64>,
 }
+
+/// The longest idle or absolute session limit an app may set: ten years, in seconds.
+pub const MAX_SESSION_LIMIT_SECS: i64 = 10 * 365 * 24 * 3600;
 
 /// A registered application and, for a confidential one, its secret (shown once).
 #[derive(Debug)]
@@ -204,6 +211,16 @@ pub async fn create_app(
             "give the most permissions the app may ask for, e.g. deals.read,deals.write".into(),
         ));
     }
+    for (limit, what) in [
+        (new.refresh_idle_secs, "idle limit"),
+        (new.refresh_max_age_secs, "maximum session age"),
+    ] {
+        if limit.is_some_and(|secs| !(1..=MAX_SESSION_LIMIT_SECS).contains(&secs)) {
+            return Err(invalid(format!(
+                "the {what} must be a whole number of seconds from 1 to {MAX_SESSION_LIMIT_SECS}"
+            )));
+        }
+    }
     let client_secret = (!new.public).then(|| format!("kfs_{}", random_token()));
     let app = AppRow {
         client_id: format!("app_{}", uuid::Uuid::new_v4().simple()),
@@ -217,8 +234,8 @@ pub async fn create_app(
             &max.iter().map(ToString::to_string).collect::<Vec<_>>(),
         )
         .map_err(anyhow::Error::from)?,
-        refresh_idle_secs: None,
-        refresh_absolute_secs: None,
+        refresh_idle_secs: new.refresh_idle_secs,
+        refresh_absolute_secs: new.refresh_max_age_secs,
         created_at: now_ms(),
         revoked_at: None,
     };

@@ -9,14 +9,22 @@
 
 use keyfob_domain::Claims;
 use keyfob_domain::secret::{hash_secret, random_token};
-use keyfob_store::{AppRow, FamilyRow, GrantRow, RefreshRow};
+use std::sync::Arc;
+
+use keyfob_store::{
+    AppRow, FamilyRow, GrantRow, NewSession, RefreshRow, RefreshSession, Rotation, Store,
+};
 use serde::{Deserialize, Serialize};
 
+use crate::batch::Batcher;
 use crate::clock::now_ms;
 use crate::state::AppState;
 
 /// How long a session's access token lives.
 pub const ACCESS_TOKEN_SECS: i64 = 600;
+/// How stale a family's last-use time may get before a refresh writes it again (when the app has
+/// no idle limit).
+const TOUCH_EVERY_MS: i64 = 60_000;
 /// Every refresh token starts with this.
 pub const REFRESH_PREFIX: &str = "kfr_";
 
@@ -40,6 +48,8 @@ pub enum SessionError {
     Unknown,
     #[error("the refresh token belongs to another client")]
     WrongClient,
+    #[error("the code was already used")]
+    CodeUsed,
     #[error("the session has ended")]
     Ended,
     #[error("the refresh token was already used; the session has been ended")]
@@ -52,6 +62,41 @@ pub enum SessionError {
     Store(#[from] keyfob_store::StoreError),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+/// The most session starts, or refresh-token uses, written in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// The writer tasks of the token endpoint: concurrent session starts share one transaction, and
+/// so do concurrent refreshes.
+#[derive(Clone)]
+pub struct SessionWrites {
+    starts: Batcher<NewSession, bool>,
+    rotations: Batcher<Rotation, bool>,
+}
+
+impl SessionWrites {
+    pub fn spawn(store: Arc<dyn Store>) -> Self {
+        let for_starts = store.clone();
+        SessionWrites {
+            starts: Batcher::spawn(
+                "session starts",
+                MAX_BATCH,
+                move |items: Vec<NewSession>| {
+                    let store = for_starts.clone();
+                    async move { store.start_sessions(&items).await }
+                },
+            ),
+            rotations: Batcher::spawn(
+                "refresh rotations",
+                MAX_BATCH,
+                move |items: Vec<Rotation>| {
+                    let store = store.clone();
+                    async move { store.rotate_refreshes(&items).await }
+                },
+            ),
+        }
+    }
 }
 
 fn new_refresh_token() -> String {
@@ -86,7 +131,9 @@ fn sign_access(
 }
 
 /// Starts a session for a user who granted `permissions` to `app`: a new family, its first
-/// refresh token and an access token. `code_hash` ties it to the exchanged code.
+/// refresh token and an access token. `code_hash` is the authorization code being exchanged: it
+/// is used up in the same transaction, and a code someone else used first ends in
+/// [`SessionError::CodeUsed`].
 pub async fn start(
     state: &AppState,
     app: &AppRow,
@@ -114,18 +161,29 @@ pub async fn start(
         used_at: None,
         next_sealed: None,
     };
-    state
-        .store
-        .create_family(&family, &first, code_hash)
-        .await?;
+    let session_id = family.id.clone();
+    let start = NewSession {
+        family,
+        first,
+        code: code_hash.map(|hash| (hash.to_owned(), now)),
+    };
+    if !state
+        .writes
+        .starts
+        .submit(start)
+        .await
+        .map_err(|err| anyhow::anyhow!("starting a session: {err}"))?
+    {
+        return Err(SessionError::CodeUsed);
+    }
     let (access_token, expires_at) =
-        sign_access(state, app, user_id, &family.id, permissions, now)?;
+        sign_access(state, app, user_id, &session_id, permissions, now)?;
     Ok(IssuedPair {
         access_token,
         refresh_token,
         expires_at,
         scope: permissions.join(" "),
-        session_id: family.id,
+        session_id,
     })
 }
 
@@ -142,14 +200,13 @@ pub async fn refresh(
 ) -> Result<IssuedPair, SessionError> {
     let now = now_ms();
     let old_hash = hash_secret(refresh_token);
-    let row = state
+    let RefreshSession {
+        token: row,
+        family,
+        grant_permissions,
+    } = state
         .store
-        .find_refresh(&old_hash)
-        .await?
-        .ok_or(SessionError::Unknown)?;
-    let family = state
-        .store
-        .find_family(&row.family_id)
+        .find_refresh_session(&old_hash)
         .await?
         .ok_or(SessionError::Unknown)?;
     if family.client_id != app.client_id {
@@ -171,13 +228,8 @@ pub async fn refresh(
         {
             return Err(SessionError::TooOld);
         }
-        let grant = state
-            .store
-            .find_grant_by_id(&family.grant_id)
-            .await?
-            .filter(|g| g.revoked_at.is_none())
-            .ok_or(SessionError::Ended)?;
-        let permissions = narrowed(&row.permissions, &grant.permissions);
+        let grant_permissions = grant_permissions.ok_or(SessionError::Ended)?;
+        let permissions = narrowed(&row.permissions, &grant_permissions);
         let next_token = new_refresh_token();
         let (access_token, expires_at) =
             sign_access(state, app, &family.user_id, &family.id, &permissions, now)?;
@@ -200,10 +252,23 @@ pub async fn refresh(
             used_at: None,
             next_sealed: None,
         };
+        // The family's last use only matters to an idle limit (to the second) and to the pages
+        // that show it (to the minute): skip the write when neither would notice.
+        let touch_family =
+            app.refresh_idle_secs.is_some() || now - family.last_used_at >= TOUCH_EVERY_MS;
+        let rotation = Rotation {
+            old_hash: old_hash.clone(),
+            next,
+            next_sealed: sealed,
+            now,
+            touch_family,
+        };
         if state
-            .store
-            .rotate_refresh(&old_hash, &next, &sealed, now)
-            .await?
+            .writes
+            .rotations
+            .submit(rotation)
+            .await
+            .map_err(|err| anyhow::anyhow!("rotating a refresh token: {err}"))?
         {
             return Ok(pair);
         }

@@ -100,6 +100,7 @@ impl Application {
             recorder: TokenRecorder::spawn(store.clone()),
             audit: AuditLog::spawn(store.clone()),
             vault: Arc::new(Vault::new(store.clone(), master.clone())),
+            writes: crate::sessions::SessionWrites::spawn(store.clone()),
             tokens: Arc::new(tokens),
             index: Arc::new(AuthIndex::default()),
             passwords: Passwords::new(config.password_workers),

@@ -23,6 +23,8 @@ pub struct AppState {
     pub recorder: TokenRecorder,
     pub audit: AuditLog,
     pub vault: Arc<Vault>,
+    /// Session starts and refresh-token rotations, written in batches.
+    pub writes: crate::sessions::SessionWrites,
     pub index: Arc<AuthIndex>,
     pub passwords: Passwords,
     pub login_limiter: Arc<RateLimiter>,
@@ -30,6 +32,21 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The application with `client_id`, from the in-memory cache or else the database.
+    pub async fn find_app(
+        &self,
+        client_id: &str,
+    ) -> keyfob_store::Result<Option<keyfob_store::AppRow>> {
+        if let Some(app) = self.index.app(client_id) {
+            return Ok(Some(app));
+        }
+        let app = self.store.find_app(client_id).await?;
+        if let Some(app) = &app {
+            self.index.remember_app(app);
+        }
+        Ok(app)
+    }
+
     /// Reloads the signing keys from the database (after a rotation on any node).
     pub async fn reload_signing_keys(&self) -> anyhow::Result<()> {
         let rows = self.store.list_signing_keys().await?;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 
-use keyfob_store::ApiKeyRow;
+use keyfob_store::{ApiKeyRow, AppRow};
 
 /// A live API key, as the verify path needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,9 @@ pub struct AuthIndex {
     revoked_sessions: RwLock<HashMap<String, i64>>,
     /// Browser origins registered on live applications: the only ones CORS answers.
     origins: RwLock<std::collections::HashSet<String>>,
+    /// Applications by `client_id`, filled on first use: the token endpoint reads one per request.
+    /// An `app.changed` entry in the change feed drops the entry; a full reload drops them all.
+    apps: RwLock<HashMap<String, AppRow>>,
     /// API key id → last use (ms), written in batches.
     uses: Mutex<HashMap<String, i64>>,
 }
@@ -133,6 +136,32 @@ impl AuthIndex {
             .flatten()
             .collect();
         *self.origins.write().expect("index lock poisoned") = set;
+    }
+
+    pub fn app(&self, client_id: &str) -> Option<AppRow> {
+        self.apps
+            .read()
+            .expect("index lock poisoned")
+            .get(client_id)
+            .cloned()
+    }
+
+    pub fn remember_app(&self, app: &AppRow) {
+        self.apps
+            .write()
+            .expect("index lock poisoned")
+            .insert(app.client_id.clone(), app.clone());
+    }
+
+    /// Drops one application (`Some`) or all of them (`None`) from the cache.
+    pub fn forget_apps(&self, client_id: Option<&str>) {
+        let mut apps = self.apps.write().expect("index lock poisoned");
+        match client_id {
+            Some(id) => {
+                apps.remove(id);
+            }
+            None => apps.clear(),
+        }
     }
 
     pub fn note_use(&self, key_id: &str, at_ms: i64) {

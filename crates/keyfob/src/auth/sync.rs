@@ -129,6 +129,7 @@ async fn full_reload(state: &AppState) -> anyhow::Result<()> {
             .revoke_session(&sid, at / 1000 + window, now / 1000);
     }
     state.reload_signing_keys().await?;
+    state.index.forget_apps(None);
     state
         .index
         .replace_origins(&state.store.live_app_origins().await?);
@@ -165,9 +166,12 @@ async fn apply(state: &AppState, change: &Change) -> anyhow::Result<()> {
             state.index.revoke_token(&change.subject, exp);
         }
         change_kind::SIGNING_KEYS_CHANGED => state.reload_signing_keys().await?,
-        change_kind::APP_CHANGED => state
-            .index
-            .replace_origins(&state.store.live_app_origins().await?),
+        change_kind::APP_CHANGED => {
+            state.index.forget_apps(Some(&change.subject));
+            state
+                .index
+                .replace_origins(&state.store.live_app_origins().await?);
+        }
         change_kind::SESSION_REVOKED => {
             let now = now_ms() / 1000;
             let until = change.created_at / 1000 + crate::sessions::ACCESS_TOKEN_SECS + 60;

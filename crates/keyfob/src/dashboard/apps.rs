@@ -31,8 +31,36 @@ pub struct AppView {
     redirect_uris: Vec<String>,
     origins: Vec<String>,
     max_permissions: String,
+    /// The session limits in words, e.g. "idle 30 days, at most 90 days".
+    session_limits: String,
     created: TimeView,
     revoked: bool,
+}
+
+/// `86400` → "1 day", `90` → "90 seconds": the largest unit that divides evenly.
+fn duration_words(secs: i64) -> String {
+    let (n, unit) = [(86_400, "day"), (3_600, "hour"), (60, "minute")]
+        .into_iter()
+        .find(|(size, _)| secs % size == 0)
+        .map_or((secs, "second"), |(size, unit)| (secs / size, unit));
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
+}
+
+fn session_limits(idle: Option<i64>, max_age: Option<i64>) -> String {
+    match (idle, max_age) {
+        (None, None) => "none".into(),
+        (Some(idle), None) => format!("idle {}", duration_words(idle)),
+        (None, Some(max)) => format!("at most {}", duration_words(max)),
+        (Some(idle), Some(max)) => format!(
+            "idle {}, at most {}",
+            duration_words(idle),
+            duration_words(max)
+        ),
+    }
 }
 
 fn json_list(json: &str) -> Vec<String> {
@@ -46,6 +74,7 @@ impl From<AppRow> for AppView {
             redirect_uris: json_list(&row.redirect_uris),
             origins: json_list(&row.origins),
             max_permissions: json_list(&row.max_permissions).join(", "),
+            session_limits: session_limits(row.refresh_idle_secs, row.refresh_absolute_secs),
             created: TimeView::from_ms(row.created_at),
             revoked: row.revoked_at.is_some(),
             client_id: row.client_id,
@@ -78,6 +107,24 @@ pub struct AppForm {
     kind: String,
     #[serde(default)]
     max_permissions: String,
+    /// Seconds, or blank for no limit.
+    #[serde(default)]
+    refresh_idle_secs: String,
+    /// Seconds, or blank for no limit.
+    #[serde(default)]
+    refresh_max_age_secs: String,
+}
+
+/// A blank field is no limit; anything else must be a whole number (its range is checked by
+/// [`ops::create_app`]).
+fn optional_secs(text: &str, what: &str) -> Result<Option<i64>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| format!("the {what} must be a whole number of seconds, or blank"))
 }
 
 /// One entry a line, blank lines skipped.
@@ -126,12 +173,27 @@ pub async fn create(
     PageForm(form): PageForm<AppForm>,
 ) -> Result<Response, PageError> {
     session.check_csrf(&form.csrf)?;
+    let limits = optional_secs(&form.refresh_idle_secs, "idle limit").and_then(|idle| {
+        Ok((
+            idle,
+            optional_secs(&form.refresh_max_age_secs, "maximum session age")?,
+        ))
+    });
+    let (refresh_idle_secs, refresh_max_age_secs) = match limits {
+        Ok(limits) => limits,
+        Err(message) => {
+            let page = apps_page(&state, &session, Some(message), form).await?;
+            return render_with_status(StatusCode::BAD_REQUEST, &page);
+        }
+    };
     let new = NewApp {
         name: form.name.clone(),
         redirect_uris: lines(&form.redirect_uris),
         origins: lines(&form.origins),
         public: form.kind == "public",
         max_permissions: form.max_permissions.clone(),
+        refresh_idle_secs,
+        refresh_max_age_secs,
     };
     match ops::create_app(state.store.as_ref(), &session.account_id, new).await {
         Ok(created) => {

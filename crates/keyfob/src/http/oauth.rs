@@ -297,7 +297,6 @@ async fn authenticate_client(
         return Err(invalid());
     }
     let app = state
-        .store
         .find_app(&credentials.client_id)
         .await?
         .filter(|a| a.revoked_at.is_none())
@@ -419,23 +418,18 @@ async fn exchange_code(
         }
         (None, None) => {}
     }
-    let code_row = state
-        .store
-        .consume_auth_code(&code_hash, now)
-        .await?
-        .ok_or_else(|| OAuthError::invalid_grant("the code was already used"))?;
     let grant = state
         .store
-        .find_grant_by_id(&code_row.grant_id)
+        .find_grant_by_id(&stored.grant_id)
         .await?
         .filter(|g| g.revoked_at.is_none())
         .ok_or_else(|| OAuthError::invalid_grant("the grant has been revoked"))?;
     let permissions: Vec<String> =
-        serde_json::from_str(&code_row.permissions).map_err(|e| ApiError::Internal(e.into()))?;
+        serde_json::from_str(&stored.permissions).map_err(|e| ApiError::Internal(e.into()))?;
     Ok(sessions::start(
         state,
         app,
-        &code_row.user_id,
+        &stored.user_id,
         &grant,
         &permissions,
         Some(&code_hash),
@@ -602,7 +596,7 @@ async fn describe_token(
         let Some(family) = state.store.find_family(&row.family_id).await? else {
             return Ok(inactive);
         };
-        let Some(app) = state.store.find_app(&family.client_id).await? else {
+        let Some(app) = state.find_app(&family.client_id).await? else {
             return Ok(inactive);
         };
         if row.used_at.is_some() || family.revoked_at.is_some() || app.account_id != account_id {

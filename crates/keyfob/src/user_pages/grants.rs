@@ -64,7 +64,7 @@ async fn grants_page(
     let rows = state.store.list_user_grants(&user.user_id).await?;
     let mut grants = Vec::with_capacity(rows.len());
     for row in rows {
-        let app_name = match state.store.find_app(&row.client_id).await? {
+        let app_name = match state.find_app(&row.client_id).await? {
             Some(app) => app.name,
             None => row.client_id.clone(),
         };

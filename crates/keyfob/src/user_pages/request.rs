@@ -118,7 +118,6 @@ pub async fn check_client(
         return Ok(Err(ClientError::UnknownClient));
     }
     let Some(app) = state
-        .store
         .find_app(client_id)
         .await?
         .filter(|app| app.revoked_at.is_none())

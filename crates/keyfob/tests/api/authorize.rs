@@ -206,6 +206,8 @@ async fn register_app_in(
             origins: vec![],
             public,
             max_permissions: max.into(),
+            refresh_idle_secs: None,
+            refresh_max_age_secs: None,
         },
     )
     .await
@@ -1037,11 +1039,33 @@ both_backends! {
             .await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert!(response.text().await.unwrap().contains("http://evil.test/cb"));
+        for (field, value, needle) in [
+            ("refresh_idle_secs", "soon", "idle limit"),
+            ("refresh_max_age_secs", "-5", "maximum session age"),
+        ] {
+            let csrf = browser.csrf("/dashboard/apps").await;
+            let response = browser
+                .post("/dashboard/apps", &[("csrf", &csrf), ("name", "Limits"), ("redirect_uris", CALLBACK), ("kind", "public"), ("max_permissions", "deals.read"), (field, value)])
+                .await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+            let html = response.text().await.unwrap();
+            assert!(html.contains(needle), "{html}");
+            assert!(html.contains(value), "what was typed is kept");
+        }
+        // Session limits set in the form are stored and shown.
+        let csrf = browser.csrf("/dashboard/apps").await;
+        let response = browser
+            .post("/dashboard/apps", &[("csrf", &csrf), ("name", "Limited"), ("redirect_uris", CALLBACK), ("kind", "public"), ("max_permissions", "deals.read"), ("refresh_idle_secs", "86400"), ("refresh_max_age_secs", " ")])
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let limited = app.state.store.list_apps(&account).await.unwrap().into_iter().find(|a| a.name == "Limited").unwrap();
+        assert_eq!((limited.refresh_idle_secs, limited.refresh_absolute_secs), (Some(86_400), None));
+        assert!(browser.expect_page("/dashboard/apps").await.contains("idle 1 day"));
         let response = browser
             .post("/dashboard/apps", &[("name", "Forged"), ("redirect_uris", CALLBACK), ("max_permissions", "deals.read")])
             .await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        assert_eq!(app.state.store.list_apps(&account).await.unwrap().len(), 2);
+        assert_eq!(app.state.store.list_apps(&account).await.unwrap().len(), 3);
 
         // The registered app works for users.
         let (user, _) = Browser::user(&app).await;

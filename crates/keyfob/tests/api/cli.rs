@@ -243,6 +243,26 @@ fn unknown_commands_fail() {
     assert!(!output.status.success());
 }
 
+#[test]
+fn a_bad_trusted_proxy_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_keyfob"))
+        .args(["--data-dir", dir.path().to_str().unwrap()])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--trusted-proxy",
+            "10.0.0.0/8,proxy.internal",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("proxy.internal"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
 async fn apps_and_users(backend: Backend) {
     let Some(db) = fresh_db(backend).await else {
         eprintln!("skipped: KEYFOB_TEST_POSTGRES_URL is not set");
@@ -311,11 +331,28 @@ async fn apps_and_users(backend: Backend) {
             "--public",
             "--redirect-uri",
             "https://spa.example.com/cb",
+            "--refresh-idle-secs",
+            "2592000",
+            "--refresh-max-age-secs",
+            "7776000",
         ],
         None,
     ));
     let public: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(public.get("client_secret").is_none(), "{out}");
+    let spa = store
+        .find_app(public["client_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (spa.refresh_idle_secs, spa.refresh_absolute_secs),
+        (Some(2_592_000), Some(7_776_000))
+    );
+    assert_eq!(
+        (app.refresh_idle_secs, app.refresh_absolute_secs),
+        (None, None)
+    );
     assert_eq!(store.list_apps(account).await.unwrap().len(), 2);
 
     // Bad registrations: one line each, nothing stored.
@@ -356,6 +393,24 @@ async fn apps_and_users(backend: Backend) {
                 ",",
             ],
             "most permissions",
+        ),
+        (
+            vec![
+                "--redirect-uri",
+                "https://a.example.com/cb",
+                "--refresh-idle-secs",
+                "0",
+            ],
+            "idle limit",
+        ),
+        (
+            vec![
+                "--redirect-uri",
+                "https://a.example.com/cb",
+                "--refresh-max-age-secs",
+                "999999999999",
+            ],
+            "maximum session age",
         ),
     ] {
         let args: Vec<&str> = base.iter().copied().chain(extra).collect();

@@ -96,6 +96,23 @@ impl Browser {
         .await
     }
 
+    /// A browser behind a proxy that reports it as `forwarded_for` in `X-Forwarded-For`.
+    fn forwarded_for(app: &TestApp, forwarded_for: &str) -> Browser {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("x-forwarded-for", forwarded_for.parse().unwrap());
+        let http = Client::builder()
+            .cookie_store(true)
+            .redirect(redirect::Policy::none())
+            .default_headers(headers)
+            .build()
+            .unwrap();
+        Browser {
+            http,
+            base: app.base.clone(),
+            email: format!("{}@example.com", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
     pub(crate) async fn login_as(&self, email: &str, password: &str) -> Response {
         let csrf = self.csrf("/dashboard/login").await;
         self.post(
@@ -1057,6 +1074,44 @@ async fn cookies_are_secure_behind_https() {
     for expected in ["secure", "httponly", "samesite=lax", "path=/dashboard"] {
         assert!(attributes.contains(&expected.to_owned()), "{session}");
     }
+}
+
+/// Spends `who`'s per-IP login allowance on unknown emails; the next attempt is refused.
+async fn exhaust_ip_limit(app: &TestApp, who: &Browser) {
+    for n in 0..app.state.config.login_attempts_per_minute {
+        let response = who
+            .login_as(&format!("nobody{n}@example.com"), PASSWORD)
+            .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    }
+    let response = who.login_as("nobody@example.com", PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_limits_apply_to_the_forwarded_address() {
+    let app = spawn_adjusted(|config| config.set_trusted_proxies(&["127.0.0.0/8"]).unwrap()).await;
+    let sprayer = Browser::forwarded_for(&app, "203.0.113.5");
+    exhaust_ip_limit(&app, &sprayer).await;
+    // Another client behind the same proxy is not affected.
+    let neighbour = Browser::forwarded_for(&app, "198.51.100.7");
+    let response = neighbour.login_as("someone@example.com", PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    // The sprayer cannot escape by writing another address in front of the proxy's entry.
+    let disguised = Browser::forwarded_for(&app, "192.0.2.1, 203.0.113.5");
+    let response = disguised.login_as("someone@example.com", PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_trusted_proxies_a_forwarded_address_is_ignored() {
+    let app = spawn_adjusted(|_| {}).await;
+    exhaust_ip_limit(&app, &Browser::forwarded_for(&app, "203.0.113.5")).await;
+    // The same connection address with another header is the same client.
+    let response = Browser::forwarded_for(&app, "198.51.100.7")
+        .login_as("someone@example.com", PASSWORD)
+        .await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

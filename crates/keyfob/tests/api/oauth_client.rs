@@ -27,6 +27,8 @@ both_backends! {
                 origins: vec![],
                 public: false,
                 max_permissions: "deals.read,deals.write".into(),
+                refresh_idle_secs: None,
+                refresh_max_age_secs: None,
             },
         )
         .await

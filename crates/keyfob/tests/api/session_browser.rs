@@ -226,6 +226,8 @@ async fn a_new_user_signs_up_through_a_single_page_app_in_a_real_browser() {
             origins: vec![origin.clone()],
             public: true,
             max_permissions: "deals.read,deals.write".into(),
+            refresh_idle_secs: None,
+            refresh_max_age_secs: None,
         },
     )
     .await

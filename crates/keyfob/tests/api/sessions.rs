@@ -36,6 +36,16 @@ impl Setup {
 }
 
 async fn setup(app: &TestApp, public: bool) -> Setup {
+    setup_with_limits(app, public, None, None).await
+}
+
+/// An app whose sessions end after `idle` seconds unused or `max_age` seconds in all.
+async fn setup_with_limits(
+    app: &TestApp,
+    public: bool,
+    idle: Option<i64>,
+    max_age: Option<i64>,
+) -> Setup {
     let (account, key) = app.account_with_key().await;
     let created = keyfob::ops::create_app(
         app.state.store.as_ref(),
@@ -46,6 +56,8 @@ async fn setup(app: &TestApp, public: bool) -> Setup {
             origins: vec![ORIGIN.into()],
             public,
             max_permissions: "deals.read,deals.write".into(),
+            refresh_idle_secs: idle,
+            refresh_max_age_secs: max_age,
         },
     )
     .await
@@ -195,6 +207,122 @@ async fn session(app: &TestApp, s: &Setup) -> Value {
 }
 
 both_backends! {
+    async fn idle_and_absolute_session_limits_end_sessions(app) {
+        // Idle limit: each use restarts the clock; a longer pause ends the session.
+        let s = setup_with_limits(&app, false, Some(1), None).await;
+        let mut current = session(&app, &s).await;
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            current = tokens(refresh(&app, &s, current["refresh_token"].as_str().unwrap()).await).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let message = oauth_error(refresh(&app, &s, current["refresh_token"].as_str().unwrap()).await, 400, "invalid_grant").await;
+        assert!(message.contains("idle"), "{message}");
+
+        // Absolute limit: however much it is used, the session ends on time.
+        let s = setup_with_limits(&app, false, None, Some(2)).await;
+        let mut current = session(&app, &s).await;
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            current = tokens(refresh(&app, &s, current["refresh_token"].as_str().unwrap()).await).await;
+        }
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let message = oauth_error(refresh(&app, &s, current["refresh_token"].as_str().unwrap()).await, 400, "invalid_grant").await;
+        assert!(message.contains("maximum age"), "{message}");
+    }
+
+    async fn a_batch_of_rotations_lets_each_token_be_used_once(app) {
+        let s = setup(&app, false).await;
+        let store = app.state.store.as_ref();
+        let (one, two) = (session(&app, &s).await, session(&app, &s).await);
+        let (one, two) = (one["refresh_token"].as_str().unwrap(), two["refresh_token"].as_str().unwrap());
+        let family_one = store.find_refresh(&hash_secret(one)).await.unwrap().unwrap().family_id;
+        let family_two = store.find_refresh(&hash_secret(two)).await.unwrap().unwrap().family_id;
+        let rotation = |old: &str, family_id: &str, seal: &str| {
+            let now = keyfob::clock::now_ms();
+            keyfob_store::Rotation {
+                old_hash: hash_secret(old),
+                next: keyfob_store::RefreshRow {
+                    token_hash: hash_secret(&random_token()),
+                    family_id: family_id.into(),
+                    permissions: r#"["deals.read"]"#.into(),
+                    created_at: now,
+                    used_at: None,
+                    next_sealed: None,
+                },
+                next_sealed: seal.into(),
+                now,
+                touch_family: true,
+            }
+        };
+        let (first, second, other) = (rotation(one, &family_one, "a"), rotation(one, &family_one, "b"), rotation(two, &family_two, "c"));
+        let first_next = first.next.token_hash.clone();
+        let second_next = second.next.token_hash.clone();
+        let won = store.rotate_refreshes(&[first, second, other.clone()]).await.unwrap();
+        assert_eq!(won, [true, false, true], "a token's first use in the batch wins, a repeat loses");
+        let used = store.find_refresh(&hash_secret(one)).await.unwrap().unwrap();
+        assert_eq!(used.next_sealed.as_deref(), Some("a"));
+        assert!(used.used_at.is_some());
+        assert!(store.find_refresh(&first_next).await.unwrap().is_some());
+        assert!(store.find_refresh(&second_next).await.unwrap().is_none(), "the loser wrote nothing");
+        // Used before: loses in a later batch too, and nothing changes.
+        let again = store.rotate_refreshes(&[other]).await.unwrap();
+        assert_eq!(again, [false]);
+        assert_eq!(store.rotate_refreshes(&[]).await.unwrap(), Vec::<bool>::new());
+    }
+
+    async fn a_batch_of_session_starts_uses_each_code_once(app) {
+        let s = setup(&app, false).await;
+        let store = app.state.store.as_ref();
+        let code = code_for(&app, &s, &s.user_id, &s.grant, None, 60_000).await;
+        let start = |code: Option<&str>| {
+            let now = keyfob::clock::now_ms();
+            let id = uuid::Uuid::now_v7().to_string();
+            keyfob_store::NewSession {
+                family: keyfob_store::FamilyRow {
+                    id: id.clone(),
+                    user_id: s.user_id.clone(),
+                    client_id: s.client_id().into(),
+                    grant_id: s.grant.id.clone(),
+                    created_at: now,
+                    last_used_at: now,
+                    revoked_at: None,
+                },
+                first: keyfob_store::RefreshRow {
+                    token_hash: hash_secret(&random_token()),
+                    family_id: id,
+                    permissions: r#"["deals.read"]"#.into(),
+                    created_at: now,
+                    used_at: None,
+                    next_sealed: None,
+                },
+                code: code.map(|c| (hash_secret(c), now)),
+            }
+        };
+        let items = [start(Some(&code)), start(Some(&code)), start(None)];
+        let started = store.start_sessions(&items).await.unwrap();
+        assert_eq!(started, [true, false, true]);
+        for (item, started) in items.iter().zip(started) {
+            assert_eq!(store.find_family(&item.family.id).await.unwrap().is_some(), started);
+            assert_eq!(store.find_refresh(&item.first.token_hash).await.unwrap().is_some(), started);
+        }
+        let used = store.find_auth_code(&hash_secret(&code)).await.unwrap().unwrap();
+        assert_eq!(used.family_id.as_deref(), Some(items[0].family.id.as_str()));
+        assert!(used.used_at.is_some());
+        // A used code loses in a later batch too.
+        assert_eq!(store.start_sessions(&[start(Some(&code))]).await.unwrap(), [false]);
+        assert_eq!(store.start_sessions(&[]).await.unwrap(), Vec::<bool>::new());
+    }
+
+    async fn a_code_exchanged_twice_at_once_starts_one_session(app) {
+        let s = setup(&app, false).await;
+        let code = code_for(&app, &s, &s.user_id, &s.grant, None, 60_000).await;
+        let (a, b) = tokio::join!(exchange(&app, &s, &code, None), exchange(&app, &s, &code, None));
+        let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 400]);
+    }
+
     async fn code_exchange_issues_a_session(app) {
         let s = setup(&app, false).await;
         let code = code_for(&app, &s, &s.user_id, &s.grant, None, 60_000).await;
@@ -450,6 +578,8 @@ both_backends! {
                 origins: vec![],
                 public: false,
                 max_permissions: "deals.read,deals.write".into(),
+                refresh_idle_secs: None,
+                refresh_max_age_secs: None,
             },
         )
         .await

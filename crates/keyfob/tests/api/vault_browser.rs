@@ -141,6 +141,8 @@ async fn a_credit_application_goes_from_another_origin_to_the_vault_masked() {
             origins: vec![origin.clone()],
             public: true,
             max_permissions: "creditApplications.read,creditApplications.write".into(),
+            refresh_idle_secs: None,
+            refresh_max_age_secs: None,
         },
     )
     .await

@@ -1,0 +1,119 @@
+//! Group commit: concurrent requests that each need a small write hand it to one writer task,
+//! which applies everything waiting in one transaction and answers each request. SQLite has a
+//! single writer, so writes taken one at a time queue on its lock (and sleep in its busy handler);
+//! taken together they cost about one commit.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use keyfob_store::StoreError;
+use tokio::sync::{mpsc, oneshot};
+
+type Reply<R> = oneshot::Sender<Result<R, Arc<StoreError>>>;
+
+/// A writer task applying items of type `T` in batches, each answered with an `R`.
+pub struct Batcher<T, R> {
+    tx: mpsc::Sender<(T, Reply<R>)>,
+    name: &'static str,
+}
+
+impl<T, R> Clone for Batcher<T, R> {
+    fn clone(&self) -> Self {
+        Batcher {
+            tx: self.tx.clone(),
+            name: self.name,
+        }
+    }
+}
+
+impl<T: Send + 'static, R: Clone + Send + 'static> Batcher<T, R> {
+    /// Starts the writer task. `write` applies up to `max_batch` items at once and answers with
+    /// one `R` per item, in order; when it fails, every item of the batch gets the error.
+    pub fn spawn<F, Fut>(name: &'static str, max_batch: usize, write: F) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Vec<R>, StoreError>> + Send,
+    {
+        let (tx, mut rx) = mpsc::channel::<(T, Reply<R>)>(4 * max_batch);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(max_batch);
+            while rx.recv_many(&mut batch, max_batch).await > 0 {
+                let (items, replies): (Vec<T>, Vec<Reply<R>>) = batch.drain(..).unzip();
+                let count = items.len();
+                match write(items).await {
+                    Ok(answers) if answers.len() == count => {
+                        for (reply, answer) in replies.into_iter().zip(answers) {
+                            let _ = reply.send(Ok(answer));
+                        }
+                    }
+                    Ok(answers) => {
+                        let err = Arc::new(StoreError::Corrupt(format!(
+                            "{name}: {} answers for {count} items",
+                            answers.len()
+                        )));
+                        for reply in replies {
+                            let _ = reply.send(Err(err.clone()));
+                        }
+                    }
+                    Err(err) => {
+                        let err = Arc::new(err);
+                        for reply in replies {
+                            let _ = reply.send(Err(err.clone()));
+                        }
+                    }
+                }
+            }
+        });
+        Batcher { tx, name }
+    }
+
+    /// Hands one item to the writer and waits until its batch is committed.
+    pub async fn submit(&self, item: T) -> Result<R, Arc<StoreError>> {
+        let (reply, done) = oneshot::channel();
+        let closed = || Arc::new(StoreError::Corrupt(format!("{} stopped", self.name)));
+        self.tx.send((item, reply)).await.map_err(|_| closed())?;
+        done.await.map_err(|_| closed())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn concurrent_items_share_batches_and_get_their_own_answers() {
+        let batches = Arc::new(AtomicUsize::new(0));
+        let counter = batches.clone();
+        let doubler = Batcher::spawn("doubler", 64, move |items: Vec<u32>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::task::yield_now().await;
+                Ok(items.into_iter().map(|n| n * 2).collect())
+            }
+        });
+        let tasks: Vec<_> = (0..200u32)
+            .map(|n| {
+                let doubler = doubler.clone();
+                tokio::spawn(async move { doubler.submit(n).await.unwrap() })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap());
+        }
+        assert_eq!(answers, (0..200).map(|n| n * 2).collect::<Vec<_>>());
+        let batches = batches.load(Ordering::SeqCst);
+        assert!((4..200).contains(&batches), "{batches} batches");
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_each_item() {
+        let failing = Batcher::spawn("failing", 8, |_items: Vec<u32>| async {
+            Err::<Vec<()>, _>(StoreError::Corrupt("disk on fire".into()))
+        });
+        let err = failing.submit(1).await.unwrap_err();
+        assert!(err.to_string().contains("disk on fire"), "{err}");
+    }
+}
