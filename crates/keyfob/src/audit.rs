@@ -83,6 +83,7 @@ pub struct AuditEvent {
     pub action: &'static str,
     pub target: Option<String>,
     pub ip: Option<String>,
+    pub user_agent: Option<String>,
     pub detail: Option<Value>,
 }
 
@@ -94,8 +95,15 @@ impl AuditEvent {
             action,
             target: None,
             ip: None,
+            user_agent: None,
             detail: None,
         }
+    }
+
+    /// The client's `User-Agent`, kept in the event's detail (at most 256 characters).
+    pub fn user_agent(mut self, user_agent: &UserAgent) -> AuditEvent {
+        self.user_agent = user_agent.0.clone();
+        self
     }
 
     pub fn target(mut self, target: impl Into<String>) -> AuditEvent {
@@ -118,6 +126,17 @@ impl AuditEvent {
     }
 
     fn into_row(self) -> AuditEventRow {
+        let detail = match (self.detail, self.user_agent) {
+            (detail, None) => detail,
+            (Some(Value::Object(mut map)), Some(ua)) => {
+                map.insert("user_agent".into(), Value::String(ua));
+                Some(Value::Object(map))
+            }
+            (None, Some(ua)) => Some(serde_json::json!({ "user_agent": ua })),
+            (Some(other), Some(ua)) => {
+                Some(serde_json::json!({ "detail": other, "user_agent": ua }))
+            }
+        };
         AuditEventRow {
             id: uuid::Uuid::now_v7().to_string(),
             account_id: self.account_id,
@@ -127,8 +146,27 @@ impl AuditEvent {
             action: self.action.to_owned(),
             target: self.target,
             ip: self.ip,
-            detail: self.detail.map(|d| d.to_string()),
+            detail: detail.map(|d| d.to_string()),
         }
+    }
+}
+
+/// The request's `User-Agent` header, cut to 256 characters; `None` when absent or not text.
+pub struct UserAgent(pub Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for UserAgent {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(256).collect());
+        Ok(UserAgent(value))
     }
 }
 

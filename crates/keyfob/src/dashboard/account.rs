@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::page::{Layout, PageError, PageForm, render, render_with_status};
 use super::session::{self, ClientIp, LOGIN_PATH, Session, check_form_token, form_token};
-use crate::audit::{Actor, AuditEvent};
+use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::ops::{self, OpsError};
 use crate::state::AppState;
 
@@ -114,6 +114,7 @@ pub async fn login_page(
 pub async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    user_agent: UserAgent,
     jar: CookieJar,
     PageForm(form): PageForm<LoginForm>,
 ) -> Result<Response, PageError> {
@@ -137,9 +138,11 @@ pub async fn login(
                 Some(owner) => (Some(owner.account_id.as_str()), Actor::owner(&owner.id)),
                 None => (None, Actor::system()),
             };
-            state
-                .audit
-                .record(AuditEvent::new(account, actor, action::OWNER_LOGIN_FAILED).ip(&ip));
+            state.audit.record(
+                AuditEvent::new(account, actor, action::OWNER_LOGIN_FAILED)
+                    .ip(&ip)
+                    .user_agent(&user_agent),
+            );
             let page = LoginPage {
                 layout: Layout::anonymous(),
                 csrf: form.csrf,
@@ -158,7 +161,8 @@ pub async fn login(
             Actor::owner(&owner.id),
             action::OWNER_LOGIN,
         )
-        .ip(&ip),
+        .ip(&ip)
+        .user_agent(&user_agent),
     );
     Ok((jar, Redirect::to(HOME_PATH)).into_response())
 }

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_status};
 use super::session::{ClientIp, Session};
-use crate::audit::{Actor, AuditEvent};
+use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::state::AppState;
 use crate::vault::{AccountVault, VaultServiceError};
 
@@ -324,6 +324,7 @@ pub async fn reveal(
     session: Session,
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    user_agent: UserAgent,
     Path((resource, id)): Path<(String, String)>,
     PageForm(form): PageForm<RevealForm>,
 ) -> Result<Response, PageError> {
@@ -383,6 +384,7 @@ pub async fn reveal(
                 )
                 .target(format!("{resource}/{id}#{path}"))
                 .ip(&ip)
+                .user_agent(&user_agent)
                 .detail(serde_json::json!({
                     "resource": resource, "record": id, "field": path, "via": "dashboard"
                 })),

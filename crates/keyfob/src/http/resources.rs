@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JsonBody, QueryPairs};
-use crate::audit::{Actor, AuditEvent};
+use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::auth::Auth;
 use crate::clock::{format_ms, now_ms};
 use crate::dashboard::session::ClientIp;
@@ -291,6 +291,7 @@ pub async fn read(
     State(state): State<AppState>,
     auth: Auth,
     ClientIp(ip): ClientIp,
+    user_agent: UserAgent,
     Path((resource, id)): Path<(String, String)>,
     QueryPairs(pairs): QueryPairs,
 ) -> ApiResult<Json<Value>> {
@@ -330,6 +331,7 @@ pub async fn read(
                 AuditEvent::new(Some(scope.account_id), Actor::of(&auth.0), action::SENSITIVE_REVEALED)
                     .target(format!("{resource}/{id}#{path}"))
                     .ip(&ip)
+                    .user_agent(&user_agent)
                     .detail(serde_json::json!({ "resource": resource, "record": id, "field": path, "via": "api" })),
             )
             .await?;

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::page::{UserForm, UserLayout, UserPageError, content_security_policy, page, see_other};
 use super::request::{AuthorizeParams, check_client};
 use super::session::{self, UserSession, check_form_token, form_token};
-use crate::audit::{Actor, AuditEvent};
+use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::dashboard::page::PageError;
 use crate::dashboard::session::ClientIp;
 use crate::ops::{self, OpsError};
@@ -158,6 +158,7 @@ pub async fn login_page(
 pub async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    user_agent: UserAgent,
     jar: CookieJar,
     UserForm(form): UserForm<LoginForm>,
 ) -> Result<Response, UserPageError> {
@@ -189,6 +190,7 @@ pub async fn login(
             state.audit.record(
                 AuditEvent::new(account_id.as_deref(), actor, action::USER_LOGIN_FAILED)
                     .ip(&ip)
+                    .user_agent(&user_agent)
                     .detail(serde_json::json!({ "client_id": account_id.as_ref().and(params.client_id.as_ref()) })),
             );
             let (app_name, csp) = context(&state, &params).await?;
@@ -213,6 +215,7 @@ pub async fn login(
             action::USER_LOGIN,
         )
         .ip(&ip)
+        .user_agent(&user_agent)
         .detail(
             serde_json::json!({ "client_id": account_id.as_ref().and(params.client_id.as_ref()) }),
         ),

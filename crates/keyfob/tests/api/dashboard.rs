@@ -833,6 +833,8 @@ both_backends! {
         let browser = Browser::signed_up(&app).await;
         pages.push(browser.get("/dashboard/keys").await);
         pages.push(browser.get("/dashboard/tokens").await);
+        pages.push(browser.get("/dashboard/data").await);
+        pages.push(browser.get("/dashboard/audit").await);
         pages.push(browser.get("/dashboard/no-such-page").await);
         for response in pages {
             let url = response.url().path().to_owned();

@@ -157,6 +157,19 @@ both_backends! {
         // Without `reveal`, nothing is audited and nothing is in clear.
         let masked = get_json(&app, &token, &path).await;
         assert_eq!(masked["ssn"], "***-**-6789");
+        // The client's user agent is kept with the event.
+        let response = app
+            .get(&format!("{path}?reveal=taxId"), &key)
+            .header("User-Agent", "lender-backoffice/1.0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let events = audit_until(&app, &key, "action=sensitive.revealed&limit=100", |d| {
+            d.iter().any(|e| e["detail"]["user_agent"] == "lender-backoffice/1.0")
+        })
+        .await;
+        assert!(events.iter().any(|e| e["detail"]["field"] == "taxId"));
     }
 
     async fn session_tokens_never_reveal_even_if_granted(app) {
