@@ -308,21 +308,21 @@ pub async fn read(
     }
     check_id(&resource, &id)?;
     let vault = state.vault.account(scope.account_id).await?;
-    if let Some(unknown) = reveal
-        .items()
-        .iter()
-        .find(|item| !vault.fields.contains(leaf(item)))
-    {
-        return Err(ApiError::bad_request(
-            "invalid_reveal",
-            format!("`{unknown}` is not a sensitive field of this account"),
-        ));
-    }
     let row = state
         .store
         .get_record(&scope, &id)
         .await?
         .ok_or_else(|| not_found(&resource))?;
+    // A field on the list, or one sealed in this record (listed when it was written).
+    let sealed = AccountVault::sealed_paths(&row.doc);
+    if let Some(unknown) = reveal.items().iter().find(|item| {
+        !vault.fields.contains(leaf(item)) && !sealed.iter().any(|p| leaf(p) == leaf(item))
+    }) {
+        return Err(ApiError::bad_request(
+            "invalid_reveal",
+            format!("`{unknown}` is not a sensitive field of this account"),
+        ));
+    }
     let (body, revealed) = to_json(row, &vault, &reveal);
     for path in revealed {
         state

@@ -108,6 +108,7 @@ both_backends! {
         let kept = app.get("/api/creditApplications?sort=taxId", &key).send().await.unwrap();
         expect_error(kept, 400, "sensitive_field").await;
 
+        let before = create(&app, &key, json!({"taxId": "98-7654321"})).await;
         let saved = owner.post("/dashboard/data/_fields", &[("csrf", &csrf), ("fields", "ssn, motherMaidenName")]).await;
         assert_eq!(saved.status(), StatusCode::SEE_OTHER);
         let id = create(&app, &key, json!({"motherMaidenName": "Smithsonian", "taxId": "12-3456789"})).await;
@@ -117,5 +118,10 @@ both_backends! {
         let events = audit_until(&app, &key, "action=sensitive.fields_changed", |d| !d.is_empty()).await;
         assert_eq!(events[0]["detail"]["fields"], json!(["motherMaidenName", "ssn"]));
         assert!(!contains_bytes(&raw_database_text(&app).await, "Smithsonian"));
+        // A value sealed while its field was listed stays sealed and masked, and can be revealed.
+        let old: Value = app.get(&format!("/api/creditApplications/{before}"), &key).send().await.unwrap().json().await.unwrap();
+        assert_eq!(old["taxId"], "******4321");
+        let old: Value = app.get(&format!("/api/creditApplications/{before}?reveal=taxId"), &key).send().await.unwrap().json().await.unwrap();
+        assert_eq!(old["taxId"], "98-7654321");
     }
 }
