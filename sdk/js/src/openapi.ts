@@ -41,6 +41,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/audit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the account's audit events. */
+        get: operations["list_audit_events"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/{resource}": {
         parameters: {
             query?: never;
@@ -66,7 +83,12 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Read a record. */
+        /**
+         * Read a record.
+         * @description Sensitive fields come back masked. `reveal` (comma-separated or repeated: field names such as
+         *     `ssn`, or paths such as `primaryApplicant.ssn`) shows them in clear to a caller holding
+         *     `sensitive.read`; each field revealed is written to the audit log before the answer is sent.
+         */
         get: operations["read"];
         /** Replace a record's document. */
         put: operations["replace"];
@@ -248,6 +270,41 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description Who did it. */
+        AuditActor: {
+            /** @description The API key's id, the token's `jti`, the owner's or user's id. */
+            id: string;
+            /** @description `api_key`, `token`, `owner`, `user`, `operator` or `system`. */
+            kind: string;
+        };
+        /** @description One audit event. */
+        AuditEventView: {
+            /** @description E.g. `api_key.created`, `sensitive.revealed`, `refresh.reuse_detected`. */
+            action: string;
+            actor: components["schemas"]["AuditActor"];
+            /** @description When (RFC 3339). */
+            at: string;
+            /** @description More detail; never a secret or a sensitive value. */
+            detail: Record<string, never>;
+            id: string;
+            /** @description The client's IP address, when known. */
+            ip?: string | null;
+            /** @description What was acted on: a key or token id, `resource/recordId#field.path`, … */
+            target?: string | null;
+        };
+        /** @description A page of audit events, newest first. */
+        AuditPage: {
+            docs: components["schemas"]["AuditEventView"][];
+            hasNextPage: boolean;
+            /** Format: int32 */
+            limit: number;
+            /** Format: int32 */
+            page: number;
+            /** Format: int64 */
+            totalDocs: number;
+            /** Format: int64 */
+            totalPages: number;
+        };
         ErrorBody: {
             /** @description A machine-readable code, e.g. `invalid_permission`. */
             error: string;
@@ -447,6 +504,66 @@ export interface operations {
             };
         };
     };
+    list_audit_events: {
+        parameters: {
+            query?: {
+                /** @description Only this action, e.g. `sensitive.revealed` */
+                action?: string;
+                /** @description Only events by this actor id (API key id, token id, owner or user id) */
+                actor?: string;
+                /** @description From this instant (RFC 3339 or a date), inclusive */
+                since?: string;
+                /** @description Before this instant (RFC 3339 or a date), exclusive */
+                until?: string;
+                /** @description 1 to 100, default 50 */
+                limit?: number;
+                /** @description From 1 */
+                page?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of events, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditPage"];
+                };
+            };
+            /** @description Bad query; the message names the parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or invalid credential */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Needs `audit.read` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list: {
         parameters: {
             query?: {
@@ -563,7 +680,10 @@ export interface operations {
     };
     read: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Sensitive fields to show in clear (needs `sensitive.read`) */
+                reveal?: string;
+            };
             header?: never;
             path: {
                 resource: string;
@@ -582,6 +702,15 @@ export interface operations {
                     "application/json": Record<string, never>;
                 };
             };
+            /** @description Bad `reveal` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Missing or invalid credential */
             401: {
                 headers: {
@@ -591,7 +720,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Needs `<resource>.read` */
+            /** @description Needs `<resource>.read`, and `sensitive.read` to reveal */
             403: {
                 headers: {
                     [name: string]: unknown;

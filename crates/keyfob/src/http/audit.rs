@@ -101,6 +101,7 @@ pub async fn events(
 #[utoipa::path(
     get,
     path = "/api/audit",
+    operation_id = "list_audit_events",
     tag = "audit",
     params(
         ("action" = Option<String>, Query, description = "Only this action, e.g. `sensitive.revealed`"),
