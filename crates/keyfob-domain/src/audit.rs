@@ -16,6 +16,9 @@ pub mod action {
     pub const GRANT_GIVEN: &str = "grant.given";
     pub const GRANT_REVOKED: &str = "grant.revoked";
     pub const REFRESH_REUSE: &str = "refresh.reuse_detected";
+    /// User sessions ended by the app (token revocation), or by the user logging out everywhere
+    /// or changing their password.
+    pub const SESSION_ENDED: &str = "session.ended";
     pub const SENSITIVE_REVEALED: &str = "sensitive.revealed";
     pub const SENSITIVE_FIELDS_CHANGED: &str = "sensitive.fields_changed";
     pub const SIGNING_KEY_ROTATED: &str = "signing_key.rotated";
@@ -34,6 +37,7 @@ pub mod action {
         GRANT_GIVEN,
         GRANT_REVOKED,
         REFRESH_REUSE,
+        SESSION_ENDED,
         SENSITIVE_REVEALED,
         SENSITIVE_FIELDS_CHANGED,
         SIGNING_KEY_ROTATED,
@@ -52,6 +56,8 @@ pub enum ActorKind {
     Owner,
     /// An end user on Keyfob's pages or through a session token, by user id.
     User,
+    /// An application, by `client_id` (e.g. revoking a session's token).
+    App,
     /// The operator on the server host (the command line).
     Operator,
     /// Keyfob itself (e.g. refresh reuse detected).
@@ -65,6 +71,7 @@ impl ActorKind {
             ActorKind::Token => "token",
             ActorKind::Owner => "owner",
             ActorKind::User => "user",
+            ActorKind::App => "app",
             ActorKind::Operator => "operator",
             ActorKind::System => "system",
         }

@@ -47,6 +47,13 @@ impl Actor {
         }
     }
 
+    pub fn app(client_id: &str) -> Actor {
+        Actor {
+            kind: ActorKind::App,
+            id: client_id.to_owned(),
+        }
+    }
+
     /// The operator at the server's command line.
     pub fn operator() -> Actor {
         Actor {

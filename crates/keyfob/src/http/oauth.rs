@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::audit::{Actor, AuditEvent};
 use crate::auth::Auth;
 use crate::clock::now_ms;
 use crate::http::error::ApiError;
@@ -480,8 +481,17 @@ pub async fn revoke(
     let app = authenticate_client(&state, credentials).await?;
     if let Some(family) = session_of(&state, &token).await?
         && family.client_id == app.client_id
+        && sessions::end_family(&state, &family.id).await?
     {
-        sessions::end_family(&state, &family.id).await?;
+        state.audit.record(
+            AuditEvent::new(
+                Some(&app.account_id),
+                Actor::app(&app.client_id),
+                keyfob_domain::audit::action::SESSION_ENDED,
+            )
+            .target(&family.id)
+            .detail(serde_json::json!({ "reason": "revoked_by_app", "user": family.user_id })),
+        );
     }
     Ok(no_store(StatusCode::OK))
 }

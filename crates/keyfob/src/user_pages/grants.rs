@@ -144,15 +144,54 @@ pub async fn revoke(
     see_other(&format!("{}?done={GRANT_REVOKED}", super::GRANTS_PATH))
 }
 
+/// Tells each account the user has granted access to that the user's sessions with its apps are
+/// ending (one event per account, naming the apps), before they are ended.
+async fn audit_sessions_ended(
+    state: &AppState,
+    user_id: &str,
+    reason: &str,
+    ip: &str,
+) -> Result<(), UserPageError> {
+    let mut apps_by_account: std::collections::BTreeMap<String, Vec<String>> =
+        std::collections::BTreeMap::new();
+    for grant in state
+        .store
+        .list_user_grants(user_id)
+        .await?
+        .into_iter()
+        .filter(|g| g.revoked_at.is_none())
+    {
+        apps_by_account
+            .entry(grant.account_id)
+            .or_default()
+            .push(grant.client_id);
+    }
+    for (account_id, client_ids) in apps_by_account {
+        state.audit.record(
+            AuditEvent::new(
+                Some(&account_id),
+                Actor::user(user_id),
+                keyfob_domain::audit::action::SESSION_ENDED,
+            )
+            .target(user_id)
+            .ip(ip)
+            .detail(serde_json::json!({ "reason": reason, "client_ids": client_ids })),
+        );
+    }
+    Ok(())
+}
+
 /// `POST /auth/logout-everywhere`: ends every application session of the user and every other
 /// Keyfob login; this browser stays logged in.
 #[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
 pub async fn logout_everywhere(
     user: UserSession,
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     UserForm(form): UserForm<CsrfForm>,
 ) -> Result<Response, UserPageError> {
     user.check_csrf(&form.csrf)?;
+    audit_sessions_ended(&state, &user.user_id, "logout_everywhere", &ip).await?;
     let sessions = state
         .store
         .revoke_user_families(&user.user_id, None, now_ms())
@@ -177,6 +216,7 @@ pub async fn logout_everywhere(
 pub async fn change_password(
     user: UserSession,
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     jar: CookieJar,
     UserForm(form): UserForm<PasswordForm>,
 ) -> Result<Response, UserPageError> {
@@ -211,6 +251,7 @@ pub async fn change_password(
         .hash(form.new.clone())
         .await
         .map_err(|e| PageError::Internal(e.into()))?;
+    audit_sessions_ended(&state, &user.user_id, "password_changed", &ip).await?;
     state
         .store
         .change_user_password(&user.user_id, &hash, now_ms())

@@ -903,6 +903,11 @@ both_backends! {
         assert!(!second.signed_in().await, "the other browser is logged out");
         assert!(browser.signed_in().await, "this one stays");
         assert!(grant_of(&app, &email, &client).await.unwrap().revoked_at.is_none(), "the grant stays");
+        let key = app.create_key(&client.account_id).await;
+        let ended = audit_until(&app, &key, "action=session.ended", |d| !d.is_empty()).await;
+        assert_eq!(ended[0]["actor"]["kind"], "user");
+        assert_eq!(ended[0]["detail"]["reason"], "logout_everywhere");
+        assert_eq!(ended[0]["detail"]["client_ids"][0], client.client_id.as_str());
 
         // Logging out here ends this login too.
         let csrf = csrf_in(&browser.expect_page("/auth/grants").await);
@@ -940,6 +945,10 @@ both_backends! {
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         assert_eq!(location(&response), "/auth/login?done=password-changed");
         assert_eq!(app.whoami_status(&token).await, 401, "refused at once");
+        let key = app.create_key(&client.account_id).await;
+        let ended = audit_until(&app, &key, "action=session.ended", |d| !d.is_empty()).await;
+        assert_eq!(ended.len(), 1, "only the change that succeeded: {ended:?}");
+        assert_eq!(ended[0]["detail"]["reason"], "password_changed");
         assert!(!browser.signed_in().await, "logged out here too");
         assert_eq!(browser.login(&email, PASSWORD, "").await.status(), StatusCode::BAD_REQUEST);
         assert_eq!(browser.login(&email, new, "").await.status(), StatusCode::SEE_OTHER);

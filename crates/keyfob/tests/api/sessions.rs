@@ -501,6 +501,11 @@ both_backends! {
         assert_eq!(post_form(&app, "/auth/revoke", &form, None).await.status(), 200);
         refused_within_2s(&app, b["access_token"].as_str().unwrap()).await;
         assert_eq!(app.whoami_status(c["access_token"].as_str().unwrap()).await, 200);
+        // Each session the app ended is on the account's audit log, once, with the app as actor.
+        let ended = audit_until(&app, &s.key, "action=session.ended", |d| d.len() >= 2).await;
+        assert_eq!(ended.len(), 2, "{ended:?}");
+        assert!(ended.iter().all(|e| e["actor"]["kind"] == "app" && e["actor"]["id"] == s.client_id()));
+        assert!(ended.iter().all(|e| e["detail"]["user"] == s.user_id.as_str()));
     }
 
     async fn introspection(app) {
