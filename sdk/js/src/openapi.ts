@@ -392,6 +392,8 @@ export interface components {
         /** @description Authorization server metadata (RFC 8414). */
         ServerMetadata: {
             authorization_endpoint: string;
+            /** @description Always `true`: every authorization response carries `iss` (RFC 9207). */
+            authorization_response_iss_parameter_supported: boolean;
             code_challenge_methods_supported: string[];
             grant_types_supported: string[];
             introspection_endpoint: string;

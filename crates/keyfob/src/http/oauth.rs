@@ -674,6 +674,8 @@ pub struct ServerMetadata {
     pub token_endpoint_auth_methods_supported: Vec<String>,
     pub revocation_endpoint_auth_methods_supported: Vec<String>,
     pub introspection_endpoint_auth_methods_supported: Vec<String>,
+    /// Always `true`: every authorization response carries `iss` (RFC 9207).
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 /// Authorization server metadata.
@@ -707,6 +709,7 @@ pub async fn metadata(State(state): State<AppState>) -> Json<ServerMetadata> {
             "none",
         ]),
         introspection_endpoint_auth_methods_supported: strings(&["bearer"]),
+        authorization_response_iss_parameter_supported: true,
         issuer,
     })
 }

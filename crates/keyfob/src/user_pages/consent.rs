@@ -117,6 +117,7 @@ async fn checked(
                 &client.redirect_uri,
                 mode,
                 state_param,
+                state.tokens.issuer(),
                 &error,
             ))?))
         }
@@ -235,7 +236,7 @@ pub async fn decide(
         .collect();
     if form.decision != "allow" || allowed.is_empty() {
         tracing::info!(user_id = %user.user_id, %client_id, "consent denied");
-        return found(&request.error_redirect(&AuthError::access_denied()));
+        return found(&request.error_redirect(state.tokens.issuer(), &AuthError::access_denied()));
     }
     // Kept from before: what this request did not ask about. Asked about: the user's answer now.
     let before = live_grant(&state, &user.user_id, &request)
@@ -312,6 +313,7 @@ async fn issue(
             if let Some(s) = state_param {
                 params.push(("state", s));
             }
+            params.push(("iss", state.tokens.issuer()));
             found(&add_params(redirect_uri, ResponseType::Code, &params))
         }
         ResponseType::Token => {
@@ -342,6 +344,7 @@ async fn issue(
             if let Some(s) = state_param {
                 params.push(("state", s));
             }
+            params.push(("iss", state.tokens.issuer()));
             found(&add_params(redirect_uri, ResponseType::Token, &params))
         }
     }

@@ -190,12 +190,13 @@ impl AuthRequest {
             .join(" ")
     }
 
-    /// The redirect that reports `error` to the application.
-    pub fn error_redirect(&self, error: &AuthError) -> String {
+    /// The redirect that reports `error` to the application, from `issuer`.
+    pub fn error_redirect(&self, issuer: &str, error: &AuthError) -> String {
         error_location(
             &self.client.redirect_uri,
             self.response_type,
             self.state.as_deref(),
+            issuer,
             error,
         )
     }
@@ -354,11 +355,13 @@ pub fn add_params(redirect_uri: &str, mode: ResponseType, params: &[(&str, &str)
     }
 }
 
-/// Where to send the browser to report `error`.
+/// Where to send the browser to report `error`. Like every authorization response it names the
+/// `iss`uer (RFC 9207), so a client talking to several servers can tell which one answered.
 pub fn error_location(
     redirect_uri: &str,
     mode: ResponseType,
     state: Option<&str>,
+    issuer: &str,
     error: &AuthError,
 ) -> String {
     let mut params = vec![
@@ -368,6 +371,7 @@ pub fn error_location(
     if let Some(state) = state {
         params.push(("state", state));
     }
+    params.push(("iss", issuer));
     add_params(redirect_uri, mode, &params)
 }
 
@@ -485,9 +489,15 @@ mod tests {
     fn answers_go_in_the_query_or_the_fragment() {
         let error = AuthError::access_denied();
         assert_eq!(
-            error_location(CB, ResponseType::Code, Some("a b"), &error),
+            error_location(
+                CB,
+                ResponseType::Code,
+                Some("a b"),
+                "https://id.test",
+                &error
+            ),
             "https://app.example.com/cb?error=access_denied\
-             &error_description=the+user+denied+the+request&state=a+b"
+             &error_description=the+user+denied+the+request&state=a+b&iss=https%3A%2F%2Fid.test"
         );
         assert_eq!(
             add_params(

@@ -511,6 +511,7 @@ both_backends! {
         let url = redirect_to_client(&browser.answer(&consent, &["deals.read", "deals.write"], "allow").await);
         let pairs = query_of(&url);
         assert_eq!(param(&pairs, "state"), Some("st8"));
+        assert_eq!(param(&pairs, "iss"), Some(app.base.as_str()), "RFC 9207");
         let code = param(&pairs, "code").expect("a code");
         let row = app.state.store.find_auth_code(&hash_secret(code)).await.unwrap().expect("stored by hash");
         assert_eq!(row.client_id, client.client_id);
@@ -714,6 +715,7 @@ both_backends! {
         let pairs = query_of(&url);
         assert_eq!(param(&pairs, "error"), Some("access_denied"));
         assert_eq!(param(&pairs, "state"), Some("st8"));
+        assert_eq!(param(&pairs, "iss"), Some(app.base.as_str()));
         assert!(param(&pairs, "code").is_none());
 
         // Allowing nothing is denying.

@@ -635,6 +635,7 @@ both_backends! {
         assert_eq!(meta["authorization_endpoint"], format!("{issuer}/auth"));
         assert_eq!(meta["jwks_uri"], format!("{issuer}/.well-known/jwks.json"));
         assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
+        assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
         // The app's origin is known to this node within the sync interval.
         let mut allowed = None;
         for _ in 0..40 {
