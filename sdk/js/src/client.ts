@@ -50,7 +50,7 @@ export interface KeyfobOptions {
   autoRefresh?: boolean;
   /** Backoff of refresh retries after a network failure: first wait and cap; default 1 s and 30 s. */
   retry?: { initialMs?: number; maxMs?: number };
-  /** The `iss` that `verifyToken` requires; default `baseUrl`. */
+  /** The `iss` that `verifyToken` and `handleRedirect` require; default `baseUrl`. */
   issuer?: string;
   /** The `aud` that `verifyToken` requires; default `keyfob`. */
   audience?: string;
@@ -385,6 +385,12 @@ export class Keyfob {
     }
     if (!transaction || params.get("state") !== transaction.state) {
       throw new KeyfobError(0, "invalid_state", "this login answer does not belong to a login this browser started");
+    }
+    // RFC 9207: Keyfob names itself in every login answer; one from another server is a mix-up.
+    const issuer = params.get("iss");
+    const expectedIssuer = (this.#options.issuer ?? this.baseUrl).replace(/\/+$/, "");
+    if (issuer !== null && issuer.replace(/\/+$/, "") !== expectedIssuer) {
+      throw new KeyfobError(0, "invalid_issuer", `this login answer comes from ${issuer}, not from ${expectedIssuer}`);
     }
     const error = params.get("error");
     if (error) {

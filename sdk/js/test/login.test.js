@@ -75,13 +75,13 @@ test("the code is exchanged with the verifier and the redirect URI, and the app'
 });
 
 test("the fragment form is read, and a login answer is used once", async () => {
-  const { keyfob, clock } = client();
+  const { keyfob, clock, server } = client();
   const url = new URL(await keyfob.loginUrl({ permissions: ["deals.read"], responseType: "token" }));
   assert.equal(url.searchParams.get("response_type"), "token");
   assert.equal(url.searchParams.get("code_challenge"), null);
   const state = url.searchParams.get("state");
   const expires = new Date(clock.now() + 600_000).toISOString();
-  const back = `https://app.test/callback#token=jwt.a.b&refresh_token=kfr_1&expires=${encodeURIComponent(expires)}&scope=deals.read&state=${state}`;
+  const back = `https://app.test/callback#token=jwt.a.b&refresh_token=kfr_1&expires=${encodeURIComponent(expires)}&scope=deals.read&state=${state}&iss=${encodeURIComponent(server.base)}`;
   const { session } = await keyfob.handleRedirect(back);
   assert.deepEqual(session, { accessToken: "jwt.a.b", refreshToken: "kfr_1", expiresAt: clock.now() + 600_000, scope: "deals.read" });
   assert.deepEqual(keyfob.session, session);
@@ -97,6 +97,18 @@ test("an error answer is thrown with its code; an unrelated address answers null
   await assert.rejects(
     keyfob.handleRedirect(`https://app.test/callback?error=access_denied&error_description=the+user+said+no&state=${state}`),
     { status: 0, code: "access_denied", message: "the user said no" },
+  );
+  assert.equal(keyfob.isLoggedIn, false);
+  keyfob.close();
+});
+
+test("an answer naming another issuer is refused (RFC 9207)", async () => {
+  const { keyfob } = client();
+  const url = new URL(await keyfob.loginUrl({ permissions: ["deals.read"] }));
+  const state = url.searchParams.get("state");
+  await assert.rejects(
+    keyfob.handleRedirect(`https://app.test/callback?code=c0de&state=${state}&iss=https%3A%2F%2Fevil.test`),
+    { code: "invalid_issuer" },
   );
   assert.equal(keyfob.isLoggedIn, false);
   keyfob.close();
