@@ -42,7 +42,7 @@
 #   WARMUP=2           seconds of unmeasured /healthz load before scenario 1
 #   FRESH_TOKENS=      tokens to have for scenario 4 (default: enough for half the /healthz rate)
 #   MINT_MAX_SECONDS=60  longest time spent minting extra tokens for scenario 4
-#   CODES=             codes to harvest for scenario 6 (default: 3,500 per second of DURATION)
+#   CODES=             codes to harvest for scenario 6 (default: 5,000 per second of DURATION)
 #   FLOOD_CONNECTIONS=16  connections of the login flood in scenario 8
 #   PG_URL=postgres://postgres@127.0.0.1:5432/test   the database --postgres uses (a new schema
 #                      is created in it and dropped afterwards)
@@ -544,7 +544,7 @@ run_wrk whoami_fresh_jwt fresh_jwt.lua "$DURATION" KF_TOKENS_FILE="$WORK/tokens"
 
 # Codes for scenario 6, harvested just before it (they live 60 s): GET /auth with the user's cookie.
 if [[ -z $CODES ]]; then
-    CODES=$((DURATION * 3500 > 5000 ? DURATION * 3500 : 5000))
+    CODES=$((DURATION * 5000 > 5000 ? DURATION * 5000 : 5000))
 fi
 HARVEST_MAX=$((55 - DURATION))
 log "harvesting $CODES authorization codes (unmeasured, at most ${HARVEST_MAX} s)"
