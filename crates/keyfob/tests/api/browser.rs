@@ -7,7 +7,7 @@
 use fantoccini::{Client, Locator};
 use serde_json::Value;
 
-use crate::chrome::{Chrome, Outcome};
+use crate::chrome::{Chrome, Outcome, fill_in_and_submit};
 use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,28 +33,16 @@ async fn sign_up_and_use_a_key(browser: Client, base: String) -> Outcome {
 
     browser.goto(&format!("{base}/dashboard/signup")).await?;
     assert_eq!(browser.title().await?, "Sign up · Keyfob");
-    browser
-        .find(Locator::Id("email"))
-        .await?
-        .send_keys(&email)
-        .await?;
-    browser
-        .find(Locator::Id("password"))
-        .await?
-        .send_keys(PASSWORD)
-        .await?;
-    browser
-        .find(Locator::Id("confirm"))
-        .await?
-        .send_keys(PASSWORD)
-        .await?;
-    browser
-        .find(Locator::Css(
-            "form[action='/dashboard/signup'] button[type=submit]",
-        ))
-        .await?
-        .click()
-        .await?;
+    fill_in_and_submit(
+        &browser,
+        &[
+            ("email", &email),
+            ("password", PASSWORD),
+            ("confirm", PASSWORD),
+        ],
+        "form[action='/dashboard/signup'] button[type=submit]",
+    )
+    .await?;
 
     // Signed in, on the keys page.
     let name = browser.wait().for_element(Locator::Id("name")).await?;

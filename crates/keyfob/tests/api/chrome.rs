@@ -47,6 +47,27 @@ fn binary(var: &str, default: &str) -> Option<String> {
     None
 }
 
+/// Types each value into the form field with that id, then clicks the button `submit` (a CSS
+/// selector) — a person filling in a form.
+pub async fn fill_in_and_submit(
+    browser: &Client,
+    fields: &[(&str, &str)],
+    submit: &str,
+) -> Result<(), fantoccini::error::CmdError> {
+    for (id, value) in fields {
+        browser
+            .find(fantoccini::Locator::Id(id))
+            .await?
+            .send_keys(value)
+            .await?;
+    }
+    browser
+        .find(fantoccini::Locator::Css(submit))
+        .await?
+        .click()
+        .await
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())

@@ -30,10 +30,21 @@ impl Browser {
 
     /// A browser whose requests come from `ip` (any 127.x.y.z address reaches the server).
     pub(crate) fn from_address(app: &TestApp, ip: Option<IpAddr>) -> Browser {
-        let http = Client::builder()
+        Browser::with_client(app, Client::builder().local_address(ip))
+    }
+
+    /// A browser behind a proxy that reports it as `forwarded_for` in `X-Forwarded-For`.
+    fn forwarded_for(app: &TestApp, forwarded_for: &str) -> Browser {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("x-forwarded-for", forwarded_for.parse().unwrap());
+        Browser::with_client(app, Client::builder().default_headers(headers))
+    }
+
+    /// A browser with a cookie jar that does not follow redirects, built on `builder`.
+    fn with_client(app: &TestApp, builder: reqwest::ClientBuilder) -> Browser {
+        let http = builder
             .cookie_store(true)
             .redirect(redirect::Policy::none())
-            .local_address(ip)
             .build()
             .unwrap();
         Browser {
@@ -94,23 +105,6 @@ impl Browser {
             ],
         )
         .await
-    }
-
-    /// A browser behind a proxy that reports it as `forwarded_for` in `X-Forwarded-For`.
-    fn forwarded_for(app: &TestApp, forwarded_for: &str) -> Browser {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert("x-forwarded-for", forwarded_for.parse().unwrap());
-        let http = Client::builder()
-            .cookie_store(true)
-            .redirect(redirect::Policy::none())
-            .default_headers(headers)
-            .build()
-            .unwrap();
-        Browser {
-            http,
-            base: app.base.clone(),
-            email: format!("{}@example.com", uuid::Uuid::new_v4().simple()),
-        }
     }
 
     pub(crate) async fn login_as(&self, email: &str, password: &str) -> Response {

@@ -21,7 +21,7 @@ use reqwest::Method;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::chrome::{Chrome, Outcome};
+use crate::chrome::{Chrome, Outcome, fill_in_and_submit};
 use crate::helpers::*;
 
 const APP_NAME: &str = "Dealer portal";
@@ -183,6 +183,58 @@ pub(crate) fn serve_app_site(
 
 /// Waits until Keyfob answers CORS preflights from `origin` (origins are loaded within the sync
 /// interval).
+/// An application's site on another origin than Keyfob's (`localhost` against `127.0.0.1`),
+/// serving `page` with its settings in place of `__CONFIG__`, registered as a public app of
+/// `account`; stops when dropped.
+pub(crate) struct AppSite {
+    pub origin: String,
+    pub client_id: String,
+    _stop: oneshot::Sender<()>,
+}
+
+impl AppSite {
+    pub(crate) async fn start(
+        app: &TestApp,
+        account: &str,
+        name: &str,
+        max_permissions: &str,
+        page: &str,
+    ) -> AppSite {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://localhost:{}", listener.local_addr().unwrap().port());
+        let redirect_uri = format!("{origin}/callback");
+        let client_id = keyfob::ops::create_app(
+            app.state.store.as_ref(),
+            account,
+            NewApp {
+                name: name.into(),
+                redirect_uris: vec![redirect_uri.clone()],
+                origins: vec![origin.clone()],
+                public: true,
+                max_permissions: max_permissions.into(),
+                refresh_idle_secs: None,
+                refresh_max_age_secs: None,
+            },
+        )
+        .await
+        .unwrap()
+        .app
+        .client_id;
+        wait_for_origin(app, &origin).await;
+        let config = serde_json::json!({
+            "keyfob": app.base,
+            "clientId": client_id,
+            "redirectUri": redirect_uri,
+        });
+        let stop = serve_app_site(listener, page.replace("__CONFIG__", &config.to_string()));
+        AppSite {
+            origin,
+            client_id,
+            _stop: stop,
+        }
+    }
+}
+
 pub(crate) async fn wait_for_origin(app: &TestApp, origin: &str) {
     for _ in 0..60 {
         let response = app
@@ -213,37 +265,9 @@ async fn a_new_user_signs_up_through_a_single_page_app_in_a_real_browser() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
 
     // The app's site: `localhost`, another origin than Keyfob's `127.0.0.1`.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://localhost:{}", listener.local_addr().unwrap().port());
-    let redirect_uri = format!("{origin}/callback");
     let (account, key) = app.account_with_key().await;
-    let client_id = keyfob::ops::create_app(
-        app.state.store.as_ref(),
-        &account,
-        NewApp {
-            name: APP_NAME.into(),
-            redirect_uris: vec![redirect_uri.clone()],
-            origins: vec![origin.clone()],
-            public: true,
-            max_permissions: "deals.read,deals.write".into(),
-            refresh_idle_secs: None,
-            refresh_max_age_secs: None,
-        },
-    )
-    .await
-    .unwrap()
-    .app
-    .client_id;
-    wait_for_origin(&app, &origin).await;
-    let config = serde_json::json!({
-        "keyfob": app.base,
-        "clientId": client_id,
-        "redirectUri": redirect_uri,
-    });
-    let _site = serve_app_site(
-        listener,
-        APP_PAGE.replace("__CONFIG__", &config.to_string()),
-    );
+    let site = AppSite::start(&app, &account, APP_NAME, "deals.read,deals.write", APP_PAGE).await;
+    let (origin, client_id) = (site.origin.clone(), site.client_id.clone());
 
     let user = NewUser {
         email: format!("{}@example.com", uuid::Uuid::new_v4().simple()),
@@ -364,24 +388,16 @@ async fn sign_up_and_allow(
         .for_element(Locator::Css("form[action='/auth/signup']"))
         .await?;
     assert_eq!(browser.title().await?, "Create an account · Keyfob");
-    for (field, value) in [
-        ("email", &user.email),
-        ("password", &user.password),
-        ("confirm", &user.password),
-    ] {
-        browser
-            .find(Locator::Id(field))
-            .await?
-            .send_keys(value)
-            .await?;
-    }
-    browser
-        .find(Locator::Css(
-            "form[action='/auth/signup'] button[type=submit]",
-        ))
-        .await?
-        .click()
-        .await?;
+    fill_in_and_submit(
+        &browser,
+        &[
+            ("email", &user.email),
+            ("password", &user.password),
+            ("confirm", &user.password),
+        ],
+        "form[action='/auth/signup'] button[type=submit]",
+    )
+    .await?;
 
     // Signed up and logged in: the consent page lists the permissions in words, all ticked.
     browser

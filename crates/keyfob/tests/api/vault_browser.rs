@@ -11,12 +11,11 @@
 use std::time::Duration;
 
 use fantoccini::{Client, Locator};
-use keyfob::ops::NewApp;
 use serde_json::Value;
 
-use crate::chrome::{Chrome, Outcome};
+use crate::chrome::{Chrome, Outcome, fill_in_and_submit};
 use crate::helpers::*;
-use crate::session_browser::{serve_app_site, wait_for_origin};
+use crate::session_browser::AppSite;
 
 const SSN: &str = "123-45-6789";
 const CARD: &str = "4242 4242 4242 4242";
@@ -127,38 +126,17 @@ async fn a_credit_application_goes_from_another_origin_to_the_vault_masked() {
         return;
     };
     let app = spawn_app(Backend::Sqlite).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://localhost:{}", listener.local_addr().unwrap().port());
-    let redirect_uri = format!("{origin}/callback");
     let owner_email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
     let account = app.create_account(&owner_email).await;
-    let client_id = keyfob::ops::create_app(
-        app.state.store.as_ref(),
+    let site = AppSite::start(
+        &app,
         &account,
-        NewApp {
-            name: "Lender".into(),
-            redirect_uris: vec![redirect_uri.clone()],
-            origins: vec![origin.clone()],
-            public: true,
-            max_permissions: "creditApplications.read,creditApplications.write".into(),
-            refresh_idle_secs: None,
-            refresh_max_age_secs: None,
-        },
+        "Lender",
+        "creditApplications.read,creditApplications.write",
+        APP_PAGE,
     )
-    .await
-    .unwrap()
-    .app
-    .client_id;
-    wait_for_origin(&app, &origin).await;
-    let config = serde_json::json!({
-        "keyfob": app.base,
-        "clientId": client_id,
-        "redirectUri": redirect_uri,
-    });
-    let _site = serve_app_site(
-        listener,
-        APP_PAGE.replace("__CONFIG__", &config.to_string()),
-    );
+    .await;
+    let origin = site.origin.clone();
 
     let flow = {
         let (base, origin) = (app.base.clone(), origin.clone());
@@ -212,24 +190,16 @@ async fn apply_then_check_the_dashboard(
         .await?;
     let password = format!("amber lantern {} harbour", uuid::Uuid::new_v4().simple());
     let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
-    for (field, value) in [
-        ("email", &email),
-        ("password", &password),
-        ("confirm", &password),
-    ] {
-        browser
-            .find(Locator::Id(field))
-            .await?
-            .send_keys(value)
-            .await?;
-    }
-    browser
-        .find(Locator::Css(
-            "form[action='/auth/signup'] button[type=submit]",
-        ))
-        .await?
-        .click()
-        .await?;
+    fill_in_and_submit(
+        &browser,
+        &[
+            ("email", &email),
+            ("password", &password),
+            ("confirm", &password),
+        ],
+        "form[action='/auth/signup'] button[type=submit]",
+    )
+    .await?;
     browser
         .wait()
         .at_most(Duration::from_secs(20))
@@ -248,18 +218,12 @@ async fn apply_then_check_the_dashboard(
         browser.current_url().await?.origin().ascii_serialization(),
         origin
     );
-    for (field, value) in [("name", "Ada Lovelace"), ("ssn", SSN), ("card", CARD)] {
-        browser
-            .find(Locator::Id(field))
-            .await?
-            .send_keys(value)
-            .await?;
-    }
-    browser
-        .find(Locator::Css("#apply button[type=submit]"))
-        .await?
-        .click()
-        .await?;
+    fill_in_and_submit(
+        &browser,
+        &[("name", "Ada Lovelace"), ("ssn", SSN), ("card", CARD)],
+        "#apply button[type=submit]",
+    )
+    .await?;
     let result = browser
         .wait()
         .at_most(Duration::from_secs(20))
@@ -270,23 +234,12 @@ async fn apply_then_check_the_dashboard(
 
     // The owner, in the dashboard.
     browser.goto(&format!("{keyfob}/dashboard/login")).await?;
-    browser
-        .find(Locator::Id("email"))
-        .await?
-        .send_keys(&owner_email)
-        .await?;
-    browser
-        .find(Locator::Id("password"))
-        .await?
-        .send_keys(PASSWORD)
-        .await?;
-    browser
-        .find(Locator::Css(
-            "form[action='/dashboard/login'] button[type=submit]",
-        ))
-        .await?
-        .click()
-        .await?;
+    fill_in_and_submit(
+        &browser,
+        &[("email", &owner_email), ("password", PASSWORD)],
+        "form[action='/dashboard/login'] button[type=submit]",
+    )
+    .await?;
     browser
         .wait()
         .at_most(Duration::from_secs(20))
