@@ -10,13 +10,11 @@ use keyfob_domain::audit::ActorKind;
 use keyfob_domain::{Principal, PrincipalKind};
 use keyfob_store::{AuditEventRow, Store, StoreError};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
 
+use crate::batch::Batcher;
 use crate::clock::now_ms;
 
 const MAX_BATCH: usize = 512;
-
-type Reply = oneshot::Sender<Result<(), Arc<StoreError>>>;
 
 /// Who did it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,47 +175,35 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for UserAgent {
     }
 }
 
-/// The handle every part of the server appends events through.
+/// The handle every part of the server appends events through: a [`Batcher`] whose writer
+/// appends whatever has queued up in one statement.
 #[derive(Clone)]
-pub struct AuditLog {
-    tx: mpsc::UnboundedSender<(AuditEventRow, Option<Reply>)>,
-}
+pub struct AuditLog(Batcher<AuditEventRow, ()>);
 
 impl AuditLog {
     /// Starts the writer task.
     pub fn spawn(store: Arc<dyn Store>) -> AuditLog {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(AuditEventRow, Option<Reply>)>();
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(MAX_BATCH);
-            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                let (rows, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-                let result = store.insert_audit_events(&rows).await.map_err(Arc::new);
-                if let Err(err) = &result {
-                    tracing::error!(error = %err, events = rows.len(), "audit events not written");
+        AuditLog(Batcher::spawn(
+            "audit log",
+            MAX_BATCH,
+            move |rows: Vec<AuditEventRow>| {
+                let store = store.clone();
+                async move {
+                    store.insert_audit_events(&rows).await?;
+                    Ok(vec![(); rows.len()])
                 }
-                for reply in replies.into_iter().flatten() {
-                    let _ = reply.send(result.clone());
-                }
-            }
-        });
-        AuditLog { tx }
+            },
+        ))
     }
 
     /// Queues an event; it is committed within milliseconds, with whatever else queued up.
     pub fn record(&self, event: AuditEvent) {
-        if self.tx.send((event.into_row(), None)).is_err() {
-            tracing::error!("audit writer stopped; event dropped");
-        }
+        self.0.enqueue(event.into_row());
     }
 
     /// Appends an event and returns once it is committed.
     pub async fn record_durably(&self, event: AuditEvent) -> Result<(), Arc<StoreError>> {
-        let (reply, done) = oneshot::channel();
-        let closed = || Arc::new(StoreError::Corrupt("audit writer stopped".into()));
-        self.tx
-            .send((event.into_row(), Some(reply)))
-            .map_err(|_| closed())?;
-        done.await.map_err(|_| closed())?
+        self.0.submit(event.into_row()).await
     }
 }
 

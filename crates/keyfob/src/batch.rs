@@ -2,6 +2,11 @@
 //! which applies everything waiting in one transaction and answers each request. SQLite has a
 //! single writer, so writes taken one at a time queue on its lock (and sleep in its busy handler);
 //! taken together they cost about one commit.
+//!
+//! A caller either waits for its batch to commit ([`Batcher::submit`]) or only queues the item
+//! ([`Batcher::enqueue`], for writes the request need not wait for, such as most audit events).
+//! The queue is unbounded: waiting callers are bounded by the requests in flight, and queued-only
+//! items are small and drained by the next batch.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,7 +18,7 @@ type Reply<R> = oneshot::Sender<Result<R, Arc<StoreError>>>;
 
 /// A writer task applying items of type `T` in batches, each answered with an `R`.
 pub struct Batcher<T, R> {
-    tx: mpsc::Sender<(T, Reply<R>)>,
+    tx: mpsc::UnboundedSender<(T, Option<Reply<R>>)>,
     name: &'static str,
 }
 
@@ -34,32 +39,23 @@ impl<T: Send + 'static, R: Clone + Send + 'static> Batcher<T, R> {
         F: Fn(Vec<T>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<R>, StoreError>> + Send,
     {
-        let (tx, mut rx) = mpsc::channel::<(T, Reply<R>)>(4 * max_batch);
+        let (tx, mut rx) = mpsc::unbounded_channel::<(T, Option<Reply<R>>)>();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(max_batch);
             while rx.recv_many(&mut batch, max_batch).await > 0 {
-                let (items, replies): (Vec<T>, Vec<Reply<R>>) = batch.drain(..).unzip();
+                let (items, replies): (Vec<T>, Vec<Option<Reply<R>>>) = batch.drain(..).unzip();
                 let count = items.len();
-                match write(items).await {
-                    Ok(answers) if answers.len() == count => {
-                        for (reply, answer) in replies.into_iter().zip(answers) {
-                            let _ = reply.send(Ok(answer));
-                        }
-                    }
+                let answers = match write(items).await {
+                    Ok(answers) if answers.len() == count => answers.into_iter().map(Ok).collect(),
                     Ok(answers) => {
-                        let err = Arc::new(StoreError::Corrupt(format!(
-                            "{name}: {} answers for {count} items",
-                            answers.len()
-                        )));
-                        for reply in replies {
-                            let _ = reply.send(Err(err.clone()));
-                        }
+                        let err = StoreError::Corrupt(format!("{} answers", answers.len()));
+                        failed(name, count, err)
                     }
-                    Err(err) => {
-                        let err = Arc::new(err);
-                        for reply in replies {
-                            let _ = reply.send(Err(err.clone()));
-                        }
+                    Err(err) => failed(name, count, err),
+                };
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(answer);
                     }
                 }
             }
@@ -71,9 +67,23 @@ impl<T: Send + 'static, R: Clone + Send + 'static> Batcher<T, R> {
     pub async fn submit(&self, item: T) -> Result<R, Arc<StoreError>> {
         let (reply, done) = oneshot::channel();
         let closed = || Arc::new(StoreError::Corrupt(format!("{} stopped", self.name)));
-        self.tx.send((item, reply)).await.map_err(|_| closed())?;
+        self.tx.send((item, Some(reply))).map_err(|_| closed())?;
         done.await.map_err(|_| closed())?
     }
+
+    /// Queues one item for the next batch without waiting for it; a batch that fails is logged.
+    pub fn enqueue(&self, item: T) {
+        if self.tx.send((item, None)).is_err() {
+            tracing::error!(writer = self.name, "writer stopped; item dropped");
+        }
+    }
+}
+
+/// Every item of a failed batch gets the error, which is logged once.
+fn failed<R>(name: &str, count: usize, err: StoreError) -> Vec<Result<R, Arc<StoreError>>> {
+    tracing::error!(writer = name, items = count, error = %err, "batch not written");
+    let err = Arc::new(err);
+    (0..count).map(|_| Err(err.clone())).collect()
 }
 
 #[cfg(test)]
@@ -106,6 +116,25 @@ mod tests {
         assert_eq!(answers, (0..200).map(|n| n * 2).collect::<Vec<_>>());
         let batches = batches.load(Ordering::SeqCst);
         assert!((4..200).contains(&batches), "{batches} batches");
+    }
+
+    #[tokio::test]
+    async fn queued_items_are_written_with_the_next_batch() {
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = written.clone();
+        let log = Batcher::spawn("log", 8, move |items: Vec<u32>| {
+            let sink = sink.clone();
+            async move {
+                let count = items.len();
+                sink.lock().unwrap().extend(items);
+                Ok(vec![(); count])
+            }
+        });
+        log.enqueue(1);
+        log.enqueue(2);
+        // A waiting caller's batch comes after (or with) the queued ones.
+        log.submit(3).await.unwrap();
+        assert_eq!(*written.lock().unwrap(), [1, 2, 3]);
     }
 
     #[tokio::test]
