@@ -198,6 +198,47 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            /// Marks unused one-time secrets used, in `tx`, in one statement: for each
+            /// `(key, at, value)` of `claims` (keys distinct), the row of `table` whose `key_column`
+            /// is `key` and whose `used_at` is still NULL gets `used_at = at` and
+            /// `value_column = value`. Answers the keys that were claimed. Table and column names
+            /// come from this file, never from input.
+            async fn claim_unused(
+                tx: &mut sqlx::Transaction<'_, <Self as $crate::sql::JsonDialect>::Db>,
+                table: &str,
+                key_column: &str,
+                value_column: &str,
+                claims: &[(&str, i64, &str)],
+            ) -> $crate::Result<std::collections::HashSet<String>> {
+                if claims.is_empty() {
+                    return Ok(std::collections::HashSet::new());
+                }
+                let mut update = sqlx::QueryBuilder::<<Self as $crate::sql::JsonDialect>::Db>::new(
+                    format!("UPDATE {table} SET used_at = CASE {key_column}"),
+                );
+                for (key, at, _) in claims {
+                    update.push(" WHEN ").push_bind(*key);
+                    update.push(" THEN CAST(").push_bind(*at).push(" AS BIGINT)");
+                }
+                update.push(format!(" END, {value_column} = CASE {key_column}"));
+                for (key, _, value) in claims {
+                    update.push(" WHEN ").push_bind(*key);
+                    update.push(" THEN CAST(").push_bind(*value).push(" AS TEXT)");
+                }
+                update.push(format!(" END WHERE used_at IS NULL AND {key_column} IN ("));
+                let mut keys = update.separated(", ");
+                for (key, _, _) in claims {
+                    keys.push_bind(*key);
+                }
+                update.push(format!(") RETURNING {key_column}"));
+                Ok(update
+                    .build_query_scalar::<String>()
+                    .fetch_all(&mut **tx)
+                    .await?
+                    .into_iter()
+                    .collect())
+            }
+
             async fn list_records_impl(
                 &self,
                 scope: &$crate::RecordScope<'_>,
@@ -971,39 +1012,17 @@ macro_rules! impl_store {
                     .iter()
                     .map(|item| item.code.as_ref().is_none_or(|(hash, _)| seen.insert(hash.as_str())))
                     .collect();
-                let coded: Vec<(&$crate::NewSession, &(String, i64))> = items
+                let claims: Vec<(&str, i64, &str)> = items
                     .iter()
                     .zip(&first_use)
-                    .filter(|(_, first)| **first)
-                    .filter_map(|(item, _)| item.code.as_ref().map(|code| (item, code)))
+                    .filter_map(|(item, first)| {
+                        let (hash, at) = item.code.as_ref().filter(|_| *first)?;
+                        Some((hash.as_str(), *at, item.family.id.as_str()))
+                    })
                     .collect();
                 let mut tx = self.pool.begin_with($begin).await?;
-
-                let mut won = std::collections::HashSet::new();
-                if !coded.is_empty() {
-                    let mut update = Builder::new("UPDATE auth_codes SET used_at = CASE code_hash");
-                    for (_, (hash, at)) in &coded {
-                        update.push(" WHEN ").push_bind(hash);
-                        update.push(" THEN CAST(").push_bind(*at).push(" AS BIGINT)");
-                    }
-                    update.push(" END, family_id = CASE code_hash");
-                    for (item, (hash, _)) in &coded {
-                        update.push(" WHEN ").push_bind(hash);
-                        update.push(" THEN CAST(").push_bind(&item.family.id).push(" AS TEXT)");
-                    }
-                    update.push(" END WHERE used_at IS NULL AND code_hash IN (");
-                    let mut hashes = update.separated(", ");
-                    for (_, (hash, _)) in &coded {
-                        hashes.push_bind(hash);
-                    }
-                    update.push(") RETURNING code_hash");
-                    won = update
-                        .build_query_scalar::<String>()
-                        .fetch_all(&mut *tx)
-                        .await?
-                        .into_iter()
-                        .collect();
-                }
+                let won =
+                    Self::claim_unused(&mut tx, "auth_codes", "code_hash", "family_id", &claims).await?;
                 let started: Vec<bool> = items
                     .iter()
                     .zip(&first_use)
@@ -1095,41 +1114,38 @@ macro_rules! impl_store {
                 type Builder<'a> = sqlx::QueryBuilder<'a, <$store as $crate::sql::JsonDialect>::Db>;
                 // Only an old token's first use in the batch is a candidate.
                 let mut seen = std::collections::HashSet::new();
-                let candidates: Vec<&$crate::Rotation> = items
-                    .iter()
-                    .filter(|item| seen.insert(item.old_hash.as_str()))
-                    .collect();
-                if candidates.is_empty() {
-                    return Ok(vec![false; items.len()]);
+                let first_use: Vec<bool> =
+                    items.iter().map(|item| seen.insert(item.old_hash.as_str())).collect();
+                if items.is_empty() {
+                    return Ok(Vec::new());
                 }
                 let mut tx = self.pool.begin_with($begin).await?;
 
                 // Mark the unused ones used, each with its own time and sealed pair.
-                let mut update = Builder::new("UPDATE refresh_tokens SET used_at = CASE token_hash");
-                for item in &candidates {
-                    update.push(" WHEN ").push_bind(&item.old_hash);
-                    update.push(" THEN CAST(").push_bind(item.now).push(" AS BIGINT)");
-                }
-                update.push(" END, next_sealed = CASE token_hash");
-                for item in &candidates {
-                    update.push(" WHEN ").push_bind(&item.old_hash);
-                    update.push(" THEN CAST(").push_bind(&item.next_sealed).push(" AS TEXT)");
-                }
-                update.push(" END WHERE used_at IS NULL AND token_hash IN (");
-                let mut hashes = update.separated(", ");
-                for item in &candidates {
-                    hashes.push_bind(&item.old_hash);
-                }
-                update.push(") RETURNING token_hash");
-                let won: std::collections::HashSet<String> = update
-                    .build_query_scalar::<String>()
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .into_iter()
+                let claims: Vec<(&str, i64, &str)> = items
+                    .iter()
+                    .zip(&first_use)
+                    .filter(|(_, first)| **first)
+                    .map(|(item, _)| (item.old_hash.as_str(), item.now, item.next_sealed.as_str()))
                     .collect();
-                let winners: Vec<&$crate::Rotation> = candidates
-                    .into_iter()
-                    .filter(|item| won.contains(&item.old_hash))
+                let won = Self::claim_unused(
+                    &mut tx,
+                    "refresh_tokens",
+                    "token_hash",
+                    "next_sealed",
+                    &claims,
+                )
+                .await?;
+                let rotated: Vec<bool> = items
+                    .iter()
+                    .zip(&first_use)
+                    .map(|(item, first)| *first && won.contains(&item.old_hash))
+                    .collect();
+                let winners: Vec<&$crate::Rotation> = items
+                    .iter()
+                    .zip(&rotated)
+                    .filter(|(_, rotated)| **rotated)
+                    .map(|(item, _)| item)
                     .collect();
 
                 if !winners.is_empty() {
@@ -1163,12 +1179,7 @@ macro_rules! impl_store {
                     touch.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
-
-                let mut first = std::collections::HashSet::new();
-                Ok(items
-                    .iter()
-                    .map(|item| first.insert(item.old_hash.as_str()) && won.contains(&item.old_hash))
-                    .collect())
+                Ok(rotated)
             }
 
             async fn revoke_family(&self, id: &str, at: i64) -> $crate::Result<bool> {
