@@ -37,6 +37,7 @@ pub struct FileConfig {
     pub refresh_grace_secs: Option<i64>,
     /// Proxies whose `X-Forwarded-For` is believed: addresses or networks, e.g. `["10.0.0.0/8"]`.
     pub trusted_proxies: Option<Vec<String>>,
+    pub token_cache_bytes: Option<u64>,
 }
 
 impl FileConfig {
@@ -79,6 +80,8 @@ pub struct Config {
     /// Load balancers and proxies in front of Keyfob: from these peers, the client's address is
     /// taken from `X-Forwarded-For` (see `keyfob_domain::net::client_ip`). Empty: the peer itself.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Memory for verified JWTs, in bytes (0: no cache, every request checks the signature).
+    pub token_cache_bytes: u64,
 }
 
 impl Config {
@@ -105,6 +108,7 @@ impl Config {
             master_key_hex: None,
             signing_key_publish_secs: 0,
             trusted_proxies: Vec::new(),
+            token_cache_bytes: crate::tokens::DEFAULT_CACHE_BYTES,
         }
     }
 
@@ -151,6 +155,9 @@ impl Config {
         }
         if let Some(v) = file.login_attempts_per_minute {
             self.login_attempts_per_minute = v.max(1);
+        }
+        if let Some(v) = file.token_cache_bytes {
+            self.token_cache_bytes = v;
         }
         Ok(())
     }
