@@ -102,7 +102,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(claims.exp >= before - LEEWAY_SECS as i64);
         assert!(claims.nbf <= after + LEEWAY_SECS as i64);
         // The cache's check on a later request.
-        let _still_valid = claims.exp + LEEWAY_SECS as i64 > after;
+        let _still_valid = claims.exp.saturating_add(LEEWAY_SECS as i64) > after;
         assert!(matches!(permissions, PermissionSet::Only(_)));
         let back = PermissionSet::parse(permissions.to_strings()).unwrap();
         assert_eq!(back, permissions);

@@ -187,7 +187,7 @@ impl TokenService {
     pub fn verify(&self, token: &str, now_secs: i64) -> Result<Arc<Verified>, TokenError> {
         let fingerprint: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(claims) = self.verified.get(&fingerprint) {
-            if claims.exp + LEEWAY_SECS as i64 > now_secs {
+            if claims.exp.saturating_add(LEEWAY_SECS as i64) > now_secs {
                 return Ok(claims);
             }
             self.verified.remove(&fingerprint);
@@ -295,6 +295,22 @@ mod tests {
             kept * largest_entry as u64 >= BUDGET / 2,
             "only {kept} entries kept"
         );
+    }
+
+    /// Found with the `jwt` fuzz target (seed `exp_end_of_time`): a token whose `exp` is near
+    /// `i64::MAX` passes `jsonwebtoken`'s checks, and adding the leeway to it on the next request
+    /// overflowed (a panic in debug builds, a wrongly expired token in release ones).
+    #[test]
+    fn a_token_expiring_at_the_end_of_time_verifies_from_the_cache_too() {
+        let tokens = service(DEFAULT_CACHE_BYTES);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let claims = Claims {
+            exp: i64::MAX - 1,
+            ..large_claims(3, now)
+        };
+        let token = tokens.sign(&claims, now * 1000).unwrap();
+        assert_eq!(tokens.verify(&token, now).unwrap().exp, i64::MAX - 1);
+        assert_eq!(tokens.verify(&token, now).unwrap().exp, i64::MAX - 1);
     }
 
     #[test]
