@@ -62,9 +62,13 @@ pub fn check_new_password(password: &str) -> Result<(), PasswordError> {
 pub struct Passwords {
     permits: Arc<Semaphore>,
     memory: Arc<MemoryPool>,
-    /// A hash of nothing, verified against when an email is unknown so both paths cost the same.
-    dummy_hash: Arc<String>,
 }
+
+/// Verified against when an email is unknown, so that both paths cost the same hash: a hash of a
+/// random password nobody kept, made with [`params`] (a test checks they still agree). A match
+/// would not count anyway. Kept as a constant rather than hashed at start-up, which would cost a
+/// hash and hold a 19 MiB buffer from the start.
+const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$Ci6pLqEi8hej/WI1exLFjA$PdNdA467PCY1x7//7kpJs59dsvu+AFzLyxmeGVufJW4";
 
 /// OWASP's argon2id baseline: 19 MiB, 2 passes, 1 lane.
 fn params() -> Params {
@@ -76,8 +80,8 @@ fn params() -> Params {
 /// Allocated per hash, each block of memory was freed on whichever blocking thread ran the hash, and
 /// glibc kept it in that thread's arena for the next large request: after a login flood the process
 /// held one 19 MiB buffer per thread that had ever hashed. Here a hash borrows a buffer and gives it
-/// back, so at most one buffer per password worker exists, allocated once (the workers' semaphore
-/// bounds how many hashes run at once).
+/// back, so at most one buffer per password worker exists, allocated when first needed and never
+/// freed (the workers' semaphore bounds how many hashes run at once).
 #[derive(Default)]
 struct MemoryPool {
     free: Mutex<Vec<Vec<Block>>>,
@@ -167,13 +171,9 @@ fn verify_blocking(memory: &MemoryPool, password: &str, phc: &str) -> bool {
 
 impl Passwords {
     pub fn new(workers: usize) -> Self {
-        let memory = Arc::new(MemoryPool::default());
         Passwords {
             permits: Arc::new(Semaphore::new(workers.max(1))),
-            dummy_hash: Arc::new(
-                hash_blocking(&memory, "keyfob-dummy-password").expect("hashing works"),
-            ),
-            memory,
+            memory: Arc::new(MemoryPool::default()),
         }
     }
 
@@ -199,7 +199,7 @@ impl Passwords {
             .await
             .expect("semaphore never closed");
         let known = phc.is_some();
-        let phc = phc.unwrap_or_else(|| self.dummy_hash.as_str().to_owned());
+        let phc = phc.unwrap_or_else(|| DUMMY_HASH.to_owned());
         let memory = self.memory.clone();
         let ok = tokio::task::spawn_blocking(move || verify_blocking(&memory, &password, &phc))
             .await
@@ -230,7 +230,7 @@ mod tests {
                 .verify("wrong horse battery".into(), Some(phc))
                 .await
         );
-        assert!(!passwords.verify("keyfob-dummy-password".into(), None).await);
+        assert!(!passwords.verify("correct horse battery".into(), None).await);
     }
 
     /// Made by the code before the memory pool (`argon2`'s own `hash_password`, OWASP parameters)
@@ -305,6 +305,30 @@ mod tests {
     }
 
     #[test]
+    fn the_dummy_hash_costs_what_a_real_one_does() {
+        let dummy = PasswordHash::new(DUMMY_HASH).unwrap();
+        assert_eq!(
+            Algorithm::try_from(dummy.algorithm).unwrap(),
+            Algorithm::Argon2id
+        );
+        assert_eq!(dummy.version, Some(Version::V0x13.into()));
+        assert_eq!(
+            Params::try_from(&dummy).unwrap().block_count(),
+            params().block_count()
+        );
+        assert_eq!(dummy.params, ParamsString::try_from(&params()).unwrap());
+        let memory = MemoryPool::default();
+        let real = hash_blocking(&memory, "correct horse battery").unwrap();
+        assert_eq!(PasswordHash::new(&real).unwrap().params, dummy.params);
+        // Verifying against it is a full hash that fails.
+        assert!(!verify_blocking(
+            &memory,
+            "correct horse battery",
+            DUMMY_HASH
+        ));
+    }
+
+    #[test]
     fn new_hashes_are_the_ones_the_argon2_crate_makes() {
         use argon2::password_hash::PasswordVerifier as _;
         let memory = MemoryPool::default();
@@ -371,7 +395,7 @@ mod tests {
     fn hashing_on_many_threads_keeps_one_buffer_per_worker() {
         const THREADS: usize = 12;
         let passwords = Passwords::new(1);
-        let phc = passwords.dummy_hash.as_str().to_owned();
+        let phc = hash_blocking(&passwords.memory, "a password").unwrap();
         let before = resident_bytes();
         let turn = Arc::new(Mutex::new(()));
         let done = Arc::new(std::sync::Barrier::new(THREADS));
@@ -387,7 +411,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let ok = {
                         let _turn = turn.lock().unwrap();
-                        verify_blocking(&memory, "keyfob-dummy-password", &phc)
+                        verify_blocking(&memory, "a password", &phc)
                     };
                     done.wait();
                     ok
