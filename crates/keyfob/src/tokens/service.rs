@@ -19,8 +19,9 @@ use super::keys::KeySet;
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 const LEEWAY_SECS: u64 = 30;
-/// Default memory for verified tokens: about 16,000 typical tokens.
-pub const DEFAULT_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+/// Default memory for verified tokens: about 8,000 typical tokens, which keeps the whole server
+/// under 100 MB through the load test (docs/BENCHMARKS.md, "Memory").
+pub const DEFAULT_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 /// What a typical entry weighs (a minted token with one permission: 1,000 bytes; measured, it
 /// costs the process about 870), used only to tell the cache roughly how many entries to expect:
 /// it sizes its table of recently evicted keys from that.
