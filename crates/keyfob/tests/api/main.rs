@@ -2,6 +2,7 @@
 //! where `KEYFOB_TEST_POSTGRES_URL` is set, on PostgreSQL too.
 
 mod helpers;
+mod routes;
 
 mod api_keys;
 mod audit;
@@ -10,6 +11,8 @@ mod browser;
 mod chrome;
 mod cli;
 mod dashboard;
+mod error_bodies;
+mod hostile_input;
 mod mint;
 mod oauth_client;
 mod openapi;
