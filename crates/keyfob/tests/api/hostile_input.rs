@@ -265,3 +265,91 @@ both_backends! {
 fn urlencode(value: &str) -> String {
     serde_urlencoded::to_string([("v", value)]).unwrap()[2..].to_owned()
 }
+
+/// Asserts that no answer is a 5xx; returns the status.
+async fn not_a_server_error(response: reqwest::Response, what: &str) -> u16 {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    assert!(status < 500, "{what}: {status} {text}");
+    status
+}
+
+both_backends! {
+    async fn other_text_storage_cannot_take_is_refused_and_large_values_are_kept(app) {
+        let f = Fixture::new(&app).await;
+        let post = |body: String| {
+            app.request(reqwest::Method::POST, "/api/deals", Some(&f.key))
+                .header("content-type", "application/json")
+                .body(body)
+        };
+        // Lone surrogates and numbers beyond a double are not JSON Keyfob can read.
+        for body in [r#"{"name":"\ud800"}"#, r#"{"name":"\udc00x"}"#, r#"{"\ud800":1}"#, r#"{"n":1e400}"#] {
+            let response = post(body.to_owned()).send().await.unwrap();
+            expect_error(response, 400, "invalid_body").await;
+            let response = app
+                .client
+                .post(app.url("/auth/token"))
+                .header("content-type", "application/json")
+                .body(body.replace("name", "client_id"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 400, "{body}");
+        }
+        // Large numbers, long strings and long keys within the body limit are stored and read back.
+        let long = "é".repeat(12_000);
+        let doc = json!({
+            "big": 123456789012345678901234567890u128 as f64,
+            "tiny": 1e-300,
+            "max": f64::MAX,
+            "text": long,
+            long.clone(): "a key of 24,000 bytes",
+        });
+        let response = app.request(reqwest::Method::POST, "/api/deals", Some(&f.key)).json(&doc).send().await.unwrap();
+        assert_eq!(response.status(), 201);
+        let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        let response = app.get(&format!("/api/deals/{id}"), &f.key).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let read: Value = response.json().await.unwrap();
+        for field in ["big", "tiny", "max", "text"] {
+            assert_eq!(read[field], doc[field], "{field}");
+        }
+        assert_eq!(read[&long], doc[&long]);
+        // PostgreSQL keeps numbers as exact decimals and writes them back in full: the collection
+        // must still list.
+        let response = app.get("/api/deals?limit=100", &f.key).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let response = post(r#"{"n":100000000000000000000000000000000000000000}"#.to_owned()).send().await.unwrap();
+        assert_eq!(response.status(), 201);
+
+        // Overlong values elsewhere: refused by the rule that applies, or simply not found.
+        let huge = "a".repeat(8_000);
+        let checks: Vec<(&str, reqwest::RequestBuilder)> = vec![
+            ("filter", app.get(&format!("/api/deals?where[name][equals]={huge}"), &f.key)),
+            ("sort", app.get(&format!("/api/deals?sort={huge}"), &f.key)),
+            ("resource", app.get(&format!("/api/{huge}"), &f.key)),
+            ("record id", app.get(&format!("/api/deals/{huge}"), &f.key)),
+            ("reveal", app.get(&format!("/api/deals/{id}?reveal={huge}"), &f.key)),
+            ("audit actor", app.get(&format!("/api/audit?actor={huge}"), &f.key)),
+            ("mint", app.request(reqwest::Method::POST, "/auth", Some(&f.key)).json(&json!({"permissions": [huge.clone()], "expires": huge.clone()}))),
+            ("client id", app.client.post(app.url("/auth/token")).form(&[("grant_type", "refresh_token"), ("refresh_token", huge.as_str()), ("client_id", huge.as_str())])),
+            ("revoke", app.client.post(app.url("/auth/revoke")).form(&[("token", huge.as_str()), ("client_id", f.client_id.as_str()), ("client_secret", f.client_secret.as_str())])),
+            ("introspect", app.request(reqwest::Method::POST, "/auth/introspect", Some(&f.key)).form(&[("token", huge.as_str())])),
+            ("authorize", f.user.http.get(f.user.url(&format!("/auth?client_id={huge}&redirect_uri={huge}")))),
+            ("key name", f.owner.http.post(f.owner.url("/dashboard/keys")).form(&[("csrf", f.owner_csrf.as_str()), ("name", huge.as_str())])),
+            ("key id", f.owner.http.post(f.owner.url(&format!("/dashboard/keys/{huge}/revoke"))).form(&[("csrf", f.owner_csrf.as_str())])),
+            ("grant id", f.user.http.post(f.user.url(&format!("/auth/grants/{huge}/revoke"))).form(&[("csrf", f.user_csrf.as_str())])),
+            ("signup email", f.user_form.http.post(f.user_form.url("/auth/signup")).form(&[("csrf", f.user_form_csrf.as_str()), ("email", &format!("{huge}@example.com")), ("password", PASSWORD), ("confirm", PASSWORD)])),
+            ("fields", f.owner.http.post(f.owner.url("/dashboard/data/_fields")).form(&[("csrf", f.owner_csrf.as_str()), ("fields", huge.as_str())])),
+            ("page", app.get("/api/deals?page=99999999999999999999999999", &f.key)),
+            ("idle", f.owner.http.post(f.owner.url("/dashboard/apps")).form(&[("csrf", f.owner_csrf.as_str()), ("name", "x"), ("redirect_uris", "https://x.example.com/cb"), ("kind", "public"), ("max_permissions", "deals.read"), ("refresh_idle_secs", "99999999999999999999999")])),
+        ];
+        for (what, request) in checks {
+            let status = not_a_server_error(request.send().await.unwrap(), what).await;
+            assert!(status == 200 || (400..500).contains(&status), "{what}: {status}");
+        }
+        // The key and the session still work.
+        assert_eq!(app.whoami_status(&f.key).await, 200);
+        assert_eq!(app.whoami_status(&f.access_token).await, 200);
+    }
+}
