@@ -94,7 +94,14 @@ pub fn check_urlencoded(raw: &[u8]) -> Result<(), InputError> {
 /// control character must be escaped), so a NUL can only come from the escape `\u0000`; text
 /// without it needs no walk.
 pub fn json_may_hold_nul(raw: &[u8]) -> bool {
-    raw.windows(6).any(|w| w == b"\\u0000")
+    let mut rest = raw;
+    while let Some(at) = rest.iter().position(|b| *b == b'\\') {
+        if rest[at..].starts_with(b"\\u0000") {
+            return true;
+        }
+        rest = &rest[at + 1..];
+    }
+    false
 }
 
 /// Checks every string and every key of a JSON document. The error names the JSON path.
@@ -267,6 +274,9 @@ mod tests {
     fn only_the_escape_can_put_a_nul_in_json() {
         assert!(json_may_hold_nul(br#"{"a":"\u0000"}"#));
         assert!(!json_may_hold_nul(br#"{"a":"\u0001"}"#));
+        assert!(json_may_hold_nul(br#"\\\u0000"#));
+        assert!(!json_may_hold_nul(br#"ends with \u000"#));
+        assert!(!json_may_hold_nul(b""));
         let parsed: Value = serde_json::from_slice(br#"{"a\u0000":1}"#).unwrap();
         assert!(check_json(&parsed).is_err());
         // A raw NUL byte is not JSON at all.
