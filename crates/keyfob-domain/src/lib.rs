@@ -13,6 +13,8 @@ pub mod permission;
 pub mod principal;
 pub mod query;
 pub mod secret;
+pub mod signing;
+pub mod token_list;
 pub mod vault;
 
 pub use claims::Claims;

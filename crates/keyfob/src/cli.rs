@@ -127,7 +127,8 @@ enum KeysCommand {
         #[arg(long)]
         account: String,
     },
-    /// Revoke a key by its id; running servers refuse it within seconds.
+    /// Revoke a key by its id; running servers refuse it, and every token it minted, within
+    /// seconds.
     Revoke { key_id: String },
 }
 
@@ -190,8 +191,16 @@ enum SigningKeysCommand {
         #[arg(long)]
         alg: Option<SigningAlg>,
     },
-    /// One line per key: kid, algorithm, signs from, signs until, published until.
+    /// One line per key: kid, algorithm, signs from, signs until, published until, state.
     List,
+    /// Retire a key at once because it is compromised: it leaves the JWKS and every token it
+    /// signed is refused by every running server within a second. If it is the key signing now,
+    /// its published successor signs from now on; with none, publish one first
+    /// (`rotate --activate-in 0`).
+    Retire {
+        /// The key's id (kid), as `signing-keys list` shows it.
+        kid: String,
+    },
 }
 
 /// Runs the command line; the exit code says whether it worked.
@@ -450,20 +459,67 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                 }
                 SigningKeysCommand::List => {
+                    let now = now_ms();
                     for key in store.list_signing_keys().await? {
                         println!(
-                            "{}\t{}\t{}\t{}\t{}",
+                            "{}\t{}\t{}\t{}\t{}\t{}",
                             key.kid,
                             key.alg,
                             format_ms(key.activates_at),
                             key.retires_at.map(format_ms).unwrap_or_else(|| "-".into()),
                             key.expires_at.map(format_ms).unwrap_or_else(|| "-".into()),
+                            signing_key_state(&key, now),
                         );
+                    }
+                }
+                SigningKeysCommand::Retire { kid } => {
+                    let retired = ops::retire_signing_key(store.as_ref(), &kid).await?;
+                    let heir = retired.heir.as_ref().map(|h| {
+                        serde_json::json!({
+                            "kid": h.kid,
+                            "signs_from": format_ms(h.activates_at),
+                            "keeps_signing": h.keep_signing,
+                        })
+                    });
+                    audit::record_now(
+                        store.as_ref(),
+                        AuditEvent::new(None, Actor::operator(), action::SIGNING_KEY_RETIRED)
+                            .target(&retired.kid)
+                            .detail(serde_json::json!({ "successor": heir })),
+                    )
+                    .await?;
+                    match &retired.heir {
+                        Some(heir) => println!(
+                            "retired {}; {} signs from now on; running servers refuse the tokens {} signed within a second",
+                            retired.kid, heir.kid, retired.kid
+                        ),
+                        None => println!(
+                            "retired {}; running servers refuse the tokens it signed within a second",
+                            retired.kid
+                        ),
                     }
                 }
             }
             Ok(())
         }
+    }
+}
+
+/// A signing key's state for `signing-keys list`.
+fn signing_key_state(key: &keyfob_store::SigningKeyRow, now: i64) -> String {
+    if let Some(at) = key.revoked_at {
+        format!(
+            "retired {} (compromised; its tokens are refused)",
+            format_ms(at)
+        )
+    } else if key.expires_at.is_some_and(|e| e <= now) {
+        "expired".into()
+    } else if key.activates_at > now {
+        "published".into()
+    } else if key.retires_at.is_some_and(|r| r <= now) {
+        "verifying only".into()
+    } else {
+        "signing".into()
     }
 }
 

@@ -32,6 +32,7 @@ pub struct FileConfig {
     pub signup_open: Option<bool>,
     pub password_workers: Option<usize>,
     pub sync_interval_ms: Option<u64>,
+    pub key_lookups_per_second: Option<u32>,
     pub max_body_bytes: Option<usize>,
     pub login_attempts_per_minute: Option<u32>,
     pub refresh_grace_secs: Option<i64>,
@@ -66,6 +67,10 @@ pub struct Config {
     pub password_workers: usize,
     /// How often each node reads the change feed (revocations, new keys).
     pub sync_interval_ms: u64,
+    /// Most database reads per second for API keys this node does not know yet (made elsewhere a
+    /// moment ago); over it, an unknown key is refused without a read, so random keys cannot
+    /// flood the database.
+    pub key_lookups_per_second: u32,
     pub max_body_bytes: usize,
     pub login_attempts_per_minute: u32,
     /// How long a used refresh token, presented again, still gets the same new pair (seconds).
@@ -98,6 +103,7 @@ impl Config {
             signup_open: true,
             password_workers: default_password_workers(),
             sync_interval_ms: 500,
+            key_lookups_per_second: 20,
             max_body_bytes: 64 * 1024,
             login_attempts_per_minute: 10,
             last_used_flush_ms: 5000,
@@ -142,6 +148,9 @@ impl Config {
         }
         if let Some(v) = file.sync_interval_ms {
             self.sync_interval_ms = v.clamp(50, 2000);
+        }
+        if let Some(v) = file.key_lookups_per_second {
+            self.key_lookups_per_second = v.max(1);
         }
         if let Some(v) = file.max_body_bytes {
             self.max_body_bytes = v;

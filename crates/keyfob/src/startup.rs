@@ -102,7 +102,7 @@ impl Application {
             vault: Arc::new(Vault::new(store.clone(), master.clone())),
             writes: crate::sessions::SessionWrites::spawn(store.clone()),
             tokens: Arc::new(tokens),
-            index: Arc::new(AuthIndex::default()),
+            index: Arc::new(AuthIndex::new(config.key_lookups_per_second)),
             passwords: Passwords::new(config.password_workers),
             login_limiter: Arc::new(RateLimiter::new(
                 config.login_attempts_per_minute,

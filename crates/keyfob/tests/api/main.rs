@@ -10,6 +10,8 @@ mod browser;
 mod chrome;
 mod cli;
 mod dashboard;
+mod key_lookup;
+mod key_revocation;
 mod mint;
 mod oauth_client;
 mod openapi;
