@@ -13,6 +13,7 @@ pub mod permission;
 pub mod principal;
 pub mod query;
 pub mod secret;
+pub mod session;
 pub mod signing;
 pub mod token_list;
 pub mod vault;

@@ -216,6 +216,8 @@ pub struct AppRow {
     pub max_permissions: String,
     pub refresh_idle_secs: Option<i64>,
     pub refresh_absolute_secs: Option<i64>,
+    /// Whether the app may receive tokens in the URL fragment (`response_type=token`).
+    pub allow_fragment: bool,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
 }

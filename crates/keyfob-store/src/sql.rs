@@ -78,7 +78,7 @@ impl From<RefreshSessionRow> for crate::RefreshSession {
 }
 
 pub(crate) const APP_COLUMNS: &str = "client_id, account_id, name, public, client_secret_hash, \
-     redirect_uris, origins, max_permissions, refresh_idle_secs, refresh_absolute_secs, created_at, revoked_at";
+     redirect_uris, origins, max_permissions, refresh_idle_secs, refresh_absolute_secs, allow_fragment, created_at, revoked_at";
 
 pub(crate) const GRANT_COLUMNS: &str =
     "id, user_id, client_id, account_id, permissions, created_at, updated_at, revoked_at";
@@ -894,8 +894,8 @@ macro_rules! impl_store {
                 let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query(
                     "INSERT INTO apps (client_id, account_id, name, public, client_secret_hash, redirect_uris, \
-                     origins, max_permissions, refresh_idle_secs, refresh_absolute_secs, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                     origins, max_permissions, refresh_idle_secs, refresh_absolute_secs, allow_fragment, \
+                     created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(&app.client_id)
                 .bind(&app.account_id)
@@ -907,6 +907,7 @@ macro_rules! impl_store {
                 .bind(&app.max_permissions)
                 .bind(app.refresh_idle_secs)
                 .bind(app.refresh_absolute_secs)
+                .bind(app.allow_fragment)
                 .bind(app.created_at)
                 .execute(&mut *tx)
                 .await?;

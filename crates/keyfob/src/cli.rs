@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use keyfob_domain::audit::action;
@@ -50,9 +50,19 @@ struct GlobalArgs {
     /// A TOML file of settings (see README).
     #[arg(long, global = true, env = "KEYFOB_CONFIG")]
     config: Option<PathBuf>,
-    /// The master key, 64 hex characters; default DATA_DIR/master.key, made on first start.
+    /// The master key, 64 hex characters; default DATA_DIR/master.key, made on first start. On
+    /// the command line it is visible to every user of the machine (`ps`): prefer
+    /// --master-key-file or the environment variable.
     #[arg(long, global = true, env = "KEYFOB_MASTER_KEY", hide_env_values = true)]
     master_key: Option<String>,
+    /// A file holding the master key (64 hex characters), readable by Keyfob's user only.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYFOB_MASTER_KEY_FILE",
+        value_name = "PATH"
+    )]
+    master_key_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -160,6 +170,9 @@ enum AppsCommand {
         /// End a session this many seconds after login, however much it is used (default: never).
         #[arg(long, value_name = "SECS")]
         refresh_max_age_secs: Option<i64>,
+        /// Let the app receive tokens in the URL fragment (`response_type=token`); off by default.
+        #[arg(long)]
+        allow_fragment: bool,
     },
 }
 
@@ -205,7 +218,16 @@ enum SigningKeysCommand {
 
 /// Runs the command line; the exit code says whether it worked.
 pub async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    if given_on_command_line(&matches, "master_key") {
+        eprintln!(
+            "keyfob: warning: a master key given with --master-key is visible to every user of this machine (ps, /proc); use --master-key-file or KEYFOB_MASTER_KEY"
+        );
+    }
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -213,6 +235,16 @@ pub async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether the argument `id` was typed on the command line (not taken from the environment), at
+/// the top or in any subcommand (global arguments may follow the subcommand).
+fn given_on_command_line(matches: &clap::ArgMatches, id: &str) -> bool {
+    let here = matches.try_get_raw(id).ok().flatten().is_some()
+        && matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    here || matches
+        .subcommand()
+        .is_some_and(|(_, sub)| given_on_command_line(sub, id))
 }
 
 fn one_line(err: &anyhow::Error) -> String {
@@ -235,6 +267,9 @@ fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
     }
     if let Some(key) = &global.master_key {
         config.master_key_hex = Some(key.clone().into());
+    }
+    if let Some(path) = &global.master_key_file {
+        config.master_key_file = Some(path.clone());
     }
     Ok(config)
 }
@@ -351,6 +386,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             max_permissions,
             refresh_idle_secs,
             refresh_max_age_secs,
+            allow_fragment,
         }) => {
             let (store, _) = open_storage(&config).await?;
             let account = ops::resolve_account(store.as_ref(), &account).await?;
@@ -365,6 +401,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     max_permissions,
                     refresh_idle_secs,
                     refresh_max_age_secs,
+                    allow_fragment,
                 },
             )
             .await?;
@@ -392,7 +429,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 // one before the database depends on it, so it is never lost.
                 println!("{}", new.to_hex());
             } else {
-                new.write_pending(&config.data_dir)?;
+                new.write_pending(&config.master_key_path())?;
             }
             let done = match ops::rotate_master_key(store.as_ref(), &old, &new).await {
                 Ok(done) => done,
@@ -400,12 +437,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     if from_config {
                         bail!("{err}; nothing was changed and the key printed above is not in use");
                     }
-                    MasterKey::discard_pending(&config.data_dir);
+                    MasterKey::discard_pending(&config.master_key_path());
                     bail!("{err}; nothing was changed");
                 }
             };
             if !from_config {
-                MasterKey::install_pending(&config.data_dir)?;
+                MasterKey::install_pending(&config.master_key_path())?;
             }
             audit::record_now(
                 store.as_ref(),
@@ -421,7 +458,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let place = if from_config {
                 "set KEYFOB_MASTER_KEY to the key above".to_owned()
             } else {
-                format!("it is in {}", config.data_dir.join("master.key").display())
+                format!("it is in {}", config.master_key_path().display())
             };
             eprintln!(
                 "master key rotated: sealed again {} signing keys, {} data keys and {} refresh answers; {place}, and restart every node with it",

@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub refresh_grace_secs: Option<i64>,
     /// Proxies whose `X-Forwarded-For` is believed: addresses or networks, e.g. `["10.0.0.0/8"]`.
     pub trusted_proxies: Option<Vec<String>>,
+    /// A file holding the master key (64 hex characters).
+    pub master_key_file: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -77,8 +79,11 @@ pub struct Config {
     pub refresh_grace_secs: i64,
     /// How often API-key last-used times are written (batched, never per request).
     pub last_used_flush_ms: u64,
-    /// A hex master key given by the operator; otherwise `DATA_DIR/master.key`, made on first start.
+    /// A hex master key given by the operator; otherwise read from `master_key_file`, or from
+    /// `DATA_DIR/master.key`, made on first start.
     pub master_key_hex: Option<secrecy::SecretString>,
+    /// A file holding the hex master key (kept out of the process list and the environment).
+    pub master_key_file: Option<PathBuf>,
     /// How long a new signing key is published before it signs, in seconds.
     pub signing_key_publish_secs: i64,
     /// Load balancers and proxies in front of Keyfob: from these peers, the client's address is
@@ -109,6 +114,7 @@ impl Config {
             last_used_flush_ms: 5000,
             refresh_grace_secs: 30,
             master_key_hex: None,
+            master_key_file: None,
             signing_key_publish_secs: 0,
             trusted_proxies: Vec::new(),
         }
@@ -118,6 +124,9 @@ impl Config {
     pub fn apply_file(&mut self, file: FileConfig) -> anyhow::Result<()> {
         if let Some(list) = &file.trusted_proxies {
             self.set_trusted_proxies(list)?;
+        }
+        if let Some(v) = file.master_key_file {
+            self.master_key_file = Some(v);
         }
         if let Some(v) = file.listen {
             self.listen = v;
@@ -180,6 +189,14 @@ impl Config {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => format!("http://{}", self.listen),
         }
+    }
+
+    /// The file the master key is read from when it is not given as a value: `master_key_file`,
+    /// or `DATA_DIR/master.key` (made on first start).
+    pub fn master_key_path(&self) -> PathBuf {
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("master.key"))
     }
 
     /// Whether cookies must be `Secure` (served over HTTPS).

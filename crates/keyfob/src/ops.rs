@@ -208,6 +208,10 @@ pub struct NewApp {
     pub refresh_idle_secs: Option<i64>,
     /// A session ends this long after login whatever its use (seconds); `None`: never.
     pub refresh_max_age_secs: Option<i64>,
+    /// Whether the app may receive tokens in the URL fragment (`response_type=token`, the
+    /// guide's flow for apps without a back end). Off unless asked for: tokens in a URL are
+    /// easier to leak (history, logs) than a code exchanged with PKCE.
+    pub allow_fragment: bool,
 }
 
 /// The longest idle or absolute session limit an app may set: ten years, in seconds.
@@ -287,6 +291,7 @@ pub async fn create_app(
         .map_err(anyhow::Error::from)?,
         refresh_idle_secs: new.refresh_idle_secs,
         refresh_absolute_secs: new.refresh_max_age_secs,
+        allow_fragment: new.allow_fragment,
         created_at: now_ms(),
         revoked_at: None,
     };

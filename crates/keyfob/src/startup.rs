@@ -60,18 +60,20 @@ pub async fn open_storage(
     config: &Config,
 ) -> anyhow::Result<(Arc<dyn keyfob_store::Store>, MasterKey)> {
     if config.database_url.starts_with("sqlite:") || !config.database_url.contains("://") {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("cannot create data directory {}", config.data_dir.display())
-        })?;
+        private_dir(&config.data_dir)?;
     }
     let store = keyfob_store::open(&config.database_url)
         .await
         .with_context(|| "cannot open the database")?;
-    let master = match &config.master_key_hex {
-        Some(hex) => MasterKey::from_hex(secrecy::ExposeSecret::expose_secret(hex))?,
-        None => {
-            std::fs::create_dir_all(&config.data_dir)?;
-            MasterKey::load_or_create(&config.data_dir)?
+    let master = match (&config.master_key_hex, &config.master_key_file) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "the master key is given twice: use either --master-key-file (KEYFOB_MASTER_KEY_FILE) or KEYFOB_MASTER_KEY"
+        ),
+        (Some(hex), None) => MasterKey::from_hex(secrecy::ExposeSecret::expose_secret(hex))?,
+        (None, Some(path)) => MasterKey::load(path)?,
+        (None, None) => {
+            private_dir(&config.data_dir)?;
+            MasterKey::load_or_create(&config.master_key_path())?
         }
     };
     let stored = store
@@ -80,6 +82,37 @@ pub async fn open_storage(
     master.verify_check_value(&stored)?;
     ensure_signing_key(store.as_ref(), &master, config.signing_alg).await?;
     Ok((store, master))
+}
+
+/// Makes the data directory, readable by its owner only (0700): it holds the database and the
+/// master key. One that exists already is left as it is, but reported if others may read it.
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    if !dir.exists() {
+        builder
+            .create(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        return Ok(());
+    }
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(dir) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %dir.display(),
+                mode = format!("{mode:o}"),
+                "the data directory can be read by other users; make it private (chmod 700)"
+            );
+        }
+    }
+    Ok(())
 }
 
 impl Application {

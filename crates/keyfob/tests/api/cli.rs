@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::helpers::*;
 
-fn keyfob(db: &TestDb, args: &[&str], stdin: Option<&str>) -> Output {
+pub(crate) fn keyfob(db: &TestDb, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyfob"))
         .arg("--data-dir")
         .arg(db.dir.path())
@@ -15,6 +15,7 @@ fn keyfob(db: &TestDb, args: &[&str], stdin: Option<&str>) -> Output {
         .arg(&db.url)
         .args(args)
         .env_remove("KEYFOB_MASTER_KEY")
+        .env_remove("KEYFOB_MASTER_KEY_FILE")
         .env_remove("KEYFOB_CONFIG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -33,7 +34,7 @@ fn keyfob(db: &TestDb, args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     assert!(
         output.status.success(),
         "failed: {}",
@@ -43,7 +44,7 @@ fn stdout(output: &Output) -> String {
 }
 
 /// A failure: non-zero exit, nothing on stdout, one line on stderr containing `needle`.
-fn fails_with(output: &Output, needle: &str) {
+pub(crate) fn fails_with(output: &Output, needle: &str) {
     assert!(!output.status.success());
     assert!(
         output.stdout.is_empty(),
@@ -335,6 +336,7 @@ async fn apps_and_users(backend: Backend) {
             "2592000",
             "--refresh-max-age-secs",
             "7776000",
+            "--allow-fragment",
         ],
         None,
     ));
@@ -353,6 +355,11 @@ async fn apps_and_users(backend: Backend) {
         (app.refresh_idle_secs, app.refresh_absolute_secs),
         (None, None)
     );
+    assert!(
+        spa.allow_fragment,
+        "--allow-fragment turns fragment mode on"
+    );
+    assert!(!app.allow_fragment, "off by default");
     assert_eq!(store.list_apps(account).await.unwrap().len(), 2);
 
     // Bad registrations: one line each, nothing stored.

@@ -10,6 +10,7 @@ mod browser;
 mod chrome;
 mod cli;
 mod dashboard;
+mod files;
 mod key_lookup;
 mod key_revocation;
 mod mint;
