@@ -10,6 +10,7 @@ mod browser;
 mod chrome;
 mod cli;
 mod dashboard;
+mod metrics;
 mod mint;
 mod oauth_client;
 mod openapi;
