@@ -9,6 +9,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod rate_limit;
 pub mod resources;
+pub mod serve;
 pub mod wellknown;
 
 use std::time::Instant;

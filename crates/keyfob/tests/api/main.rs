@@ -9,6 +9,7 @@ mod authorize;
 mod browser;
 mod chrome;
 mod cli;
+mod connections;
 mod dashboard;
 mod metrics;
 mod mint;
