@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -40,6 +41,11 @@ pub struct FileConfig {
     pub trusted_proxies: Option<Vec<String>>,
     /// A file holding the master key (64 hex characters).
     pub master_key_file: Option<PathBuf>,
+    pub header_timeout_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
 }
 
 impl FileConfig {
@@ -89,6 +95,19 @@ pub struct Config {
     /// Load balancers and proxies in front of Keyfob: from these peers, the client's address is
     /// taken from `X-Forwarded-For` (see `keyfob_domain::net::client_ip`). Empty: the peer itself.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long a client has to send a request's line and headers, counted from connecting, or
+    /// on a kept-alive connection from the first byte of the next request.
+    pub header_timeout: Duration,
+    /// How long a client has to send a request's whole body, from when the server starts reading it.
+    pub body_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request (or a slow client take to
+    /// read an answer) before it is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once; beyond it, new connections wait to be accepted. `None`: derived
+    /// from the open-file limit at start (see `http::serve::default_max_connections`).
+    pub max_connections: Option<usize>,
+    /// Connections one client address (an IPv6 /64) may hold at once; trusted proxies are exempt.
+    pub max_connections_per_ip: usize,
 }
 
 impl Config {
@@ -117,6 +136,11 @@ impl Config {
             master_key_file: None,
             signing_key_publish_secs: 0,
             trusted_proxies: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            max_connections: None,
+            max_connections_per_ip: 256,
         }
     }
 
@@ -169,6 +193,21 @@ impl Config {
         }
         if let Some(v) = file.login_attempts_per_minute {
             self.login_attempts_per_minute = v.max(1);
+        }
+        if let Some(v) = file.header_timeout_secs {
+            self.header_timeout = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = file.body_timeout_secs {
+            self.body_timeout = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = file.idle_timeout_secs {
+            self.idle_timeout = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = file.max_connections {
+            self.max_connections = Some(v.max(1));
+        }
+        if let Some(v) = file.max_connections_per_ip {
+            self.max_connections_per_ip = v.max(1);
         }
         Ok(())
     }

@@ -26,6 +26,7 @@ use crate::vault::Vault;
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    limits: http::serve::Limits,
     state: AppState,
     sync: SyncHandle,
 }
@@ -117,6 +118,8 @@ fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 
 impl Application {
     pub async fn build(mut config: Config) -> anyhow::Result<Application> {
+        // First, so that storage and connections alike get the raised limit.
+        let open_files = http::serve::raise_open_file_limit();
         let (store, master) = open_storage(&config).await?;
         let listener = TcpListener::bind(config.listen)
             .await
@@ -126,6 +129,7 @@ impl Application {
         if config.public_url.is_none() {
             config.public_url = Some(format!("http://{local}"));
         }
+        let limits = http::serve::Limits::from_config(&config, open_files);
         let keys = load_key_set(&store.list_signing_keys().await?, &master, now_ms())?;
         let master = Arc::new(master);
         let tokens = TokenService::new(keys, config.issuer(), config.audience.clone());
@@ -152,6 +156,7 @@ impl Application {
         Ok(Application {
             listener,
             router,
+            limits,
             state,
             sync,
         })
@@ -175,13 +180,7 @@ impl Application {
         self,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop)
-        .await?;
+        http::serve::serve(self.listener, self.router, self.limits, stop).await;
         self.sync.stop().await;
         Ok(())
     }
