@@ -8,6 +8,8 @@ use crate::query::{parse_limit, parse_page};
 pub mod action {
     pub const API_KEY_CREATED: &str = "api_key.created";
     pub const API_KEY_REVOKED: &str = "api_key.revoked";
+    /// Every token an API key minted so far was revoked; the key stays live.
+    pub const API_KEY_TOKENS_REVOKED: &str = "api_key.tokens_revoked";
     pub const TOKEN_MINTED: &str = "token.minted";
     pub const TOKEN_REVOKED: &str = "token.revoked";
     pub const OWNER_LOGIN: &str = "owner.login";
@@ -23,12 +25,15 @@ pub mod action {
     pub const SENSITIVE_REVEALED: &str = "sensitive.revealed";
     pub const SENSITIVE_FIELDS_CHANGED: &str = "sensitive.fields_changed";
     pub const SIGNING_KEY_ROTATED: &str = "signing_key.rotated";
+    /// A signing key retired at once (compromised): out of the JWKS, its tokens refused.
+    pub const SIGNING_KEY_RETIRED: &str = "signing_key.retired";
     pub const MASTER_KEY_ROTATED: &str = "master_key.rotated";
 
     /// Every action, for validating filters and listing choices in the dashboard.
     pub const ALL: &[&str] = &[
         API_KEY_CREATED,
         API_KEY_REVOKED,
+        API_KEY_TOKENS_REVOKED,
         TOKEN_MINTED,
         TOKEN_REVOKED,
         OWNER_LOGIN,
@@ -42,6 +47,7 @@ pub mod action {
         SENSITIVE_REVEALED,
         SENSITIVE_FIELDS_CHANGED,
         SIGNING_KEY_ROTATED,
+        SIGNING_KEY_RETIRED,
         MASTER_KEY_ROTATED,
     ];
 }

@@ -14,6 +14,9 @@ pub mod permission;
 pub mod principal;
 pub mod query;
 pub mod secret;
+pub mod session;
+pub mod signing;
+pub mod token_list;
 pub mod vault;
 
 pub use claims::Claims;

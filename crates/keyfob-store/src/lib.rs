@@ -40,6 +40,8 @@ pub trait Store: Send + Sync + 'static {
     // API keys.
     async fn insert_api_key(&self, key: &ApiKeyRow) -> Result<()>;
     async fn find_api_key(&self, id: &str) -> Result<Option<ApiKeyRow>>;
+    /// A key by its hash, live or revoked: the read-through on the verify path's index miss.
+    async fn find_api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRow>>;
     async fn list_api_keys(&self, account_id: &str) -> Result<Vec<ApiKeyRow>>;
     async fn active_api_keys(&self) -> Result<Vec<ApiKeyRow>>;
     /// Revokes a key (of `account_id`, when given) and logs the change. `false` when there was no
@@ -57,12 +59,38 @@ pub trait Store: Send + Sync + 'static {
     /// `(jti, expires_at)` of revoked tokens that have not expired yet.
     async fn revoked_tokens(&self, now: i64) -> Result<Vec<(String, i64)>>;
     async fn find_token(&self, jti: &str) -> Result<Option<TokenRow>>;
+    /// An account's tokens matching `filter`, newest first, and how many match in all.
+    async fn list_tokens_page(&self, filter: &TokenFilter<'_>) -> Result<(Vec<TokenRow>, u64)>;
+    /// Revokes every token a live key (of `account_id`, when given) minted up to `at`, and logs
+    /// the change; the key stays live. `false` when there was no such live key.
+    async fn revoke_key_tokens(
+        &self,
+        account_id: Option<&str>,
+        key_id: &str,
+        at: i64,
+    ) -> Result<bool>;
+    /// Keys (all, or only `key_id`) some of whose tokens still alive at `now` are refused: because
+    /// the key is revoked, or because its tokens were revoked up to an instant.
+    async fn token_cutoffs(
+        &self,
+        key_id: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<(String, TokenCutoff)>>;
 
     // Signing keys.
     async fn insert_signing_key(&self, key: &SigningKeyRow) -> Result<()>;
     async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRow>>;
     /// Adds `next`, retires every key still signing at `next.activates_at`, and logs the change.
     async fn rotate_signing_key(&self, next: &SigningKeyRow, keep_public_for: i64) -> Result<()>;
+    /// Retires a key at once (compromised): it stops signing and leaves the JWKS at `at`, and
+    /// `heir`, if any, is changed as it says; logs the change. `false` when there was no such
+    /// key that was not retired already.
+    async fn retire_signing_key(
+        &self,
+        kid: &str,
+        at: i64,
+        heir: Option<&SigningHeir>,
+    ) -> Result<bool>;
 
     // Resources.
     async fn insert_record(&self, record: &RecordRow) -> Result<()>;

@@ -118,6 +118,8 @@ async fn full_reload(state: &AppState) -> anyhow::Result<()> {
         .map(|(jti, exp_ms)| (jti, exp_ms / 1000))
         .collect();
     state.index.merge_revoked(revoked, now / 1000);
+    let cutoffs = state.store.token_cutoffs(None, now).await?;
+    state.index.merge_cutoffs(cutoffs, now);
     let window = crate::sessions::ACCESS_TOKEN_SECS + 60;
     for (sid, at) in state
         .store
@@ -157,7 +159,14 @@ async fn apply(state: &AppState, change: &Change) -> anyhow::Result<()> {
                 state.index.add_key(&row);
             }
         }
-        change_kind::API_KEY_REVOKED => state.index.remove_key(&change.subject),
+        change_kind::API_KEY_REVOKED => {
+            state.index.remove_key(&change.subject);
+            refuse_key_tokens(state, &change.subject, i64::MAX).await?;
+        }
+        // The change is logged at the instant the tokens were revoked up to.
+        change_kind::API_KEY_TOKENS_REVOKED => {
+            refuse_key_tokens(state, &change.subject, change.created_at).await?;
+        }
         change_kind::TOKEN_REVOKED => {
             let exp = match state.store.find_token(&change.subject).await? {
                 Some(token) => token.expires_at / 1000,
@@ -180,6 +189,28 @@ async fn apply(state: &AppState, change: &Change) -> anyhow::Result<()> {
         other => tracing::debug!(kind = other, "ignoring unknown change"),
     }
     Ok(())
+}
+
+/// Refuses the tokens `key_id` minted at or before `before` (`i64::MAX`: all of them), at once and
+/// for as long as the last of them lives (read from the database).
+async fn refuse_key_tokens(state: &AppState, key_id: &str, before: i64) -> anyhow::Result<()> {
+    let now = now_ms();
+    note_key_cutoff(state, key_id, before, now);
+    if let Some((_, cutoff)) = state.store.token_cutoffs(Some(key_id), now).await?.pop() {
+        state
+            .index
+            .refuse_key_tokens(key_id, before, cutoff.until, now);
+    }
+    Ok(())
+}
+
+/// Refuses the tokens `key_id` minted at or before `before` (`i64::MAX`: all of them) on this node
+/// now, without a database read: for the node that made the change, so its very next request is
+/// refused. Kept at least two full reloads, by when any token minted elsewhere meanwhile is seen
+/// in the database and keeps the cutoff as long as it lives.
+pub fn note_key_cutoff(state: &AppState, key_id: &str, before: i64, now: i64) {
+    let floor = now + 2 * FULL_RELOAD.as_millis() as i64;
+    state.index.refuse_key_tokens(key_id, before, floor, now);
 }
 
 async fn flush_uses(state: &AppState) {

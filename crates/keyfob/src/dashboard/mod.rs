@@ -48,6 +48,10 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/logout", post(account::logout))
         .route("/dashboard/keys", get(keys::list).post(keys::create))
         .route("/dashboard/keys/{id}/revoke", post(keys::revoke))
+        .route(
+            "/dashboard/keys/{id}/revoke-tokens",
+            post(tokens::revoke_key_tokens),
+        )
         .route("/dashboard/apps", get(apps::list).post(apps::create))
         .route("/dashboard/grants", get(grants::list))
         .route("/dashboard/grants/{id}/revoke", post(grants::revoke))

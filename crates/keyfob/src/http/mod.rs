@@ -10,6 +10,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod rate_limit;
 pub mod resources;
+pub mod serve;
 pub mod wellknown;
 
 use std::time::Instant;
@@ -83,7 +84,9 @@ impl ApiError {
     }
 }
 
-/// Counts requests and their latency per route and status, for `/metrics`.
+/// Counts requests and their latency per route and status, for `/metrics`. Every label comes
+/// from a closed set (a route template or `unmatched`, a known method or `other`, a status), so
+/// no request can add a series of its own.
 async fn track_metrics(request: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = request
@@ -91,14 +94,35 @@ async fn track_metrics(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
+    let labels = [
+        ("method", method.to_owned()),
+        ("route", route),
+        ("status", status),
+    ];
     metrics::counter!("keyfob_http_requests_total", &labels).increment(1);
     metrics::histogram!("keyfob_http_request_duration_seconds", &labels)
         .record(start.elapsed().as_secs_f64());
     response
+}
+
+/// The method as a metric label: the standard ones by name, any other (a client may send any
+/// token as a method) as `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 /// Headers every answer carries; pages add a CSP of their own.

@@ -13,7 +13,7 @@ use keyfob_domain::expiry::format_instant;
 use keyfob_domain::oauth::pkce_matches;
 use keyfob_domain::secret::{constant_time_eq, hash_secret};
 use keyfob_domain::{Credential, PrincipalKind};
-use keyfob_store::AppRow;
+use keyfob_store::{AppRow, RefreshSession};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -645,25 +645,31 @@ async fn describe_token(
 ) -> Result<Introspection, OAuthError> {
     let inactive = Introspection::default();
     if token.starts_with(REFRESH_PREFIX) {
-        let Some(row) = state.store.find_refresh(&hash_secret(token)).await? else {
+        let Some(session) = state
+            .store
+            .find_refresh_session(&hash_secret(token))
+            .await?
+        else {
             return Ok(inactive);
         };
-        let Some(family) = state.store.find_family(&row.family_id).await? else {
+        let Some(app) = state.find_app(&session.family.client_id).await? else {
             return Ok(inactive);
         };
-        let Some(app) = state.find_app(&family.client_id).await? else {
-            return Ok(inactive);
-        };
-        if row.used_at.is_some() || family.revoked_at.is_some() || app.account_id != account_id {
+        // The token endpoint's own rule: active only when a refresh would rotate it now.
+        if app.account_id != account_id
+            || app.revoked_at.is_some()
+            || !sessions::state_of(state, &app, &session, now_ms()).is_active()
+        {
             return Ok(inactive);
         }
-        let permissions: Vec<String> = serde_json::from_str(&row.permissions).unwrap_or_default();
+        let RefreshSession { token, family, .. } = session;
+        let permissions: Vec<String> = serde_json::from_str(&token.permissions).unwrap_or_default();
         return Ok(Introspection {
             active: true,
             scope: Some(permissions.join(" ")),
             client_id: Some(family.client_id),
             sub: Some(family.user_id),
-            iat: Some(row.created_at / 1000),
+            iat: Some(token.created_at / 1000),
             token_type: Some("refresh_token".into()),
             account_id: Some(app.account_id),
             sid: Some(family.id),

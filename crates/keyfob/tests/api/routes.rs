@@ -258,6 +258,14 @@ pub const ROUTES: &[Route] = &[
         B::Form(CSRF),
     ),
     route(
+        "POST",
+        "/dashboard/keys/{id}/revoke-tokens",
+        F::Dashboard,
+        W::Owner,
+        "x",
+        B::Form(&["csrf", "confirm"]),
+    ),
+    route(
         "GET",
         "/dashboard/apps",
         F::Dashboard,
@@ -280,6 +288,7 @@ pub const ROUTES: &[Route] = &[
             "max_permissions",
             "refresh_idle_secs",
             "refresh_max_age_secs",
+            "allow_fragment",
         ]),
     ),
     route(
@@ -591,6 +600,7 @@ impl Fixture {
                 max_permissions: "deals.read,deals.write".into(),
                 refresh_idle_secs: None,
                 refresh_max_age_secs: None,
+                allow_fragment: false,
             },
         )
         .await
@@ -776,12 +786,14 @@ impl Fixture {
             "email" => PROBE_EMAIL.to_owned(),
             "password" | "current" => PASSWORD.to_owned(),
             "confirm" if route.path == "/auth/password" => "a brand new passphrase 42".to_owned(),
+            "confirm" if route.path.ends_with("/revoke-tokens") => "yes".to_owned(),
             "confirm" => PASSWORD.to_owned(),
             "new" => "a brand new passphrase 42".to_owned(),
             "name" => "probe".to_owned(),
             "redirect_uris" => "https://probe.example.com/cb".to_owned(),
             "origins" => "https://probe.example.com".to_owned(),
             "kind" => "confidential".to_owned(),
+            "allow_fragment" => "yes".to_owned(),
             "max_permissions" => "deals.read".to_owned(),
             "refresh_idle_secs" | "refresh_max_age_secs" => "3600".to_owned(),
             "fields" => "ssn, customer.tax_id".to_owned(),
