@@ -177,7 +177,7 @@ both_backends! {
             }
         }
         // The dashboard's pages refuse it on an error page.
-        for path in ["/dashboard/data/deals?page=", "/dashboard/audit?page=", "/dashboard/audit?limit="] {
+        for path in ["/dashboard/data/deals?page=", "/dashboard/audit?page=", "/dashboard/audit?limit=", "/dashboard/tokens?page=", "/dashboard/tokens?limit="] {
             let response = f.owner.get(path).await;
             assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
             let text = html_text(&response.text().await.unwrap());
