@@ -149,9 +149,9 @@ impl<'s> ToResponse<'s> for Unauthorized {
 }
 
 /// Adds the shared responses to the components, and to every operation the errors that the edge
-/// answers whatever the handler: 400 for an unreadable address (every operation), 401 where a
-/// credential is needed, 413 and 415 where there is a body. What an operation documents itself
-/// is kept.
+/// answers whatever the handler: 400 for an unreadable address (every operation), 401 and 503
+/// where a credential is needed (an API key new to this node is read from storage), 413 and 415
+/// where there is a body. What an operation documents itself is kept.
 struct SharedErrors;
 
 impl Modify for SharedErrors {
@@ -191,6 +191,8 @@ impl Modify for SharedErrors {
                 );
                 if secured {
                     add("401", "Unauthorized");
+                    // An API key this node does not know yet is read from storage.
+                    add("503", "Unavailable");
                 }
                 if has_body {
                     add(

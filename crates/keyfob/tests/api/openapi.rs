@@ -156,9 +156,9 @@ async fn answer_is_documented(
     status
 }
 
-/// Operations that answer from memory alone and so cannot be refused for a storage outage.
+/// Operations that answer from memory alone and so cannot be refused for a storage outage (a
+/// secured one may read an API key new to this node from storage).
 const MEMORY_ONLY: &[(&str, &str)] = &[
-    ("/auth/whoami", "get"),
     ("/.well-known/jwks.json", "get"),
     ("/.well-known/oauth-authorization-server", "get"),
     ("/healthz", "get"),
