@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -35,6 +36,9 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub login_attempts_per_minute: Option<u32>,
     pub refresh_grace_secs: Option<i64>,
+    pub database_timeout_ms: Option<u64>,
+    pub database_connect_timeout_ms: Option<u64>,
+    pub database_probe_interval_ms: Option<u64>,
     /// Proxies whose `X-Forwarded-For` is believed: addresses or networks, e.g. `["10.0.0.0/8"]`.
     pub trusted_proxies: Option<Vec<String>>,
 }
@@ -72,6 +76,12 @@ pub struct Config {
     pub refresh_grace_secs: i64,
     /// How often API-key last-used times are written (batched, never per request).
     pub last_used_flush_ms: u64,
+    /// How often everything the verify path holds is reloaded from the database, as a safety net
+    /// under the change feed.
+    pub full_reload_ms: u64,
+    /// PostgreSQL: the deadline of one database call, the wait for a connection, and how often a
+    /// database found down is tried again (calls fail at once meanwhile).
+    pub database_timeouts: keyfob_store::Timeouts,
     /// A hex master key given by the operator; otherwise `DATA_DIR/master.key`, made on first start.
     pub master_key_hex: Option<secrecy::SecretString>,
     /// How long a new signing key is published before it signs, in seconds.
@@ -101,6 +111,8 @@ impl Config {
             max_body_bytes: 64 * 1024,
             login_attempts_per_minute: 10,
             last_used_flush_ms: 5000,
+            full_reload_ms: 60_000,
+            database_timeouts: keyfob_store::Timeouts::default(),
             refresh_grace_secs: 30,
             master_key_hex: None,
             signing_key_publish_secs: 0,
@@ -151,6 +163,16 @@ impl Config {
         }
         if let Some(v) = file.login_attempts_per_minute {
             self.login_attempts_per_minute = v.max(1);
+        }
+        let db = &mut self.database_timeouts;
+        if let Some(v) = file.database_timeout_ms {
+            db.operation = Duration::from_millis(v.clamp(100, 600_000));
+        }
+        if let Some(v) = file.database_connect_timeout_ms {
+            db.connect = Duration::from_millis(v.clamp(100, 60_000));
+        }
+        if let Some(v) = file.database_probe_interval_ms {
+            db.probe_interval = Duration::from_millis(v.clamp(50, 60_000));
         }
         Ok(())
     }

@@ -64,7 +64,7 @@ pub async fn open_storage(
             format!("cannot create data directory {}", config.data_dir.display())
         })?;
     }
-    let store = keyfob_store::open(&config.database_url)
+    let store = keyfob_store::open(&config.database_url, config.database_timeouts)
         .await
         .with_context(|| "cannot open the database")?;
     let master = match &config.master_key_hex {

@@ -303,7 +303,9 @@ async fn apps_and_users(backend: Backend) {
         client_id.starts_with("app_") && secret.starts_with("kfs_"),
         "{out}"
     );
-    let store = keyfob_store::open(&db.url).await.unwrap();
+    let store = keyfob_store::open(&db.url, Default::default())
+        .await
+        .unwrap();
     let app = store.find_app(client_id).await.unwrap().unwrap();
     assert_eq!(app.account_id, account);
     assert_eq!(app.public, 0);
