@@ -230,11 +230,6 @@ impl<S: Store> Guarded<S> {
     pub(crate) fn new(inner: S, breaker: Arc<Breaker>) -> Guarded<S> {
         Guarded { inner, breaker }
     }
-
-    /// Whether the database is known to be down (calls are failing fast).
-    pub fn is_down(&self) -> bool {
-        self.breaker.is_down()
-    }
 }
 
 #[async_trait]
