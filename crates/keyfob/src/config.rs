@@ -37,6 +37,9 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub login_attempts_per_minute: Option<u32>,
     pub refresh_grace_secs: Option<i64>,
+    pub database_timeout_ms: Option<u64>,
+    pub database_connect_timeout_ms: Option<u64>,
+    pub database_probe_interval_ms: Option<u64>,
     /// Proxies whose `X-Forwarded-For` is believed: addresses or networks, e.g. `["10.0.0.0/8"]`.
     pub trusted_proxies: Option<Vec<String>>,
     /// A file holding the master key (64 hex characters).
@@ -85,6 +88,12 @@ pub struct Config {
     pub refresh_grace_secs: i64,
     /// How often API-key last-used times are written (batched, never per request).
     pub last_used_flush_ms: u64,
+    /// How often everything the verify path holds is reloaded from the database, as a safety net
+    /// under the change feed.
+    pub full_reload_ms: u64,
+    /// PostgreSQL: the deadline of one database call, the wait for a connection, and how often a
+    /// database found down is tried again (calls fail at once meanwhile).
+    pub database_timeouts: keyfob_store::Timeouts,
     /// A hex master key given by the operator; otherwise read from `master_key_file`, or from
     /// `DATA_DIR/master.key`, made on first start.
     pub master_key_hex: Option<secrecy::SecretString>,
@@ -131,6 +140,8 @@ impl Config {
             max_body_bytes: 64 * 1024,
             login_attempts_per_minute: 10,
             last_used_flush_ms: 5000,
+            full_reload_ms: 60_000,
+            database_timeouts: keyfob_store::Timeouts::default(),
             refresh_grace_secs: 30,
             master_key_hex: None,
             master_key_file: None,
@@ -208,6 +219,16 @@ impl Config {
         }
         if let Some(v) = file.max_connections_per_ip {
             self.max_connections_per_ip = v.max(1);
+        }
+        let db = &mut self.database_timeouts;
+        if let Some(v) = file.database_timeout_ms {
+            db.operation = Duration::from_millis(v.clamp(100, 600_000));
+        }
+        if let Some(v) = file.database_connect_timeout_ms {
+            db.connect = Duration::from_millis(v.clamp(100, 60_000));
+        }
+        if let Some(v) = file.database_probe_interval_ms {
+            db.probe_interval = Duration::from_millis(v.clamp(50, 60_000));
         }
         Ok(())
     }

@@ -63,7 +63,7 @@ pub async fn open_storage(
     if config.database_url.starts_with("sqlite:") || !config.database_url.contains("://") {
         private_dir(&config.data_dir)?;
     }
-    let store = keyfob_store::open(&config.database_url)
+    let store = keyfob_store::open(&config.database_url, config.database_timeouts)
         .await
         .with_context(|| "cannot open the database")?;
     let master = match (&config.master_key_hex, &config.master_key_file) {
