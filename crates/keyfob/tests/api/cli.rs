@@ -585,7 +585,9 @@ async fn retiring_a_signing_key(backend: Backend) {
     assert_eq!(app.whoami_status(&fresh).await, 200);
 
     // Audited as the operator's.
-    let store = keyfob_store::open(&db.url, Default::default()).await.unwrap();
+    let store = keyfob_store::open(&db.url, Default::default())
+        .await
+        .unwrap();
     let account = stdout(&keyfob(
         &db,
         &["accounts", "create", "--email", "auditor@example.com"],
