@@ -13,6 +13,7 @@ mod dashboard;
 mod files;
 mod key_lookup;
 mod key_revocation;
+mod logins;
 mod mint;
 mod oauth_client;
 mod openapi;
