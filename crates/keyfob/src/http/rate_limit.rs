@@ -91,14 +91,6 @@ impl RateLimiter {
         self.give_back_at(key, self.now_us());
     }
 
-    /// Whether `key` would be allowed an attempt now, without counting one.
-    pub fn allows(&self, key: Key) -> bool {
-        let now = self.now_ms();
-        let map = self.full_at.lock().expect("limiter lock poisoned");
-        map.get(&key)
-            .is_none_or(|&full_at| full_at.max(now) + self.interval_ms - now <= self.window_ms)
-    }
-
     fn take_at(&self, key: Key, now: u64) -> Result<(), u64> {
         let mut map = self.full_at.lock().expect("limiter lock poisoned");
         let full_at = map.get(&key).copied().unwrap_or(now).max(now);
