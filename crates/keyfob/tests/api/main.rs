@@ -15,6 +15,7 @@ mod dashboard;
 mod files;
 mod key_lookup;
 mod key_revocation;
+mod logins;
 mod metrics;
 mod mint;
 mod oauth_client;
