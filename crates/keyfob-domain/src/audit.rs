@@ -28,6 +28,9 @@ pub mod action {
     /// A signing key retired at once (compromised): out of the JWKS, its tokens refused.
     pub const SIGNING_KEY_RETIRED: &str = "signing_key.retired";
     pub const MASTER_KEY_ROTATED: &str = "master_key.rotated";
+    /// How many events from unauthenticated clients (failed logins) one account's log did not
+    /// take from one client address in a window, past its limit.
+    pub const AUDIT_SUPPRESSED: &str = "audit.suppressed";
 
     /// Every action, for validating filters and listing choices in the dashboard.
     pub const ALL: &[&str] = &[
@@ -49,6 +52,7 @@ pub mod action {
         SIGNING_KEY_ROTATED,
         SIGNING_KEY_RETIRED,
         MASTER_KEY_ROTATED,
+        AUDIT_SUPPRESSED,
     ];
 }
 
@@ -69,6 +73,9 @@ pub enum ActorKind {
     Operator,
     /// Keyfob itself (e.g. refresh reuse detected).
     System,
+    /// A client that has not authenticated (a failed login): anyone on the internet. Its events
+    /// are throttled per account and client address.
+    Anonymous,
 }
 
 impl ActorKind {
@@ -81,6 +88,7 @@ impl ActorKind {
             ActorKind::App => "app",
             ActorKind::Operator => "operator",
             ActorKind::System => "system",
+            ActorKind::Anonymous => "anonymous",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! anything a domain rule should.
 
 mod error;
+mod guard;
 mod model;
 mod pg;
 mod sql;
@@ -16,7 +17,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use keyfob_domain::query::ListQuery;
 
-pub use error::StoreError;
+pub use error::{StoreError, Unreachable};
+pub use guard::{Guarded, Timeouts};
 pub use model::*;
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
@@ -221,10 +223,11 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the store a URL names: `postgres://…` or `sqlite://…` (or a plain file path), and runs
-/// its migrations.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+/// its migrations. PostgreSQL calls keep to `timeouts` and fail fast while the server is down
+/// (see [`Guarded`]); SQLite is a local file, so its calls are made as they come.
+pub async fn open(url: &str, timeouts: Timeouts) -> Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect(url).await?))
+        Ok(Arc::new(PgStore::connect(url, timeouts).await?))
     } else {
         Ok(Arc::new(SqliteStore::connect(url).await?))
     }

@@ -84,7 +84,7 @@ fn make_private(path: &Path) -> Result<()> {
 }
 
 fn private_error(path: &Path, err: std::io::Error) -> StoreError {
-    StoreError::Unavailable(sqlx::Error::Io(std::io::Error::new(
+    StoreError::Database(sqlx::Error::Io(std::io::Error::new(
         err.kind(),
         format!(
             "cannot make the database file {} private: {err}",

@@ -79,9 +79,14 @@ impl<T: Send + 'static, R: Clone + Send + 'static> Batcher<T, R> {
     }
 }
 
-/// Every item of a failed batch gets the error, which is logged once.
+/// Every item of a failed batch gets the error, which is logged once (not at all while the
+/// database is known to be down: that was logged when it went down).
 fn failed<R>(name: &str, count: usize, err: StoreError) -> Vec<Result<R, Arc<StoreError>>> {
-    tracing::error!(writer = name, items = count, error = %err, "batch not written");
+    if err.is_known_outage() {
+        tracing::debug!(writer = name, items = count, error = %err, "batch not written");
+    } else {
+        tracing::error!(writer = name, items = count, error = %err, "batch not written");
+    }
     let err = Arc::new(err);
     (0..count).map(|_| Err(err.clone())).collect()
 }

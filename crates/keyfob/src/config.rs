@@ -36,7 +36,15 @@ pub struct FileConfig {
     pub key_lookups_per_second: Option<u32>,
     pub max_body_bytes: Option<usize>,
     pub login_attempts_per_minute: Option<u32>,
+    pub login_attempts_per_email_and_address: Option<u32>,
+    pub login_attempts_per_email: Option<u32>,
+    pub login_attempts_per_device: Option<u32>,
+    pub audit_anonymous_events: Option<u32>,
+    pub audit_anonymous_window_secs: Option<u64>,
     pub refresh_grace_secs: Option<i64>,
+    pub database_timeout_ms: Option<u64>,
+    pub database_connect_timeout_ms: Option<u64>,
+    pub database_probe_interval_ms: Option<u64>,
     /// Proxies whose `X-Forwarded-For` is believed: addresses or networks, e.g. `["10.0.0.0/8"]`.
     pub trusted_proxies: Option<Vec<String>>,
     /// A file holding the master key (64 hex characters).
@@ -80,11 +88,31 @@ pub struct Config {
     /// flood the database.
     pub key_lookups_per_second: u32,
     pub max_body_bytes: usize,
+    /// Failed password checks one client address may make per minute, whatever the email (and
+    /// sign-ups per address per minute).
     pub login_attempts_per_minute: u32,
+    /// Failed password checks for one email from one client address per 15 minutes.
+    pub login_attempts_per_email_and_address: u32,
+    /// Failed password checks for one email per hour from all clients without a device cookie
+    /// for it together.
+    pub login_attempts_per_email: u32,
+    /// Failed password checks per 15 minutes from a browser with a device cookie for the email.
+    pub login_attempts_per_device: u32,
+    /// Events from unauthenticated clients (failed logins) an account's audit log takes from one
+    /// client address per window; the rest are counted in one summary event.
+    pub audit_anonymous_events: u32,
+    /// That window, in seconds.
+    pub audit_anonymous_window_secs: u64,
     /// How long a used refresh token, presented again, still gets the same new pair (seconds).
     pub refresh_grace_secs: i64,
     /// How often API-key last-used times are written (batched, never per request).
     pub last_used_flush_ms: u64,
+    /// How often everything the verify path holds is reloaded from the database, as a safety net
+    /// under the change feed.
+    pub full_reload_ms: u64,
+    /// PostgreSQL: the deadline of one database call, the wait for a connection, and how often a
+    /// database found down is tried again (calls fail at once meanwhile).
+    pub database_timeouts: keyfob_store::Timeouts,
     /// A hex master key given by the operator; otherwise read from `master_key_file`, or from
     /// `DATA_DIR/master.key`, made on first start.
     pub master_key_hex: Option<secrecy::SecretString>,
@@ -130,7 +158,14 @@ impl Config {
             key_lookups_per_second: 20,
             max_body_bytes: 64 * 1024,
             login_attempts_per_minute: 10,
+            login_attempts_per_email_and_address: 5,
+            login_attempts_per_email: 50,
+            login_attempts_per_device: 10,
+            audit_anonymous_events: 5,
+            audit_anonymous_window_secs: 600,
             last_used_flush_ms: 5000,
+            full_reload_ms: 60_000,
+            database_timeouts: keyfob_store::Timeouts::default(),
             refresh_grace_secs: 30,
             master_key_hex: None,
             master_key_file: None,
@@ -209,6 +244,31 @@ impl Config {
         if let Some(v) = file.max_connections_per_ip {
             self.max_connections_per_ip = v.max(1);
         }
+        let db = &mut self.database_timeouts;
+        if let Some(v) = file.database_timeout_ms {
+            db.operation = Duration::from_millis(v.clamp(100, 600_000));
+        }
+        if let Some(v) = file.database_connect_timeout_ms {
+            db.connect = Duration::from_millis(v.clamp(100, 60_000));
+        }
+        if let Some(v) = file.database_probe_interval_ms {
+            db.probe_interval = Duration::from_millis(v.clamp(50, 60_000));
+        }
+        if let Some(v) = file.login_attempts_per_email_and_address {
+            self.login_attempts_per_email_and_address = v.max(1);
+        }
+        if let Some(v) = file.login_attempts_per_email {
+            self.login_attempts_per_email = v.max(1);
+        }
+        if let Some(v) = file.login_attempts_per_device {
+            self.login_attempts_per_device = v.max(1);
+        }
+        if let Some(v) = file.audit_anonymous_events {
+            self.audit_anonymous_events = v;
+        }
+        if let Some(v) = file.audit_anonymous_window_secs {
+            self.audit_anonymous_window_secs = v.clamp(1, 86_400);
+        }
         Ok(())
     }
 
@@ -236,6 +296,14 @@ impl Config {
         self.master_key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+
+    /// How many events from unauthenticated clients the audit log takes per account and address.
+    pub fn anonymous_audit_limit(&self) -> crate::audit::AnonymousLimit {
+        crate::audit::AnonymousLimit {
+            events: self.audit_anonymous_events,
+            window: std::time::Duration::from_secs(self.audit_anonymous_window_secs.max(1)),
+        }
     }
 
     /// Whether cookies must be `Secure` (served over HTTPS).

@@ -105,6 +105,19 @@ impl MasterKey {
         Aes256Gcm::new_from_slice(self.0.expose_secret()).expect("32-byte key")
     }
 
+    /// An HMAC-SHA256 key for one purpose (`info`), derived from the master key with
+    /// HKDF-SHA256: every node with the same master key derives the same key, and neither reveals
+    /// the master key nor the other purposes' keys.
+    pub fn derive_hmac_key(&self, info: &'static [u8]) -> aws_lc_rs::hmac::Key {
+        use aws_lc_rs::{hkdf, hmac};
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"keyfob").extract(self.0.expose_secret());
+        let infos = [info];
+        let okm = prk
+            .expand(&infos, hmac::HMAC_SHA256)
+            .expect("32 bytes are within HKDF-SHA256's output limit");
+        hmac::Key::from(okm)
+    }
+
     /// Encrypts `plaintext`, bound to `aad` (what it is and whose), as base64 of nonce and
     /// ciphertext.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> String {

@@ -15,7 +15,8 @@ use crate::auth::{AuthIndex, SyncHandle, spawn_sync};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::crypto::{CHECK_SETTING, MasterKey};
-use crate::http::{self, RateLimiter};
+use crate::http;
+use crate::logins::Logins;
 use crate::ops::ensure_signing_key;
 use crate::passwords::Passwords;
 use crate::state::AppState;
@@ -63,7 +64,7 @@ pub async fn open_storage(
     if config.database_url.starts_with("sqlite:") || !config.database_url.contains("://") {
         private_dir(&config.data_dir)?;
     }
-    let store = keyfob_store::open(&config.database_url)
+    let store = keyfob_store::open(&config.database_url, config.database_timeouts)
         .await
         .with_context(|| "cannot open the database")?;
     let master = match (&config.master_key_hex, &config.master_key_file) {
@@ -135,16 +136,13 @@ impl Application {
         let tokens = TokenService::new(keys, config.issuer(), config.audience.clone());
         let state = AppState {
             recorder: TokenRecorder::spawn(store.clone()),
-            audit: AuditLog::spawn(store.clone()),
+            audit: AuditLog::spawn(store.clone(), config.anonymous_audit_limit()),
             vault: Arc::new(Vault::new(store.clone(), master.clone())),
             writes: crate::sessions::SessionWrites::spawn(store.clone()),
             tokens: Arc::new(tokens),
             index: Arc::new(AuthIndex::new(config.key_lookups_per_second)),
             passwords: Passwords::new(config.password_workers),
-            login_limiter: Arc::new(RateLimiter::new(
-                config.login_attempts_per_minute,
-                Duration::from_secs(60),
-            )),
+            logins: Arc::new(Logins::new(&config, &master)),
             metrics: metrics_handle(),
             master,
             store,
@@ -181,6 +179,10 @@ impl Application {
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         http::serve::serve(self.listener, self.router, self.limits, stop).await;
+        // The counts of throttled audit events are written before the node goes away.
+        if let Err(err) = self.state.audit.close_anonymous_windows().await {
+            tracing::error!(error = %err, "could not write the audit log's last summaries");
+        }
         self.sync.stop().await;
         Ok(())
     }

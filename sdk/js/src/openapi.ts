@@ -274,7 +274,7 @@ export interface components {
         AuditActor: {
             /** @description The API key's id, the token's `jti`, the owner's or user's id. */
             id: string;
-            /** @description `api_key`, `token`, `owner`, `user`, `operator` or `system`. */
+            /** @description `api_key`, `token`, `owner`, `user`, `app`, `operator`, `system`, or `anonymous` (a client that has not authenticated: a failed login). */
             kind: string;
         };
         /** @description One audit event. */

@@ -19,7 +19,7 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-pub use session::{FORM_COOKIE, SESSION_COOKIE};
+pub use session::{DEVICE_COOKIE, FORM_COOKIE, SESSION_COOKIE};
 
 use page::PageError;
 

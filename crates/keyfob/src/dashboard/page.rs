@@ -137,6 +137,29 @@ impl PageError {
         )
     }
 
+    /// A 500 caused by an unreachable database becomes the 503 it is.
+    pub(crate) fn outage_as_unavailable(self) -> Self {
+        match self {
+            PageError::Internal(err) => match crate::http::error::database_outage(&err) {
+                Some(cause) => {
+                    crate::http::error::log_outage(&err, cause);
+                    PageError::Unavailable
+                }
+                None => PageError::Internal(err),
+            },
+            other => other,
+        }
+    }
+
+    /// `Retry-After` of the answer, in seconds: how long to wait before trying again.
+    pub(crate) fn retry_after(&self) -> Option<u64> {
+        match self {
+            PageError::TooManyRequests { retry_after } => Some(*retry_after),
+            PageError::Unavailable => Some(crate::http::error::UNAVAILABLE_RETRY_AFTER_SECS),
+            _ => None,
+        }
+    }
+
     pub(crate) fn status_and_title(&self) -> (StatusCode, &'static str) {
         match self {
             PageError::BadRequest(_) => (StatusCode::BAD_REQUEST, "Bad request"),
@@ -157,8 +180,8 @@ impl PageError {
 impl From<StoreError> for PageError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Unavailable(_) => {
-                tracing::error!(error = %err, "storage unavailable");
+            StoreError::Unavailable(ref cause) => {
+                crate::http::error::log_outage(&err, cause);
                 PageError::Unavailable
             }
             other => PageError::Internal(other.into()),
@@ -182,14 +205,15 @@ struct ErrorPage<'a> {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        if let PageError::Internal(err) = &self {
+        let this = self.outage_as_unavailable();
+        if let PageError::Internal(err) = &this {
             tracing::error!(error = ?err, "internal error in the dashboard");
         }
-        let (status, title) = self.status_and_title();
+        let (status, title) = this.status_and_title();
         let page = ErrorPage {
             layout: Layout::anonymous(),
             title,
-            message: self.to_string(),
+            message: this.to_string(),
         };
         let body = page.render().unwrap_or_else(|_| title.to_owned());
         // The pages' policy on the page itself: an error may be answered outside the dashboard's
@@ -197,10 +221,10 @@ impl IntoResponse for PageError {
         let csp = HeaderValue::from_static(super::CONTENT_SECURITY_POLICY);
         let mut response =
             (status, [(header::CONTENT_SECURITY_POLICY, csp)], Html(body)).into_response();
-        if let PageError::TooManyRequests { retry_after } = self {
+        if let Some(secs) = this.retry_after() {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

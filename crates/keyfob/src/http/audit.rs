@@ -25,7 +25,7 @@ pub fn router() -> Router<AppState> {
 /// Who did it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AuditActor {
-    /// `api_key`, `token`, `owner`, `user`, `operator` or `system`.
+    /// `api_key`, `token`, `owner`, `user`, `app`, `operator`, `system`, or `anonymous` (a client that has not authenticated: a failed login).
     pub kind: String,
     /// The API key's id, the token's `jti`, the owner's or user's id.
     pub id: String,

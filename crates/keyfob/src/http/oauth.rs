@@ -105,7 +105,7 @@ impl OAuthError {
 
 impl From<ApiError> for OAuthError {
     fn from(err: ApiError) -> Self {
-        match err {
+        match err.outage_as_unavailable() {
             ApiError::Unavailable => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
@@ -156,6 +156,12 @@ impl IntoResponse for OAuthError {
             headers.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"keyfob\""),
+            );
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::http::error::UNAVAILABLE_RETRY_AFTER_SECS),
             );
         }
         response

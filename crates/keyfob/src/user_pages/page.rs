@@ -125,7 +125,7 @@ struct ErrorPage<'a> {
 
 impl IntoResponse for UserPageError {
     fn into_response(self) -> Response {
-        let err = self.0;
+        let err = self.0.outage_as_unavailable();
         if let PageError::Internal(inner) = &err {
             tracing::error!(error = ?inner, "internal error on a user page");
         }
@@ -141,10 +141,10 @@ impl IntoResponse for UserPageError {
         let csp = HeaderValue::from_static(DEFAULT_CSP);
         let mut response =
             (status, [(header::CONTENT_SECURITY_POLICY, csp)], Html(body)).into_response();
-        if let PageError::TooManyRequests { retry_after } = err {
+        if let Some(secs) = err.retry_after() {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

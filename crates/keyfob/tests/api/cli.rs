@@ -304,7 +304,9 @@ async fn apps_and_users(backend: Backend) {
         client_id.starts_with("app_") && secret.starts_with("kfs_"),
         "{out}"
     );
-    let store = keyfob_store::open(&db.url).await.unwrap();
+    let store = keyfob_store::open(&db.url, Default::default())
+        .await
+        .unwrap();
     let app = store.find_app(client_id).await.unwrap().unwrap();
     assert_eq!(app.account_id, account);
     assert_eq!(app.public, 0);
@@ -583,7 +585,9 @@ async fn retiring_a_signing_key(backend: Backend) {
     assert_eq!(app.whoami_status(&fresh).await, 200);
 
     // Audited as the operator's.
-    let store = keyfob_store::open(&db.url).await.unwrap();
+    let store = keyfob_store::open(&db.url, Default::default())
+        .await
+        .unwrap();
     let account = stdout(&keyfob(
         &db,
         &["accounts", "create", "--email", "auditor@example.com"],

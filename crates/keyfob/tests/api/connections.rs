@@ -495,8 +495,15 @@ async fn accepting_resumes_after_running_out_of_descriptors() {
         .expect("keyfob runs");
     let mut server = Server(child);
     let mut stdout = std::io::BufReader::new(server.0.stdout.take().unwrap());
+    // The line that says where it listens (log lines may come first).
     let mut first_line = String::new();
-    stdout.read_line(&mut first_line).unwrap();
+    while !first_line.contains("listening on") {
+        first_line.clear();
+        assert!(
+            stdout.read_line(&mut first_line).unwrap() > 0,
+            "the server said where it listens"
+        );
+    }
     // Keep reading, so that the server's later lines do not meet a closed pipe.
     std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
     let addr: SocketAddr = first_line

@@ -1,6 +1,7 @@
 //! Integration tests: each starts the real server on port 0 with a fresh database, on SQLite and,
 //! where `KEYFOB_TEST_POSTGRES_URL` is set, on PostgreSQL too.
 
+mod db_proxy;
 mod helpers;
 mod routes;
 
@@ -17,10 +18,12 @@ mod files;
 mod hostile_input;
 mod key_lookup;
 mod key_revocation;
+mod logins;
 mod metrics;
 mod mint;
 mod oauth_client;
 mod openapi;
+mod outage;
 mod resources;
 mod revocation;
 mod session_browser;
