@@ -468,15 +468,6 @@ export interface components {
                 "application/json": components["schemas"]["ErrorBody"];
             };
         };
-        /** @description The credential does not allow this request */
-        Forbidden: {
-            headers: {
-                [name: string]: unknown;
-            };
-            content: {
-                "application/json": components["schemas"]["ErrorBody"];
-            };
-        };
         /** @description RFC 6749 error: `invalid_request` and the like */
         OAuthBadRequest: {
             headers: {
@@ -498,6 +489,8 @@ export interface components {
         /** @description `temporarily_unavailable`: storage is unavailable */
         OAuthUnavailable: {
             headers: {
+                /** @description Seconds to wait before trying again */
+                "Retry-After"?: number;
                 [name: string]: unknown;
             };
             content: {
@@ -527,6 +520,8 @@ export interface components {
         /** @description Storage is unavailable; retry later */
         Unavailable: {
             headers: {
+                /** @description Seconds to wait before trying again */
+                "Retry-After"?: number;
                 [name: string]: unknown;
             };
             content: {

@@ -70,14 +70,14 @@ impl Modify for BearerAuth {
 /// Declares a shared error response: its component name is the type's name, its body the schema
 /// named.
 macro_rules! error_response {
-    ($($(#[$doc:meta])* $name:ident: $schema:literal, $description:literal;)*) => {
+    ($($(#[$doc:meta])* $name:ident: $builder:expr, $schema:literal, $description:literal;)*) => {
         $(
             $(#[$doc])*
             pub struct $name;
 
             impl<'s> ToResponse<'s> for $name {
                 fn response() -> (&'s str, RefOr<Response>) {
-                    (stringify!($name), error(ResponseBuilder::new(), $schema, $description))
+                    (stringify!($name), error($builder, $schema, $description))
                 }
             }
         )*
@@ -102,28 +102,37 @@ fn error(builder: ResponseBuilder, schema: &str, description: &str) -> RefOr<Res
         .into()
 }
 
+/// A 503 says when to try again.
+fn retry_after() -> ResponseBuilder {
+    let header = HeaderBuilder::new()
+        .schema(utoipa::openapi::ObjectBuilder::new().schema_type(Type::Integer))
+        .description(Some("Seconds to wait before trying again"))
+        .build();
+    ResponseBuilder::new().header("Retry-After", header)
+}
+
 error_response! {
     /// Any operation: a path segment or query parameter holding a NUL character or bytes that are
     /// not UTF-8, and whatever the operation itself documents as bad input.
-    BadRequest: "ErrorBody",
+    BadRequest: ResponseBuilder::new(), "ErrorBody",
         "Bad input; the message names the field, parameter or path segment";
     /// Any operation with a JSON body.
-    PayloadTooLarge: "ErrorBody",
+    PayloadTooLarge: ResponseBuilder::new(), "ErrorBody",
         "The body is larger than the server accepts (`max_body_bytes`, 64 KiB by default)";
     /// Any operation with a JSON body.
-    UnsupportedMediaType: "ErrorBody",
+    UnsupportedMediaType: ResponseBuilder::new(), "ErrorBody",
         "The body must be sent with `Content-Type: application/json`";
-    /// An operation that needs a credential, when it cannot be given one.
-    Forbidden: "ErrorBody", "The credential does not allow this request";
     /// An operation that needs storage, while storage does not answer.
-    Unavailable: "ErrorBody", "Storage is unavailable; retry later";
+    Unavailable: retry_after(), "ErrorBody", "Storage is unavailable; retry later";
     /// The OAuth endpoints' bad input.
-    OAuthBadRequest: "OAuthErrorBody", "RFC 6749 error: `invalid_request` and the like";
+    OAuthBadRequest: ResponseBuilder::new(), "OAuthErrorBody",
+        "RFC 6749 error: `invalid_request` and the like";
     /// The OAuth endpoints' oversized body.
-    OAuthPayloadTooLarge: "OAuthErrorBody",
+    OAuthPayloadTooLarge: ResponseBuilder::new(), "OAuthErrorBody",
         "`invalid_request`: the body is larger than the server accepts";
     /// The OAuth endpoints' storage outage.
-    OAuthUnavailable: "OAuthErrorBody", "`temporarily_unavailable`: storage is unavailable";
+    OAuthUnavailable: retry_after(), "OAuthErrorBody",
+        "`temporarily_unavailable`: storage is unavailable";
 }
 
 /// A 401 names the problem in `WWW-Authenticate` too.
