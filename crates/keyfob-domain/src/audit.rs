@@ -2,6 +2,7 @@
 //! listing of events is asked for (`action`, `actor`, `since`, `until`, `limit`, `page`).
 
 use crate::expiry::parse_instant;
+use crate::query::{parse_limit, parse_page};
 
 /// The actions the audit log records. Stored and filtered as these exact strings.
 pub mod action {
@@ -94,7 +95,7 @@ impl ActorKind {
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 100;
-pub const MAX_PAGE: u32 = 1_000_000;
+pub const MAX_PAGE: u32 = crate::query::MAX_PAGE;
 const MAX_ACTOR_LEN: usize = 128;
 
 /// A parsed audit listing request. Times are Unix milliseconds; `until` is exclusive.
@@ -147,7 +148,8 @@ impl AuditQuery {
         u64::from(self.page - 1) * u64::from(self.limit)
     }
 
-    /// Reads the query string's pairs. Empty values (an untouched form field) mean "no filter".
+    /// Reads the query string's pairs. An empty filter (an untouched form field) means "no filter";
+    /// an empty `limit` or `page` is refused.
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<AuditQuery, AuditQueryError> {
         let mut query = AuditQuery::default();
         let mut seen: Vec<&'static str> = Vec::new();
@@ -166,24 +168,15 @@ impl AuditQuery {
             }
             seen.push(name);
             let value = value.trim();
-            if value.is_empty() {
-                continue;
-            }
             match name {
+                // Paging is never a filter: an empty value is refused as list queries refuse it.
                 "limit" => {
-                    query.limit = value
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|n| (1..=MAX_LIMIT).contains(n))
-                        .ok_or(AuditQueryError::Limit)?;
+                    query.limit = parse_limit(value, MAX_LIMIT).ok_or(AuditQueryError::Limit)?;
                 }
                 "page" => {
-                    query.page = value
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|n| (1..=MAX_PAGE).contains(n))
-                        .ok_or(AuditQueryError::Page)?;
+                    query.page = parse_page(value).ok_or(AuditQueryError::Page)?;
                 }
+                _ if value.is_empty() => {}
                 "action" => {
                     query.action = Some(
                         action::ALL
@@ -268,6 +261,8 @@ mod tests {
         assert_eq!(q(&[("limit", "0")]), Err(AuditQueryError::Limit));
         assert_eq!(q(&[("limit", "101")]), Err(AuditQueryError::Limit));
         assert_eq!(q(&[("page", "x")]), Err(AuditQueryError::Page));
+        assert_eq!(q(&[("page", "")]), Err(AuditQueryError::Page));
+        assert_eq!(q(&[("limit", "")]), Err(AuditQueryError::Limit));
         assert!(matches!(
             q(&[("action", "drop table")]),
             Err(AuditQueryError::Action(_))

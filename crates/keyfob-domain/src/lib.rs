@@ -7,6 +7,7 @@ pub mod claims;
 pub mod credential;
 pub mod email;
 pub mod expiry;
+pub mod input;
 pub mod net;
 pub mod oauth;
 pub mod permission;

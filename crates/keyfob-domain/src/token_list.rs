@@ -2,10 +2,11 @@
 //! permission they carry, by state (live, revoked, expired), a page at a time.
 
 use crate::permission::Permission;
+use crate::query::{parse_limit, parse_page};
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 200;
-pub const MAX_PAGE: u32 = 1_000_000;
+pub const MAX_PAGE: u32 = crate::query::MAX_PAGE;
 
 /// The state of a minted token at a given instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +77,8 @@ impl TokenQuery {
         u64::from(self.page - 1) * u64::from(self.limit)
     }
 
-    /// Reads the query string's pairs. Empty values (an untouched form field) mean "no filter".
+    /// Reads the query string's pairs. An empty filter (an untouched form field) means "no
+    /// filter"; an empty `limit` or `page` is refused.
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<TokenQuery, TokenQueryError> {
         let mut query = TokenQuery::default();
         let mut seen: Vec<&'static str> = Vec::new();
@@ -94,24 +96,15 @@ impl TokenQuery {
             }
             seen.push(name);
             let value = value.trim();
-            if value.is_empty() {
-                continue;
-            }
             match name {
+                // Paging is never a filter: an empty value is refused as list queries refuse it.
                 "limit" => {
-                    query.limit = value
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|n| (1..=MAX_LIMIT).contains(n))
-                        .ok_or(TokenQueryError::Limit)?;
+                    query.limit = parse_limit(value, MAX_LIMIT).ok_or(TokenQueryError::Limit)?;
                 }
                 "page" => {
-                    query.page = value
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|n| (1..=MAX_PAGE).contains(n))
-                        .ok_or(TokenQueryError::Page)?;
+                    query.page = parse_page(value).ok_or(TokenQueryError::Page)?;
                 }
+                _ if value.is_empty() => {}
                 "key" => {
                     // Key ids are UUIDs; anything else cannot name one.
                     let id = uuid::Uuid::try_parse(value).map_err(|_| TokenQueryError::Key)?;
@@ -173,14 +166,10 @@ mod tests {
 
     #[test]
     fn empty_values_mean_no_filter() {
-        let query = q(&[
-            ("key", ""),
-            ("permission", " "),
-            ("status", ""),
-            ("page", ""),
-        ])
-        .unwrap();
+        let query = q(&[("key", ""), ("permission", " "), ("status", "")]).unwrap();
         assert_eq!(query, TokenQuery::default());
+        assert_eq!(q(&[("page", "")]), Err(TokenQueryError::Page));
+        assert_eq!(q(&[("limit", " ")]), Err(TokenQueryError::Limit));
     }
 
     #[test]

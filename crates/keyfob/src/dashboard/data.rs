@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, Redirect, Response};
 use axum_extra::extract::CookieJar;
 use keyfob_domain::audit::action;
-use keyfob_domain::query::{ListQuery, valid_resource};
+use keyfob_domain::query::{ListQuery, parse_page, valid_resource};
 use keyfob_domain::vault::{RevealRequest, SensitiveFields};
 use keyfob_store::{RecordRow, RecordScope};
 use serde::Deserialize;
@@ -189,15 +189,15 @@ pub async fn records(
     check_resource(&resource)?;
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).unwrap_or_default();
-    let page = pairs
-        .iter()
-        .find(|(k, _)| k == "page")
-        .map(|(_, v)| v.parse::<u32>())
-        .transpose()
-        .ok()
-        .flatten()
-        .filter(|p| (1..=keyfob_domain::query::MAX_PAGE).contains(p))
-        .unwrap_or(1);
+    let page = match pairs.iter().find(|(k, _)| k == "page") {
+        Some((_, value)) => parse_page(value).ok_or_else(|| {
+            PageError::BadRequest(format!(
+                "This address is not valid: {}.",
+                keyfob_domain::query::QueryError::Page
+            ))
+        })?,
+        None => 1,
+    };
     let list = ListQuery {
         limit: PAGE_SIZE,
         page,

@@ -65,6 +65,8 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/data/{resource}/{id}/reveal", post(data::reveal))
         .route("/dashboard/static/app.css", get(stylesheet))
         .route("/dashboard/{*rest}", any(not_found))
+        // Before the layers, so that a 405 page carries the pages' policy too.
+        .method_not_allowed_fallback(crate::http::guard::method_not_allowed)
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::JsonBody;
+use super::openapi::Unavailable;
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::Auth;
 use crate::state::AppState;
@@ -92,6 +93,7 @@ fn parse_permissions(value: Option<serde_json::Value>) -> ApiResult<PermissionSe
         (status = 400, description = "Bad permissions or expiry", body = ErrorBody),
         (status = 401, description = "Missing or invalid credential", body = ErrorBody),
         (status = 403, description = "Only an API key can mint", body = ErrorBody),
+        (status = 503, response = Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(account = %auth.0.account_id))]

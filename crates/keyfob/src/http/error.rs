@@ -49,6 +49,14 @@ pub enum ApiError {
     Unavailable,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
+    /// The request itself refused by the HTTP layer: a method the path does not serve, a body too
+    /// large or of the wrong type, and the like. `code` is machine-readable.
+    #[error("{message}")]
+    Rejected {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -99,6 +107,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Rejected { status, code, .. } => (*status, code),
         }
     }
 }

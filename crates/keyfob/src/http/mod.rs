@@ -4,6 +4,7 @@ pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod guard;
 pub mod health;
 pub mod oauth;
 pub mod openapi;
@@ -30,9 +31,12 @@ use crate::state::AppState;
 /// Every route Keyfob serves, with its middleware.
 pub fn router(state: AppState) -> Router {
     // Browser apps on registered origins call these directly.
+    // A router with layers of its own sets the 405 answer before them (the root's would replace
+    // the layered default): here CORS must see it, to answer preflights.
     let browser = Router::new()
         .merge(oauth::browser_router())
         .merge(resources::router())
+        .method_not_allowed_fallback(guard::method_not_allowed)
         .layer(cors(state.index.clone()));
     Router::new()
         .merge(auth::router())
@@ -44,7 +48,10 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(crate::dashboard::router())
         .merge(crate::user_pages::router())
-        .fallback(not_found)
+        .fallback(guard::not_found)
+        .method_not_allowed_fallback(guard::method_not_allowed)
+        .layer(middleware::from_fn(guard::refuse_unreadable_input))
+        .layer(middleware::from_fn(guard::error_bodies))
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn(track_metrics))
         .layer(CatchPanicLayer::custom(|_| {
@@ -69,10 +76,6 @@ fn cors(index: std::sync::Arc<crate::auth::AuthIndex>) -> CorsLayer {
         ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .max_age(std::time::Duration::from_secs(600))
-}
-
-async fn not_found() -> ApiError {
-    ApiError::NotFound("no such endpoint".into())
 }
 
 impl ApiError {

@@ -112,6 +112,16 @@ async fn context(
     })
 }
 
+/// The authorization request carried in a form's `request` field.
+fn request_field(request: &str) -> Result<AuthorizeParams, UserPageError> {
+    AuthorizeParams::from_form_field(request).map_err(|err| {
+        PageError::BadRequest(format!(
+            "The form field `request` is not valid: its parameter {err}. Nothing was changed."
+        ))
+        .into()
+    })
+}
+
 /// Counts one attempt under `key`, refusing it once over the limit.
 pub fn limit(state: &AppState, key: &str) -> Result<(), UserPageError> {
     state
@@ -168,11 +178,11 @@ pub async fn login(
     UserForm(form): UserForm<LoginForm>,
 ) -> Result<Response, UserPageError> {
     check_form_token(&state, &jar, &form.csrf)?;
+    let params = request_field(&form.request)?;
     let attempt = state
         .logins
         .begin(LoginKind::User, &form.email, &ip, device_cookie(&jar))
         .map_err(|retry_after| PageError::TooManyRequests { retry_after })?;
-    let params = AuthorizeParams::from_query(&form.request).unwrap_or_default();
     let user = match Email::parse(&form.email) {
         Ok(email) => state.store.find_user_by_email(email.as_str()).await?,
         Err(_) => None,
@@ -270,8 +280,8 @@ pub async fn signup(
     UserForm(form): UserForm<SignupForm>,
 ) -> Result<Response, UserPageError> {
     check_form_token(&state, &jar, &form.csrf)?;
+    let params = request_field(&form.request)?;
     limit(&state, &format!("user-signup-ip:{ip}"))?;
-    let params = AuthorizeParams::from_query(&form.request).unwrap_or_default();
     let (app_name, csp) = context(&state, &params).await?;
     let again = |status: StatusCode, error: String| {
         let signup = SignupPage {

@@ -9,6 +9,7 @@
 //! hidden fields of the consent form), and is checked again in full wherever it comes back: the
 //! browser can change it, so nothing in it is trusted without checking.
 
+use keyfob_domain::input::InputError;
 use keyfob_domain::oauth;
 use keyfob_domain::permission::Permission;
 use keyfob_store::AppRow;
@@ -39,9 +40,19 @@ pub struct AuthorizeParams {
 }
 
 impl AuthorizeParams {
-    /// Reads a query string; `None` when it cannot be read (e.g. a parameter given twice).
+    /// Reads a query string; `None` when it cannot be read (e.g. a parameter given twice, or one
+    /// holding text Keyfob does not accept).
     pub fn from_query(query: &str) -> Option<AuthorizeParams> {
+        keyfob_domain::input::check_urlencoded(query.as_bytes()).ok()?;
         serde_urlencoded::from_str(query).ok()
+    }
+
+    /// Reads the login and sign-up forms' `request` field: a query string inside a form field,
+    /// decoded twice, so the form's own checks have not seen what it decodes to. Text Keyfob does
+    /// not accept is refused, naming the parameter; anything else unreadable is no request at all.
+    pub fn from_form_field(request: &str) -> Result<AuthorizeParams, InputError> {
+        keyfob_domain::input::check_urlencoded(request.as_bytes())?;
+        Ok(AuthorizeParams::from_query(request).unwrap_or_default())
     }
 
     /// The parameters as a query string, every value percent-encoded.

@@ -3,6 +3,7 @@
 
 mod db_proxy;
 mod helpers;
+mod routes;
 
 mod api_keys;
 mod audit;
@@ -12,7 +13,9 @@ mod chrome;
 mod cli;
 mod connections;
 mod dashboard;
+mod error_bodies;
 mod files;
+mod hostile_input;
 mod key_lookup;
 mod key_revocation;
 mod logins;
