@@ -2,11 +2,14 @@
 //! listing of events is asked for (`action`, `actor`, `since`, `until`, `limit`, `page`).
 
 use crate::expiry::parse_instant;
+use crate::query::{parse_limit, parse_page};
 
 /// The actions the audit log records. Stored and filtered as these exact strings.
 pub mod action {
     pub const API_KEY_CREATED: &str = "api_key.created";
     pub const API_KEY_REVOKED: &str = "api_key.revoked";
+    /// Every token an API key minted so far was revoked; the key stays live.
+    pub const API_KEY_TOKENS_REVOKED: &str = "api_key.tokens_revoked";
     pub const TOKEN_MINTED: &str = "token.minted";
     pub const TOKEN_REVOKED: &str = "token.revoked";
     pub const OWNER_LOGIN: &str = "owner.login";
@@ -22,12 +25,18 @@ pub mod action {
     pub const SENSITIVE_REVEALED: &str = "sensitive.revealed";
     pub const SENSITIVE_FIELDS_CHANGED: &str = "sensitive.fields_changed";
     pub const SIGNING_KEY_ROTATED: &str = "signing_key.rotated";
+    /// A signing key retired at once (compromised): out of the JWKS, its tokens refused.
+    pub const SIGNING_KEY_RETIRED: &str = "signing_key.retired";
     pub const MASTER_KEY_ROTATED: &str = "master_key.rotated";
+    /// How many events from unauthenticated clients (failed logins) one account's log did not
+    /// take from one client address in a window, past its limit.
+    pub const AUDIT_SUPPRESSED: &str = "audit.suppressed";
 
     /// Every action, for validating filters and listing choices in the dashboard.
     pub const ALL: &[&str] = &[
         API_KEY_CREATED,
         API_KEY_REVOKED,
+        API_KEY_TOKENS_REVOKED,
         TOKEN_MINTED,
         TOKEN_REVOKED,
         OWNER_LOGIN,
@@ -41,7 +50,9 @@ pub mod action {
         SENSITIVE_REVEALED,
         SENSITIVE_FIELDS_CHANGED,
         SIGNING_KEY_ROTATED,
+        SIGNING_KEY_RETIRED,
         MASTER_KEY_ROTATED,
+        AUDIT_SUPPRESSED,
     ];
 }
 
@@ -62,6 +73,9 @@ pub enum ActorKind {
     Operator,
     /// Keyfob itself (e.g. refresh reuse detected).
     System,
+    /// A client that has not authenticated (a failed login): anyone on the internet. Its events
+    /// are throttled per account and client address.
+    Anonymous,
 }
 
 impl ActorKind {
@@ -74,13 +88,14 @@ impl ActorKind {
             ActorKind::App => "app",
             ActorKind::Operator => "operator",
             ActorKind::System => "system",
+            ActorKind::Anonymous => "anonymous",
         }
     }
 }
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 100;
-pub const MAX_PAGE: u32 = 1_000_000;
+pub const MAX_PAGE: u32 = crate::query::MAX_PAGE;
 const MAX_ACTOR_LEN: usize = 128;
 
 /// A parsed audit listing request. Times are Unix milliseconds; `until` is exclusive.
@@ -133,7 +148,8 @@ impl AuditQuery {
         u64::from(self.page - 1) * u64::from(self.limit)
     }
 
-    /// Reads the query string's pairs. Empty values (an untouched form field) mean "no filter".
+    /// Reads the query string's pairs. An empty filter (an untouched form field) means "no filter";
+    /// an empty `limit` or `page` is refused.
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<AuditQuery, AuditQueryError> {
         let mut query = AuditQuery::default();
         let mut seen: Vec<&'static str> = Vec::new();
@@ -152,24 +168,15 @@ impl AuditQuery {
             }
             seen.push(name);
             let value = value.trim();
-            if value.is_empty() {
-                continue;
-            }
             match name {
+                // Paging is never a filter: an empty value is refused as list queries refuse it.
                 "limit" => {
-                    query.limit = value
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|n| (1..=MAX_LIMIT).contains(n))
-                        .ok_or(AuditQueryError::Limit)?;
+                    query.limit = parse_limit(value, MAX_LIMIT).ok_or(AuditQueryError::Limit)?;
                 }
                 "page" => {
-                    query.page = value
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|n| (1..=MAX_PAGE).contains(n))
-                        .ok_or(AuditQueryError::Page)?;
+                    query.page = parse_page(value).ok_or(AuditQueryError::Page)?;
                 }
+                _ if value.is_empty() => {}
                 "action" => {
                     query.action = Some(
                         action::ALL
@@ -254,6 +261,8 @@ mod tests {
         assert_eq!(q(&[("limit", "0")]), Err(AuditQueryError::Limit));
         assert_eq!(q(&[("limit", "101")]), Err(AuditQueryError::Limit));
         assert_eq!(q(&[("page", "x")]), Err(AuditQueryError::Page));
+        assert_eq!(q(&[("page", "")]), Err(AuditQueryError::Page));
+        assert_eq!(q(&[("limit", "")]), Err(AuditQueryError::Limit));
         assert!(matches!(
             q(&[("action", "drop table")]),
             Err(AuditQueryError::Action(_))

@@ -24,3 +24,93 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
 }
+
+impl Claims {
+    /// The API key that minted this token, or `None` for a user-session token (which names its
+    /// session and application instead, and whose `sub` is an end user, not a key).
+    pub fn minting_key(&self) -> Option<&str> {
+        (self.sid.is_none() && self.client_id.is_none()).then_some(self.sub.as_str())
+    }
+
+    /// When the token was minted, in Unix milliseconds. `iat` has whole seconds only, which cannot
+    /// tell a token minted just before "revoke all tokens of this key" from one minted just after
+    /// in the same second; Keyfob's `jti` is a UUIDv7 whose timestamp is the minting millisecond,
+    /// so that is used when it agrees with `iat`. Otherwise the start of `iat`'s second: the
+    /// earliest the token can have been minted, so a cutoff never lets an older token through.
+    pub fn issued_at_ms(&self) -> i64 {
+        let floor = self.iat.saturating_mul(1000);
+        uuid::Uuid::parse_str(&self.jti)
+            .ok()
+            .filter(|id| id.get_version_num() == 7)
+            .and_then(|id| id.get_timestamp())
+            .map(|ts| {
+                let (secs, nanos) = ts.to_unix();
+                i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000)
+                    + i64::from(nanos / 1_000_000)
+            })
+            .filter(|ms| (floor..floor.saturating_add(2000)).contains(ms))
+            .unwrap_or(floor)
+    }
+}
+
+/// A fresh `jti` for a token minted at `issued_ms` (Unix ms): a UUIDv7 carrying that instant, so
+/// that [`Claims::issued_at_ms`] reads it back.
+pub fn new_jti(issued_ms: i64) -> String {
+    let ms = u64::try_from(issued_ms).unwrap_or(0);
+    let ts =
+        uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, ((ms % 1000) * 1_000_000) as u32);
+    uuid::Uuid::new_v7(ts).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(iat: i64, jti: &str) -> Claims {
+        Claims {
+            iss: "i".into(),
+            sub: "key-1".into(),
+            aud: "a".into(),
+            iat,
+            nbf: iat,
+            exp: iat + 60,
+            jti: jti.into(),
+            permissions: vec![],
+            account_id: "acc".into(),
+            client_id: None,
+            sid: None,
+        }
+    }
+
+    #[test]
+    fn issued_at_has_the_jti_milliseconds() {
+        let ms = 1_767_225_600_123;
+        assert_eq!(claims(ms / 1000, &new_jti(ms)).issued_at_ms(), ms);
+        // Two tokens of one second are told apart.
+        let later = claims(ms / 1000, &new_jti(ms + 500)).issued_at_ms();
+        assert!(later > ms);
+    }
+
+    #[test]
+    fn a_jti_that_disagrees_with_iat_falls_back_to_the_start_of_its_second() {
+        let ms = 1_767_225_600_123;
+        assert_eq!(
+            claims(ms / 1000 - 10, &new_jti(ms)).issued_at_ms(),
+            (ms / 1000 - 10) * 1000
+        );
+        assert_eq!(claims(5, "not-a-uuid").issued_at_ms(), 5000);
+        assert_eq!(
+            claims(5, &uuid::Uuid::new_v4().to_string()).issued_at_ms(),
+            5000
+        );
+    }
+
+    #[test]
+    fn only_api_key_tokens_name_a_minting_key() {
+        let mut c = claims(1, "x");
+        assert_eq!(c.minting_key(), Some("key-1"));
+        c.sid = Some("family".into());
+        c.client_id = Some("app_1".into());
+        assert_eq!(c.minting_key(), None);
+    }
+}

@@ -8,12 +8,16 @@ pub mod credential;
 pub mod document;
 pub mod email;
 pub mod expiry;
+pub mod input;
 pub mod net;
 pub mod oauth;
 pub mod permission;
 pub mod principal;
 pub mod query;
 pub mod secret;
+pub mod session;
+pub mod signing;
+pub mod token_list;
 pub mod vault;
 
 pub use claims::Claims;

@@ -96,17 +96,11 @@ impl ListQuery {
         for (key, value) in pairs {
             match key.as_str() {
                 "limit" => {
-                    let n = value.parse::<u32>().map_err(|_| QueryError::Limit)?;
-                    if !(1..=MAX_LIMIT).contains(&n) {
-                        return Err(QueryError::Limit);
-                    }
+                    let n = parse_limit(value, MAX_LIMIT).ok_or(QueryError::Limit)?;
                     set_once(&mut limit, n, "limit")?;
                 }
                 "page" => {
-                    let n = value.parse::<u32>().map_err(|_| QueryError::Page)?;
-                    if !(1..=MAX_PAGE).contains(&n) {
-                        return Err(QueryError::Page);
-                    }
+                    let n = parse_page(value).ok_or(QueryError::Page)?;
                     set_once(&mut page, n, "page")?;
                 }
                 "sort" => {
@@ -141,6 +135,27 @@ impl ListQuery {
             filters,
         })
     }
+}
+
+/// A `page` parameter: a whole number from 1 to [`MAX_PAGE`], written in plain digits. An empty
+/// value is not "the first page": a client that sends `page=` has lost its page number, and
+/// answering page 1 would hide that.
+pub fn parse_page(value: &str) -> Option<u32> {
+    parse_count(value).filter(|n| (1..=MAX_PAGE).contains(n))
+}
+
+/// A `limit` parameter: a whole number from 1 to `max`, in plain digits; empty is refused as
+/// [`parse_page`] explains.
+pub fn parse_limit(value: &str, max: u32) -> Option<u32> {
+    parse_count(value).filter(|n| (1..=max).contains(n))
+}
+
+/// Plain ASCII digits only: no sign, no spaces, nothing empty.
+fn parse_count(value: &str) -> Option<u32> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
 }
 
 fn set_once<T>(slot: &mut Option<T>, value: T, name: &'static str) -> Result<(), QueryError> {
@@ -206,12 +221,30 @@ mod tests {
     }
 
     #[test]
+    fn empty_page_and_limit_are_refused_by_name() {
+        assert_eq!(q(&[("page", "")]), Err(QueryError::Page));
+        assert_eq!(q(&[("limit", "")]), Err(QueryError::Limit));
+        assert_eq!(q(&[("page", " ")]), Err(QueryError::Page));
+        assert!(QueryError::Page.to_string().contains("`page`"));
+        assert!(QueryError::Limit.to_string().contains("`limit`"));
+        assert_eq!(parse_page("7"), Some(7));
+        assert_eq!(parse_limit("100", MAX_LIMIT), Some(100));
+        assert_eq!(parse_limit("101", MAX_LIMIT), None);
+    }
+
+    #[test]
     fn bad_parameters_are_named() {
         assert_eq!(q(&[("limit", "0")]), Err(QueryError::Limit));
         assert_eq!(q(&[("limit", "101")]), Err(QueryError::Limit));
         assert_eq!(q(&[("limit", "x")]), Err(QueryError::Limit));
         assert_eq!(q(&[("page", "0")]), Err(QueryError::Page));
         assert_eq!(q(&[("page", "-1")]), Err(QueryError::Page));
+        assert_eq!(q(&[("page", "+2")]), Err(QueryError::Page));
+        assert_eq!(q(&[("page", "1000001")]), Err(QueryError::Page));
+        assert_eq!(
+            q(&[("page", "99999999999999999999999")]),
+            Err(QueryError::Page)
+        );
         assert!(matches!(q(&[("sort", "a;drop")]), Err(QueryError::Sort(_))));
         assert!(matches!(q(&[("sort", "")]), Err(QueryError::Sort(_))));
         assert!(matches!(

@@ -6,6 +6,7 @@
 //! anything a domain rule should.
 
 mod error;
+mod guard;
 mod model;
 mod pg;
 mod sql;
@@ -16,7 +17,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use keyfob_domain::query::ListQuery;
 
-pub use error::StoreError;
+pub use error::{StoreError, Unreachable};
+pub use guard::{Guarded, Timeouts};
 pub use model::*;
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
@@ -40,6 +42,8 @@ pub trait Store: Send + Sync + 'static {
     // API keys.
     async fn insert_api_key(&self, key: &ApiKeyRow) -> Result<()>;
     async fn find_api_key(&self, id: &str) -> Result<Option<ApiKeyRow>>;
+    /// A key by its hash, live or revoked: the read-through on the verify path's index miss.
+    async fn find_api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRow>>;
     async fn list_api_keys(&self, account_id: &str) -> Result<Vec<ApiKeyRow>>;
     async fn active_api_keys(&self) -> Result<Vec<ApiKeyRow>>;
     /// Revokes a key (of `account_id`, when given) and logs the change. `false` when there was no
@@ -57,12 +61,38 @@ pub trait Store: Send + Sync + 'static {
     /// `(jti, expires_at)` of revoked tokens that have not expired yet.
     async fn revoked_tokens(&self, now: i64) -> Result<Vec<(String, i64)>>;
     async fn find_token(&self, jti: &str) -> Result<Option<TokenRow>>;
+    /// An account's tokens matching `filter`, newest first, and how many match in all.
+    async fn list_tokens_page(&self, filter: &TokenFilter<'_>) -> Result<(Vec<TokenRow>, u64)>;
+    /// Revokes every token a live key (of `account_id`, when given) minted up to `at`, and logs
+    /// the change; the key stays live. `false` when there was no such live key.
+    async fn revoke_key_tokens(
+        &self,
+        account_id: Option<&str>,
+        key_id: &str,
+        at: i64,
+    ) -> Result<bool>;
+    /// Keys (all, or only `key_id`) some of whose tokens still alive at `now` are refused: because
+    /// the key is revoked, or because its tokens were revoked up to an instant.
+    async fn token_cutoffs(
+        &self,
+        key_id: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<(String, TokenCutoff)>>;
 
     // Signing keys.
     async fn insert_signing_key(&self, key: &SigningKeyRow) -> Result<()>;
     async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRow>>;
     /// Adds `next`, retires every key still signing at `next.activates_at`, and logs the change.
     async fn rotate_signing_key(&self, next: &SigningKeyRow, keep_public_for: i64) -> Result<()>;
+    /// Retires a key at once (compromised): it stops signing and leaves the JWKS at `at`, and
+    /// `heir`, if any, is changed as it says; logs the change. `false` when there was no such
+    /// key that was not retired already.
+    async fn retire_signing_key(
+        &self,
+        kid: &str,
+        at: i64,
+        heir: Option<&SigningHeir>,
+    ) -> Result<bool>;
 
     // Resources.
     async fn insert_record(&self, record: &RecordRow) -> Result<()>;
@@ -193,10 +223,11 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the store a URL names: `postgres://…` or `sqlite://…` (or a plain file path), and runs
-/// its migrations.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+/// its migrations. PostgreSQL calls keep to `timeouts` and fail fast while the server is down
+/// (see [`Guarded`]); SQLite is a local file, so its calls are made as they come.
+pub async fn open(url: &str, timeouts: Timeouts) -> Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect(url).await?))
+        Ok(Arc::new(PgStore::connect(url, timeouts).await?))
     } else {
         Ok(Arc::new(SqliteStore::connect(url).await?))
     }

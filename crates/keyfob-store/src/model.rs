@@ -41,6 +41,9 @@ pub struct ApiKeyRow {
     pub created_at: i64,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// Tokens the key minted at or before this instant are refused ("revoke all tokens of this
+    /// key"); the key itself stays live.
+    pub tokens_revoked_before: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -53,7 +56,37 @@ pub struct TokenRow {
     pub permissions: String,
     pub issued_at: i64,
     pub expires_at: i64,
+    /// When it was revoked: by itself, by its API key's revocation, or by revoking all of its
+    /// key's tokens, whichever came first. Read from the token and its key together.
     pub revoked_at: Option<i64>,
+}
+
+/// Which tokens of an account to list, newest first.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenFilter<'a> {
+    pub account_id: &'a str,
+    /// Only tokens minted by this API key.
+    pub api_key_id: Option<&'a str>,
+    /// Only tokens whose permissions include this exact permission string.
+    pub permission: Option<&'a str>,
+    /// Only tokens in this state at `now`.
+    pub status: Option<TokenStatus>,
+    /// Unix ms, to tell live from expired.
+    pub now: i64,
+    pub limit: u32,
+    pub offset: u64,
+}
+
+pub use keyfob_domain::token_list::TokenStatus;
+
+/// What the verify path must refuse of one API key's tokens, and how long that matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenCutoff {
+    /// Tokens minted at or before this instant (Unix ms) are refused; `i64::MAX` when the key is
+    /// revoked (every token it minted).
+    pub before: i64,
+    /// When the last token this refuses expires (Unix ms): no need to remember it after that.
+    pub until: i64,
 }
 
 #[derive(Clone, PartialEq, Eq, FromRow)]
@@ -71,6 +104,21 @@ pub struct SigningKeyRow {
     pub retires_at: Option<i64>,
     /// From when its public key leaves the JWKS (no token it signed is alive).
     pub expires_at: Option<i64>,
+    /// When the operator retired it (compromised): it left the JWKS then and every token it
+    /// signed is refused.
+    pub revoked_at: Option<i64>,
+}
+
+/// The key that signs after a signing key is retired, and how it changes: see
+/// [`crate::Store::retire_signing_key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningHeir {
+    pub kid: String,
+    /// It signs from this instant (brought forward to the retirement when it was later).
+    pub activates_at: i64,
+    /// It no longer hands over to the retired key: it signs (and stays published) until the next
+    /// rotation.
+    pub keep_signing: bool,
 }
 
 impl std::fmt::Debug for SigningKeyRow {
@@ -81,6 +129,7 @@ impl std::fmt::Debug for SigningKeyRow {
             .field("activates_at", &self.activates_at)
             .field("retires_at", &self.retires_at)
             .field("expires_at", &self.expires_at)
+            .field("revoked_at", &self.revoked_at)
             .finish_non_exhaustive()
     }
 }
@@ -145,6 +194,8 @@ pub mod change_kind {
     pub const APP_CHANGED: &str = "app.changed";
     /// A refresh family (a user session) ended: its access tokens are refused.
     pub const SESSION_REVOKED: &str = "session.revoked";
+    /// Every token an API key minted so far was revoked (the key stays live).
+    pub const API_KEY_TOKENS_REVOKED: &str = "api_key.tokens_revoked";
 }
 
 /// An application registered for user sessions.
@@ -165,6 +216,8 @@ pub struct AppRow {
     pub max_permissions: String,
     pub refresh_idle_secs: Option<i64>,
     pub refresh_absolute_secs: Option<i64>,
+    /// Whether the app may receive tokens in the URL fragment (`response_type=token`).
+    pub allow_fragment: bool,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
 }

@@ -1,12 +1,13 @@
 //! PostgreSQL, for several nodes sharing one database.
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
 
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::Result;
+use crate::guard::{Breaker, Guarded, Timeouts};
 use crate::sql::{JsonDialect, impl_store};
 
 pub struct PgStore {
@@ -15,17 +16,64 @@ pub struct PgStore {
 
 impl PgStore {
     /// Connects to `url` and migrates the database (concurrent starts are serialised by the
-    /// migrator's advisory lock).
-    pub async fn connect(url: &str) -> Result<Self> {
+    /// migrator's advisory lock). Every call then goes through a [`Guarded`] store, so that an
+    /// outage makes calls fail fast rather than each wait out `timeouts`.
+    pub async fn connect(url: &str, timeouts: Timeouts) -> Result<Guarded<PgStore>> {
         let options = PgConnectOptions::from_str(url)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await?;
+        let probe_options = options.clone();
+        let breaker = Breaker::new(
+            timeouts,
+            Box::new(move || {
+                let options = probe_options.clone();
+                Box::pin(async move {
+                    let mut conn = PgConnection::connect_with(&options).await?;
+                    conn.ping().await?;
+                    conn.close().await
+                })
+            }),
+        );
+        let pool = pool_options(&breaker).connect_with(options).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PgStore { pool })
+        Ok(Guarded::new(PgStore { pool }, breaker))
     }
+}
+
+/// The pool, judged by the breaker: a connection it does not trust is closed instead of pinged
+/// (a ping on a black-holed socket never returns, and would hold its slot in the pool for good),
+/// and the ping before handing a connection out has a deadline.
+fn pool_options(breaker: &Arc<Breaker>) -> PgPoolOptions {
+    let before = breaker.clone();
+    let after = breaker.clone();
+    PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(breaker.timeouts().connect)
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            let breaker = before.clone();
+            Box::pin(async move {
+                if !breaker.keep_connection(meta.age) {
+                    return Ok(false);
+                }
+                let deadline = breaker.timeouts().connect / 2;
+                match tokio::time::timeout(deadline, conn.ping()).await {
+                    Ok(Ok(())) => Ok(true),
+                    Ok(Err(err)) => {
+                        breaker.failed(&err);
+                        Ok(false)
+                    }
+                    Err(_) => {
+                        breaker.failed(&format!(
+                            "an idle connection gave no answer within {deadline:?}"
+                        ));
+                        Ok(false)
+                    }
+                }
+            })
+        })
+        .after_release(move |_conn, meta| {
+            let keep = after.keep_connection(meta.age);
+            Box::pin(std::future::ready(Ok(keep)))
+        })
 }
 
 impl JsonDialect for PgStore {

@@ -78,13 +78,21 @@ impl From<RefreshSessionRow> for crate::RefreshSession {
 }
 
 pub(crate) const APP_COLUMNS: &str = "client_id, account_id, name, public, client_secret_hash, \
-     redirect_uris, origins, max_permissions, refresh_idle_secs, refresh_absolute_secs, created_at, revoked_at";
+     redirect_uris, origins, max_permissions, refresh_idle_secs, refresh_absolute_secs, allow_fragment, created_at, revoked_at";
 
 pub(crate) const GRANT_COLUMNS: &str =
     "id, user_id, client_id, account_id, permissions, created_at, updated_at, revoked_at";
 
 pub(crate) const CODE_COLUMNS: &str = "code_hash, client_id, user_id, grant_id, redirect_uri, \
      permissions, code_challenge, family_id, created_at, expires_at, used_at";
+
+/// A token's columns and the tables they are read from: its own row and the key that minted it,
+/// so that `revoked_at` also says when the key, or all of its tokens, were revoked.
+pub(crate) const TOKEN_FROM: &str = "t.jti, t.account_id, t.api_key_id, t.subject, t.permissions, \
+     t.issued_at, t.expires_at, CASE WHEN t.revoked_at IS NOT NULL THEN t.revoked_at \
+     WHEN k.tokens_revoked_before IS NOT NULL AND t.issued_at <= k.tokens_revoked_before \
+     THEN k.tokens_revoked_before ELSE k.revoked_at END AS revoked_at \
+     FROM tokens t LEFT JOIN api_keys k ON k.id = t.api_key_id";
 
 pub(crate) const RECORD_COLUMNS: &str =
     "id, account_id, resource, owner_user_id, doc, created_at, updated_at";
@@ -377,7 +385,7 @@ macro_rules! impl_store {
 
             async fn find_api_key(&self, id: &str) -> $crate::Result<Option<$crate::ApiKeyRow>> {
                 Ok(sqlx::query_as(
-                    "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at \
+                    "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, tokens_revoked_before \
                      FROM api_keys WHERE id = $1",
                 )
                 .bind(id)
@@ -390,7 +398,7 @@ macro_rules! impl_store {
                 account_id: &str,
             ) -> $crate::Result<Vec<$crate::ApiKeyRow>> {
                 Ok(sqlx::query_as(
-                    "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at \
+                    "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, tokens_revoked_before \
                      FROM api_keys WHERE account_id = $1 ORDER BY created_at DESC, id",
                 )
                 .bind(account_id)
@@ -400,7 +408,7 @@ macro_rules! impl_store {
 
             async fn active_api_keys(&self) -> $crate::Result<Vec<$crate::ApiKeyRow>> {
                 Ok(sqlx::query_as(
-                    "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at \
+                    "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, tokens_revoked_before \
                      FROM api_keys WHERE revoked_at IS NULL",
                 )
                 .fetch_all(&self.pool)
@@ -481,10 +489,10 @@ macro_rules! impl_store {
                 account_id: &str,
                 limit: u32,
             ) -> $crate::Result<Vec<$crate::TokenRow>> {
-                Ok(sqlx::query_as(
-                    "SELECT jti, account_id, api_key_id, subject, permissions, issued_at, expires_at, revoked_at \
-                     FROM tokens WHERE account_id = $1 ORDER BY issued_at DESC, jti LIMIT $2",
-                )
+                Ok(sqlx::query_as(&format!(
+                    "SELECT {} WHERE t.account_id = $1 ORDER BY t.issued_at DESC, t.jti DESC LIMIT $2",
+                    $crate::sql::TOKEN_FROM
+                ))
                 .bind(account_id)
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
@@ -492,10 +500,10 @@ macro_rules! impl_store {
             }
 
             async fn find_token(&self, jti: &str) -> $crate::Result<Option<$crate::TokenRow>> {
-                Ok(sqlx::query_as(
-                    "SELECT jti, account_id, api_key_id, subject, permissions, issued_at, expires_at, revoked_at \
-                     FROM tokens WHERE jti = $1",
-                )
+                Ok(sqlx::query_as(&format!(
+                    "SELECT {} WHERE t.jti = $1",
+                    $crate::sql::TOKEN_FROM
+                ))
                 .bind(jti)
                 .fetch_optional(&self.pool)
                 .await?)
@@ -542,6 +550,176 @@ macro_rules! impl_store {
                 .await?)
             }
 
+            async fn list_tokens_page(
+                &self,
+                f: &$crate::TokenFilter<'_>,
+            ) -> $crate::Result<(Vec<$crate::TokenRow>, u64)> {
+                // The filters read the same columns as the answer, so the query wraps the joined
+                // row. Permission strings are validated by the domain (no quotes), so `"perm"`
+                // inside the stored JSON array matches that permission exactly; `_`, `%` and `\`
+                // are escaped for LIKE.
+                const WHERE: &str = "($2 IS NULL OR api_key_id = $2) \
+                     AND ($3 IS NULL OR permissions LIKE $3 ESCAPE '\\') \
+                     AND ($4 IS NULL \
+                          OR ($4 = 'live' AND revoked_at IS NULL AND expires_at > $5) \
+                          OR ($4 = 'revoked' AND revoked_at IS NOT NULL) \
+                          OR ($4 = 'expired' AND revoked_at IS NULL AND expires_at <= $5))";
+                let inner = format!(
+                    "(SELECT {} WHERE t.account_id = $1) AS v",
+                    $crate::sql::TOKEN_FROM
+                );
+                let pattern = f.permission.map(|p| {
+                    let escaped = p.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                    format!("%\"{escaped}\"%")
+                });
+                let status = f.status.map($crate::TokenStatus::as_str);
+                let total: i64 = sqlx::query_scalar(&format!(
+                    "SELECT COUNT(*) FROM {inner} WHERE {WHERE}"
+                ))
+                .bind(f.account_id)
+                .bind(f.api_key_id)
+                .bind(pattern.as_deref())
+                .bind(status)
+                .bind(f.now)
+                .fetch_one(&self.pool)
+                .await?;
+                let rows = sqlx::query_as(&format!(
+                    "SELECT jti, account_id, api_key_id, subject, permissions, issued_at, expires_at, revoked_at \
+                     FROM {inner} WHERE {WHERE} ORDER BY issued_at DESC, jti DESC LIMIT $6 OFFSET $7"
+                ))
+                .bind(f.account_id)
+                .bind(f.api_key_id)
+                .bind(pattern.as_deref())
+                .bind(status)
+                .bind(f.now)
+                .bind(i64::from(f.limit))
+                .bind(i64::try_from(f.offset).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok((rows, total.max(0) as u64))
+            }
+
+            async fn revoke_key_tokens(
+                &self,
+                account_id: Option<&str>,
+                key_id: &str,
+                at: i64,
+            ) -> $crate::Result<bool> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let done = sqlx::query(
+                    "UPDATE api_keys SET tokens_revoked_before = $1 \
+                     WHERE id = $2 AND revoked_at IS NULL AND ($3 IS NULL OR account_id = $3) \
+                     AND (tokens_revoked_before IS NULL OR tokens_revoked_before < $1)",
+                )
+                .bind(at)
+                .bind(key_id)
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if done {
+                    sqlx::query(
+                        "INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)",
+                    )
+                    .bind($crate::change_kind::API_KEY_TOKENS_REVOKED)
+                    .bind(key_id)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(done)
+            }
+
+            async fn token_cutoffs(
+                &self,
+                key_id: Option<&str>,
+                now: i64,
+            ) -> $crate::Result<Vec<(String, $crate::TokenCutoff)>> {
+                let rows: Vec<(String, Option<i64>, Option<i64>, i64)> = sqlx::query_as(
+                    "SELECT k.id, k.revoked_at, k.tokens_revoked_before, MAX(t.expires_at) \
+                     FROM api_keys k JOIN tokens t ON t.api_key_id = k.id \
+                     WHERE ($1 IS NULL OR k.id = $1) AND t.expires_at > $2 \
+                     AND (k.revoked_at IS NOT NULL \
+                          OR (k.tokens_revoked_before IS NOT NULL AND t.issued_at <= k.tokens_revoked_before)) \
+                     GROUP BY k.id, k.revoked_at, k.tokens_revoked_before",
+                )
+                .bind(key_id)
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|(id, revoked_at, before, until)| {
+                        let before = if revoked_at.is_some() { Some(i64::MAX) } else { before };
+                        before.map(|before| (id, $crate::TokenCutoff { before, until }))
+                    })
+                    .collect())
+            }
+
+            async fn find_api_key_by_hash(
+                &self,
+                key_hash: &str,
+            ) -> $crate::Result<Option<$crate::ApiKeyRow>> {
+                Ok(sqlx::query_as(
+                    "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, tokens_revoked_before \
+                     FROM api_keys WHERE key_hash = $1",
+                )
+                .bind(key_hash)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn retire_signing_key(
+                &self,
+                kid: &str,
+                at: i64,
+                heir: Option<&$crate::SigningHeir>,
+            ) -> $crate::Result<bool> {
+                let mut tx = self.pool.begin_with($begin).await?;
+                let done = sqlx::query(
+                    "UPDATE signing_keys SET revoked_at = $1, expires_at = $1, \
+                     retires_at = CASE WHEN retires_at IS NULL OR retires_at > $1 THEN $1 ELSE retires_at END \
+                     WHERE kid = $2 AND revoked_at IS NULL",
+                )
+                .bind(at)
+                .bind(kid)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if !done {
+                    return Ok(false);
+                }
+                if let Some(heir) = heir {
+                    sqlx::query(
+                        "UPDATE signing_keys SET activates_at = $1 WHERE kid = $2 AND revoked_at IS NULL",
+                    )
+                    .bind(heir.activates_at)
+                    .bind(&heir.kid)
+                    .execute(&mut *tx)
+                    .await?;
+                    if heir.keep_signing {
+                        sqlx::query(
+                            "UPDATE signing_keys SET retires_at = NULL, expires_at = NULL \
+                             WHERE kid = $1 AND revoked_at IS NULL",
+                        )
+                        .bind(&heir.kid)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
+                    .bind($crate::change_kind::SIGNING_KEYS_CHANGED)
+                    .bind(kid)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
             async fn insert_signing_key(&self, key: &$crate::SigningKeyRow) -> $crate::Result<()> {
                 let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query(
@@ -570,7 +748,7 @@ macro_rules! impl_store {
 
             async fn list_signing_keys(&self) -> $crate::Result<Vec<$crate::SigningKeyRow>> {
                 Ok(sqlx::query_as(
-                    "SELECT kid, alg, private_key, public_jwk, created_at, activates_at, retires_at, expires_at \
+                    "SELECT kid, alg, private_key, public_jwk, created_at, activates_at, retires_at, expires_at, revoked_at \
                      FROM signing_keys ORDER BY activates_at, created_at",
                 )
                 .fetch_all(&self.pool)
@@ -585,7 +763,7 @@ macro_rules! impl_store {
                 let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query(
                     "UPDATE signing_keys SET retires_at = $1, expires_at = $2 \
-                     WHERE retires_at IS NULL OR retires_at > $1",
+                     WHERE (retires_at IS NULL OR retires_at > $1) AND revoked_at IS NULL",
                 )
                 .bind(next.activates_at)
                 .bind(next.activates_at + keep_public_for)
@@ -716,8 +894,8 @@ macro_rules! impl_store {
                 let mut tx = self.pool.begin_with($begin).await?;
                 sqlx::query(
                     "INSERT INTO apps (client_id, account_id, name, public, client_secret_hash, redirect_uris, \
-                     origins, max_permissions, refresh_idle_secs, refresh_absolute_secs, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                     origins, max_permissions, refresh_idle_secs, refresh_absolute_secs, allow_fragment, \
+                     created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(&app.client_id)
                 .bind(&app.account_id)
@@ -729,6 +907,7 @@ macro_rules! impl_store {
                 .bind(&app.max_permissions)
                 .bind(app.refresh_idle_secs)
                 .bind(app.refresh_absolute_secs)
+                .bind(app.allow_fragment)
                 .bind(app.created_at)
                 .execute(&mut *tx)
                 .await?;

@@ -1,13 +1,14 @@
 //! The embedded default: one SQLite file in WAL mode.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use crate::Result;
 use crate::sql::{JsonDialect, impl_store};
+use crate::{Result, StoreError};
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -28,6 +29,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
+        make_private(options.get_filename())?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
@@ -36,6 +38,59 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(SqliteStore { pool })
     }
+}
+
+/// Keeps the database readable by its owner only: a new file is created with mode 0600 before
+/// SQLite opens it (SQLite gives its `-wal` and `-shm` files the database file's mode), and an
+/// existing database or side file that others may read is made private. Whatever is in them —
+/// hashes, sealed keys, records — is nobody else's business.
+fn make_private(path: &Path) -> Result<()> {
+    let name = path.as_os_str();
+    if name.is_empty() || name == ":memory:" {
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        if !path.exists() {
+            // A zero-length file is a valid empty database to SQLite.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|err| private_error(path, err))?;
+        }
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut file = name.to_owned();
+            file.push(suffix);
+            let file = Path::new(&file);
+            let Ok(meta) = std::fs::metadata(file) else {
+                continue;
+            };
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode & 0o700))
+                    .map_err(|err| private_error(file, err))?;
+                tracing::warn!(
+                    path = %file.display(),
+                    was = format!("{mode:o}"),
+                    "made the database file private (mode 600)"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn private_error(path: &Path, err: std::io::Error) -> StoreError {
+    StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+        err.kind(),
+        format!(
+            "cannot make the database file {} private: {err}",
+            path.display()
+        ),
+    )))
 }
 
 /// `$."a"."b"`: segments are validated by the domain, so quoting them is enough.

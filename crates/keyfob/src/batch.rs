@@ -5,21 +5,36 @@
 //!
 //! A caller either waits for its batch to commit ([`Batcher::submit`]) or only queues the item
 //! ([`Batcher::enqueue`], for writes the request need not wait for, such as most audit events).
-//! The queue is unbounded: waiting callers are bounded by the requests in flight, and queued-only
-//! items are small and drained by the next batch.
+//! Waiting callers are bounded by the requests in flight. Queued-only items are not, so they are
+//! capped: while the database is slow or down they pile up, and past [`MAX_QUEUED`] new ones are
+//! dropped, counted in `keyfob_batch_items_dropped_total` and logged once per episode, rather than
+//! let the queue grow with every request a client makes.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use keyfob_store::StoreError;
 use tokio::sync::{mpsc, oneshot};
 
 type Reply<R> = oneshot::Sender<Result<R, Arc<StoreError>>>;
 
+/// The most items queued without a waiter at once, per writer.
+pub const MAX_QUEUED: usize = 65_536;
+
 /// A writer task applying items of type `T` in batches, each answered with an `R`.
 pub struct Batcher<T, R> {
     tx: mpsc::UnboundedSender<(T, Option<Reply<R>>)>,
     name: &'static str,
+    queue: Arc<Queue>,
+}
+
+/// How many queued-only items wait, against their cap.
+struct Queue {
+    waiting: AtomicUsize,
+    limit: usize,
+    /// Set while items are being dropped, so that an episode is logged once.
+    dropping: AtomicBool,
 }
 
 impl<T, R> Clone for Batcher<T, R> {
@@ -27,6 +42,7 @@ impl<T, R> Clone for Batcher<T, R> {
         Batcher {
             tx: self.tx.clone(),
             name: self.name,
+            queue: self.queue.clone(),
         }
     }
 }
@@ -39,11 +55,33 @@ impl<T: Send + 'static, R: Clone + Send + 'static> Batcher<T, R> {
         F: Fn(Vec<T>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Vec<R>, StoreError>> + Send,
     {
+        Self::spawn_with_queue_limit(name, max_batch, MAX_QUEUED, write)
+    }
+
+    /// [`Batcher::spawn`], with at most `queue_limit` queued-only items waiting at once.
+    pub fn spawn_with_queue_limit<F, Fut>(
+        name: &'static str,
+        max_batch: usize,
+        queue_limit: usize,
+        write: F,
+    ) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Vec<R>, StoreError>> + Send,
+    {
         let (tx, mut rx) = mpsc::unbounded_channel::<(T, Option<Reply<R>>)>();
+        let queue = Arc::new(Queue {
+            waiting: AtomicUsize::new(0),
+            limit: queue_limit,
+            dropping: AtomicBool::new(false),
+        });
+        let drained = queue.clone();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(max_batch);
             while rx.recv_many(&mut batch, max_batch).await > 0 {
                 let (items, replies): (Vec<T>, Vec<Option<Reply<R>>>) = batch.drain(..).unzip();
+                let queued_only = replies.iter().filter(|r| r.is_none()).count();
+                drained.waiting.fetch_sub(queued_only, Ordering::AcqRel);
                 let count = items.len();
                 let answers = match write(items).await {
                     Ok(answers) if answers.len() == count => answers.into_iter().map(Ok).collect(),
@@ -60,7 +98,7 @@ impl<T: Send + 'static, R: Clone + Send + 'static> Batcher<T, R> {
                 }
             }
         });
-        Batcher { tx, name }
+        Batcher { tx, name, queue }
     }
 
     /// Hands one item to the writer and waits until its batch is committed.
@@ -72,16 +110,43 @@ impl<T: Send + 'static, R: Clone + Send + 'static> Batcher<T, R> {
     }
 
     /// Queues one item for the next batch without waiting for it; a batch that fails is logged.
+    /// Past the queue's cap the item is dropped and counted.
     pub fn enqueue(&self, item: T) {
+        let queue = &self.queue;
+        if queue.waiting.fetch_add(1, Ordering::AcqRel) >= queue.limit {
+            queue.waiting.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!("keyfob_batch_items_dropped_total", "writer" => self.name)
+                .increment(1);
+            if !queue.dropping.swap(true, Ordering::AcqRel) {
+                tracing::error!(
+                    writer = self.name,
+                    limit = queue.limit,
+                    "the write queue is full (the database is slow or down); dropping items"
+                );
+            }
+            return;
+        }
+        queue.dropping.store(false, Ordering::Release);
         if self.tx.send((item, None)).is_err() {
+            queue.waiting.fetch_sub(1, Ordering::AcqRel);
             tracing::error!(writer = self.name, "writer stopped; item dropped");
         }
     }
+
+    /// How many queued-only items wait to be written.
+    pub fn queued(&self) -> usize {
+        self.queue.waiting.load(Ordering::Acquire)
+    }
 }
 
-/// Every item of a failed batch gets the error, which is logged once.
+/// Every item of a failed batch gets the error, which is logged once (not at all while the
+/// database is known to be down: that was logged when it went down).
 fn failed<R>(name: &str, count: usize, err: StoreError) -> Vec<Result<R, Arc<StoreError>>> {
-    tracing::error!(writer = name, items = count, error = %err, "batch not written");
+    if err.is_known_outage() {
+        tracing::debug!(writer = name, items = count, error = %err, "batch not written");
+    } else {
+        tracing::error!(writer = name, items = count, error = %err, "batch not written");
+    }
     let err = Arc::new(err);
     (0..count).map(|_| Err(err.clone())).collect()
 }
@@ -135,6 +200,41 @@ mod tests {
         // A waiting caller's batch comes after (or with) the queued ones.
         log.submit(3).await.unwrap();
         assert_eq!(*written.lock().unwrap(), [1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn queued_only_items_are_capped_while_the_writer_is_stuck() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let written = Arc::new(AtomicUsize::new(0));
+        let (open, count) = (gate.clone(), written.clone());
+        let log = Batcher::spawn_with_queue_limit("stuck", 16, 100, move |items: Vec<u32>| {
+            let (open, count) = (open.clone(), count.clone());
+            async move {
+                // A database that does not answer until the gate opens.
+                open.acquire().await.unwrap().forget();
+                count.fetch_add(items.len(), Ordering::SeqCst);
+                Ok(vec![(); items.len()])
+            }
+        });
+        for n in 0..100_000u32 {
+            log.enqueue(n);
+            assert!(log.queued() <= 100, "{} queued", log.queued());
+        }
+        // The writer holds at most one batch; the rest waits within the cap.
+        gate.add_permits(1_000);
+        for _ in 0..200 {
+            if log.queued() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(log.queued(), 0);
+        let written = written.load(Ordering::SeqCst);
+        assert!((100..=116).contains(&written), "{written} written");
+        // Once there is room again, items are taken.
+        log.submit(1).await.unwrap();
+        log.enqueue(2);
+        assert!(log.queued() <= 1);
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use keyfob_domain::audit::action;
@@ -50,9 +50,19 @@ struct GlobalArgs {
     /// A TOML file of settings (see README).
     #[arg(long, global = true, env = "KEYFOB_CONFIG")]
     config: Option<PathBuf>,
-    /// The master key, 64 hex characters; default DATA_DIR/master.key, made on first start.
+    /// The master key, 64 hex characters; default DATA_DIR/master.key, made on first start. On
+    /// the command line it is visible to every user of the machine (`ps`): prefer
+    /// --master-key-file or the environment variable.
     #[arg(long, global = true, env = "KEYFOB_MASTER_KEY", hide_env_values = true)]
     master_key: Option<String>,
+    /// A file holding the master key (64 hex characters), readable by Keyfob's user only.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYFOB_MASTER_KEY_FILE",
+        value_name = "PATH"
+    )]
+    master_key_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -127,7 +137,8 @@ enum KeysCommand {
         #[arg(long)]
         account: String,
     },
-    /// Revoke a key by its id; running servers refuse it within seconds.
+    /// Revoke a key by its id; running servers refuse it, and every token it minted, within
+    /// seconds.
     Revoke { key_id: String },
 }
 
@@ -159,6 +170,9 @@ enum AppsCommand {
         /// End a session this many seconds after login, however much it is used (default: never).
         #[arg(long, value_name = "SECS")]
         refresh_max_age_secs: Option<i64>,
+        /// Let the app receive tokens in the URL fragment (`response_type=token`); off by default.
+        #[arg(long)]
+        allow_fragment: bool,
     },
 }
 
@@ -190,13 +204,30 @@ enum SigningKeysCommand {
         #[arg(long)]
         alg: Option<SigningAlg>,
     },
-    /// One line per key: kid, algorithm, signs from, signs until, published until.
+    /// One line per key: kid, algorithm, signs from, signs until, published until, state.
     List,
+    /// Retire a key at once because it is compromised: it leaves the JWKS and every token it
+    /// signed is refused by every running server within a second. If it is the key signing now,
+    /// its published successor signs from now on; with none, publish one first
+    /// (`rotate --activate-in 0`).
+    Retire {
+        /// The key's id (kid), as `signing-keys list` shows it.
+        kid: String,
+    },
 }
 
 /// Runs the command line; the exit code says whether it worked.
 pub async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    if given_on_command_line(&matches, "master_key") {
+        eprintln!(
+            "keyfob: warning: a master key given with --master-key is visible to every user of this machine (ps, /proc); use --master-key-file or KEYFOB_MASTER_KEY"
+        );
+    }
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -204,6 +235,16 @@ pub async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether the argument `id` was typed on the command line (not taken from the environment), at
+/// the top or in any subcommand (global arguments may follow the subcommand).
+fn given_on_command_line(matches: &clap::ArgMatches, id: &str) -> bool {
+    let here = matches.try_get_raw(id).ok().flatten().is_some()
+        && matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    here || matches
+        .subcommand()
+        .is_some_and(|(_, sub)| given_on_command_line(sub, id))
 }
 
 fn one_line(err: &anyhow::Error) -> String {
@@ -226,6 +267,9 @@ fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
     }
     if let Some(key) = &global.master_key {
         config.master_key_hex = Some(key.clone().into());
+    }
+    if let Some(path) = &global.master_key_file {
+        config.master_key_file = Some(path.clone());
     }
     Ok(config)
 }
@@ -342,6 +386,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             max_permissions,
             refresh_idle_secs,
             refresh_max_age_secs,
+            allow_fragment,
         }) => {
             let (store, _) = open_storage(&config).await?;
             let account = ops::resolve_account(store.as_ref(), &account).await?;
@@ -356,6 +401,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     max_permissions,
                     refresh_idle_secs,
                     refresh_max_age_secs,
+                    allow_fragment,
                 },
             )
             .await?;
@@ -383,7 +429,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 // one before the database depends on it, so it is never lost.
                 println!("{}", new.to_hex());
             } else {
-                new.write_pending(&config.data_dir)?;
+                new.write_pending(&config.master_key_path())?;
             }
             let done = match ops::rotate_master_key(store.as_ref(), &old, &new).await {
                 Ok(done) => done,
@@ -391,12 +437,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     if from_config {
                         bail!("{err}; nothing was changed and the key printed above is not in use");
                     }
-                    MasterKey::discard_pending(&config.data_dir);
+                    MasterKey::discard_pending(&config.master_key_path());
                     bail!("{err}; nothing was changed");
                 }
             };
             if !from_config {
-                MasterKey::install_pending(&config.data_dir)?;
+                MasterKey::install_pending(&config.master_key_path())?;
             }
             audit::record_now(
                 store.as_ref(),
@@ -412,7 +458,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let place = if from_config {
                 "set KEYFOB_MASTER_KEY to the key above".to_owned()
             } else {
-                format!("it is in {}", config.data_dir.join("master.key").display())
+                format!("it is in {}", config.master_key_path().display())
             };
             eprintln!(
                 "master key rotated: sealed again {} signing keys, {} data keys and {} refresh answers; {place}, and restart every node with it",
@@ -450,20 +496,67 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                 }
                 SigningKeysCommand::List => {
+                    let now = now_ms();
                     for key in store.list_signing_keys().await? {
                         println!(
-                            "{}\t{}\t{}\t{}\t{}",
+                            "{}\t{}\t{}\t{}\t{}\t{}",
                             key.kid,
                             key.alg,
                             format_ms(key.activates_at),
                             key.retires_at.map(format_ms).unwrap_or_else(|| "-".into()),
                             key.expires_at.map(format_ms).unwrap_or_else(|| "-".into()),
+                            signing_key_state(&key, now),
                         );
+                    }
+                }
+                SigningKeysCommand::Retire { kid } => {
+                    let retired = ops::retire_signing_key(store.as_ref(), &kid).await?;
+                    let heir = retired.heir.as_ref().map(|h| {
+                        serde_json::json!({
+                            "kid": h.kid,
+                            "signs_from": format_ms(h.activates_at),
+                            "keeps_signing": h.keep_signing,
+                        })
+                    });
+                    audit::record_now(
+                        store.as_ref(),
+                        AuditEvent::new(None, Actor::operator(), action::SIGNING_KEY_RETIRED)
+                            .target(&retired.kid)
+                            .detail(serde_json::json!({ "successor": heir })),
+                    )
+                    .await?;
+                    match &retired.heir {
+                        Some(heir) => println!(
+                            "retired {}; {} signs from now on; running servers refuse the tokens {} signed within a second",
+                            retired.kid, heir.kid, retired.kid
+                        ),
+                        None => println!(
+                            "retired {}; running servers refuse the tokens it signed within a second",
+                            retired.kid
+                        ),
                     }
                 }
             }
             Ok(())
         }
+    }
+}
+
+/// A signing key's state for `signing-keys list`.
+fn signing_key_state(key: &keyfob_store::SigningKeyRow, now: i64) -> String {
+    if let Some(at) = key.revoked_at {
+        format!(
+            "retired {} (compromised; its tokens are refused)",
+            format_ms(at)
+        )
+    } else if key.expires_at.is_some_and(|e| e <= now) {
+        "expired".into()
+    } else if key.activates_at > now {
+        "published".into()
+    } else if key.retires_at.is_some_and(|r| r <= now) {
+        "verifying only".into()
+    } else {
+        "signing".into()
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -32,11 +33,27 @@ pub struct FileConfig {
     pub signup_open: Option<bool>,
     pub password_workers: Option<usize>,
     pub sync_interval_ms: Option<u64>,
+    pub key_lookups_per_second: Option<u32>,
     pub max_body_bytes: Option<usize>,
     pub login_attempts_per_minute: Option<u32>,
+    pub login_attempts_per_email_and_address: Option<u32>,
+    pub login_attempts_per_email: Option<u32>,
+    pub login_attempts_per_device: Option<u32>,
+    pub audit_anonymous_events: Option<u32>,
+    pub audit_anonymous_window_secs: Option<u64>,
     pub refresh_grace_secs: Option<i64>,
+    pub database_timeout_ms: Option<u64>,
+    pub database_connect_timeout_ms: Option<u64>,
+    pub database_probe_interval_ms: Option<u64>,
     /// Proxies whose `X-Forwarded-For` is believed: addresses or networks, e.g. `["10.0.0.0/8"]`.
     pub trusted_proxies: Option<Vec<String>>,
+    /// A file holding the master key (64 hex characters).
+    pub master_key_file: Option<PathBuf>,
+    pub header_timeout_secs: Option<u64>,
+    pub body_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
     pub token_cache_bytes: Option<u64>,
 }
 
@@ -67,19 +84,59 @@ pub struct Config {
     pub password_workers: usize,
     /// How often each node reads the change feed (revocations, new keys).
     pub sync_interval_ms: u64,
+    /// Most database reads per second for API keys this node does not know yet (made elsewhere a
+    /// moment ago); over it, an unknown key is refused without a read, so random keys cannot
+    /// flood the database.
+    pub key_lookups_per_second: u32,
     pub max_body_bytes: usize,
+    /// Failed password checks one client address may make per minute, whatever the email (and
+    /// sign-ups per address per minute).
     pub login_attempts_per_minute: u32,
+    /// Failed password checks for one email from one client address per 15 minutes.
+    pub login_attempts_per_email_and_address: u32,
+    /// Failed password checks for one email per hour from all clients without a device cookie
+    /// for it together.
+    pub login_attempts_per_email: u32,
+    /// Failed password checks per 15 minutes from a browser with a device cookie for the email.
+    pub login_attempts_per_device: u32,
+    /// Events from unauthenticated clients (failed logins) an account's audit log takes from one
+    /// client address per window; the rest are counted in one summary event.
+    pub audit_anonymous_events: u32,
+    /// That window, in seconds.
+    pub audit_anonymous_window_secs: u64,
     /// How long a used refresh token, presented again, still gets the same new pair (seconds).
     pub refresh_grace_secs: i64,
     /// How often API-key last-used times are written (batched, never per request).
     pub last_used_flush_ms: u64,
-    /// A hex master key given by the operator; otherwise `DATA_DIR/master.key`, made on first start.
+    /// How often everything the verify path holds is reloaded from the database, as a safety net
+    /// under the change feed.
+    pub full_reload_ms: u64,
+    /// PostgreSQL: the deadline of one database call, the wait for a connection, and how often a
+    /// database found down is tried again (calls fail at once meanwhile).
+    pub database_timeouts: keyfob_store::Timeouts,
+    /// A hex master key given by the operator; otherwise read from `master_key_file`, or from
+    /// `DATA_DIR/master.key`, made on first start.
     pub master_key_hex: Option<secrecy::SecretString>,
+    /// A file holding the hex master key (kept out of the process list and the environment).
+    pub master_key_file: Option<PathBuf>,
     /// How long a new signing key is published before it signs, in seconds.
     pub signing_key_publish_secs: i64,
     /// Load balancers and proxies in front of Keyfob: from these peers, the client's address is
     /// taken from `X-Forwarded-For` (see `keyfob_domain::net::client_ip`). Empty: the peer itself.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long a client has to send a request's line and headers, counted from connecting, or
+    /// on a kept-alive connection from the first byte of the next request.
+    pub header_timeout: Duration,
+    /// How long a client has to send a request's whole body, from when the server starts reading it.
+    pub body_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request (or a slow client take to
+    /// read an answer) before it is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once; beyond it, new connections wait to be accepted. `None`: derived
+    /// from the open-file limit at start (see `http::serve::default_max_connections`).
+    pub max_connections: Option<usize>,
+    /// Connections one client address (an IPv6 /64) may hold at once; trusted proxies are exempt.
+    pub max_connections_per_ip: usize,
     /// Memory for verified JWTs, in bytes (0: no cache, every request checks the signature).
     pub token_cache_bytes: u64,
 }
@@ -101,13 +158,27 @@ impl Config {
             signup_open: true,
             password_workers: default_password_workers(),
             sync_interval_ms: 500,
+            key_lookups_per_second: 20,
             max_body_bytes: 64 * 1024,
             login_attempts_per_minute: 10,
+            login_attempts_per_email_and_address: 5,
+            login_attempts_per_email: 50,
+            login_attempts_per_device: 10,
+            audit_anonymous_events: 5,
+            audit_anonymous_window_secs: 600,
             last_used_flush_ms: 5000,
+            full_reload_ms: 60_000,
+            database_timeouts: keyfob_store::Timeouts::default(),
             refresh_grace_secs: 30,
             master_key_hex: None,
+            master_key_file: None,
             signing_key_publish_secs: 0,
             trusted_proxies: Vec::new(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            max_connections: None,
+            max_connections_per_ip: 256,
             token_cache_bytes: crate::tokens::DEFAULT_CACHE_BYTES,
         }
     }
@@ -116,6 +187,9 @@ impl Config {
     pub fn apply_file(&mut self, file: FileConfig) -> anyhow::Result<()> {
         if let Some(list) = &file.trusted_proxies {
             self.set_trusted_proxies(list)?;
+        }
+        if let Some(v) = file.master_key_file {
+            self.master_key_file = Some(v);
         }
         if let Some(v) = file.listen {
             self.listen = v;
@@ -147,6 +221,9 @@ impl Config {
         if let Some(v) = file.sync_interval_ms {
             self.sync_interval_ms = v.clamp(50, 2000);
         }
+        if let Some(v) = file.key_lookups_per_second {
+            self.key_lookups_per_second = v.max(1);
+        }
         if let Some(v) = file.max_body_bytes {
             self.max_body_bytes = v;
         }
@@ -158,6 +235,46 @@ impl Config {
         }
         if let Some(v) = file.token_cache_bytes {
             self.token_cache_bytes = v;
+        }
+        if let Some(v) = file.header_timeout_secs {
+            self.header_timeout = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = file.body_timeout_secs {
+            self.body_timeout = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = file.idle_timeout_secs {
+            self.idle_timeout = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = file.max_connections {
+            self.max_connections = Some(v.max(1));
+        }
+        if let Some(v) = file.max_connections_per_ip {
+            self.max_connections_per_ip = v.max(1);
+        }
+        let db = &mut self.database_timeouts;
+        if let Some(v) = file.database_timeout_ms {
+            db.operation = Duration::from_millis(v.clamp(100, 600_000));
+        }
+        if let Some(v) = file.database_connect_timeout_ms {
+            db.connect = Duration::from_millis(v.clamp(100, 60_000));
+        }
+        if let Some(v) = file.database_probe_interval_ms {
+            db.probe_interval = Duration::from_millis(v.clamp(50, 60_000));
+        }
+        if let Some(v) = file.login_attempts_per_email_and_address {
+            self.login_attempts_per_email_and_address = v.max(1);
+        }
+        if let Some(v) = file.login_attempts_per_email {
+            self.login_attempts_per_email = v.max(1);
+        }
+        if let Some(v) = file.login_attempts_per_device {
+            self.login_attempts_per_device = v.max(1);
+        }
+        if let Some(v) = file.audit_anonymous_events {
+            self.audit_anonymous_events = v;
+        }
+        if let Some(v) = file.audit_anonymous_window_secs {
+            self.audit_anonymous_window_secs = v.clamp(1, 86_400);
         }
         Ok(())
     }
@@ -177,6 +294,22 @@ impl Config {
         match &self.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// The file the master key is read from when it is not given as a value: `master_key_file`,
+    /// or `DATA_DIR/master.key` (made on first start).
+    pub fn master_key_path(&self) -> PathBuf {
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("master.key"))
+    }
+
+    /// How many events from unauthenticated clients the audit log takes per account and address.
+    pub fn anonymous_audit_limit(&self) -> crate::audit::AnonymousLimit {
+        crate::audit::AnonymousLimit {
+            events: self.audit_anonymous_events,
+            window: std::time::Duration::from_secs(self.audit_anonymous_window_secs.max(1)),
         }
     }
 

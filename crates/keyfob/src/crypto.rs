@@ -5,7 +5,7 @@
 //! field values.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -38,70 +38,84 @@ impl MasterKey {
         MasterKey(SecretBox::new(Box::new(key)))
     }
 
-    /// Reads `DIR/master.key`, or makes it (mode 0600) on first start.
-    pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
-        let path = data_dir.join("master.key");
+    /// Reads the key file at `path`, or makes it (mode 0600) when it does not exist yet: the
+    /// default `DIR/master.key` on first start.
+    pub fn load_or_create(path: &Path) -> anyhow::Result<Self> {
         if path.exists() {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            return Self::from_hex(&text).with_context(|| format!("in {}", path.display()));
+            return Self::load(path);
         }
         let key = Self::generate();
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options
-            .open(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        writeln!(file, "{}", hex::encode(key.0.expose_secret()))?;
+        let mut file = private_file(path)?;
+        writeln!(file, "{}", key.to_hex())?;
+        file.sync_all()?;
         Ok(key)
     }
 
-    /// Writes this key beside the current one, as `DIR/master.key.new` (mode 0600), ahead of
+    /// Reads a key file (64 hex characters). A file others may read is reported, since the key
+    /// opens every secret Keyfob keeps; it is not changed, as the operator may share it on purpose
+    /// (a group that runs several nodes).
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the master key file {}", path.display()))?;
+        #[cfg(unix)]
+        if let Ok(meta) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{mode:o}"),
+                    "the master key file can be read by other users; make it private (chmod 600)"
+                );
+            }
+        }
+        Self::from_hex(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Writes this key beside the key file at `path`, as `PATH.new` (mode 0600), ahead of
     /// [`MasterKey::install_pending`]: a rotation writes the new key to disk before it changes the
     /// database, so the key that opens the database is never only in memory.
-    pub fn write_pending(&self, data_dir: &Path) -> anyhow::Result<()> {
-        let path = data_dir.join("master.key.new");
-        let _ = std::fs::remove_file(&path);
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options
-            .open(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
+    pub fn write_pending(&self, path: &Path) -> anyhow::Result<()> {
+        let pending = pending_path(path);
+        let _ = std::fs::remove_file(&pending);
+        let mut file = private_file(&pending)?;
         writeln!(file, "{}", self.to_hex())?;
         file.sync_all()?;
         Ok(())
     }
 
-    /// Puts `DIR/master.key.new` in place of `DIR/master.key` (an atomic rename).
-    pub fn install_pending(data_dir: &Path) -> anyhow::Result<()> {
-        let from = data_dir.join("master.key.new");
-        let to = data_dir.join("master.key");
-        std::fs::rename(&from, &to)
-            .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))
+    /// Puts `PATH.new` in place of the key file at `path` (an atomic rename).
+    pub fn install_pending(path: &Path) -> anyhow::Result<()> {
+        let from = pending_path(path);
+        std::fs::rename(&from, path)
+            .with_context(|| format!("cannot move {} to {}", from.display(), path.display()))
     }
 
     /// Forgets a pending key that was not used.
-    pub fn discard_pending(data_dir: &Path) {
-        let _ = std::fs::remove_file(data_dir.join("master.key.new"));
+    pub fn discard_pending(path: &Path) {
+        let _ = std::fs::remove_file(pending_path(path));
     }
 
-    /// The key as hex, to write it to `master.key` (or show it once, after a rotation).
+    /// The key as hex, to write it to its file (or show it once, after a rotation).
     pub fn to_hex(&self) -> String {
         hex::encode(self.0.expose_secret())
     }
 
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new_from_slice(self.0.expose_secret()).expect("32-byte key")
+    }
+
+    /// An HMAC-SHA256 key for one purpose (`info`), derived from the master key with
+    /// HKDF-SHA256: every node with the same master key derives the same key, and neither reveals
+    /// the master key nor the other purposes' keys.
+    pub fn derive_hmac_key(&self, info: &'static [u8]) -> aws_lc_rs::hmac::Key {
+        use aws_lc_rs::{hkdf, hmac};
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"keyfob").extract(self.0.expose_secret());
+        let infos = [info];
+        let okm = prk
+            .expand(&infos, hmac::HMAC_SHA256)
+            .expect("32 bytes are within HKDF-SHA256's output limit");
+        hmac::Key::from(okm)
     }
 
     /// Encrypts `plaintext`, bound to `aad` (what it is and whose), as base64 of nonce and
@@ -125,7 +139,7 @@ impl MasterKey {
         match self.open(stored, CHECK_AAD) {
             Ok(plain) if plain == CHECK_PLAINTEXT => Ok(()),
             _ => bail!(
-                "the master key does not match this database: give the same KEYFOB_MASTER_KEY (or master.key) to every node"
+                "the master key does not match this database: give every node the same key (KEYFOB_MASTER_KEY, --master-key-file or master.key)"
             ),
         }
     }
@@ -215,6 +229,27 @@ impl DataKey {
     }
 }
 
+/// Where a rotation writes the next key before it is installed: `PATH.new`.
+fn pending_path(path: &Path) -> PathBuf {
+    let mut pending = path.as_os_str().to_owned();
+    pending.push(".new");
+    PathBuf::from(pending)
+}
+
+/// Creates a new file that only its owner may read or write (mode 0600 on Unix).
+fn private_file(path: &Path) -> anyhow::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,8 +290,8 @@ mod tests {
     #[test]
     fn key_file_is_created_once() {
         let dir = tempfile::tempdir().unwrap();
-        let a = MasterKey::load_or_create(dir.path()).unwrap();
-        let b = MasterKey::load_or_create(dir.path()).unwrap();
+        let a = MasterKey::load_or_create(&dir.path().join("master.key")).unwrap();
+        let b = MasterKey::load_or_create(&dir.path().join("master.key")).unwrap();
         let sealed = a.seal(b"x", b"");
         assert_eq!(b.open(&sealed, b"").unwrap(), b"x");
     }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod crypto;
 pub mod dashboard;
 pub mod http;
+pub mod logins;
 pub mod ops;
 pub mod passwords;
 pub mod sessions;

@@ -104,6 +104,7 @@ pub async fn create_api_key(
         created_at: now_ms(),
         last_used_at: None,
         revoked_at: None,
+        tokens_revoked_before: None,
     };
     store.insert_api_key(&row).await?;
     Ok((row, key))
@@ -143,6 +144,56 @@ pub async fn rotate_signing_key(
     Ok(row)
 }
 
+/// A signing key retired at once, and the key that signs in its place if that changed.
+#[derive(Debug)]
+pub struct RetiredSigningKey {
+    pub kid: String,
+    pub heir: Option<keyfob_domain::signing::Heir>,
+}
+
+/// Retires a signing key at once (it is compromised): it leaves the JWKS, every token it signed is
+/// refused by every node within the sync interval, and, when it was the one signing, its published
+/// successor signs from now on. Refused, changing nothing, when no other key could sign.
+pub async fn retire_signing_key(
+    store: &dyn Store,
+    kid: &str,
+) -> Result<RetiredSigningKey, OpsError> {
+    use keyfob_domain::signing::{KeyTimes, RetireError, plan_retirement};
+    let now = now_ms();
+    let rows = store.list_signing_keys().await?;
+    let times: Vec<KeyTimes<'_>> = rows
+        .iter()
+        .map(|r| KeyTimes {
+            kid: &r.kid,
+            activates_at: r.activates_at,
+            retires_at: r.retires_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+        })
+        .collect();
+    let heir = plan_retirement(&times, kid, now).map_err(|e| match e {
+        RetireError::Unknown(_) => OpsError::NotFound(e.to_string()),
+        other => OpsError::Invalid(other.to_string()),
+    })?;
+    let stored_heir = heir.as_ref().map(|h| keyfob_store::SigningHeir {
+        kid: h.kid.clone(),
+        activates_at: h.activates_at,
+        keep_signing: h.keep_signing,
+    });
+    if !store
+        .retire_signing_key(kid, now, stored_heir.as_ref())
+        .await?
+    {
+        return Err(OpsError::Invalid(
+            RetireError::AlreadyRetired(kid.to_owned()).to_string(),
+        ));
+    }
+    Ok(RetiredSigningKey {
+        kid: kid.to_owned(),
+        heir,
+    })
+}
+
 /// What registering an application needs.
 #[derive(Debug, Clone, Default)]
 pub struct NewApp {
@@ -157,6 +208,10 @@ pub struct NewApp {
     pub refresh_idle_secs: Option<i64>,
     /// A session ends this long after login whatever its use (seconds); `None`: never.
     pub refresh_max_age_secs: Option<i64>,
+    /// Whether the app may receive tokens in the URL fragment (`response_type=token`, the
+    /// guide's flow for apps without a back end). Off unless asked for: tokens in a URL are
+    /// easier to leak (history, logs) than a code exchanged with PKCE.
+    pub allow_fragment: bool,
 }
 
 /// The longest idle or absolute session limit an app may set: ten years, in seconds.
@@ -236,6 +291,7 @@ pub async fn create_app(
         .map_err(anyhow::Error::from)?,
         refresh_idle_secs: new.refresh_idle_secs,
         refresh_absolute_secs: new.refresh_max_age_secs,
+        allow_fragment: new.allow_fragment,
         created_at: now_ms(),
         revoked_at: None,
     };

@@ -9,6 +9,7 @@
 
 use keyfob_domain::Claims;
 use keyfob_domain::secret::{hash_secret, random_token};
+use keyfob_domain::session::{Ended, RefreshFacts, RefreshState, SessionLimits, refresh_state};
 use std::sync::Arc;
 
 use keyfob_store::{
@@ -50,14 +51,10 @@ pub enum SessionError {
     WrongClient,
     #[error("the code was already used")]
     CodeUsed,
-    #[error("the session has ended")]
-    Ended,
+    #[error("{}", .0.describe())]
+    Ended(Ended),
     #[error("the refresh token was already used; the session has been ended")]
     Reused,
-    #[error("the session has been idle too long")]
-    Idle,
-    #[error("the session has reached its maximum age")]
-    TooOld,
     #[error(transparent)]
     Store(#[from] keyfob_store::StoreError),
     #[error(transparent)]
@@ -191,6 +188,46 @@ pub(crate) fn retry_aad(old_hash: &str) -> Vec<u8> {
     format!("refresh-retry:{old_hash}").into_bytes()
 }
 
+/// The limits `app` puts on its sessions.
+pub fn limits(app: &AppRow) -> SessionLimits {
+    SessionLimits {
+        idle_secs: app.refresh_idle_secs,
+        max_age_secs: app.refresh_absolute_secs,
+    }
+}
+
+/// What the domain rule needs to know of a refresh token and its session.
+fn facts(token: &RefreshRow, family: &FamilyRow, grant_live: bool) -> RefreshFacts {
+    RefreshFacts {
+        used_at: token.used_at,
+        retry_answer_kept: token.next_sealed.is_some(),
+        session_started_at: family.created_at,
+        session_last_used_at: family.last_used_at,
+        session_ended: family.revoked_at.is_some(),
+        grant_live,
+    }
+}
+
+/// What a refresh token of a session is worth at `now`: the one rule the token endpoint and
+/// introspection share.
+pub fn state_of(
+    state: &AppState,
+    app: &AppRow,
+    session: &RefreshSession,
+    now: i64,
+) -> RefreshState {
+    refresh_state(
+        &facts(
+            &session.token,
+            &session.family,
+            session.grant_permissions.is_some(),
+        ),
+        limits(app),
+        state.config.refresh_grace_secs * 1000,
+        now,
+    )
+}
+
 /// Uses a refresh token of `app`: rotates it, or answers a retry within the grace window with
 /// the same pair, or — on reuse after the window — ends the family.
 pub async fn refresh(
@@ -200,92 +237,45 @@ pub async fn refresh(
 ) -> Result<IssuedPair, SessionError> {
     let now = now_ms();
     let old_hash = hash_secret(refresh_token);
-    let RefreshSession {
-        token: row,
-        family,
-        grant_permissions,
-    } = state
+    let session = state
         .store
         .find_refresh_session(&old_hash)
         .await?
         .ok_or(SessionError::Unknown)?;
-    if family.client_id != app.client_id {
+    if session.family.client_id != app.client_id {
         return Err(SessionError::WrongClient);
     }
-    if family.revoked_at.is_some() {
-        return Err(SessionError::Ended);
-    }
-    if row.used_at.is_none() {
-        if app
-            .refresh_idle_secs
-            .is_some_and(|idle| now - family.last_used_at > idle * 1000)
-        {
-            return Err(SessionError::Idle);
+    let mut token = match state_of(state, app, &session, now) {
+        RefreshState::Ended(why) => return Err(SessionError::Ended(why)),
+        RefreshState::Live => {
+            if let Some(pair) = rotate(state, app, &session, &old_hash, now).await? {
+                return Ok(pair);
+            }
+            // Another request used it first, a moment ago: read what that one left.
+            state
+                .store
+                .find_refresh(&old_hash)
+                .await?
+                .ok_or(SessionError::Unknown)?
         }
-        if app
-            .refresh_absolute_secs
-            .is_some_and(|max_age| now - family.created_at > max_age * 1000)
-        {
-            return Err(SessionError::TooOld);
-        }
-        let grant_permissions = grant_permissions.ok_or(SessionError::Ended)?;
-        let permissions = narrowed(&row.permissions, &grant_permissions);
-        let next_token = new_refresh_token();
-        let (access_token, expires_at) =
-            sign_access(state, app, &family.user_id, &family.id, &permissions, now)?;
-        let pair = IssuedPair {
-            access_token,
-            refresh_token: next_token.clone(),
-            expires_at,
-            scope: permissions.join(" "),
-            session_id: family.id.clone(),
-        };
-        let sealed = state.master.seal(
-            &serde_json::to_vec(&pair).map_err(anyhow::Error::from)?,
-            &retry_aad(&old_hash),
-        );
-        let next = RefreshRow {
-            token_hash: hash_secret(&next_token),
-            family_id: family.id.clone(),
-            permissions: serde_json::to_string(&permissions).map_err(anyhow::Error::from)?,
-            created_at: now,
-            used_at: None,
-            next_sealed: None,
-        };
-        // The family's last use only matters to an idle limit (to the second) and to the pages
-        // that show it (to the minute): skip the write when neither would notice.
-        let touch_family =
-            app.refresh_idle_secs.is_some() || now - family.last_used_at >= TOUCH_EVERY_MS;
-        let rotation = Rotation {
-            old_hash: old_hash.clone(),
-            next,
-            next_sealed: sealed,
-            now,
-            touch_family,
-        };
-        if state
-            .writes
-            .rotations
-            .submit(rotation)
-            .await
-            .map_err(|err| anyhow::anyhow!("rotating a refresh token: {err}"))?
-        {
+        RefreshState::Retry | RefreshState::Reused => session.token,
+    };
+    let family = session.family;
+    let grant_live = session.grant_permissions.is_some();
+    match refresh_state(
+        &facts(&token, &family, grant_live),
+        limits(app),
+        state.config.refresh_grace_secs * 1000,
+        now,
+    ) {
+        RefreshState::Retry => {
+            let sealed = token.next_sealed.take().ok_or(SessionError::Unknown)?;
+            let plain = state.master.open(&sealed, &retry_aad(&old_hash))?;
+            let pair: IssuedPair = serde_json::from_slice(&plain).map_err(anyhow::Error::from)?;
             return Ok(pair);
         }
-    }
-    // Used already (by us a moment ago in another request, or long ago).
-    let row = state
-        .store
-        .find_refresh(&old_hash)
-        .await?
-        .ok_or(SessionError::Unknown)?;
-    let grace_ms = state.config.refresh_grace_secs * 1000;
-    if let (Some(used_at), Some(sealed)) = (row.used_at, row.next_sealed.as_deref())
-        && now - used_at <= grace_ms
-    {
-        let plain = state.master.open(sealed, &retry_aad(&old_hash))?;
-        let pair: IssuedPair = serde_json::from_slice(&plain).map_err(anyhow::Error::from)?;
-        return Ok(pair);
+        RefreshState::Ended(why) => return Err(SessionError::Ended(why)),
+        RefreshState::Live | RefreshState::Reused => {}
     }
     end_family(state, &family.id).await?;
     tracing::warn!(
@@ -305,6 +295,63 @@ pub async fn refresh(
         .detail(serde_json::json!({ "client_id": app.client_id, "user_id": family.user_id })),
     );
     Err(SessionError::Reused)
+}
+
+/// Rotates a live refresh token: signs the next access token, seals the pair for retries and
+/// hands the rotation to the batch writer. `None` when another request used the token first.
+async fn rotate(
+    state: &AppState,
+    app: &AppRow,
+    session: &RefreshSession,
+    old_hash: &str,
+    now: i64,
+) -> Result<Option<IssuedPair>, SessionError> {
+    let family = &session.family;
+    let grant_permissions = session
+        .grant_permissions
+        .as_deref()
+        .ok_or(SessionError::Ended(Ended::GrantRevoked))?;
+    let permissions = narrowed(&session.token.permissions, grant_permissions);
+    let next_token = new_refresh_token();
+    let (access_token, expires_at) =
+        sign_access(state, app, &family.user_id, &family.id, &permissions, now)?;
+    let pair = IssuedPair {
+        access_token,
+        refresh_token: next_token.clone(),
+        expires_at,
+        scope: permissions.join(" "),
+        session_id: family.id.clone(),
+    };
+    let sealed = state.master.seal(
+        &serde_json::to_vec(&pair).map_err(anyhow::Error::from)?,
+        &retry_aad(old_hash),
+    );
+    let next = RefreshRow {
+        token_hash: hash_secret(&next_token),
+        family_id: family.id.clone(),
+        permissions: serde_json::to_string(&permissions).map_err(anyhow::Error::from)?,
+        created_at: now,
+        used_at: None,
+        next_sealed: None,
+    };
+    // The family's last use only matters to an idle limit (to the second) and to the pages
+    // that show it (to the minute): skip the write when neither would notice.
+    let touch_family =
+        app.refresh_idle_secs.is_some() || now - family.last_used_at >= TOUCH_EVERY_MS;
+    let rotation = Rotation {
+        old_hash: old_hash.to_owned(),
+        next,
+        next_sealed: sealed,
+        now,
+        touch_family,
+    };
+    let won = state
+        .writes
+        .rotations
+        .submit(rotation)
+        .await
+        .map_err(|err| anyhow::anyhow!("rotating a refresh token: {err}"))?;
+    Ok(won.then_some(pair))
 }
 
 /// Ends one session on every node: its refresh tokens stop working at once, its access tokens

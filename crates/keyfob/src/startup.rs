@@ -15,7 +15,8 @@ use crate::auth::{AuthIndex, SyncHandle, spawn_sync};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::crypto::{CHECK_SETTING, MasterKey};
-use crate::http::{self, RateLimiter};
+use crate::http;
+use crate::logins::Logins;
 use crate::ops::ensure_signing_key;
 use crate::passwords::Passwords;
 use crate::state::AppState;
@@ -26,6 +27,7 @@ use crate::vault::Vault;
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    limits: http::serve::Limits,
     state: AppState,
     sync: SyncHandle,
 }
@@ -60,18 +62,20 @@ pub async fn open_storage(
     config: &Config,
 ) -> anyhow::Result<(Arc<dyn keyfob_store::Store>, MasterKey)> {
     if config.database_url.starts_with("sqlite:") || !config.database_url.contains("://") {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("cannot create data directory {}", config.data_dir.display())
-        })?;
+        private_dir(&config.data_dir)?;
     }
-    let store = keyfob_store::open(&config.database_url)
+    let store = keyfob_store::open(&config.database_url, config.database_timeouts)
         .await
         .with_context(|| "cannot open the database")?;
-    let master = match &config.master_key_hex {
-        Some(hex) => MasterKey::from_hex(secrecy::ExposeSecret::expose_secret(hex))?,
-        None => {
-            std::fs::create_dir_all(&config.data_dir)?;
-            MasterKey::load_or_create(&config.data_dir)?
+    let master = match (&config.master_key_hex, &config.master_key_file) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "the master key is given twice: use either --master-key-file (KEYFOB_MASTER_KEY_FILE) or KEYFOB_MASTER_KEY"
+        ),
+        (Some(hex), None) => MasterKey::from_hex(secrecy::ExposeSecret::expose_secret(hex))?,
+        (None, Some(path)) => MasterKey::load(path)?,
+        (None, None) => {
+            private_dir(&config.data_dir)?;
+            MasterKey::load_or_create(&config.master_key_path())?
         }
     };
     let stored = store
@@ -82,8 +86,41 @@ pub async fn open_storage(
     Ok((store, master))
 }
 
+/// Makes the data directory, readable by its owner only (0700): it holds the database and the
+/// master key. One that exists already is left as it is, but reported if others may read it.
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    if !dir.exists() {
+        builder
+            .create(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        return Ok(());
+    }
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(dir) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %dir.display(),
+                mode = format!("{mode:o}"),
+                "the data directory can be read by other users; make it private (chmod 700)"
+            );
+        }
+    }
+    Ok(())
+}
+
 impl Application {
     pub async fn build(mut config: Config) -> anyhow::Result<Application> {
+        // First, so that storage and connections alike get the raised limit.
+        let open_files = http::serve::raise_open_file_limit();
         let (store, master) = open_storage(&config).await?;
         let listener = TcpListener::bind(config.listen)
             .await
@@ -93,6 +130,7 @@ impl Application {
         if config.public_url.is_none() {
             config.public_url = Some(format!("http://{local}"));
         }
+        let limits = http::serve::Limits::from_config(&config, open_files);
         let keys = load_key_set(&store.list_signing_keys().await?, &master, now_ms())?;
         let master = Arc::new(master);
         let tokens = TokenService::new(
@@ -103,16 +141,13 @@ impl Application {
         );
         let state = AppState {
             recorder: TokenRecorder::spawn(store.clone()),
-            audit: AuditLog::spawn(store.clone()),
+            audit: AuditLog::spawn(store.clone(), config.anonymous_audit_limit()),
             vault: Arc::new(Vault::new(store.clone(), master.clone())),
             writes: crate::sessions::SessionWrites::spawn(store.clone()),
             tokens: Arc::new(tokens),
-            index: Arc::new(AuthIndex::default()),
+            index: Arc::new(AuthIndex::new(config.key_lookups_per_second)),
             passwords: Passwords::new(config.password_workers),
-            login_limiter: Arc::new(RateLimiter::new(
-                config.login_attempts_per_minute,
-                Duration::from_secs(60),
-            )),
+            logins: Arc::new(Logins::new(&config, &master)),
             metrics: metrics_handle(),
             master,
             store,
@@ -124,6 +159,7 @@ impl Application {
         Ok(Application {
             listener,
             router,
+            limits,
             state,
             sync,
         })
@@ -147,13 +183,11 @@ impl Application {
         self,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop)
-        .await?;
+        http::serve::serve(self.listener, self.router, self.limits, stop).await;
+        // The counts of throttled audit events are written before the node goes away.
+        if let Err(err) = self.state.audit.close_anonymous_windows().await {
+            tracing::error!(error = %err, "could not write the audit log's last summaries");
+        }
         self.sync.stop().await;
         Ok(())
     }

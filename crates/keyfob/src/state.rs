@@ -9,7 +9,7 @@ use crate::auth::AuthIndex;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::crypto::MasterKey;
-use crate::http::RateLimiter;
+use crate::logins::Logins;
 use crate::passwords::Passwords;
 use crate::tokens::{TokenRecorder, TokenService, load_key_set};
 use crate::vault::Vault;
@@ -27,7 +27,8 @@ pub struct AppState {
     pub writes: crate::sessions::SessionWrites,
     pub index: Arc<AuthIndex>,
     pub passwords: Passwords,
-    pub login_limiter: Arc<RateLimiter>,
+    /// Login budgets, device cookies and pre-login form tokens.
+    pub logins: Arc<Logins>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 

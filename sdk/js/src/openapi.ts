@@ -274,7 +274,7 @@ export interface components {
         AuditActor: {
             /** @description The API key's id, the token's `jti`, the owner's or user's id. */
             id: string;
-            /** @description `api_key`, `token`, `owner`, `user`, `operator` or `system`. */
+            /** @description `api_key`, `token`, `owner`, `user`, `app`, `operator`, `system`, or `anonymous` (a client that has not authenticated: a failed login). */
             kind: string;
         };
         /** @description One audit event. */
@@ -458,7 +458,86 @@ export interface components {
             subject: string;
         };
     };
-    responses: never;
+    responses: {
+        /** @description Bad input; the message names the field, parameter or path segment */
+        BadRequest: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description RFC 6749 error: `invalid_request` and the like */
+        OAuthBadRequest: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["OAuthErrorBody"];
+            };
+        };
+        /** @description `invalid_request`: the body is larger than the server accepts */
+        OAuthPayloadTooLarge: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["OAuthErrorBody"];
+            };
+        };
+        /** @description `temporarily_unavailable`: storage is unavailable */
+        OAuthUnavailable: {
+            headers: {
+                /** @description Seconds to wait before trying again */
+                "Retry-After"?: number;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["OAuthErrorBody"];
+            };
+        };
+        /** @description The body is larger than the server accepts (`max_body_bytes`, 64 KiB by default) */
+        PayloadTooLarge: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description Missing, malformed, expired or revoked credential */
+        Unauthorized: {
+            headers: {
+                /** @description `Bearer realm="keyfob", error="invalid_token", …` */
+                "WWW-Authenticate"?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description Storage is unavailable; retry later */
+        Unavailable: {
+            headers: {
+                /** @description Seconds to wait before trying again */
+                "Retry-After"?: number;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description The body must be sent with `Content-Type: application/json` */
+        UnsupportedMediaType: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+    };
     parameters: never;
     requestBodies: never;
     headers: never;
@@ -484,6 +563,7 @@ export interface operations {
                     "application/json": Record<string, never>;
                 };
             };
+            400: components["responses"]["BadRequest"];
         };
     };
     metadata: {
@@ -504,6 +584,7 @@ export interface operations {
                     "application/json": components["schemas"]["ServerMetadata"];
                 };
             };
+            400: components["responses"]["BadRequest"];
         };
     };
     list_audit_events: {
@@ -564,6 +645,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            503: components["responses"]["Unavailable"];
         };
     };
     list: {
@@ -623,6 +705,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            503: components["responses"]["Unavailable"];
         };
     };
     create: {
@@ -678,6 +761,9 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            503: components["responses"]["Unavailable"];
         };
     };
     read: {
@@ -740,6 +826,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            503: components["responses"]["Unavailable"];
         };
     };
     replace: {
@@ -777,6 +864,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
             /** @description Needs `<resource>.write` */
             403: {
                 headers: {
@@ -795,6 +883,9 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            503: components["responses"]["Unavailable"];
         };
     };
     remove: {
@@ -816,6 +907,8 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             /** @description Needs `<resource>.write` */
             403: {
                 headers: {
@@ -834,6 +927,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            503: components["responses"]["Unavailable"];
         };
     };
     patch: {
@@ -871,6 +965,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            401: components["responses"]["Unauthorized"];
             /** @description Needs `<resource>.write` */
             403: {
                 headers: {
@@ -889,6 +984,9 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            503: components["responses"]["Unavailable"];
         };
     };
     mint: {
@@ -940,6 +1038,9 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            503: components["responses"]["Unavailable"];
         };
     };
     introspect: {
@@ -992,6 +1093,8 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            413: components["responses"]["OAuthPayloadTooLarge"];
+            503: components["responses"]["OAuthUnavailable"];
         };
     };
     revoke: {
@@ -1033,6 +1136,8 @@ export interface operations {
                     "application/json": components["schemas"]["OAuthErrorBody"];
                 };
             };
+            413: components["responses"]["OAuthPayloadTooLarge"];
+            503: components["responses"]["OAuthUnavailable"];
         };
     };
     token: {
@@ -1076,6 +1181,8 @@ export interface operations {
                     "application/json": components["schemas"]["OAuthErrorBody"];
                 };
             };
+            413: components["responses"]["OAuthPayloadTooLarge"];
+            503: components["responses"]["OAuthUnavailable"];
         };
     };
     whoami: {
@@ -1096,6 +1203,7 @@ export interface operations {
                     "application/json": components["schemas"]["WhoAmI"];
                 };
             };
+            400: components["responses"]["BadRequest"];
             /** @description Missing or invalid credential */
             401: {
                 headers: {
@@ -1105,6 +1213,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            503: components["responses"]["Unavailable"];
         };
     };
     healthz: {
@@ -1125,6 +1234,7 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            400: components["responses"]["BadRequest"];
         };
     };
     metrics: {
@@ -1145,6 +1255,7 @@ export interface operations {
                     "text/plain": string;
                 };
             };
+            400: components["responses"]["BadRequest"];
         };
     };
     openapi_json: {
@@ -1165,6 +1276,7 @@ export interface operations {
                     "application/json": Record<string, never>;
                 };
             };
+            400: components["responses"]["BadRequest"];
         };
     };
     readyz: {
@@ -1185,6 +1297,7 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            400: components["responses"]["BadRequest"];
             /** @description Storage is down */
             503: {
                 headers: {

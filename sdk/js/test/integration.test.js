@@ -159,7 +159,24 @@ describe("user sessions", () => {
     client.close();
   });
 
-  test("the fragment form (response_type=token) is accepted too", async () => {
+  test("the fragment form (response_type=token) works for an app that allows it", async () => {
+    const fragment = await provision(keyfob, { redirectUri: REDIRECT_URI, allowFragment: true });
+    const client = new Keyfob({
+      baseUrl: keyfob.base,
+      clientId: fragment.clientId,
+      redirectUri: REDIRECT_URI,
+      transactionStorage: new MemoryStorage(),
+    });
+    const url = await client.loginUrl({ permissions: ["deals.read"], responseType: "token" });
+    const back = await authorize(url, { email: fragment.user, password: fragment.password });
+    assert.match(back, /#token=/);
+    const { session } = await client.handleRedirect(back);
+    assert.ok(session.refreshToken.startsWith("kfr_"));
+    assert.equal((await client.whoami()).client_id, fragment.clientId);
+    client.close();
+  });
+
+  test("an app without fragment mode is answered unauthorized_client, with no token", async () => {
     const client = new Keyfob({
       baseUrl: keyfob.base,
       clientId: setup.clientId,
@@ -168,10 +185,10 @@ describe("user sessions", () => {
     });
     const url = await client.loginUrl({ permissions: ["deals.read"], responseType: "token" });
     const back = await authorize(url, { email: setup.user, password: setup.password });
-    assert.match(back, /#token=/);
-    const { session } = await client.handleRedirect(back);
-    assert.ok(session.refreshToken.startsWith("kfr_"));
-    assert.equal((await client.whoami()).client_id, setup.clientId);
+    assert.match(back, /#.*error=unauthorized_client/);
+    assert.doesNotMatch(back, /token=/);
+    await assert.rejects(client.handleRedirect(back), { status: 0, code: "unauthorized_client" });
+    assert.equal(client.isLoggedIn, false);
     client.close();
   });
 

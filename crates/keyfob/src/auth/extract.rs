@@ -1,5 +1,7 @@
-//! `Authorization` → [`Principal`], with no database access: API keys are looked up by hash in
-//! memory, JWTs verified (or found in the verified cache) and checked against the revoked set.
+//! `Authorization` → [`Principal`], with no database write: API keys are looked up by hash in
+//! memory (and, for a key the index does not know yet, read through to the database: see
+//! [`super::lookup`]); JWTs are verified (or found in the verified cache) and checked against the
+//! revoked tokens, ended sessions and the cutoffs of the API keys that minted them, all in memory.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -7,6 +9,7 @@ use axum::http::request::Parts;
 use keyfob_domain::secret::constant_time_eq;
 use keyfob_domain::{Action, Credential, PermissionSet, Principal, PrincipalKind};
 
+use super::KeyCutoffReason;
 use crate::clock::now_ms;
 use crate::http::error::ApiError;
 use crate::state::AppState;
@@ -35,33 +38,77 @@ impl FromRequestParts<AppState> for Auth {
             .ok_or_else(|| ApiError::Unauthorized("the Authorization header is missing".into()))?
             .to_str()
             .map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?;
-        authenticate(state, header).map(Auth)
+        authenticate_reading_through(state, header).await.map(Auth)
     }
 }
 
-/// Verifies an `Authorization` header value.
+const UNKNOWN_KEY: &str = "the API key is unknown or revoked";
+
+/// Why memory alone did not verify a credential.
+enum Miss {
+    /// An API key the index does not know: unknown, revoked, or made a moment ago elsewhere.
+    UnknownKey(String),
+    Refused(ApiError),
+}
+
+impl From<ApiError> for Miss {
+    fn from(err: ApiError) -> Self {
+        Miss::Refused(err)
+    }
+}
+
+/// Verifies an `Authorization` header value; an API key the in-memory index does not know (made on
+/// another node or by the command line a moment ago) is read through to the database.
+pub async fn authenticate_reading_through(
+    state: &AppState,
+    header: &str,
+) -> Result<Principal, ApiError> {
+    match from_memory(state, header) {
+        Ok(principal) => Ok(principal),
+        Err(Miss::Refused(err)) => Err(err),
+        Err(Miss::UnknownKey(hash)) => {
+            let entry = super::lookup::look_up_key(state, &hash)
+                .await?
+                .ok_or_else(|| ApiError::Unauthorized(UNKNOWN_KEY.into()))?;
+            Ok(key_principal(state, entry, now_ms()))
+        }
+    }
+}
+
+/// Verifies an `Authorization` header value from memory alone.
 pub fn authenticate(state: &AppState, header: &str) -> Result<Principal, ApiError> {
+    from_memory(state, header).map_err(|miss| match miss {
+        Miss::Refused(err) => err,
+        Miss::UnknownKey(_) => ApiError::Unauthorized(UNKNOWN_KEY.into()),
+    })
+}
+
+fn key_principal(state: &AppState, entry: super::KeyEntry, now: i64) -> Principal {
+    state.index.note_use(&entry.id, now);
+    Principal {
+        subject: entry.id.clone(),
+        kind: PrincipalKind::ApiKey { key_id: entry.id },
+        account_id: entry.account_id,
+        permissions: PermissionSet::All,
+        expires_at: None,
+    }
+}
+
+fn from_memory(state: &AppState, header: &str) -> Result<Principal, Miss> {
     let credential =
         Credential::from_header(header).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
     let now = now_ms();
     match credential {
         Credential::ApiKey(key) => {
             let hash = key.hash();
-            let entry = state
+            match state
                 .index
                 .key_by_hash(&hash)
                 .filter(|entry| constant_time_eq(&entry.key_hash, &hash))
-                .ok_or_else(|| {
-                    ApiError::Unauthorized("the API key is unknown or revoked".into())
-                })?;
-            state.index.note_use(&entry.id, now);
-            Ok(Principal {
-                subject: entry.id.clone(),
-                kind: PrincipalKind::ApiKey { key_id: entry.id },
-                account_id: entry.account_id,
-                permissions: PermissionSet::All,
-                expires_at: None,
-            })
+            {
+                Some(entry) => Ok(key_principal(state, entry, now)),
+                None => Err(Miss::UnknownKey(hash)),
+            }
         }
         Credential::Jwt(token) => {
             let claims = state
@@ -74,7 +121,23 @@ pub fn authenticate(state: &AppState, header: &str) -> Result<Principal, ApiErro
                     .as_deref()
                     .is_some_and(|sid| state.index.is_session_revoked(sid))
             {
-                return Err(ApiError::Unauthorized("the token has been revoked".into()));
+                return Err(ApiError::Unauthorized("the token has been revoked".into()).into());
+            }
+            // A token minted by an API key dies with the key, or with "revoke all its tokens".
+            if let Some(key_id) = claims.minting_key()
+                && let Some(reason) = state.index.key_cutoff(key_id, || claims.issued_at_ms())
+            {
+                return Err(Miss::Refused(ApiError::Unauthorized(
+                    match reason {
+                        KeyCutoffReason::KeyRevoked => {
+                            "the token was minted by an API key that has been revoked"
+                        }
+                        KeyCutoffReason::TokensRevoked => {
+                            "the token has been revoked with every token of its API key"
+                        }
+                    }
+                    .into(),
+                )));
             }
             Ok(Principal {
                 kind: PrincipalKind::Jwt {

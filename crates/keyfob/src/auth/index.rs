@@ -1,10 +1,14 @@
-//! The state the verify path reads: live API keys by hash, revoked token ids, and API-key uses not
-//! yet written. Nothing here touches the database; [`super::sync`] keeps it current.
+//! The state the verify path reads: live API keys by hash, revoked token ids, the API keys whose
+//! tokens are refused, and API-key uses not yet written. Nothing here touches the database;
+//! [`super::sync`] keeps it current, and [`super::lookup`] reads a key through on a miss.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
-use keyfob_store::{ApiKeyRow, AppRow};
+use keyfob_store::{ApiKeyRow, AppRow, TokenCutoff};
+
+use super::lookup::KeyLookups;
 
 /// A live API key, as the verify path needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,10 +18,37 @@ pub struct KeyEntry {
     pub key_hash: String,
 }
 
-#[derive(Default)]
+impl From<&ApiKeyRow> for KeyEntry {
+    fn from(row: &ApiKeyRow) -> Self {
+        KeyEntry {
+            id: row.id.clone(),
+            account_id: row.account_id.clone(),
+            key_hash: row.key_hash.clone(),
+        }
+    }
+}
+
+/// Why a token minted by an API key is refused although its own id is not revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCutoffReason {
+    /// The key that minted it is revoked: every token it minted is refused.
+    KeyRevoked,
+    /// Every token the key had minted up to an instant was revoked, this one included.
+    TokensRevoked,
+}
+
 pub struct AuthIndex {
     /// Live keys by SHA-256 hash.
     keys_by_hash: RwLock<HashMap<String, KeyEntry>>,
+    /// Counts every removal of keys, so that a read-through that started before one does not put
+    /// back a key revoked meanwhile.
+    key_removals: AtomicU64,
+    /// API key id → the tokens of it that are refused ([`TokenCutoff::before`]) and until when
+    /// that matters (the last such token's expiry). One entry per key, not per token.
+    cutoffs: RwLock<HashMap<String, TokenCutoff>>,
+    /// Reads through to the database on an index miss: single-flight, rate-limited, with a
+    /// bounded negative cache.
+    pub(super) lookups: KeyLookups,
     /// Revoked token ids and when they expire (Unix seconds): kept until then.
     revoked: RwLock<HashMap<String, i64>>,
     /// Ended sessions (refresh families) and until when (Unix seconds) their access tokens
@@ -33,6 +64,21 @@ pub struct AuthIndex {
 }
 
 impl AuthIndex {
+    /// An empty index whose read-through on a key miss is limited to `lookups_per_second`.
+    pub fn new(lookups_per_second: u32) -> AuthIndex {
+        AuthIndex {
+            keys_by_hash: RwLock::default(),
+            key_removals: AtomicU64::new(0),
+            cutoffs: RwLock::default(),
+            lookups: KeyLookups::new(lookups_per_second),
+            revoked: RwLock::default(),
+            revoked_sessions: RwLock::default(),
+            origins: RwLock::default(),
+            apps: RwLock::default(),
+            uses: Mutex::default(),
+        }
+    }
+
     pub fn key_by_hash(&self, hash: &str) -> Option<KeyEntry> {
         self.keys_by_hash
             .read()
@@ -46,24 +92,97 @@ impl AuthIndex {
             self.remove_key(&row.id);
             return;
         }
+        // A key created after its hash was looked up in vain (it cannot be guessed, but the rule
+        // is simple): the negative answer must not outlive it.
+        self.lookups.forget(&row.key_hash);
         self.keys_by_hash
             .write()
             .expect("index lock poisoned")
-            .insert(
-                row.key_hash.clone(),
-                KeyEntry {
-                    id: row.id.clone(),
-                    account_id: row.account_id.clone(),
-                    key_hash: row.key_hash.clone(),
-                },
-            );
+            .insert(row.key_hash.clone(), KeyEntry::from(row));
+    }
+
+    /// How many times keys were removed so far; see [`AuthIndex::add_key_read_through`].
+    pub fn key_removals(&self) -> u64 {
+        self.key_removals.load(Ordering::SeqCst)
+    }
+
+    /// Adds a key read from the database on an index miss, unless a key was removed since
+    /// `removals_before` was read (before the database read): the row may predate a revocation
+    /// that this node has already applied. `false` when it was not added.
+    pub fn add_key_read_through(&self, row: &ApiKeyRow, removals_before: u64) -> bool {
+        if row.revoked_at.is_some() {
+            return false;
+        }
+        let mut keys = self.keys_by_hash.write().expect("index lock poisoned");
+        // Checked under the write lock that removals also take, so none slips in between.
+        if self.key_removals.load(Ordering::SeqCst) != removals_before {
+            return false;
+        }
+        keys.insert(row.key_hash.clone(), KeyEntry::from(row));
+        true
     }
 
     pub fn remove_key(&self, id: &str) {
-        self.keys_by_hash
-            .write()
-            .expect("index lock poisoned")
-            .retain(|_, entry| entry.id != id);
+        let mut keys = self.keys_by_hash.write().expect("index lock poisoned");
+        self.key_removals.fetch_add(1, Ordering::SeqCst);
+        keys.retain(|_, entry| entry.id != id);
+    }
+
+    /// Refuses every token `key_id` minted (its revocation), remembered until `until` (Unix ms),
+    /// and at least until the next full reload has seen any token minted meanwhile elsewhere.
+    pub fn refuse_key_tokens(&self, key_id: &str, before: i64, until: i64, now_ms: i64) {
+        let mut cutoffs = self.cutoffs.write().expect("index lock poisoned");
+        cutoffs.retain(|_, c| c.until > now_ms);
+        let entry = cutoffs
+            .entry(key_id.to_owned())
+            .or_insert(TokenCutoff { before, until });
+        entry.before = entry.before.max(before);
+        entry.until = entry.until.max(until);
+    }
+
+    /// Adds cutoffs read from the database and forgets those whose tokens have all expired.
+    /// Cutoffs only ever grow (a key is never un-revoked), so merging is always right.
+    pub fn merge_cutoffs(&self, items: Vec<(String, TokenCutoff)>, now_ms: i64) {
+        let mut cutoffs = self.cutoffs.write().expect("index lock poisoned");
+        cutoffs.retain(|_, c| c.until > now_ms);
+        for (key_id, cutoff) in items {
+            let entry = cutoffs.entry(key_id).or_insert(cutoff);
+            entry.before = entry.before.max(cutoff.before);
+            entry.until = entry.until.max(cutoff.until);
+        }
+    }
+
+    /// Whether a token `key_id` minted at `issued_ms()` (Unix ms, computed only when the key has
+    /// a cutoff) is refused, and why.
+    pub fn key_cutoff(
+        &self,
+        key_id: &str,
+        issued_ms: impl FnOnce() -> i64,
+    ) -> Option<KeyCutoffReason> {
+        let cutoffs = self.cutoffs.read().expect("index lock poisoned");
+        let cutoff = cutoffs.get(key_id)?;
+        if cutoff.before == i64::MAX {
+            Some(KeyCutoffReason::KeyRevoked)
+        } else if issued_ms() <= cutoff.before {
+            Some(KeyCutoffReason::TokensRevoked)
+        } else {
+            None
+        }
+    }
+
+    /// Database reads the key read-through has made so far.
+    pub fn lookups_made(&self) -> u64 {
+        self.lookups.reads()
+    }
+
+    /// Unknown key hashes remembered now (at most [`super::NEGATIVE_CAPACITY`]).
+    pub fn negative_cached(&self) -> usize {
+        self.lookups.negative_len()
+    }
+
+    /// How many keys' cutoffs are held (for tests and metrics).
+    pub fn cutoff_count(&self) -> usize {
+        self.cutoffs.read().expect("index lock poisoned").len()
     }
 
     /// Replaces every key at once (start-up and periodic full reloads).
@@ -71,18 +190,12 @@ impl AuthIndex {
         let map = rows
             .iter()
             .filter(|r| r.revoked_at.is_none())
-            .map(|r| {
-                (
-                    r.key_hash.clone(),
-                    KeyEntry {
-                        id: r.id.clone(),
-                        account_id: r.account_id.clone(),
-                        key_hash: r.key_hash.clone(),
-                    },
-                )
-            })
+            .map(|r| (r.key_hash.clone(), KeyEntry::from(r)))
             .collect();
-        *self.keys_by_hash.write().expect("index lock poisoned") = map;
+        let mut keys = self.keys_by_hash.write().expect("index lock poisoned");
+        // It may drop keys: a read-through in flight must not put one back.
+        self.key_removals.fetch_add(1, Ordering::SeqCst);
+        *keys = map;
     }
 
     pub fn is_revoked(&self, jti: &str) -> bool {

@@ -2,6 +2,11 @@
 //! change feed's recent entries (keys created or revoked, tokens revoked, signing keys rotated) and
 //! applies the ones it has not seen; every minute it reloads everything, as a safety net; and it
 //! writes API-key last-used times in batches. Nothing here runs on the request path.
+//!
+//! When the database is unreachable, what is in memory stays as it is (a failed read never
+//! replaces anything), so keys and tokens keep being verified; last-used times wait for the next
+//! write; and the first poll that works again is followed by a full reload, since the outage may
+//! have hidden changes for longer than the poll's look-back.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,7 +21,6 @@ use crate::state::AppState;
 /// How far back each poll reads. Longer than any transaction, so a change committed late (its id
 /// drawn before a later one's) is still seen.
 const LOOKBACK_MS: i64 = 30_000;
-const FULL_RELOAD: Duration = Duration::from_secs(60);
 const KEEP_CHANGES_MS: i64 = 24 * 3600 * 1000;
 
 /// Stops the background tasks when dropped or on [`SyncHandle::stop`].
@@ -53,7 +57,9 @@ pub async fn spawn_sync(state: AppState) -> anyhow::Result<SyncHandle> {
     let interval = Duration::from_millis(state.config.sync_interval_ms);
     let task = tokio::spawn(async move {
         let mut poll = tokio::time::interval(interval);
-        let mut reload = tokio::time::interval(FULL_RELOAD);
+        let mut reload =
+            tokio::time::interval(Duration::from_millis(state.config.full_reload_ms.max(10)));
+        let mut outage = Outage::default();
         let mut flush = tokio::time::interval(Duration::from_millis(
             state.config.last_used_flush_ms.max(10),
         ));
@@ -62,13 +68,20 @@ pub async fn spawn_sync(state: AppState) -> anyhow::Result<SyncHandle> {
         loop {
             tokio::select! {
                 _ = poll.tick() => {
-                    if let Err(err) = apply_changes(&state, &mut seen).await {
-                        tracing::warn!(error = %err, "reading the change feed failed");
+                    match apply_changes(&state, &mut seen).await {
+                        Ok(()) if outage.ended() => {
+                            if let Err(err) = full_reload(&state).await {
+                                outage.failed(&err, "reloading after an outage failed");
+                            }
+                        }
+                        Ok(()) => {}
+                        Err(err) => outage.failed(&err, "reading the change feed failed"),
                     }
                 }
                 _ = reload.tick() => {
                     if let Err(err) = full_reload(&state).await {
-                        tracing::warn!(error = %err, "reloading keys and revocations failed");
+                        outage.failed(&err, "reloading keys and revocations failed");
+                        continue;
                     }
                     if let Err(err) = state.store.prune_changes(now_ms() - KEEP_CHANGES_MS).await {
                         tracing::warn!(error = %err, "pruning the change feed failed");
@@ -106,6 +119,30 @@ pub async fn catch_up(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether the change feed could not be read lately, so that an outage is logged once rather
+/// than at every poll, and followed by a full reload.
+#[derive(Default)]
+struct Outage {
+    failing: bool,
+}
+
+impl Outage {
+    fn failed(&mut self, err: &anyhow::Error, what: &str) {
+        if std::mem::replace(&mut self.failing, true) {
+            tracing::debug!(error = %err, "{what}");
+        } else {
+            tracing::warn!(error = %err, "{what}; keeping what is in memory until it works again");
+        }
+    }
+
+    /// Called after a good poll: whether it ends an outage.
+    fn ended(&mut self) -> bool {
+        std::mem::replace(&mut self.failing, false)
+    }
+}
+
+/// Reads everything the verify path holds. Each part is read before it replaces what is in
+/// memory, so a failed read leaves the old state in place: an outage never empties the index.
 async fn full_reload(state: &AppState) -> anyhow::Result<()> {
     let keys = state.store.active_api_keys().await?;
     state.index.replace_keys(&keys);
@@ -118,6 +155,8 @@ async fn full_reload(state: &AppState) -> anyhow::Result<()> {
         .map(|(jti, exp_ms)| (jti, exp_ms / 1000))
         .collect();
     state.index.merge_revoked(revoked, now / 1000);
+    let cutoffs = state.store.token_cutoffs(None, now).await?;
+    state.index.merge_cutoffs(cutoffs, now);
     let window = crate::sessions::ACCESS_TOKEN_SECS + 60;
     for (sid, at) in state
         .store
@@ -157,7 +196,14 @@ async fn apply(state: &AppState, change: &Change) -> anyhow::Result<()> {
                 state.index.add_key(&row);
             }
         }
-        change_kind::API_KEY_REVOKED => state.index.remove_key(&change.subject),
+        change_kind::API_KEY_REVOKED => {
+            state.index.remove_key(&change.subject);
+            refuse_key_tokens(state, &change.subject, i64::MAX).await?;
+        }
+        // The change is logged at the instant the tokens were revoked up to.
+        change_kind::API_KEY_TOKENS_REVOKED => {
+            refuse_key_tokens(state, &change.subject, change.created_at).await?;
+        }
         change_kind::TOKEN_REVOKED => {
             let exp = match state.store.find_token(&change.subject).await? {
                 Some(token) => token.expires_at / 1000,
@@ -182,12 +228,42 @@ async fn apply(state: &AppState, change: &Change) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses the tokens `key_id` minted at or before `before` (`i64::MAX`: all of them), at once and
+/// for as long as the last of them lives (read from the database).
+async fn refuse_key_tokens(state: &AppState, key_id: &str, before: i64) -> anyhow::Result<()> {
+    let now = now_ms();
+    note_key_cutoff(state, key_id, before, now);
+    if let Some((_, cutoff)) = state.store.token_cutoffs(Some(key_id), now).await?.pop() {
+        state
+            .index
+            .refuse_key_tokens(key_id, before, cutoff.until, now);
+    }
+    Ok(())
+}
+
+/// Refuses the tokens `key_id` minted at or before `before` (`i64::MAX`: all of them) on this node
+/// now, without a database read: for the node that made the change, so its very next request is
+/// refused. Kept at least two full reloads, by when any token minted elsewhere meanwhile is seen
+/// in the database and keeps the cutoff as long as it lives.
+pub fn note_key_cutoff(state: &AppState, key_id: &str, before: i64, now: i64) {
+    let floor = now + 2 * state.config.full_reload_ms as i64;
+    state.index.refuse_key_tokens(key_id, before, floor, now);
+}
+
 async fn flush_uses(state: &AppState) {
     let uses = state.index.take_uses();
     if uses.is_empty() {
         return;
     }
     if let Err(err) = state.store.touch_api_keys(&uses).await {
-        tracing::warn!(error = %err, count = uses.len(), "writing last-used times failed");
+        if err.is_known_outage() {
+            tracing::debug!(error = %err, count = uses.len(), "writing last-used times failed");
+        } else {
+            tracing::warn!(error = %err, count = uses.len(), "writing last-used times failed");
+        }
+        // Kept for the next flush (one entry per known key, so bounded).
+        for (key_id, at) in uses {
+            state.index.note_use(&key_id, at);
+        }
     }
 }

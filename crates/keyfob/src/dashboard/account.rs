@@ -11,8 +11,12 @@ use keyfob_store::StoreError;
 use serde::Deserialize;
 
 use super::page::{Layout, PageError, PageForm, render, render_with_status};
-use super::session::{self, ClientIp, LOGIN_PATH, Session, check_form_token, form_token};
+use super::session::{
+    self, ClientIp, LOGIN_PATH, Session, check_form_token, device_cookie, form_token,
+    remember_device,
+};
 use crate::audit::{Actor, AuditEvent, UserAgent};
+use crate::logins::LoginKind;
 use crate::ops::{self, OpsError};
 use crate::state::AppState;
 
@@ -83,7 +87,7 @@ pub async fn home(session: Option<Session>) -> Redirect {
 /// Counts one attempt under `key`, refusing it once over the limit.
 fn limit(state: &AppState, key: &str) -> Result<(), PageError> {
     state
-        .login_limiter
+        .logins
         .check(key)
         .map_err(|retry_after| PageError::TooManyRequests { retry_after })
 }
@@ -108,8 +112,9 @@ pub async fn login_page(
     Ok((jar, render(&page)?).into_response())
 }
 
-/// Logs an owner in. Attempts are limited per client IP and per email before any password is
-/// checked, and an unknown email costs the same hash as a wrong password and gets the same answer.
+/// Logs an owner in. The attempt must fit the login budgets (`crate::logins`) before any password
+/// is checked; an unknown email costs the same hash as a wrong password and gets the same answer.
+/// A failure is audited as an unauthenticated event; a success gives the browser a device cookie.
 #[tracing::instrument(skip_all, fields(ip = %ip))]
 pub async fn login(
     State(state): State<AppState>,
@@ -118,31 +123,37 @@ pub async fn login(
     jar: CookieJar,
     PageForm(form): PageForm<LoginForm>,
 ) -> Result<Response, PageError> {
-    check_form_token(&jar, &form.csrf)?;
-    limit(&state, &format!("dashboard-login-ip:{ip}"))?;
-    limit(
-        &state,
-        &format!("dashboard-login-email:{}", form.email.trim().to_lowercase()),
-    )?;
+    check_form_token(&state, &jar, &form.csrf)?;
+    let attempt = state
+        .logins
+        .begin(LoginKind::Owner, &form.email, &ip, device_cookie(&jar))
+        .map_err(|retry_after| PageError::TooManyRequests { retry_after })?;
     let owner = match Email::parse(&form.email) {
         Ok(email) => state.store.find_owner_by_email(email.as_str()).await?,
         Err(_) => None,
     };
     let phc = owner.as_ref().map(|o| o.password_hash.clone());
     let verified = state.passwords.verify(form.password, phc).await;
+    if verified && owner.is_some() {
+        attempt.succeeded();
+    } else {
+        attempt.failed();
+    }
     let owner = match owner {
         Some(owner) if verified => owner,
         _ => {
             tracing::info!("dashboard login refused");
-            let (account, actor) = match &owner {
-                Some(owner) => (Some(owner.account_id.as_str()), Actor::owner(&owner.id)),
-                None => (None, Actor::system()),
-            };
-            state.audit.record(
-                AuditEvent::new(account, actor, action::OWNER_LOGIN_FAILED)
-                    .ip(&ip)
-                    .user_agent(&user_agent),
-            );
+            let mut event = AuditEvent::new(
+                owner.as_ref().map(|o| o.account_id.as_str()),
+                Actor::anonymous(),
+                action::OWNER_LOGIN_FAILED,
+            )
+            .ip(&ip)
+            .user_agent(&user_agent);
+            if let Some(owner) = &owner {
+                event = event.target(&owner.id);
+            }
+            state.audit.record_unauthenticated(event);
             let page = LoginPage {
                 layout: Layout::anonymous(),
                 csrf: form.csrf,
@@ -154,6 +165,7 @@ pub async fn login(
         }
     };
     let jar = session::start(&state, jar, &owner).await?;
+    let jar = remember_device(&state, jar, &owner.email);
     tracing::info!(owner_id = %owner.id, account_id = %owner.account_id, "dashboard login");
     state.audit.record(
         AuditEvent::new(
@@ -197,7 +209,7 @@ pub async fn signup(
     jar: CookieJar,
     PageForm(form): PageForm<SignupForm>,
 ) -> Result<Response, PageError> {
-    check_form_token(&jar, &form.csrf)?;
+    check_form_token(&state, &jar, &form.csrf)?;
     if !state.config.signup_open {
         return Err(PageError::Forbidden(SIGNUP_CLOSED.into()));
     }
@@ -237,6 +249,7 @@ pub async fn signup(
         Err(err) => return Err(PageError::Internal(err.into())),
     };
     let jar = session::start(&state, jar, &owner).await?;
+    let jar = remember_device(&state, jar, &owner.email);
     tracing::info!(
         owner_id = %owner.id,
         account_id = %owner.account_id,

@@ -28,6 +28,8 @@ pub struct AppView {
     client_id: String,
     name: String,
     public: bool,
+    /// May receive tokens in the URL fragment.
+    allow_fragment: bool,
     redirect_uris: Vec<String>,
     origins: Vec<String>,
     max_permissions: String,
@@ -71,6 +73,7 @@ impl From<AppRow> for AppView {
     fn from(row: AppRow) -> Self {
         AppView {
             public: row.public == 1,
+            allow_fragment: row.allow_fragment,
             redirect_uris: json_list(&row.redirect_uris),
             origins: json_list(&row.origins),
             max_permissions: json_list(&row.max_permissions).join(", "),
@@ -113,6 +116,9 @@ pub struct AppForm {
     /// Seconds, or blank for no limit.
     #[serde(default)]
     refresh_max_age_secs: String,
+    /// `on` when the app may receive tokens in the URL fragment.
+    #[serde(default)]
+    allow_fragment: Option<String>,
 }
 
 /// A blank field is no limit; anything else must be a whole number (its range is checked by
@@ -194,6 +200,7 @@ pub async fn create(
         max_permissions: form.max_permissions.clone(),
         refresh_idle_secs,
         refresh_max_age_secs,
+        allow_fragment: form.allow_fragment.is_some(),
     };
     match ops::create_app(state.store.as_ref(), &session.account_id, new).await {
         Ok(created) => {

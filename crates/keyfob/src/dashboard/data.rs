@@ -6,16 +6,18 @@ use askama::Template;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{Html, Redirect, Response};
+use axum_extra::extract::CookieJar;
 use keyfob_domain::audit::action;
-use keyfob_domain::query::{ListQuery, valid_resource};
+use keyfob_domain::query::{ListQuery, parse_page, valid_resource};
 use keyfob_domain::vault::{RevealRequest, SensitiveFields};
 use keyfob_store::{RecordRow, RecordScope};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_status};
-use super::session::{ClientIp, Session};
+use super::session::{self, ClientIp, Session};
 use crate::audit::{Actor, AuditEvent, UserAgent};
+use crate::logins::LoginKind;
 use crate::state::AppState;
 use crate::vault::{AccountVault, VaultServiceError};
 
@@ -187,15 +189,15 @@ pub async fn records(
     check_resource(&resource)?;
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).unwrap_or_default();
-    let page = pairs
-        .iter()
-        .find(|(k, _)| k == "page")
-        .map(|(_, v)| v.parse::<u32>())
-        .transpose()
-        .ok()
-        .flatten()
-        .filter(|p| (1..=keyfob_domain::query::MAX_PAGE).contains(p))
-        .unwrap_or(1);
+    let page = match pairs.iter().find(|(k, _)| k == "page") {
+        Some((_, value)) => parse_page(value).ok_or_else(|| {
+            PageError::BadRequest(format!(
+                "This address is not valid: {}.",
+                keyfob_domain::query::QueryError::Page
+            ))
+        })?,
+        None => 1,
+    };
     let list = ListQuery {
         limit: PAGE_SIZE,
         page,
@@ -325,18 +327,26 @@ pub async fn reveal(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     user_agent: UserAgent,
+    jar: CookieJar,
     Path((resource, id)): Path<(String, String)>,
     PageForm(form): PageForm<RevealForm>,
 ) -> Result<Response, PageError> {
     session.check_csrf(&form.csrf)?;
-    state
-        .login_limiter
-        .check(&format!("dashboard-reveal:{}", session.owner_id))
-        .map_err(|retry_after| PageError::TooManyRequests { retry_after })?;
     let request = RevealRequest::parse([form.field.as_str()])
         .ok()
         .filter(|r| r.items().len() == 1)
         .ok_or_else(|| PageError::BadRequest("Choose one field to reveal.".into()))?;
+    // The password is checked under the same budgets as a login, so a stolen session cannot
+    // guess it faster than a stranger could.
+    let attempt = state
+        .logins
+        .begin(
+            LoginKind::Owner,
+            &session.email,
+            &ip,
+            session::device_cookie(&jar),
+        )
+        .map_err(|retry_after| PageError::TooManyRequests { retry_after })?;
     let owner = state
         .store
         .find_owner(&session.owner_id)
@@ -347,6 +357,7 @@ pub async fn reveal(
         .verify(form.password, Some(owner.password_hash))
         .await
     {
+        attempt.failed();
         tracing::info!("dashboard reveal refused: wrong password");
         let (page, _) = record_page(
             &state,
@@ -359,6 +370,7 @@ pub async fn reveal(
         .await?;
         return render_with_status(StatusCode::FORBIDDEN, &page);
     }
+    attempt.succeeded();
     let (page, revealed) = record_page(
         &state,
         &session,

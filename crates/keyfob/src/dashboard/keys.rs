@@ -94,8 +94,10 @@ pub async fn list(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Html<String>, PageError> {
-    let notice = (query.as_deref() == Some(&format!("done={KEY_REVOKED}")))
-        .then_some("The key was revoked. Requests that use it are refused from now on.");
+    let notice = (query.as_deref() == Some(&format!("done={KEY_REVOKED}"))).then_some(
+        "The key was revoked, and every token it minted with it. Requests that use them are \
+         refused from now on.",
+    );
     render(&keys_page(&state, &session, notice, None, String::new()).await?)
 }
 
@@ -149,17 +151,20 @@ pub async fn revoke(
     PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Redirect, PageError> {
     session.check_csrf(&form.csrf)?;
+    let at = now_ms();
     let revoked = state
         .store
-        .revoke_api_key(Some(&session.account_id), &id, now_ms())
+        .revoke_api_key(Some(&session.account_id), &id, at)
         .await?;
     if !revoked {
         return Err(PageError::NotFound(
             "Your account has no active API key with this id.".into(),
         ));
     }
-    // This node refuses the key at once; the others learn of it from the change feed.
+    // This node refuses the key and every token it minted at once; the others learn of it from
+    // the change feed.
     state.index.remove_key(&id);
+    crate::auth::note_key_cutoff(&state, &id, i64::MAX, at);
     tracing::info!("API key revoked in the dashboard");
     state.audit.record(
         AuditEvent::new(

@@ -19,7 +19,7 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-pub use session::{FORM_COOKIE, SESSION_COOKIE};
+pub use session::{DEVICE_COOKIE, FORM_COOKIE, SESSION_COOKIE};
 
 use page::PageError;
 
@@ -48,6 +48,10 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/logout", post(account::logout))
         .route("/dashboard/keys", get(keys::list).post(keys::create))
         .route("/dashboard/keys/{id}/revoke", post(keys::revoke))
+        .route(
+            "/dashboard/keys/{id}/revoke-tokens",
+            post(tokens::revoke_key_tokens),
+        )
         .route("/dashboard/apps", get(apps::list).post(apps::create))
         .route("/dashboard/grants", get(grants::list))
         .route("/dashboard/grants/{id}/revoke", post(grants::revoke))
@@ -61,6 +65,8 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/data/{resource}/{id}/reveal", post(data::reveal))
         .route("/dashboard/static/app.css", get(stylesheet))
         .route("/dashboard/{*rest}", any(not_found))
+        // Before the layers, so that a 405 page carries the pages' policy too.
+        .method_not_allowed_fallback(crate::http::guard::method_not_allowed)
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use time::macros::format_description;
 
 use crate::clock::{format_ms, from_ms};
+use crate::http::extract::{Unreadable, form_bytes};
 
 /// What the layout around every page needs: who is signed in (for the navigation and the logout
 /// form) and which section is open.
@@ -67,19 +68,41 @@ pub fn render_with_status<T: Template>(
 }
 
 /// A URL-encoded form body. Fields a handler needs are `#[serde(default)]`, so that a missing CSRF
-/// token is reported as such (403) rather than as a malformed body.
+/// token is reported as such (403) rather than as a malformed body. A field holding text Keyfob
+/// does not accept (a NUL character, bytes that are not UTF-8) is refused by name.
 pub struct PageForm<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for PageForm<T> {
     type Rejection = PageError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, PageError> {
-        axum::Form::<T>::from_request(req, state)
-            .await
-            .map(|axum::Form(value)| PageForm(value))
-            .map_err(|_| {
-                PageError::BadRequest("The form could not be read. Go back and try again.".into())
-            })
+        let bytes = form_bytes(req, state).await?;
+        serde_urlencoded::from_bytes(&bytes)
+            .map(PageForm)
+            .map_err(|_| Unreadable::Malformed(String::new()).into())
+    }
+}
+
+impl From<Unreadable> for PageError {
+    fn from(err: Unreadable) -> Self {
+        let message = match &err {
+            Unreadable::TooLarge => "The form is larger than this server accepts. Nothing was \
+                 changed."
+                .to_owned(),
+            Unreadable::WrongType { expected } => {
+                format!("The form must be sent as {expected}. Nothing was changed.")
+            }
+            Unreadable::Malformed(_) | Unreadable::Broken => {
+                "The form could not be read. Go back and try again.".to_owned()
+            }
+            Unreadable::Text(input) => {
+                format!("The form field {input}. Nothing was changed.")
+            }
+        };
+        PageError::Rejected {
+            status: err.status(),
+            message,
+        }
     }
 }
 
@@ -98,6 +121,10 @@ pub enum PageError {
     Unavailable,
     #[error("Something went wrong on our side.")]
     Internal(#[from] anyhow::Error),
+    /// The request itself refused: a method the page does not serve, a form too large or
+    /// unreadable, an address holding text Keyfob does not accept.
+    #[error("{message}")]
+    Rejected { status: StatusCode, message: String },
 }
 
 impl PageError {
@@ -110,6 +137,29 @@ impl PageError {
         )
     }
 
+    /// A 500 caused by an unreachable database becomes the 503 it is.
+    pub(crate) fn outage_as_unavailable(self) -> Self {
+        match self {
+            PageError::Internal(err) => match crate::http::error::database_outage(&err) {
+                Some(cause) => {
+                    crate::http::error::log_outage(&err, cause);
+                    PageError::Unavailable
+                }
+                None => PageError::Internal(err),
+            },
+            other => other,
+        }
+    }
+
+    /// `Retry-After` of the answer, in seconds: how long to wait before trying again.
+    pub(crate) fn retry_after(&self) -> Option<u64> {
+        match self {
+            PageError::TooManyRequests { retry_after } => Some(*retry_after),
+            PageError::Unavailable => Some(crate::http::error::UNAVAILABLE_RETRY_AFTER_SECS),
+            _ => None,
+        }
+    }
+
     pub(crate) fn status_and_title(&self) -> (StatusCode, &'static str) {
         match self {
             PageError::BadRequest(_) => (StatusCode::BAD_REQUEST, "Bad request"),
@@ -120,6 +170,9 @@ impl PageError {
             }
             PageError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
             PageError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Error"),
+            PageError::Rejected { status, .. } => {
+                (*status, status.canonical_reason().unwrap_or("Error"))
+            }
         }
     }
 }
@@ -127,8 +180,8 @@ impl PageError {
 impl From<StoreError> for PageError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Unavailable(_) => {
-                tracing::error!(error = %err, "storage unavailable");
+            StoreError::Unavailable(ref cause) => {
+                crate::http::error::log_outage(&err, cause);
                 PageError::Unavailable
             }
             other => PageError::Internal(other.into()),
@@ -152,21 +205,26 @@ struct ErrorPage<'a> {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        if let PageError::Internal(err) = &self {
+        let this = self.outage_as_unavailable();
+        if let PageError::Internal(err) = &this {
             tracing::error!(error = ?err, "internal error in the dashboard");
         }
-        let (status, title) = self.status_and_title();
+        let (status, title) = this.status_and_title();
         let page = ErrorPage {
             layout: Layout::anonymous(),
             title,
-            message: self.to_string(),
+            message: this.to_string(),
         };
         let body = page.render().unwrap_or_else(|_| title.to_owned());
-        let mut response = (status, Html(body)).into_response();
-        if let PageError::TooManyRequests { retry_after } = self {
+        // The pages' policy on the page itself: an error may be answered outside the dashboard's
+        // router (an unreadable address, a method it does not serve).
+        let csp = HeaderValue::from_static(super::CONTENT_SECURITY_POLICY);
+        let mut response =
+            (status, [(header::CONTENT_SECURITY_POLICY, csp)], Html(body)).into_response();
+        if let Some(secs) = this.retry_after() {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

@@ -4,10 +4,15 @@
 //! `/dashboard`; the database keeps only its SHA-256, with the session's CSRF token, which every
 //! form of a signed-in page carries and every POST must send back (compared in constant time).
 //! The forms shown before login (sign-up, login) have no session to bind a token to, so they use a
-//! double-submit cookie: a random value in an `HttpOnly; SameSite=Strict` cookie that the form must
-//! repeat.
+//! signed double-submit cookie: a random value signed with a key derived from the master key
+//! (`Logins::form_token`), in an `HttpOnly; SameSite=Strict` cookie that the form must repeat. A
+//! value the browser or anyone else made up is refused, however well it matches.
+//!
+//! After a successful login the browser also gets a device cookie (`Logins::device_cookie`),
+//! which lets it try that owner's password on its own budget.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
@@ -19,12 +24,17 @@ use keyfob_store::{Owner, SessionRow};
 
 use super::page::{Layout, PageError};
 use crate::clock::now_ms;
+use crate::logins::{DEVICE_LIFETIME, LoginKind};
 use crate::state::AppState;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "kf_session";
 /// The double-submit cookie of the sign-up and login forms.
 pub const FORM_COOKIE: &str = "kf_form";
+/// The cookie that marks a browser an owner has logged in from (see `crate::logins`).
+pub const DEVICE_COOKIE: &str = "kf_device";
+/// What the form tokens of the dashboard are signed for.
+const FORM_PAGES: &str = "dashboard";
 /// How long a session lasts from login.
 pub const SESSION_LIFETIME: time::Duration = time::Duration::hours(12);
 const COOKIE_PATH: &str = "/dashboard";
@@ -179,16 +189,17 @@ pub async fn end(
     Ok(jar.add(removal))
 }
 
-/// The double-submit token for a form shown before login: the browser's existing one (so several
-/// tabs keep working), or a new one set in a cookie.
+/// The double-submit token for a form shown before login: the browser's existing one if this
+/// service signed it and it has not expired (so several tabs keep working), or a new one set in a
+/// cookie.
 pub fn form_token(state: &AppState, jar: CookieJar) -> (CookieJar, String) {
     if let Some(existing) = jar.get(FORM_COOKIE)
-        && looks_like_token(existing.value())
+        && form_token_is_valid(state, existing.value())
     {
         let value = existing.value().to_owned();
         return (jar, value);
     }
-    let token = random_token();
+    let token = state.logins.form_token(FORM_PAGES);
     let cookie = cookie(
         COOKIE_PATH,
         FORM_COOKIE,
@@ -200,11 +211,22 @@ pub fn form_token(state: &AppState, jar: CookieJar) -> (CookieJar, String) {
     (jar.add(cookie), token)
 }
 
-/// Checks that a form shown before login sent back the token in its cookie.
-pub fn check_form_token(jar: &CookieJar, submitted: &str) -> Result<(), PageError> {
+fn form_token_is_valid(state: &AppState, token: &str) -> bool {
+    let max_age = Duration::from_secs(SESSION_LIFETIME.whole_seconds().unsigned_abs());
+    state.logins.form_token_is_valid(FORM_PAGES, token, max_age)
+}
+
+/// Checks that a form shown before login sent back the token in its cookie, and that the token is
+/// one this service signed.
+pub fn check_form_token(
+    state: &AppState,
+    jar: &CookieJar,
+    submitted: &str,
+) -> Result<(), PageError> {
     match jar.get(FORM_COOKIE) {
         Some(cookie)
-            if looks_like_token(cookie.value()) && constant_time_eq(submitted, cookie.value()) =>
+            if constant_time_eq(submitted, cookie.value())
+                && form_token_is_valid(state, cookie.value()) =>
         {
             Ok(())
         }
@@ -215,12 +237,21 @@ pub fn check_form_token(jar: &CookieJar, submitted: &str) -> Result<(), PageErro
     }
 }
 
-/// A value [`random_token`] could have made: 43 URL-safe characters.
-pub(crate) fn looks_like_token(value: &str) -> bool {
-    value.len() == 43
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+/// Gives the browser a device cookie for `email` after a successful login.
+pub fn remember_device(state: &AppState, jar: CookieJar, email: &str) -> CookieJar {
+    jar.add(cookie(
+        COOKIE_PATH,
+        DEVICE_COOKIE,
+        state.logins.device_cookie(LoginKind::Owner, email),
+        state.config.secure_cookies(),
+        SameSite::Strict,
+        DEVICE_LIFETIME,
+    ))
+}
+
+/// The browser's device cookie, if it sent one.
+pub fn device_cookie(jar: &CookieJar) -> Option<&str> {
+    jar.get(DEVICE_COOKIE).map(|c| c.value())
 }
 
 /// The client's IP address, for per-IP limits and the audit log: the connection's peer, or behind
@@ -250,28 +281,5 @@ impl FromRequestParts<AppState> for ClientIp {
             .collect();
         let ip = keyfob_domain::net::client_ip(peer.ip(), &forwarded, trusted);
         Ok(ClientIp(ip.to_string()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_random_tokens_are_accepted_as_form_tokens() {
-        assert!(looks_like_token(&random_token()));
-        assert!(!looks_like_token(""));
-        assert!(!looks_like_token("short"));
-        assert!(!looks_like_token(&"a;".repeat(22)[..43]));
-    }
-
-    #[test]
-    fn a_form_token_must_match_its_cookie() {
-        let token = random_token();
-        let jar = CookieJar::new().add(Cookie::new(FORM_COOKIE, token.clone()));
-        assert!(check_form_token(&jar, &token).is_ok());
-        assert!(check_form_token(&jar, "").is_err());
-        assert!(check_form_token(&jar, &random_token()).is_err());
-        assert!(check_form_token(&CookieJar::new(), &token).is_err());
     }
 }

@@ -1,22 +1,28 @@
-//! The JWTs minted for the account: list and revoke.
+//! The JWTs minted for the account: listed a page at a time and filtered by the key that minted
+//! them, a permission and their state, so that no token can hide behind others; revoked one by one
+//! or all of one key's at once.
 
 use std::collections::HashMap;
 
 use askama::Template;
-use axum::extract::{Path, RawQuery, State};
-use axum::response::{Html, Redirect};
-use keyfob_store::TokenRow;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use keyfob_domain::audit::action;
+use keyfob_domain::token_list::{TokenQuery, TokenStatus};
+use keyfob_store::{ApiKeyRow, TokenFilter, TokenRow};
+use serde::Deserialize;
 
 use super::account::CsrfForm;
-use super::page::{Layout, PageError, PageForm, TimeView, render};
+use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_status};
 use super::session::{ClientIp, Session};
 use crate::audit::{Actor, AuditEvent};
 use crate::clock::now_ms;
+use crate::http::extract::QueryPairs;
 use crate::state::AppState;
 
-/// Most tokens one page lists, newest first.
-const LIST_LIMIT: u32 = 200;
 const TOKEN_REVOKED: &str = "token-revoked";
+const KEY_TOKENS_REVOKED: &str = "key-tokens-revoked";
 
 #[derive(Template)]
 #[template(path = "tokens.html")]
@@ -24,7 +30,26 @@ pub struct TokensPage {
     layout: Layout,
     tokens: Vec<TokenView>,
     notice: Option<&'static str>,
-    limit: u32,
+    error: Option<String>,
+    /// The account's keys, for the filter.
+    keys: Vec<KeyChoice>,
+    /// The filters as typed, to show them again.
+    key: String,
+    permission: String,
+    status: String,
+    /// The key filtered on, when it is live: the page offers to revoke all its tokens.
+    revocable_key: Option<KeyChoice>,
+    page: u32,
+    pages: u64,
+    total: u64,
+    prev_query: Option<String>,
+    next_query: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct KeyChoice {
+    id: String,
+    label: String,
 }
 
 pub struct TokenView {
@@ -58,36 +83,126 @@ impl TokenView {
     }
 }
 
-/// `GET /dashboard/tokens`.
+fn key_label(key: &ApiKeyRow) -> String {
+    let state = if key.revoked_at.is_some() {
+        " — revoked"
+    } else {
+        ""
+    };
+    format!("{} ({}…){state}", key.name, key.prefix)
+}
+
+fn value_of(pairs: &[(String, String)], name: &str) -> String {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.trim().chars().take(128).collect())
+        .unwrap_or_default()
+}
+
+/// `GET /dashboard/tokens?key=…&permission=…&status=live|revoked|expired&page=N`.
 #[tracing::instrument(skip_all, fields(account_id = %session.account_id))]
 pub async fn list(
     session: Session,
     State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-) -> Result<Html<String>, PageError> {
-    let rows = state
-        .store
-        .list_tokens(&session.account_id, LIST_LIMIT)
-        .await?;
-    let key_names: HashMap<String, String> = state
-        .store
-        .list_api_keys(&session.account_id)
-        .await?
-        .into_iter()
-        .map(|key| (key.id, format!("{} ({}…)", key.name, key.prefix)))
-        .collect();
-    let now = now_ms();
-    let notice = (query.as_deref() == Some(&format!("done={TOKEN_REVOKED}")))
-        .then_some("The token was revoked. Requests that use it are refused from now on.");
-    render(&TokensPage {
+    QueryPairs(mut pairs): QueryPairs,
+) -> Result<Response, PageError> {
+    // `done` only says which notice to show after a form; it is no filter.
+    let done = value_of(&pairs, "done");
+    pairs.retain(|(k, _)| k != "done");
+    let notice = match done.as_str() {
+        TOKEN_REVOKED => {
+            Some("The token was revoked. Requests that use it are refused from now on.")
+        }
+        KEY_TOKENS_REVOKED => Some(
+            "Every token this key had minted was revoked and is refused from now on. The key \
+             itself still works, and so do the tokens it mints from now on.",
+        ),
+        _ => None,
+    };
+    let keys = state.store.list_api_keys(&session.account_id).await?;
+    let mut view = TokensPage {
         layout: session.layout("tokens"),
-        tokens: rows
-            .into_iter()
-            .map(|row| TokenView::new(row, &key_names, now))
-            .collect(),
+        tokens: Vec::new(),
         notice,
-        limit: LIST_LIMIT,
-    })
+        error: None,
+        keys: keys
+            .iter()
+            .map(|k| KeyChoice {
+                id: k.id.clone(),
+                label: key_label(k),
+            })
+            .collect(),
+        key: value_of(&pairs, "key"),
+        permission: value_of(&pairs, "permission"),
+        status: value_of(&pairs, "status"),
+        revocable_key: None,
+        page: 1,
+        pages: 0,
+        total: 0,
+        prev_query: None,
+        next_query: None,
+    };
+    let query = match TokenQuery::from_pairs(&pairs) {
+        Ok(query) => query,
+        Err(err) => {
+            view.error = Some(err.to_string());
+            return render_with_status(StatusCode::BAD_REQUEST, &view);
+        }
+    };
+    if let Some(id) = &query.key {
+        let Some(key) = keys.iter().find(|k| &k.id == id) else {
+            view.error = Some("`key` names no API key of this account".into());
+            return render_with_status(StatusCode::BAD_REQUEST, &view);
+        };
+        if key.revoked_at.is_none() {
+            view.revocable_key = Some(KeyChoice {
+                id: key.id.clone(),
+                label: key_label(key),
+            });
+        }
+    }
+    let now = now_ms();
+    let permission = query.permission.as_ref().map(ToString::to_string);
+    let (rows, total) = state
+        .store
+        .list_tokens_page(&TokenFilter {
+            account_id: &session.account_id,
+            api_key_id: query.key.as_deref(),
+            permission: permission.as_deref(),
+            status: query.status,
+            now,
+            limit: query.limit,
+            offset: query.offset(),
+        })
+        .await?;
+    let key_names: HashMap<String, String> =
+        keys.iter().map(|k| (k.id.clone(), key_label(k))).collect();
+    let link = |page: u32| {
+        serde_urlencoded::to_string([
+            ("key", query.key.as_deref().unwrap_or_default()),
+            ("permission", permission.as_deref().unwrap_or_default()),
+            (
+                "status",
+                query.status.map(TokenStatus::as_str).unwrap_or_default(),
+            ),
+            ("limit", &query.limit.to_string()),
+            ("page", &page.to_string()),
+        ])
+        .ok()
+    };
+    view.prev_query = (query.page > 1).then(|| link(query.page - 1)).flatten();
+    view.next_query = (query.offset() + u64::from(query.limit) < total)
+        .then(|| link(query.page + 1))
+        .flatten();
+    view.page = query.page;
+    view.total = total;
+    view.pages = total.div_ceil(u64::from(query.limit));
+    view.tokens = rows
+        .into_iter()
+        .map(|row| TokenView::new(row, &key_names, now))
+        .collect();
+    Ok(render(&view)?.into_response())
 }
 
 /// `POST /dashboard/tokens/{jti}/revoke`: only a live token of the session's own account.
@@ -122,7 +237,7 @@ pub async fn revoke(
         AuditEvent::new(
             Some(&session.account_id),
             Actor::owner(&session.owner_id),
-            keyfob_domain::audit::action::TOKEN_REVOKED,
+            action::TOKEN_REVOKED,
         )
         .target(&jti)
         .ip(&ip),
@@ -130,4 +245,59 @@ pub async fn revoke(
     Ok(Redirect::to(&format!(
         "/dashboard/tokens?done={TOKEN_REVOKED}"
     )))
+}
+
+#[derive(Deserialize)]
+pub struct RevokeAllForm {
+    #[serde(default)]
+    csrf: String,
+    /// The ticked confirmation box: `yes`.
+    #[serde(default)]
+    confirm: String,
+}
+
+/// `POST /dashboard/keys/{id}/revoke-tokens`: revokes every token a live key of the session's
+/// account has minted so far. The key stays live; tokens it mints afterwards work.
+#[tracing::instrument(skip_all, fields(account_id = %session.account_id, key_id = %id))]
+pub async fn revoke_key_tokens(
+    session: Session,
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(id): Path<String>,
+    PageForm(form): PageForm<RevokeAllForm>,
+) -> Result<Redirect, PageError> {
+    session.check_csrf(&form.csrf)?;
+    if form.confirm != "yes" {
+        return Err(PageError::BadRequest(
+            "Tick “I understand” to confirm that every token of this key should stop working. \
+             Nothing was revoked."
+                .into(),
+        ));
+    }
+    let at = now_ms();
+    // The store checks the account in the same statement that revokes.
+    let revoked = state
+        .store
+        .revoke_key_tokens(Some(&session.account_id), &id, at)
+        .await?;
+    if !revoked {
+        return Err(PageError::NotFound(
+            "Your account has no active API key with this id.".into(),
+        ));
+    }
+    // This node refuses the tokens at once; the others learn of it from the change feed.
+    crate::auth::note_key_cutoff(&state, &id, at, at);
+    tracing::info!("every token of an API key revoked in the dashboard");
+    state.audit.record(
+        AuditEvent::new(
+            Some(&session.account_id),
+            Actor::owner(&session.owner_id),
+            action::API_KEY_TOKENS_REVOKED,
+        )
+        .target(&id)
+        .ip(&ip),
+    );
+    let query = serde_urlencoded::to_string([("key", id.as_str()), ("done", KEY_TOKENS_REVOKED)])
+        .map_err(|e| PageError::Internal(e.into()))?;
+    Ok(Redirect::to(&format!("/dashboard/tokens?{query}")))
 }

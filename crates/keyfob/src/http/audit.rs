@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::QueryPairs;
+use super::openapi::Unavailable;
 use crate::auth::Auth;
 use crate::clock::format_ms;
 use crate::state::AppState;
@@ -24,7 +25,7 @@ pub fn router() -> Router<AppState> {
 /// Who did it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AuditActor {
-    /// `api_key`, `token`, `owner`, `user`, `operator` or `system`.
+    /// `api_key`, `token`, `owner`, `user`, `app`, `operator`, `system`, or `anonymous` (a client that has not authenticated: a failed login).
     pub kind: String,
     /// The API key's id, the token's `jti`, the owner's or user's id.
     pub id: String,
@@ -117,6 +118,7 @@ pub async fn events(
         (status = 400, description = "Bad query; the message names the parameter", body = ErrorBody),
         (status = 401, description = "Missing or invalid credential", body = ErrorBody),
         (status = 403, description = "Needs `audit.read`", body = ErrorBody),
+        (status = 503, response = Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(account = %auth.0.account_id))]

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::JsonBody;
+use super::openapi::Unavailable;
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::Auth;
 use crate::state::AppState;
@@ -92,6 +93,7 @@ fn parse_permissions(value: Option<serde_json::Value>) -> ApiResult<PermissionSe
         (status = 400, description = "Bad permissions or expiry", body = ErrorBody),
         (status = 401, description = "Missing or invalid credential", body = ErrorBody),
         (status = 403, description = "Only an API key can mint", body = ErrorBody),
+        (status = 503, response = Unavailable),
     )
 )]
 #[tracing::instrument(skip_all, fields(account = %auth.0.account_id))]
@@ -121,9 +123,10 @@ pub async fn mint(
         default: Duration::days(state.config.token_default_days),
         max: Duration::days(state.config.token_max_days),
     };
-    let now = OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or(OffsetDateTime::now_utc());
+    // One instant for `iat`, the `jti` (a UUIDv7 carrying the millisecond, which "revoke all
+    // tokens of this key" compares against) and the stored record.
+    let issued_ms = crate::clock::now_ms();
+    let now = crate::clock::from_ms(issued_ms - issued_ms.rem_euclid(1000));
     let expires = policy
         .resolve(field, requested.as_deref(), now)
         .map_err(|e| ApiError::bad_request("invalid_expires", e.to_string()))?;
@@ -134,16 +137,15 @@ pub async fn mint(
         iat: now.unix_timestamp(),
         nbf: now.unix_timestamp(),
         exp: expires.unix_timestamp(),
-        jti: uuid::Uuid::now_v7().to_string(),
+        jti: keyfob_domain::claims::new_jti(issued_ms),
         permissions: permissions.to_strings(),
         account_id: auth.0.account_id.clone(),
         client_id: None,
         sid: None,
     };
-    let now_ms = crate::clock::now_ms();
     let token = state
         .tokens
-        .sign(&claims, now_ms)
+        .sign(&claims, issued_ms)
         .map_err(|e| ApiError::Internal(e.into()))?;
     state
         .recorder
@@ -153,7 +155,7 @@ pub async fn mint(
             api_key_id: Some(key_id.clone()),
             subject: claims.sub.clone(),
             permissions: serde_json::to_string(&claims.permissions).unwrap_or_default(),
-            issued_at: now_ms,
+            issued_at: issued_ms,
             expires_at: claims.exp * 1000,
             revoked_at: None,
         })

@@ -1,12 +1,32 @@
 //! The HTTP layer's one error type. It picks the status, writes `{"error", "message"}`, adds
-//! `WWW-Authenticate` to a 401 and `Retry-After` to a 429, and hides (but logs) the detail of a 500.
+//! `WWW-Authenticate` to a 401 and `Retry-After` to a 429 and a 503, and hides (but logs) the
+//! detail of a 500. A failure whose cause is an unreachable database is a 503, however it was
+//! wrapped on its way up.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyfob_domain::Action;
-use keyfob_store::StoreError;
+use keyfob_store::{StoreError, Unreachable};
 use serde::Serialize;
+
+/// What a 503 asks clients to wait, in seconds: while the database is down, it is tried again
+/// more often than that (`database_probe_interval_ms`).
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
+
+/// Why the database was unreachable, when that caused `err` (somewhere in its chain of sources).
+pub fn database_outage(err: &anyhow::Error) -> Option<&Unreachable> {
+    err.chain()
+        .find_map(|cause| cause.downcast_ref::<Unreachable>())
+}
+
+/// Logs a failure caused by an unreachable database, unless it is known to be down (the store
+/// said so once, when it went down).
+pub(crate) fn log_outage(err: &dyn std::fmt::Display, cause: &Unreachable) {
+    if !matches!(cause, Unreachable::Down) {
+        tracing::error!(error = %err, "storage unavailable");
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -29,6 +49,14 @@ pub enum ApiError {
     Unavailable,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
+    /// The request itself refused by the HTTP layer: a method the path does not serve, a body too
+    /// large or of the wrong type, and the like. `code` is machine-readable.
+    #[error("{message}")]
+    Rejected {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -55,6 +83,20 @@ impl ApiError {
         ))
     }
 
+    /// A 500 caused by an unreachable database becomes the 503 it is: the client may retry.
+    pub(crate) fn outage_as_unavailable(self) -> Self {
+        match self {
+            ApiError::Internal(err) => match database_outage(&err) {
+                Some(cause) => {
+                    log_outage(&err, cause);
+                    ApiError::Unavailable
+                }
+                None => ApiError::Internal(err),
+            },
+            other => other,
+        }
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
@@ -65,6 +107,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Rejected { status, code, .. } => (*status, code),
         }
     }
 }
@@ -73,8 +116,8 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Conflict(field) => ApiError::Conflict(field),
-            StoreError::Unavailable(_) => {
-                tracing::error!(error = %err, "storage unavailable");
+            StoreError::Unavailable(ref cause) => {
+                log_outage(&err, cause);
                 ApiError::Unavailable
             }
             other => ApiError::Internal(other.into()),
@@ -94,8 +137,9 @@ impl From<std::sync::Arc<StoreError>> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        let message = match &self {
+        let this = self.outage_as_unavailable();
+        let (status, code) = this.status_and_code();
+        let message = match &this {
             ApiError::Internal(err) => {
                 tracing::error!(error = ?err, "internal error");
                 "something went wrong on our side".to_owned()
@@ -111,7 +155,7 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         let headers = response.headers_mut();
-        match &self {
+        match &this {
             ApiError::Unauthorized(_) => {
                 let value = format!(
                     "Bearer realm=\"keyfob\", error=\"invalid_token\", error_description=\"{}\"",
@@ -124,6 +168,12 @@ impl IntoResponse for ApiError {
             ApiError::TooManyRequests { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
+            ApiError::Unavailable => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS),
+                );
+            }
             _ => {}
         }
         response
@@ -131,3 +181,31 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use anyhow::Context;
+
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_a_503_to_retry_however_it_was_wrapped() {
+        let wrapped = Err::<(), _>(StoreError::Unavailable(Unreachable::Down))
+            .context("reloading the signing keys")
+            .unwrap_err();
+        let response = ApiError::Internal(wrapped).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+
+        let response = ApiError::from(StoreError::Unavailable(Unreachable::TimedOut(
+            std::time::Duration::from_secs(5),
+        )))
+        .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+
+        let other = ApiError::Internal(anyhow::anyhow!("disk on fire")).into_response();
+        assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(other.headers().get(header::RETRY_AFTER).is_none());
+    }
+}

@@ -4,11 +4,13 @@ pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod guard;
 pub mod health;
 pub mod oauth;
 pub mod openapi;
 pub mod rate_limit;
 pub mod resources;
+pub mod serve;
 pub mod wellknown;
 
 use std::time::Instant;
@@ -29,9 +31,12 @@ use crate::state::AppState;
 /// Every route Keyfob serves, with its middleware.
 pub fn router(state: AppState) -> Router {
     // Browser apps on registered origins call these directly.
+    // A router with layers of its own sets the 405 answer before them (the root's would replace
+    // the layered default): here CORS must see it, to answer preflights.
     let browser = Router::new()
         .merge(oauth::browser_router())
         .merge(resources::router())
+        .method_not_allowed_fallback(guard::method_not_allowed)
         .layer(cors(state.index.clone()));
     Router::new()
         .merge(auth::router())
@@ -43,7 +48,10 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(crate::dashboard::router())
         .merge(crate::user_pages::router())
-        .fallback(not_found)
+        .fallback(guard::not_found)
+        .method_not_allowed_fallback(guard::method_not_allowed)
+        .layer(middleware::from_fn(guard::refuse_unreadable_input))
+        .layer(middleware::from_fn(guard::error_bodies))
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn(track_metrics))
         .layer(CatchPanicLayer::custom(|_| {
@@ -70,17 +78,15 @@ fn cors(index: std::sync::Arc<crate::auth::AuthIndex>) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
-async fn not_found() -> ApiError {
-    ApiError::NotFound("no such endpoint".into())
-}
-
 impl ApiError {
     fn into_response_owned(self) -> Response {
         axum::response::IntoResponse::into_response(self)
     }
 }
 
-/// Counts requests and their latency per route and status, for `/metrics`.
+/// Counts requests and their latency per route and status, for `/metrics`. Every label comes
+/// from a closed set (a route template or `unmatched`, a known method or `other`, a status), so
+/// no request can add a series of its own.
 async fn track_metrics(request: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = request
@@ -88,14 +94,35 @@ async fn track_metrics(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
+    let labels = [
+        ("method", method.to_owned()),
+        ("route", route),
+        ("status", status),
+    ];
     metrics::counter!("keyfob_http_requests_total", &labels).increment(1);
     metrics::histogram!("keyfob_http_request_duration_seconds", &labels)
         .record(start.elapsed().as_secs_f64());
     response
+}
+
+/// The method as a metric label: the standard ones by name, any other (a client may send any
+/// token as a method) as `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 /// Headers every answer carries; pages add a CSP of their own.

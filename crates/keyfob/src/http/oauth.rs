@@ -3,8 +3,7 @@
 //! API keys) and `GET /.well-known/oauth-authorization-server` (RFC 8414). Errors follow RFC 6749
 //! §5.2: `{"error", "error_description"}`.
 
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,7 +13,7 @@ use keyfob_domain::expiry::format_instant;
 use keyfob_domain::oauth::pkce_matches;
 use keyfob_domain::secret::{constant_time_eq, hash_secret};
 use keyfob_domain::{Credential, PrincipalKind};
-use keyfob_store::AppRow;
+use keyfob_store::{AppRow, RefreshSession};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -23,6 +22,8 @@ use crate::audit::{Actor, AuditEvent};
 use crate::auth::Auth;
 use crate::clock::now_ms;
 use crate::http::error::ApiError;
+use crate::http::extract::{Unreadable, body_bytes, form_bytes, is_form, is_json, parse_json};
+use crate::http::openapi::OAuthUnavailable;
 use crate::sessions::{self, ACCESS_TOKEN_SECS, IssuedPair, REFRESH_PREFIX, SessionError};
 use crate::state::AppState;
 
@@ -68,6 +69,20 @@ impl OAuthError {
         }
     }
 
+    /// The RFC 6749 error for a refusal known only by its status: a request Keyfob cannot read
+    /// is `invalid_request`; a failure on Keyfob's side is `server_error`, or
+    /// `temporarily_unavailable` when retrying later may help.
+    pub(crate) fn for_status(status: StatusCode, description: String) -> Self {
+        let error = match status {
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+                "temporarily_unavailable"
+            }
+            s if s.is_server_error() => "server_error",
+            _ => "invalid_request",
+        };
+        Self::new(status, error, description)
+    }
+
     fn invalid_request(description: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
     }
@@ -90,7 +105,7 @@ impl OAuthError {
 
 impl From<ApiError> for OAuthError {
     fn from(err: ApiError) -> Self {
-        match err {
+        match err.outage_as_unavailable() {
             ApiError::Unavailable => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
@@ -143,26 +158,55 @@ impl IntoResponse for OAuthError {
                 HeaderValue::from_static("Basic realm=\"keyfob\""),
             );
         }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(crate::http::error::UNAVAILABLE_RETRY_AFTER_SECS),
+            );
+        }
         response
     }
 }
 
-/// Reads a form (`application/x-www-form-urlencoded`) or JSON body.
-fn read_body<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, OAuthError> {
-    let mime = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    match mime.as_str() {
-        "application/x-www-form-urlencoded" => serde_urlencoded::from_bytes(body)
-            .map_err(|e| OAuthError::invalid_request(format!("the form is not valid: {e}"))),
-        "application/json" => serde_json::from_slice(body)
-            .map_err(|e| OAuthError::invalid_request(format!("the body is not valid: {e}"))),
-        _ => Err(OAuthError::invalid_request(
-            "send the parameters as application/x-www-form-urlencoded or application/json",
-        )),
+/// The parameters of an OAuth endpoint: a form (`application/x-www-form-urlencoded`) or JSON
+/// body, within the size limit, every field text that storage can keep; refused in RFC 6749's
+/// format, naming the field.
+pub struct OAuthParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OAuthParams<T> {
+    type Rejection = OAuthError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, OAuthError> {
+        if is_form(req.headers()) {
+            let bytes = form_bytes(req, state).await?;
+            serde_urlencoded::from_bytes(&bytes)
+                .map(OAuthParams)
+                .map_err(|e| OAuthError::invalid_request(format!("the form is not valid: {e}")))
+        } else if is_json(req.headers()) {
+            let bytes = body_bytes(req, state).await?;
+            Ok(OAuthParams(parse_json(&bytes)?))
+        } else {
+            Err(Unreadable::WrongType {
+                expected: "application/x-www-form-urlencoded` or `application/json",
+            }
+            .into())
+        }
+    }
+}
+
+impl From<Unreadable> for OAuthError {
+    fn from(err: Unreadable) -> Self {
+        let description = match &err {
+            Unreadable::Text(input) => format!("the parameter {input}"),
+            _ => err.message(),
+        };
+        // RFC 6749 §5.2 answers a malformed request with 400, a wrong media type included; only
+        // a body too large to read keeps its own status.
+        let status = match err {
+            Unreadable::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        OAuthError::new(status, "invalid_request", description)
     }
 }
 
@@ -255,6 +299,14 @@ fn client_credentials(
             .ok_or_else(|| OAuthError::invalid_client(true))?;
         let id = form_decode(id).ok_or_else(|| OAuthError::invalid_client(true))?;
         let secret = form_decode(secret).ok_or_else(|| OAuthError::invalid_client(true))?;
+        // Decoded twice (base64, then form encoding), so the body's checks have not seen these.
+        for (name, value) in [("client_id", &id), ("client_secret", &secret)] {
+            keyfob_domain::input::check_text(value).map_err(|problem| {
+                OAuthError::invalid_request(format!(
+                    "the `{name}` of the Basic credentials {problem}"
+                ))
+            })?;
+        }
         if body_secret.is_some() {
             return Err(OAuthError::invalid_request(
                 "use one client authentication method, not both",
@@ -320,15 +372,15 @@ async fn authenticate_client(
         (status = 200, description = "Tokens", body = TokenResponse),
         (status = 400, description = "RFC 6749 error", body = OAuthErrorBody),
         (status = 401, description = "Client authentication failed", body = OAuthErrorBody),
+        (status = 503, response = OAuthUnavailable),
     )
 )]
 #[tracing::instrument(skip_all)]
 pub async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    OAuthParams(request): OAuthParams<TokenRequest>,
 ) -> Result<Response, OAuthError> {
-    let request: TokenRequest = read_body(&headers, &body)?;
     let credentials = client_credentials(
         &headers,
         request.client_id.as_deref(),
@@ -462,14 +514,14 @@ pub struct RevokeRequest {
         (status = 200, description = "Revoked, or nothing to revoke"),
         (status = 400, description = "RFC 6749 error", body = OAuthErrorBody),
         (status = 401, description = "Client authentication failed", body = OAuthErrorBody),
+        (status = 503, response = OAuthUnavailable),
     )
 )]
 pub async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    OAuthParams(request): OAuthParams<RevokeRequest>,
 ) -> Result<Response, OAuthError> {
-    let request: RevokeRequest = read_body(&headers, &body)?;
     let credentials = client_credentials(
         &headers,
         request.client_id.as_deref(),
@@ -571,19 +623,18 @@ pub struct Introspection {
         (status = 400, description = "RFC 6749 error", body = OAuthErrorBody),
         (status = 401, description = "Missing or invalid API key", body = crate::http::error::ErrorBody),
         (status = 403, description = "Not an API key", body = crate::http::error::ErrorBody),
+        (status = 503, response = OAuthUnavailable),
     )
 )]
 pub async fn introspect(
     State(state): State<AppState>,
     auth: Auth,
-    headers: HeaderMap,
-    body: Bytes,
+    params: Result<OAuthParams<IntrospectRequest>, OAuthError>,
 ) -> Result<Response, Response> {
     if !auth.0.is_api_key() {
         return Err(ApiError::Forbidden("introspection needs an API key".into()).into_response());
     }
-    let request: IntrospectRequest =
-        read_body(&headers, &body).map_err(IntoResponse::into_response)?;
+    let OAuthParams(request) = params.map_err(IntoResponse::into_response)?;
     let token = request
         .token
         .ok_or_else(|| OAuthError::invalid_request("`token` is required").into_response())?;
@@ -600,25 +651,31 @@ async fn describe_token(
 ) -> Result<Introspection, OAuthError> {
     let inactive = Introspection::default();
     if token.starts_with(REFRESH_PREFIX) {
-        let Some(row) = state.store.find_refresh(&hash_secret(token)).await? else {
+        let Some(session) = state
+            .store
+            .find_refresh_session(&hash_secret(token))
+            .await?
+        else {
             return Ok(inactive);
         };
-        let Some(family) = state.store.find_family(&row.family_id).await? else {
+        let Some(app) = state.find_app(&session.family.client_id).await? else {
             return Ok(inactive);
         };
-        let Some(app) = state.find_app(&family.client_id).await? else {
-            return Ok(inactive);
-        };
-        if row.used_at.is_some() || family.revoked_at.is_some() || app.account_id != account_id {
+        // The token endpoint's own rule: active only when a refresh would rotate it now.
+        if app.account_id != account_id
+            || app.revoked_at.is_some()
+            || !sessions::state_of(state, &app, &session, now_ms()).is_active()
+        {
             return Ok(inactive);
         }
-        let permissions: Vec<String> = serde_json::from_str(&row.permissions).unwrap_or_default();
+        let RefreshSession { token, family, .. } = session;
+        let permissions: Vec<String> = serde_json::from_str(&token.permissions).unwrap_or_default();
         return Ok(Introspection {
             active: true,
             scope: Some(permissions.join(" ")),
             client_id: Some(family.client_id),
             sub: Some(family.user_id),
-            iat: Some(row.created_at / 1000),
+            iat: Some(token.created_at / 1000),
             token_type: Some("refresh_token".into()),
             account_id: Some(app.account_id),
             sid: Some(family.id),

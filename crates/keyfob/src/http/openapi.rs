@@ -1,10 +1,14 @@
 //! The OpenAPI document at `/openapi.json`, built from the handlers' annotations.
 
+use axum::http::Method;
 use axum::routing::get;
 use axum::{Json, Router};
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder, Type};
+use utoipa::{Modify, OpenApi, ToResponse};
 
+use super::guard::Surface;
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -33,7 +37,7 @@ use crate::state::AppState;
         super::health::metrics,
         openapi_json,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &SharedErrors),
     tags(
         (name = "tokens", description = "Minting and inspecting credentials"),
         (name = "sessions", description = "User sessions: OAuth 2.1 token, revocation, introspection"),
@@ -60,6 +64,160 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Declares a shared error response: its component name is the type's name, its body the schema
+/// named.
+macro_rules! error_response {
+    ($($(#[$doc:meta])* $name:ident: $builder:expr, $schema:literal, $description:literal;)*) => {
+        $(
+            $(#[$doc])*
+            pub struct $name;
+
+            impl<'s> ToResponse<'s> for $name {
+                fn response() -> (&'s str, RefOr<Response>) {
+                    (stringify!($name), error($builder, $schema, $description))
+                }
+            }
+        )*
+
+        /// Every shared error response, for the document's components.
+        fn shared_responses() -> Vec<(&'static str, RefOr<Response>)> {
+            vec![$(<$name as ToResponse>::response()),*]
+        }
+    };
+}
+
+fn error(builder: ResponseBuilder, schema: &str, description: &str) -> RefOr<Response> {
+    builder
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(schema)))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// A 503 says when to try again.
+fn retry_after() -> ResponseBuilder {
+    let header = HeaderBuilder::new()
+        .schema(utoipa::openapi::ObjectBuilder::new().schema_type(Type::Integer))
+        .description(Some("Seconds to wait before trying again"))
+        .build();
+    ResponseBuilder::new().header("Retry-After", header)
+}
+
+error_response! {
+    /// Any operation: a path segment or query parameter holding a NUL character or bytes that are
+    /// not UTF-8, and whatever the operation itself documents as bad input.
+    BadRequest: ResponseBuilder::new(), "ErrorBody",
+        "Bad input; the message names the field, parameter or path segment";
+    /// Any operation with a JSON body.
+    PayloadTooLarge: ResponseBuilder::new(), "ErrorBody",
+        "The body is larger than the server accepts (`max_body_bytes`, 64 KiB by default)";
+    /// Any operation with a JSON body.
+    UnsupportedMediaType: ResponseBuilder::new(), "ErrorBody",
+        "The body must be sent with `Content-Type: application/json`";
+    /// An operation that needs storage, while storage does not answer.
+    Unavailable: retry_after(), "ErrorBody", "Storage is unavailable; retry later";
+    /// The OAuth endpoints' bad input.
+    OAuthBadRequest: ResponseBuilder::new(), "OAuthErrorBody",
+        "RFC 6749 error: `invalid_request` and the like";
+    /// The OAuth endpoints' oversized body.
+    OAuthPayloadTooLarge: ResponseBuilder::new(), "OAuthErrorBody",
+        "`invalid_request`: the body is larger than the server accepts";
+    /// The OAuth endpoints' storage outage.
+    OAuthUnavailable: retry_after(), "OAuthErrorBody",
+        "`temporarily_unavailable`: storage is unavailable";
+}
+
+/// A 401 names the problem in `WWW-Authenticate` too.
+pub struct Unauthorized;
+
+impl<'s> ToResponse<'s> for Unauthorized {
+    fn response() -> (&'s str, RefOr<Response>) {
+        let challenge = HeaderBuilder::new()
+            .schema(utoipa::openapi::ObjectBuilder::new().schema_type(Type::String))
+            .description(Some(
+                "`Bearer realm=\"keyfob\", error=\"invalid_token\", …`",
+            ))
+            .build();
+        (
+            "Unauthorized",
+            error(
+                ResponseBuilder::new().header("WWW-Authenticate", challenge),
+                "ErrorBody",
+                "Missing, malformed, expired or revoked credential",
+            ),
+        )
+    }
+}
+
+/// Adds the shared responses to the components, and to every operation the errors that the edge
+/// answers whatever the handler: 400 for an unreadable address (every operation), 401 and 503
+/// where a credential is needed (an API key new to this node is read from storage), 413 and 415
+/// where there is a body. What an operation documents itself is kept.
+struct SharedErrors;
+
+impl Modify for SharedErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, response) in shared_responses()
+            .into_iter()
+            .chain([<Unauthorized as ToResponse>::response()])
+        {
+            components.responses.insert(name.to_owned(), response);
+        }
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let oauth = Surface::of(&Method::POST, path) == Surface::OAuth;
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let has_body = operation.request_body.is_some();
+                let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                let responses = &mut operation.responses.responses;
+                let mut add = |status: &str, name: &str| {
+                    responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| Ref::from_response_name(name).into());
+                };
+                add(
+                    "400",
+                    if oauth {
+                        "OAuthBadRequest"
+                    } else {
+                        "BadRequest"
+                    },
+                );
+                if secured {
+                    add("401", "Unauthorized");
+                    // An API key this node does not know yet is read from storage.
+                    add("503", "Unavailable");
+                }
+                if has_body {
+                    add(
+                        "413",
+                        if oauth {
+                            "OAuthPayloadTooLarge"
+                        } else {
+                            "PayloadTooLarge"
+                        },
+                    );
+                    if !oauth {
+                        add("415", "UnsupportedMediaType");
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JsonBody, QueryPairs};
+use super::openapi::Unavailable;
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::auth::Auth;
 use crate::clock::{format_ms, now_ms};
@@ -188,6 +189,7 @@ fn check_id(resource: &str, id: &str) -> ApiResult<()> {
         (status = 400, description = "Bad query", body = ErrorBody),
         (status = 401, description = "Missing or invalid credential", body = ErrorBody),
         (status = 403, description = "Needs `<resource>.read`", body = ErrorBody),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn list(
@@ -236,6 +238,7 @@ pub async fn list(
         (status = 400, description = "Bad body", body = ErrorBody),
         (status = 401, description = "Missing or invalid credential", body = ErrorBody),
         (status = 403, description = "Needs `<resource>.write`", body = ErrorBody),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn create(
@@ -285,6 +288,7 @@ pub async fn create(
         (status = 401, description = "Missing or invalid credential", body = ErrorBody),
         (status = 403, description = "Needs `<resource>.read`, and `sensitive.read` to reveal", body = ErrorBody),
         (status = 404, description = "No such record", body = ErrorBody),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn read(
@@ -381,6 +385,7 @@ fn refuse_sensitive_query(vault: &AccountVault, query: &ListQuery) -> ApiResult<
         (status = 400, description = "Bad body", body = ErrorBody),
         (status = 403, description = "Needs `<resource>.write`", body = ErrorBody),
         (status = 404, description = "No such record", body = ErrorBody),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn patch(
@@ -433,6 +438,7 @@ pub async fn patch(
         (status = 400, description = "Bad body", body = ErrorBody),
         (status = 403, description = "Needs `<resource>.write`", body = ErrorBody),
         (status = 404, description = "No such record", body = ErrorBody),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn replace(
@@ -470,6 +476,7 @@ pub async fn replace(
         (status = 204, description = "Deleted"),
         (status = 403, description = "Needs `<resource>.write`", body = ErrorBody),
         (status = 404, description = "No such record", body = ErrorBody),
+        (status = 503, response = Unavailable),
     )
 )]
 pub async fn remove(

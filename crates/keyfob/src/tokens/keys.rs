@@ -4,7 +4,7 @@
 //! `expires_at`, when no token it signed is alive any more. Rotation adds the next key with a later
 //! `activates_at`, so it is published before it signs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context, bail};
 use aws_lc_rs::rand::SystemRandom;
@@ -39,6 +39,8 @@ pub struct Verifier {
 pub struct KeySet {
     signers: Vec<Signer>,
     verifiers: HashMap<String, Verifier>,
+    /// Keys the operator retired (compromised): out of the JWKS, every token they signed refused.
+    retired: HashSet<String>,
     /// The JWKS document, serialised once.
     pub jwks_json: String,
 }
@@ -54,6 +56,11 @@ impl KeySet {
 
     pub fn verifier(&self, kid: &str) -> Option<&Verifier> {
         self.verifiers.get(kid)
+    }
+
+    /// Whether the operator retired `kid` (`keyfob signing-keys retire`).
+    pub fn is_retired(&self, kid: &str) -> bool {
+        self.retired.contains(kid)
     }
 
     pub fn kids(&self) -> Vec<&str> {
@@ -129,10 +136,12 @@ pub fn generate_signing_key(
         activates_at,
         retires_at: None,
         expires_at: None,
+        revoked_at: None,
     })
 }
 
-/// Builds the key set from stored rows, dropping keys whose public half has expired.
+/// Builds the key set from stored rows, dropping keys whose public half has expired and keys the
+/// operator retired.
 pub fn load_key_set(
     rows: &[SigningKeyRow],
     master: &MasterKey,
@@ -140,8 +149,13 @@ pub fn load_key_set(
 ) -> anyhow::Result<KeySet> {
     let mut signers = Vec::new();
     let mut verifiers = HashMap::new();
+    let mut retired = HashSet::new();
     let mut jwks = JwkSet { keys: Vec::new() };
     for row in rows {
+        if row.revoked_at.is_some() {
+            retired.insert(row.kid.clone());
+            continue;
+        }
         if row.expires_at.is_some_and(|e| e <= now_ms) {
             continue;
         }
@@ -172,6 +186,7 @@ pub fn load_key_set(
     Ok(KeySet {
         signers,
         verifiers,
+        retired,
         jwks_json: serde_json::to_string(&jwks)?,
     })
 }

@@ -34,6 +34,8 @@ pub enum TokenError {
     Malformed,
     #[error("the token's signing key (kid) is unknown")]
     UnknownKey,
+    #[error("the token's signing key has been retired")]
+    RetiredKey,
     #[error("the token's algorithm does not match its key")]
     WrongAlgorithm,
     #[error("the token's signature is invalid")]
@@ -55,6 +57,8 @@ pub enum TokenError {
 /// A token whose signature and claims checked out, with its permissions already parsed.
 #[derive(Debug)]
 pub struct Verified {
+    /// The signing key it was verified with: a cached token is refused once that key is retired.
+    pub kid: String,
     pub claims: Claims,
     pub permission_set: PermissionSet,
 }
@@ -104,11 +108,12 @@ fn string_bytes(s: &String) -> usize {
 const ENTRY_OVERHEAD_BYTES: usize = 160;
 
 /// The memory a cached token keeps alive: the key, the shared `Verified` allocation and every
-/// string and list inside it (claims and parsed permissions), each as the allocator rounds it, and
-/// the cache's bookkeeping. Never zero, so every entry can be evicted.
+/// string and list inside it (its `kid`, claims and parsed permissions), each as the allocator
+/// rounds it, and the cache's bookkeeping. Never zero, so every entry can be evicted.
 fn entry_bytes(verified: &Verified) -> usize {
     let claims = &verified.claims;
     let strings = [
+        &verified.kid,
         &claims.iss,
         &claims.sub,
         &claims.aud,
@@ -169,8 +174,9 @@ impl TokenService {
         self.keys.read().expect("key lock poisoned").clone()
     }
 
-    /// Swaps in a freshly loaded key set. A key leaves the set only once every token it signed
-    /// has expired, so the cache of verified tokens stays valid.
+    /// Swaps in a freshly loaded key set. A key leaves the set once every token it signed has
+    /// expired, or when the operator retires it: a cached token is checked against the set on
+    /// every use, so it is refused then too.
     pub fn replace_keys(&self, keys: KeySet) {
         *self.keys.write().expect("key lock poisoned") = Arc::new(keys);
     }
@@ -188,6 +194,11 @@ impl TokenService {
     pub fn verify(&self, token: &str, now_secs: i64) -> Result<Arc<Verified>, TokenError> {
         let fingerprint: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(claims) = self.verified.get(&fingerprint) {
+            let keys = self.keys();
+            if keys.verifier(&claims.kid).is_none() {
+                self.verified.remove(&fingerprint);
+                return Err(unknown_key(&keys, &claims.kid));
+            }
             if claims.exp.saturating_add(LEEWAY_SECS as i64) > now_secs {
                 return Ok(claims);
             }
@@ -197,7 +208,7 @@ impl TokenService {
         let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
         let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
         let keys = self.keys();
-        let verifier = keys.verifier(kid).ok_or(TokenError::UnknownKey)?;
+        let verifier = keys.verifier(kid).ok_or_else(|| unknown_key(&keys, kid))?;
         if header.alg != verifier.alg {
             return Err(TokenError::WrongAlgorithm);
         }
@@ -220,11 +231,21 @@ impl TokenService {
         let permissions = PermissionSet::parse(&data.claims.permissions)
             .map_err(|_| TokenError::BadPermissions)?;
         let verified = Arc::new(Verified {
+            kid: kid.to_owned(),
             claims: data.claims,
             permission_set: permissions,
         });
         self.verified.insert(fingerprint, verified.clone());
         Ok(verified)
+    }
+}
+
+/// A `kid` the key set cannot verify with: retired by the operator, or never known.
+fn unknown_key(keys: &KeySet, kid: &str) -> TokenError {
+    if keys.is_retired(kid) {
+        TokenError::RetiredKey
+    } else {
+        TokenError::UnknownKey
     }
 }
 

@@ -14,10 +14,13 @@ use serde::Deserialize;
 
 use super::page::{UserForm, UserLayout, UserPageError, content_security_policy, page, see_other};
 use super::request::{AuthorizeParams, check_client};
-use super::session::{self, UserSession, check_form_token, form_token};
+use super::session::{
+    self, UserSession, check_form_token, device_cookie, form_token, remember_device,
+};
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::dashboard::page::PageError;
 use crate::dashboard::session::ClientIp;
+use crate::logins::LoginKind;
 use crate::ops::{self, OpsError};
 use crate::state::AppState;
 
@@ -109,10 +112,20 @@ async fn context(
     })
 }
 
+/// The authorization request carried in a form's `request` field.
+fn request_field(request: &str) -> Result<AuthorizeParams, UserPageError> {
+    AuthorizeParams::from_form_field(request).map_err(|err| {
+        PageError::BadRequest(format!(
+            "The form field `request` is not valid: its parameter {err}. Nothing was changed."
+        ))
+        .into()
+    })
+}
+
 /// Counts one attempt under `key`, refusing it once over the limit.
 pub fn limit(state: &AppState, key: &str) -> Result<(), UserPageError> {
     state
-        .login_limiter
+        .logins
         .check(key)
         .map_err(|retry_after| PageError::TooManyRequests { retry_after }.into())
 }
@@ -152,8 +165,10 @@ pub async fn login_page(
     Ok((jar, page(StatusCode::OK, &login, csp)?).into_response())
 }
 
-/// `POST /auth/login`. Attempts are limited per client IP and per email before any password is
-/// checked; an unknown email costs the same hash as a wrong password and gets the same answer.
+/// `POST /auth/login`. The attempt must fit the login budgets (`crate::logins`) before any
+/// password is checked; an unknown email costs the same hash as a wrong password and gets the same
+/// answer. A failure is audited, in the log of the account whose application the request names, as
+/// an unauthenticated event; a success gives the browser a device cookie.
 #[tracing::instrument(skip_all, fields(ip = %ip))]
 pub async fn login(
     State(state): State<AppState>,
@@ -162,37 +177,45 @@ pub async fn login(
     jar: CookieJar,
     UserForm(form): UserForm<LoginForm>,
 ) -> Result<Response, UserPageError> {
-    check_form_token(&jar, &form.csrf)?;
-    limit(&state, &format!("user-login-ip:{ip}"))?;
-    limit(
-        &state,
-        &format!("user-login-email:{}", form.email.trim().to_lowercase()),
-    )?;
-    let params = AuthorizeParams::from_query(&form.request).unwrap_or_default();
+    check_form_token(&state, &jar, &form.csrf)?;
+    let params = request_field(&form.request)?;
+    let attempt = state
+        .logins
+        .begin(LoginKind::User, &form.email, &ip, device_cookie(&jar))
+        .map_err(|retry_after| PageError::TooManyRequests { retry_after })?;
     let user = match Email::parse(&form.email) {
         Ok(email) => state.store.find_user_by_email(email.as_str()).await?,
         Err(_) => None,
     };
     let phc = user.as_ref().map(|u| u.password_hash.clone());
     let verified = state.passwords.verify(form.password, phc).await;
+    if verified && user.is_some() {
+        attempt.succeeded();
+    } else {
+        attempt.failed();
+    }
     // The account whose application the user is logging in to, if the request names one.
     let account_id = match params.client_id.as_deref() {
-        Some(client_id) => state.store.find_app(client_id).await?.map(|a| a.account_id),
+        Some(client_id) => state.find_app(client_id).await?.map(|a| a.account_id),
         None => None,
     };
+    let client_id = account_id.as_ref().and(params.client_id.as_ref());
     let user = match user {
         Some(user) if verified => user,
         _ => {
             tracing::info!("user login refused");
-            let actor = user
-                .as_ref()
-                .map_or_else(Actor::system, |u| Actor::user(&u.id));
-            state.audit.record(
-                AuditEvent::new(account_id.as_deref(), actor, action::USER_LOGIN_FAILED)
-                    .ip(&ip)
-                    .user_agent(&user_agent)
-                    .detail(serde_json::json!({ "client_id": account_id.as_ref().and(params.client_id.as_ref()) })),
-            );
+            let mut event = AuditEvent::new(
+                account_id.as_deref(),
+                Actor::anonymous(),
+                action::USER_LOGIN_FAILED,
+            )
+            .ip(&ip)
+            .user_agent(&user_agent)
+            .detail(serde_json::json!({ "client_id": client_id }));
+            if let Some(user) = &user {
+                event = event.target(&user.id);
+            }
+            state.audit.record_unauthenticated(event);
             let (app_name, csp) = context(&state, &params).await?;
             let again = LoginPage {
                 layout: UserLayout::anonymous(),
@@ -207,6 +230,7 @@ pub async fn login(
         }
     };
     let jar = session::start(&state, jar, &user).await?;
+    let jar = remember_device(&state, jar, &user.email);
     tracing::info!(user_id = %user.id, "user login");
     state.audit.record(
         AuditEvent::new(
@@ -216,9 +240,7 @@ pub async fn login(
         )
         .ip(&ip)
         .user_agent(&user_agent)
-        .detail(
-            serde_json::json!({ "client_id": account_id.as_ref().and(params.client_id.as_ref()) }),
-        ),
+        .detail(serde_json::json!({ "client_id": client_id })),
     );
     Ok((jar, see_other(&params.continue_path())?).into_response())
 }
@@ -257,9 +279,9 @@ pub async fn signup(
     jar: CookieJar,
     UserForm(form): UserForm<SignupForm>,
 ) -> Result<Response, UserPageError> {
-    check_form_token(&jar, &form.csrf)?;
+    check_form_token(&state, &jar, &form.csrf)?;
+    let params = request_field(&form.request)?;
     limit(&state, &format!("user-signup-ip:{ip}"))?;
-    let params = AuthorizeParams::from_query(&form.request).unwrap_or_default();
     let (app_name, csp) = context(&state, &params).await?;
     let again = |status: StatusCode, error: String| {
         let signup = SignupPage {
@@ -300,6 +322,7 @@ pub async fn signup(
         Err(err) => return Err(PageError::Internal(err.into()).into()),
     };
     let jar = session::start(&state, jar, &user).await?;
+    let jar = remember_device(&state, jar, &user.email);
     tracing::info!(user_id = %user.id, "user signed up");
     Ok((jar, see_other(&params.continue_path())?).into_response())
 }

@@ -4,7 +4,9 @@
 //! What a grant keeps: the permissions the user allowed this time, plus those granted before that
 //! this request did not ask about. A permission asked for again and unticked is taken out, so the
 //! consent page always says exactly what will be stored for what it shows. A grant that already
-//! covers everything requested skips the page.
+//! covers everything requested skips the page, except when the tokens themselves are to travel in
+//! the URL fragment (`response_type=token`, only for applications that turn it on): then the user
+//! is asked every time, and told so.
 
 use askama::Template;
 use axum::extract::{RawQuery, State};
@@ -41,6 +43,8 @@ struct ConsentPage {
     app_name: String,
     /// Where the user will be sent back, for them to recognise.
     destination: String,
+    /// The answer carries the tokens themselves, in the address (`response_type=token`).
+    in_fragment: bool,
     permissions: Vec<PermissionView>,
     params: AuthorizeParams,
 }
@@ -174,7 +178,9 @@ pub async fn authorize(
         ));
     };
     let granted = live_grant(&state, &user.user_id, &request).await?;
+    // Tokens in the fragment are never handed out silently: the user confirms each time.
     if let Some((grant, granted)) = &granted
+        && request.response_type == ResponseType::Code
         && request.permissions.iter().all(|p| granted.contains(p))
     {
         let permissions: Vec<String> = request.permissions.iter().map(|p| p.to_string()).collect();
@@ -186,6 +192,7 @@ pub async fn authorize(
         layout: UserLayout::of(&user),
         app_name: request.client.app.name.clone(),
         destination: destination(&request.client.redirect_uri),
+        in_fragment: request.response_type == ResponseType::Token,
         permissions: request
             .permissions
             .iter()

@@ -13,7 +13,7 @@ use axum_extra::extract::CookieJar;
 use keyfob_domain::oauth;
 use serde::Deserialize;
 
-use super::account::{CsrfForm, PASSWORD_CHANGED, capitalized, limit};
+use super::account::{CsrfForm, PASSWORD_CHANGED, capitalized};
 use super::page::{UserForm, UserLayout, UserPageError, content_security_policy, page, see_other};
 use super::request::parse_json_permissions;
 use super::session::{self, UserSession};
@@ -21,6 +21,7 @@ use crate::audit::{Actor, AuditEvent};
 use crate::clock::now_ms;
 use crate::dashboard::page::{PageError, TimeView};
 use crate::dashboard::session::ClientIp;
+use crate::logins::LoginKind;
 use crate::passwords::check_new_password;
 use crate::state::AppState;
 
@@ -221,7 +222,16 @@ pub async fn change_password(
     UserForm(form): UserForm<PasswordForm>,
 ) -> Result<Response, UserPageError> {
     user.check_csrf(&form.csrf)?;
-    limit(&state, &format!("user-password:{}", user.user_id))?;
+    // The current password is checked under the same budgets as a login.
+    let attempt = state
+        .logins
+        .begin(
+            LoginKind::User,
+            &user.email,
+            &ip,
+            session::device_cookie(&jar),
+        )
+        .map_err(|retry_after| PageError::TooManyRequests { retry_after })?;
     let again = |message: String| async {
         let grants = grants_page(&state, &user, None, Some(message)).await?;
         page(
@@ -238,8 +248,10 @@ pub async fn change_password(
         .verify(form.current.clone(), Some(row.password_hash))
         .await
     {
+        attempt.failed();
         return again("The current password is incorrect.".into()).await;
     }
+    attempt.succeeded();
     if form.new != form.confirm {
         return again("The two new passwords do not match.".into()).await;
     }

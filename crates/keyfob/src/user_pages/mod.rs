@@ -18,8 +18,9 @@ use axum::routing::{get, post};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use page::DEFAULT_CSP;
+pub(crate) use page::UserPageError;
 pub use request::{AuthorizeParams, parse_json_permissions};
-pub use session::{USER_COOKIE, USER_FORM_COOKIE};
+pub use session::{USER_COOKIE, USER_DEVICE_COOKIE, USER_FORM_COOKIE};
 
 use crate::state::AppState;
 
@@ -43,6 +44,8 @@ pub fn router() -> Router<AppState> {
         .route("/auth/grants/{id}/revoke", post(grants::revoke))
         .route("/auth/logout-everywhere", post(grants::logout_everywhere))
         .route("/auth/password", post(grants::change_password))
+        // Before the layer, so that a 405 page carries the pages' policy too.
+        .method_not_allowed_fallback(crate::http::guard::method_not_allowed)
         // A page that names an application's origin in `form-action` sets its own policy.
         // No Cross-Origin-Opener-Policy here: an application may open these pages in a popup
         // and must keep its handle on it.

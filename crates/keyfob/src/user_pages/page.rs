@@ -8,6 +8,7 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use crate::dashboard::page::PageError;
+use crate::http::extract::{Unreadable, form_bytes};
 
 /// Pages load only Keyfob's stylesheet, run no script, and cannot be framed.
 const CSP_BASE: &str = "default-src 'self'; script-src 'none'; object-src 'none'; \
@@ -89,20 +90,18 @@ pub fn see_other(location: &str) -> Result<Response, UserPageError> {
     Ok((StatusCode::SEE_OTHER, [(header::LOCATION, value)]).into_response())
 }
 
-/// A URL-encoded form body; a field may repeat (the consent page's checkboxes).
+/// A URL-encoded form body; a field may repeat (the consent page's checkboxes). Read and refused
+/// as the dashboard's [`crate::dashboard::page::PageForm`] is.
 pub struct UserForm<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for UserForm<T> {
     type Rejection = UserPageError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, UserPageError> {
-        axum_extra::extract::Form::<T>::from_request(req, state)
-            .await
-            .map(|axum_extra::extract::Form(value)| UserForm(value))
-            .map_err(|_| {
-                PageError::BadRequest("The form could not be read. Go back and try again.".into())
-                    .into()
-            })
+        let bytes = form_bytes(req, state).await.map_err(PageError::from)?;
+        serde_html_form::from_bytes(&bytes)
+            .map(UserForm)
+            .map_err(|_| PageError::from(Unreadable::Malformed(String::new())).into())
     }
 }
 
@@ -126,7 +125,7 @@ struct ErrorPage<'a> {
 
 impl IntoResponse for UserPageError {
     fn into_response(self) -> Response {
-        let err = self.0;
+        let err = self.0.outage_as_unavailable();
         if let PageError::Internal(inner) = &err {
             tracing::error!(error = ?inner, "internal error on a user page");
         }
@@ -137,11 +136,15 @@ impl IntoResponse for UserPageError {
             message: err.to_string(),
         };
         let body = page.render().unwrap_or_else(|_| title.to_owned());
-        let mut response = (status, Html(body)).into_response();
-        if let PageError::TooManyRequests { retry_after } = err {
+        // The pages' policy on the page itself: an error may be answered outside the end users'
+        // router (an unknown page, an unreadable address).
+        let csp = HeaderValue::from_static(DEFAULT_CSP);
+        let mut response =
+            (status, [(header::CONTENT_SECURITY_POLICY, csp)], Html(body)).into_response();
+        if let Some(secs) = err.retry_after() {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

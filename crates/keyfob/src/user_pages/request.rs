@@ -9,6 +9,7 @@
 //! hidden fields of the consent form), and is checked again in full wherever it comes back: the
 //! browser can change it, so nothing in it is trusted without checking.
 
+use keyfob_domain::input::InputError;
 use keyfob_domain::oauth;
 use keyfob_domain::permission::Permission;
 use keyfob_store::AppRow;
@@ -39,9 +40,19 @@ pub struct AuthorizeParams {
 }
 
 impl AuthorizeParams {
-    /// Reads a query string; `None` when it cannot be read (e.g. a parameter given twice).
+    /// Reads a query string; `None` when it cannot be read (e.g. a parameter given twice, or one
+    /// holding text Keyfob does not accept).
     pub fn from_query(query: &str) -> Option<AuthorizeParams> {
+        keyfob_domain::input::check_urlencoded(query.as_bytes()).ok()?;
         serde_urlencoded::from_str(query).ok()
+    }
+
+    /// Reads the login and sign-up forms' `request` field: a query string inside a form field,
+    /// decoded twice, so the form's own checks have not seen what it decodes to. Text Keyfob does
+    /// not accept is refused, naming the parameter; anything else unreadable is no request at all.
+    pub fn from_form_field(request: &str) -> Result<AuthorizeParams, InputError> {
+        keyfob_domain::input::check_urlencoded(request.as_bytes())?;
+        Ok(AuthorizeParams::from_query(request).unwrap_or_default())
     }
 
     /// The parameters as a query string, every value percent-encoded.
@@ -247,6 +258,17 @@ pub fn check_request(
             );
         }
     };
+    if response_type == ResponseType::Token && !client.app.allow_fragment {
+        return fail(
+            client,
+            response_type,
+            AuthError::new(
+                "unauthorized_client",
+                "this application may not receive tokens in the URL fragment (response_type=token): \
+                 use the code flow with PKCE, or turn fragment mode on for the application",
+            ),
+        );
+    }
     let requested = params
         .permissions
         .as_deref()
@@ -394,6 +416,7 @@ mod tests {
             .unwrap(),
             refresh_idle_secs: None,
             refresh_absolute_secs: None,
+            allow_fragment: true,
             created_at: 0,
             revoked_at: None,
         }
@@ -481,8 +504,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.code_challenge.as_deref(), Some(challenge.as_str()));
-        let token = check(public, "permissions=deals.read&response_type=token").unwrap();
+        let token = check(public.clone(), "permissions=deals.read&response_type=token").unwrap();
         assert_eq!(token.response_type, ResponseType::Token);
+    }
+
+    #[test]
+    fn tokens_in_the_fragment_need_the_app_to_allow_them() {
+        let mut closed = app(true, &[CB], "deals.read");
+        closed.allow_fragment = false;
+        let p = params("permissions=deals.read&response_type=token");
+        let client = resolve_redirect(closed.clone(), None).unwrap();
+        let (_, mode, error) = check_request(client, &p).expect_err("refused");
+        assert_eq!(error.code, "unauthorized_client");
+        assert_eq!(
+            mode,
+            ResponseType::Token,
+            "reported where the app looks: the fragment"
+        );
+        // The code flow is unaffected.
+        assert!(check(closed, "permissions=deals.read&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256").is_ok());
     }
 
     #[test]

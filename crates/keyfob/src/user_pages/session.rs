@@ -3,7 +3,9 @@
 //! Like the dashboard's (see `dashboard::session`), with its own cookies scoped to `/auth`: a login
 //! is a random 256-bit token in an `HttpOnly; SameSite=Lax` cookie, kept in `user_sessions` only as
 //! its SHA-256 with the session's CSRF token. The login and sign-up forms, shown before there is a
-//! session, use a double-submit cookie.
+//! session, use a signed double-submit cookie, and a successful login leaves a device cookie.
+
+use std::time::Duration;
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
@@ -17,13 +19,17 @@ use super::page::UserPageError;
 use crate::clock::now_ms;
 use crate::dashboard::page::PageError;
 use crate::dashboard::session::cookie;
-use crate::dashboard::session::looks_like_token;
+use crate::logins::{DEVICE_LIFETIME, LoginKind};
 use crate::state::AppState;
 
 /// The login cookie's name.
 pub const USER_COOKIE: &str = "kf_user";
 /// The double-submit cookie of the login and sign-up forms.
 pub const USER_FORM_COOKIE: &str = "kf_user_form";
+/// The cookie that marks a browser an end user has logged in from (see `crate::logins`).
+pub const USER_DEVICE_COOKIE: &str = "kf_user_device";
+/// What the form tokens of the end users' pages are signed for.
+const FORM_PAGES: &str = "auth";
 /// How long a login lasts.
 pub const USER_SESSION_LIFETIME: time::Duration = time::Duration::days(7);
 const COOKIE_PATH: &str = "/auth";
@@ -143,15 +149,16 @@ pub fn clear(state: &AppState, jar: CookieJar) -> CookieJar {
     jar.add(removal)
 }
 
-/// The double-submit token for the login and sign-up forms: the browser's own, or a new one.
+/// The double-submit token for the login and sign-up forms: the browser's own if this service
+/// signed it and it has not expired, or a new one.
 pub fn form_token(state: &AppState, jar: CookieJar) -> (CookieJar, String) {
     if let Some(existing) = jar.get(USER_FORM_COOKIE)
-        && looks_like_token(existing.value())
+        && form_token_is_valid(state, existing.value())
     {
         let value = existing.value().to_owned();
         return (jar, value);
     }
-    let token = random_token();
+    let token = state.logins.form_token(FORM_PAGES);
     let cookie = cookie(
         COOKIE_PATH,
         USER_FORM_COOKIE,
@@ -165,11 +172,22 @@ pub fn form_token(state: &AppState, jar: CookieJar) -> (CookieJar, String) {
     (jar.add(cookie), token)
 }
 
-/// Checks that a login or sign-up form sent back the token in its cookie.
-pub fn check_form_token(jar: &CookieJar, submitted: &str) -> Result<(), UserPageError> {
+fn form_token_is_valid(state: &AppState, token: &str) -> bool {
+    let max_age = Duration::from_secs(USER_SESSION_LIFETIME.whole_seconds().unsigned_abs());
+    state.logins.form_token_is_valid(FORM_PAGES, token, max_age)
+}
+
+/// Checks that a login or sign-up form sent back the token in its cookie, and that the token is
+/// one this service signed.
+pub fn check_form_token(
+    state: &AppState,
+    jar: &CookieJar,
+    submitted: &str,
+) -> Result<(), UserPageError> {
     match jar.get(USER_FORM_COOKIE) {
         Some(cookie)
-            if looks_like_token(cookie.value()) && constant_time_eq(submitted, cookie.value()) =>
+            if constant_time_eq(submitted, cookie.value())
+                && form_token_is_valid(state, cookie.value()) =>
         {
             Ok(())
         }
@@ -178,4 +196,21 @@ pub fn check_form_token(jar: &CookieJar, submitted: &str) -> Result<(), UserPage
             Err(PageError::csrf().into())
         }
     }
+}
+
+/// Gives the browser a device cookie for `email` after a successful login.
+pub fn remember_device(state: &AppState, jar: CookieJar, email: &str) -> CookieJar {
+    jar.add(cookie(
+        COOKIE_PATH,
+        USER_DEVICE_COOKIE,
+        state.logins.device_cookie(LoginKind::User, email),
+        state.config.secure_cookies(),
+        SameSite::Strict,
+        DEVICE_LIFETIME,
+    ))
+}
+
+/// The browser's device cookie, if it sent one.
+pub fn device_cookie(jar: &CookieJar) -> Option<&str> {
+    jar.get(USER_DEVICE_COOKIE).map(|c| c.value())
 }

@@ -208,6 +208,7 @@ async fn register_app_in(
             max_permissions: max.into(),
             refresh_idle_secs: None,
             refresh_max_age_secs: None,
+            allow_fragment: true,
         },
     )
     .await
@@ -338,7 +339,8 @@ fn hidden(html: &str, name: &str) -> Option<String> {
 
 fn csrf_in(html: &str) -> String {
     let token = hidden(html, "csrf").expect("a CSRF field");
-    assert_eq!(token.len(), 43, "CSRF token {token:?}");
+    // A session's token (256 random bits), or a signed pre-login form token.
+    assert!(matches!(token.len(), 43 | 75), "CSRF token {token:?}");
     token
 }
 
@@ -586,22 +588,23 @@ both_backends! {
         assert!(!known.signed_in().await);
     }
 
-    async fn login_attempts_are_limited_per_email_and_per_ip(app) {
+    async fn login_attempts_are_limited_per_email_and_address_and_per_ip(app) {
         let limit = app.state.config.login_attempts_per_minute;
         let ip = |last: u8| Some(IpAddr::from([127, 0, 0, last]));
 
         let target = new_user(&app).await;
         let attacker = Browser::from_address(&app, ip(11));
-        for _ in 0..limit {
+        for _ in 0..app.state.config.login_attempts_per_email_and_address {
             let response = attacker.login(&target, "wrong password!", "").await;
             assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         }
         let refused = attacker.login(&target, "wrong password!", "").await;
         assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(refused.headers().contains_key("retry-after"));
-        // The account is protected from anywhere, even with the right password.
+        // The attacker's address is refused even the right password; the user elsewhere is not.
+        assert_eq!(attacker.login(&target, PASSWORD, "").await.status(), StatusCode::TOO_MANY_REQUESTS);
         let elsewhere = Browser::from_address(&app, ip(12));
-        assert_eq!(elsewhere.login(&target, PASSWORD, "").await.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(elsewhere.login(&target, PASSWORD, "").await.status(), StatusCode::SEE_OTHER);
 
         // Per IP: one client spraying many emails.
         let sprayer = Browser::from_address(&app, ip(13));
@@ -790,6 +793,65 @@ both_backends! {
         assert_eq!(body["client_id"], public.client_id.as_str());
         assert_eq!(body["account_id"], public.account_id.as_str());
         assert_eq!(body["permissions"], serde_json::json!(["deals.read"]));
+    }
+
+    async fn tokens_travel_in_the_fragment_only_for_apps_that_allow_it_and_never_silently(app) {
+        let account = app.create_account(&format!("{}@example.com", uuid::Uuid::new_v4().simple())).await;
+        let new_app = |allow_fragment: bool| NewApp {
+            name: "Portal".into(),
+            redirect_uris: vec![CALLBACK.into()],
+            origins: vec![],
+            public: true,
+            max_permissions: "deals.read".into(),
+            refresh_idle_secs: None,
+            refresh_max_age_secs: None,
+            allow_fragment,
+        };
+        let closed = ops::create_app(app.state.store.as_ref(), &account, new_app(false)).await.unwrap().app;
+        let open = ops::create_app(app.state.store.as_ref(), &account, new_app(true)).await.unwrap().app;
+        assert!(!closed.allow_fragment && open.allow_fragment);
+        let (browser, _) = Browser::user(&app).await;
+        let challenge = oauth::s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
+        let pkce = format!("code_challenge={challenge}&code_challenge_method=S256");
+
+        // The user has granted both apps what they ask (through the code flow).
+        for client in [&closed, &open] {
+            let url = browser.authorize_all(&format!("{}&{pkce}", request(client, "deals.read"))).await;
+            assert!(param(&query_of(&url), "code").is_some());
+        }
+
+        // An app without fragment mode gets unauthorized_client, logged in or not, and no token.
+        for who in [&browser, &Browser::new(&app)] {
+            let response = who.get(&format!("/auth?{}&response_type=token", request(&closed, "deals.read"))).await;
+            let url = redirect_to_client(&response);
+            let pairs = fragment_of(&url);
+            assert_eq!(param(&pairs, "error"), Some("unauthorized_client"));
+            assert!(param(&pairs, "error_description").unwrap().contains("fragment"));
+            assert_eq!(param(&pairs, "state"), Some("st8"));
+            assert!(param(&pairs, "token").is_none() && param(&pairs, "access_token").is_none());
+            assert_eq!(url.query(), None);
+        }
+        // Nor can a forged consent form get one.
+        let consent = browser.consent_page(&format!("{}&response_type=token", request(&open, "deals.read"))).await;
+        let forged: Vec<(String, String)> = hidden_fields(&consent)
+            .into_iter()
+            .map(|(k, v)| if k == "client_id" { (k, closed.client_id.clone()) } else { (k, v) })
+            .chain([("permission".into(), "deals.read".into()), ("decision".into(), "allow".into())])
+            .collect();
+        let response = browser.http.post(browser.url("/auth/consent")).form(&forged).send().await.unwrap();
+        let url = redirect_to_client(&response);
+        assert_eq!(param(&fragment_of(&url), "error"), Some("unauthorized_client"));
+
+        // An app with it: the grant covers the request, yet the user is asked, and told why.
+        assert!(consent.contains("fragment-notice"), "the consent page says tokens travel in the address");
+        let url = redirect_to_client(&browser.answer(&consent, &["deals.read"], "allow").await);
+        assert!(param(&fragment_of(&url), "token").is_some());
+        let again = browser.get(&format!("/auth?{}&response_type=token", request(&open, "deals.read"))).await;
+        assert_eq!(again.status(), StatusCode::OK, "asked again, never silent");
+        // The code flow with the same grant stays silent and says nothing of fragments.
+        let silent = browser.get(&format!("/auth?{}&{pkce}", request(&open, "deals.read"))).await;
+        let url = redirect_to_client(&silent);
+        assert!(param(&query_of(&url), "code").is_some());
     }
 
     async fn forms_without_the_right_csrf_token_change_nothing(app) {
@@ -1071,12 +1133,22 @@ both_backends! {
         assert_eq!(response.status(), StatusCode::OK);
         let limited = app.state.store.list_apps(&account).await.unwrap().into_iter().find(|a| a.name == "Limited").unwrap();
         assert_eq!((limited.refresh_idle_secs, limited.refresh_absolute_secs), (Some(86_400), None));
+        assert!(!limited.allow_fragment, "fragment mode is off unless ticked");
         assert!(browser.expect_page("/dashboard/apps").await.contains("idle 1 day"));
+        // Fragment mode, ticked in the form, is stored and shown.
+        let csrf = browser.csrf("/dashboard/apps").await;
+        let response = browser
+            .post("/dashboard/apps", &[("csrf", &csrf), ("name", "Fragment"), ("redirect_uris", CALLBACK), ("kind", "public"), ("max_permissions", "deals.read"), ("allow_fragment", "on")])
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let fragment = app.state.store.list_apps(&account).await.unwrap().into_iter().find(|a| a.name == "Fragment").unwrap();
+        assert!(fragment.allow_fragment);
+        assert!(browser.expect_page("/dashboard/apps").await.contains("tokens in the fragment"));
         let response = browser
             .post("/dashboard/apps", &[("name", "Forged"), ("redirect_uris", CALLBACK), ("max_permissions", "deals.read")])
             .await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        assert_eq!(app.state.store.list_apps(&account).await.unwrap().len(), 3);
+        assert_eq!(app.state.store.list_apps(&account).await.unwrap().len(), 4);
 
         // The registered app works for users.
         let (user, _) = Browser::user(&app).await;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::helpers::*;
 
-fn keyfob(db: &TestDb, args: &[&str], stdin: Option<&str>) -> Output {
+pub(crate) fn keyfob(db: &TestDb, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyfob"))
         .arg("--data-dir")
         .arg(db.dir.path())
@@ -15,6 +15,7 @@ fn keyfob(db: &TestDb, args: &[&str], stdin: Option<&str>) -> Output {
         .arg(&db.url)
         .args(args)
         .env_remove("KEYFOB_MASTER_KEY")
+        .env_remove("KEYFOB_MASTER_KEY_FILE")
         .env_remove("KEYFOB_CONFIG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -33,7 +34,7 @@ fn keyfob(db: &TestDb, args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     assert!(
         output.status.success(),
         "failed: {}",
@@ -43,7 +44,7 @@ fn stdout(output: &Output) -> String {
 }
 
 /// A failure: non-zero exit, nothing on stdout, one line on stderr containing `needle`.
-fn fails_with(output: &Output, needle: &str) {
+pub(crate) fn fails_with(output: &Output, needle: &str) {
     assert!(!output.status.success());
     assert!(
         output.stdout.is_empty(),
@@ -303,7 +304,9 @@ async fn apps_and_users(backend: Backend) {
         client_id.starts_with("app_") && secret.starts_with("kfs_"),
         "{out}"
     );
-    let store = keyfob_store::open(&db.url).await.unwrap();
+    let store = keyfob_store::open(&db.url, Default::default())
+        .await
+        .unwrap();
     let app = store.find_app(client_id).await.unwrap().unwrap();
     assert_eq!(app.account_id, account);
     assert_eq!(app.public, 0);
@@ -335,6 +338,7 @@ async fn apps_and_users(backend: Backend) {
             "2592000",
             "--refresh-max-age-secs",
             "7776000",
+            "--allow-fragment",
         ],
         None,
     ));
@@ -353,6 +357,11 @@ async fn apps_and_users(backend: Backend) {
         (app.refresh_idle_secs, app.refresh_absolute_secs),
         (None, None)
     );
+    assert!(
+        spa.allow_fragment,
+        "--allow-fragment turns fragment mode on"
+    );
+    assert!(!app.allow_fragment, "off by default");
     assert_eq!(store.list_apps(account).await.unwrap().len(), 2);
 
     // Bad registrations: one line each, nothing stored.
@@ -461,4 +470,153 @@ async fn apps_and_users_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apps_and_users_on_postgres() {
     apps_and_users(Backend::Postgres).await;
+}
+
+async fn retiring_a_signing_key(backend: Backend) {
+    let Some(db) = fresh_db(backend).await else {
+        eprintln!("skipped: KEYFOB_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let db = Arc::new(db);
+    let first = stdout(&keyfob(&db, &["signing-keys", "list"], None));
+    assert_eq!(first.lines().count(), 1);
+    let old_kid = first.split('\t').next().unwrap().to_owned();
+    assert!(first.trim_end().ends_with("\tsigning"), "{first}");
+    // The only key: refused, saying what to do instead; nothing changes.
+    fails_with(
+        &keyfob(&db, &["signing-keys", "retire", &old_kid], None),
+        "signing-keys rotate --activate-in 0",
+    );
+    fails_with(
+        &keyfob(&db, &["signing-keys", "retire", "no-such-kid"], None),
+        "no signing key no-such-kid",
+    );
+    assert_eq!(stdout(&keyfob(&db, &["signing-keys", "list"], None)), first);
+
+    // A server (started after the first key exists, so it shares it) with a token signed by it,
+    // and a key made by the command line that works on its first request, before the change feed
+    // could have brought it.
+    let mut config = test_config(&db);
+    config.sync_interval_ms = 200;
+    let app = spawn_with(config.clone(), db.clone()).await;
+    // A second server whose change feed is too slow to matter in this test.
+    config.sync_interval_ms = 600_000;
+    let quiet = spawn_with(config, db.clone()).await;
+    stdout(&keyfob(
+        &db,
+        &["accounts", "create", "--email", "ops@example.com"],
+        Some(PASSWORD),
+    ));
+    let key = stdout(&keyfob(
+        &db,
+        &[
+            "keys",
+            "create",
+            "--account",
+            "ops@example.com",
+            "--name",
+            "ci",
+        ],
+        None,
+    ));
+    let key = key.trim();
+    assert_eq!(quiet.whoami_status(key).await, 200, "on its first request");
+    assert_eq!(app.whoami_status(key).await, 200);
+    let token = app.mint_token(key, &["deals.read"]).await;
+    assert_eq!(app.whoami_status(&token).await, 200);
+
+    let rotated = stdout(&keyfob(
+        &db,
+        &["signing-keys", "rotate", "--activate-in", "300"],
+        None,
+    ));
+    let next_kid = rotated.split_whitespace().nth(1).unwrap().to_owned();
+    let listing = stdout(&keyfob(&db, &["signing-keys", "list"], None));
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with(&next_kid) && l.ends_with("\tpublished")),
+        "{listing}"
+    );
+
+    let said = stdout(&keyfob(&db, &["signing-keys", "retire", &old_kid], None));
+    assert!(
+        said.contains(&format!("retired {old_kid}"))
+            && said.contains(&format!("{next_kid} signs from now on")),
+        "{said}"
+    );
+    let listing = stdout(&keyfob(&db, &["signing-keys", "list"], None));
+    let old_line = listing.lines().find(|l| l.starts_with(&old_kid)).unwrap();
+    assert!(old_line.contains("\tretired "), "{old_line}");
+    let next_line = listing.lines().find(|l| l.starts_with(&next_kid)).unwrap();
+    assert!(next_line.ends_with("\tsigning"), "{next_line}");
+    fails_with(
+        &keyfob(&db, &["signing-keys", "retire", &old_kid], None),
+        "retired already",
+    );
+    // The successor is now the only key that signs: it cannot be retired either.
+    fails_with(
+        &keyfob(&db, &["signing-keys", "retire", &next_kid], None),
+        "rotate --activate-in 0",
+    );
+
+    // The running server refuses the token and drops the key from its JWKS within a second.
+    app.wait_until_status(&token, 401).await;
+    let response = app.get("/auth/whoami", &token).send().await.unwrap();
+    let message = expect_error(response, 401, "unauthorized").await;
+    assert!(message.contains("retired"), "{message}");
+    let jwks: serde_json::Value = app
+        .client
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, vec![next_kid.as_str()]);
+    let fresh = app.mint_token(key, &["deals.read"]).await;
+    assert_eq!(app.whoami_status(&fresh).await, 200);
+
+    // Audited as the operator's.
+    let store = keyfob_store::open(&db.url, Default::default())
+        .await
+        .unwrap();
+    let account = stdout(&keyfob(
+        &db,
+        &["accounts", "create", "--email", "auditor@example.com"],
+        Some(PASSWORD),
+    ));
+    let (events, _) = store
+        .list_audit_events(&keyfob_store::AuditFilter {
+            account_id: account.trim(),
+            action: Some("signing_key.retired"),
+            actor_id: None,
+            since: None,
+            until: None,
+            limit: 10,
+            offset: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].actor_kind, "operator");
+    assert_eq!(events[0].target.as_deref(), Some(old_kid.as_str()));
+    assert!(events[0].detail.as_deref().unwrap().contains(&next_kid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_keys_retire_on_sqlite() {
+    retiring_a_signing_key(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_keys_retire_on_postgres() {
+    retiring_a_signing_key(Backend::Postgres).await;
 }

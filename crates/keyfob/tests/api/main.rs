@@ -1,7 +1,9 @@
 //! Integration tests: each starts the real server on port 0 with a fresh database, on SQLite and,
 //! where `KEYFOB_TEST_POSTGRES_URL` is set, on PostgreSQL too.
 
+mod db_proxy;
 mod helpers;
+mod routes;
 
 mod api_keys;
 mod audit;
@@ -9,10 +11,19 @@ mod authorize;
 mod browser;
 mod chrome;
 mod cli;
+mod connections;
 mod dashboard;
+mod error_bodies;
+mod files;
+mod hostile_input;
+mod key_lookup;
+mod key_revocation;
+mod logins;
+mod metrics;
 mod mint;
 mod oauth_client;
 mod openapi;
+mod outage;
 mod resources;
 mod revocation;
 mod session_browser;

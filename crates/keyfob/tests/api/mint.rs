@@ -89,7 +89,7 @@ both_backends! {
             .send()
             .await
             .unwrap();
-        let message = expect_error(response, 400, "invalid_content_type").await;
+        let message = expect_error(response, 415, "invalid_content_type").await;
         assert!(message.contains("Content-Type"), "{message}");
         let response = app
             .request(Method::POST, "/auth", Some(&key))
@@ -97,7 +97,7 @@ both_backends! {
             .send()
             .await
             .unwrap();
-        expect_error(response, 400, "invalid_content_type").await;
+        expect_error(response, 415, "invalid_content_type").await;
         let response = app
             .request(Method::POST, "/auth", Some(&key))
             .header("content-type", "application/json")
@@ -107,7 +107,7 @@ both_backends! {
             .unwrap();
         expect_error(response, 400, "invalid_body").await;
         let huge = json!({"permissions": ["deals.read"], "pad": "x".repeat(100 * 1024)});
-        let message = expect_error(app.mint(&key, huge).await, 400, "body_too_large").await;
+        let message = expect_error(app.mint(&key, huge).await, 413, "body_too_large").await;
         assert!(message.contains("larger"), "{message}");
 
         // Nothing was minted by any of these.

@@ -29,6 +29,7 @@ both_backends! {
                 max_permissions: "deals.read,deals.write".into(),
                 refresh_idle_secs: None,
                 refresh_max_age_secs: None,
+                allow_fragment: false,
             },
         )
         .await

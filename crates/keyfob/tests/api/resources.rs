@@ -193,12 +193,12 @@ both_backends! {
             }
         }
         let response = app.request(Method::POST, "/api/deals", Some(&key)).header("content-type", "text/plain").body("{}").send().await.unwrap();
-        expect_error(response, 400, "invalid_content_type").await;
+        expect_error(response, 415, "invalid_content_type").await;
         let response = app.request(Method::POST, "/api/deals", Some(&key)).header("content-type", "application/json").body("{").send().await.unwrap();
         expect_error(response, 400, "invalid_body").await;
         let big = json!({"pad": "x".repeat(100 * 1024)});
         let response = app.request(Method::POST, "/api/deals", Some(&key)).json(&big).send().await.unwrap();
-        expect_error(response, 400, "body_too_large").await;
+        expect_error(response, 413, "body_too_large").await;
         let response = app.get("/api/deals/not-a-uuid", &key).send().await.unwrap();
         expect_error(response, 404, "not_found").await;
 

@@ -7,7 +7,15 @@ use std::time::{Duration, Instant};
 use crate::helpers::*;
 
 /// Two nodes sharing a database and a master key.
-async fn two_nodes(backend: Backend) -> Option<(TestApp, TestApp)> {
+pub(crate) async fn two_nodes(backend: Backend) -> Option<(TestApp, TestApp)> {
+    two_nodes_with(backend, |_| {}).await
+}
+
+/// Two nodes sharing a database and a master key, their configuration adjusted by `adjust`.
+pub(crate) async fn two_nodes_with(
+    backend: Backend,
+    adjust: impl Fn(&mut keyfob::Config),
+) -> Option<(TestApp, TestApp)> {
     let db = Arc::new(fresh_db(backend).await?);
     let master = hex_key();
     let mut first = test_config(&db);
@@ -15,6 +23,7 @@ async fn two_nodes(backend: Backend) -> Option<(TestApp, TestApp)> {
     first.sync_interval_ms = 500;
     // Nodes of one service share their public URL: it is the tokens' issuer.
     first.public_url = Some("http://keyfob.test".into());
+    adjust(&mut first);
     let mut second = first.clone();
     second.data_dir = db.dir.path().join("node-b");
     let a = spawn_with(first, db.clone()).await;
@@ -29,7 +38,7 @@ fn hex_key() -> String {
 }
 
 /// Polls `node` until `credential` is refused; returns how long it took.
-async fn time_until_refused(node: &TestApp, credential: &str) -> Duration {
+pub(crate) async fn time_until_refused(node: &TestApp, credential: &str) -> Duration {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) {
         if node.whoami_status(credential).await == 401 {
@@ -101,7 +110,7 @@ fn now() -> i64 {
     keyfob::clock::now_ms()
 }
 
-fn decode_jti(token: &str) -> String {
+pub(crate) fn decode_jti(token: &str) -> String {
     use base64::Engine;
     let payload = token.split('.').nth(1).unwrap();
     let claims: serde_json::Value = serde_json::from_slice(

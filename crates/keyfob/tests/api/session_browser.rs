@@ -214,6 +214,7 @@ impl AppSite {
                 max_permissions: max_permissions.into(),
                 refresh_idle_secs: None,
                 refresh_max_age_secs: None,
+                allow_fragment: false,
             },
         )
         .await

@@ -58,6 +58,7 @@ async fn setup_with_limits(
             max_permissions: "deals.read,deals.write".into(),
             refresh_idle_secs: idle,
             refresh_max_age_secs: max_age,
+            allow_fragment: false,
         },
     )
     .await
@@ -208,16 +209,28 @@ async fn session(app: &TestApp, s: &Setup) -> Value {
 
 both_backends! {
     async fn idle_and_absolute_session_limits_end_sessions(app) {
+        // Introspection applies the token endpoint's rule: active exactly while a refresh works.
+        let active = |key: String, token: String| {
+            let request = app.request(Method::POST, "/auth/introspect", Some(&key)).form(&[("token", token)]);
+            async move {
+                let body: Value = request.send().await.unwrap().json().await.unwrap();
+                body["active"].as_bool().unwrap()
+            }
+        };
         // Idle limit: each use restarts the clock; a longer pause ends the session.
         let s = setup_with_limits(&app, false, Some(1), None).await;
         let mut current = session(&app, &s).await;
         for _ in 0..2 {
             tokio::time::sleep(Duration::from_millis(600)).await;
+            assert!(active(s.key.clone(), current["refresh_token"].as_str().unwrap().into()).await);
             current = tokens(refresh(&app, &s, current["refresh_token"].as_str().unwrap()).await).await;
         }
         tokio::time::sleep(Duration::from_millis(1300)).await;
-        let message = oauth_error(refresh(&app, &s, current["refresh_token"].as_str().unwrap()).await, 400, "invalid_grant").await;
+        let idle = current["refresh_token"].as_str().unwrap().to_owned();
+        assert!(!active(s.key.clone(), idle.clone()).await, "past the idle limit: inactive");
+        let message = oauth_error(refresh(&app, &s, &idle).await, 400, "invalid_grant").await;
         assert!(message.contains("idle"), "{message}");
+        assert!(!active(s.key.clone(), idle).await);
 
         // Absolute limit: however much it is used, the session ends on time.
         let s = setup_with_limits(&app, false, None, Some(2)).await;
@@ -226,9 +239,21 @@ both_backends! {
             tokio::time::sleep(Duration::from_millis(700)).await;
             current = tokens(refresh(&app, &s, current["refresh_token"].as_str().unwrap()).await).await;
         }
+        assert!(active(s.key.clone(), current["refresh_token"].as_str().unwrap().into()).await);
         tokio::time::sleep(Duration::from_millis(800)).await;
-        let message = oauth_error(refresh(&app, &s, current["refresh_token"].as_str().unwrap()).await, 400, "invalid_grant").await;
+        let old = current["refresh_token"].as_str().unwrap().to_owned();
+        assert!(!active(s.key.clone(), old.clone()).await, "past the maximum age: inactive");
+        let message = oauth_error(refresh(&app, &s, &old).await, 400, "invalid_grant").await;
         assert!(message.contains("maximum age"), "{message}");
+
+        // A revoked grant: the refresh is refused, and introspection says so too.
+        let s = setup(&app, false).await;
+        let current = session(&app, &s).await;
+        let token = current["refresh_token"].as_str().unwrap().to_owned();
+        assert!(active(s.key.clone(), token.clone()).await);
+        assert!(app.state.store.revoke_grant(&s.grant.id, keyfob::clock::now_ms()).await.unwrap());
+        assert!(!active(s.key.clone(), token.clone()).await, "grant revoked: inactive");
+        oauth_error(refresh(&app, &s, &token).await, 400, "invalid_grant").await;
     }
 
     async fn a_batch_of_rotations_lets_each_token_be_used_once(app) {
@@ -585,6 +610,7 @@ both_backends! {
                 max_permissions: "deals.read,deals.write".into(),
                 refresh_idle_secs: None,
                 refresh_max_age_secs: None,
+                allow_fragment: false,
             },
         )
         .await

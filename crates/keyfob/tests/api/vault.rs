@@ -183,6 +183,7 @@ both_backends! {
             max_permissions: "creditApplications.read,sensitive.read".into(),
             refresh_idle_secs: None,
             refresh_max_age_secs: None,
+            allow_fragment: false,
         }).await;
         assert!(refused.unwrap_err().to_string().contains("sensitive.read"));
         let created = keyfob::ops::create_app(app.state.store.as_ref(), &account, NewApp {
@@ -193,6 +194,7 @@ both_backends! {
             max_permissions: "creditApplications.read,creditApplications.write".into(),
             refresh_idle_secs: None,
             refresh_max_age_secs: None,
+            allow_fragment: false,
         }).await.unwrap();
         let user = keyfob::ops::create_user(app.state.store.as_ref(), &app.state.passwords, "u@example.com", PASSWORD.into()).await.unwrap();
         // A grant and code carrying the capability, as if written behind Keyfob's back.

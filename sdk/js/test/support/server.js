@@ -107,10 +107,13 @@ export async function startKeyfob({ config } = {}) {
 let counter = 0;
 
 /**
- * An account with an API key, a public application allowed `origin` and `redirectUri`, and an
- * end user, all made with the command line.
+ * An account with an API key, a public application allowed `origin` and `redirectUri` (and tokens
+ * in the URL fragment with `allowFragment`), and an end user, all made with the command line.
  */
-export async function provision(keyfob, { redirectUri, origin, maxPermissions = "deals.read,deals.write" }) {
+export async function provision(
+  keyfob,
+  { redirectUri, origin, maxPermissions = "deals.read,deals.write", allowFragment = false },
+) {
   counter += 1;
   const tag = `${process.pid}-${counter}`;
   const owner = `owner-${tag}@example.com`;
@@ -119,6 +122,7 @@ export async function provision(keyfob, { redirectUri, origin, maxPermissions = 
   const args = ["apps", "create", "--account", owner, "--name", "Dealer portal", "--redirect-uri", redirectUri];
   if (origin) args.push("--origin", origin);
   args.push("--public", "--max-permissions", maxPermissions);
+  if (allowFragment) args.push("--allow-fragment");
   const { client_id: clientId } = JSON.parse(await keyfob.cli(args));
   const user = `user-${tag}@example.com`;
   await keyfob.cli(["users", "create", "--email", user], `${PASSWORD}\n`);

@@ -1,0 +1,1008 @@
+//! Every route Keyfob serves, as a table the edge tests walk: its surface (the format of its
+//! errors), who may call it, and the inputs it reads. [`served_routes`] reads the routes from the
+//! real router, so a route added there and not here fails `the_table_lists_every_served_route`.
+//!
+//! [`Fixture`] is one account with everything a route may need to act on: an API key, a token, a
+//! record, an application with a user's grant and session, a signed-in owner and a logged-in end
+//! user.
+
+use std::collections::BTreeSet;
+
+use keyfob::ops::NewApp;
+use keyfob_domain::secret::{hash_secret, random_token};
+use keyfob_store::{AuthCodeRow, GrantRow, RecordScope};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::dashboard::Browser;
+use crate::helpers::*;
+
+/// The format of a route's errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Face {
+    /// `{"error", "message"}`.
+    Api,
+    /// RFC 6749 `{"error", "error_description"}`.
+    OAuth,
+    /// The dashboard's HTML error page.
+    Dashboard,
+    /// The end users' HTML error page.
+    UserPage,
+}
+
+/// Who calls a route in the tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    Anyone,
+    /// `Authorization: Bearer <API key>`.
+    ApiKey,
+    /// The application's client credentials, in the body (`client_secret_post`).
+    Client,
+    /// A signed-in owner's browser.
+    Owner,
+    /// A browser on a dashboard form shown before login (it holds the form's cookie).
+    OwnerForm,
+    /// A logged-in end user's browser.
+    User,
+    /// A browser on an end-user form shown before login.
+    UserForm,
+}
+
+/// What a route reads from its body.
+#[derive(Debug, Clone, Copy)]
+pub enum Body {
+    None,
+    /// A JSON document; the test sends NUL in each of these documents' cases.
+    Json,
+    /// A URL-encoded form with these fields.
+    Form(&'static [&'static str]),
+    /// An OAuth endpoint's parameters, as a form or as JSON.
+    OAuth(&'static [&'static str]),
+}
+
+pub struct Route {
+    /// `*` for a route that answers every method.
+    pub method: &'static str,
+    pub path: &'static str,
+    pub face: Face,
+    pub who: Who,
+    /// A query parameter the route reads (or, for one that reads none, any).
+    pub query: &'static str,
+    pub body: Body,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    face: Face,
+    who: Who,
+    query: &'static str,
+    body: Body,
+) -> Route {
+    Route {
+        method,
+        path,
+        face,
+        who,
+        query,
+        body,
+    }
+}
+
+use Body as B;
+use Face as F;
+use Who as W;
+
+const CSRF: &[&str] = &["csrf"];
+
+/// Every route, every method.
+pub const ROUTES: &[Route] = &[
+    route("POST", "/auth", F::Api, W::ApiKey, "x", B::Json),
+    route("GET", "/auth/whoami", F::Api, W::ApiKey, "x", B::None),
+    route(
+        "GET",
+        "/api/{resource}",
+        F::Api,
+        W::ApiKey,
+        "where[name][equals]",
+        B::None,
+    ),
+    route("POST", "/api/{resource}", F::Api, W::ApiKey, "x", B::Json),
+    route(
+        "GET",
+        "/api/{resource}/{id}",
+        F::Api,
+        W::ApiKey,
+        "reveal",
+        B::None,
+    ),
+    route(
+        "PATCH",
+        "/api/{resource}/{id}",
+        F::Api,
+        W::ApiKey,
+        "x",
+        B::Json,
+    ),
+    route(
+        "PUT",
+        "/api/{resource}/{id}",
+        F::Api,
+        W::ApiKey,
+        "x",
+        B::Json,
+    ),
+    route(
+        "DELETE",
+        "/api/{resource}/{id}",
+        F::Api,
+        W::ApiKey,
+        "x",
+        B::None,
+    ),
+    route("GET", "/api/audit", F::Api, W::ApiKey, "actor", B::None),
+    route(
+        "GET",
+        "/.well-known/jwks.json",
+        F::Api,
+        W::Anyone,
+        "x",
+        B::None,
+    ),
+    route(
+        "GET",
+        "/.well-known/oauth-authorization-server",
+        F::Api,
+        W::Anyone,
+        "x",
+        B::None,
+    ),
+    route("GET", "/healthz", F::Api, W::Anyone, "x", B::None),
+    route("GET", "/readyz", F::Api, W::Anyone, "x", B::None),
+    route("GET", "/metrics", F::Api, W::Anyone, "x", B::None),
+    route("GET", "/openapi.json", F::Api, W::Anyone, "x", B::None),
+    route(
+        "POST",
+        "/auth/token",
+        F::OAuth,
+        W::Client,
+        "x",
+        B::OAuth(&[
+            "grant_type",
+            "refresh_token",
+            "client_id",
+            "client_secret",
+            "scope",
+        ]),
+    ),
+    route(
+        "POST",
+        "/auth/revoke",
+        F::OAuth,
+        W::Client,
+        "x",
+        B::OAuth(&["token", "token_type_hint", "client_id", "client_secret"]),
+    ),
+    route(
+        "POST",
+        "/auth/introspect",
+        F::OAuth,
+        W::ApiKey,
+        "x",
+        B::OAuth(&["token", "token_type_hint"]),
+    ),
+    route("GET", "/dashboard", F::Dashboard, W::Owner, "x", B::None),
+    route("GET", "/dashboard/", F::Dashboard, W::Owner, "x", B::None),
+    route(
+        "GET",
+        "/dashboard/signup",
+        F::Dashboard,
+        W::Anyone,
+        "x",
+        B::None,
+    ),
+    route(
+        "POST",
+        "/dashboard/signup",
+        F::Dashboard,
+        W::OwnerForm,
+        "x",
+        B::Form(&["csrf", "email", "password", "confirm"]),
+    ),
+    route(
+        "GET",
+        "/dashboard/login",
+        F::Dashboard,
+        W::Anyone,
+        "x",
+        B::None,
+    ),
+    route(
+        "POST",
+        "/dashboard/login",
+        F::Dashboard,
+        W::OwnerForm,
+        "x",
+        B::Form(&["csrf", "email", "password"]),
+    ),
+    route(
+        "POST",
+        "/dashboard/logout",
+        F::Dashboard,
+        W::Owner,
+        "x",
+        B::Form(CSRF),
+    ),
+    route(
+        "GET",
+        "/dashboard/keys",
+        F::Dashboard,
+        W::Owner,
+        "done",
+        B::None,
+    ),
+    route(
+        "POST",
+        "/dashboard/keys",
+        F::Dashboard,
+        W::Owner,
+        "x",
+        B::Form(&["csrf", "name"]),
+    ),
+    route(
+        "POST",
+        "/dashboard/keys/{id}/revoke",
+        F::Dashboard,
+        W::Owner,
+        "x",
+        B::Form(CSRF),
+    ),
+    route(
+        "POST",
+        "/dashboard/keys/{id}/revoke-tokens",
+        F::Dashboard,
+        W::Owner,
+        "x",
+        B::Form(&["csrf", "confirm"]),
+    ),
+    route(
+        "GET",
+        "/dashboard/apps",
+        F::Dashboard,
+        W::Owner,
+        "x",
+        B::None,
+    ),
+    route(
+        "POST",
+        "/dashboard/apps",
+        F::Dashboard,
+        W::Owner,
+        "x",
+        B::Form(&[
+            "csrf",
+            "name",
+            "redirect_uris",
+            "origins",
+            "kind",
+            "max_permissions",
+            "refresh_idle_secs",
+            "refresh_max_age_secs",
+            "allow_fragment",
+        ]),
+    ),
+    route(
+        "GET",
+        "/dashboard/grants",
+        F::Dashboard,
+        W::Owner,
+        "done",
+        B::None,
+    ),
+    route(
+        "POST",
+        "/dashboard/grants/{id}/revoke",
+        F::Dashboard,
+        W::Owner,
+        "x",
+        B::Form(CSRF),
+    ),
+    route(
+        "GET",
+        "/dashboard/tokens",
+        F::Dashboard,
+        W::Owner,
+        "done",
+        B::None,
+    ),
+    route(
+        "POST",
+        "/dashboard/tokens/{jti}/revoke",
+        F::Dashboard,
+        W::Owner,
+        "x",
+        B::Form(CSRF),
+    ),
+    route(
+        "GET",
+        "/dashboard/audit",
+        F::Dashboard,
+        W::Owner,
+        "actor",
+        B::None,
+    ),
+    route(
+        "GET",
+        "/dashboard/data",
+        F::Dashboard,
+        W::Owner,
+        "done",
+        B::None,
+    ),
+    route(
+        "POST",
+        "/dashboard/data/_fields",
+        F::Dashboard,
+        W::Owner,
+        "x",
+        B::Form(&["csrf", "fields"]),
+    ),
+    route(
+        "GET",
+        "/dashboard/data/{resource}",
+        F::Dashboard,
+        W::Owner,
+        "page",
+        B::None,
+    ),
+    route(
+        "GET",
+        "/dashboard/data/{resource}/{id}",
+        F::Dashboard,
+        W::Owner,
+        "x",
+        B::None,
+    ),
+    route(
+        "POST",
+        "/dashboard/data/{resource}/{id}/reveal",
+        F::Dashboard,
+        W::Owner,
+        "x",
+        B::Form(&["csrf", "field", "password"]),
+    ),
+    route(
+        "GET",
+        "/dashboard/static/app.css",
+        F::Dashboard,
+        W::Anyone,
+        "x",
+        B::None,
+    ),
+    route(
+        "*",
+        "/dashboard/{*rest}",
+        F::Dashboard,
+        W::Owner,
+        "x",
+        B::None,
+    ),
+    route("GET", "/auth", F::UserPage, W::User, "client_id", B::None),
+    route(
+        "POST",
+        "/auth/consent",
+        F::UserPage,
+        W::User,
+        "x",
+        B::Form(&[
+            "csrf",
+            "client_id",
+            "redirect_uri",
+            "scope",
+            "state",
+            "response_type",
+            "permission",
+            "decision",
+        ]),
+    ),
+    route(
+        "GET",
+        "/auth/login",
+        F::UserPage,
+        W::Anyone,
+        "client_id",
+        B::None,
+    ),
+    route(
+        "POST",
+        "/auth/login",
+        F::UserPage,
+        W::UserForm,
+        "x",
+        B::Form(&["csrf", "email", "password", "request"]),
+    ),
+    route(
+        "GET",
+        "/auth/signup",
+        F::UserPage,
+        W::Anyone,
+        "client_id",
+        B::None,
+    ),
+    route(
+        "POST",
+        "/auth/signup",
+        F::UserPage,
+        W::UserForm,
+        "x",
+        B::Form(&["csrf", "email", "password", "confirm", "request"]),
+    ),
+    route(
+        "POST",
+        "/auth/logout",
+        F::UserPage,
+        W::User,
+        "x",
+        B::Form(CSRF),
+    ),
+    route("GET", "/auth/grants", F::UserPage, W::User, "done", B::None),
+    route(
+        "POST",
+        "/auth/grants/{id}/revoke",
+        F::UserPage,
+        W::User,
+        "x",
+        B::Form(CSRF),
+    ),
+    route(
+        "POST",
+        "/auth/logout-everywhere",
+        F::UserPage,
+        W::User,
+        "x",
+        B::Form(CSRF),
+    ),
+    route(
+        "POST",
+        "/auth/password",
+        F::UserPage,
+        W::User,
+        "x",
+        B::Form(&["csrf", "current", "new", "confirm"]),
+    ),
+];
+
+/// The `(method, path)` pairs the real router serves: its paths read from the router itself, and
+/// each path's methods from the `Allow` header of a 405 to a method no route serves (`*` for a
+/// path that answers every method). `HEAD` is left out: it comes with `GET`.
+pub async fn served_routes(app: &TestApp, fixture: &Fixture) -> BTreeSet<(String, String)> {
+    let router = format!("{:?}", keyfob::http::router(app.state.clone()));
+    // The router's debug output lists its paths as `RouteId(n): "/path"`; the fallback router's
+    // come after `fallback_router` and are not routes.
+    let routes_part = &router[..router.find("fallback_router").unwrap_or(router.len())];
+    let mut paths = BTreeSet::new();
+    for (at, _) in routes_part.match_indices("RouteId(") {
+        let rest = &routes_part[at..];
+        let Some(open) = rest.find("): \"") else {
+            continue;
+        };
+        if rest[..open]
+            .chars()
+            .skip("RouteId(".len())
+            .all(|c| c.is_ascii_digit())
+        {
+            let start = open + 4;
+            let end = start + rest[start..].find('"').unwrap();
+            paths.insert(rest[start..end].to_owned());
+        }
+    }
+    assert!(
+        paths.len() > 40 && paths.contains("/auth/token"),
+        "the router's paths could not be read from its debug output: {paths:?}"
+    );
+    let probe = Method::from_bytes(b"PROBE").unwrap();
+    let mut served = BTreeSet::new();
+    for path in paths {
+        let response = fixture
+            .anyone
+            .http
+            .request(probe.clone(), fixture.anyone.url(&fixture.concrete(&path)))
+            .send()
+            .await
+            .unwrap();
+        if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+            served.insert(("*".to_owned(), path));
+            continue;
+        }
+        let allow = response
+            .headers()
+            .get("allow")
+            .unwrap_or_else(|| panic!("a 405 on {path} without Allow"))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        for method in allow.split(',').map(str::trim).filter(|m| *m != "HEAD") {
+            served.insert((method.to_owned(), path.clone()));
+        }
+    }
+    served
+}
+
+/// The redirect URI of the fixture's application.
+pub const CALLBACK: &str = "https://client.example.com/cb";
+/// The email the tests try to sign up with through refused forms; it must never exist.
+pub const PROBE_EMAIL: &str = "nul-probe@example.com";
+
+/// One account with something for every route to act on.
+pub struct Fixture {
+    pub account: String,
+    pub key: String,
+    pub key_id: String,
+    pub jwt: String,
+    pub jti: String,
+    pub record_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub user_email: String,
+    pub grant_id: String,
+    pub refresh_token: String,
+    pub access_token: String,
+    pub owner: Browser,
+    pub owner_csrf: String,
+    pub owner_form: Browser,
+    pub owner_form_csrf: String,
+    pub user: Browser,
+    pub user_csrf: String,
+    pub user_form: Browser,
+    pub user_form_csrf: String,
+    pub anyone: Browser,
+}
+
+impl Fixture {
+    pub async fn new(app: &TestApp) -> Fixture {
+        let owner = Browser::signed_up(app).await;
+        let account = app
+            .state
+            .store
+            .find_owner_by_email(&owner.email)
+            .await
+            .unwrap()
+            .unwrap()
+            .account_id;
+        let key = owner.create_key("probe").await;
+        app.wait_until_status(&key, 200).await;
+        let key_id = app.state.store.list_api_keys(&account).await.unwrap()[0]
+            .id
+            .clone();
+        let jwt = app.mint_token(&key, &["deals.read", "deals.write"]).await;
+        let jti = app.state.store.list_tokens(&account, 10).await.unwrap()[0]
+            .jti
+            .clone();
+        let created = app
+            .request(Method::POST, "/api/deals", Some(&key))
+            .json(&json!({"name": "first", "customer": {"name": "Ada"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        let record_id = created.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let registered = keyfob::ops::create_app(
+            app.state.store.as_ref(),
+            &account,
+            NewApp {
+                name: "Probe app".into(),
+                redirect_uris: vec![CALLBACK.into()],
+                origins: vec![],
+                public: false,
+                max_permissions: "deals.read,deals.write".into(),
+                refresh_idle_secs: None,
+                refresh_max_age_secs: None,
+                allow_fragment: false,
+            },
+        )
+        .await
+        .unwrap();
+        let client_id = registered.app.client_id.clone();
+        let client_secret = registered.client_secret.clone().unwrap();
+        let user_email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+        let user_id = keyfob::ops::create_user(
+            app.state.store.as_ref(),
+            &app.state.passwords,
+            &user_email,
+            PASSWORD.into(),
+        )
+        .await
+        .unwrap()
+        .id;
+        let now = keyfob::clock::now_ms();
+        let grant = app
+            .state
+            .store
+            .upsert_grant(&GrantRow {
+                id: uuid::Uuid::now_v7().to_string(),
+                user_id: user_id.clone(),
+                client_id: client_id.clone(),
+                account_id: account.clone(),
+                permissions: r#"["deals.read"]"#.into(),
+                created_at: now,
+                updated_at: now,
+                revoked_at: None,
+            })
+            .await
+            .unwrap();
+        let code = random_token();
+        app.state
+            .store
+            .insert_auth_code(&AuthCodeRow {
+                code_hash: hash_secret(&code),
+                client_id: client_id.clone(),
+                user_id,
+                grant_id: grant.id.clone(),
+                redirect_uri: CALLBACK.into(),
+                permissions: r#"["deals.read"]"#.into(),
+                code_challenge: None,
+                family_id: None,
+                created_at: now,
+                expires_at: now + 60_000,
+                used_at: None,
+            })
+            .await
+            .unwrap();
+        let tokens: Value = app
+            .client
+            .post(app.url("/auth/token"))
+            .basic_auth(&client_id, Some(&client_secret))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", CALLBACK),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let refresh_token = tokens["refresh_token"].as_str().unwrap().to_owned();
+        let access_token = tokens["access_token"].as_str().unwrap().to_owned();
+        let owner_csrf = owner.csrf("/dashboard/keys").await;
+        let owner_form = Browser::new(app);
+        let owner_form_csrf = owner_form.csrf("/dashboard/login").await;
+        let user = Browser::new(app);
+        let login_csrf = user.csrf("/auth/login").await;
+        let response = user
+            .post(
+                "/auth/login",
+                &[
+                    ("csrf", &login_csrf),
+                    ("email", &user_email),
+                    ("password", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let user_csrf = user.csrf("/auth/grants").await;
+        let user_form = Browser::new(app);
+        let user_form_csrf = user_form.csrf("/auth/login").await;
+        Fixture {
+            account,
+            key,
+            key_id,
+            jwt,
+            jti,
+            record_id,
+            client_id,
+            client_secret,
+            user_email,
+            grant_id: grant.id,
+            refresh_token,
+            access_token,
+            owner,
+            owner_csrf,
+            owner_form,
+            owner_form_csrf,
+            user,
+            user_csrf,
+            user_form,
+            user_form_csrf,
+            anyone: Browser::new(app),
+        }
+    }
+
+    /// A path template with its parameters filled in with what the fixture holds.
+    pub fn concrete(&self, template: &str) -> String {
+        self.fill(template, None)
+    }
+
+    /// A path template filled in, with `bad` in place of the parameter it names.
+    pub fn fill(&self, template: &str, bad: Option<(&str, &str)>) -> String {
+        let id = if template.starts_with("/dashboard/keys") {
+            &self.key_id
+        } else if template.contains("/grants/") {
+            &self.grant_id
+        } else {
+            &self.record_id
+        };
+        let mut out = Vec::new();
+        for segment in template.split('/') {
+            let value = match segment {
+                "{resource}" => "deals",
+                "{id}" => id,
+                "{jti}" => &self.jti,
+                "{*rest}" => "nowhere",
+                other => {
+                    out.push(other.to_owned());
+                    continue;
+                }
+            };
+            match bad {
+                Some((name, replacement)) if name == segment => out.push(replacement.to_owned()),
+                _ => out.push(value.to_owned()),
+            }
+        }
+        out.join("/")
+    }
+
+    /// The browser a route is called from.
+    pub fn browser(&self, who: Who) -> &Browser {
+        match who {
+            Who::Owner => &self.owner,
+            Who::OwnerForm => &self.owner_form,
+            Who::User => &self.user,
+            Who::UserForm => &self.user_form,
+            Who::Anyone | Who::ApiKey | Who::Client => &self.anyone,
+        }
+    }
+
+    /// A request to `path` as `who`, with the credential it needs.
+    pub fn request(&self, who: Who, method: &str, path: &str) -> RequestBuilder {
+        let method = if method == "*" { "GET" } else { method };
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let browser = self.browser(who);
+        let builder = browser.http.request(method, browser.url(path));
+        match who {
+            Who::ApiKey => builder.bearer_auth(&self.key),
+            _ => builder,
+        }
+    }
+
+    /// A value of `field` that the route would accept, so that only the character added to it is
+    /// wrong.
+    pub fn valid(&self, route: &Route, field: &str) -> String {
+        let owner_route = route.path.starts_with("/dashboard");
+        match field {
+            "csrf" => match route.who {
+                Who::Owner => self.owner_csrf.clone(),
+                Who::OwnerForm => self.owner_form_csrf.clone(),
+                Who::User => self.user_csrf.clone(),
+                Who::UserForm => self.user_form_csrf.clone(),
+                _ => String::new(),
+            },
+            "email" if route.path.ends_with("/login") && owner_route => self.owner.email.clone(),
+            "email" if route.path.ends_with("/login") => self.user_email.clone(),
+            "email" => PROBE_EMAIL.to_owned(),
+            "password" | "current" => PASSWORD.to_owned(),
+            "confirm" if route.path == "/auth/password" => "a brand new passphrase 42".to_owned(),
+            "confirm" if route.path.ends_with("/revoke-tokens") => "yes".to_owned(),
+            "confirm" => PASSWORD.to_owned(),
+            "new" => "a brand new passphrase 42".to_owned(),
+            "name" => "probe".to_owned(),
+            "redirect_uris" => "https://probe.example.com/cb".to_owned(),
+            "origins" => "https://probe.example.com".to_owned(),
+            "kind" => "confidential".to_owned(),
+            "allow_fragment" => "yes".to_owned(),
+            "max_permissions" => "deals.read".to_owned(),
+            "refresh_idle_secs" | "refresh_max_age_secs" => "3600".to_owned(),
+            "fields" => "ssn, customer.tax_id".to_owned(),
+            "field" => "ssn".to_owned(),
+            "client_id" => self.client_id.clone(),
+            "client_secret" => self.client_secret.clone(),
+            "redirect_uri" => CALLBACK.to_owned(),
+            "scope" => "deals.read".to_owned(),
+            "state" => "st8".to_owned(),
+            "response_type" => "code".to_owned(),
+            "permission" => "deals.read".to_owned(),
+            "decision" => "allow".to_owned(),
+            "request" => serde_urlencoded::to_string([
+                ("client_id", self.client_id.as_str()),
+                ("redirect_uri", CALLBACK),
+                ("scope", "deals.read"),
+            ])
+            .unwrap(),
+            "grant_type" => "refresh_token".to_owned(),
+            "refresh_token" => self.refresh_token.clone(),
+            "token" => self.refresh_token.clone(),
+            "token_type_hint" => "refresh_token".to_owned(),
+            other => panic!("no valid value for `{other}`"),
+        }
+    }
+
+    /// A whole valid form for `route`.
+    pub fn form(&self, route: &Route, fields: &[&str]) -> Vec<(String, String)> {
+        fields
+            .iter()
+            .map(|f| ((*f).to_owned(), self.valid(route, f)))
+            .collect()
+    }
+}
+
+/// What the account holds, to compare before and after hostile requests.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    keys: Vec<(String, bool)>,
+    tokens: Vec<(String, bool)>,
+    apps: Vec<String>,
+    grants: Vec<(String, bool)>,
+    records: Vec<Value>,
+    fields: Option<String>,
+    audit_events: u64,
+    probe_owner: bool,
+    probe_user: bool,
+    key_works: u16,
+    jwt_works: u16,
+    session_works: u16,
+    family_live: bool,
+    owner_signed_in: bool,
+    user_logged_in: bool,
+    user_password_hash: String,
+}
+
+impl Snapshot {
+    pub async fn take(app: &TestApp, f: &Fixture) -> Snapshot {
+        let store = &app.state.store;
+        let scope = RecordScope {
+            account_id: &f.account,
+            resource: "deals",
+            owner_user_id: None,
+        };
+        let list = keyfob_domain::query::ListQuery::from_pairs(&[]).unwrap();
+        let (records, _) = store.list_records(&scope, &list).await.unwrap();
+        let (_, audit_events) = store
+            .list_audit_events(&keyfob_store::AuditFilter {
+                account_id: &f.account,
+                action: None,
+                actor_id: None,
+                since: None,
+                until: None,
+                limit: 1,
+                offset: 0,
+            })
+            .await
+            .unwrap();
+        let family = store
+            .find_refresh(&hash_secret(&f.refresh_token))
+            .await
+            .unwrap()
+            .unwrap();
+        let family = store.find_family(&family.family_id).await.unwrap().unwrap();
+        let user = store
+            .find_user_by_email(&f.user_email)
+            .await
+            .unwrap()
+            .unwrap();
+        Snapshot {
+            keys: store
+                .list_api_keys(&f.account)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|k| (k.id, k.revoked_at.is_none()))
+                .collect(),
+            tokens: store
+                .list_tokens(&f.account, 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| (t.jti, t.revoked_at.is_none()))
+                .collect(),
+            apps: store
+                .list_apps(&f.account)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| a.client_id)
+                .collect(),
+            grants: store
+                .list_account_grants(&f.account)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|g| (g.id, g.revoked_at.is_none()))
+                .collect(),
+            records: records.into_iter().map(|r| r.doc).collect(),
+            fields: store
+                .find_account_vault(&f.account)
+                .await
+                .unwrap()
+                .map(|v| v.sensitive_fields),
+            audit_events,
+            probe_owner: store
+                .find_owner_by_email(PROBE_EMAIL)
+                .await
+                .unwrap()
+                .is_some(),
+            probe_user: store
+                .find_user_by_email(PROBE_EMAIL)
+                .await
+                .unwrap()
+                .is_some(),
+            key_works: app.whoami_status(&f.key).await,
+            jwt_works: app.whoami_status(&f.jwt).await,
+            session_works: app.whoami_status(&f.access_token).await,
+            family_live: family.revoked_at.is_none(),
+            owner_signed_in: f.owner.signed_in().await,
+            user_logged_in: f.user.get("/auth/grants").await.status() == StatusCode::OK,
+            user_password_hash: user.password_hash,
+        }
+    }
+}
+
+/// Reads an error answer in the format of `face` and checks that it names `field`; returns the
+/// message.
+pub async fn expect_named(
+    response: Response,
+    face: Face,
+    status: u16,
+    field: &str,
+    what: &str,
+) -> String {
+    assert_eq!(response.status().as_u16(), status, "{what}: status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let text = response.text().await.unwrap();
+    let message = match face {
+        Face::Api | Face::OAuth => {
+            assert!(
+                content_type.starts_with("application/json"),
+                "{what}: content type {content_type}: {text}"
+            );
+            let body: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {text}"));
+            let (code, message) = if face == Face::Api {
+                ("error", "message")
+            } else {
+                ("error", "error_description")
+            };
+            assert!(
+                body[code].as_str().is_some_and(|c| !c.is_empty()),
+                "{what}: no `{code}` in {body}"
+            );
+            if face == Face::OAuth && status == 400 {
+                assert_eq!(body["error"], "invalid_request", "{what}: {body}");
+            }
+            body[message]
+                .as_str()
+                .unwrap_or_else(|| panic!("{what}: no `{message}` in {body}"))
+                .to_owned()
+        }
+        Face::Dashboard | Face::UserPage => {
+            assert!(
+                content_type.starts_with("text/html"),
+                "{what}: content type {content_type}: {text}"
+            );
+            html_text(&text)
+        }
+    };
+    assert!(
+        message.contains(&format!("`{field}`")),
+        "{what}: the answer does not name `{field}`: {message}"
+    );
+    message
+}
+
+/// The text of an HTML page with its character references undone (enough for error pages).
+pub fn html_text(html: &str) -> String {
+    html.replace("&#96;", "`")
+        .replace("&quot;", "\"")
+        .replace("&#34;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
