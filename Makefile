@@ -1,6 +1,6 @@
 # The few commands a newcomer needs. See README.md.
 
-.PHONY: run test test-rust test-sdk lint bench
+.PHONY: run test test-rust test-sdk lint deny fuzz bench
 
 # Run Keyfob on its embedded default: SQLite under ./keyfob-data.
 run:
@@ -21,10 +21,41 @@ test-sdk:
 	cargo build --workspace --all-targets
 	cd sdk/js && npm ci --no-audit --no-fund && KEYFOB_BIN="$(KEYFOB_BIN)" npm test
 
-# Formatting and lints, as CI checks them.
+# Formatting and lints, as CI checks them, then the supply-chain checks.
 lint:
 	cargo fmt --all -- --check
+	cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	$(MAKE) deny
+
+# cargo-deny: known advisories, licences, duplicate versions and sources, by the policy in deny.toml.
+# cargo-deny fetches the RustSec advisory database with git; where a local copy of it exists
+# (ADVISORY_DB_MIRROR, a git repository), git is told to fetch from it instead, for machines whose
+# only network is a package registry.
+ADVISORY_DB_MIRROR ?= /work/.mirror/rustsec+advisory-db/repo
+deny:
+	@command -v cargo-deny >/dev/null 2>&1 || { echo "cargo-deny is missing: cargo install --locked cargo-deny" >&2; exit 1; }
+	if [ -d "$(ADVISORY_DB_MIRROR)" ]; then \
+	  GIT_CONFIG_COUNT=1 \
+	  GIT_CONFIG_KEY_0="url.file://$(ADVISORY_DB_MIRROR).insteadOf" \
+	  GIT_CONFIG_VALUE_0=https://github.com/rustsec/advisory-db \
+	  cargo deny --locked check; \
+	else \
+	  cargo deny --locked check; \
+	fi
+
+# Fuzz the parsers an attacker reaches first (fuzz/fuzz_targets/), FUZZ_SECONDS each. cargo-fuzz
+# needs a nightly compiler's flags; RUSTC_BOOTSTRAP=1 lets a stable one take them. New inputs go to
+# fuzz/corpus/ (not committed); a crash stops the run and is saved under fuzz/artifacts/.
+FUZZ_SECONDS ?= 20
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || { echo "cargo-fuzz is missing: cargo install --locked cargo-fuzz" >&2; exit 1; }
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build --debug-assertions
+	cd fuzz && for target in $$(cargo fuzz list); do \
+	  mkdir -p corpus/$$target && \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run --debug-assertions $$target corpus/$$target seeds/$$target -- \
+	    -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -timeout=10 -print_final_stats=1 || exit 1; \
+	done
 
 # Load test a release build on loopback (see docs/BENCHMARKS.md).
 bench:

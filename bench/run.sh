@@ -48,6 +48,7 @@
 #                      is created in it and dropped afterwards)
 #   KEYFOB_BIN=        run this binary instead of building target/release/keyfob
 #   VERBOSE=1          also print wrk's own report for each scenario
+#   RSS_LIMIT_MB=100   the server's peak resident memory allowed (VmHWM); above it the run fails
 #
 # --postgres  store in PostgreSQL (needs psql and a running server at PG_URL) instead of SQLite.
 # --no-build  skip `cargo build --release -p keyfob` and use the existing binary.
@@ -56,7 +57,9 @@
 # The wrk scripts are in bench/wrk/. Every response outside 200-299 is counted; the command exits
 # non-zero if any scenario had one, or a socket error. It also reports the server's CPU time per
 # request and how much of the machine other programs used meanwhile (a scenario where that was
-# 10% or more is starred: its figures are unreliable).
+# 10% or more is starred: its figures are unreliable), and the server's memory: resident (VmRSS)
+# when idle and after each scenario, and the peak so far (VmHWM); the command exits non-zero if the
+# peak passed RSS_LIMIT_MB.
 #
 # Everything it creates lives in one temporary directory (and, with --postgres, one schema) that
 # is removed on exit, including on failure or Ctrl-C. The server is stopped on exit too.
@@ -76,6 +79,7 @@ CODES=${CODES:-}
 FLOOD_CONNECTIONS=${FLOOD_CONNECTIONS:-16}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/test}
 VERBOSE=${VERBOSE:-0}
+RSS_LIMIT_MB=${RSS_LIMIT_MB:-100}
 
 USE_POSTGRES=0
 BUILD=1
@@ -102,7 +106,7 @@ die() {
 }
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
-for name in DURATION CONNECTIONS THREADS WARMUP MINT_MAX_SECONDS FLOOD_CONNECTIONS; do
+for name in DURATION CONNECTIONS THREADS WARMUP MINT_MAX_SECONDS FLOOD_CONNECTIONS RSS_LIMIT_MB; do
     is_uint "${!name}" || die "$name must be a whole number, not '${!name}'"
 done
 ((DURATION > 0)) || die "DURATION must be at least 1"
@@ -238,6 +242,12 @@ http_code() { # METHOD PATH [curl args...] -> prints the status code
     curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X "$method" "$@" "$BASE$path" || true
 }
 
+# The server's memory now (VmRSS) and its peak since it started (VmHWM), in MB.
+server_memory() { # FIELD -> MB with one decimal, or "?"
+    awk -v f="$1:" '$1 == f { printf "%.1f", $2 / 1024; found = 1 } END { if (!found) print "?" }' \
+        "/proc/$SERVER_PID/status" 2>/dev/null || echo "?"
+}
+
 start_server() {
     local attempt
     for attempt in 1 2 3; do
@@ -280,6 +290,8 @@ for _ in $(seq 1 100); do
 done
 code=$(http_code GET /auth/whoami "${AUTH_KEY[@]}")
 [[ $code == 200 ]] || die "GET /auth/whoami with the API key answered $code, not 200"
+IDLE_RSS_MB=$(server_memory VmRSS)
+log "server resident memory before any load: $IDLE_RSS_MB MB"
 
 mint_one() {
     curl -s --max-time 5 -X POST "${AUTH_KEY[@]}" -H 'Content-Type: application/json' \
@@ -330,7 +342,7 @@ again=$(curl -s --max-time 5 -o /dev/null -w '%{http_code} %{redirect_url}' -H "
 # ---------------------------------------------------------------------------------------------
 # Load
 
-declare -A RPS P99 REQS NON2XX ERRORS REUSED BUSY CPU_US OTHER
+declare -A RPS P99 REQS NON2XX ERRORS REUSED BUSY CPU_US OTHER RSS_MB PEAK_MB
 
 # CPU time the server has used so far (user + system), in clock ticks. Divided by the requests
 # served it gives a cost per request, which a busy machine distorts less than requests/s.
@@ -366,9 +378,10 @@ row() { # NAME LABEL TARGET-KIND
         mint5k) ((USE_POSTGRES)) || verdict=$(awk -v r="$rps" 'BEGIN{print (r >= 5000) ? ">= 5000/s: met" : ">= 5000/s: MISSED"}') ;;
         refresh2k) ((USE_POSTGRES)) || verdict=$(awk -v r="$rps" 'BEGIN{print (r >= 2000) ? ">= 2000/s: met" : ">= 2000/s: MISSED"}') ;;
     esac
-    printf '| %-34s | %9.0f | %8.2f | %6sx | %-18s | %10s | %5s%% | %7s | %6s |\n' \
+    printf '| %-34s | %9.0f | %8.2f | %6sx | %-18s | %10s | %5s%% | %7s | %6s | %6s | %7s |\n' \
         "$label${BUSY[$name]}" "$rps" "$(awk -v u="${P99[$name]}" 'BEGIN{print u/1000}')" "$ratio" \
-        "$verdict" "${CPU_US[$name]}" "${OTHER[$name]}" "${NON2XX[$name]}" "${ERRORS[$name]}"
+        "$verdict" "${CPU_US[$name]}" "${OTHER[$name]}" "${NON2XX[$name]}" "${ERRORS[$name]}" \
+        "${RSS_MB[$name]}" "${PEAK_MB[$name]}"
 }
 
 report_header() {
@@ -377,10 +390,11 @@ report_header() {
     echo "machine: $(nproc) cores, ${cpu_model:-unknown CPU}; load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "storage: ${BACKEND%% (*}; wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s per scenario, on loopback"
     echo
-    printf '| %-34s | %9s | %8s | %7s | %-18s | %10s | %6s | %7s | %6s |\n' "scenario" "req/s" "p99 ms" \
-        "vs hz" "target" "CPU us/req" "other" "non-2xx" "errors"
-    printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' "------------------------------------" "----------:" \
-        "---------:" "--------:" "--------------------" "-----------:" "-------:" "--------:" "-------:"
+    printf '| %-34s | %9s | %8s | %7s | %-18s | %10s | %6s | %7s | %6s | %6s | %7s |\n' "scenario" "req/s" \
+        "p99 ms" "vs hz" "target" "CPU us/req" "other" "non-2xx" "errors" "RSS MB" "peak MB"
+    printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' "------------------------------------" "----------:" \
+        "---------:" "--------:" "--------------------" "-----------:" "-------:" "--------:" "-------:" \
+        "-------:" "--------:"
 }
 
 # run_wrk NAME SCRIPT SECONDS [VAR=value ...]: runs wrk, stores its summary under NAME.
@@ -425,11 +439,14 @@ run_wrk() {
     NON2XX[$name]=$(field non2xx "$line")
     ERRORS[$name]=$(field errors "$line")
     REUSED[$name]=$(field reused "$line")
+    RSS_MB[$name]=$(server_memory VmRSS)
+    PEAK_MB[$name]=$(server_memory VmHWM)
     CPU_US[$name]=$(awk -v t=$((ticks_after - ticks_before)) -v hz="$CLK_TCK" -v n="${REQS[$name]}" \
         'BEGIN{ if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "-" }')
-    log "$(printf '%-18s %8.0f req/s   p99 %7.2f ms   server CPU %6s us/req   other load %3s%%   non-2xx %s   errors %s' \
+    log "$(printf '%-18s %8.0f req/s   p99 %7.2f ms   server CPU %6s us/req   other load %3s%%   non-2xx %s   errors %s   RSS %s MB (peak %s)' \
         "$name" "${RPS[$name]}" "$(awk -v u="${P99[$name]}" 'BEGIN{print u/1000}')" \
-        "${CPU_US[$name]}" "${OTHER[$name]}" "${NON2XX[$name]}" "${ERRORS[$name]}")"
+        "${CPU_US[$name]}" "${OTHER[$name]}" "${NON2XX[$name]}" "${ERRORS[$name]}" \
+        "${RSS_MB[$name]}" "${PEAK_MB[$name]}")"
 }
 
 count_tokens() { # files... -> number of complete tokens in them
@@ -470,6 +487,22 @@ run_wrk record_read_vault get.lua "$DURATION" KF_PATH="/api/vaultRecords/$VAULT_
 run_wrk record_create_plain post.lua "$DURATION" KF_PATH=/api/plainRecords KF_BODY="$PLAIN_DOC" KF_BEARER="$API_KEY"
 run_wrk record_create_vault post.lua "$DURATION" KF_PATH=/api/vaultRecords KF_BODY="$VAULT_DOC" KF_BEARER="$API_KEY"
 
+# The server's memory: idle, after the last scenario, and its peak against RSS_LIMIT_MB. Sets
+# MEMORY_OK=0 when the peak passed the limit.
+MEMORY_OK=1
+memory_report() {
+    local now peak verdict="met"
+    now=$(server_memory VmRSS)
+    peak=$(server_memory VmHWM)
+    if [[ $peak == "?" ]] || awk -v p="$peak" -v l="$RSS_LIMIT_MB" 'BEGIN{exit !(p >= l)}'; then
+        verdict="EXCEEDED"
+        MEMORY_OK=0
+    fi
+    echo "server memory: $IDLE_RSS_MB MB resident when idle, $now MB after the last scenario, peak"
+    echo "  $peak MB (VmHWM; limit $RSS_LIMIT_MB MB: $verdict). RSS MB and peak MB in the table are read right"
+    echo "  after each scenario."
+}
+
 vault_ratio() { # VAULT-SCENARIO PLAIN-SCENARIO -> "0.97 (target >= 0.85: met)"
     awk -v v="${RPS[$1]}" -v p="${RPS[$2]}" \
         'BEGIN{ r = v / p; printf "%.2f (target >= 0.85: %s)", r, (r >= 0.85) ? "met" : "MISSED" }'
@@ -494,7 +527,9 @@ if ((RECORDS_ONLY)); then
     record_rows
     echo
     record_notes
+    memory_report
     status=0
+    ((MEMORY_OK)) || status=1
     for name in healthz whoami_key record_read_plain record_read_vault record_create_plain record_create_vault; do
         if ((${NON2XX[$name]} > 0 || ${ERRORS[$name]} > 0)); then
             echo "WARNING: scenario '$name' had ${NON2XX[$name]} non-2xx answers and ${ERRORS[$name]} socket errors." >&2
@@ -599,7 +634,6 @@ line=$(grep '^KFFLOOD ' "$WORK/wrk-flood.log") || die "the login flood printed n
 FLOOD_CHECKED=$(field checked "$line")
 FLOOD_LIMITED=$(field limited "$line")
 
-RSS_KB=$(ps -o rss= -p "$SERVER_PID" 2>/dev/null | tr -d ' ' || true)
 ELAPSED=$((SECONDS - START))
 
 # ---------------------------------------------------------------------------------------------
@@ -642,9 +676,14 @@ echo "  the flood (wrk -t1 -c$FLOOD_CONNECTIONS) sent $FLOOD_REQS wrong-password
 echo "  checked (400, $(awk -v c="$FLOOD_CHECKED" -v t="$FLOOD_SECONDS" 'BEGIN{printf "%.1f", c/t}')/s), $FLOOD_LIMITED were refused by the rate limit (429), $FLOOD_OTHER other answers, $FLOOD_ERRORS socket errors."
 echo "  Row 8's CPU us/req divides all the server's CPU time, the flood's share included, by the whoami"
 echo "  requests alone."
-[[ -n $RSS_KB ]] && echo "server RSS after the run: $((RSS_KB / 1024)) MB; load phase took ${ELAPSED} s."
+memory_report
+echo "load phase took ${ELAPSED} s."
 
 status=0
+if ((!MEMORY_OK)); then
+    echo "WARNING: the server's resident memory passed RSS_LIMIT_MB=$RSS_LIMIT_MB." >&2
+    status=1
+fi
 if ((${REUSED[whoami_fresh_jwt]} > 0)); then
     echo "WARNING: scenario 4 ran out of fresh tokens and reused some (cache hits); raise FRESH_TOKENS." >&2
 fi

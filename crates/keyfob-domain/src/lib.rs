@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod claims;
 pub mod credential;
+pub mod document;
 pub mod email;
 pub mod expiry;
 pub mod input;

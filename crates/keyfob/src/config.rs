@@ -54,6 +54,7 @@ pub struct FileConfig {
     pub idle_timeout_secs: Option<u64>,
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
+    pub token_cache_bytes: Option<u64>,
 }
 
 impl FileConfig {
@@ -136,6 +137,8 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// Connections one client address (an IPv6 /64) may hold at once; trusted proxies are exempt.
     pub max_connections_per_ip: usize,
+    /// Memory for verified JWTs, in bytes (0: no cache, every request checks the signature).
+    pub token_cache_bytes: u64,
 }
 
 impl Config {
@@ -176,6 +179,7 @@ impl Config {
             idle_timeout: Duration::from_secs(75),
             max_connections: None,
             max_connections_per_ip: 256,
+            token_cache_bytes: crate::tokens::DEFAULT_CACHE_BYTES,
         }
     }
 
@@ -228,6 +232,9 @@ impl Config {
         }
         if let Some(v) = file.login_attempts_per_minute {
             self.login_attempts_per_minute = v.max(1);
+        }
+        if let Some(v) = file.token_cache_bytes {
+            self.token_cache_bytes = v;
         }
         if let Some(v) = file.header_timeout_secs {
             self.header_timeout = Duration::from_secs(v.max(1));

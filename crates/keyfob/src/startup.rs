@@ -133,7 +133,12 @@ impl Application {
         let limits = http::serve::Limits::from_config(&config, open_files);
         let keys = load_key_set(&store.list_signing_keys().await?, &master, now_ms())?;
         let master = Arc::new(master);
-        let tokens = TokenService::new(keys, config.issuer(), config.audience.clone());
+        let tokens = TokenService::new(
+            keys,
+            config.issuer(),
+            config.audience.clone(),
+            config.token_cache_bytes,
+        );
         let state = AppState {
             recorder: TokenRecorder::spawn(store.clone()),
             audit: AuditLog::spawn(store.clone(), config.anonymous_audit_limit()),

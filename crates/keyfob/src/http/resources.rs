@@ -404,7 +404,7 @@ pub async fn patch(
         .get_record(&scope, &id)
         .await?
         .ok_or_else(|| not_found(&resource))?;
-    merge_patch(&mut row.doc, Value::Object(changes));
+    keyfob_domain::document::merge_patch(&mut row.doc, Value::Object(changes));
     if depth(&row.doc) > MAX_DEPTH {
         return Err(ApiError::bad_request(
             "invalid_body",
@@ -493,40 +493,10 @@ pub async fn remove(
     }
 }
 
-/// RFC 7396 JSON merge patch.
-fn merge_patch(target: &mut Value, patch: Value) {
-    match patch {
-        Value::Object(changes) => {
-            if !target.is_object() {
-                *target = Value::Object(Map::new());
-            }
-            let map = target.as_object_mut().expect("made an object above");
-            for (key, value) in changes {
-                if value.is_null() {
-                    map.remove(&key);
-                } else if keyfob_domain::vault::envelope(&value).is_some() {
-                    // A sealed value replaces whatever was there; it is never merged into.
-                    map.insert(key, value);
-                } else {
-                    merge_patch(map.entry(key).or_insert(Value::Null), value);
-                }
-            }
-        }
-        other => *target = other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn merge_patch_follows_rfc_7396() {
-        let mut doc = json!({"a": 1, "b": {"c": 2, "d": 3}});
-        merge_patch(&mut doc, json!({"a": null, "b": {"c": 5}, "e": [1]}));
-        assert_eq!(doc, json!({"b": {"c": 5, "d": 3}, "e": [1]}));
-    }
 
     #[test]
     fn documents_must_be_objects_without_system_fields() {

@@ -6,4 +6,4 @@ mod service;
 
 pub use keys::{KeySet, generate_signing_key, load_key_set, signing_key_aad};
 pub use recorder::TokenRecorder;
-pub use service::{TokenError, TokenService, Verified};
+pub use service::{DEFAULT_CACHE_BYTES, TokenError, TokenService, Verified};

@@ -1,12 +1,17 @@
 //! Minting and verifying JWTs. A verified token is remembered by the SHA-256 of its bytes until it
 //! expires, so a client that reuses its token pays a hash and a lookup instead of a signature
 //! check. Revocation is checked by the caller on every request, cached or not.
+//!
+//! The cache is bounded in bytes, not entries: every distinct token a client sends may add an
+//! entry, and tokens differ in size (permissions, long subjects), so a count alone would not bound
+//! the memory. Each entry is weighed by the heap it keeps alive (see [`entry_bytes`]).
 
 use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Header, Validation, decode, decode_header, encode};
 use keyfob_domain::{Claims, PermissionSet};
+use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 use sha2::{Digest, Sha256};
 
@@ -14,8 +19,13 @@ use super::keys::KeySet;
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 const LEEWAY_SECS: u64 = 30;
-/// Verified tokens remembered at once.
-const CACHE_CAPACITY: usize = 100_000;
+/// Default memory for verified tokens: about 8,000 typical tokens, which keeps the whole server
+/// under 100 MB through the load test (docs/BENCHMARKS.md, "Memory").
+pub const DEFAULT_CACHE_BYTES: u64 = 8 * 1024 * 1024;
+/// What a typical entry weighs (a minted token with one permission: 1,000 bytes; measured, it
+/// costs the process about 870), used only to tell the cache roughly how many entries to expect:
+/// it sizes its table of recently evicted keys from that.
+const TYPICAL_ENTRY_BYTES: u64 = 1000;
 
 /// Why a JWT was refused. Each is a 401; the message says which check failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,16 +75,90 @@ pub struct TokenService {
     keys: RwLock<Arc<KeySet>>,
     issuer: String,
     audience: String,
-    verified: Cache<[u8; 32], Arc<Verified>>,
+    verified: Cache<[u8; 32], Arc<Verified>, EntryWeighter>,
+}
+
+/// Weighs a cache entry by the bytes it holds; see [`entry_bytes`].
+#[derive(Debug, Clone, Copy)]
+struct EntryWeighter;
+
+impl Weighter<[u8; 32], Arc<Verified>> for EntryWeighter {
+    fn weight(&self, _fingerprint: &[u8; 32], verified: &Arc<Verified>) -> u64 {
+        entry_bytes(verified) as u64
+    }
+}
+
+/// What one heap allocation of `len` bytes occupies: glibc's malloc rounds a request plus its
+/// 8-byte header up to 16 bytes, 32 at least. Nothing is allocated for an empty string or list.
+fn allocation(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        (len + 8).next_multiple_of(16).max(32)
+    }
+}
+
+fn string_bytes(s: &String) -> usize {
+    allocation(s.capacity())
+}
+
+/// The cache's own bookkeeping per entry, beyond the key and the `Arc` it stores: its slab slot
+/// and hash-table slot (with the slack of a growing table), and a share of the table of recently
+/// evicted keys. An estimate; it is the same for every entry.
+const ENTRY_OVERHEAD_BYTES: usize = 160;
+
+/// The memory a cached token keeps alive: the key, the shared `Verified` allocation and every
+/// string and list inside it (its `kid`, claims and parsed permissions), each as the allocator
+/// rounds it, and the cache's bookkeeping. Never zero, so every entry can be evicted.
+fn entry_bytes(verified: &Verified) -> usize {
+    let claims = &verified.claims;
+    let strings = [
+        &verified.kid,
+        &claims.iss,
+        &claims.sub,
+        &claims.aud,
+        &claims.jti,
+        &claims.account_id,
+    ]
+    .into_iter()
+    .chain(claims.client_id.as_ref())
+    .chain(claims.sid.as_ref())
+    .map(string_bytes)
+    .sum::<usize>();
+    let permission_strings = allocation(claims.permissions.capacity() * size_of::<String>())
+        + claims.permissions.iter().map(string_bytes).sum::<usize>();
+    let parsed = match &verified.permission_set {
+        PermissionSet::All => 0,
+        PermissionSet::Only(list) => {
+            allocation(list.capacity() * size_of::<keyfob_domain::Permission>())
+                + list
+                    .iter()
+                    .map(|p| allocation(p.resource().len()))
+                    .sum::<usize>()
+        }
+    };
+    // An `Arc` allocation holds two counters before the value.
+    let shared = allocation(2 * size_of::<usize>() + size_of::<Verified>());
+    size_of::<([u8; 32], Arc<Verified>)>()
+        + ENTRY_OVERHEAD_BYTES
+        + shared
+        + strings
+        + permission_strings
+        + parsed
 }
 
 impl TokenService {
-    pub fn new(keys: KeySet, issuer: String, audience: String) -> Self {
+    /// A service whose cache of verified tokens may hold `cache_bytes` (see [`entry_bytes`]).
+    pub fn new(keys: KeySet, issuer: String, audience: String, cache_bytes: u64) -> Self {
         TokenService {
             keys: RwLock::new(Arc::new(keys)),
             issuer,
             audience,
-            verified: Cache::new(CACHE_CAPACITY),
+            verified: Cache::with_weighter(
+                (cache_bytes / TYPICAL_ENTRY_BYTES).max(1) as usize,
+                cache_bytes,
+                EntryWeighter,
+            ),
         }
     }
 
@@ -115,7 +199,7 @@ impl TokenService {
                 self.verified.remove(&fingerprint);
                 return Err(unknown_key(&keys, &claims.kid));
             }
-            if claims.exp + LEEWAY_SECS as i64 > now_secs {
+            if claims.exp.saturating_add(LEEWAY_SECS as i64) > now_secs {
                 return Ok(claims);
             }
             self.verified.remove(&fingerprint);
@@ -162,5 +246,118 @@ fn unknown_key(keys: &KeySet, kid: &str) -> TokenError {
         TokenError::RetiredKey
     } else {
         TokenError::UnknownKey
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SigningAlg;
+    use crate::crypto::MasterKey;
+    use crate::tokens::keys::{generate_signing_key, load_key_set};
+
+    const ISSUER: &str = "https://keyfob.example";
+
+    fn service(cache_bytes: u64) -> TokenService {
+        let master = MasterKey::generate();
+        let row = generate_signing_key(SigningAlg::EdDsa, &master, 0, 0).unwrap();
+        let keys = load_key_set(&[row], &master, 0).unwrap();
+        TokenService::new(keys, ISSUER.to_owned(), "keyfob".to_owned(), cache_bytes)
+    }
+
+    /// A token as large as a client might make one: many permissions, long names.
+    fn large_claims(n: usize, now: i64) -> Claims {
+        Claims {
+            iss: ISSUER.to_owned(),
+            sub: format!("{n:0>36}"),
+            aud: "keyfob".to_owned(),
+            iat: now,
+            nbf: now,
+            exp: now + 3600,
+            jti: uuid::Uuid::now_v7().to_string(),
+            permissions: (0..40)
+                .map(|i| format!("resource_with_a_long_name_{i}.read"))
+                .collect(),
+            account_id: uuid::Uuid::now_v7().to_string(),
+            client_id: Some(format!("client-{n:0>40}")),
+            sid: Some(uuid::Uuid::now_v7().to_string()),
+        }
+    }
+
+    #[test]
+    fn the_verified_token_cache_stays_within_its_byte_budget() {
+        const BUDGET: u64 = 1024 * 1024;
+        let tokens = service(BUDGET);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut largest_entry = 0;
+        let mut smallest_entry = usize::MAX;
+        for n in 0..3_000 {
+            let token = tokens.sign(&large_claims(n, now), now * 1000).unwrap();
+            let verified = tokens.verify(&token, now).unwrap();
+            let bytes = entry_bytes(&verified);
+            largest_entry = largest_entry.max(bytes);
+            smallest_entry = smallest_entry.min(bytes);
+        }
+        // The tokens would take far more than the budget if all were kept...
+        assert!(3_000 * smallest_entry as u64 > 5 * BUDGET);
+        // ...but the cache holds no more than the budget allows, by its own weights and by the
+        // smallest real size of an entry.
+        assert!(
+            tokens.verified.weight() <= BUDGET,
+            "{}",
+            tokens.verified.weight()
+        );
+        let kept = tokens.verified.len() as u64;
+        assert!(
+            kept * smallest_entry as u64 <= BUDGET,
+            "{kept} entries kept"
+        );
+        // It still caches: most of the budget is in use.
+        assert!(
+            kept * largest_entry as u64 >= BUDGET / 2,
+            "only {kept} entries kept"
+        );
+    }
+
+    /// Found with the `jwt` fuzz target (seed `exp_end_of_time`): a token whose `exp` is near
+    /// `i64::MAX` passes `jsonwebtoken`'s checks, and adding the leeway to it on the next request
+    /// overflowed (a panic in debug builds, a wrongly expired token in release ones).
+    #[test]
+    fn a_token_expiring_at_the_end_of_time_verifies_from_the_cache_too() {
+        let tokens = service(DEFAULT_CACHE_BYTES);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let claims = Claims {
+            exp: i64::MAX - 1,
+            ..large_claims(3, now)
+        };
+        let token = tokens.sign(&claims, now * 1000).unwrap();
+        assert_eq!(tokens.verify(&token, now).unwrap().exp, i64::MAX - 1);
+        assert_eq!(tokens.verify(&token, now).unwrap().exp, i64::MAX - 1);
+    }
+
+    #[test]
+    fn an_entry_weighs_at_least_what_it_allocates() {
+        let tokens = service(DEFAULT_CACHE_BYTES);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let token = tokens.sign(&large_claims(1, now), now * 1000).unwrap();
+        let verified = tokens.verify(&token, now).unwrap();
+        let text: usize = verified.permissions.iter().map(String::len).sum::<usize>()
+            + verified.sub.len()
+            + verified.jti.len()
+            + verified.account_id.len();
+        // The permission names are kept twice (as received and parsed), plus the other strings.
+        assert!(entry_bytes(&verified) > text + 40 * "resource_with_a_long_name_0".len());
+        // A small token still weighs its bookkeeping: never zero, so it can be evicted.
+        let small = Claims {
+            permissions: vec!["deals.read".to_owned()],
+            client_id: None,
+            sid: None,
+            ..large_claims(2, now)
+        };
+        let small = tokens
+            .verify(&tokens.sign(&small, now * 1000).unwrap(), now)
+            .unwrap();
+        assert!(entry_bytes(&small) > ENTRY_OVERHEAD_BYTES);
+        assert!(entry_bytes(&small) < entry_bytes(&verified));
     }
 }
