@@ -184,6 +184,22 @@ pub(crate) fn list_sql<D: JsonDialect>(
 macro_rules! impl_store {
     ($store:ty, $backend:literal, $args:ty, $begin:literal) => {
         impl $store {
+            /// Logs a change in `tx` for the other nodes' change feeds.
+            async fn log_change(
+                tx: &mut sqlx::Transaction<'_, <Self as $crate::sql::JsonDialect>::Db>,
+                kind: &str,
+                subject: &str,
+                at: i64,
+            ) -> $crate::Result<()> {
+                sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
+                    .bind(kind)
+                    .bind(subject)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
             /// Ends the given live families in `tx` and logs each for the other nodes.
             async fn end_families(
                 tx: &mut sqlx::Transaction<'_, <Self as $crate::sql::JsonDialect>::Db>,
@@ -196,12 +212,7 @@ macro_rules! impl_store {
                         .bind(id)
                         .execute(&mut **tx)
                         .await?;
-                    sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
-                        .bind($crate::change_kind::SESSION_REVOKED)
-                        .bind(id)
-                        .bind(at)
-                        .execute(&mut **tx)
-                        .await?;
+                    Self::log_change(tx, $crate::change_kind::SESSION_REVOKED, id, at).await?;
                 }
                 Ok(())
             }
@@ -373,12 +384,13 @@ macro_rules! impl_store {
                 .bind(key.created_at)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
-                    .bind($crate::change_kind::API_KEY_CREATED)
-                    .bind(&key.id)
-                    .bind(key.created_at)
-                    .execute(&mut *tx)
-                    .await?;
+                Self::log_change(
+                    &mut tx,
+                    $crate::change_kind::API_KEY_CREATED,
+                    &key.id,
+                    key.created_at,
+                )
+                .await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -434,14 +446,7 @@ macro_rules! impl_store {
                 .rows_affected()
                     > 0;
                 if done {
-                    sqlx::query(
-                        "INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)",
-                    )
-                    .bind($crate::change_kind::API_KEY_REVOKED)
-                    .bind(id)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
+                    Self::log_change(&mut tx, $crate::change_kind::API_KEY_REVOKED, id, at).await?;
                 }
                 tx.commit().await?;
                 Ok(done)
@@ -528,14 +533,7 @@ macro_rules! impl_store {
                 .rows_affected()
                     > 0;
                 if done {
-                    sqlx::query(
-                        "INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)",
-                    )
-                    .bind($crate::change_kind::TOKEN_REVOKED)
-                    .bind(jti)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
+                    Self::log_change(&mut tx, $crate::change_kind::TOKEN_REVOKED, jti, at).await?;
                 }
                 tx.commit().await?;
                 Ok(done)
@@ -619,13 +617,12 @@ macro_rules! impl_store {
                 .rows_affected()
                     > 0;
                 if done {
-                    sqlx::query(
-                        "INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)",
+                    Self::log_change(
+                        &mut tx,
+                        $crate::change_kind::API_KEY_TOKENS_REVOKED,
+                        key_id,
+                        at,
                     )
-                    .bind($crate::change_kind::API_KEY_TOKENS_REVOKED)
-                    .bind(key_id)
-                    .bind(at)
-                    .execute(&mut *tx)
                     .await?;
                 }
                 tx.commit().await?;
@@ -710,12 +707,13 @@ macro_rules! impl_store {
                         .await?;
                     }
                 }
-                sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
-                    .bind($crate::change_kind::SIGNING_KEYS_CHANGED)
-                    .bind(kid)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
+                Self::log_change(
+                    &mut tx,
+                    $crate::change_kind::SIGNING_KEYS_CHANGED,
+                    kid,
+                    at,
+                )
+                .await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -736,12 +734,13 @@ macro_rules! impl_store {
                 .bind(key.expires_at)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
-                    .bind($crate::change_kind::SIGNING_KEYS_CHANGED)
-                    .bind(&key.kid)
-                    .bind(key.created_at)
-                    .execute(&mut *tx)
-                    .await?;
+                Self::log_change(
+                    &mut tx,
+                    $crate::change_kind::SIGNING_KEYS_CHANGED,
+                    &key.kid,
+                    key.created_at,
+                )
+                .await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -783,12 +782,13 @@ macro_rules! impl_store {
                 .bind(next.expires_at)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
-                    .bind($crate::change_kind::SIGNING_KEYS_CHANGED)
-                    .bind(&next.kid)
-                    .bind(next.created_at)
-                    .execute(&mut *tx)
-                    .await?;
+                Self::log_change(
+                    &mut tx,
+                    $crate::change_kind::SIGNING_KEYS_CHANGED,
+                    &next.kid,
+                    next.created_at,
+                )
+                .await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -911,12 +911,13 @@ macro_rules! impl_store {
                 .bind(app.created_at)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
-                    .bind($crate::change_kind::APP_CHANGED)
-                    .bind(&app.client_id)
-                    .bind(app.created_at)
-                    .execute(&mut *tx)
-                    .await?;
+                Self::log_change(
+                    &mut tx,
+                    $crate::change_kind::APP_CHANGED,
+                    &app.client_id,
+                    app.created_at,
+                )
+                .await?;
                 tx.commit().await?;
                 Ok(())
             }

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use keyfob_domain::audit::{AuditQuery, action};
 use keyfob_store::AuditEventRow;
 
-use super::page::{Layout, PageError, TimeView, render, render_with_status};
+use super::page::{Layout, PageError, TimeView, page_links, render, render_with_status};
 use super::session::Session;
 use crate::http::extract::QueryPairs;
 use crate::state::AppState;
@@ -101,10 +101,7 @@ pub async fn list(
         ])
         .ok()
     };
-    view.prev_query = (query.page > 1).then(|| link(query.page - 1)).flatten();
-    view.next_query = (query.offset() + u64::from(query.limit) < total)
-        .then(|| link(query.page + 1))
-        .flatten();
+    (view.prev_query, view.next_query) = page_links(query.page, query.limit, total, link);
     view.page = query.page;
     view.total = total;
     view.events = rows.into_iter().map(EventView::from).collect();

@@ -55,6 +55,24 @@ impl TimeView {
 }
 
 /// Renders a page with status 200.
+/// The query strings of the pages before and after `page` of a list of `total` items shown
+/// `limit` at a time; `link` makes the query string of a page with the list's filters.
+pub fn page_links(
+    page: u32,
+    limit: u32,
+    total: u64,
+    link: impl Fn(u32) -> Option<String>,
+) -> (Option<String>, Option<String>) {
+    let shown_so_far = u64::from(page) * u64::from(limit);
+    let prev = if page > 1 { link(page - 1) } else { None };
+    let next = if shown_so_far < total {
+        link(page + 1)
+    } else {
+        None
+    };
+    (prev, next)
+}
+
 pub fn render<T: Template>(page: &T) -> Result<Html<String>, PageError> {
     Ok(Html(page.render()?))
 }

@@ -14,7 +14,7 @@ use keyfob_store::{ApiKeyRow, TokenFilter, TokenRow};
 use serde::Deserialize;
 
 use super::account::CsrfForm;
-use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_status};
+use super::page::{Layout, PageError, PageForm, TimeView, page_links, render, render_with_status};
 use super::session::{ClientIp, Session};
 use crate::audit::{Actor, AuditEvent};
 use crate::clock::now_ms;
@@ -191,10 +191,7 @@ pub async fn list(
         ])
         .ok()
     };
-    view.prev_query = (query.page > 1).then(|| link(query.page - 1)).flatten();
-    view.next_query = (query.offset() + u64::from(query.limit) < total)
-        .then(|| link(query.page + 1))
-        .flatten();
+    (view.prev_query, view.next_query) = page_links(query.page, query.limit, total, link);
     view.page = query.page;
     view.total = total;
     view.pages = total.div_ceil(u64::from(query.limit));

@@ -90,15 +90,7 @@ both_backends! {
     async fn no_http_endpoint_creates_a_key(app) {
         let (account, key) = app.account_with_key().await;
         let token = app.mint_token(&key, &["*.read", "*.write"]).await;
-        let spec: Value = app
-            .client
-            .get(app.url("/openapi.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let spec: Value = app.public_json("/openapi.json").await;
         let mut paths: Vec<String> = spec["paths"]
             .as_object()
             .unwrap()

@@ -565,15 +565,7 @@ async fn retiring_a_signing_key(backend: Backend) {
     let response = app.get("/auth/whoami", &token).send().await.unwrap();
     let message = expect_error(response, 401, "unauthorized").await;
     assert!(message.contains("retired"), "{message}");
-    let jwks: serde_json::Value = app
-        .client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: serde_json::Value = app.public_json("/.well-known/jwks.json").await;
     let kids: Vec<&str> = jwks["keys"]
         .as_array()
         .unwrap()

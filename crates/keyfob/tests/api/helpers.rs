@@ -150,6 +150,17 @@ impl TestApp {
         self.request(Method::GET, path, Some(credential))
     }
 
+    /// GETs a public JSON document (`/openapi.json`, the JWKS, `/healthz`) without credentials.
+    pub async fn public_json(&self, path: &str) -> Value {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
     /// Makes an account (through the same code as the CLI) and returns its id.
     pub async fn create_account(&self, email: &str) -> String {
         let (account, _) = keyfob::ops::create_account(
@@ -326,4 +337,17 @@ pub fn contains_bytes(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
+}
+
+/// The JWT's `jti` claim (the token is not verified).
+pub fn decode_jti(token: &str) -> String {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["jti"].as_str().unwrap().to_owned()
 }

@@ -49,15 +49,7 @@ fn header_of(token: &str) -> Value {
 }
 
 async fn jwks_kids(node: &TestApp) -> Vec<String> {
-    let set: Value = node
-        .client
-        .get(node.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let set: Value = node.public_json("/.well-known/jwks.json").await;
     set["keys"]
         .as_array()
         .unwrap()
@@ -397,7 +389,7 @@ both_backends! {
         let decoy_id = key_id_of(&app, &account, &decoy_key).await;
         // A powerful token first, then 25 decoys on top of it.
         let strong = app.mint_token(&strong_key, &["deals.write", "audit.read"]).await;
-        let strong_jti = crate::revocation::decode_jti(&strong);
+        let strong_jti = decode_jti(&strong);
         for _ in 0..25 {
             app.mint_token(&decoy_key, &["deals.read"]).await;
         }
@@ -526,9 +518,9 @@ both_backends! {
         assert_eq!(status, StatusCode::OK);
         assert!(html.contains("Every token this key had minted was revoked"));
         let (_, revoked) = browser.page(&format!("/dashboard/tokens?key={key_id}&status=revoked")).await;
-        assert_eq!(listed_jtis(&revoked), vec![crate::revocation::decode_jti(&old)]);
+        assert_eq!(listed_jtis(&revoked), vec![decode_jti(&old)]);
         let (_, live) = browser.page(&format!("/dashboard/tokens?key={key_id}&status=live")).await;
-        assert_eq!(listed_jtis(&live), vec![crate::revocation::decode_jti(&later)]);
+        assert_eq!(listed_jtis(&live), vec![decode_jti(&later)]);
 
         // Audited, with who and from where.
         let docs = audit_until(&app, &other, "action=api_key.tokens_revoked", |docs| !docs.is_empty()).await;

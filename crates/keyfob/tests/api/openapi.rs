@@ -29,15 +29,7 @@ const JSON_ENDPOINTS: &[(&str, &str)] = &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_every_json_endpoint() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
-    let spec: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = app.public_json("/openapi.json").await;
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
     let mut documented = Vec::new();
     for (path, item) in spec["paths"].as_object().unwrap() {
@@ -78,25 +70,9 @@ async fn documents_every_json_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operational_endpoints_answer() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
-    let health: Value = app
-        .client
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = app.public_json("/healthz").await;
     assert_eq!(health["status"], "ok");
-    let ready: Value = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = app.public_json("/readyz").await;
     assert_eq!(ready["database"], "sqlite");
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
     assert!(
@@ -169,15 +145,7 @@ const MEMORY_ONLY: &[(&str, &str)] = &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operation_documents_the_errors_it_answers() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
-    let spec: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = app.public_json("/openapi.json").await;
     let (_, key) = app.account_with_key().await;
     // A token that may do nothing the operations below need.
     let weak = app.mint_token(&key, &["other.read"]).await;

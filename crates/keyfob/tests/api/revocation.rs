@@ -110,18 +110,6 @@ fn now() -> i64 {
     keyfob::clock::now_ms()
 }
 
-pub(crate) fn decode_jti(token: &str) -> String {
-    use base64::Engine;
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap();
-    claims["jti"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_postgres() {
     revocation_reaches_the_other_node(Backend::Postgres).await;

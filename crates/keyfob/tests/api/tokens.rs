@@ -14,14 +14,7 @@ use crate::both_backends;
 use crate::helpers::*;
 
 async fn jwks(app: &TestApp) -> Value {
-    app.client
-        .get(app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    app.public_json("/.well-known/jwks.json").await
 }
 
 fn header_of(token: &str) -> Value {
