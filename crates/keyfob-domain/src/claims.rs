@@ -25,7 +25,66 @@ pub struct Claims {
     pub sid: Option<String>,
 }
 
+/// Who a new token is for: the API key that mints it, or a user session's access token.
+#[derive(Debug, Clone, Copy)]
+pub enum Bearer<'a> {
+    /// A token minted with `POST /auth`: its subject is the key.
+    Key {
+        account_id: &'a str,
+        key_id: &'a str,
+    },
+    /// A user session's access token: its subject is the end user, and it names the application
+    /// and the session (refresh-token family).
+    Session {
+        account_id: &'a str,
+        client_id: &'a str,
+        user_id: &'a str,
+        family_id: &'a str,
+    },
+}
+
 impl Claims {
+    /// The claims of a new token from `iss` for `aud`, issued at `issued_ms` (Unix milliseconds:
+    /// `iat` and `nbf` are its second, and the `jti` carries the millisecond, see
+    /// [`Claims::issued_at_ms`]) and expiring at `exp` (Unix seconds).
+    pub fn new(
+        iss: &str,
+        aud: &str,
+        bearer: Bearer<'_>,
+        permissions: Vec<String>,
+        issued_ms: i64,
+        exp: i64,
+    ) -> Claims {
+        let iat = issued_ms.div_euclid(1000);
+        let (sub, account_id, client_id, sid) = match bearer {
+            Bearer::Key { account_id, key_id } => (key_id, account_id, None, None),
+            Bearer::Session {
+                account_id,
+                client_id,
+                user_id,
+                family_id,
+            } => (
+                user_id,
+                account_id,
+                Some(client_id.to_owned()),
+                Some(family_id.to_owned()),
+            ),
+        };
+        Claims {
+            iss: iss.to_owned(),
+            sub: sub.to_owned(),
+            aud: aud.to_owned(),
+            iat,
+            nbf: iat,
+            exp,
+            jti: new_jti(issued_ms),
+            permissions,
+            account_id: account_id.to_owned(),
+            client_id,
+            sid,
+        }
+    }
+
     /// The API key that minted this token, or `None` for a user-session token (which names its
     /// session and application instead, and whose `sub` is an end user, not a key).
     pub fn minting_key(&self) -> Option<&str> {
@@ -103,6 +162,42 @@ mod tests {
             claims(5, &uuid::Uuid::new_v4().to_string()).issued_at_ms(),
             5000
         );
+    }
+
+    #[test]
+    fn new_claims_say_who_the_token_is_for_and_when_it_was_issued() {
+        let ms = 1_767_225_600_123;
+        let key = Bearer::Key {
+            account_id: "acc",
+            key_id: "key-1",
+        };
+        let minted = Claims::new(
+            "iss",
+            "aud",
+            key,
+            vec!["deals.read".into()],
+            ms,
+            ms / 1000 + 60,
+        );
+        assert_eq!((minted.iat, minted.nbf), (ms / 1000, ms / 1000));
+        assert_eq!(minted.issued_at_ms(), ms);
+        assert_eq!(minted.minting_key(), Some("key-1"));
+        assert_eq!((minted.iss.as_str(), minted.aud.as_str()), ("iss", "aud"));
+        assert_eq!(minted.account_id, "acc");
+        assert_eq!(minted.permissions, ["deals.read"]);
+
+        let session = Bearer::Session {
+            account_id: "acc",
+            client_id: "app_1",
+            user_id: "user-1",
+            family_id: "fam-1",
+        };
+        let access = Claims::new("iss", "aud", session, vec![], ms, ms / 1000 + 600);
+        assert_eq!(access.sub, "user-1");
+        assert_eq!(access.client_id.as_deref(), Some("app_1"));
+        assert_eq!(access.sid.as_deref(), Some("fam-1"));
+        assert_eq!(access.minting_key(), None);
+        assert_ne!(access.jti, minted.jti, "every token has its own jti");
     }
 
     #[test]

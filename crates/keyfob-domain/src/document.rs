@@ -1,8 +1,59 @@
-//! The JSON documents of resources: how `PATCH /api/{resource}/{id}` changes one.
+//! The JSON documents of resources: what a body may hold, and how `PATCH /api/{resource}/{id}`
+//! changes one.
 
 use serde_json::{Map, Value};
 
 use crate::vault::envelope;
+
+/// Fields Keyfob sets on every record; a body may not write them.
+pub const SYSTEM_FIELDS: &[&str] = &["id", "createdAt", "updatedAt"];
+
+/// How deep a document may nest (objects and arrays), so that no recursion over one is unbounded.
+pub const MAX_DEPTH: usize = 32;
+
+/// Why a body cannot be a record's document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocumentError {
+    #[error("the body must be a JSON object")]
+    NotAnObject,
+    #[error("`{0}` is set by Keyfob and cannot be written")]
+    SystemField(&'static str),
+    #[error("the document nests deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+}
+
+/// How many levels of objects and arrays `value` nests (a scalar is 0).
+pub fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Checks that a document nests at most [`MAX_DEPTH`] levels.
+pub fn check_depth(value: &Value) -> Result<(), DocumentError> {
+    if depth(value) > MAX_DEPTH {
+        return Err(DocumentError::TooDeep);
+    }
+    Ok(())
+}
+
+/// A body for a new or replaced record, or a merge patch: an object that does not set
+/// [`SYSTEM_FIELDS`] and nests at most [`MAX_DEPTH`] levels.
+pub fn check_document(value: Value) -> Result<Map<String, Value>, DocumentError> {
+    let Value::Object(map) = value else {
+        return Err(DocumentError::NotAnObject);
+    };
+    if let Some(field) = SYSTEM_FIELDS.iter().find(|f| map.contains_key(**f)) {
+        return Err(DocumentError::SystemField(field));
+    }
+    let nested = map.values().map(depth).max().unwrap_or(0);
+    if 1 + nested > MAX_DEPTH {
+        return Err(DocumentError::TooDeep);
+    }
+    Ok(map)
+}
 
 /// Applies an RFC 7396 JSON merge patch to `target`: an object patch sets each of its members,
 /// recursively, and `null` removes one; anything else replaces the target whole. A sealed value
@@ -36,6 +87,49 @@ mod tests {
     use super::*;
     use crate::vault::make_envelope;
     use serde_json::json;
+
+    fn nested(levels: usize) -> Value {
+        let mut doc = json!(1);
+        for _ in 0..levels {
+            doc = json!({ "x": doc });
+        }
+        doc
+    }
+
+    #[test]
+    fn documents_must_be_objects_without_system_fields() {
+        assert_eq!(check_document(json!([1])), Err(DocumentError::NotAnObject));
+        assert_eq!(check_document(json!("x")), Err(DocumentError::NotAnObject));
+        for field in SYSTEM_FIELDS {
+            assert_eq!(
+                check_document(json!({ *field: "x" })),
+                Err(DocumentError::SystemField(field))
+            );
+        }
+        let ok = check_document(json!({"name": "x", "tags": [1, 2]})).unwrap();
+        assert_eq!(ok["name"], "x");
+    }
+
+    #[test]
+    fn documents_nest_at_most_max_depth_levels() {
+        assert_eq!(depth(&json!(1)), 0);
+        assert_eq!(depth(&json!({"a": [1, {"b": 2}]})), 3);
+        assert!(check_document(nested(MAX_DEPTH)).is_ok());
+        assert_eq!(
+            check_document(nested(MAX_DEPTH + 1)),
+            Err(DocumentError::TooDeep)
+        );
+        assert!(check_depth(&nested(MAX_DEPTH)).is_ok());
+        assert_eq!(
+            check_depth(&nested(MAX_DEPTH + 1)),
+            Err(DocumentError::TooDeep)
+        );
+        let deep_array = (0..MAX_DEPTH).fold(json!(1), |inner, _| json!([inner]));
+        assert_eq!(
+            check_document(json!({ "a": deep_array })),
+            Err(DocumentError::TooDeep)
+        );
+    }
 
     #[test]
     fn merge_patch_follows_rfc_7396() {

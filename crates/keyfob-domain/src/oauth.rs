@@ -141,6 +141,35 @@ pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
     valid_verifier(verifier) && constant_time_eq(&s256(verifier), challenge)
 }
 
+/// The permissions a user allowed on the consent page: those of `asked` whose box was ticked.
+/// Anything ticked that was not asked for is ignored (the form comes from the browser).
+pub fn consented(asked: &[Permission], ticked: &[String]) -> Vec<Permission> {
+    asked
+        .iter()
+        .filter(|p| ticked.iter().any(|t| *t == p.to_string()))
+        .cloned()
+        .collect()
+}
+
+/// What a grant holds after the user answers a request: what it held before that the request did
+/// not ask about, and of what it asked, what the user `allowed` now (so unticking a permission
+/// takes it back). Sorted, each once.
+pub fn merged_grant(
+    before: &[Permission],
+    asked: &[Permission],
+    allowed: &[Permission],
+) -> Vec<String> {
+    let mut grant: Vec<String> = before
+        .iter()
+        .filter(|p| !asked.contains(p))
+        .chain(allowed)
+        .map(ToString::to_string)
+        .collect();
+    grant.sort();
+    grant.dedup();
+    grant
+}
+
 /// How a permission reads on the consent page.
 pub fn describe(permission: &Permission) -> String {
     let what = if permission.is_wildcard() {
@@ -159,6 +188,36 @@ pub fn describe(permission: &Permission) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consent_counts_only_ticked_permissions_that_were_asked_for() {
+        let asked = parse_scope("deals.read deals.write").unwrap();
+        let ticked = vec!["deals.read".to_owned(), "admin.write".to_owned()];
+        let allowed = consented(&asked, &ticked);
+        assert_eq!(allowed, parse_scope("deals.read").unwrap());
+        assert!(consented(&asked, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_grant_keeps_what_was_not_asked_and_takes_the_answer_for_what_was() {
+        let before = parse_scope("contacts.read deals.read deals.write").unwrap();
+        let asked = parse_scope("deals.read deals.write").unwrap();
+        let allowed = parse_scope("deals.read").unwrap();
+        // deals.write was asked and unticked: taken back; contacts.read was not asked: kept.
+        assert_eq!(
+            merged_grant(&before, &asked, &allowed),
+            ["contacts.read", "deals.read"]
+        );
+        // A first grant is the answer; nothing is listed twice.
+        assert_eq!(
+            merged_grant(&[], &asked, &asked),
+            ["deals.read", "deals.write"]
+        );
+        assert_eq!(
+            merged_grant(&allowed, &parse_scope("contacts.read").unwrap(), &allowed),
+            ["deals.read"]
+        );
+    }
 
     fn perms(s: &str) -> Vec<String> {
         parse_scope(s)

@@ -7,7 +7,7 @@
 //! with the master key on the used row until the window passes. A use after the window is reuse
 //! — a sign the token was copied — and ends that family only.
 
-use keyfob_domain::Claims;
+use keyfob_domain::claims::{Bearer, Claims};
 use keyfob_domain::secret::{hash_secret, random_token};
 use keyfob_domain::session::{Ended, RefreshFacts, RefreshState, SessionLimits, refresh_state};
 use std::sync::Arc;
@@ -110,19 +110,20 @@ fn sign_access(
 ) -> anyhow::Result<(String, i64)> {
     let now = now_ms / 1000;
     let exp = now + ACCESS_TOKEN_SECS;
-    let claims = Claims {
-        iss: state.tokens.issuer().to_owned(),
-        sub: user_id.to_owned(),
-        aud: state.tokens.audience().to_owned(),
-        iat: now,
-        nbf: now,
-        exp,
-        jti: uuid::Uuid::now_v7().to_string(),
-        permissions: permissions.to_vec(),
-        account_id: app.account_id.clone(),
-        client_id: Some(app.client_id.clone()),
-        sid: Some(family_id.to_owned()),
+    let bearer = Bearer::Session {
+        account_id: &app.account_id,
+        client_id: &app.client_id,
+        user_id,
+        family_id,
     };
+    let claims = Claims::new(
+        state.tokens.issuer(),
+        state.tokens.audience(),
+        bearer,
+        permissions.to_vec(),
+        now_ms,
+        exp,
+    );
     let token = state.tokens.sign(&claims, now_ms)?;
     Ok((token, exp))
 }

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use keyfob_domain::claims::Bearer;
 use keyfob_domain::expiry::format_instant;
 use keyfob_domain::{Claims, ExpiryPolicy, PermissionSet, PrincipalKind};
 use keyfob_store::TokenRow;
@@ -130,19 +131,18 @@ pub async fn mint(
     let expires = policy
         .resolve(field, requested.as_deref(), now)
         .map_err(|e| ApiError::bad_request("invalid_expires", e.to_string()))?;
-    let claims = Claims {
-        iss: state.tokens.issuer().to_owned(),
-        sub: key_id.clone(),
-        aud: state.tokens.audience().to_owned(),
-        iat: now.unix_timestamp(),
-        nbf: now.unix_timestamp(),
-        exp: expires.unix_timestamp(),
-        jti: keyfob_domain::claims::new_jti(issued_ms),
-        permissions: permissions.to_strings(),
-        account_id: auth.0.account_id.clone(),
-        client_id: None,
-        sid: None,
+    let bearer = Bearer::Key {
+        account_id: &auth.0.account_id,
+        key_id,
     };
+    let claims = Claims::new(
+        state.tokens.issuer(),
+        state.tokens.audience(),
+        bearer,
+        permissions.to_strings(),
+        issued_ms,
+        expires.unix_timestamp(),
+    );
     let token = state
         .tokens
         .sign(&claims, issued_ms)

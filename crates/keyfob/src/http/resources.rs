@@ -11,6 +11,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use keyfob_domain::Action;
 use keyfob_domain::audit::action;
+use keyfob_domain::document::{DocumentError, check_depth, check_document, merge_patch};
 use keyfob_domain::permission::RESERVED_RESOURCES;
 use keyfob_domain::query::{Field, ListQuery, valid_resource};
 use keyfob_domain::vault::{RevealRequest, VaultError};
@@ -28,11 +29,6 @@ use crate::clock::{format_ms, now_ms};
 use crate::dashboard::session::ClientIp;
 use crate::state::AppState;
 use crate::vault::{AccountVault, VaultServiceError};
-
-/// Fields Keyfob sets on every record; a body may not set them.
-const SYSTEM_FIELDS: &[&str] = &["id", "createdAt", "updatedAt"];
-/// How deep a document may nest.
-const MAX_DEPTH: usize = 32;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -129,35 +125,10 @@ fn to_plain_json(row: RecordRow) -> Value {
     Value::Object(doc)
 }
 
-fn depth(value: &Value) -> usize {
-    match value {
-        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
-        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
-        _ => 0,
+impl From<DocumentError> for ApiError {
+    fn from(err: DocumentError) -> Self {
+        ApiError::bad_request("invalid_body", err.to_string())
     }
-}
-
-/// A body must be an object, may not set system fields, and may not nest absurdly.
-fn check_document(value: Value) -> ApiResult<Map<String, Value>> {
-    let Value::Object(map) = value else {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            "the body must be a JSON object",
-        ));
-    };
-    if let Some(field) = SYSTEM_FIELDS.iter().find(|f| map.contains_key(**f)) {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            format!("`{field}` is set by Keyfob and cannot be written"),
-        ));
-    }
-    if depth(&Value::Object(map.clone())) > MAX_DEPTH {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            format!("the document nests deeper than {MAX_DEPTH} levels"),
-        ));
-    }
-    Ok(map)
 }
 
 fn not_found(resource: &str) -> ApiError {
@@ -404,13 +375,8 @@ pub async fn patch(
         .get_record(&scope, &id)
         .await?
         .ok_or_else(|| not_found(&resource))?;
-    keyfob_domain::document::merge_patch(&mut row.doc, Value::Object(changes));
-    if depth(&row.doc) > MAX_DEPTH {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            format!("the document nests deeper than {MAX_DEPTH} levels"),
-        ));
-    }
+    merge_patch(&mut row.doc, Value::Object(changes));
+    check_depth(&row.doc)?;
     if let Value::Object(doc) = &mut row.doc {
         vault.seal_merged(&id, doc)?;
     }
@@ -490,23 +456,5 @@ pub async fn remove(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(not_found(&resource))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn documents_must_be_objects_without_system_fields() {
-        assert!(check_document(json!([1])).is_err());
-        assert!(check_document(json!({"id": "x"})).is_err());
-        assert!(check_document(json!({"name": "x"})).is_ok());
-        let mut deep = json!(1);
-        for _ in 0..40 {
-            deep = json!({ "x": deep });
-        }
-        assert!(check_document(deep).is_err());
     }
 }

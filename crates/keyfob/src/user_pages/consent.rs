@@ -230,33 +230,16 @@ pub async fn decide(
         Err(redirect) => return Ok(redirect),
     };
     let client_id = request.client.app.client_id.clone();
-    // Only permissions that were asked for count; anything else in the form is ignored.
-    let allowed: Vec<Permission> = request
-        .permissions
-        .iter()
-        .filter(|p| {
-            form.permission
-                .iter()
-                .any(|ticked| *ticked == p.to_string())
-        })
-        .cloned()
-        .collect();
+    let allowed = oauth::consented(&request.permissions, &form.permission);
     if form.decision != "allow" || allowed.is_empty() {
         tracing::info!(user_id = %user.user_id, %client_id, "consent denied");
         return found(&request.error_redirect(state.tokens.issuer(), &AuthError::access_denied()));
     }
-    // Kept from before: what this request did not ask about. Asked about: the user's answer now.
     let before = live_grant(&state, &user.user_id, &request)
         .await?
         .map(|(_, granted)| granted)
         .unwrap_or_default();
-    let mut stored: Vec<String> = before
-        .iter()
-        .filter(|p| !request.permissions.contains(p))
-        .map(ToString::to_string)
-        .collect();
-    stored.extend(allowed.iter().map(ToString::to_string));
-    stored.sort();
+    let stored = oauth::merged_grant(&before, &request.permissions, &allowed);
     let now = now_ms();
     let grant = state
         .store
