@@ -21,6 +21,7 @@ pub mod state;
 pub mod tokens;
 pub mod user_pages;
 pub mod vault;
+pub mod web;
 
 pub use config::Config;
 pub use startup::Application;

@@ -11,14 +11,12 @@ use keyfob_store::StoreError;
 use serde::Deserialize;
 
 use super::page::{Layout, PageError, PageForm, render, render_with_status};
-use super::session::{
-    self, ClientIp, LOGIN_PATH, Session, check_form_token, device_cookie, form_token,
-    remember_device,
-};
+use super::session::{self, LOGIN_PATH, Session};
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::logins::LoginKind;
 use crate::ops::{self, OpsError};
 use crate::state::AppState;
+use crate::web::{ClientIp, DASHBOARD};
 
 /// Where an owner lands after login.
 pub const HOME_PATH: &str = "/dashboard/keys";
@@ -101,7 +99,7 @@ pub async fn login_page(
     if session.is_some() {
         return Ok(Redirect::to(HOME_PATH).into_response());
     }
-    let (jar, csrf) = form_token(&state, jar);
+    let (jar, csrf) = DASHBOARD.form_token(&state, jar);
     let page = LoginPage {
         layout: Layout::anonymous(),
         csrf,
@@ -123,10 +121,15 @@ pub async fn login(
     jar: CookieJar,
     PageForm(form): PageForm<LoginForm>,
 ) -> Result<Response, PageError> {
-    check_form_token(&state, &jar, &form.csrf)?;
+    DASHBOARD.check_form_token(&state, &jar, &form.csrf)?;
     let attempt = state
         .logins
-        .begin(LoginKind::Owner, &form.email, &ip, device_cookie(&jar))
+        .begin(
+            LoginKind::Owner,
+            &form.email,
+            &ip,
+            DASHBOARD.device_token(&jar),
+        )
         .map_err(|retry_after| PageError::TooManyRequests { retry_after })?;
     let owner = match Email::parse(&form.email) {
         Ok(email) => state.store.find_owner_by_email(email.as_str()).await?,
@@ -165,7 +168,7 @@ pub async fn login(
         }
     };
     let jar = session::start(&state, jar, &owner).await?;
-    let jar = remember_device(&state, jar, &owner.email);
+    let jar = DASHBOARD.remember_device(&state, jar, &owner.email);
     tracing::info!(owner_id = %owner.id, account_id = %owner.account_id, "dashboard login");
     state.audit.record(
         AuditEvent::new(
@@ -191,7 +194,7 @@ pub async fn signup_page(
     if session.is_some() {
         return Ok(Redirect::to(HOME_PATH).into_response());
     }
-    let (jar, csrf) = form_token(&state, jar);
+    let (jar, csrf) = DASHBOARD.form_token(&state, jar);
     let page = SignupPage {
         layout: Layout::anonymous(),
         csrf,
@@ -209,7 +212,7 @@ pub async fn signup(
     jar: CookieJar,
     PageForm(form): PageForm<SignupForm>,
 ) -> Result<Response, PageError> {
-    check_form_token(&state, &jar, &form.csrf)?;
+    DASHBOARD.check_form_token(&state, &jar, &form.csrf)?;
     if !state.config.signup_open {
         return Err(PageError::Forbidden(SIGNUP_CLOSED.into()));
     }
@@ -249,7 +252,7 @@ pub async fn signup(
         Err(err) => return Err(PageError::Internal(err.into())),
     };
     let jar = session::start(&state, jar, &owner).await?;
-    let jar = remember_device(&state, jar, &owner.email);
+    let jar = DASHBOARD.remember_device(&state, jar, &owner.email);
     tracing::info!(
         owner_id = %owner.id,
         account_id = %owner.account_id,

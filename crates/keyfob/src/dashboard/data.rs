@@ -15,11 +15,12 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_status};
-use super::session::{self, ClientIp, Session};
+use super::session::Session;
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::logins::LoginKind;
 use crate::state::AppState;
 use crate::vault::{AccountVault, VaultServiceError};
+use crate::web::{ClientIp, DASHBOARD};
 
 const PAGE_SIZE: u32 = 20;
 const FIELDS_SAVED: &str = "fields-saved";
@@ -344,7 +345,7 @@ pub async fn reveal(
             LoginKind::Owner,
             &session.email,
             &ip,
-            session::device_cookie(&jar),
+            DASHBOARD.device_token(&jar),
         )
         .map_err(|retry_after| PageError::TooManyRequests { retry_after })?;
     let owner = state

@@ -8,11 +8,12 @@ use keyfob_domain::oauth;
 use serde::Deserialize;
 
 use super::page::{Layout, PageError, PageForm, TimeView, render};
-use super::session::{ClientIp, Session};
+use super::session::Session;
 use crate::audit::{Actor, AuditEvent};
 use crate::clock::now_ms;
 use crate::state::AppState;
 use crate::user_pages::parse_json_permissions;
+use crate::web::ClientIp;
 
 const GRANT_REVOKED: &str = "grant-revoked";
 

@@ -11,11 +11,12 @@ use serde::Deserialize;
 
 use super::account::CsrfForm;
 use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_status};
-use super::session::{ClientIp, Session};
+use super::session::Session;
 use crate::audit::{Actor, AuditEvent};
 use crate::clock::now_ms;
 use crate::ops::{self, MAX_KEY_NAME_LEN, OpsError};
 use crate::state::AppState;
+use crate::web::ClientIp;
 
 const KEY_REVOKED: &str = "key-revoked";
 

@@ -15,11 +15,12 @@ use serde::Deserialize;
 
 use super::account::CsrfForm;
 use super::page::{Layout, PageError, PageForm, TimeView, page_links, render, render_with_status};
-use super::session::{ClientIp, Session};
+use super::session::Session;
 use crate::audit::{Actor, AuditEvent};
 use crate::clock::now_ms;
 use crate::http::extract::QueryPairs;
 use crate::state::AppState;
+use crate::web::ClientIp;
 
 const TOKEN_REVOKED: &str = "token-revoked";
 const KEY_TOKENS_REVOKED: &str = "key-tokens-revoked";

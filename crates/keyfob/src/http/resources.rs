@@ -26,9 +26,9 @@ use super::openapi::Unavailable;
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::auth::Auth;
 use crate::clock::{format_ms, now_ms};
-use crate::dashboard::session::ClientIp;
 use crate::state::AppState;
 use crate::vault::{AccountVault, VaultServiceError};
+use crate::web::ClientIp;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -14,15 +14,13 @@ use serde::Deserialize;
 
 use super::page::{UserForm, UserLayout, UserPageError, content_security_policy, page, see_other};
 use super::request::{AuthorizeParams, check_client};
-use super::session::{
-    self, UserSession, check_form_token, device_cookie, form_token, remember_device,
-};
+use super::session::{self, UserSession};
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::dashboard::page::PageError;
-use crate::dashboard::session::ClientIp;
 use crate::logins::LoginKind;
 use crate::ops::{self, OpsError};
 use crate::state::AppState;
+use crate::web::{ClientIp, USER_PAGES};
 
 /// The one answer to a failed login, whichever part was wrong.
 pub const LOGIN_FAILED: &str = "The email or password is incorrect.";
@@ -152,7 +150,7 @@ pub async fn login_page(
         _ => None,
     };
     let (app_name, csp) = context(&state, &params).await?;
-    let (jar, csrf) = form_token(&state, jar);
+    let (jar, csrf) = USER_PAGES.form_token(&state, jar);
     let login = LoginPage {
         layout: UserLayout::anonymous(),
         csrf,
@@ -177,11 +175,16 @@ pub async fn login(
     jar: CookieJar,
     UserForm(form): UserForm<LoginForm>,
 ) -> Result<Response, UserPageError> {
-    check_form_token(&state, &jar, &form.csrf)?;
+    USER_PAGES.check_form_token(&state, &jar, &form.csrf)?;
     let params = request_field(&form.request)?;
     let attempt = state
         .logins
-        .begin(LoginKind::User, &form.email, &ip, device_cookie(&jar))
+        .begin(
+            LoginKind::User,
+            &form.email,
+            &ip,
+            USER_PAGES.device_token(&jar),
+        )
         .map_err(|retry_after| PageError::TooManyRequests { retry_after })?;
     let user = match Email::parse(&form.email) {
         Ok(email) => state.store.find_user_by_email(email.as_str()).await?,
@@ -230,7 +233,7 @@ pub async fn login(
         }
     };
     let jar = session::start(&state, jar, &user).await?;
-    let jar = remember_device(&state, jar, &user.email);
+    let jar = USER_PAGES.remember_device(&state, jar, &user.email);
     tracing::info!(user_id = %user.id, "user login");
     state.audit.record(
         AuditEvent::new(
@@ -258,7 +261,7 @@ pub async fn signup_page(
         return see_other(&params.continue_path());
     }
     let (app_name, csp) = context(&state, &params).await?;
-    let (jar, csrf) = form_token(&state, jar);
+    let (jar, csrf) = USER_PAGES.form_token(&state, jar);
     let signup = SignupPage {
         layout: UserLayout::anonymous(),
         csrf,
@@ -279,7 +282,7 @@ pub async fn signup(
     jar: CookieJar,
     UserForm(form): UserForm<SignupForm>,
 ) -> Result<Response, UserPageError> {
-    check_form_token(&state, &jar, &form.csrf)?;
+    USER_PAGES.check_form_token(&state, &jar, &form.csrf)?;
     let params = request_field(&form.request)?;
     limit(&state, &format!("user-signup-ip:{ip}"))?;
     let (app_name, csp) = context(&state, &params).await?;
@@ -322,7 +325,7 @@ pub async fn signup(
         Err(err) => return Err(PageError::Internal(err.into()).into()),
     };
     let jar = session::start(&state, jar, &user).await?;
-    let jar = remember_device(&state, jar, &user.email);
+    let jar = USER_PAGES.remember_device(&state, jar, &user.email);
     tracing::info!(user_id = %user.id, "user signed up");
     Ok((jar, see_other(&params.continue_path())?).into_response())
 }
@@ -340,7 +343,7 @@ pub async fn logout(
         user.check_csrf(&form.csrf)?;
         state.store.delete_user_session(&user.id_hash).await?;
     }
-    let jar = session::clear(&state, jar);
+    let jar = USER_PAGES.clear_session(&state, jar);
     Ok((
         jar,
         see_other(&format!("{}?done={LOGGED_OUT}", super::LOGIN_PATH))?,

@@ -29,9 +29,9 @@ use super::session::UserSession;
 use crate::audit::{Actor, AuditEvent};
 use crate::clock::{format_ms, now_ms};
 use crate::dashboard::page::PageError;
-use crate::dashboard::session::ClientIp;
 use crate::sessions::{self, ACCESS_TOKEN_SECS, SessionError};
 use crate::state::AppState;
+use crate::web::ClientIp;
 
 /// How long an authorization code may wait to be exchanged.
 pub const CODE_LIFETIME_MS: i64 = 60_000;

@@ -16,14 +16,14 @@ use serde::Deserialize;
 use super::account::{CsrfForm, PASSWORD_CHANGED, capitalized};
 use super::page::{UserForm, UserLayout, UserPageError, content_security_policy, page, see_other};
 use super::request::parse_json_permissions;
-use super::session::{self, UserSession};
+use super::session::UserSession;
 use crate::audit::{Actor, AuditEvent};
 use crate::clock::now_ms;
 use crate::dashboard::page::{PageError, TimeView};
-use crate::dashboard::session::ClientIp;
 use crate::logins::LoginKind;
 use crate::passwords::check_new_password;
 use crate::state::AppState;
+use crate::web::{ClientIp, USER_PAGES};
 
 const GRANT_REVOKED: &str = "grant-revoked";
 const LOGGED_OUT_ELSEWHERE: &str = "logged-out-everywhere";
@@ -229,7 +229,7 @@ pub async fn change_password(
             LoginKind::User,
             &user.email,
             &ip,
-            session::device_cookie(&jar),
+            USER_PAGES.device_token(&jar),
         )
         .map_err(|retry_after| PageError::TooManyRequests { retry_after })?;
     let again = |message: String| async {
@@ -272,7 +272,7 @@ pub async fn change_password(
         .await
         .map_err(PageError::Internal)?;
     tracing::info!("user changed their password");
-    let jar = session::clear(&state, jar);
+    let jar = USER_PAGES.clear_session(&state, jar);
     Ok((
         jar,
         see_other(&format!("{}?done={PASSWORD_CHANGED}", super::LOGIN_PATH))?,

@@ -25,7 +25,7 @@ pub use session::{USER_COOKIE, USER_DEVICE_COOKIE, USER_FORM_COOKIE};
 use crate::state::AppState;
 
 /// Where a request without a login is sent.
-pub const LOGIN_PATH: &str = "/auth/login";
+pub const LOGIN_PATH: &str = crate::web::USER_PAGES.login_path;
 /// A logged-in user's own page.
 pub const GRANTS_PATH: &str = "/auth/grants";
 

@@ -1,38 +1,29 @@
-//! End users' logins on Keyfob's own pages, and the CSRF tokens of their forms.
+//! End users' logins on Keyfob's own pages.
 //!
 //! Like the dashboard's (see `dashboard::session`), with its own cookies scoped to `/auth`: a login
 //! is a random 256-bit token in an `HttpOnly; SameSite=Lax` cookie, kept in `user_sessions` only as
-//! its SHA-256 with the session's CSRF token. The login and sign-up forms, shown before there is a
-//! session, use a signed double-submit cookie, and a successful login leaves a device cookie.
-
-use std::time::Duration;
+//! its SHA-256 with the session's CSRF token. The cookies, and the signed form tokens of the login
+//! and sign-up forms, follow the rules shared with the dashboard ([`crate::web::pages`]).
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
-use axum_extra::extract::cookie::SameSite;
 use keyfob_domain::secret::{constant_time_eq, hash_secret, random_token};
 use keyfob_store::{UserRow, UserSessionRow};
 
 use super::page::UserPageError;
 use crate::clock::now_ms;
 use crate::dashboard::page::PageError;
-use crate::dashboard::session::cookie;
-use crate::logins::{DEVICE_LIFETIME, LoginKind};
 use crate::state::AppState;
+use crate::web::USER_PAGES;
 
 /// The login cookie's name.
-pub const USER_COOKIE: &str = "kf_user";
+pub const USER_COOKIE: &str = USER_PAGES.session_cookie;
 /// The double-submit cookie of the login and sign-up forms.
-pub const USER_FORM_COOKIE: &str = "kf_user_form";
+pub const USER_FORM_COOKIE: &str = USER_PAGES.form_cookie;
 /// The cookie that marks a browser an end user has logged in from (see `crate::logins`).
-pub const USER_DEVICE_COOKIE: &str = "kf_user_device";
-/// What the form tokens of the end users' pages are signed for.
-const FORM_PAGES: &str = "auth";
-/// How long a login lasts.
-pub const USER_SESSION_LIFETIME: time::Duration = time::Duration::days(7);
-const COOKIE_PATH: &str = "/auth";
+pub const USER_DEVICE_COOKIE: &str = USER_PAGES.device_cookie;
 
 /// A logged-in end user. As an extractor it sends a request without a live login to the login
 /// page.
@@ -69,10 +60,10 @@ impl OptionalFromRequestParts<AppState> for UserSession {
         state: &AppState,
     ) -> Result<Option<Self>, UserPageError> {
         let jar = CookieJar::from_headers(&parts.headers);
-        let Some(cookie) = jar.get(USER_COOKIE) else {
+        let Some(token) = USER_PAGES.session_token(&jar) else {
             return Ok(None);
         };
-        let id_hash = hash_secret(cookie.value());
+        let id_hash = hash_secret(token);
         let Some(row) = state.store.find_user_session(&id_hash, now_ms()).await? else {
             return Ok(None);
         };
@@ -109,11 +100,8 @@ pub async fn start(
     jar: CookieJar,
     user: &UserRow,
 ) -> Result<CookieJar, UserPageError> {
-    if let Some(old) = jar.get(USER_COOKIE) {
-        state
-            .store
-            .delete_user_session(&hash_secret(old.value()))
-            .await?;
+    if let Some(old) = USER_PAGES.session_token(&jar) {
+        state.store.delete_user_session(&hash_secret(old)).await?;
     }
     let token = random_token();
     let now = now_ms();
@@ -122,95 +110,8 @@ pub async fn start(
         user_id: user.id.clone(),
         csrf_token: random_token(),
         created_at: now,
-        expires_at: now + USER_SESSION_LIFETIME.whole_seconds() * 1000,
+        expires_at: now + USER_PAGES.session_lifetime.whole_seconds() * 1000,
     };
     state.store.insert_user_session(&row).await?;
-    Ok(jar.add(cookie(
-        COOKIE_PATH,
-        USER_COOKIE,
-        token,
-        state.config.secure_cookies(),
-        SameSite::Lax,
-        USER_SESSION_LIFETIME,
-    )))
-}
-
-/// Clears the login cookie (the caller ends the login in the database).
-pub fn clear(state: &AppState, jar: CookieJar) -> CookieJar {
-    let mut removal = cookie(
-        COOKIE_PATH,
-        USER_COOKIE,
-        String::new(),
-        state.config.secure_cookies(),
-        SameSite::Lax,
-        time::Duration::ZERO,
-    );
-    removal.make_removal();
-    jar.add(removal)
-}
-
-/// The double-submit token for the login and sign-up forms: the browser's own if this service
-/// signed it and it has not expired, or a new one.
-pub fn form_token(state: &AppState, jar: CookieJar) -> (CookieJar, String) {
-    if let Some(existing) = jar.get(USER_FORM_COOKIE)
-        && form_token_is_valid(state, existing.value())
-    {
-        let value = existing.value().to_owned();
-        return (jar, value);
-    }
-    let token = state.logins.form_token(FORM_PAGES);
-    let cookie = cookie(
-        COOKIE_PATH,
-        USER_FORM_COOKIE,
-        token.clone(),
-        state.config.secure_cookies(),
-        // Lax, not Strict: a user arriving from an application's site (a cross-site navigation)
-        // must be able to use a token set earlier; a cross-site POST still never carries it.
-        SameSite::Lax,
-        USER_SESSION_LIFETIME,
-    );
-    (jar.add(cookie), token)
-}
-
-fn form_token_is_valid(state: &AppState, token: &str) -> bool {
-    let max_age = Duration::from_secs(USER_SESSION_LIFETIME.whole_seconds().unsigned_abs());
-    state.logins.form_token_is_valid(FORM_PAGES, token, max_age)
-}
-
-/// Checks that a login or sign-up form sent back the token in its cookie, and that the token is
-/// one this service signed.
-pub fn check_form_token(
-    state: &AppState,
-    jar: &CookieJar,
-    submitted: &str,
-) -> Result<(), UserPageError> {
-    match jar.get(USER_FORM_COOKIE) {
-        Some(cookie)
-            if constant_time_eq(submitted, cookie.value())
-                && form_token_is_valid(state, cookie.value()) =>
-        {
-            Ok(())
-        }
-        _ => {
-            tracing::warn!("user form refused: bad CSRF token");
-            Err(PageError::csrf().into())
-        }
-    }
-}
-
-/// Gives the browser a device cookie for `email` after a successful login.
-pub fn remember_device(state: &AppState, jar: CookieJar, email: &str) -> CookieJar {
-    jar.add(cookie(
-        COOKIE_PATH,
-        USER_DEVICE_COOKIE,
-        state.logins.device_cookie(LoginKind::User, email),
-        state.config.secure_cookies(),
-        SameSite::Strict,
-        DEVICE_LIFETIME,
-    ))
-}
-
-/// The browser's device cookie, if it sent one.
-pub fn device_cookie(jar: &CookieJar) -> Option<&str> {
-    jar.get(USER_DEVICE_COOKIE).map(|c| c.value())
+    Ok(jar.add(USER_PAGES.session_cookie(state, token)))
 }
