@@ -15,6 +15,7 @@ pub mod http;
 pub mod logins;
 pub mod ops;
 pub mod passwords;
+pub mod services;
 pub mod sessions;
 pub mod startup;
 pub mod state;

@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use super::page::{Layout, PageError, PageForm, TimeView, render};
 use super::session::Session;
-use crate::audit::{Actor, AuditEvent};
-use crate::clock::now_ms;
+use crate::audit::Actor;
+use crate::services::{self, Caller};
 use crate::state::AppState;
 use crate::user_pages::parse_json_permissions;
 use crate::web::ClientIp;
@@ -91,29 +91,17 @@ pub async fn revoke(
     PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Redirect, PageError> {
     session.check_csrf(&form.csrf)?;
-    let ours = state
+    const NO_SUCH_GRANT: &str = "Your account's applications have no active grant with this id.";
+    let grant = state
         .store
         .find_grant_by_id(&id)
         .await?
-        .is_some_and(|g| g.account_id == session.account_id && g.revoked_at.is_none());
-    if !ours || !state.store.revoke_grant(&id, now_ms()).await? {
-        return Err(PageError::NotFound(
-            "Your account's applications have no active grant with this id.".into(),
-        ));
-    }
-    crate::auth::catch_up(&state)
+        .filter(|g| g.account_id == session.account_id)
+        .ok_or_else(|| PageError::NotFound(NO_SUCH_GRANT.into()))?;
+    let by = Caller::new(Actor::owner(&session.owner_id), &ip);
+    services::grants::revoke(&state, &grant, &by)
         .await
-        .map_err(PageError::Internal)?;
-    tracing::info!("grant revoked in the dashboard");
-    state.audit.record(
-        AuditEvent::new(
-            Some(&session.account_id),
-            Actor::owner(&session.owner_id),
-            keyfob_domain::audit::action::GRANT_REVOKED,
-        )
-        .target(&id)
-        .ip(&ip),
-    );
+        .map_err(|err| PageError::from_service(err, NO_SUCH_GRANT))?;
     Ok(Redirect::to(&format!(
         "/dashboard/grants?done={GRANT_REVOKED}"
     )))

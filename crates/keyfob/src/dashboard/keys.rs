@@ -5,18 +5,19 @@ use askama::Template;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use keyfob_domain::audit::action;
 use keyfob_store::ApiKeyRow;
 use serde::Deserialize;
 
 use super::account::CsrfForm;
 use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_status};
 use super::session::Session;
-use crate::audit::{Actor, AuditEvent};
-use crate::clock::now_ms;
-use crate::ops::{self, MAX_KEY_NAME_LEN, OpsError};
+use crate::audit::Actor;
+use crate::ops::MAX_KEY_NAME_LEN;
+use crate::services::{self, Caller, ServiceError};
 use crate::state::AppState;
 use crate::web::ClientIp;
+
+const NO_SUCH_KEY: &str = "Your account has no active API key with this id.";
 
 const KEY_REVOKED: &str = "key-revoked";
 
@@ -111,21 +112,9 @@ pub async fn create(
     PageForm(form): PageForm<CreateKeyForm>,
 ) -> Result<Response, PageError> {
     session.check_csrf(&form.csrf)?;
-    match ops::create_api_key(state.store.as_ref(), &session.account_id, &form.name).await {
+    let by = Caller::new(Actor::owner(&session.owner_id), &ip);
+    match services::keys::create(&state, &session.account_id, &by, &form.name).await {
         Ok((row, key)) => {
-            // This node accepts the key at once; the others learn of it from the change feed.
-            state.index.add_key(&row);
-            tracing::info!(key_id = %row.id, "API key created in the dashboard");
-            state.audit.record(
-                AuditEvent::new(
-                    Some(&session.account_id),
-                    Actor::owner(&session.owner_id),
-                    action::API_KEY_CREATED,
-                )
-                .target(&row.id)
-                .ip(&ip)
-                .detail(serde_json::json!({ "name": row.name, "prefix": row.prefix })),
-            );
             let page = KeyCreatedPage {
                 layout: session.layout("keys"),
                 name: row.name,
@@ -133,12 +122,11 @@ pub async fn create(
             };
             Ok(render(&page)?.into_response())
         }
-        Err(OpsError::Invalid(message)) => {
+        Err(ServiceError::Invalid(message)) => {
             let page = keys_page(&state, &session, None, Some(message), form.name).await?;
             render_with_status(StatusCode::BAD_REQUEST, &page)
         }
-        Err(OpsError::Store(err)) => Err(err.into()),
-        Err(err) => Err(PageError::Internal(err.into())),
+        Err(err) => Err(PageError::from_service(err, NO_SUCH_KEY)),
     }
 }
 
@@ -152,29 +140,9 @@ pub async fn revoke(
     PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Redirect, PageError> {
     session.check_csrf(&form.csrf)?;
-    let at = now_ms();
-    let revoked = state
-        .store
-        .revoke_api_key(Some(&session.account_id), &id, at)
-        .await?;
-    if !revoked {
-        return Err(PageError::NotFound(
-            "Your account has no active API key with this id.".into(),
-        ));
-    }
-    // This node refuses the key and every token it minted at once; the others learn of it from
-    // the change feed.
-    state.index.remove_key(&id);
-    crate::auth::note_key_cutoff(&state, &id, i64::MAX, at);
-    tracing::info!("API key revoked in the dashboard");
-    state.audit.record(
-        AuditEvent::new(
-            Some(&session.account_id),
-            Actor::owner(&session.owner_id),
-            action::API_KEY_REVOKED,
-        )
-        .target(&id)
-        .ip(&ip),
-    );
+    let by = Caller::new(Actor::owner(&session.owner_id), &ip);
+    services::keys::revoke(&state, &session.account_id, &by, &id)
+        .await
+        .map_err(|err| PageError::from_service(err, NO_SUCH_KEY))?;
     Ok(Redirect::to(&format!("/dashboard/keys?done={KEY_REVOKED}")))
 }

@@ -11,6 +11,7 @@ use time::macros::format_description;
 
 use crate::clock::{format_ms, from_ms};
 use crate::http::extract::{Unreadable, form_bytes};
+use crate::services::ServiceError;
 
 /// What the layout around every page needs: who is signed in (for the navigation and the logout
 /// form) and which section is open.
@@ -191,6 +192,19 @@ impl PageError {
             PageError::Rejected { status, .. } => {
                 (*status, status.canonical_reason().unwrap_or("Error"))
             }
+        }
+    }
+}
+
+impl PageError {
+    /// A service's refusal as a page; `not_found` is what the page says when there was nothing
+    /// live to change.
+    pub fn from_service(err: ServiceError, not_found: &str) -> PageError {
+        match err {
+            ServiceError::Invalid(message) => PageError::BadRequest(message),
+            ServiceError::NotFound => PageError::NotFound(not_found.to_owned()),
+            ServiceError::Store(err) => err.into(),
+            ServiceError::Internal(err) => PageError::Internal(err),
         }
     }
 }

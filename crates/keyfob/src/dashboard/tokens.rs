@@ -8,7 +8,6 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use keyfob_domain::audit::action;
 use keyfob_domain::token_list::{TokenQuery, TokenStatus};
 use keyfob_store::{ApiKeyRow, TokenFilter, TokenRow};
 use serde::Deserialize;
@@ -16,9 +15,10 @@ use serde::Deserialize;
 use super::account::CsrfForm;
 use super::page::{Layout, PageError, PageForm, TimeView, page_links, render, render_with_status};
 use super::session::Session;
-use crate::audit::{Actor, AuditEvent};
+use crate::audit::Actor;
 use crate::clock::now_ms;
 use crate::http::extract::QueryPairs;
+use crate::services::{self, Caller};
 use crate::state::AppState;
 use crate::web::ClientIp;
 
@@ -213,33 +213,12 @@ pub async fn revoke(
     PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Redirect, PageError> {
     session.check_csrf(&form.csrf)?;
-    let not_found = || PageError::NotFound("Your account has no active token with this id.".into());
-    let token = state
-        .store
-        .find_token(&jti)
-        .await?
-        .filter(|token| token.account_id == session.account_id)
-        .ok_or_else(not_found)?;
-    // The store checks the account again, in the same statement that revokes.
-    let revoked = state
-        .store
-        .revoke_token(&session.account_id, &jti, now_ms())
-        .await?;
-    if !revoked {
-        return Err(not_found());
-    }
-    // This node refuses the token at once; the others learn of it from the change feed.
-    state.index.revoke_token(&jti, token.expires_at / 1000);
-    tracing::info!("token revoked in the dashboard");
-    state.audit.record(
-        AuditEvent::new(
-            Some(&session.account_id),
-            Actor::owner(&session.owner_id),
-            action::TOKEN_REVOKED,
-        )
-        .target(&jti)
-        .ip(&ip),
-    );
+    let by = Caller::new(Actor::owner(&session.owner_id), &ip);
+    services::tokens::revoke(&state, &session.account_id, &by, &jti)
+        .await
+        .map_err(|err| {
+            PageError::from_service(err, "Your account has no active token with this id.")
+        })?;
     Ok(Redirect::to(&format!(
         "/dashboard/tokens?done={TOKEN_REVOKED}"
     )))
@@ -272,29 +251,12 @@ pub async fn revoke_key_tokens(
                 .into(),
         ));
     }
-    let at = now_ms();
-    // The store checks the account in the same statement that revokes.
-    let revoked = state
-        .store
-        .revoke_key_tokens(Some(&session.account_id), &id, at)
-        .await?;
-    if !revoked {
-        return Err(PageError::NotFound(
-            "Your account has no active API key with this id.".into(),
-        ));
-    }
-    // This node refuses the tokens at once; the others learn of it from the change feed.
-    crate::auth::note_key_cutoff(&state, &id, at, at);
-    tracing::info!("every token of an API key revoked in the dashboard");
-    state.audit.record(
-        AuditEvent::new(
-            Some(&session.account_id),
-            Actor::owner(&session.owner_id),
-            action::API_KEY_TOKENS_REVOKED,
-        )
-        .target(&id)
-        .ip(&ip),
-    );
+    let by = Caller::new(Actor::owner(&session.owner_id), &ip);
+    services::tokens::revoke_all_of_key(&state, &session.account_id, &by, &id)
+        .await
+        .map_err(|err| {
+            PageError::from_service(err, "Your account has no active API key with this id.")
+        })?;
     let query = serde_urlencoded::to_string([("key", id.as_str()), ("done", KEY_TOKENS_REVOKED)])
         .map_err(|e| PageError::Internal(e.into()))?;
     Ok(Redirect::to(&format!("/dashboard/tokens?{query}")))

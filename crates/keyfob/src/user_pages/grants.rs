@@ -17,11 +17,11 @@ use super::account::{CsrfForm, PASSWORD_CHANGED, capitalized};
 use super::page::{UserForm, UserLayout, UserPageError, content_security_policy, page, see_other};
 use super::request::parse_json_permissions;
 use super::session::UserSession;
-use crate::audit::{Actor, AuditEvent};
-use crate::clock::now_ms;
+use crate::audit::Actor;
 use crate::dashboard::page::{PageError, TimeView};
 use crate::logins::LoginKind;
 use crate::passwords::check_new_password;
+use crate::services::{self, Caller};
 use crate::state::AppState;
 use crate::web::{ClientIp, USER_PAGES};
 
@@ -117,69 +117,18 @@ pub async fn revoke(
     UserForm(form): UserForm<CsrfForm>,
 ) -> Result<Response, UserPageError> {
     user.check_csrf(&form.csrf)?;
+    const NO_SUCH_GRANT: &str = "You have given no such access.";
     let grant = state
         .store
         .find_grant_by_id(&id)
         .await?
-        .filter(|g| g.user_id == user.user_id && g.revoked_at.is_none());
-    let Some(grant) = grant else {
-        return Err(PageError::NotFound("You have given no such access.".into()).into());
-    };
-    if !state.store.revoke_grant(&id, now_ms()).await? {
-        return Err(PageError::NotFound("You have given no such access.".into()).into());
-    }
-    crate::auth::catch_up(&state)
+        .filter(|g| g.user_id == user.user_id)
+        .ok_or_else(|| PageError::NotFound(NO_SUCH_GRANT.into()))?;
+    let by = Caller::new(Actor::user(&user.user_id), &ip);
+    services::grants::revoke(&state, &grant, &by)
         .await
-        .map_err(PageError::Internal)?;
-    tracing::info!("grant revoked by its user");
-    state.audit.record(
-        AuditEvent::new(
-            Some(&grant.account_id),
-            Actor::user(&user.user_id),
-            keyfob_domain::audit::action::GRANT_REVOKED,
-        )
-        .target(&id)
-        .ip(&ip)
-        .detail(serde_json::json!({ "client_id": grant.client_id })),
-    );
+        .map_err(|err| PageError::from_service(err, NO_SUCH_GRANT))?;
     see_other(&format!("{}?done={GRANT_REVOKED}", super::GRANTS_PATH))
-}
-
-/// Tells each account the user has granted access to that the user's sessions with its apps are
-/// ending (one event per account, naming the apps), before they are ended.
-async fn audit_sessions_ended(
-    state: &AppState,
-    user_id: &str,
-    reason: &str,
-    ip: &str,
-) -> Result<(), UserPageError> {
-    let mut apps_by_account: std::collections::BTreeMap<String, Vec<String>> =
-        std::collections::BTreeMap::new();
-    for grant in state
-        .store
-        .list_user_grants(user_id)
-        .await?
-        .into_iter()
-        .filter(|g| g.revoked_at.is_none())
-    {
-        apps_by_account
-            .entry(grant.account_id)
-            .or_default()
-            .push(grant.client_id);
-    }
-    for (account_id, client_ids) in apps_by_account {
-        state.audit.record(
-            AuditEvent::new(
-                Some(&account_id),
-                Actor::user(user_id),
-                keyfob_domain::audit::action::SESSION_ENDED,
-            )
-            .target(user_id)
-            .ip(ip)
-            .detail(serde_json::json!({ "reason": reason, "client_ids": client_ids })),
-        );
-    }
-    Ok(())
 }
 
 /// `POST /auth/logout-everywhere`: ends every application session of the user and every other
@@ -192,19 +141,10 @@ pub async fn logout_everywhere(
     UserForm(form): UserForm<CsrfForm>,
 ) -> Result<Response, UserPageError> {
     user.check_csrf(&form.csrf)?;
-    audit_sessions_ended(&state, &user.user_id, "logout_everywhere", &ip).await?;
-    let sessions = state
-        .store
-        .revoke_user_families(&user.user_id, None, now_ms())
-        .await?;
-    let logins = state
-        .store
-        .delete_user_sessions(&user.user_id, Some(&user.id_hash))
-        .await?;
-    crate::auth::catch_up(&state)
+    let by = Caller::new(Actor::user(&user.user_id), &ip);
+    services::sessions::log_out_everywhere(&state, &user.user_id, Some(&user.id_hash), &by)
         .await
-        .map_err(PageError::Internal)?;
-    tracing::info!(sessions, logins, "user logged out everywhere");
+        .map_err(|err| PageError::from_service(err, "Your account no longer exists."))?;
     see_other(&format!(
         "{}?done={LOGGED_OUT_ELSEWHERE}",
         super::GRANTS_PATH
@@ -263,15 +203,10 @@ pub async fn change_password(
         .hash(form.new.clone())
         .await
         .map_err(|e| PageError::Internal(e.into()))?;
-    audit_sessions_ended(&state, &user.user_id, "password_changed", &ip).await?;
-    state
-        .store
-        .change_user_password(&user.user_id, &hash, now_ms())
-        .await?;
-    crate::auth::catch_up(&state)
+    let by = Caller::new(Actor::user(&user.user_id), &ip);
+    services::sessions::change_password(&state, &user.user_id, &hash, &by)
         .await
-        .map_err(PageError::Internal)?;
-    tracing::info!("user changed their password");
+        .map_err(|err| PageError::from_service(err, "Your account no longer exists."))?;
     let jar = USER_PAGES.clear_session(&state, jar);
     Ok((
         jar,

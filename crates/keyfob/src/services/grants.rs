@@ -1,0 +1,35 @@
+//! Grants: what an end user allowed an application; revoked by the user or by the account that
+//! owns the application.
+
+use keyfob_domain::audit::action;
+use keyfob_store::GrantRow;
+
+use super::{Caller, ServiceError};
+use crate::audit::AuditEvent;
+use crate::clock::now_ms;
+use crate::state::AppState;
+
+/// Revokes `grant` (which the caller was found allowed to revoke) and ends the sessions it
+/// started; this node refuses their access tokens at once.
+pub async fn revoke(
+    state: &AppState,
+    grant: &GrantRow,
+    by: &Caller<'_>,
+) -> Result<(), ServiceError> {
+    if grant.revoked_at.is_some() || !state.store.revoke_grant(&grant.id, now_ms()).await? {
+        return Err(ServiceError::NotFound);
+    }
+    crate::auth::catch_up(state).await?;
+    tracing::info!(grant_id = %grant.id, "grant revoked");
+    state.audit.record(
+        AuditEvent::new(
+            Some(&grant.account_id),
+            by.actor.clone(),
+            action::GRANT_REVOKED,
+        )
+        .target(&grant.id)
+        .ip(by.ip)
+        .detail(serde_json::json!({ "client_id": grant.client_id })),
+    );
+    Ok(())
+}

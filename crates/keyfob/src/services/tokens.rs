@@ -1,0 +1,66 @@
+//! Minted tokens: revoked one at a time, or every token of one key.
+
+use keyfob_domain::audit::action;
+
+use super::{Caller, ServiceError};
+use crate::audit::AuditEvent;
+use crate::clock::now_ms;
+use crate::state::AppState;
+
+/// Revokes a live token of `account_id`. This node refuses it at once.
+pub async fn revoke(
+    state: &AppState,
+    account_id: &str,
+    by: &Caller<'_>,
+    jti: &str,
+) -> Result<(), ServiceError> {
+    let token = state
+        .store
+        .find_token(jti)
+        .await?
+        .filter(|token| token.account_id == account_id)
+        .ok_or(ServiceError::NotFound)?;
+    // The store checks the account again, in the same statement that revokes.
+    if !state.store.revoke_token(account_id, jti, now_ms()).await? {
+        return Err(ServiceError::NotFound);
+    }
+    state.index.revoke_token(jti, token.expires_at / 1000);
+    tracing::info!(jti, "token revoked");
+    state.audit.record(
+        AuditEvent::new(Some(account_id), by.actor.clone(), action::TOKEN_REVOKED)
+            .target(jti)
+            .ip(by.ip),
+    );
+    Ok(())
+}
+
+/// Revokes every token a live key of `account_id` has minted so far. The key stays live, and
+/// tokens it mints afterwards work. This node refuses the old ones at once.
+pub async fn revoke_all_of_key(
+    state: &AppState,
+    account_id: &str,
+    by: &Caller<'_>,
+    key_id: &str,
+) -> Result<(), ServiceError> {
+    let at = now_ms();
+    // The store checks the account in the same statement that revokes.
+    if !state
+        .store
+        .revoke_key_tokens(Some(account_id), key_id, at)
+        .await?
+    {
+        return Err(ServiceError::NotFound);
+    }
+    crate::auth::note_key_cutoff(state, key_id, at, at);
+    tracing::info!(key_id, "every token of an API key revoked");
+    state.audit.record(
+        AuditEvent::new(
+            Some(account_id),
+            by.actor.clone(),
+            action::API_KEY_TOKENS_REVOKED,
+        )
+        .target(key_id)
+        .ip(by.ip),
+    );
+    Ok(())
+}
