@@ -88,15 +88,16 @@ fn is_sqlite_busy(code: &str) -> bool {
     code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
 }
 
-/// Names the taken field from a constraint name or a SQLite message.
+/// Names the taken field from a constraint name or a SQLite message. SQLite names the column
+/// (`apps.client_id`); PostgreSQL names the constraint, and a primary key's is `<table>_pkey`.
 fn conflict_field(text: &str) -> &'static str {
     if text.contains("email") {
         "email"
     } else if text.contains("key_hash") {
         "API key"
-    } else if text.contains("client_id") {
+    } else if text.contains("client_id") || text.contains("apps_pkey") {
         "client id"
-    } else if text.contains("kid") {
+    } else if text.contains("kid") || text.contains("signing_keys_pkey") {
         "signing key id"
     } else {
         "id"
@@ -121,6 +122,45 @@ mod tests {
         }
         for code in ["2067", "1", "19", "57P01"] {
             assert!(!is_sqlite_busy(code), "{code}");
+        }
+    }
+
+    /// Both backends name the same field, whichever way their messages put it.
+    #[test]
+    fn conflicts_name_the_field_on_both_backends() {
+        for (sqlite, postgres, field) in [
+            (
+                "UNIQUE constraint failed: owners.email",
+                "owners_email_key",
+                "email",
+            ),
+            (
+                "UNIQUE constraint failed: users.email",
+                "users_email_key",
+                "email",
+            ),
+            (
+                "UNIQUE constraint failed: api_keys.key_hash",
+                "api_keys_key_hash_key",
+                "API key",
+            ),
+            (
+                "UNIQUE constraint failed: apps.client_id",
+                "apps_pkey",
+                "client id",
+            ),
+            (
+                "UNIQUE constraint failed: signing_keys.kid",
+                "signing_keys_pkey",
+                "signing key id",
+            ),
+            ("UNIQUE constraint failed: records.id", "records_pkey", "id"),
+            ("UNIQUE constraint failed: tokens.jti", "tokens_pkey", "id"),
+        ] {
+            assert_eq!(conflict_field(sqlite), field, "{sqlite}");
+            let message =
+                format!("{postgres} duplicate key value violates unique constraint \"{postgres}\"");
+            assert_eq!(conflict_field(&message), field, "{message}");
         }
     }
 

@@ -4,15 +4,14 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, Executor, PgConnection, Postgres, QueryBuilder};
 
 use crate::Result;
 use crate::guard::{Breaker, Guarded, Timeouts};
-use crate::sql::{JsonDialect, impl_store};
+use crate::sql::{Dialect, RowsAffected, SqlStore};
 
-pub struct PgStore {
-    pool: PgPool,
-}
+/// The store on PostgreSQL; [`PgStore::connect`] wraps it in a [`Guarded`] store.
+pub type PgStore = SqlStore<Postgres>;
 
 impl PgStore {
     /// Connects to `url` and migrates the database (concurrent starts are serialised by the
@@ -76,7 +75,10 @@ fn pool_options(breaker: &Arc<Breaker>) -> PgPoolOptions {
         })
 }
 
-impl JsonDialect for PgStore {
+impl Dialect for Postgres {
+    const BACKEND: &'static str = "postgres";
+    const BEGIN: &'static str = "BEGIN";
+
     fn text_at(p: &str) -> String {
         format!("(doc #>> CAST({p} AS TEXT[]))")
     }
@@ -86,11 +88,34 @@ impl JsonDialect for PgStore {
     }
 
     type Path = Vec<String>;
-    type Db = sqlx::Postgres;
 
     fn path(segments: &[String]) -> Vec<String> {
         segments.to_vec()
     }
+
+    fn execute_built<'a, 'c: 'a, E>(
+        builder: &'a mut QueryBuilder<'_, Postgres>,
+        executor: E,
+    ) -> impl Future<Output = Result<sqlx::postgres::PgQueryResult, sqlx::Error>> + Send + 'a
+    where
+        E: 'a + Executor<'c, Database = Postgres>,
+    {
+        builder.build().execute(executor)
+    }
+
+    fn fetch_texts_built<'a, 'c: 'a, E>(
+        builder: &'a mut QueryBuilder<'_, Postgres>,
+        executor: E,
+    ) -> impl Future<Output = Result<Vec<String>, sqlx::Error>> + Send + 'a
+    where
+        E: 'a + Executor<'c, Database = Postgres>,
+    {
+        builder.build_query_scalar().fetch_all(executor)
+    }
 }
 
-impl_store!(PgStore, "postgres", sqlx::postgres::PgArguments, "BEGIN");
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        sqlx::postgres::PgQueryResult::rows_affected(self)
+    }
+}

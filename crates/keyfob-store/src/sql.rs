@@ -1,13 +1,21 @@
 //! The SQL both backends share. Both accept `$n` placeholders and `RETURNING`, and times are plain
-//! integers, so one body serves both; [`impl_store!`] stamps it out for each pool type. What differs
-//! (connecting, JSON paths in listings) lives in `sqlite.rs` and `pg.rs`.
+//! integers, so one body serves both: [`SqlStore`] implements [`Store`] once, for any database that
+//! is a [`Dialect`]. What differs (connecting, the write transaction's `BEGIN`, JSON paths in
+//! listings) lives in `sqlite.rs` and `pg.rs`.
 
+use std::collections::HashSet;
+
+use async_trait::async_trait;
 use keyfob_domain::query::{Field, ListQuery};
 use serde_json::Value;
-use sqlx::FromRow;
 use sqlx::types::Json;
+use sqlx::{
+    Arguments, ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool,
+    QueryBuilder, Transaction, Type,
+};
 
-use crate::RecordRow;
+use crate::model::*;
+use crate::{Result, Store, StoreError};
 
 #[derive(FromRow)]
 pub(crate) struct RecordDbRow {
@@ -34,7 +42,7 @@ impl From<RecordDbRow> for RecordRow {
     }
 }
 
-/// The joined row behind [`crate::RefreshSession`].
+/// The joined row behind [`RefreshSession`].
 #[derive(sqlx::FromRow)]
 pub(crate) struct RefreshSessionRow {
     token_hash: String,
@@ -52,10 +60,10 @@ pub(crate) struct RefreshSessionRow {
     grant_permissions: Option<String>,
 }
 
-impl From<RefreshSessionRow> for crate::RefreshSession {
+impl From<RefreshSessionRow> for RefreshSession {
     fn from(row: RefreshSessionRow) -> Self {
-        crate::RefreshSession {
-            family: crate::FamilyRow {
+        RefreshSession {
+            family: FamilyRow {
                 id: row.family_id.clone(),
                 user_id: row.user_id,
                 client_id: row.client_id,
@@ -64,7 +72,7 @@ impl From<RefreshSessionRow> for crate::RefreshSession {
                 last_used_at: row.last_used_at,
                 revoked_at: row.revoked_at,
             },
-            token: crate::RefreshRow {
+            token: RefreshRow {
                 token_hash: row.token_hash,
                 family_id: row.family_id,
                 permissions: row.permissions,
@@ -97,17 +105,49 @@ pub(crate) const TOKEN_FROM: &str = "t.jti, t.account_id, t.api_key_id, t.subjec
 pub(crate) const RECORD_COLUMNS: &str =
     "id, account_id, resource, owner_user_id, doc, created_at, updated_at";
 
-/// How a backend names a value inside the JSON document, given the placeholder that carries the
-/// path.
-pub(crate) trait JsonDialect {
-    /// An expression giving the field's value as text, for equality filters.
+/// What one database does its own way. Both implement it: `sqlx::Sqlite` in `sqlite.rs`,
+/// `sqlx::Postgres` in `pg.rs`.
+pub trait Dialect: Database<QueryResult: RowsAffected> {
+    /// Its name, for logs and `/readyz`.
+    const BACKEND: &'static str;
+    /// The statement that starts a write transaction. SQLite's must be `BEGIN IMMEDIATE`, so that a
+    /// transaction that reads before it writes waits for the write lock instead of failing with
+    /// SQLITE_BUSY.
+    const BEGIN: &'static str;
+    /// An expression giving the document's value at the path bound to `placeholder`, as text, for
+    /// equality filters.
     fn text_at(placeholder: &str) -> String;
-    /// An expression giving the field's value, for ordering.
+    /// An expression giving the document's value at the path bound to `placeholder`, for ordering.
     fn value_at(placeholder: &str) -> String;
     /// The bound form of a JSON path.
-    type Path: for<'q> sqlx::Encode<'q, Self::Db> + sqlx::Type<Self::Db> + Send + 'static;
-    type Db: sqlx::Database;
+    type Path: for<'q> Encode<'q, Self> + Type<Self> + Send + 'static;
     fn path(segments: &[String]) -> Self::Path;
+
+    /// Runs the statement `builder` built, on `executor`.
+    ///
+    /// Code generic over the database cannot call `builder.build().execute(…)` itself: sqlx's
+    /// bounds would keep the builder borrowed for as long as the values bound to it, so it could not
+    /// be dropped. Each backend's arguments can be narrowed to the borrow, so each backend runs it.
+    fn execute_built<'a, 'c: 'a, E>(
+        builder: &'a mut QueryBuilder<'_, Self>,
+        executor: E,
+    ) -> impl Future<Output = Result<Self::QueryResult, sqlx::Error>> + Send + 'a
+    where
+        E: 'a + Executor<'c, Database = Self>;
+
+    /// Runs the statement `builder` built, on `executor`, and reads each row's one text column (as
+    /// [`Dialect::execute_built`] runs a statement).
+    fn fetch_texts_built<'a, 'c: 'a, E>(
+        builder: &'a mut QueryBuilder<'_, Self>,
+        executor: E,
+    ) -> impl Future<Output = Result<Vec<String>, sqlx::Error>> + Send + 'a
+    where
+        E: 'a + Executor<'c, Database = Self>;
+}
+
+/// How many rows a statement changed: each driver's result type has its own `rows_affected`.
+pub trait RowsAffected {
+    fn rows_affected(&self) -> u64;
 }
 
 /// A bound value of a listing query.
@@ -127,10 +167,7 @@ pub(crate) struct ListSql {
 }
 
 /// Builds the WHERE clause, ORDER BY and binds of a listing, shared by both backends.
-pub(crate) fn list_sql<D: JsonDialect>(
-    scope: &crate::RecordScope<'_>,
-    query: &ListQuery,
-) -> ListSql {
+pub(crate) fn list_sql<D: Dialect>(scope: &RecordScope<'_>, query: &ListQuery) -> ListSql {
     let mut binds = vec![
         Bind::Text(scope.account_id.to_owned()),
         Bind::Text(scope.resource.to_owned()),
@@ -178,1492 +215,1441 @@ pub(crate) fn list_sql<D: JsonDialect>(
     }
 }
 
-/// Implements [`crate::Store`] for a store type with a `pool` field of the given sqlx pool type.
-/// `$begin` starts a write transaction: SQLite's must be `BEGIN IMMEDIATE`, so a transaction that
-/// reads before it writes waits for the write lock instead of failing with SQLITE_BUSY.
-macro_rules! impl_store {
-    ($store:ty, $backend:literal, $args:ty, $begin:literal) => {
-        impl $store {
-            /// Logs a change in `tx` for the other nodes' change feeds.
-            async fn log_change(
-                tx: &mut sqlx::Transaction<'_, <Self as $crate::sql::JsonDialect>::Db>,
-                kind: &str,
-                subject: &str,
-                at: i64,
-            ) -> $crate::Result<()> {
-                sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
-                    .bind(kind)
-                    .bind(subject)
-                    .bind(at)
-                    .execute(&mut **tx)
-                    .await?;
-                Ok(())
-            }
+/// The store both backends share, over a pool of database `DB`: [`crate::SqliteStore`] and
+/// [`crate::PgStore`] are this over `sqlx::Sqlite` and `sqlx::Postgres`.
+pub struct SqlStore<DB: Database> {
+    pub(crate) pool: Pool<DB>,
+}
 
-            /// Ends the given live families in `tx` and logs each for the other nodes.
-            async fn end_families(
-                tx: &mut sqlx::Transaction<'_, <Self as $crate::sql::JsonDialect>::Db>,
-                ids: &[String],
-                at: i64,
-            ) -> $crate::Result<()> {
-                for id in ids {
-                    sqlx::query("UPDATE refresh_families SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                        .bind(at)
-                        .bind(id)
-                        .execute(&mut **tx)
-                        .await?;
-                    Self::log_change(tx, $crate::change_kind::SESSION_REVOKED, id, at).await?;
-                }
-                Ok(())
-            }
+/// The bound values of a listing, then `extra` integers (its LIMIT and OFFSET).
+fn list_args<'q, DB: Dialect>(
+    binds: &[Bind],
+    extra: &[i64],
+) -> Result<DB::Arguments<'q>, sqlx::Error>
+where
+    String: Encode<'q, DB> + Type<DB>,
+    i64: Encode<'q, DB> + Type<DB>,
+{
+    let mut args = DB::Arguments::<'q>::default();
+    for bind in binds {
+        match bind {
+            Bind::Text(s) => args.add(s.clone()),
+            Bind::Path(p) => args.add(DB::path(p)),
+        }
+        .map_err(sqlx::Error::Encode)?;
+    }
+    for i in extra {
+        args.add(*i).map_err(sqlx::Error::Encode)?;
+    }
+    Ok(args)
+}
 
-            /// Marks unused one-time secrets used, in `tx`, in one statement: for each
-            /// `(key, at, value)` of `claims` (keys distinct), the row of `table` whose `key_column`
-            /// is `key` and whose `used_at` is still NULL gets `used_at = at` and
-            /// `value_column = value`. Answers the keys that were claimed. Table and column names
-            /// come from this file, never from input.
-            async fn claim_unused(
-                tx: &mut sqlx::Transaction<'_, <Self as $crate::sql::JsonDialect>::Db>,
-                table: &str,
-                key_column: &str,
-                value_column: &str,
-                claims: &[(&str, i64, &str)],
-            ) -> $crate::Result<std::collections::HashSet<String>> {
-                if claims.is_empty() {
-                    return Ok(std::collections::HashSet::new());
-                }
-                let mut update = sqlx::QueryBuilder::<<Self as $crate::sql::JsonDialect>::Db>::new(
-                    format!("UPDATE {table} SET used_at = CASE {key_column}"),
-                );
-                for (key, at, _) in claims {
-                    update.push(" WHEN ").push_bind(*key);
-                    update.push(" THEN CAST(").push_bind(*at).push(" AS BIGINT)");
-                }
-                update.push(format!(" END, {value_column} = CASE {key_column}"));
-                for (key, _, value) in claims {
-                    update.push(" WHEN ").push_bind(*key);
-                    update.push(" THEN CAST(").push_bind(*value).push(" AS TEXT)");
-                }
-                update.push(format!(" END WHERE used_at IS NULL AND {key_column} IN ("));
-                let mut keys = update.separated(", ");
-                for (key, _, _) in claims {
-                    keys.push_bind(*key);
-                }
-                update.push(format!(") RETURNING {key_column}"));
-                Ok(update
-                    .build_query_scalar::<String>()
-                    .fetch_all(&mut **tx)
-                    .await?
-                    .into_iter()
-                    .collect())
-            }
+// Both `impl` blocks below name the same bounds: what sqlx must know of `DB` to run the queries
+// (its connections execute them, its arguments bind) and to bind and read the column types used
+// (text, integers, booleans, JSON). `sqlx::Sqlite` and `sqlx::Postgres` meet them all.
 
-            async fn list_records_impl(
-                &self,
-                scope: &$crate::RecordScope<'_>,
-                query: &keyfob_domain::query::ListQuery,
-            ) -> $crate::Result<(Vec<$crate::RecordRow>, u64)> {
-                use sqlx::Arguments as _;
-                use $crate::sql::{Bind, JsonDialect as _};
-                let sql = $crate::sql::list_sql::<Self>(scope, query);
-                let (clause, order) = (&sql.clause, &sql.order);
-                let args = |binds: &[Bind], extra: &[i64]| -> std::result::Result<$args, sqlx::Error> {
-                    let mut args = <$args>::default();
-                    for bind in binds {
-                        match bind {
-                            Bind::Text(s) => args.add(s.clone()),
-                            Bind::Path(p) => args.add(Self::path(p)),
-                        }
-                        .map_err(sqlx::Error::Encode)?;
-                    }
-                    for i in extra {
-                        args.add(*i).map_err(sqlx::Error::Encode)?;
-                    }
-                    Ok(args)
+impl<DB: Dialect> SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> Json<&'q Value>: Encode<'q, DB> + Type<DB>,
+    for<'q> Json<Value>: Decode<'q, DB> + Type<DB>,
+{
+    /// Logs a change in `tx` for the other nodes' change feeds.
+    async fn log_change(
+        tx: &mut Transaction<'_, DB>,
+        kind: &str,
+        subject: &str,
+        at: i64,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
+            .bind(kind)
+            .bind(subject)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends the given live families in `tx` and logs each for the other nodes.
+    async fn end_families(tx: &mut Transaction<'_, DB>, ids: &[String], at: i64) -> Result<()> {
+        for id in ids {
+            sqlx::query(
+                "UPDATE refresh_families SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+            )
+            .bind(at)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+            Self::log_change(tx, change_kind::SESSION_REVOKED, id, at).await?;
+        }
+        Ok(())
+    }
+
+    /// Marks unused one-time secrets used, in `tx`, in one statement: for each
+    /// `(key, at, value)` of `claims` (keys distinct), the row of `table` whose `key_column`
+    /// is `key` and whose `used_at` is still NULL gets `used_at = at` and
+    /// `value_column = value`. Answers the keys that were claimed. Table and column names
+    /// come from this file, never from input.
+    async fn claim_unused(
+        tx: &mut Transaction<'_, DB>,
+        table: &str,
+        key_column: &str,
+        value_column: &str,
+        claims: &[(&str, i64, &str)],
+    ) -> Result<HashSet<String>> {
+        if claims.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut update =
+            QueryBuilder::<DB>::new(format!("UPDATE {table} SET used_at = CASE {key_column}"));
+        for (key, at, _) in claims {
+            update.push(" WHEN ").push_bind(*key);
+            update
+                .push(" THEN CAST(")
+                .push_bind(*at)
+                .push(" AS BIGINT)");
+        }
+        update.push(format!(" END, {value_column} = CASE {key_column}"));
+        for (key, _, value) in claims {
+            update.push(" WHEN ").push_bind(*key);
+            update
+                .push(" THEN CAST(")
+                .push_bind(*value)
+                .push(" AS TEXT)");
+        }
+        update.push(format!(" END WHERE used_at IS NULL AND {key_column} IN ("));
+        let mut keys = update.separated(", ");
+        for (key, _, _) in claims {
+            keys.push_bind(*key);
+        }
+        update.push(format!(") RETURNING {key_column}"));
+        let claimed = DB::fetch_texts_built(&mut update, &mut **tx).await?;
+        Ok(claimed.into_iter().collect())
+    }
+}
+
+#[async_trait]
+impl<DB: Dialect> Store for SqlStore<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> Json<&'q Value>: Encode<'q, DB> + Type<DB>,
+    for<'q> Json<Value>: Decode<'q, DB> + Type<DB>,
+{
+    fn backend(&self) -> &'static str {
+        DB::BACKEND
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_account(&self, account: &Account, owner: &Owner) -> Result<()> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(&account.id)
+            .bind(&account.name)
+            .bind(account.created_at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO owners (id, account_id, email, password_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&owner.id)
+        .bind(&owner.account_id)
+        .bind(&owner.email)
+        .bind(&owner.password_hash)
+        .bind(owner.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_account(&self, id: &str) -> Result<Option<Account>> {
+        Ok(
+            sqlx::query_as("SELECT id, name, created_at FROM accounts WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn find_owner_by_email(&self, email: &str) -> Result<Option<Owner>> {
+        Ok(sqlx::query_as(
+            "SELECT id, account_id, email, password_hash, created_at FROM owners WHERE email = $1",
+        )
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn find_owner(&self, id: &str) -> Result<Option<Owner>> {
+        Ok(sqlx::query_as(
+            "SELECT id, account_id, email, password_hash, created_at FROM owners WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn insert_api_key(&self, key: &ApiKeyRow) -> Result<()> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, account_id, name, prefix, key_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&key.id)
+        .bind(&key.account_id)
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&key.key_hash)
+        .bind(key.created_at)
+        .execute(&mut *tx)
+        .await?;
+        Self::log_change(
+            &mut tx,
+            change_kind::API_KEY_CREATED,
+            &key.id,
+            key.created_at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_api_key(&self, id: &str) -> Result<Option<ApiKeyRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, tokens_revoked_before \
+             FROM api_keys WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn list_api_keys(&self, account_id: &str) -> Result<Vec<ApiKeyRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, tokens_revoked_before \
+             FROM api_keys WHERE account_id = $1 ORDER BY created_at DESC, id",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn active_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, tokens_revoked_before \
+             FROM api_keys WHERE revoked_at IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn revoke_api_key(&self, account_id: Option<&str>, id: &str, at: i64) -> Result<bool> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 \
+             WHERE id = $2 AND revoked_at IS NULL AND ($3 IS NULL OR account_id = $3)",
+        )
+        .bind(at)
+        .bind(id)
+        .bind(account_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if done {
+            Self::log_change(&mut tx, change_kind::API_KEY_REVOKED, id, at).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn touch_api_keys(&self, uses: &[(String, i64)]) -> Result<()> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        for (id, at) in uses {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = $1 \
+                 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+            )
+            .bind(*at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_tokens(&self, tokens: &[TokenRow]) -> Result<()> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        // One multi-row statement: a round trip per batch, not per token.
+        let mut insert = QueryBuilder::<DB>::new(
+            "INSERT INTO tokens (jti, account_id, api_key_id, subject, permissions, issued_at, expires_at) ",
+        );
+        insert.push_values(tokens, |mut row, t| {
+            row.push_bind(&t.jti)
+                .push_bind(&t.account_id)
+                .push_bind(&t.api_key_id)
+                .push_bind(&t.subject)
+                .push_bind(&t.permissions)
+                .push_bind(t.issued_at)
+                .push_bind(t.expires_at);
+        });
+        DB::execute_built(&mut insert, &self.pool).await?;
+        Ok(())
+    }
+
+    async fn list_tokens(&self, account_id: &str, limit: u32) -> Result<Vec<TokenRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} WHERE t.account_id = $1 ORDER BY t.issued_at DESC, t.jti DESC LIMIT $2",
+            TOKEN_FROM
+        ))
+        .bind(account_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn find_token(&self, jti: &str) -> Result<Option<TokenRow>> {
+        Ok(
+            sqlx::query_as(&format!("SELECT {} WHERE t.jti = $1", TOKEN_FROM))
+                .bind(jti)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn revoke_token(&self, account_id: &str, jti: &str, at: i64) -> Result<bool> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let done = sqlx::query(
+            "UPDATE tokens SET revoked_at = $1 \
+             WHERE jti = $2 AND account_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(jti)
+        .bind(account_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if done {
+            Self::log_change(&mut tx, change_kind::TOKEN_REVOKED, jti, at).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn revoked_tokens(&self, now: i64) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT jti, expires_at FROM tokens WHERE revoked_at IS NOT NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn list_tokens_page(&self, f: &TokenFilter<'_>) -> Result<(Vec<TokenRow>, u64)> {
+        // The filters read the same columns as the answer, so the query wraps the joined
+        // row. Permission strings are validated by the domain (no quotes), so `"perm"`
+        // inside the stored JSON array matches that permission exactly; `_`, `%` and `\`
+        // are escaped for LIKE.
+        const WHERE: &str = "($2 IS NULL OR api_key_id = $2) \
+             AND ($3 IS NULL OR permissions LIKE $3 ESCAPE '\\') \
+             AND ($4 IS NULL \
+                  OR ($4 = 'live' AND revoked_at IS NULL AND expires_at > $5) \
+                  OR ($4 = 'revoked' AND revoked_at IS NOT NULL) \
+                  OR ($4 = 'expired' AND revoked_at IS NULL AND expires_at <= $5))";
+        let inner = format!("(SELECT {} WHERE t.account_id = $1) AS v", TOKEN_FROM);
+        let pattern = f.permission.map(|p| {
+            let escaped = p
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%\"{escaped}\"%")
+        });
+        let status = f.status.map(TokenStatus::as_str);
+        let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {inner} WHERE {WHERE}"))
+            .bind(f.account_id)
+            .bind(f.api_key_id)
+            .bind(pattern.as_deref())
+            .bind(status)
+            .bind(f.now)
+            .fetch_one(&self.pool)
+            .await?;
+        let rows = sqlx::query_as(&format!(
+            "SELECT jti, account_id, api_key_id, subject, permissions, issued_at, expires_at, revoked_at \
+             FROM {inner} WHERE {WHERE} ORDER BY issued_at DESC, jti DESC LIMIT $6 OFFSET $7"
+        ))
+        .bind(f.account_id)
+        .bind(f.api_key_id)
+        .bind(pattern.as_deref())
+        .bind(status)
+        .bind(f.now)
+        .bind(i64::from(f.limit))
+        .bind(i64::try_from(f.offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((rows, total.max(0) as u64))
+    }
+
+    async fn revoke_key_tokens(
+        &self,
+        account_id: Option<&str>,
+        key_id: &str,
+        at: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let done = sqlx::query(
+            "UPDATE api_keys SET tokens_revoked_before = $1 \
+             WHERE id = $2 AND revoked_at IS NULL AND ($3 IS NULL OR account_id = $3) \
+             AND (tokens_revoked_before IS NULL OR tokens_revoked_before < $1)",
+        )
+        .bind(at)
+        .bind(key_id)
+        .bind(account_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if done {
+            Self::log_change(&mut tx, change_kind::API_KEY_TOKENS_REVOKED, key_id, at).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn token_cutoffs(
+        &self,
+        key_id: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<(String, TokenCutoff)>> {
+        let rows: Vec<(String, Option<i64>, Option<i64>, i64)> = sqlx::query_as(
+            "SELECT k.id, k.revoked_at, k.tokens_revoked_before, MAX(t.expires_at) \
+             FROM api_keys k JOIN tokens t ON t.api_key_id = k.id \
+             WHERE ($1 IS NULL OR k.id = $1) AND t.expires_at > $2 \
+             AND (k.revoked_at IS NOT NULL \
+                  OR (k.tokens_revoked_before IS NOT NULL AND t.issued_at <= k.tokens_revoked_before)) \
+             GROUP BY k.id, k.revoked_at, k.tokens_revoked_before",
+        )
+        .bind(key_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, revoked_at, before, until)| {
+                let before = if revoked_at.is_some() {
+                    Some(i64::MAX)
+                } else {
+                    before
                 };
-                let total: i64 = sqlx::query_scalar_with(
-                    &format!("SELECT COUNT(*) FROM records WHERE {clause}"),
-                    args(&sql.binds[..sql.where_binds], &[])?,
+                before.map(|before| (id, TokenCutoff { before, until }))
+            })
+            .collect())
+    }
+
+    async fn find_api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, tokens_revoked_before \
+             FROM api_keys WHERE key_hash = $1",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn retire_signing_key(
+        &self,
+        kid: &str,
+        at: i64,
+        heir: Option<&SigningHeir>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let done = sqlx::query(
+            "UPDATE signing_keys SET revoked_at = $1, expires_at = $1, \
+             retires_at = CASE WHEN retires_at IS NULL OR retires_at > $1 THEN $1 ELSE retires_at END \
+             WHERE kid = $2 AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(kid)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if !done {
+            return Ok(false);
+        }
+        if let Some(heir) = heir {
+            sqlx::query(
+                "UPDATE signing_keys SET activates_at = $1 WHERE kid = $2 AND revoked_at IS NULL",
+            )
+            .bind(heir.activates_at)
+            .bind(&heir.kid)
+            .execute(&mut *tx)
+            .await?;
+            if heir.keep_signing {
+                sqlx::query(
+                    "UPDATE signing_keys SET retires_at = NULL, expires_at = NULL \
+                     WHERE kid = $1 AND revoked_at IS NULL",
                 )
-                .fetch_one(&self.pool)
+                .bind(&heir.kid)
+                .execute(&mut *tx)
                 .await?;
-                let n = sql.binds.len();
-                let offset = i64::try_from(query.offset()).unwrap_or(i64::MAX);
-                let rows: Vec<$crate::sql::RecordDbRow> = sqlx::query_as_with(
-                    &format!(
-                        "SELECT {} FROM records WHERE {clause} ORDER BY {order} LIMIT ${} OFFSET ${}",
-                        $crate::sql::RECORD_COLUMNS,
-                        n + 1,
-                        n + 2
-                    ),
-                    args(&sql.binds, &[i64::from(query.limit), offset])?,
-                )
-                .fetch_all(&self.pool)
-                .await?;
-                Ok((rows.into_iter().map(Into::into).collect(), total.max(0) as u64))
             }
         }
+        Self::log_change(&mut tx, change_kind::SIGNING_KEYS_CHANGED, kid, at).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
 
-        #[async_trait::async_trait]
-        impl $crate::Store for $store {
-            fn backend(&self) -> &'static str {
-                $backend
-            }
+    async fn insert_signing_key(&self, key: &SigningKeyRow) -> Result<()> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at, activates_at, retires_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&key.kid)
+        .bind(&key.alg)
+        .bind(&key.private_key)
+        .bind(&key.public_jwk)
+        .bind(key.created_at)
+        .bind(key.activates_at)
+        .bind(key.retires_at)
+        .bind(key.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        Self::log_change(
+            &mut tx,
+            change_kind::SIGNING_KEYS_CHANGED,
+            &key.kid,
+            key.created_at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 
-            async fn ping(&self) -> $crate::Result<()> {
-                sqlx::query("SELECT 1").execute(&self.pool).await?;
-                Ok(())
-            }
+    async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRow>> {
+        Ok(sqlx::query_as(
+            "SELECT kid, alg, private_key, public_jwk, created_at, activates_at, retires_at, expires_at, revoked_at \
+             FROM signing_keys ORDER BY activates_at, created_at",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
 
-            async fn create_account(
-                &self,
-                account: &$crate::Account,
-                owner: &$crate::Owner,
-            ) -> $crate::Result<()> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
-                    .bind(&account.id)
-                    .bind(&account.name)
-                    .bind(account.created_at)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "INSERT INTO owners (id, account_id, email, password_hash, created_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(&owner.id)
-                .bind(&owner.account_id)
-                .bind(&owner.email)
-                .bind(&owner.password_hash)
-                .bind(owner.created_at)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(())
-            }
+    async fn rotate_signing_key(&self, next: &SigningKeyRow, keep_public_for: i64) -> Result<()> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        sqlx::query(
+            "UPDATE signing_keys SET retires_at = $1, expires_at = $2 \
+             WHERE (retires_at IS NULL OR retires_at > $1) AND revoked_at IS NULL",
+        )
+        .bind(next.activates_at)
+        .bind(next.activates_at + keep_public_for)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at, activates_at, retires_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&next.kid)
+        .bind(&next.alg)
+        .bind(&next.private_key)
+        .bind(&next.public_jwk)
+        .bind(next.created_at)
+        .bind(next.activates_at)
+        .bind(next.retires_at)
+        .bind(next.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        Self::log_change(
+            &mut tx,
+            change_kind::SIGNING_KEYS_CHANGED,
+            &next.kid,
+            next.created_at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 
-            async fn find_account(&self, id: &str) -> $crate::Result<Option<$crate::Account>> {
-                Ok(sqlx::query_as("SELECT id, name, created_at FROM accounts WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?)
-            }
+    async fn insert_record(&self, record: &RecordRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO records (id, account_id, resource, owner_user_id, doc, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&record.id)
+        .bind(&record.account_id)
+        .bind(&record.resource)
+        .bind(&record.owner_user_id)
+        .bind(Json(&record.doc))
+        .bind(record.created_at)
+        .bind(record.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 
-            async fn find_owner_by_email(
-                &self,
-                email: &str,
-            ) -> $crate::Result<Option<$crate::Owner>> {
-                Ok(sqlx::query_as(
-                    "SELECT id, account_id, email, password_hash, created_at FROM owners WHERE email = $1",
-                )
-                .bind(email)
-                .fetch_optional(&self.pool)
-                .await?)
-            }
+    async fn get_record(&self, scope: &RecordScope<'_>, id: &str) -> Result<Option<RecordRow>> {
+        let row: Option<RecordDbRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM records WHERE id = $1 AND account_id = $2 AND resource = $3 \
+             AND ($4 IS NULL OR owner_user_id = $4)",
+            RECORD_COLUMNS
+        ))
+        .bind(id)
+        .bind(scope.account_id)
+        .bind(scope.resource)
+        .bind(scope.owner_user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Into::into))
+    }
 
-            async fn find_owner(&self, id: &str) -> $crate::Result<Option<$crate::Owner>> {
-                Ok(sqlx::query_as(
-                    "SELECT id, account_id, email, password_hash, created_at FROM owners WHERE id = $1",
-                )
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?)
-            }
+    async fn list_records(
+        &self,
+        scope: &RecordScope<'_>,
+        query: &ListQuery,
+    ) -> Result<(Vec<RecordRow>, u64)> {
+        let sql = list_sql::<DB>(scope, query);
+        let (clause, order) = (&sql.clause, &sql.order);
+        let total: i64 = sqlx::query_scalar_with(
+            &format!("SELECT COUNT(*) FROM records WHERE {clause}"),
+            list_args::<DB>(&sql.binds[..sql.where_binds], &[])?,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let n = sql.binds.len();
+        let offset = i64::try_from(query.offset()).unwrap_or(i64::MAX);
+        let rows: Vec<RecordDbRow> = sqlx::query_as_with(
+            &format!(
+                "SELECT {} FROM records WHERE {clause} ORDER BY {order} LIMIT ${} OFFSET ${}",
+                RECORD_COLUMNS,
+                n + 1,
+                n + 2
+            ),
+            list_args::<DB>(&sql.binds, &[i64::from(query.limit), offset])?,
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((
+            rows.into_iter().map(Into::into).collect(),
+            total.max(0) as u64,
+        ))
+    }
 
-            async fn insert_api_key(&self, key: &$crate::ApiKeyRow) -> $crate::Result<()> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                sqlx::query(
-                    "INSERT INTO api_keys (id, account_id, name, prefix, key_hash, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&key.id)
-                .bind(&key.account_id)
-                .bind(&key.name)
-                .bind(&key.prefix)
-                .bind(&key.key_hash)
-                .bind(key.created_at)
-                .execute(&mut *tx)
-                .await?;
-                Self::log_change(
-                    &mut tx,
-                    $crate::change_kind::API_KEY_CREATED,
-                    &key.id,
-                    key.created_at,
-                )
-                .await?;
-                tx.commit().await?;
-                Ok(())
-            }
+    async fn update_record(
+        &self,
+        scope: &RecordScope<'_>,
+        id: &str,
+        doc: &Value,
+        at: i64,
+    ) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE records SET doc = $1, updated_at = $2 \
+             WHERE id = $3 AND account_id = $4 AND resource = $5 \
+             AND ($6 IS NULL OR owner_user_id = $6)",
+        )
+        .bind(Json(doc))
+        .bind(at)
+        .bind(id)
+        .bind(scope.account_id)
+        .bind(scope.resource)
+        .bind(scope.owner_user_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            > 0)
+    }
 
-            async fn find_api_key(&self, id: &str) -> $crate::Result<Option<$crate::ApiKeyRow>> {
-                Ok(sqlx::query_as(
-                    "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, tokens_revoked_before \
-                     FROM api_keys WHERE id = $1",
-                )
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?)
-            }
+    async fn delete_record(&self, scope: &RecordScope<'_>, id: &str) -> Result<bool> {
+        Ok(sqlx::query(
+            "DELETE FROM records WHERE id = $1 AND account_id = $2 AND resource = $3 \
+             AND ($4 IS NULL OR owner_user_id = $4)",
+        )
+        .bind(id)
+        .bind(scope.account_id)
+        .bind(scope.resource)
+        .bind(scope.owner_user_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            > 0)
+    }
 
-            async fn list_api_keys(
-                &self,
-                account_id: &str,
-            ) -> $crate::Result<Vec<$crate::ApiKeyRow>> {
-                Ok(sqlx::query_as(
-                    "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, tokens_revoked_before \
-                     FROM api_keys WHERE account_id = $1 ORDER BY created_at DESC, id",
-                )
-                .bind(account_id)
+    async fn list_resources(&self, account_id: &str) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT resource, COUNT(*) FROM records WHERE account_id = $1 \
+             GROUP BY resource ORDER BY resource",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn insert_app(&self, app: &AppRow) -> Result<()> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        sqlx::query(
+            "INSERT INTO apps (client_id, account_id, name, public, client_secret_hash, redirect_uris, \
+             origins, max_permissions, refresh_idle_secs, refresh_absolute_secs, allow_fragment, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&app.client_id)
+        .bind(&app.account_id)
+        .bind(&app.name)
+        .bind(app.public)
+        .bind(&app.client_secret_hash)
+        .bind(&app.redirect_uris)
+        .bind(&app.origins)
+        .bind(&app.max_permissions)
+        .bind(app.refresh_idle_secs)
+        .bind(app.refresh_absolute_secs)
+        .bind(app.allow_fragment)
+        .bind(app.created_at)
+        .execute(&mut *tx)
+        .await?;
+        Self::log_change(
+            &mut tx,
+            change_kind::APP_CHANGED,
+            &app.client_id,
+            app.created_at,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn live_app_origins(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT origins FROM apps WHERE revoked_at IS NULL")
                 .fetch_all(&self.pool)
-                .await?)
-            }
+                .await?,
+        )
+    }
 
-            async fn active_api_keys(&self) -> $crate::Result<Vec<$crate::ApiKeyRow>> {
-                Ok(sqlx::query_as(
-                    "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, tokens_revoked_before \
-                     FROM api_keys WHERE revoked_at IS NULL",
-                )
-                .fetch_all(&self.pool)
-                .await?)
-            }
+    async fn find_app(&self, client_id: &str) -> Result<Option<AppRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM apps WHERE client_id = $1",
+            APP_COLUMNS
+        ))
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
 
-            async fn revoke_api_key(
-                &self,
-                account_id: Option<&str>,
-                id: &str,
-                at: i64,
-            ) -> $crate::Result<bool> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                let done = sqlx::query(
-                    "UPDATE api_keys SET revoked_at = $1 \
-                     WHERE id = $2 AND revoked_at IS NULL AND ($3 IS NULL OR account_id = $3)",
-                )
+    async fn list_apps(&self, account_id: &str) -> Result<Vec<AppRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM apps WHERE account_id = $1 ORDER BY created_at DESC, client_id",
+            APP_COLUMNS
+        ))
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn insert_user(&self, user: &UserRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, created_at, password_changed_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&user.id)
+        .bind(&user.email)
+        .bind(&user.password_hash)
+        .bind(user.created_at)
+        .bind(user.password_changed_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_user_by_email(&self, email: &str) -> Result<Option<UserRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, email, password_hash, created_at, password_changed_at FROM users WHERE email = $1",
+        )
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn find_user(&self, id: &str) -> Result<Option<UserRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, email, password_hash, created_at, password_changed_at FROM users WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn change_user_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        at: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3")
+            .bind(password_hash)
+            .bind(at)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM user_sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM refresh_families WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        Self::end_families(&mut tx, &ids, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_user_session(&self, s: &UserSessionRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO user_sessions (id_hash, user_id, csrf_token, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&s.id_hash)
+        .bind(&s.user_id)
+        .bind(&s.csrf_token)
+        .bind(s.created_at)
+        .bind(s.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_user_session(&self, id_hash: &str, now: i64) -> Result<Option<UserSessionRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id_hash, user_id, csrf_token, created_at, expires_at FROM user_sessions \
+             WHERE id_hash = $1 AND expires_at > $2",
+        )
+        .bind(id_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn delete_user_session(&self, id_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM user_sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str, except: Option<&str>) -> Result<u64> {
+        Ok(sqlx::query(
+            "DELETE FROM user_sessions WHERE user_id = $1 AND ($2 IS NULL OR id_hash <> $2)",
+        )
+        .bind(user_id)
+        .bind(except)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    async fn upsert_grant(&self, g: &GrantRow) -> Result<GrantRow> {
+        Ok(sqlx::query_as(&format!(
+            "INSERT INTO grants (id, user_id, client_id, account_id, permissions, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) \
+             ON CONFLICT (user_id, client_id) DO UPDATE SET permissions = excluded.permissions, \
+             updated_at = excluded.updated_at, revoked_at = NULL \
+             RETURNING {}",
+            GRANT_COLUMNS
+        ))
+        .bind(&g.id)
+        .bind(&g.user_id)
+        .bind(&g.client_id)
+        .bind(&g.account_id)
+        .bind(&g.permissions)
+        .bind(g.updated_at)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn find_grant(&self, user_id: &str, client_id: &str) -> Result<Option<GrantRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM grants WHERE user_id = $1 AND client_id = $2",
+            GRANT_COLUMNS
+        ))
+        .bind(user_id)
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn find_grant_by_id(&self, id: &str) -> Result<Option<GrantRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM grants WHERE id = $1",
+            GRANT_COLUMNS
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn list_user_grants(&self, user_id: &str) -> Result<Vec<GrantRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM grants WHERE user_id = $1 AND revoked_at IS NULL ORDER BY updated_at DESC, id",
+            GRANT_COLUMNS
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn list_account_grants(&self, account_id: &str) -> Result<Vec<GrantRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM grants WHERE account_id = $1 ORDER BY updated_at DESC, id",
+            GRANT_COLUMNS
+        ))
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn revoke_grant(&self, id: &str, at: i64) -> Result<bool> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let done =
+            sqlx::query("UPDATE grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(at)
                 .bind(id)
-                .bind(account_id)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
-                    > 0;
-                if done {
-                    Self::log_change(&mut tx, $crate::change_kind::API_KEY_REVOKED, id, at).await?;
-                }
-                tx.commit().await?;
-                Ok(done)
-            }
+                > 0;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM refresh_families WHERE grant_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        Self::end_families(&mut tx, &ids, at).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
 
-            async fn touch_api_keys(&self, uses: &[(String, i64)]) -> $crate::Result<()> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                for (id, at) in uses {
-                    sqlx::query(
-                        "UPDATE api_keys SET last_used_at = $1 \
-                         WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
-                    )
-                    .bind(*at)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                Ok(())
-            }
+    async fn insert_auth_code(&self, c: &AuthCodeRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO auth_codes (code_hash, client_id, user_id, grant_id, redirect_uri, permissions, \
+             code_challenge, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&c.code_hash)
+        .bind(&c.client_id)
+        .bind(&c.user_id)
+        .bind(&c.grant_id)
+        .bind(&c.redirect_uri)
+        .bind(&c.permissions)
+        .bind(&c.code_challenge)
+        .bind(c.created_at)
+        .bind(c.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 
-            async fn insert_tokens(&self, tokens: &[$crate::TokenRow]) -> $crate::Result<()> {
-                if tokens.is_empty() {
-                    return Ok(());
-                }
-                // One multi-row statement: a round trip per batch, not per token.
-                let mut insert = sqlx::QueryBuilder::<<Self as $crate::sql::JsonDialect>::Db>::new(
-                    "INSERT INTO tokens (jti, account_id, api_key_id, subject, permissions, issued_at, expires_at) ",
-                );
-                insert.push_values(tokens, |mut row, t| {
-                    row.push_bind(&t.jti)
-                        .push_bind(&t.account_id)
-                        .push_bind(&t.api_key_id)
-                        .push_bind(&t.subject)
-                        .push_bind(&t.permissions)
-                        .push_bind(t.issued_at)
-                        .push_bind(t.expires_at);
-                });
-                insert.build().execute(&self.pool).await?;
-                Ok(())
-            }
+    async fn find_auth_code(&self, code_hash: &str) -> Result<Option<AuthCodeRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {} FROM auth_codes WHERE code_hash = $1",
+            CODE_COLUMNS
+        ))
+        .bind(code_hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
 
-            async fn list_tokens(
-                &self,
-                account_id: &str,
-                limit: u32,
-            ) -> $crate::Result<Vec<$crate::TokenRow>> {
-                Ok(sqlx::query_as(&format!(
-                    "SELECT {} WHERE t.account_id = $1 ORDER BY t.issued_at DESC, t.jti DESC LIMIT $2",
-                    $crate::sql::TOKEN_FROM
-                ))
-                .bind(account_id)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?)
-            }
+    async fn start_sessions(&self, items: &[NewSession]) -> Result<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Only a code's first use in the batch is a candidate.
+        let mut seen = HashSet::new();
+        let first_use: Vec<bool> = items
+            .iter()
+            .map(|item| {
+                item.code
+                    .as_ref()
+                    .is_none_or(|(hash, _)| seen.insert(hash.as_str()))
+            })
+            .collect();
+        let claims: Vec<(&str, i64, &str)> = items
+            .iter()
+            .zip(&first_use)
+            .filter_map(|(item, first)| {
+                let (hash, at) = item.code.as_ref().filter(|_| *first)?;
+                Some((hash.as_str(), *at, item.family.id.as_str()))
+            })
+            .collect();
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let won =
+            Self::claim_unused(&mut tx, "auth_codes", "code_hash", "family_id", &claims).await?;
+        let started: Vec<bool> = items
+            .iter()
+            .zip(&first_use)
+            .map(|(item, first)| {
+                *first
+                    && item
+                        .code
+                        .as_ref()
+                        .is_none_or(|(hash, _)| won.contains(hash))
+            })
+            .collect();
+        let winners: Vec<&NewSession> = items
+            .iter()
+            .zip(&started)
+            .filter(|(_, started)| **started)
+            .map(|(item, _)| item)
+            .collect();
 
-            async fn find_token(&self, jti: &str) -> $crate::Result<Option<$crate::TokenRow>> {
-                Ok(sqlx::query_as(&format!(
-                    "SELECT {} WHERE t.jti = $1",
-                    $crate::sql::TOKEN_FROM
-                ))
-                .bind(jti)
-                .fetch_optional(&self.pool)
-                .await?)
-            }
+        if !winners.is_empty() {
+            let mut families = QueryBuilder::<DB>::new(
+                "INSERT INTO refresh_families (id, user_id, client_id, grant_id, created_at, last_used_at) ",
+            );
+            families.push_values(&winners, |mut row, item| {
+                let f = &item.family;
+                row.push_bind(&f.id)
+                    .push_bind(&f.user_id)
+                    .push_bind(&f.client_id)
+                    .push_bind(&f.grant_id)
+                    .push_bind(f.created_at)
+                    .push_bind(f.last_used_at);
+            });
+            DB::execute_built(&mut families, &mut *tx).await?;
+            let mut tokens = QueryBuilder::<DB>::new(
+                "INSERT INTO refresh_tokens (token_hash, family_id, permissions, created_at) ",
+            );
+            tokens.push_values(&winners, |mut row, item| {
+                let t = &item.first;
+                row.push_bind(&t.token_hash)
+                    .push_bind(&t.family_id)
+                    .push_bind(&t.permissions)
+                    .push_bind(t.created_at);
+            });
+            DB::execute_built(&mut tokens, &mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(started)
+    }
 
-            async fn revoke_token(
-                &self,
-                account_id: &str,
-                jti: &str,
-                at: i64,
-            ) -> $crate::Result<bool> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                let done = sqlx::query(
-                    "UPDATE tokens SET revoked_at = $1 \
-                     WHERE jti = $2 AND account_id = $3 AND revoked_at IS NULL",
-                )
-                .bind(at)
-                .bind(jti)
-                .bind(account_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    > 0;
-                if done {
-                    Self::log_change(&mut tx, $crate::change_kind::TOKEN_REVOKED, jti, at).await?;
-                }
-                tx.commit().await?;
-                Ok(done)
-            }
+    async fn find_family(&self, id: &str) -> Result<Option<FamilyRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id, user_id, client_id, grant_id, created_at, last_used_at, revoked_at \
+             FROM refresh_families WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
 
-            async fn revoked_tokens(&self, now: i64) -> $crate::Result<Vec<(String, i64)>> {
-                Ok(sqlx::query_as(
-                    "SELECT jti, expires_at FROM tokens WHERE revoked_at IS NOT NULL AND expires_at > $1",
-                )
+    async fn find_refresh(&self, token_hash: &str) -> Result<Option<RefreshRow>> {
+        Ok(sqlx::query_as(
+            "SELECT token_hash, family_id, permissions, created_at, used_at, next_sealed \
+             FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn find_refresh_session(&self, token_hash: &str) -> Result<Option<RefreshSession>> {
+        let row: Option<RefreshSessionRow> = sqlx::query_as(
+            "SELECT r.token_hash, r.family_id, r.permissions, r.created_at, r.used_at, r.next_sealed, \
+                    f.user_id, f.client_id, f.grant_id, f.created_at AS family_created_at, \
+                    f.last_used_at, f.revoked_at, \
+                    CASE WHEN g.revoked_at IS NULL THEN g.permissions END AS grant_permissions \
+             FROM refresh_tokens r \
+             JOIN refresh_families f ON f.id = r.family_id \
+             LEFT JOIN grants g ON g.id = f.grant_id \
+             WHERE r.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn rotate_refreshes(&self, items: &[Rotation]) -> Result<Vec<bool>> {
+        // Only an old token's first use in the batch is a candidate.
+        let mut seen = HashSet::new();
+        let first_use: Vec<bool> = items
+            .iter()
+            .map(|item| seen.insert(item.old_hash.as_str()))
+            .collect();
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+
+        // Mark the unused ones used, each with its own time and sealed pair.
+        let claims: Vec<(&str, i64, &str)> = items
+            .iter()
+            .zip(&first_use)
+            .filter(|(_, first)| **first)
+            .map(|(item, _)| (item.old_hash.as_str(), item.now, item.next_sealed.as_str()))
+            .collect();
+        let won = Self::claim_unused(
+            &mut tx,
+            "refresh_tokens",
+            "token_hash",
+            "next_sealed",
+            &claims,
+        )
+        .await?;
+        let rotated: Vec<bool> = items
+            .iter()
+            .zip(&first_use)
+            .map(|(item, first)| *first && won.contains(&item.old_hash))
+            .collect();
+        let winners: Vec<&Rotation> = items
+            .iter()
+            .zip(&rotated)
+            .filter(|(_, rotated)| **rotated)
+            .map(|(item, _)| item)
+            .collect();
+
+        if !winners.is_empty() {
+            let mut insert = QueryBuilder::<DB>::new(
+                "INSERT INTO refresh_tokens (token_hash, family_id, permissions, created_at) ",
+            );
+            insert.push_values(&winners, |mut row, item| {
+                row.push_bind(&item.next.token_hash)
+                    .push_bind(&item.next.family_id)
+                    .push_bind(&item.next.permissions)
+                    .push_bind(item.next.created_at);
+            });
+            DB::execute_built(&mut insert, &mut *tx).await?;
+        }
+
+        let touched: Vec<&&Rotation> = winners.iter().filter(|item| item.touch_family).collect();
+        if !touched.is_empty() {
+            let mut touch =
+                QueryBuilder::<DB>::new("UPDATE refresh_families SET last_used_at = CASE id");
+            for item in &touched {
+                touch.push(" WHEN ").push_bind(&item.next.family_id);
+                touch
+                    .push(" THEN CAST(")
+                    .push_bind(item.now)
+                    .push(" AS BIGINT)");
+            }
+            touch.push(" ELSE last_used_at END WHERE id IN (");
+            let mut ids = touch.separated(", ");
+            for item in &touched {
+                ids.push_bind(&item.next.family_id);
+            }
+            touch.push(")");
+            DB::execute_built(&mut touch, &mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(rotated)
+    }
+
+    async fn revoke_family(&self, id: &str, at: i64) -> Result<bool> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let live: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM refresh_families WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let ids: Vec<String> = live.into_iter().collect();
+        Self::end_families(&mut tx, &ids, at).await?;
+        tx.commit().await?;
+        Ok(!ids.is_empty())
+    }
+
+    async fn revoke_user_families(
+        &self,
+        user_id: &str,
+        client_id: Option<&str>,
+        at: i64,
+    ) -> Result<u64> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM refresh_families WHERE user_id = $1 AND revoked_at IS NULL \
+             AND ($2 IS NULL OR client_id = $2)",
+        )
+        .bind(user_id)
+        .bind(client_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        Self::end_families(&mut tx, &ids, at).await?;
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
+
+    async fn revoked_families_since(&self, since: i64) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, revoked_at FROM refresh_families WHERE revoked_at IS NOT NULL AND revoked_at > $1",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn clear_sealed_refresh(&self, before: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE refresh_tokens SET next_sealed = NULL WHERE next_sealed IS NOT NULL AND used_at < $1",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_session(&self, s: &SessionRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO dashboard_sessions (id_hash, owner_id, account_id, csrf_token, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&s.id_hash)
+        .bind(&s.owner_id)
+        .bind(&s.account_id)
+        .bind(&s.csrf_token)
+        .bind(s.created_at)
+        .bind(s.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_session(&self, id_hash: &str, now: i64) -> Result<Option<SessionRow>> {
+        Ok(sqlx::query_as(
+            "SELECT id_hash, owner_id, account_id, csrf_token, created_at, expires_at \
+             FROM dashboard_sessions WHERE id_hash = $1 AND expires_at > $2",
+        )
+        .bind(id_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM dashboard_sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn prune_expired(&self, now: i64) -> Result<()> {
+        for table in ["dashboard_sessions", "user_sessions", "auth_codes"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE expires_at < $1"))
                 .bind(now)
-                .fetch_all(&self.pool)
-                .await?)
-            }
-
-            async fn list_tokens_page(
-                &self,
-                f: &$crate::TokenFilter<'_>,
-            ) -> $crate::Result<(Vec<$crate::TokenRow>, u64)> {
-                // The filters read the same columns as the answer, so the query wraps the joined
-                // row. Permission strings are validated by the domain (no quotes), so `"perm"`
-                // inside the stored JSON array matches that permission exactly; `_`, `%` and `\`
-                // are escaped for LIKE.
-                const WHERE: &str = "($2 IS NULL OR api_key_id = $2) \
-                     AND ($3 IS NULL OR permissions LIKE $3 ESCAPE '\\') \
-                     AND ($4 IS NULL \
-                          OR ($4 = 'live' AND revoked_at IS NULL AND expires_at > $5) \
-                          OR ($4 = 'revoked' AND revoked_at IS NOT NULL) \
-                          OR ($4 = 'expired' AND revoked_at IS NULL AND expires_at <= $5))";
-                let inner = format!(
-                    "(SELECT {} WHERE t.account_id = $1) AS v",
-                    $crate::sql::TOKEN_FROM
-                );
-                let pattern = f.permission.map(|p| {
-                    let escaped = p.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-                    format!("%\"{escaped}\"%")
-                });
-                let status = f.status.map($crate::TokenStatus::as_str);
-                let total: i64 = sqlx::query_scalar(&format!(
-                    "SELECT COUNT(*) FROM {inner} WHERE {WHERE}"
-                ))
-                .bind(f.account_id)
-                .bind(f.api_key_id)
-                .bind(pattern.as_deref())
-                .bind(status)
-                .bind(f.now)
-                .fetch_one(&self.pool)
+                .execute(&self.pool)
                 .await?;
-                let rows = sqlx::query_as(&format!(
-                    "SELECT jti, account_id, api_key_id, subject, permissions, issued_at, expires_at, revoked_at \
-                     FROM {inner} WHERE {WHERE} ORDER BY issued_at DESC, jti DESC LIMIT $6 OFFSET $7"
-                ))
-                .bind(f.account_id)
-                .bind(f.api_key_id)
-                .bind(pattern.as_deref())
-                .bind(status)
-                .bind(f.now)
-                .bind(i64::from(f.limit))
-                .bind(i64::try_from(f.offset).unwrap_or(i64::MAX))
-                .fetch_all(&self.pool)
-                .await?;
-                Ok((rows, total.max(0) as u64))
-            }
+        }
+        Ok(())
+    }
 
-            async fn revoke_key_tokens(
-                &self,
-                account_id: Option<&str>,
-                key_id: &str,
-                at: i64,
-            ) -> $crate::Result<bool> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                let done = sqlx::query(
-                    "UPDATE api_keys SET tokens_revoked_before = $1 \
-                     WHERE id = $2 AND revoked_at IS NULL AND ($3 IS NULL OR account_id = $3) \
-                     AND (tokens_revoked_before IS NULL OR tokens_revoked_before < $1)",
-                )
-                .bind(at)
-                .bind(key_id)
-                .bind(account_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    > 0;
-                if done {
-                    Self::log_change(
-                        &mut tx,
-                        $crate::change_kind::API_KEY_TOKENS_REVOKED,
-                        key_id,
-                        at,
-                    )
-                    .await?;
-                }
-                tx.commit().await?;
-                Ok(done)
-            }
+    async fn changes_since(&self, since: i64) -> Result<Vec<Change>> {
+        Ok(sqlx::query_as(
+            "SELECT id, kind, subject, created_at FROM changes WHERE created_at >= $1 ORDER BY id",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?)
+    }
 
-            async fn token_cutoffs(
-                &self,
-                key_id: Option<&str>,
-                now: i64,
-            ) -> $crate::Result<Vec<(String, $crate::TokenCutoff)>> {
-                let rows: Vec<(String, Option<i64>, Option<i64>, i64)> = sqlx::query_as(
-                    "SELECT k.id, k.revoked_at, k.tokens_revoked_before, MAX(t.expires_at) \
-                     FROM api_keys k JOIN tokens t ON t.api_key_id = k.id \
-                     WHERE ($1 IS NULL OR k.id = $1) AND t.expires_at > $2 \
-                     AND (k.revoked_at IS NOT NULL \
-                          OR (k.tokens_revoked_before IS NOT NULL AND t.issued_at <= k.tokens_revoked_before)) \
-                     GROUP BY k.id, k.revoked_at, k.tokens_revoked_before",
-                )
-                .bind(key_id)
-                .bind(now)
-                .fetch_all(&self.pool)
-                .await?;
-                Ok(rows
-                    .into_iter()
-                    .filter_map(|(id, revoked_at, before, until)| {
-                        let before = if revoked_at.is_some() { Some(i64::MAX) } else { before };
-                        before.map(|before| (id, $crate::TokenCutoff { before, until }))
-                    })
-                    .collect())
-            }
+    async fn prune_changes(&self, before: i64) -> Result<()> {
+        sqlx::query("DELETE FROM changes WHERE created_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 
-            async fn find_api_key_by_hash(
-                &self,
-                key_hash: &str,
-            ) -> $crate::Result<Option<$crate::ApiKeyRow>> {
-                Ok(sqlx::query_as(
-                    "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, tokens_revoked_before \
-                     FROM api_keys WHERE key_hash = $1",
-                )
-                .bind(key_hash)
-                .fetch_optional(&self.pool)
-                .await?)
-            }
+    async fn find_account_vault(&self, account_id: &str) -> Result<Option<AccountVaultRow>> {
+        Ok(sqlx::query_as(
+            "SELECT account_id, data_key, sensitive_fields, created_at, updated_at \
+             FROM account_vaults WHERE account_id = $1",
+        )
+        .bind(account_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
 
-            async fn retire_signing_key(
-                &self,
-                kid: &str,
-                at: i64,
-                heir: Option<&$crate::SigningHeir>,
-            ) -> $crate::Result<bool> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                let done = sqlx::query(
-                    "UPDATE signing_keys SET revoked_at = $1, expires_at = $1, \
-                     retires_at = CASE WHEN retires_at IS NULL OR retires_at > $1 THEN $1 ELSE retires_at END \
-                     WHERE kid = $2 AND revoked_at IS NULL",
-                )
-                .bind(at)
+    async fn init_account_vault(&self, v: &AccountVaultRow) -> Result<AccountVaultRow> {
+        sqlx::query(
+            "INSERT INTO account_vaults (account_id, data_key, sensitive_fields, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id) DO NOTHING",
+        )
+        .bind(&v.account_id)
+        .bind(&v.data_key)
+        .bind(&v.sensitive_fields)
+        .bind(v.created_at)
+        .bind(v.updated_at)
+        .execute(&self.pool)
+        .await?;
+        self.find_account_vault(&v.account_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("vault of {} vanished", v.account_id)))
+    }
+
+    async fn set_sensitive_fields(&self, account_id: &str, fields: &str, at: i64) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE account_vaults SET sensitive_fields = $1, updated_at = $2 WHERE account_id = $3",
+        )
+        .bind(fields)
+        .bind(at)
+        .bind(account_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            > 0)
+    }
+
+    async fn list_account_vaults(&self) -> Result<Vec<AccountVaultRow>> {
+        Ok(sqlx::query_as(
+            "SELECT account_id, data_key, sensitive_fields, created_at, updated_at FROM account_vaults",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn sealed_refresh_answers(&self) -> Result<Vec<(String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT token_hash, next_sealed FROM refresh_tokens WHERE next_sealed IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn write_resealed(&self, r: &Resealed) -> Result<()> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        for (kid, sealed) in &r.signing_keys {
+            sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2")
+                .bind(sealed)
                 .bind(kid)
                 .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    > 0;
-                if !done {
-                    return Ok(false);
-                }
-                if let Some(heir) = heir {
-                    sqlx::query(
-                        "UPDATE signing_keys SET activates_at = $1 WHERE kid = $2 AND revoked_at IS NULL",
-                    )
-                    .bind(heir.activates_at)
-                    .bind(&heir.kid)
-                    .execute(&mut *tx)
-                    .await?;
-                    if heir.keep_signing {
-                        sqlx::query(
-                            "UPDATE signing_keys SET retires_at = NULL, expires_at = NULL \
-                             WHERE kid = $1 AND revoked_at IS NULL",
-                        )
-                        .bind(&heir.kid)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-                Self::log_change(
-                    &mut tx,
-                    $crate::change_kind::SIGNING_KEYS_CHANGED,
-                    kid,
-                    at,
-                )
                 .await?;
-                tx.commit().await?;
-                Ok(true)
-            }
-
-            async fn insert_signing_key(&self, key: &$crate::SigningKeyRow) -> $crate::Result<()> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                sqlx::query(
-                    "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at, activates_at, retires_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(&key.kid)
-                .bind(&key.alg)
-                .bind(&key.private_key)
-                .bind(&key.public_jwk)
-                .bind(key.created_at)
-                .bind(key.activates_at)
-                .bind(key.retires_at)
-                .bind(key.expires_at)
+        }
+        for (account_id, sealed) in &r.data_keys {
+            sqlx::query("UPDATE account_vaults SET data_key = $1 WHERE account_id = $2")
+                .bind(sealed)
+                .bind(account_id)
                 .execute(&mut *tx)
                 .await?;
-                Self::log_change(
-                    &mut tx,
-                    $crate::change_kind::SIGNING_KEYS_CHANGED,
-                    &key.kid,
-                    key.created_at,
-                )
-                .await?;
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn list_signing_keys(&self) -> $crate::Result<Vec<$crate::SigningKeyRow>> {
-                Ok(sqlx::query_as(
-                    "SELECT kid, alg, private_key, public_jwk, created_at, activates_at, retires_at, expires_at, revoked_at \
-                     FROM signing_keys ORDER BY activates_at, created_at",
-                )
-                .fetch_all(&self.pool)
-                .await?)
-            }
-
-            async fn rotate_signing_key(
-                &self,
-                next: &$crate::SigningKeyRow,
-                keep_public_for: i64,
-            ) -> $crate::Result<()> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                sqlx::query(
-                    "UPDATE signing_keys SET retires_at = $1, expires_at = $2 \
-                     WHERE (retires_at IS NULL OR retires_at > $1) AND revoked_at IS NULL",
-                )
-                .bind(next.activates_at)
-                .bind(next.activates_at + keep_public_for)
+        }
+        for (hash, sealed) in &r.refresh_answers {
+            sqlx::query("UPDATE refresh_tokens SET next_sealed = $1 WHERE token_hash = $2")
+                .bind(sealed)
+                .bind(hash)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(
-                    "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at, activates_at, retires_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(&next.kid)
-                .bind(&next.alg)
-                .bind(&next.private_key)
-                .bind(&next.public_jwk)
-                .bind(next.created_at)
-                .bind(next.activates_at)
-                .bind(next.retires_at)
-                .bind(next.expires_at)
-                .execute(&mut *tx)
-                .await?;
-                Self::log_change(
-                    &mut tx,
-                    $crate::change_kind::SIGNING_KEYS_CHANGED,
-                    &next.kid,
-                    next.created_at,
-                )
-                .await?;
-                tx.commit().await?;
-                Ok(())
-            }
+        }
+        sqlx::query("UPDATE settings SET value = $1 WHERE name = $2")
+            .bind(&r.check)
+            .bind("master_key_check")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 
-            async fn insert_record(&self, record: &$crate::RecordRow) -> $crate::Result<()> {
-                sqlx::query(
-                    "INSERT INTO records (id, account_id, resource, owner_user_id, doc, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(&record.id)
-                .bind(&record.account_id)
-                .bind(&record.resource)
-                .bind(&record.owner_user_id)
-                .bind(sqlx::types::Json(&record.doc))
-                .bind(record.created_at)
-                .bind(record.updated_at)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
-            }
+    async fn insert_audit_events(&self, events: &[AuditEventRow]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut insert = QueryBuilder::<DB>::new(
+            "INSERT INTO audit_events (id, account_id, at, actor_kind, actor_id, action, target, ip, detail) ",
+        );
+        insert.push_values(events, |mut row, e| {
+            row.push_bind(&e.id)
+                .push_bind(&e.account_id)
+                .push_bind(e.at)
+                .push_bind(&e.actor_kind)
+                .push_bind(&e.actor_id)
+                .push_bind(&e.action)
+                .push_bind(&e.target)
+                .push_bind(&e.ip)
+                .push_bind(&e.detail);
+        });
+        DB::execute_built(&mut insert, &self.pool).await?;
+        Ok(())
+    }
 
-            async fn get_record(
-                &self,
-                scope: &$crate::RecordScope<'_>,
-                id: &str,
-            ) -> $crate::Result<Option<$crate::RecordRow>> {
-                let row: Option<$crate::sql::RecordDbRow> = sqlx::query_as(&format!(
-                    "SELECT {} FROM records WHERE id = $1 AND account_id = $2 AND resource = $3 \
-                     AND ($4 IS NULL OR owner_user_id = $4)",
-                    $crate::sql::RECORD_COLUMNS
-                ))
-                .bind(id)
-                .bind(scope.account_id)
-                .bind(scope.resource)
-                .bind(scope.owner_user_id)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(row.map(Into::into))
-            }
-
-            async fn list_records(
-                &self,
-                scope: &$crate::RecordScope<'_>,
-                query: &keyfob_domain::query::ListQuery,
-            ) -> $crate::Result<(Vec<$crate::RecordRow>, u64)> {
-                self.list_records_impl(scope, query).await
-            }
-
-            async fn update_record(
-                &self,
-                scope: &$crate::RecordScope<'_>,
-                id: &str,
-                doc: &serde_json::Value,
-                at: i64,
-            ) -> $crate::Result<bool> {
-                Ok(sqlx::query(
-                    "UPDATE records SET doc = $1, updated_at = $2 \
-                     WHERE id = $3 AND account_id = $4 AND resource = $5 \
-                     AND ($6 IS NULL OR owner_user_id = $6)",
-                )
-                .bind(sqlx::types::Json(doc))
-                .bind(at)
-                .bind(id)
-                .bind(scope.account_id)
-                .bind(scope.resource)
-                .bind(scope.owner_user_id)
-                .execute(&self.pool)
-                .await?
-                .rows_affected()
-                    > 0)
-            }
-
-            async fn delete_record(
-                &self,
-                scope: &$crate::RecordScope<'_>,
-                id: &str,
-            ) -> $crate::Result<bool> {
-                Ok(sqlx::query(
-                    "DELETE FROM records WHERE id = $1 AND account_id = $2 AND resource = $3 \
-                     AND ($4 IS NULL OR owner_user_id = $4)",
-                )
-                .bind(id)
-                .bind(scope.account_id)
-                .bind(scope.resource)
-                .bind(scope.owner_user_id)
-                .execute(&self.pool)
-                .await?
-                .rows_affected()
-                    > 0)
-            }
-
-            async fn list_resources(&self, account_id: &str) -> $crate::Result<Vec<(String, i64)>> {
-                Ok(sqlx::query_as(
-                    "SELECT resource, COUNT(*) FROM records WHERE account_id = $1 \
-                     GROUP BY resource ORDER BY resource",
-                )
-                .bind(account_id)
-                .fetch_all(&self.pool)
-                .await?)
-            }
-
-            async fn insert_app(&self, app: &$crate::AppRow) -> $crate::Result<()> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                sqlx::query(
-                    "INSERT INTO apps (client_id, account_id, name, public, client_secret_hash, redirect_uris, \
-                     origins, max_permissions, refresh_idle_secs, refresh_absolute_secs, allow_fragment, \
-                     created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind(&app.client_id)
-                .bind(&app.account_id)
-                .bind(&app.name)
-                .bind(app.public)
-                .bind(&app.client_secret_hash)
-                .bind(&app.redirect_uris)
-                .bind(&app.origins)
-                .bind(&app.max_permissions)
-                .bind(app.refresh_idle_secs)
-                .bind(app.refresh_absolute_secs)
-                .bind(app.allow_fragment)
-                .bind(app.created_at)
-                .execute(&mut *tx)
-                .await?;
-                Self::log_change(
-                    &mut tx,
-                    $crate::change_kind::APP_CHANGED,
-                    &app.client_id,
-                    app.created_at,
-                )
-                .await?;
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn live_app_origins(&self) -> $crate::Result<Vec<String>> {
-                Ok(sqlx::query_scalar("SELECT origins FROM apps WHERE revoked_at IS NULL")
-                    .fetch_all(&self.pool)
-                    .await?)
-            }
-
-            async fn find_app(&self, client_id: &str) -> $crate::Result<Option<$crate::AppRow>> {
-                Ok(sqlx::query_as(&format!(
-                    "SELECT {} FROM apps WHERE client_id = $1",
-                    $crate::sql::APP_COLUMNS
-                ))
-                .bind(client_id)
-                .fetch_optional(&self.pool)
-                .await?)
-            }
-
-            async fn list_apps(&self, account_id: &str) -> $crate::Result<Vec<$crate::AppRow>> {
-                Ok(sqlx::query_as(&format!(
-                    "SELECT {} FROM apps WHERE account_id = $1 ORDER BY created_at DESC, client_id",
-                    $crate::sql::APP_COLUMNS
-                ))
-                .bind(account_id)
-                .fetch_all(&self.pool)
-                .await?)
-            }
-
-            async fn insert_user(&self, user: &$crate::UserRow) -> $crate::Result<()> {
-                sqlx::query(
-                    "INSERT INTO users (id, email, password_hash, created_at, password_changed_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(&user.id)
-                .bind(&user.email)
-                .bind(&user.password_hash)
-                .bind(user.created_at)
-                .bind(user.password_changed_at)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
-            }
-
-            async fn find_user_by_email(&self, email: &str) -> $crate::Result<Option<$crate::UserRow>> {
-                Ok(sqlx::query_as(
-                    "SELECT id, email, password_hash, created_at, password_changed_at FROM users WHERE email = $1",
-                )
-                .bind(email)
-                .fetch_optional(&self.pool)
-                .await?)
-            }
-
-            async fn find_user(&self, id: &str) -> $crate::Result<Option<$crate::UserRow>> {
-                Ok(sqlx::query_as(
-                    "SELECT id, email, password_hash, created_at, password_changed_at FROM users WHERE id = $1",
-                )
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?)
-            }
-
-            async fn change_user_password(
-                &self,
-                user_id: &str,
-                password_hash: &str,
-                at: i64,
-            ) -> $crate::Result<()> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3")
-                    .bind(password_hash)
-                    .bind(at)
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("DELETE FROM user_sessions WHERE user_id = $1")
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await?;
-                let ids: Vec<String> = sqlx::query_scalar(
-                    "SELECT id FROM refresh_families WHERE user_id = $1 AND revoked_at IS NULL",
-                )
-                .bind(user_id)
-                .fetch_all(&mut *tx)
-                .await?;
-                Self::end_families(&mut tx, &ids, at).await?;
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn insert_user_session(&self, s: &$crate::UserSessionRow) -> $crate::Result<()> {
-                sqlx::query(
-                    "INSERT INTO user_sessions (id_hash, user_id, csrf_token, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(&s.id_hash)
-                .bind(&s.user_id)
-                .bind(&s.csrf_token)
-                .bind(s.created_at)
-                .bind(s.expires_at)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
-            }
-
-            async fn find_user_session(
-                &self,
-                id_hash: &str,
-                now: i64,
-            ) -> $crate::Result<Option<$crate::UserSessionRow>> {
-                Ok(sqlx::query_as(
-                    "SELECT id_hash, user_id, csrf_token, created_at, expires_at FROM user_sessions \
-                     WHERE id_hash = $1 AND expires_at > $2",
-                )
-                .bind(id_hash)
-                .bind(now)
-                .fetch_optional(&self.pool)
-                .await?)
-            }
-
-            async fn delete_user_session(&self, id_hash: &str) -> $crate::Result<()> {
-                sqlx::query("DELETE FROM user_sessions WHERE id_hash = $1")
-                    .bind(id_hash)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn delete_user_sessions(
-                &self,
-                user_id: &str,
-                except: Option<&str>,
-            ) -> $crate::Result<u64> {
-                Ok(sqlx::query(
-                    "DELETE FROM user_sessions WHERE user_id = $1 AND ($2 IS NULL OR id_hash <> $2)",
-                )
-                .bind(user_id)
-                .bind(except)
-                .execute(&self.pool)
-                .await?
-                .rows_affected())
-            }
-
-            async fn upsert_grant(&self, g: &$crate::GrantRow) -> $crate::Result<$crate::GrantRow> {
-                Ok(sqlx::query_as(&format!(
-                    "INSERT INTO grants (id, user_id, client_id, account_id, permissions, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $6) \
-                     ON CONFLICT (user_id, client_id) DO UPDATE SET permissions = excluded.permissions, \
-                     updated_at = excluded.updated_at, revoked_at = NULL \
-                     RETURNING {}",
-                    $crate::sql::GRANT_COLUMNS
-                ))
-                .bind(&g.id)
-                .bind(&g.user_id)
-                .bind(&g.client_id)
-                .bind(&g.account_id)
-                .bind(&g.permissions)
-                .bind(g.updated_at)
-                .fetch_one(&self.pool)
-                .await?)
-            }
-
-            async fn find_grant(
-                &self,
-                user_id: &str,
-                client_id: &str,
-            ) -> $crate::Result<Option<$crate::GrantRow>> {
-                Ok(sqlx::query_as(&format!(
-                    "SELECT {} FROM grants WHERE user_id = $1 AND client_id = $2",
-                    $crate::sql::GRANT_COLUMNS
-                ))
-                .bind(user_id)
-                .bind(client_id)
-                .fetch_optional(&self.pool)
-                .await?)
-            }
-
-            async fn find_grant_by_id(&self, id: &str) -> $crate::Result<Option<$crate::GrantRow>> {
-                Ok(sqlx::query_as(&format!(
-                    "SELECT {} FROM grants WHERE id = $1",
-                    $crate::sql::GRANT_COLUMNS
-                ))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?)
-            }
-
-            async fn list_user_grants(&self, user_id: &str) -> $crate::Result<Vec<$crate::GrantRow>> {
-                Ok(sqlx::query_as(&format!(
-                    "SELECT {} FROM grants WHERE user_id = $1 AND revoked_at IS NULL ORDER BY updated_at DESC, id",
-                    $crate::sql::GRANT_COLUMNS
-                ))
-                .bind(user_id)
-                .fetch_all(&self.pool)
-                .await?)
-            }
-
-            async fn list_account_grants(
-                &self,
-                account_id: &str,
-            ) -> $crate::Result<Vec<$crate::GrantRow>> {
-                Ok(sqlx::query_as(&format!(
-                    "SELECT {} FROM grants WHERE account_id = $1 ORDER BY updated_at DESC, id",
-                    $crate::sql::GRANT_COLUMNS
-                ))
-                .bind(account_id)
-                .fetch_all(&self.pool)
-                .await?)
-            }
-
-            async fn revoke_grant(&self, id: &str, at: i64) -> $crate::Result<bool> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                let done = sqlx::query("UPDATE grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                    .bind(at)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                    > 0;
-                let ids: Vec<String> = sqlx::query_scalar(
-                    "SELECT id FROM refresh_families WHERE grant_id = $1 AND revoked_at IS NULL",
-                )
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await?;
-                Self::end_families(&mut tx, &ids, at).await?;
-                tx.commit().await?;
-                Ok(done)
-            }
-
-            async fn insert_auth_code(&self, c: &$crate::AuthCodeRow) -> $crate::Result<()> {
-                sqlx::query(
-                    "INSERT INTO auth_codes (code_hash, client_id, user_id, grant_id, redirect_uri, permissions, \
-                     code_challenge, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(&c.code_hash)
-                .bind(&c.client_id)
-                .bind(&c.user_id)
-                .bind(&c.grant_id)
-                .bind(&c.redirect_uri)
-                .bind(&c.permissions)
-                .bind(&c.code_challenge)
-                .bind(c.created_at)
-                .bind(c.expires_at)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
-            }
-
-            async fn find_auth_code(&self, code_hash: &str) -> $crate::Result<Option<$crate::AuthCodeRow>> {
-                Ok(sqlx::query_as(&format!(
-                    "SELECT {} FROM auth_codes WHERE code_hash = $1",
-                    $crate::sql::CODE_COLUMNS
-                ))
-                .bind(code_hash)
-                .fetch_optional(&self.pool)
-                .await?)
-            }
-
-            async fn start_sessions(
-                &self,
-                items: &[$crate::NewSession],
-            ) -> $crate::Result<Vec<bool>> {
-                type Builder<'a> = sqlx::QueryBuilder<'a, <$store as $crate::sql::JsonDialect>::Db>;
-                if items.is_empty() {
-                    return Ok(Vec::new());
-                }
-                // Only a code's first use in the batch is a candidate.
-                let mut seen = std::collections::HashSet::new();
-                let first_use: Vec<bool> = items
-                    .iter()
-                    .map(|item| item.code.as_ref().is_none_or(|(hash, _)| seen.insert(hash.as_str())))
-                    .collect();
-                let claims: Vec<(&str, i64, &str)> = items
-                    .iter()
-                    .zip(&first_use)
-                    .filter_map(|(item, first)| {
-                        let (hash, at) = item.code.as_ref().filter(|_| *first)?;
-                        Some((hash.as_str(), *at, item.family.id.as_str()))
-                    })
-                    .collect();
-                let mut tx = self.pool.begin_with($begin).await?;
-                let won =
-                    Self::claim_unused(&mut tx, "auth_codes", "code_hash", "family_id", &claims).await?;
-                let started: Vec<bool> = items
-                    .iter()
-                    .zip(&first_use)
-                    .map(|(item, first)| {
-                        *first && item.code.as_ref().is_none_or(|(hash, _)| won.contains(hash))
-                    })
-                    .collect();
-                let winners: Vec<&$crate::NewSession> = items
-                    .iter()
-                    .zip(&started)
-                    .filter(|(_, started)| **started)
-                    .map(|(item, _)| item)
-                    .collect();
-
-                if !winners.is_empty() {
-                    let mut families = Builder::new(
-                        "INSERT INTO refresh_families (id, user_id, client_id, grant_id, created_at, last_used_at) ",
-                    );
-                    families.push_values(&winners, |mut row, item| {
-                        let f = &item.family;
-                        row.push_bind(&f.id)
-                            .push_bind(&f.user_id)
-                            .push_bind(&f.client_id)
-                            .push_bind(&f.grant_id)
-                            .push_bind(f.created_at)
-                            .push_bind(f.last_used_at);
-                    });
-                    families.build().execute(&mut *tx).await?;
-                    let mut tokens = Builder::new(
-                        "INSERT INTO refresh_tokens (token_hash, family_id, permissions, created_at) ",
-                    );
-                    tokens.push_values(&winners, |mut row, item| {
-                        let t = &item.first;
-                        row.push_bind(&t.token_hash)
-                            .push_bind(&t.family_id)
-                            .push_bind(&t.permissions)
-                            .push_bind(t.created_at);
-                    });
-                    tokens.build().execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(started)
-            }
-
-            async fn find_family(&self, id: &str) -> $crate::Result<Option<$crate::FamilyRow>> {
-                Ok(sqlx::query_as(
-                    "SELECT id, user_id, client_id, grant_id, created_at, last_used_at, revoked_at \
-                     FROM refresh_families WHERE id = $1",
-                )
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?)
-            }
-
-            async fn find_refresh(&self, token_hash: &str) -> $crate::Result<Option<$crate::RefreshRow>> {
-                Ok(sqlx::query_as(
-                    "SELECT token_hash, family_id, permissions, created_at, used_at, next_sealed \
-                     FROM refresh_tokens WHERE token_hash = $1",
-                )
-                .bind(token_hash)
-                .fetch_optional(&self.pool)
-                .await?)
-            }
-
-            async fn find_refresh_session(
-                &self,
-                token_hash: &str,
-            ) -> $crate::Result<Option<$crate::RefreshSession>> {
-                let row: Option<$crate::sql::RefreshSessionRow> = sqlx::query_as(
-                    "SELECT r.token_hash, r.family_id, r.permissions, r.created_at, r.used_at, r.next_sealed, \
-                            f.user_id, f.client_id, f.grant_id, f.created_at AS family_created_at, \
-                            f.last_used_at, f.revoked_at, \
-                            CASE WHEN g.revoked_at IS NULL THEN g.permissions END AS grant_permissions \
-                     FROM refresh_tokens r \
-                     JOIN refresh_families f ON f.id = r.family_id \
-                     LEFT JOIN grants g ON g.id = f.grant_id \
-                     WHERE r.token_hash = $1",
-                )
-                .bind(token_hash)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(row.map(Into::into))
-            }
-
-            async fn rotate_refreshes(
-                &self,
-                items: &[$crate::Rotation],
-            ) -> $crate::Result<Vec<bool>> {
-                type Builder<'a> = sqlx::QueryBuilder<'a, <$store as $crate::sql::JsonDialect>::Db>;
-                // Only an old token's first use in the batch is a candidate.
-                let mut seen = std::collections::HashSet::new();
-                let first_use: Vec<bool> =
-                    items.iter().map(|item| seen.insert(item.old_hash.as_str())).collect();
-                if items.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let mut tx = self.pool.begin_with($begin).await?;
-
-                // Mark the unused ones used, each with its own time and sealed pair.
-                let claims: Vec<(&str, i64, &str)> = items
-                    .iter()
-                    .zip(&first_use)
-                    .filter(|(_, first)| **first)
-                    .map(|(item, _)| (item.old_hash.as_str(), item.now, item.next_sealed.as_str()))
-                    .collect();
-                let won = Self::claim_unused(
-                    &mut tx,
-                    "refresh_tokens",
-                    "token_hash",
-                    "next_sealed",
-                    &claims,
-                )
-                .await?;
-                let rotated: Vec<bool> = items
-                    .iter()
-                    .zip(&first_use)
-                    .map(|(item, first)| *first && won.contains(&item.old_hash))
-                    .collect();
-                let winners: Vec<&$crate::Rotation> = items
-                    .iter()
-                    .zip(&rotated)
-                    .filter(|(_, rotated)| **rotated)
-                    .map(|(item, _)| item)
-                    .collect();
-
-                if !winners.is_empty() {
-                    let mut insert = Builder::new(
-                        "INSERT INTO refresh_tokens (token_hash, family_id, permissions, created_at) ",
-                    );
-                    insert.push_values(&winners, |mut row, item| {
-                        row.push_bind(&item.next.token_hash)
-                            .push_bind(&item.next.family_id)
-                            .push_bind(&item.next.permissions)
-                            .push_bind(item.next.created_at);
-                    });
-                    insert.build().execute(&mut *tx).await?;
-                }
-
-                let touched: Vec<&&$crate::Rotation> =
-                    winners.iter().filter(|item| item.touch_family).collect();
-                if !touched.is_empty() {
-                    let mut touch =
-                        Builder::new("UPDATE refresh_families SET last_used_at = CASE id");
-                    for item in &touched {
-                        touch.push(" WHEN ").push_bind(&item.next.family_id);
-                        touch.push(" THEN CAST(").push_bind(item.now).push(" AS BIGINT)");
-                    }
-                    touch.push(" ELSE last_used_at END WHERE id IN (");
-                    let mut ids = touch.separated(", ");
-                    for item in &touched {
-                        ids.push_bind(&item.next.family_id);
-                    }
-                    touch.push(")");
-                    touch.build().execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(rotated)
-            }
-
-            async fn revoke_family(&self, id: &str, at: i64) -> $crate::Result<bool> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                let live: Option<String> = sqlx::query_scalar(
-                    "SELECT id FROM refresh_families WHERE id = $1 AND revoked_at IS NULL",
-                )
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let ids: Vec<String> = live.into_iter().collect();
-                Self::end_families(&mut tx, &ids, at).await?;
-                tx.commit().await?;
-                Ok(!ids.is_empty())
-            }
-
-            async fn revoke_user_families(
-                &self,
-                user_id: &str,
-                client_id: Option<&str>,
-                at: i64,
-            ) -> $crate::Result<u64> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                let ids: Vec<String> = sqlx::query_scalar(
-                    "SELECT id FROM refresh_families WHERE user_id = $1 AND revoked_at IS NULL \
-                     AND ($2 IS NULL OR client_id = $2)",
-                )
-                .bind(user_id)
-                .bind(client_id)
-                .fetch_all(&mut *tx)
-                .await?;
-                Self::end_families(&mut tx, &ids, at).await?;
-                tx.commit().await?;
-                Ok(ids.len() as u64)
-            }
-
-            async fn revoked_families_since(&self, since: i64) -> $crate::Result<Vec<(String, i64)>> {
-                Ok(sqlx::query_as(
-                    "SELECT id, revoked_at FROM refresh_families WHERE revoked_at IS NOT NULL AND revoked_at > $1",
-                )
-                .bind(since)
-                .fetch_all(&self.pool)
-                .await?)
-            }
-
-            async fn clear_sealed_refresh(&self, before: i64) -> $crate::Result<()> {
-                sqlx::query(
-                    "UPDATE refresh_tokens SET next_sealed = NULL WHERE next_sealed IS NOT NULL AND used_at < $1",
-                )
-                .bind(before)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
-            }
-
-            async fn insert_session(&self, s: &$crate::SessionRow) -> $crate::Result<()> {
-                sqlx::query(
-                    "INSERT INTO dashboard_sessions (id_hash, owner_id, account_id, csrf_token, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&s.id_hash)
-                .bind(&s.owner_id)
-                .bind(&s.account_id)
-                .bind(&s.csrf_token)
-                .bind(s.created_at)
-                .bind(s.expires_at)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
-            }
-
-            async fn find_session(
-                &self,
-                id_hash: &str,
-                now: i64,
-            ) -> $crate::Result<Option<$crate::SessionRow>> {
-                Ok(sqlx::query_as(
-                    "SELECT id_hash, owner_id, account_id, csrf_token, created_at, expires_at \
-                     FROM dashboard_sessions WHERE id_hash = $1 AND expires_at > $2",
-                )
-                .bind(id_hash)
-                .bind(now)
-                .fetch_optional(&self.pool)
-                .await?)
-            }
-
-            async fn delete_session(&self, id_hash: &str) -> $crate::Result<()> {
-                sqlx::query("DELETE FROM dashboard_sessions WHERE id_hash = $1")
-                    .bind(id_hash)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn prune_expired(&self, now: i64) -> $crate::Result<()> {
-                for table in ["dashboard_sessions", "user_sessions", "auth_codes"] {
-                    sqlx::query(&format!("DELETE FROM {table} WHERE expires_at < $1"))
-                        .bind(now)
-                        .execute(&self.pool)
-                        .await?;
-                }
-                Ok(())
-            }
-
-            async fn changes_since(&self, since: i64) -> $crate::Result<Vec<$crate::Change>> {
-                Ok(sqlx::query_as(
-                    "SELECT id, kind, subject, created_at FROM changes WHERE created_at >= $1 ORDER BY id",
-                )
-                .bind(since)
-                .fetch_all(&self.pool)
-                .await?)
-            }
-
-            async fn prune_changes(&self, before: i64) -> $crate::Result<()> {
-                sqlx::query("DELETE FROM changes WHERE created_at < $1")
-                    .bind(before)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn find_account_vault(
-                &self,
-                account_id: &str,
-            ) -> $crate::Result<Option<$crate::AccountVaultRow>> {
-                Ok(sqlx::query_as(
-                    "SELECT account_id, data_key, sensitive_fields, created_at, updated_at \
-                     FROM account_vaults WHERE account_id = $1",
-                )
-                .bind(account_id)
-                .fetch_optional(&self.pool)
-                .await?)
-            }
-
-            async fn init_account_vault(
-                &self,
-                v: &$crate::AccountVaultRow,
-            ) -> $crate::Result<$crate::AccountVaultRow> {
-                sqlx::query(
-                    "INSERT INTO account_vaults (account_id, data_key, sensitive_fields, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id) DO NOTHING",
-                )
-                .bind(&v.account_id)
-                .bind(&v.data_key)
-                .bind(&v.sensitive_fields)
-                .bind(v.created_at)
-                .bind(v.updated_at)
-                .execute(&self.pool)
-                .await?;
-                self.find_account_vault(&v.account_id).await?.ok_or_else(|| {
-                    $crate::StoreError::Corrupt(format!("vault of {} vanished", v.account_id))
-                })
-            }
-
-            async fn set_sensitive_fields(
-                &self,
-                account_id: &str,
-                fields: &str,
-                at: i64,
-            ) -> $crate::Result<bool> {
-                Ok(sqlx::query(
-                    "UPDATE account_vaults SET sensitive_fields = $1, updated_at = $2 WHERE account_id = $3",
-                )
-                .bind(fields)
-                .bind(at)
-                .bind(account_id)
-                .execute(&self.pool)
-                .await?
-                .rows_affected()
-                    > 0)
-            }
-
-            async fn list_account_vaults(&self) -> $crate::Result<Vec<$crate::AccountVaultRow>> {
-                Ok(sqlx::query_as(
-                    "SELECT account_id, data_key, sensitive_fields, created_at, updated_at FROM account_vaults",
-                )
-                .fetch_all(&self.pool)
-                .await?)
-            }
-
-            async fn sealed_refresh_answers(&self) -> $crate::Result<Vec<(String, String)>> {
-                Ok(sqlx::query_as(
-                    "SELECT token_hash, next_sealed FROM refresh_tokens WHERE next_sealed IS NOT NULL",
-                )
-                .fetch_all(&self.pool)
-                .await?)
-            }
-
-            async fn write_resealed(&self, r: &$crate::Resealed) -> $crate::Result<()> {
-                let mut tx = self.pool.begin_with($begin).await?;
-                for (kid, sealed) in &r.signing_keys {
-                    sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2")
-                        .bind(sealed)
-                        .bind(kid)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                for (account_id, sealed) in &r.data_keys {
-                    sqlx::query("UPDATE account_vaults SET data_key = $1 WHERE account_id = $2")
-                        .bind(sealed)
-                        .bind(account_id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                for (hash, sealed) in &r.refresh_answers {
-                    sqlx::query("UPDATE refresh_tokens SET next_sealed = $1 WHERE token_hash = $2")
-                        .bind(sealed)
-                        .bind(hash)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                sqlx::query("UPDATE settings SET value = $1 WHERE name = $2")
-                    .bind(&r.check)
-                    .bind("master_key_check")
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn insert_audit_events(
-                &self,
-                events: &[$crate::AuditEventRow],
-            ) -> $crate::Result<()> {
-                if events.is_empty() {
-                    return Ok(());
-                }
-                let mut insert = sqlx::QueryBuilder::<<Self as $crate::sql::JsonDialect>::Db>::new(
-                    "INSERT INTO audit_events (id, account_id, at, actor_kind, actor_id, action, target, ip, detail) ",
-                );
-                insert.push_values(events, |mut row, e| {
-                    row.push_bind(&e.id)
-                        .push_bind(&e.account_id)
-                        .push_bind(e.at)
-                        .push_bind(&e.actor_kind)
-                        .push_bind(&e.actor_id)
-                        .push_bind(&e.action)
-                        .push_bind(&e.target)
-                        .push_bind(&e.ip)
-                        .push_bind(&e.detail);
-                });
-                insert.build().execute(&self.pool).await?;
-                Ok(())
-            }
-
-            async fn list_audit_events(
-                &self,
-                f: &$crate::AuditFilter<'_>,
-            ) -> $crate::Result<(Vec<$crate::AuditEventRow>, u64)> {
-                // Operator events without an account (signing or master key rotations) concern
-                // every account.
-                const WHERE: &str = "(account_id = $1 OR (account_id IS NULL AND actor_kind = 'operator')) \
-                     AND ($2 IS NULL OR action = $2) \
-                     AND ($3 IS NULL OR actor_id = $3) AND ($4 IS NULL OR at >= $4) \
-                     AND ($5 IS NULL OR at < $5)";
-                let total: i64 =
-                    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM audit_events WHERE {WHERE}"))
-                        .bind(f.account_id)
-                        .bind(f.action)
-                        .bind(f.actor_id)
-                        .bind(f.since)
-                        .bind(f.until)
-                        .fetch_one(&self.pool)
-                        .await?;
-                let rows = sqlx::query_as(&format!(
-                    "SELECT id, account_id, at, actor_kind, actor_id, action, target, ip, detail \
-                     FROM audit_events WHERE {WHERE} ORDER BY at DESC, id DESC LIMIT $6 OFFSET $7"
-                ))
+    async fn list_audit_events(&self, f: &AuditFilter<'_>) -> Result<(Vec<AuditEventRow>, u64)> {
+        // Operator events without an account (signing or master key rotations) concern
+        // every account.
+        const WHERE: &str = "(account_id = $1 OR (account_id IS NULL AND actor_kind = 'operator')) \
+             AND ($2 IS NULL OR action = $2) \
+             AND ($3 IS NULL OR actor_id = $3) AND ($4 IS NULL OR at >= $4) \
+             AND ($5 IS NULL OR at < $5)";
+        let total: i64 =
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM audit_events WHERE {WHERE}"))
                 .bind(f.account_id)
                 .bind(f.action)
                 .bind(f.actor_id)
                 .bind(f.since)
                 .bind(f.until)
-                .bind(i64::from(f.limit))
-                .bind(i64::try_from(f.offset).unwrap_or(i64::MAX))
-                .fetch_all(&self.pool)
+                .fetch_one(&self.pool)
                 .await?;
-                Ok((rows, total.max(0) as u64))
-            }
+        let rows = sqlx::query_as(&format!(
+            "SELECT id, account_id, at, actor_kind, actor_id, action, target, ip, detail \
+             FROM audit_events WHERE {WHERE} ORDER BY at DESC, id DESC LIMIT $6 OFFSET $7"
+        ))
+        .bind(f.account_id)
+        .bind(f.action)
+        .bind(f.actor_id)
+        .bind(f.since)
+        .bind(f.until)
+        .bind(i64::from(f.limit))
+        .bind(i64::try_from(f.offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((rows, total.max(0) as u64))
+    }
 
-            async fn get_setting(&self, name: &str) -> $crate::Result<Option<String>> {
-                Ok(sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
-                    .bind(name)
-                    .fetch_optional(&self.pool)
-                    .await?)
-            }
-
-            async fn init_setting(&self, name: &str, value: &str) -> $crate::Result<String> {
-                sqlx::query(
-                    "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-                )
+    async fn get_setting(&self, name: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
                 .bind(name)
-                .bind(value)
-                .execute(&self.pool)
-                .await?;
-                let stored: Option<String> =
-                    sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
-                        .bind(name)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                stored.ok_or_else(|| $crate::StoreError::Corrupt(format!("setting {name} vanished")))
-            }
-        }
-    };
-}
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
 
-pub(crate) use impl_store;
+    async fn init_setting(&self, name: &str, value: &str) -> Result<String> {
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        stored.ok_or_else(|| StoreError::Corrupt(format!("setting {name} vanished")))
+    }
+}

@@ -4,15 +4,14 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Executor, QueryBuilder, Sqlite};
 
-use crate::sql::{JsonDialect, impl_store};
+use crate::sql::{Dialect, RowsAffected, SqlStore};
 use crate::{Result, StoreError};
 
-pub struct SqliteStore {
-    pool: SqlitePool,
-}
+/// The store on SQLite.
+pub type SqliteStore = SqlStore<Sqlite>;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://path` or a plain path) and
@@ -102,7 +101,10 @@ fn json_path(segments: &[String]) -> String {
     path
 }
 
-impl JsonDialect for SqliteStore {
+impl Dialect for Sqlite {
+    const BACKEND: &'static str = "sqlite";
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+
     fn text_at(p: &str) -> String {
         format!(
             "(CASE json_type(doc, {p}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' \
@@ -115,16 +117,34 @@ impl JsonDialect for SqliteStore {
     }
 
     type Path = String;
-    type Db = sqlx::Sqlite;
 
     fn path(segments: &[String]) -> String {
         json_path(segments)
     }
+
+    fn execute_built<'a, 'c: 'a, E>(
+        builder: &'a mut QueryBuilder<'_, Sqlite>,
+        executor: E,
+    ) -> impl Future<Output = Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>> + Send + 'a
+    where
+        E: 'a + Executor<'c, Database = Sqlite>,
+    {
+        builder.build().execute(executor)
+    }
+
+    fn fetch_texts_built<'a, 'c: 'a, E>(
+        builder: &'a mut QueryBuilder<'_, Sqlite>,
+        executor: E,
+    ) -> impl Future<Output = Result<Vec<String>, sqlx::Error>> + Send + 'a
+    where
+        E: 'a + Executor<'c, Database = Sqlite>,
+    {
+        builder.build_query_scalar().fetch_all(executor)
+    }
 }
 
-impl_store!(
-    SqliteStore,
-    "sqlite",
-    sqlx::sqlite::SqliteArguments,
-    "BEGIN IMMEDIATE"
-);
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        sqlx::sqlite::SqliteQueryResult::rows_affected(self)
+    }
+}

@@ -20,7 +20,7 @@ pub enum Backend {
 }
 
 /// Runs a test body once on SQLite and once on PostgreSQL (skipped, with a note, when
-/// `KEYFOB_TEST_POSTGRES_URL` is unset).
+/// `KEYFOB_TEST_POSTGRES_URL` is unset, unless `KEYFOB_REQUIRE_POSTGRES=1` makes that a failure).
 #[macro_export]
 macro_rules! both_backends {
     ($(async fn $name:ident($app:ident) $body:block)*) => {
@@ -58,7 +58,13 @@ pub async fn fresh_db(backend: Backend) -> Option<TestDb> {
     let url = match backend {
         Backend::Sqlite => format!("sqlite://{}", dir.path().join("keyfob.db").display()),
         Backend::Postgres => {
-            let base = std::env::var("KEYFOB_TEST_POSTGRES_URL").ok()?;
+            let Ok(base) = std::env::var("KEYFOB_TEST_POSTGRES_URL") else {
+                assert!(
+                    std::env::var("KEYFOB_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                    "KEYFOB_REQUIRE_POSTGRES=1 but KEYFOB_TEST_POSTGRES_URL is not set"
+                );
+                return None;
+            };
             let schema = format!("kf_test_{}", uuid::Uuid::new_v4().simple());
             let pool = sqlx::PgPool::connect(&base)
                 .await

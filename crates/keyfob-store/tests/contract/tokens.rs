@@ -1,0 +1,302 @@
+//! Minted tokens: recording them in batches, listing and filtering, revoking.
+
+use keyfob_store::change_kind::*;
+use keyfob_store::{StoreError, TokenFilter, TokenRow, TokenStatus};
+
+use crate::contract;
+use crate::helpers::*;
+
+fn jtis(rows: &[TokenRow]) -> Vec<&str> {
+    rows.iter().map(|t| t.jti.as_str()).collect()
+}
+
+fn filter(account_id: &str) -> TokenFilter<'_> {
+    TokenFilter {
+        account_id,
+        api_key_id: None,
+        permission: None,
+        status: None,
+        now: T0 + 5 * MINUTE,
+        limit: 100,
+        offset: 0,
+    }
+}
+
+/// The jtis a filter lists, checking the total agrees.
+async fn list(db: &TestStore, f: TokenFilter<'_>) -> Vec<String> {
+    let (rows, total) = db.list_tokens_page(&f).await.unwrap();
+    assert_eq!(rows.len() as u64, total);
+    rows.into_iter().map(|t| t.jti).collect()
+}
+
+contract! {
+    async fn tokens_are_recorded_in_a_batch_and_read_back(db) {
+        let account = db.account().await;
+        let key = db.key(&account, T0).await;
+        let mut batch: Vec<TokenRow> = (0..3)
+            .map(|i| token_row(&account, Some(&key.id), T0 + i))
+            .collect();
+        // A token minted by something other than a key (a user session) has no key.
+        batch[1].api_key_id = None;
+        batch[1].permissions = r#"["deals.read","notes.write"]"#.into();
+        db.insert_tokens(&batch).await.unwrap();
+        db.insert_tokens(&[]).await.unwrap();
+
+        for token in &batch {
+            assert_eq!(
+                db.find_token(&token.jti).await.unwrap().as_ref(),
+                Some(token)
+            );
+        }
+        assert_eq!(db.find_token("nope").await.unwrap(), None);
+        // Newest first, up to the limit, and only this account's.
+        let other = db.account().await;
+        db.insert_tokens(&[token_row(&other, None, T0 + 9)])
+            .await
+            .unwrap();
+        let listed = db.list_tokens(&account, 2).await.unwrap();
+        assert_eq!(
+            jtis(&listed),
+            [batch[2].jti.as_str(), batch[1].jti.as_str()]
+        );
+        assert_eq!(db.list_tokens(&account, 10).await.unwrap().len(), 3);
+        // Recording tokens is not a change other nodes must load.
+        assert_eq!(db.feed().await.len(), 1);
+    }
+
+    async fn a_batch_with_a_taken_jti_records_none_of_it(db) {
+        let account = db.account().await;
+        let first = token_row(&account, None, T0);
+        db.insert_tokens(std::slice::from_ref(&first))
+            .await
+            .unwrap();
+        let fresh = token_row(&account, None, T0 + 1);
+        let mut again = token_row(&account, None, T0 + 2);
+        again.jti = first.jti.clone();
+
+        let err = db.insert_tokens(&[fresh.clone(), again]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict("id")), "{err:?}");
+        assert_eq!(db.find_token(&fresh.jti).await.unwrap(), None);
+        assert_eq!(db.find_token(&first.jti).await.unwrap(), Some(first));
+        assert_eq!(db.count("tokens").await, 1);
+    }
+
+    async fn token_pages_are_newest_first_with_a_total(db) {
+        let account = db.account().await;
+        let tokens: Vec<TokenRow> = (0..5).map(|i| token_row(&account, None, T0 + i)).collect();
+        db.insert_tokens(&tokens).await.unwrap();
+        db.insert_tokens(&[token_row(&db.account().await, None, T0)])
+            .await
+            .unwrap();
+
+        let page = |offset| TokenFilter {
+            limit: 2,
+            offset,
+            ..filter(&account)
+        };
+        let (rows, total) = db.list_tokens_page(&page(0)).await.unwrap();
+        assert_eq!(total, 5);
+        assert_eq!(
+            jtis(&rows),
+            [tokens[4].jti.as_str(), tokens[3].jti.as_str()]
+        );
+        let (rows, total) = db.list_tokens_page(&page(4)).await.unwrap();
+        assert_eq!((jtis(&rows), total), (vec![tokens[0].jti.as_str()], 5));
+        let (rows, total) = db.list_tokens_page(&page(10)).await.unwrap();
+        assert_eq!((rows.len(), total), (0, 5));
+        let (rows, total) = db
+            .list_tokens_page(&filter("no-such-account"))
+            .await
+            .unwrap();
+        assert_eq!((rows.len(), total), (0, 0));
+    }
+
+    async fn token_pages_filter_by_key_permission_and_status(db) {
+        let account = db.account().await;
+        let key = db.key(&account, T0).await;
+        let now = T0 + 5 * MINUTE;
+        let mut by_key = token_row(&account, Some(&key.id), T0);
+        by_key.permissions = r#"["deals.read"]"#.into();
+        let mut writer = token_row(&account, None, T0 + 1);
+        writer.permissions = r#"["deals.write","deals_x.read"]"#.into();
+        let mut expired = token_row(&account, None, T0 + 2);
+        expired.expires_at = now;
+        expired.permissions = r#"["dealsyx.read"]"#.into();
+        let revoked = token_row(&account, None, T0 + 3);
+        db.insert_tokens(&[
+            by_key.clone(),
+            writer.clone(),
+            expired.clone(),
+            revoked.clone(),
+        ])
+        .await
+        .unwrap();
+        assert!(
+            db.revoke_token(&account, &revoked.jti, T0 + 4)
+                .await
+                .unwrap()
+        );
+
+        let base = filter(&account);
+        assert_eq!(
+            list(
+                &db,
+                TokenFilter {
+                    api_key_id: Some(&key.id),
+                    ..base
+                }
+            )
+            .await,
+            [by_key.jti.as_str()]
+        );
+        // A permission matches exactly: not a prefix of another, and `_` is not a wildcard.
+        assert_eq!(
+            list(
+                &db,
+                TokenFilter {
+                    permission: Some("deals.write"),
+                    ..base
+                }
+            )
+            .await,
+            [writer.jti.as_str()]
+        );
+        assert_eq!(
+            list(
+                &db,
+                TokenFilter {
+                    permission: Some("deals.wr"),
+                    ..base
+                }
+            )
+            .await,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            list(
+                &db,
+                TokenFilter {
+                    permission: Some("deals_x.read"),
+                    ..base
+                }
+            )
+            .await,
+            [writer.jti.as_str()]
+        );
+        assert_eq!(
+            list(
+                &db,
+                TokenFilter {
+                    permission: Some("deals%"),
+                    ..base
+                }
+            )
+            .await,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            list(
+                &db,
+                TokenFilter {
+                    status: Some(TokenStatus::Live),
+                    ..base
+                }
+            )
+            .await,
+            [writer.jti.as_str(), by_key.jti.as_str()]
+        );
+        assert_eq!(
+            list(
+                &db,
+                TokenFilter {
+                    status: Some(TokenStatus::Expired),
+                    ..base
+                }
+            )
+            .await,
+            [expired.jti.as_str()]
+        );
+        assert_eq!(
+            list(
+                &db,
+                TokenFilter {
+                    status: Some(TokenStatus::Revoked),
+                    ..base
+                }
+            )
+            .await,
+            [revoked.jti.as_str()]
+        );
+        // A key's revocation shows in the status of the tokens it minted.
+        assert!(db.revoke_api_key(None, &key.id, T0 + 6).await.unwrap());
+        assert_eq!(
+            list(
+                &db,
+                TokenFilter {
+                    status: Some(TokenStatus::Revoked),
+                    ..base
+                }
+            )
+            .await,
+            [revoked.jti.as_str(), by_key.jti.as_str()]
+        );
+        assert_eq!(
+            list(
+                &db,
+                TokenFilter {
+                    status: Some(TokenStatus::Live),
+                    api_key_id: Some(&key.id),
+                    ..base
+                }
+            )
+            .await,
+            Vec::<String>::new()
+        );
+    }
+
+    async fn a_token_is_revoked_by_its_account_only_and_once(db) {
+        let account = db.account().await;
+        let stranger = db.account().await;
+        let token = token_row(&account, None, T0);
+        db.insert_tokens(std::slice::from_ref(&token))
+            .await
+            .unwrap();
+
+        assert!(
+            !db.revoke_token(&stranger, &token.jti, T0 + 1)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            db.find_token(&token.jti).await.unwrap().unwrap().revoked_at,
+            None
+        );
+        assert!(db.revoked_tokens(T0).await.unwrap().is_empty());
+
+        assert!(db.revoke_token(&account, &token.jti, T0 + 2).await.unwrap());
+        assert!(!db.revoke_token(&account, &token.jti, T0 + 3).await.unwrap());
+        assert!(!db.revoke_token(&account, "nope", T0 + 3).await.unwrap());
+        assert_eq!(
+            db.find_token(&token.jti).await.unwrap().unwrap().revoked_at,
+            Some(T0 + 2)
+        );
+        // Kept in the revoked set until it expires, then forgotten.
+        assert_eq!(
+            db.revoked_tokens(T0 + 4).await.unwrap(),
+            [(token.jti.clone(), token.expires_at)]
+        );
+        assert!(
+            db.revoked_tokens(token.expires_at)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let logged: Vec<_> = db
+            .feed()
+            .await
+            .into_iter()
+            .filter(|(kind, _)| kind == TOKEN_REVOKED)
+            .collect();
+        assert_eq!(logged, [(TOKEN_REVOKED.to_owned(), token.jti)]);
+    }
+}
