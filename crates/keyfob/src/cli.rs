@@ -1,21 +1,20 @@
-//! The `keyfob` command line. Every command takes `--data-dir`, `--database-url` and `--config`
-//! (also from `KEYFOB_DATA_DIR`, `KEYFOB_DATABASE_URL`, `KEYFOB_CONFIG`). Errors are one line on
-//! stderr and a non-zero exit; only secrets a command just made are printed.
+//! The `keyfob` command line. Every command takes `--config` (or `KEYFOB_CONFIG`), the master key,
+//! and every setting of the table in `config::settings` as a flag or a `KEYFOB_*` variable. Errors
+//! are one line on stderr and a non-zero exit; only secrets a command just made are printed.
 
 use std::io::Read;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use keyfob_domain::audit::action;
 
 use crate::audit::{self, Actor, AuditEvent};
 use crate::clock::{format_ms, now_ms};
-use crate::config::{Config, FileConfig, SigningAlg, default_database_url};
+use crate::config::{Config, Layers, Settings, SigningAlg};
 use crate::crypto::MasterKey;
 use crate::ops;
 use crate::passwords::Passwords;
@@ -36,17 +35,6 @@ pub struct Cli {
 
 #[derive(Args, Debug)]
 struct GlobalArgs {
-    /// Where the SQLite database and the master key live.
-    #[arg(
-        long,
-        global = true,
-        env = "KEYFOB_DATA_DIR",
-        default_value = "./keyfob-data"
-    )]
-    data_dir: PathBuf,
-    /// `postgres://…` for PostgreSQL; default SQLite at DATA_DIR/keyfob.db.
-    #[arg(long, global = true, env = "KEYFOB_DATABASE_URL")]
-    database_url: Option<String>,
     /// A TOML file of settings (see README).
     #[arg(long, global = true, env = "KEYFOB_CONFIG")]
     config: Option<PathBuf>,
@@ -55,20 +43,16 @@ struct GlobalArgs {
     /// --master-key-file or the environment variable.
     #[arg(long, global = true, env = "KEYFOB_MASTER_KEY", hide_env_values = true)]
     master_key: Option<String>,
-    /// A file holding the master key (64 hex characters), readable by Keyfob's user only.
-    #[arg(
-        long,
-        global = true,
-        env = "KEYFOB_MASTER_KEY_FILE",
-        value_name = "PATH"
-    )]
-    master_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    settings: Settings,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve,
+    /// Print the settings in force, one TOML line each, with where each value came from.
+    Settings,
     /// Manage accounts.
     #[command(subcommand)]
     Accounts(AccountsCommand),
@@ -87,30 +71,6 @@ enum Command {
     /// Manage token signing keys.
     #[command(subcommand, name = "signing-keys")]
     SigningKeys(SigningKeysCommand),
-}
-
-#[derive(Args, Debug)]
-struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "KEYFOB_LISTEN")]
-    listen: Option<SocketAddr>,
-    /// The URL clients reach Keyfob at (the tokens' issuer); default http://LISTEN.
-    #[arg(long, env = "KEYFOB_PUBLIC_URL")]
-    public_url: Option<String>,
-    /// Algorithm of new signing keys.
-    #[arg(long, env = "KEYFOB_SIGNING_ALG")]
-    signing_alg: Option<SigningAlg>,
-    /// Log format.
-    #[arg(long, env = "KEYFOB_LOG_JSON", default_value_t = false)]
-    log_json: bool,
-    /// A load balancer or proxy (address or network, e.g. 10.0.0.0/8) whose X-Forwarded-For is
-    /// believed for the client's address; repeat, or comma-separate in the variable.
-    #[arg(
-        long = "trusted-proxy",
-        env = "KEYFOB_TRUSTED_PROXIES",
-        value_delimiter = ','
-    )]
-    trusted_proxies: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -218,7 +178,16 @@ enum SigningKeysCommand {
 
 /// Runs the command line; the exit code says whether it worked.
 pub async fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(err) => match bad_variable(&err) {
+            Some(line) => {
+                eprintln!("keyfob: {line}");
+                return ExitCode::from(2);
+            }
+            None => err.exit(),
+        },
+    };
     if given_on_command_line(&matches, "master_key") {
         eprintln!(
             "keyfob: warning: a master key given with --master-key is visible to every user of this machine (ps, /proc); use --master-key-file or KEYFOB_MASTER_KEY"
@@ -228,13 +197,49 @@ pub async fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => err.exit(),
     };
-    match run(cli).await {
+    match run(cli, &matches).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("keyfob: {}", one_line(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A value clap could not parse that came from an environment variable rather than the flag clap
+/// names, as `KEYFOB_LISTEN: invalid value 'x': …`.
+fn bad_variable(err: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        err.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // "--listen <ADDR>", "--signup-open[=<BOOL>]"
+    let flag = arg.split([' ', '[', '=']).next()?;
+    let typed = std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    if typed {
+        return None;
+    }
+    let command = Cli::command();
+    let env = command
+        .get_arguments()
+        .find(|a| a.get_long().is_some_and(|long| flag == format!("--{long}")))?
+        .get_env()?
+        .to_string_lossy()
+        .into_owned();
+    let value = match err.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) => value.clone(),
+        _ => std::env::var(&env).ok()?,
+    };
+    let why = std::error::Error::source(err)
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default();
+    Some(format!("{env}: invalid value '{value}'{why}"))
 }
 
 /// Whether the argument `id` was typed on the command line (not taken from the environment), at
@@ -255,23 +260,19 @@ fn one_line(err: &anyhow::Error) -> String {
         .replace('\n', " ")
 }
 
-fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
-    let mut config = Config::for_data_dir(&global.data_dir);
+/// The configuration from the settings' sources, in order: defaults, the `--config` file, the
+/// environment and the flags (clap read those two into `global`, `matches` tells which was which).
+fn load_config(global: &GlobalArgs, matches: &ArgMatches) -> anyhow::Result<(Config, Layers)> {
+    let mut layers = Layers::new();
     if let Some(path) = &global.config {
-        config.apply_file(FileConfig::load(path)?)?;
+        layers.add_file(path)?;
     }
-    if let Some(url) = &global.database_url {
-        config.database_url = url.clone();
-    } else if config.database_url.is_empty() {
-        config.database_url = default_database_url(&global.data_dir);
-    }
+    layers.add_command_line(&global.settings, matches)?;
+    let mut config = layers.build()?;
     if let Some(key) = &global.master_key {
         config.master_key_hex = Some(key.clone().into());
     }
-    if let Some(path) = &global.master_key_file {
-        config.master_key_file = Some(path.clone());
-    }
-    Ok(config)
+    Ok((config, layers))
 }
 
 fn read_password() -> anyhow::Result<String> {
@@ -287,29 +288,23 @@ fn read_password() -> anyhow::Result<String> {
     Ok(password)
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut config = load_config(&cli.global)?;
+async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
+    let (config, layers) = load_config(&cli.global, matches)?;
     match cli.command {
-        Command::Serve(args) => {
-            if let Some(listen) = args.listen {
-                config.listen = listen;
-            }
-            if let Some(url) = args.public_url {
-                config.public_url = Some(url);
-            }
-            if let Some(alg) = args.signing_alg {
-                config.signing_alg = alg;
-            }
-            if !args.trusted_proxies.is_empty() {
-                config.set_trusted_proxies(&args.trusted_proxies)?;
-            }
-            init_tracing(args.log_json);
+        Command::Serve => {
+            init_tracing(config.log_json);
             let app = Application::build(config).await?;
             let url = app.state().config.issuer();
             println!("Keyfob is listening on {}", app.local_addr());
             println!("Dashboard: {url}/dashboard");
             tracing::info!(addr = %app.local_addr(), backend = app.state().store.backend(), "serving");
             app.run_until_stopped().await
+        }
+        Command::Settings => {
+            for line in layers.describe(&config)? {
+                println!("{line}");
+            }
+            Ok(())
         }
         Command::Accounts(AccountsCommand::Create { email }) => {
             let password = read_password()?;
