@@ -20,7 +20,8 @@ pub enum Backend {
 }
 
 /// Runs a test body once on SQLite and once on PostgreSQL (skipped, with a note, when
-/// `KEYFOB_TEST_POSTGRES_URL` is unset, unless `KEYFOB_REQUIRE_POSTGRES=1` makes that a failure).
+/// `KEYFOB_TEST_POSTGRES_URL` is unset, unless `KEYFOB_REQUIRE_POSTGRES` is set: see
+/// [`postgres_url`]).
 #[macro_export]
 macro_rules! both_backends {
     ($(async fn $name:ident($app:ident) $body:block)*) => {
@@ -53,32 +54,88 @@ pub struct TestDb {
     pub dir: TempDir,
 }
 
+/// A fresh database on `backend`, or `None` when the PostgreSQL half of a test is to be skipped
+/// (see [`postgres_url`]). A PostgreSQL database that is configured but cannot be reached fails
+/// the test.
 pub async fn fresh_db(backend: Backend) -> Option<TestDb> {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = match backend {
         Backend::Sqlite => format!("sqlite://{}", dir.path().join("keyfob.db").display()),
-        Backend::Postgres => {
-            let Ok(base) = std::env::var("KEYFOB_TEST_POSTGRES_URL") else {
-                assert!(
-                    std::env::var("KEYFOB_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                    "KEYFOB_REQUIRE_POSTGRES=1 but KEYFOB_TEST_POSTGRES_URL is not set"
-                );
-                return None;
-            };
-            let schema = format!("kf_test_{}", uuid::Uuid::new_v4().simple());
-            let pool = sqlx::PgPool::connect(&base)
-                .await
-                .expect("connect to test postgres");
-            sqlx::query(&format!("CREATE SCHEMA {schema}"))
-                .execute(&pool)
-                .await
-                .expect("create schema");
-            pool.close().await;
-            let sep = if base.contains('?') { '&' } else { '?' };
-            format!("{base}{sep}options=-c%20search_path%3D{schema}")
-        }
+        Backend::Postgres => fresh_schema(&postgres_url()?).await,
     };
     Some(TestDb { url, dir })
+}
+
+/// The test PostgreSQL database (`KEYFOB_TEST_POSTGRES_URL`), or `None` when it is not set and a
+/// PostgreSQL test may be skipped. With `KEYFOB_REQUIRE_POSTGRES` set (as CI does), a missing URL
+/// fails the test instead, so that the PostgreSQL tests cannot silently stop running.
+pub fn postgres_url() -> Option<String> {
+    choose_postgres(
+        std::env::var("KEYFOB_TEST_POSTGRES_URL").ok(),
+        std::env::var("KEYFOB_REQUIRE_POSTGRES").ok(),
+    )
+}
+
+fn choose_postgres(url: Option<String>, required: Option<String>) -> Option<String> {
+    let required = required.is_some_and(|v| !v.is_empty() && v != "0");
+    match url.filter(|u| !u.is_empty()) {
+        Some(url) => Some(url),
+        None if required => {
+            panic!("KEYFOB_TEST_POSTGRES_URL is not set and KEYFOB_REQUIRE_POSTGRES is")
+        }
+        None => None,
+    }
+}
+
+/// A new schema in the database at `base`, and the URL that makes it the search path.
+async fn fresh_schema(base: &str) -> String {
+    let schema = format!("kf_test_{}", uuid::Uuid::new_v4().simple());
+    let connect = <sqlx::PgConnection as sqlx::Connection>::connect(base);
+    let mut conn = match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => panic!("cannot reach the test PostgreSQL database at {base}: {e}"),
+        Err(_) => panic!("cannot reach the test PostgreSQL database at {base}: no answer in 10 s"),
+    };
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut conn)
+        .await
+        .expect("create schema");
+    let _ = sqlx::Connection::close(conn).await;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-c%20search_path%3D{schema}")
+}
+
+/// The rules above, without touching this process's environment.
+mod harness {
+    use super::*;
+
+    #[test]
+    fn without_a_url_a_postgres_test_is_skipped_unless_required() {
+        assert_eq!(choose_postgres(None, None), None);
+        assert_eq!(choose_postgres(None, Some("0".into())), None);
+        assert_eq!(
+            choose_postgres(Some(String::new()), Some(String::new())),
+            None
+        );
+        let url = "postgres://postgres@127.0.0.1:5432/test".to_owned();
+        assert_eq!(
+            choose_postgres(Some(url.clone()), Some("1".into())),
+            Some(url)
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "KEYFOB_TEST_POSTGRES_URL is not set and KEYFOB_REQUIRE_POSTGRES is")]
+    fn without_a_url_a_required_postgres_test_fails() {
+        choose_postgres(None, Some("1".into()));
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "cannot reach the test PostgreSQL database")]
+    async fn an_unreachable_postgres_fails_rather_than_skips() {
+        // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+        fresh_schema("postgres://postgres@127.0.0.1:1/test").await;
+    }
 }
 
 /// A test configuration on a fresh database.

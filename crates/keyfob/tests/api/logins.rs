@@ -17,7 +17,8 @@ use serde_json::Value;
 use crate::helpers::*;
 
 /// Runs each named `async fn name(backend: Backend)` once per backend, as `name::sqlite` and
-/// `name::postgres` (skipped, with a note, without `KEYFOB_TEST_POSTGRES_URL`).
+/// `name::postgres` (skipped, with a note, without `KEYFOB_TEST_POSTGRES_URL`, unless
+/// `KEYFOB_REQUIRE_POSTGRES` is set).
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         $(
@@ -29,7 +30,7 @@ macro_rules! on_both_backends {
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    if std::env::var("KEYFOB_TEST_POSTGRES_URL").is_err() {
+                    if crate::helpers::postgres_url().is_none() {
                         eprintln!("skipped: KEYFOB_TEST_POSTGRES_URL is not set");
                         return;
                     }

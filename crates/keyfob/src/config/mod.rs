@@ -1,15 +1,19 @@
-//! Configuration: defaults, then an optional TOML file, then `KEYFOB_*` environment variables and
-//! command-line flags (clap reads both). Secrets never appear in `Debug` output.
+//! Configuration: what the server runs with ([`Config`]), built from the table of settings in
+//! [`settings`]: defaults, then an optional TOML file, then `KEYFOB_*` environment variables, then
+//! flags. Secrets never appear in `Debug` output.
+
+pub mod settings;
+
+pub use settings::{Layers, Origin, Settings};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Which algorithm new signing keys use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub enum SigningAlg {
     #[serde(rename = "EdDSA")]
     #[value(name = "EdDSA")]
@@ -17,52 +21,6 @@ pub enum SigningAlg {
     #[serde(rename = "ES256")]
     #[value(name = "ES256")]
     Es256,
-}
-
-/// Settings from `--config keyfob.toml`. Every field is optional; flags and env vars win.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: Option<SocketAddr>,
-    pub public_url: Option<String>,
-    pub database_url: Option<String>,
-    pub signing_alg: Option<SigningAlg>,
-    pub token_max_days: Option<i64>,
-    pub token_default_days: Option<i64>,
-    pub audience: Option<String>,
-    pub signup_open: Option<bool>,
-    pub password_workers: Option<usize>,
-    pub sync_interval_ms: Option<u64>,
-    pub key_lookups_per_second: Option<u32>,
-    pub max_body_bytes: Option<usize>,
-    pub login_attempts_per_minute: Option<u32>,
-    pub login_attempts_per_email_and_address: Option<u32>,
-    pub login_attempts_per_email: Option<u32>,
-    pub login_attempts_per_device: Option<u32>,
-    pub audit_anonymous_events: Option<u32>,
-    pub audit_anonymous_window_secs: Option<u64>,
-    pub refresh_grace_secs: Option<i64>,
-    pub database_timeout_ms: Option<u64>,
-    pub database_connect_timeout_ms: Option<u64>,
-    pub database_probe_interval_ms: Option<u64>,
-    /// Proxies whose `X-Forwarded-For` is believed: addresses or networks, e.g. `["10.0.0.0/8"]`.
-    pub trusted_proxies: Option<Vec<String>>,
-    /// A file holding the master key (64 hex characters).
-    pub master_key_file: Option<PathBuf>,
-    pub header_timeout_secs: Option<u64>,
-    pub body_timeout_secs: Option<u64>,
-    pub idle_timeout_secs: Option<u64>,
-    pub max_connections: Option<usize>,
-    pub max_connections_per_ip: Option<usize>,
-    pub token_cache_bytes: Option<u64>,
-}
-
-impl FileConfig {
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
-    }
 }
 
 /// Everything the server needs to run.
@@ -139,6 +97,8 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// Memory for verified JWTs, in bytes (0: no cache, every request checks the signature).
     pub token_cache_bytes: u64,
+    /// Log lines as JSON rather than text.
+    pub log_json: bool,
 }
 
 impl Config {
@@ -180,103 +140,8 @@ impl Config {
             max_connections: None,
             max_connections_per_ip: 256,
             token_cache_bytes: crate::tokens::DEFAULT_CACHE_BYTES,
+            log_json: false,
         }
-    }
-
-    /// Applies a config file's values over the current ones.
-    pub fn apply_file(&mut self, file: FileConfig) -> anyhow::Result<()> {
-        if let Some(list) = &file.trusted_proxies {
-            self.set_trusted_proxies(list)?;
-        }
-        if let Some(v) = file.master_key_file {
-            self.master_key_file = Some(v);
-        }
-        if let Some(v) = file.listen {
-            self.listen = v;
-        }
-        if let Some(v) = file.public_url {
-            self.public_url = Some(v);
-        }
-        if let Some(v) = file.database_url {
-            self.database_url = v;
-        }
-        if let Some(v) = file.signing_alg {
-            self.signing_alg = v;
-        }
-        if let Some(v) = file.audience {
-            self.audience = v;
-        }
-        if let Some(v) = file.token_default_days {
-            self.token_default_days = v;
-        }
-        if let Some(v) = file.token_max_days {
-            self.token_max_days = v;
-        }
-        if let Some(v) = file.signup_open {
-            self.signup_open = v;
-        }
-        if let Some(v) = file.password_workers {
-            self.password_workers = v.max(1);
-        }
-        if let Some(v) = file.sync_interval_ms {
-            self.sync_interval_ms = v.clamp(50, 2000);
-        }
-        if let Some(v) = file.key_lookups_per_second {
-            self.key_lookups_per_second = v.max(1);
-        }
-        if let Some(v) = file.max_body_bytes {
-            self.max_body_bytes = v;
-        }
-        if let Some(v) = file.refresh_grace_secs {
-            self.refresh_grace_secs = v.clamp(0, 600);
-        }
-        if let Some(v) = file.login_attempts_per_minute {
-            self.login_attempts_per_minute = v.max(1);
-        }
-        if let Some(v) = file.token_cache_bytes {
-            self.token_cache_bytes = v;
-        }
-        if let Some(v) = file.header_timeout_secs {
-            self.header_timeout = Duration::from_secs(v.max(1));
-        }
-        if let Some(v) = file.body_timeout_secs {
-            self.body_timeout = Duration::from_secs(v.max(1));
-        }
-        if let Some(v) = file.idle_timeout_secs {
-            self.idle_timeout = Duration::from_secs(v.max(1));
-        }
-        if let Some(v) = file.max_connections {
-            self.max_connections = Some(v.max(1));
-        }
-        if let Some(v) = file.max_connections_per_ip {
-            self.max_connections_per_ip = v.max(1);
-        }
-        let db = &mut self.database_timeouts;
-        if let Some(v) = file.database_timeout_ms {
-            db.operation = Duration::from_millis(v.clamp(100, 600_000));
-        }
-        if let Some(v) = file.database_connect_timeout_ms {
-            db.connect = Duration::from_millis(v.clamp(100, 60_000));
-        }
-        if let Some(v) = file.database_probe_interval_ms {
-            db.probe_interval = Duration::from_millis(v.clamp(50, 60_000));
-        }
-        if let Some(v) = file.login_attempts_per_email_and_address {
-            self.login_attempts_per_email_and_address = v.max(1);
-        }
-        if let Some(v) = file.login_attempts_per_email {
-            self.login_attempts_per_email = v.max(1);
-        }
-        if let Some(v) = file.login_attempts_per_device {
-            self.login_attempts_per_device = v.max(1);
-        }
-        if let Some(v) = file.audit_anonymous_events {
-            self.audit_anonymous_events = v;
-        }
-        if let Some(v) = file.audit_anonymous_window_secs {
-            self.audit_anonymous_window_secs = v.clamp(1, 86_400);
-        }
-        Ok(())
     }
 
     /// Sets the trusted proxies from addresses or networks (`10.0.0.0/8`, `192.0.2.7`).
