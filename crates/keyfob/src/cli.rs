@@ -9,7 +9,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 use keyfob_domain::audit::action;
 
@@ -100,7 +99,7 @@ struct ServeArgs {
     /// Algorithm of new signing keys.
     #[arg(long, env = "KEYFOB_SIGNING_ALG")]
     signing_alg: Option<SigningAlg>,
-    /// Log format.
+    /// Log one JSON object per line (logs go to stderr; `KEYFOB_LOG` filters them).
     #[arg(long, env = "KEYFOB_LOG_JSON", default_value_t = false)]
     log_json: bool,
     /// A load balancer or proxy (address or network, e.g. 10.0.0.0/8) whose X-Forwarded-For is
@@ -303,7 +302,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !args.trusted_proxies.is_empty() {
                 config.set_trusted_proxies(&args.trusted_proxies)?;
             }
-            init_tracing(args.log_json);
+            crate::telemetry::init(args.log_json);
             let app = Application::build(config).await?;
             let url = app.state().config.issuer();
             println!("Keyfob is listening on {}", app.local_addr());
@@ -558,15 +557,4 @@ fn signing_key_state(key: &keyfob_store::SigningKeyRow, now: i64) -> String {
     } else {
         "signing".into()
     }
-}
-
-fn init_tracing(json: bool) {
-    let filter = EnvFilter::try_from_env("KEYFOB_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
 }

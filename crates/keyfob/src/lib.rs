@@ -18,6 +18,7 @@ pub mod passwords;
 pub mod sessions;
 pub mod startup;
 pub mod state;
+pub mod telemetry;
 pub mod tokens;
 pub mod user_pages;
 pub mod vault;

@@ -28,6 +28,7 @@ mod resources;
 mod revocation;
 mod session_browser;
 mod sessions;
+mod telemetry;
 mod tokens;
 mod vault;
 mod vault_browser;
