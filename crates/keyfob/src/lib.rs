@@ -19,6 +19,7 @@ pub mod services;
 pub mod sessions;
 pub mod startup;
 pub mod state;
+pub mod telemetry;
 pub mod tokens;
 pub mod user_pages;
 pub mod vault;

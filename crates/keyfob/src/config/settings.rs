@@ -123,7 +123,8 @@ pub struct Settings {
     /// Connections one client address (an IPv6 /64) may hold [default: 256].
     #[arg(long, global = true, env = "KEYFOB_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
-    /// Log lines as JSON [default: false].
+    /// Log lines as JSON, one object per line (logs go to stderr; `KEYFOB_LOG` filters them)
+    /// [default: false].
     #[arg(long, global = true, env = "KEYFOB_LOG_JSON", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub log_json: Option<bool>,
 }

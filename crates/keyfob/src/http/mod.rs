@@ -38,7 +38,7 @@ pub fn router(state: AppState) -> Router {
         .merge(resources::router())
         .method_not_allowed_fallback(guard::method_not_allowed)
         .layer(cors(state.index.clone()));
-    Router::new()
+    let router = Router::new()
         .merge(auth::router())
         .merge(audit::router())
         .merge(browser)
@@ -56,8 +56,8 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(track_metrics))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response_owned()
-        }))
-        .with_state(state)
+        }));
+    crate::telemetry::trace_requests(router).with_state(state)
 }
 
 /// CORS for the origins registered on live applications, and no others.

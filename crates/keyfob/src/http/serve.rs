@@ -42,6 +42,7 @@ use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
 use crate::config::Config;
+use crate::telemetry::REQUEST_ID_HEADER;
 
 /// File descriptors kept back from connections for the database, files and the runtime.
 const RESERVED_FDS: u64 = 256;
@@ -455,7 +456,12 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             // the connection cannot carry another request (the body's rest may still come).
             match timed_out {
                 Some((flag, path)) if flag.load(Ordering::Relaxed) => {
-                    Ok(body_timeout_response(&path))
+                    let mut timeout = body_timeout_response(&path);
+                    // The request's id, which the router gave the answer this one replaces.
+                    if let Some(id) = response.headers().get(REQUEST_ID_HEADER) {
+                        timeout.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+                    }
+                    Ok(timeout)
                 }
                 _ => Ok(response),
             }

@@ -194,7 +194,7 @@ async fn a_body_that_never_ends_is_answered_408_and_the_connection_closed() {
     json.write_all(
         format!(
             "POST /auth HTTP/1.1\r\nHost: keyfob\r\nAuthorization: Bearer {key}\r\n\
-             Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"permissi"
+             X-Request-Id: trickled-body\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"permissi"
         )
         .as_bytes(),
     )
@@ -251,12 +251,23 @@ async fn a_body_that_never_ends_is_answered_408_and_the_connection_closed() {
             "{head}"
         );
         let body: Value = serde_json::from_str(body).expect("a JSON body");
+        // Like every answer, it carries the request's id: the client's, or one made for it.
+        let id = head
+            .lines()
+            .find_map(|line| {
+                line.to_ascii_lowercase()
+                    .strip_prefix("x-request-id: ")
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| panic!("{shape}: no request id: {head}"));
         match shape {
             "api" => {
+                assert_eq!(id, "trickled-body");
                 assert_eq!(body["error"], "request_timeout");
                 assert!(body["message"].as_str().unwrap().contains("body"));
             }
             _ => {
+                assert!(uuid::Uuid::parse_str(&id).is_ok(), "a made id: {id}");
                 assert_eq!(body["error"], "invalid_request");
                 assert!(body["error_description"].as_str().unwrap().contains("body"));
             }

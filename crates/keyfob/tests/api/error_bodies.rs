@@ -17,6 +17,10 @@ const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "PROBE"];
 async fn error_of(response: reqwest::Response, face: Face, status: u16, what: &str) -> String {
     assert_eq!(response.status().as_u16(), status, "{what}: status");
     let headers = response.headers().clone();
+    assert!(
+        headers.get("x-request-id").is_some_and(|id| !id.is_empty()),
+        "{what}: no request id"
+    );
     let content_type = headers
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_owned())

@@ -174,10 +174,13 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 
 /// Starts a server with `config` (which names `db`'s database).
 pub async fn spawn_with(config: Config, db: Arc<TestDb>) -> TestApp {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(std::env::var("KEYFOB_LOG").unwrap_or_else(|_| "keyfob=warn".into()))
-        .try_init();
+    // Warnings and errors, each in its request's span (which the tests so exercise).
+    keyfob::telemetry::install(
+        keyfob::telemetry::filter("keyfob=warn,keyfob::request=info"),
+        false,
+        false,
+        tracing_subscriber::fmt::TestWriter::new(),
+    );
     let app = Application::build(config)
         .await
         .expect("application builds");

@@ -29,6 +29,7 @@ mod revocation;
 mod session_browser;
 mod sessions;
 mod settings;
+mod telemetry;
 mod tokens;
 mod vault;
 mod vault_browser;
