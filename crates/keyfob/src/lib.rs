@@ -13,7 +13,6 @@ pub mod crypto;
 pub mod dashboard;
 pub mod http;
 pub mod logins;
-pub mod ops;
 pub mod passwords;
 pub mod services;
 pub mod sessions;

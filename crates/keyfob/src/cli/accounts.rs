@@ -3,8 +3,8 @@
 use clap::Subcommand;
 
 use crate::config::Config;
-use crate::ops;
 use crate::passwords::Passwords;
+use crate::services;
 use crate::startup::open_storage;
 
 use super::read_password;
@@ -23,8 +23,13 @@ pub(super) async fn run(config: &Config, command: AccountsCommand) -> anyhow::Re
         AccountsCommand::Create { email } => {
             let password = read_password()?;
             let (store, _) = open_storage(config).await?;
-            let (account, _) =
-                ops::create_account(store.as_ref(), &Passwords::new(1), &email, password).await?;
+            let (account, _) = services::accounts::create_account(
+                store.as_ref(),
+                &Passwords::new(1),
+                &email,
+                password,
+            )
+            .await?;
             println!("{}", account.id);
         }
     }

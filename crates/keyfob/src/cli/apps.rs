@@ -3,7 +3,7 @@
 use clap::Subcommand;
 
 use crate::config::Config;
-use crate::ops;
+use crate::services;
 use crate::startup::open_storage;
 
 #[derive(Subcommand, Debug)]
@@ -53,11 +53,11 @@ pub(super) async fn run(config: &Config, command: AppsCommand) -> anyhow::Result
         allow_fragment,
     } = command;
     let (store, _) = open_storage(config).await?;
-    let account = ops::resolve_account(store.as_ref(), &account).await?;
-    let created = ops::create_app(
+    let account = services::accounts::resolve_account(store.as_ref(), &account).await?;
+    let created = services::apps::create_app(
         store.as_ref(),
         &account.id,
-        ops::NewApp {
+        services::apps::NewApp {
             name,
             redirect_uris,
             origins,

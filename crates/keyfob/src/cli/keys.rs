@@ -8,7 +8,7 @@ use keyfob_domain::audit::action;
 use crate::audit::{self, Actor, AuditEvent};
 use crate::clock::{format_ms, now_ms};
 use crate::config::Config;
-use crate::ops;
+use crate::services;
 use crate::startup::open_storage;
 
 #[derive(Subcommand, Debug)]
@@ -35,8 +35,9 @@ pub(super) async fn run(config: &Config, command: KeysCommand) -> anyhow::Result
     let (store, _) = open_storage(config).await?;
     match command {
         KeysCommand::Create { account, name } => {
-            let account = ops::resolve_account(store.as_ref(), &account).await?;
-            let (row, key) = ops::create_api_key(store.as_ref(), &account.id, &name).await?;
+            let account = services::accounts::resolve_account(store.as_ref(), &account).await?;
+            let (row, key) =
+                services::keys::create_api_key(store.as_ref(), &account.id, &name).await?;
             audit::record_now(
                 store.as_ref(),
                 AuditEvent::new(
@@ -51,7 +52,7 @@ pub(super) async fn run(config: &Config, command: KeysCommand) -> anyhow::Result
             println!("{}", key.expose());
         }
         KeysCommand::List { account } => {
-            let account = ops::resolve_account(store.as_ref(), &account).await?;
+            let account = services::accounts::resolve_account(store.as_ref(), &account).await?;
             for key in store.list_api_keys(&account.id).await? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}",

@@ -8,7 +8,7 @@ use keyfob_domain::audit::action;
 use crate::audit::{self, Actor, AuditEvent};
 use crate::config::Config;
 use crate::crypto::MasterKey;
-use crate::ops;
+use crate::services;
 use crate::startup::open_storage;
 
 #[derive(Subcommand, Debug)]
@@ -31,7 +31,7 @@ pub(super) async fn run(config: &Config, command: MasterKeyCommand) -> anyhow::R
     } else {
         new.write_pending(&config.master_key_path())?;
     }
-    let done = match ops::rotate_master_key(store.as_ref(), &old, &new).await {
+    let done = match services::master_key::rotate_master_key(store.as_ref(), &old, &new).await {
         Ok(done) => done,
         Err(err) => {
             if from_config {

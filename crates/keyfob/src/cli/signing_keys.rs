@@ -8,7 +8,7 @@ use keyfob_domain::audit::action;
 use crate::audit::{self, Actor, AuditEvent};
 use crate::clock::{format_ms, now_ms};
 use crate::config::{Config, SigningAlg};
-use crate::ops;
+use crate::services;
 use crate::startup::open_storage;
 
 #[derive(Subcommand, Debug)]
@@ -41,7 +41,7 @@ pub(super) async fn run(config: &Config, command: SigningKeysCommand) -> anyhow:
             if !(0..=7 * 86400).contains(&activate_in) {
                 bail!("--activate-in must be from 0 to 604800 seconds");
             }
-            let row = ops::rotate_signing_key(
+            let row = services::signing_keys::rotate_signing_key(
                 store.as_ref(),
                 &master,
                 alg.unwrap_or(config.signing_alg),
@@ -78,7 +78,7 @@ pub(super) async fn run(config: &Config, command: SigningKeysCommand) -> anyhow:
             }
         }
         SigningKeysCommand::Retire { kid } => {
-            let retired = ops::retire_signing_key(store.as_ref(), &kid).await?;
+            let retired = services::signing_keys::retire_signing_key(store.as_ref(), &kid).await?;
             let heir = retired.heir.as_ref().map(|h| {
                 serde_json::json!({
                     "kid": h.kid,

@@ -3,8 +3,8 @@
 use clap::Subcommand;
 
 use crate::config::Config;
-use crate::ops;
 use crate::passwords::Passwords;
+use crate::services;
 use crate::startup::open_storage;
 
 use super::read_password;
@@ -24,7 +24,8 @@ pub(super) async fn run(config: &Config, command: UsersCommand) -> anyhow::Resul
             let password = read_password()?;
             let (store, _) = open_storage(config).await?;
             let user =
-                ops::create_user(store.as_ref(), &Passwords::new(1), &email, password).await?;
+                services::users::create_user(store.as_ref(), &Passwords::new(1), &email, password)
+                    .await?;
             println!("{}", user.id);
         }
     }

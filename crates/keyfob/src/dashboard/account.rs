@@ -14,7 +14,7 @@ use super::page::{Layout, PageError, PageForm, render, render_with_status};
 use super::session::{self, LOGIN_PATH, Session};
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::logins::LoginKind;
-use crate::ops::{self, OpsError};
+use crate::services::{self, ServiceError};
 use crate::state::AppState;
 use crate::web::{ClientIp, DASHBOARD};
 
@@ -204,7 +204,7 @@ pub async fn signup_page(
     Ok((jar, render(&page)?).into_response())
 }
 
-/// Makes an account and its owner (the rules are [`ops::create_account`]'s) and signs them in.
+/// Makes an account and its owner (the rules are [`services::accounts::create_account`]'s) and signs them in.
 #[tracing::instrument(skip_all, fields(ip = %ip))]
 pub async fn signup(
     State(state): State<AppState>,
@@ -232,7 +232,7 @@ pub async fn signup(
             "The two passwords do not match.".into(),
         );
     }
-    let created = ops::create_account(
+    let created = services::accounts::create_account(
         state.store.as_ref(),
         &state.passwords,
         &form.email,
@@ -241,14 +241,14 @@ pub async fn signup(
     .await;
     let owner = match created {
         Ok((_, owner)) => owner,
-        Err(OpsError::Invalid(message)) => return again(StatusCode::BAD_REQUEST, message),
-        Err(OpsError::Store(StoreError::Conflict(_))) => {
+        Err(ServiceError::Invalid(message)) => return again(StatusCode::BAD_REQUEST, message),
+        Err(ServiceError::Store(StoreError::Conflict(_))) => {
             return again(
                 StatusCode::CONFLICT,
                 "An account with this email already exists. Log in instead.".into(),
             );
         }
-        Err(OpsError::Store(err)) => return Err(err.into()),
+        Err(ServiceError::Store(err)) => return Err(err.into()),
         Err(err) => return Err(PageError::Internal(err.into())),
     };
     let jar = session::start(&state, jar, &owner).await?;

@@ -10,7 +10,9 @@ use serde::Deserialize;
 
 use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_status};
 use super::session::Session;
-use crate::ops::{self, MAX_KEY_NAME_LEN, NewApp, OpsError};
+use crate::services::MAX_NAME_LEN;
+use crate::services::apps::NewApp;
+use crate::services::{self, ServiceError};
 use crate::state::AppState;
 
 #[derive(Template)]
@@ -122,7 +124,7 @@ pub struct AppForm {
 }
 
 /// A blank field is no limit; anything else must be a whole number (its range is checked by
-/// [`ops::create_app`]).
+/// [`services::apps::create_app`]).
 fn optional_secs(text: &str, what: &str) -> Result<Option<i64>, String> {
     let text = text.trim();
     if text.is_empty() {
@@ -154,7 +156,7 @@ async fn apps_page(
         apps: apps.into_iter().map(AppView::from).collect(),
         error,
         form,
-        max_name_len: MAX_KEY_NAME_LEN,
+        max_name_len: MAX_NAME_LEN,
     })
 }
 
@@ -171,7 +173,7 @@ pub async fn list(
     render(&apps_page(&state, &session, None, form).await?)
 }
 
-/// `POST /dashboard/apps`: registers an application (the rules are [`ops::create_app`]'s).
+/// `POST /dashboard/apps`: registers an application (the rules are [`services::apps::create_app`]'s).
 #[tracing::instrument(skip_all, fields(account_id = %session.account_id))]
 pub async fn create(
     session: Session,
@@ -202,7 +204,7 @@ pub async fn create(
         refresh_max_age_secs,
         allow_fragment: form.allow_fragment.is_some(),
     };
-    match ops::create_app(state.store.as_ref(), &session.account_id, new).await {
+    match services::apps::create_app(state.store.as_ref(), &session.account_id, new).await {
         Ok(created) => {
             tracing::info!(client_id = %created.app.client_id, "application registered in the dashboard");
             let page = AppCreatedPage {
@@ -213,11 +215,11 @@ pub async fn create(
             };
             Ok(render(&page)?.into_response())
         }
-        Err(OpsError::Invalid(message)) => {
+        Err(ServiceError::Invalid(message)) => {
             let page = apps_page(&state, &session, Some(message), form).await?;
             render_with_status(StatusCode::BAD_REQUEST, &page)
         }
-        Err(OpsError::Store(err)) => Err(err.into()),
+        Err(ServiceError::Store(err)) => Err(err.into()),
         Err(err) => Err(PageError::Internal(err.into())),
     }
 }

@@ -12,7 +12,7 @@ use super::account::CsrfForm;
 use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_status};
 use super::session::Session;
 use crate::audit::Actor;
-use crate::ops::MAX_KEY_NAME_LEN;
+use crate::services::MAX_NAME_LEN;
 use crate::services::{self, Caller, ServiceError};
 use crate::state::AppState;
 use crate::web::ClientIp;
@@ -85,7 +85,7 @@ async fn keys_page(
         notice,
         error,
         name,
-        max_name_len: MAX_KEY_NAME_LEN,
+        max_name_len: MAX_NAME_LEN,
     })
 }
 

@@ -202,7 +202,7 @@ impl PageError {
     pub fn from_service(err: ServiceError, not_found: &str) -> PageError {
         match err {
             ServiceError::Invalid(message) => PageError::BadRequest(message),
-            ServiceError::NotFound => PageError::NotFound(not_found.to_owned()),
+            ServiceError::NotFound(_) => PageError::NotFound(not_found.to_owned()),
             ServiceError::Store(err) => err.into(),
             ServiceError::Internal(err) => PageError::Internal(err),
         }

@@ -17,7 +17,7 @@ pub async fn revoke(
     by: &Caller<'_>,
 ) -> Result<(), ServiceError> {
     if grant.revoked_at.is_some() || !state.store.revoke_grant(&grant.id, now_ms()).await? {
-        return Err(ServiceError::NotFound);
+        return Err(ServiceError::NotFound("no such live grant".into()));
     }
     crate::auth::catch_up(state).await?;
     tracing::info!(grant_id = %grant.id, "grant revoked");

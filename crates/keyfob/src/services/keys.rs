@@ -2,12 +2,11 @@
 
 use keyfob_domain::ApiKey;
 use keyfob_domain::audit::action;
-use keyfob_store::ApiKeyRow;
+use keyfob_store::{ApiKeyRow, Store};
 
-use super::{Caller, ServiceError};
+use super::{Caller, MAX_NAME_LEN, ServiceError};
 use crate::audit::AuditEvent;
 use crate::clock::now_ms;
-use crate::ops;
 use crate::state::AppState;
 
 /// Makes a key in `account_id`. This node accepts it at once.
@@ -17,7 +16,7 @@ pub async fn create(
     by: &Caller<'_>,
     name: &str,
 ) -> Result<(ApiKeyRow, ApiKey), ServiceError> {
-    let (row, key) = ops::create_api_key(state.store.as_ref(), account_id, name).await?;
+    let (row, key) = create_api_key(state.store.as_ref(), account_id, name).await?;
     state.index.add_key(&row);
     tracing::info!(key_id = %row.id, "API key created");
     state.audit.record(
@@ -43,7 +42,9 @@ pub async fn revoke(
         .revoke_api_key(Some(account_id), key_id, at)
         .await?
     {
-        return Err(ServiceError::NotFound);
+        return Err(ServiceError::NotFound(format!(
+            "no live API key {key_id} in this account"
+        )));
     }
     state.index.remove_key(key_id);
     crate::auth::note_key_cutoff(state, key_id, i64::MAX, at);
@@ -54,4 +55,37 @@ pub async fn revoke(
             .ip(by.ip),
     );
     Ok(())
+}
+
+/// Makes an API key; the key itself is returned once and never stored.
+pub async fn create_api_key(
+    store: &dyn Store,
+    account_id: &str,
+    name: &str,
+) -> Result<(ApiKeyRow, ApiKey), ServiceError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
+        return Err(ServiceError::Invalid(format!(
+            "the key name must be 1 to {MAX_NAME_LEN} characters"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ServiceError::Invalid(
+            "the key name must not contain control characters".into(),
+        ));
+    }
+    let key = ApiKey::generate();
+    let row = ApiKeyRow {
+        id: uuid::Uuid::now_v7().to_string(),
+        account_id: account_id.to_owned(),
+        name: name.to_owned(),
+        prefix: key.display_prefix().to_owned(),
+        key_hash: key.hash(),
+        created_at: now_ms(),
+        last_used_at: None,
+        revoked_at: None,
+        tokens_revoked_before: None,
+    };
+    store.insert_api_key(&row).await?;
+    Ok((row, key))
 }

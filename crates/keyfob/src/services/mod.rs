@@ -1,15 +1,24 @@
-//! The writes a person makes through the dashboard or the end users' pages, each done in one
-//! place: the store write, this node's in-memory index (so this node refuses a revoked
+//! The operations of Keyfob that change something, for the dashboard, the end users' pages and
+//! the CLI alike, so that each rule is written once. Those a person makes on the pages are done in
+//! one place each: the store write, this node's in-memory index (so this node refuses a revoked
 //! credential at once; the others learn of it from the change feed), and the audit event.
 //! Handlers extract, authorise, call one of these and render; they never update the index or
 //! write audit events for these writes themselves.
 
+pub mod accounts;
+pub mod apps;
 pub mod grants;
 pub mod keys;
+pub mod master_key;
 pub mod sessions;
+pub mod signing_keys;
 pub mod tokens;
+pub mod users;
 
 use crate::audit::Actor;
+
+/// Longest name of an API key or an application, in characters.
+pub const MAX_NAME_LEN: usize = 100;
 
 /// Who asks for an operation and from where, for its audit event.
 pub struct Caller<'a> {
@@ -29,23 +38,12 @@ pub enum ServiceError {
     /// The input breaks a rule; the message says which, for the person who typed it.
     #[error("{0}")]
     Invalid(String),
-    /// Nothing live by that id in the caller's account (or not the caller's to change).
-    #[error("not found")]
-    NotFound,
+    /// Nothing live by that name in the caller's account (or not the caller's to change); the
+    /// message says what was looked for.
+    #[error("{0}")]
+    NotFound(String),
     #[error(transparent)]
     Store(#[from] keyfob_store::StoreError),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
-}
-
-impl From<crate::ops::OpsError> for ServiceError {
-    fn from(err: crate::ops::OpsError) -> Self {
-        use crate::ops::OpsError;
-        match err {
-            OpsError::Invalid(message) => ServiceError::Invalid(message),
-            OpsError::NotFound(_) => ServiceError::NotFound,
-            OpsError::Store(err) => ServiceError::Store(err),
-            OpsError::Other(err) => ServiceError::Internal(err),
-        }
-    }
 }

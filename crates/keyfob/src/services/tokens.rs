@@ -19,10 +19,12 @@ pub async fn revoke(
         .find_token(jti)
         .await?
         .filter(|token| token.account_id == account_id)
-        .ok_or(ServiceError::NotFound)?;
+        .ok_or_else(|| ServiceError::NotFound(format!("no live token {jti} in this account")))?;
     // The store checks the account again, in the same statement that revokes.
     if !state.store.revoke_token(account_id, jti, now_ms()).await? {
-        return Err(ServiceError::NotFound);
+        return Err(ServiceError::NotFound(format!(
+            "no live token {jti} in this account"
+        )));
     }
     state.index.revoke_token(jti, token.expires_at / 1000);
     tracing::info!(jti, "token revoked");
@@ -49,7 +51,9 @@ pub async fn revoke_all_of_key(
         .revoke_key_tokens(Some(account_id), key_id, at)
         .await?
     {
-        return Err(ServiceError::NotFound);
+        return Err(ServiceError::NotFound(format!(
+            "no live API key {key_id} in this account"
+        )));
     }
     crate::auth::note_key_cutoff(state, key_id, at, at);
     tracing::info!(key_id, "every token of an API key revoked");

@@ -18,7 +18,7 @@ use super::session::{self, UserSession};
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::dashboard::page::PageError;
 use crate::logins::LoginKind;
-use crate::ops::{self, OpsError};
+use crate::services::{self, ServiceError};
 use crate::state::AppState;
 use crate::web::{ClientIp, USER_PAGES};
 
@@ -273,7 +273,7 @@ pub async fn signup_page(
     Ok((jar, page(StatusCode::OK, &signup, csp)?).into_response())
 }
 
-/// `POST /auth/signup`: makes a user (the rules are [`ops::create_user`]'s, common passwords
+/// `POST /auth/signup`: makes a user (the rules are [`services::users::create_user`]'s, common passwords
 /// included) and logs them in.
 #[tracing::instrument(skip_all, fields(ip = %ip))]
 pub async fn signup(
@@ -303,7 +303,7 @@ pub async fn signup(
             "The two passwords do not match.".into(),
         );
     }
-    let created = ops::create_user(
+    let created = services::users::create_user(
         state.store.as_ref(),
         &state.passwords,
         &form.email,
@@ -312,16 +312,16 @@ pub async fn signup(
     .await;
     let user = match created {
         Ok(user) => user,
-        Err(OpsError::Invalid(message)) => {
+        Err(ServiceError::Invalid(message)) => {
             return again(StatusCode::BAD_REQUEST, capitalized(&message));
         }
-        Err(OpsError::Store(StoreError::Conflict(_))) => {
+        Err(ServiceError::Store(StoreError::Conflict(_))) => {
             return again(
                 StatusCode::CONFLICT,
                 "An account with this email already exists. Log in instead.".into(),
             );
         }
-        Err(OpsError::Store(err)) => return Err(err.into()),
+        Err(ServiceError::Store(err)) => return Err(err.into()),
         Err(err) => return Err(PageError::Internal(err.into()).into()),
     };
     let jar = session::start(&state, jar, &user).await?;

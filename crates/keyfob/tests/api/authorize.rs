@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use keyfob::ops::{self, NewApp};
+use keyfob::services::{self, apps::NewApp};
 use keyfob::user_pages::USER_COOKIE;
 use keyfob_domain::oauth;
 use keyfob_domain::secret::hash_secret;
@@ -170,7 +170,7 @@ impl Browser {
 /// Makes an end user with the test password; returns the email.
 async fn new_user(app: &TestApp) -> String {
     let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
-    ops::create_user(
+    services::users::create_user(
         app.state.store.as_ref(),
         &app.state.passwords,
         &email,
@@ -197,7 +197,7 @@ async fn register_app_in(
     public: bool,
     max: &str,
 ) -> AppRow {
-    ops::create_app(
+    services::apps::create_app(
         app.state.store.as_ref(),
         account,
         NewApp {
@@ -807,8 +807,8 @@ both_backends! {
             refresh_max_age_secs: None,
             allow_fragment,
         };
-        let closed = ops::create_app(app.state.store.as_ref(), &account, new_app(false)).await.unwrap().app;
-        let open = ops::create_app(app.state.store.as_ref(), &account, new_app(true)).await.unwrap().app;
+        let closed = services::apps::create_app(app.state.store.as_ref(), &account, new_app(false)).await.unwrap().app;
+        let open = services::apps::create_app(app.state.store.as_ref(), &account, new_app(true)).await.unwrap().app;
         assert!(!closed.allow_fragment && open.allow_fragment);
         let (browser, _) = Browser::user(&app).await;
         let challenge = oauth::s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");

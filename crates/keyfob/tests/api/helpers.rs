@@ -229,7 +229,7 @@ impl TestApp {
 
     /// Makes an account (through the same code as the CLI) and returns its id.
     pub async fn create_account(&self, email: &str) -> String {
-        let (account, _) = keyfob::ops::create_account(
+        let (account, _) = keyfob::services::accounts::create_account(
             self.state.store.as_ref(),
             &self.state.passwords,
             email,
@@ -242,9 +242,10 @@ impl TestApp {
 
     /// Makes an API key and waits until the server knows it.
     pub async fn create_key(&self, account_id: &str) -> String {
-        let (_, key) = keyfob::ops::create_api_key(self.state.store.as_ref(), account_id, "test")
-            .await
-            .expect("key created");
+        let (_, key) =
+            keyfob::services::keys::create_api_key(self.state.store.as_ref(), account_id, "test")
+                .await
+                .expect("key created");
         let key = key.expose().to_owned();
         self.wait_until_status(&key, 200).await;
         key

@@ -21,9 +21,10 @@ async fn first_request_works_on_every_node(backend: Backend) {
     };
     let account = b.create_account("first@example.com").await;
     // Made through node B's store, as the command line and other nodes do: no index is told.
-    let (row, key) = keyfob::ops::create_api_key(b.state.store.as_ref(), &account, "fresh")
-        .await
-        .unwrap();
+    let (row, key) =
+        keyfob::services::keys::create_api_key(b.state.store.as_ref(), &account, "fresh")
+            .await
+            .unwrap();
     let key = key.expose().to_owned();
     assert!(a.state.index.key_by_hash(&row.key_hash).is_none());
     let reads_before = a.state.index.lookups_made();
@@ -47,7 +48,7 @@ async fn first_request_works_on_every_node(backend: Backend) {
             .unwrap()
     );
     let (revoked_row, revoked) =
-        keyfob::ops::create_api_key(b.state.store.as_ref(), &account, "gone")
+        keyfob::services::keys::create_api_key(b.state.store.as_ref(), &account, "gone")
             .await
             .unwrap();
     b.state
@@ -128,9 +129,10 @@ async fn random_keys_are_bounded(backend: Backend) {
     assert_eq!(app.whoami_status(&good).await, 200);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let account = app.create_account("later@example.com").await;
-    let (_, fresh) = keyfob::ops::create_api_key(app.state.store.as_ref(), &account, "later")
-        .await
-        .unwrap();
+    let (_, fresh) =
+        keyfob::services::keys::create_api_key(app.state.store.as_ref(), &account, "later")
+            .await
+            .unwrap();
     assert_eq!(app.whoami_status(fresh.expose()).await, 200);
 }
 
@@ -169,9 +171,10 @@ async fn one_read_per_unknown_key(backend: Backend) {
 
     // Fifty requests at once with one new key: one read, and all of them get in.
     let account = app.create_account("burst@example.com").await;
-    let (_, fresh) = keyfob::ops::create_api_key(app.state.store.as_ref(), &account, "burst")
-        .await
-        .unwrap();
+    let (_, fresh) =
+        keyfob::services::keys::create_api_key(app.state.store.as_ref(), &account, "burst")
+            .await
+            .unwrap();
     let fresh = fresh.expose().to_owned();
     let before = app.state.index.lookups_made();
     let mut tasks = Vec::new();

@@ -255,7 +255,7 @@ async fn retire_a_compromised_signing_key(backend: Backend) {
     let old_kid = store.list_signing_keys().await.unwrap()[0].kid.clone();
 
     // The only key cannot be retired: nothing could sign.
-    let err = keyfob::ops::retire_signing_key(store.as_ref(), &old_kid)
+    let err = keyfob::services::signing_keys::retire_signing_key(store.as_ref(), &old_kid)
         .await
         .unwrap_err()
         .to_string();
@@ -271,7 +271,7 @@ async fn retire_a_compromised_signing_key(backend: Backend) {
     assert_eq!(b.whoami_status(&token).await, 200);
 
     // A successor is published, to sign in five minutes.
-    let next = keyfob::ops::rotate_signing_key(
+    let next = keyfob::services::signing_keys::rotate_signing_key(
         store.as_ref(),
         &a.state.master,
         keyfob::config::SigningAlg::EdDsa,
@@ -287,7 +287,7 @@ async fn retire_a_compromised_signing_key(backend: Backend) {
         .await;
     }
 
-    let retired = keyfob::ops::retire_signing_key(store.as_ref(), &old_kid)
+    let retired = keyfob::services::signing_keys::retire_signing_key(store.as_ref(), &old_kid)
         .await
         .unwrap();
     assert_eq!(retired.heir.as_ref().unwrap().kid, next.kid);
@@ -315,7 +315,7 @@ async fn retire_a_compromised_signing_key(backend: Backend) {
     let old_row = rows.iter().find(|r| r.kid == old_kid).unwrap();
     assert!(old_row.revoked_at.is_some());
     // A later rotation does not bring the retired key back into the JWKS.
-    keyfob::ops::rotate_signing_key(
+    keyfob::services::signing_keys::rotate_signing_key(
         store.as_ref(),
         &a.state.master,
         keyfob::config::SigningAlg::EdDsa,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyfob::config::Config;
-use keyfob::ops::{self, NewApp};
+use keyfob::services::{self, apps::NewApp};
 use keyfob_domain::secret::random_token;
 use keyfob_store::AuditFilter;
 use reqwest::header::{RETRY_AFTER, SET_COOKIE};
@@ -105,7 +105,7 @@ impl Pages {
                 app.create_account(&email).await;
             }
             Pages::Auth => {
-                ops::create_user(
+                services::users::create_user(
                     app.state.store.as_ref(),
                     &app.state.passwords,
                     &email,
@@ -457,7 +457,7 @@ async fn account_with_app(app: &TestApp) -> (String, String, String, String) {
     let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
     let account = app.create_account(&email).await;
     let key = app.create_key(&account).await;
-    let created = ops::create_app(
+    let created = services::apps::create_app(
         app.state.store.as_ref(),
         &account,
         NewApp {

@@ -18,10 +18,10 @@ const REDIRECT: &str = "http://localhost:3000/callback";
 both_backends! {
     async fn a_stock_client_completes_the_flow(app) {
         let (account, _key) = app.account_with_key().await;
-        let created = keyfob::ops::create_app(
+        let created = keyfob::services::apps::create_app(
             app.state.store.as_ref(),
             &account,
-            keyfob::ops::NewApp {
+            keyfob::services::apps::NewApp {
                 name: "Stock client".into(),
                 redirect_uris: vec![REDIRECT.into()],
                 origins: vec![],
@@ -53,7 +53,7 @@ both_backends! {
 
         // The user consents (as the consent page does): a grant and a code bound to the challenge.
         let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
-        let user = keyfob::ops::create_user(app.state.store.as_ref(), &app.state.passwords, &email, PASSWORD.into()).await.unwrap();
+        let user = keyfob::services::users::create_user(app.state.store.as_ref(), &app.state.passwords, &email, PASSWORD.into()).await.unwrap();
         let now = keyfob::clock::now_ms();
         let grant = app.state.store.upsert_grant(&GrantRow {
             id: uuid::Uuid::now_v7().to_string(), user_id: user.id.clone(), client_id: created.app.client_id.clone(),

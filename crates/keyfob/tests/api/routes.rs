@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use keyfob::ops::NewApp;
+use keyfob::services::apps::NewApp;
 use keyfob_domain::secret::{hash_secret, random_token};
 use keyfob_store::{AuthCodeRow, GrantRow, RecordScope};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -589,7 +589,7 @@ impl Fixture {
             .as_str()
             .unwrap()
             .to_owned();
-        let registered = keyfob::ops::create_app(
+        let registered = keyfob::services::apps::create_app(
             app.state.store.as_ref(),
             &account,
             NewApp {
@@ -608,7 +608,7 @@ impl Fixture {
         let client_id = registered.app.client_id.clone();
         let client_secret = registered.client_secret.clone().unwrap();
         let user_email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
-        let user_id = keyfob::ops::create_user(
+        let user_id = keyfob::services::users::create_user(
             app.state.store.as_ref(),
             &app.state.passwords,
             &user_email,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use axum::response::Html;
 use axum::routing::get;
 use fantoccini::{Client, Locator};
-use keyfob::ops::NewApp;
+use keyfob::services::apps::NewApp;
 use keyfob_domain::query::ListQuery;
 use keyfob_store::RecordScope;
 use reqwest::Method;
@@ -203,7 +203,7 @@ impl AppSite {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let origin = format!("http://localhost:{}", listener.local_addr().unwrap().port());
         let redirect_uri = format!("{origin}/callback");
-        let client_id = keyfob::ops::create_app(
+        let client_id = keyfob::services::apps::create_app(
             app.state.store.as_ref(),
             account,
             NewApp {

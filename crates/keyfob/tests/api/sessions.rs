@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use keyfob::ops::{CreatedApp, NewApp};
+use keyfob::services::apps::{CreatedApp, NewApp};
 use keyfob_domain::oauth::s256;
 use keyfob_domain::secret::{hash_secret, random_token};
 use keyfob_store::{AuthCodeRow, GrantRow};
@@ -47,7 +47,7 @@ async fn setup_with_limits(
     max_age: Option<i64>,
 ) -> Setup {
     let (account, key) = app.account_with_key().await;
-    let created = keyfob::ops::create_app(
+    let created = keyfob::services::apps::create_app(
         app.state.store.as_ref(),
         &account,
         NewApp {
@@ -75,7 +75,7 @@ async fn setup_with_limits(
 
 async fn add_user(app: &TestApp) -> String {
     let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
-    keyfob::ops::create_user(
+    keyfob::services::users::create_user(
         app.state.store.as_ref(),
         &app.state.passwords,
         &email,
@@ -599,7 +599,7 @@ both_backends! {
         let bob = tokens(exchange(&app, &s, &code, None).await).await;
         let bob_token = bob["access_token"].as_str().unwrap();
         // Carol: another user, through another app of the same account.
-        let created = keyfob::ops::create_app(
+        let created = keyfob::services::apps::create_app(
             app.state.store.as_ref(),
             &account,
             NewApp {

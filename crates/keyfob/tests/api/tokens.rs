@@ -182,7 +182,7 @@ both_backends! {
         let (_, key) = app.account_with_key().await;
         let old = app.mint_token(&key, &["deals.read"]).await;
         let old_kid = header_of(&old)["kid"].as_str().unwrap().to_owned();
-        let next = keyfob::ops::rotate_signing_key(
+        let next = keyfob::services::signing_keys::rotate_signing_key(
             app.state.store.as_ref(),
             &app.state.master,
             SigningAlg::EdDsa,

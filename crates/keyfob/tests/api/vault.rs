@@ -2,7 +2,7 @@
 //! database files or tables), masked on every read, revealed only with `sensitive.read` and always
 //! audited; ciphertexts bound to their place; card security codes refused; tenant isolation.
 
-use keyfob::ops::NewApp;
+use keyfob::services::apps::NewApp;
 use keyfob_domain::secret::{hash_secret, random_token};
 use keyfob_store::{AuthCodeRow, GrantRow};
 use reqwest::Method;
@@ -175,7 +175,7 @@ both_backends! {
     async fn session_tokens_never_reveal_even_if_granted(app) {
         let (account, key) = app.account_with_key().await;
         // An application cannot even list the capability as one it may ask for.
-        let refused = keyfob::ops::create_app(app.state.store.as_ref(), &account, NewApp {
+        let refused = keyfob::services::apps::create_app(app.state.store.as_ref(), &account, NewApp {
             name: "Greedy".into(),
             redirect_uris: vec!["https://app.example.com/cb".into()],
             origins: vec![],
@@ -186,7 +186,7 @@ both_backends! {
             allow_fragment: false,
         }).await;
         assert!(refused.unwrap_err().to_string().contains("sensitive.read"));
-        let created = keyfob::ops::create_app(app.state.store.as_ref(), &account, NewApp {
+        let created = keyfob::services::apps::create_app(app.state.store.as_ref(), &account, NewApp {
             name: "Portal".into(),
             redirect_uris: vec!["https://app.example.com/cb".into()],
             origins: vec![],
@@ -196,7 +196,7 @@ both_backends! {
             refresh_max_age_secs: None,
             allow_fragment: false,
         }).await.unwrap();
-        let user = keyfob::ops::create_user(app.state.store.as_ref(), &app.state.passwords, "u@example.com", PASSWORD.into()).await.unwrap();
+        let user = keyfob::services::users::create_user(app.state.store.as_ref(), &app.state.passwords, "u@example.com", PASSWORD.into()).await.unwrap();
         // A grant and code carrying the capability, as if written behind Keyfob's back.
         let permissions = r#"["creditApplications.read","creditApplications.write","sensitive.read","audit.read"]"#;
         let now = keyfob::clock::now_ms();
@@ -351,7 +351,7 @@ both_backends! {
         let stored_before = raw_record_doc(&app, &id).await;
 
         let new = keyfob::crypto::MasterKey::generate();
-        let done = keyfob::ops::rotate_master_key(app.state.store.as_ref(), &app.state.master, &new).await.unwrap();
+        let done = keyfob::services::master_key::rotate_master_key(app.state.store.as_ref(), &app.state.master, &new).await.unwrap();
         assert_eq!((done.signing_keys, done.data_keys), (1, 1));
         // The values were not touched: the same ciphertexts, still readable by this node, which
         // holds the data key already.
