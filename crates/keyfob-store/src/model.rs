@@ -204,8 +204,8 @@ pub struct AppRow {
     pub client_id: String,
     pub account_id: String,
     pub name: String,
-    /// 1 for a public app (SPA, PKCE required), 0 for a confidential one.
-    pub public: i64,
+    /// A public app (SPA, PKCE required) has no secret; a confidential one has.
+    pub public: bool,
     /// SHA-256 of the client secret, for a confidential app.
     pub client_secret_hash: Option<String>,
     /// JSON array of exact redirect URIs.

@@ -11,7 +11,7 @@ contract! {
         let account = db.account().await;
         let first = db.app(&account).await;
         let mut second = app_row(&account);
-        second.public = 0;
+        second.public = false;
         second.client_secret_hash = Some("secret-hash".into());
         second.origins = r#"["https://admin.example","http://localhost:3000"]"#.into();
         second.refresh_idle_secs = None;

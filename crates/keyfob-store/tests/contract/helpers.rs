@@ -256,7 +256,7 @@ pub fn app_row(account_id: &str) -> AppRow {
         client_id: id("app"),
         account_id: account_id.into(),
         name: "Web".into(),
-        public: 1,
+        public: true,
         client_secret_hash: None,
         redirect_uris: r#"["https://app.example/cb"]"#.into(),
         origins: r#"["https://app.example"]"#.into(),

@@ -74,7 +74,7 @@ fn json_list(json: &str) -> Vec<String> {
 impl From<AppRow> for AppView {
     fn from(row: AppRow) -> Self {
         AppView {
-            public: row.public == 1,
+            public: row.public,
             allow_fragment: row.allow_fragment,
             redirect_uris: json_list(&row.redirect_uris),
             origins: json_list(&row.origins),

@@ -466,7 +466,7 @@ async fn exchange_code(
                 "a code_verifier was sent but the code has no challenge",
             ));
         }
-        (None, None) if app.public != 0 => {
+        (None, None) if app.public => {
             return Err(OAuthError::invalid_grant("public clients must use PKCE"));
         }
         (None, None) => {}

@@ -92,7 +92,7 @@ pub async fn create_app(
         client_id: format!("app_{}", uuid::Uuid::new_v4().simple()),
         account_id: account_id.to_owned(),
         name: name.to_owned(),
-        public: i64::from(new.public),
+        public: new.public,
         client_secret_hash: client_secret.as_deref().map(hash_secret),
         redirect_uris: serde_json::to_string(&new.redirect_uris).map_err(anyhow::Error::from)?,
         origins: serde_json::to_string(&new.origins).map_err(anyhow::Error::from)?,

@@ -337,7 +337,7 @@ pub fn check_request(
                 );
             }
         }
-        if client.app.public == 1 && code_challenge.is_none() {
+        if client.app.public && code_challenge.is_none() {
             return fail(
                 client,
                 response_type,
@@ -406,7 +406,7 @@ mod tests {
             client_id: "app_1".into(),
             account_id: "acc".into(),
             name: "Demo".into(),
-            public: i64::from(public),
+            public,
             client_secret_hash: None,
             redirect_uris: serde_json::to_string(uris).unwrap(),
             origins: "[]".into(),

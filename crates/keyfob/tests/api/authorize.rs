@@ -1091,7 +1091,7 @@ both_backends! {
         assert_eq!(apps.len(), 1);
         let row = &apps[0];
         assert_eq!(row.client_id, client_id);
-        assert_eq!(row.public, 0);
+        assert!(!row.public);
         assert_eq!(row.client_secret_hash.as_deref(), Some(hash_secret(&secret).as_str()));
         assert_eq!(serde_json::from_str::<Vec<String>>(&row.redirect_uris).unwrap(), [CALLBACK, "http://localhost:3000/cb"]);
         assert_eq!(serde_json::from_str::<Vec<String>>(&row.max_permissions).unwrap(), ["deals.read", "deals.write"]);

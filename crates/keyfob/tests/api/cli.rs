@@ -309,7 +309,7 @@ async fn apps_and_users(backend: Backend) {
         .unwrap();
     let app = store.find_app(client_id).await.unwrap().unwrap();
     assert_eq!(app.account_id, account);
-    assert_eq!(app.public, 0);
+    assert!(!app.public);
     assert_eq!(app.max_permissions, r#"["deals.read","deals.write"]"#);
     assert_eq!(
         app.redirect_uris,
