@@ -67,6 +67,19 @@ async fn documents_every_json_endpoint() {
     assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
 }
 
+/// The whole document as served, so that any change to the API's contract (a path, a parameter, a
+/// schema, a documented answer) shows in review as a change to `snapshots/`. The version is
+/// redacted: it moves with each release, not with the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_matches_its_snapshot() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let spec: Value = app.public_json("/openapi.json").await;
+    assert_eq!(spec["info"]["version"], env!("CARGO_PKG_VERSION"));
+    insta::assert_json_snapshot!("openapi.json", spec, {
+        ".info.version" => "[version]",
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operational_endpoints_answer() {
     let app = spawn_app(Backend::Sqlite).await.unwrap();
