@@ -170,7 +170,8 @@ pub async fn start(
         .starts
         .submit(start)
         .await
-        .map_err(|err| anyhow::anyhow!("starting a session: {err}"))?
+        // The store's error stays the source, so that an outage is still told apart.
+        .map_err(|err| anyhow::Error::new(err).context("starting a session"))?
     {
         return Err(SessionError::CodeUsed);
     }
@@ -351,7 +352,8 @@ async fn rotate(
         .rotations
         .submit(rotation)
         .await
-        .map_err(|err| anyhow::anyhow!("rotating a refresh token: {err}"))?;
+        // The store's error stays the source, so that an outage is still told apart.
+        .map_err(|err| anyhow::Error::new(err).context("rotating a refresh token"))?;
     Ok(won.then_some(pair))
 }
 

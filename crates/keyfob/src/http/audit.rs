@@ -1,15 +1,16 @@
 //! `GET /api/audit`: the account's audit log, for a caller holding `audit.read` (an API key, or a
 //! token minted with it; a wildcard does not grant it).
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use keyfob_domain::Action;
 use keyfob_domain::audit::AuditQuery;
 use keyfob_store::{AuditEventRow, AuditFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::QueryPairs;
@@ -18,8 +19,9 @@ use crate::auth::Auth;
 use crate::clock::format_ms;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/audit", get(list))
+/// `GET /api/audit`, with its operation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
 /// Who did it.

@@ -1,9 +1,8 @@
 //! `POST /auth` mints a JWT for an API key; `GET /auth/whoami` says who the caller is.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use keyfob_domain::claims::Bearer;
 use keyfob_domain::expiry::format_instant;
 use keyfob_domain::{Claims, ExpiryPolicy, PermissionSet, PrincipalKind};
@@ -11,6 +10,8 @@ use keyfob_store::TokenRow;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::JsonBody;
@@ -22,10 +23,11 @@ use crate::state::AppState;
 /// Most permissions one token may carry.
 const MAX_PERMISSIONS: usize = 100;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth", post(mint))
-        .route("/auth/whoami", get(whoami))
+/// `POST /auth` and `GET /auth/whoami`, each with its operation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(mint))
+        .routes(routes!(whoami))
 }
 
 /// What to mint.

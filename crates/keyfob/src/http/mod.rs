@@ -1,4 +1,10 @@
 //! The HTTP API. One module per area, each with its own `router()`, merged in [`router`].
+//!
+//! The JSON API's areas declare each route with utoipa-axum's `routes!`, which routes a handler
+//! and adds its `#[utoipa::path]` operation to the OpenAPI document in one step; [`api`] gathers
+//! them, and both the router and `/openapi.json` ([`openapi::document`]) are built from it, so a
+//! handler cannot be routed without being documented, nor documented without being routed. The
+//! dashboard and the end users' pages are HTML and not in the document: plain axum routers.
 
 pub mod audit;
 pub mod auth;
@@ -22,30 +28,48 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa_axum::router::OpenApiRouter;
 
 pub use error::{ApiError, ApiResult};
 pub use rate_limit::RateLimiter;
 
 use crate::state::AppState;
 
+/// The JSON API: every route with its OpenAPI operation, by area.
+pub struct Api {
+    /// What browser apps on registered origins call directly: served with CORS.
+    pub browser: OpenApiRouter<AppState>,
+    /// The rest of the API.
+    pub other: OpenApiRouter<AppState>,
+}
+
+/// The JSON API's routes and their operations, from each area's one declaration.
+pub fn api() -> Api {
+    Api {
+        browser: OpenApiRouter::new()
+            .merge(oauth::browser_router())
+            .merge(resources::router()),
+        other: OpenApiRouter::new()
+            .merge(auth::router())
+            .merge(audit::router())
+            .merge(oauth::router())
+            .merge(wellknown::router())
+            .merge(health::router())
+            .merge(openapi::router()),
+    }
+}
+
 /// Every route Keyfob serves, with its middleware.
 pub fn router(state: AppState) -> Router {
-    // Browser apps on registered origins call these directly.
+    let Api { browser, other } = api();
     // A router with layers of its own sets the 405 answer before them (the root's would replace
     // the layered default): here CORS must see it, to answer preflights.
-    let browser = Router::new()
-        .merge(oauth::browser_router())
-        .merge(resources::router())
+    let browser = Router::from(browser)
         .method_not_allowed_fallback(guard::method_not_allowed)
         .layer(cors(state.index.clone()));
     let router = Router::new()
-        .merge(auth::router())
-        .merge(audit::router())
+        .merge(Router::from(other))
         .merge(browser)
-        .merge(oauth::router())
-        .merge(wellknown::router())
-        .merge(health::router())
-        .merge(openapi::router())
         .merge(crate::dashboard::router())
         .merge(crate::user_pages::router())
         .fallback(guard::not_found)

@@ -3,11 +3,10 @@
 //! API keys) and `GET /.well-known/oauth-authorization-server` (RFC 8414). Errors follow RFC 6749
 //! §5.2: `{"error", "error_description"}`.
 
+use axum::Json;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use base64::Engine;
 use keyfob_domain::expiry::format_instant;
 use keyfob_domain::oauth::pkce_matches;
@@ -17,6 +16,8 @@ use keyfob_store::{AppRow, RefreshSession};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::Auth;
@@ -28,17 +29,17 @@ use crate::sessions::{self, ACCESS_TOKEN_SECS, IssuedPair, REFRESH_PREFIX, Sessi
 use crate::state::AppState;
 
 /// The endpoints a browser app calls (CORS applies).
-pub fn browser_router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/token", post(token))
-        .route("/auth/revoke", post(revoke))
+pub fn browser_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(token))
+        .routes(routes!(revoke))
 }
 
 /// The endpoints for back ends and discovery.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/introspect", post(introspect))
-        .route("/.well-known/oauth-authorization-server", get(metadata))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(introspect))
+        .routes(routes!(metadata))
 }
 
 /// An RFC 6749 §5.2 error.

@@ -1,43 +1,28 @@
-//! The OpenAPI document at `/openapi.json`, built from the handlers' annotations.
+//! The OpenAPI document at `/openapi.json`, built from the handlers' annotations as the areas
+//! route them ([`super::api`]).
 
+use std::sync::LazyLock;
+
+use axum::Json;
 use axum::http::Method;
-use axum::routing::get;
-use axum::{Json, Router};
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder, Type};
 use utoipa::{Modify, OpenApi, ToResponse};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::guard::Surface;
 use crate::state::AppState;
 
+/// What the document says besides its operations, which the routes bring ([`document`]).
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Keyfob",
         description = "Authentication and authorization for APIs: API keys, scoped JWTs, resources."
     ),
-    paths(
-        super::auth::mint,
-        super::auth::whoami,
-        super::resources::list,
-        super::resources::create,
-        super::resources::read,
-        super::resources::patch,
-        super::resources::replace,
-        super::resources::remove,
-        super::audit::list,
-        super::wellknown::jwks,
-        super::oauth::token,
-        super::oauth::revoke,
-        super::oauth::introspect,
-        super::oauth::metadata,
-        super::health::healthz,
-        super::health::readyz,
-        super::health::metrics,
-        openapi_json,
-    ),
-    modifiers(&BearerAuth, &SharedErrors),
+    modifiers(&BearerAuth),
     tags(
         (name = "tokens", description = "Minting and inspecting credentials"),
         (name = "sessions", description = "User sessions: OAuth 2.1 token, revocation, introspection"),
@@ -221,13 +206,28 @@ impl Modify for SharedErrors {
     }
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(openapi_json))
+/// The document: [`ApiDoc`], the operations of every route the API serves, and the shared errors
+/// added to each. Built once.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(|| {
+        let api = super::api();
+        let mut document = ApiDoc::openapi();
+        document.merge(api.browser.into_openapi());
+        document.merge(api.other.into_openapi());
+        SharedErrors.modify(&mut document);
+        document
+    });
+    &DOCUMENT
+}
+
+/// `GET /openapi.json`, with its operation.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(openapi_json))
 }
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
+    Json(document())
 }

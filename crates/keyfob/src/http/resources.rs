@@ -5,10 +5,9 @@
 //! data key before a record is stored, and read back masked; `?reveal=` on one record shows them
 //! in clear to a caller holding `sensitive.read`, and every reveal is on the audit log.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
 use keyfob_domain::Action;
 use keyfob_domain::audit::action;
 use keyfob_domain::document::{DocumentError, check_depth, check_document, merge_patch};
@@ -19,6 +18,8 @@ use keyfob_store::{RecordRow, RecordScope};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JsonBody, QueryPairs};
@@ -30,13 +31,12 @@ use crate::state::AppState;
 use crate::vault::{AccountVault, VaultServiceError};
 use crate::web::ClientIp;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/{resource}", get(list).post(create))
-        .route(
-            "/api/{resource}/{id}",
-            get(read).patch(patch).put(replace).delete(remove),
-        )
+/// `/api/{resource}` and `/api/{resource}/{id}`, each method with its operation. (One `routes!`
+/// per path: it routes all its handlers on each of their paths.)
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, patch, replace, remove))
 }
 
 /// A page of records.

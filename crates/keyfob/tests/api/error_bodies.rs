@@ -1,7 +1,8 @@
 //! Every refusal carries Keyfob's error body in the format of the surface that answers, whether a
 //! handler refused or the framework did: a method a path does not serve (405, `Allow` kept), a
 //! body too large (413), of the wrong type (415, or RFC 6749's 400 on the OAuth endpoints),
-//! malformed, or an unreadable query. Every route is walked.
+//! malformed, or an unreadable query. Every route is walked. A representative set of refusals is
+//! kept as a snapshot (`snapshots/`), so that a change to an error body shows in review.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -216,4 +217,202 @@ async fn unreadable_addresses_and_unknown_paths_get_an_error_body() {
         };
         error_of(response, *face, *status, path).await;
     }
+}
+
+/// One answer as the snapshot shows it: what was asked, the status, the headers a client acts on
+/// and the body.
+async fn answer(what: &str, response: reqwest::Response) -> Value {
+    let status = response.status().as_u16();
+    let mut headers = serde_json::Map::new();
+    for name in [
+        "content-type",
+        "allow",
+        "www-authenticate",
+        "retry-after",
+        "x-request-id",
+    ] {
+        if let Some(value) = response.headers().get(name) {
+            headers.insert(name.to_owned(), json!(value.to_str().unwrap()));
+        }
+    }
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    json!({"request": what, "status": status, "headers": headers, "body": body})
+}
+
+/// The error bodies of a representative set of refusals, API and OAuth alike, as a snapshot: the
+/// status, the headers that go with it and the exact body, so that a change to any of them shows
+/// in review. Request ids vary and are redacted (each answer must carry one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_bodies_match_their_snapshot() {
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    let f = Fixture::new(&app).await;
+    let weak = app.mint_token(&f.key, &["other.read"]).await;
+    // The fixture's key with its last character changed: well formed, and nobody's.
+    let last = if f.key.ends_with('0') { "1" } else { "0" };
+    let unknown_key = format!("{}{last}", &f.key[..f.key.len() - 1]);
+    let no_such_record = "/api/deals/00000000-0000-7000-8000-000000000000";
+    let pad = "x".repeat(100 * 1024);
+    let api = |method: Method, path: &str, credential: Option<&str>| {
+        app.request(method, path, credential)
+    };
+    let token = || app.client.post(app.url("/auth/token"));
+    let client = [
+        ("client_id", f.client_id.as_str()),
+        ("client_secret", f.client_secret.as_str()),
+    ];
+    let key = Some(f.key.as_str());
+    let cases: Vec<(&str, reqwest::RequestBuilder)> = vec![
+        (
+            "POST /auth: permissions not a list",
+            api(Method::POST, "/auth", key).json(&json!({"permissions": "deals.read"})),
+        ),
+        (
+            "POST /auth: expires not a date",
+            api(Method::POST, "/auth", key)
+                .json(&json!({"permissions": ["deals.read"], "expires": "tomorrow"})),
+        ),
+        (
+            "POST /auth: an unknown field",
+            api(Method::POST, "/auth", key)
+                .json(&json!({"permissions": ["deals.read"], "scope": "x"})),
+        ),
+        (
+            "POST /api/deals: a NUL in a nested field",
+            api(Method::POST, "/api/deals", key).json(&json!({"customer": {"name": "Ada\u{0}"}})),
+        ),
+        (
+            "POST /api/deals: malformed JSON",
+            api(Method::POST, "/api/deals", key)
+                .header("content-type", "application/json")
+                .body("{\"name\": "),
+        ),
+        (
+            "GET /api/deals?limit=abc",
+            api(Method::GET, "/api/deals?limit=abc", key),
+        ),
+        (
+            "GET /api/deals/a%00b",
+            api(Method::GET, "/api/deals/a%00b", key),
+        ),
+        (
+            "GET /auth/whoami: no credential",
+            api(Method::GET, "/auth/whoami", None),
+        ),
+        (
+            "GET /auth/whoami: a malformed API key",
+            api(Method::GET, "/auth/whoami", Some("kf_short")),
+        ),
+        (
+            "GET /auth/whoami: an unknown API key",
+            api(Method::GET, "/auth/whoami", Some(&unknown_key)),
+        ),
+        (
+            "GET /api/deals: a token without deals.read",
+            api(Method::GET, "/api/deals", Some(&weak)),
+        ),
+        (
+            "GET /api/audit: a token without audit.read",
+            api(Method::GET, "/api/audit", Some(&weak)),
+        ),
+        ("GET /nowhere", api(Method::GET, "/nowhere", key)),
+        (
+            "GET /api/deals/{id}: no such record",
+            api(Method::GET, no_such_record, key),
+        ),
+        (
+            "DELETE /auth/whoami",
+            api(Method::DELETE, "/auth/whoami", key),
+        ),
+        ("PUT /api/deals", api(Method::PUT, "/api/deals", key)),
+        (
+            "POST /api/deals: a body too large",
+            api(Method::POST, "/api/deals", key).json(&json!({ "pad": pad })),
+        ),
+        (
+            "POST /api/deals: text/plain",
+            api(Method::POST, "/api/deals", key)
+                .header("content-type", "text/plain")
+                .body("{}"),
+        ),
+        ("POST /auth/token: no grant_type", token().form(&client)),
+        (
+            "POST /auth/token: grant_type=password",
+            token().form(&[client[0], client[1], ("grant_type", "password")]),
+        ),
+        (
+            "POST /auth/token: an unknown client, in HTTP Basic",
+            token()
+                .basic_auth("app_unknown", Some("kfs_wrong"))
+                .form(&[("grant_type", "refresh_token"), ("refresh_token", "kfr_x")]),
+        ),
+        (
+            "POST /auth/token: an unknown refresh token",
+            token().form(&[
+                client[0],
+                client[1],
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "kfr_unknown"),
+            ]),
+        ),
+        (
+            "POST /auth/token: text/plain",
+            token()
+                .header("content-type", "text/plain")
+                .body("grant_type=refresh_token"),
+        ),
+        (
+            "POST /auth/token: a body too large",
+            token().form(&[("grant_type", "refresh_token"), ("pad", pad.as_str())]),
+        ),
+        ("GET /auth/token", app.client.get(app.url("/auth/token"))),
+        (
+            "POST /auth/revoke: no token",
+            app.client.post(app.url("/auth/revoke")).form(&client),
+        ),
+        (
+            "POST /auth/introspect: no credential",
+            api(Method::POST, "/auth/introspect", None).form(&[("token", "kfr_x")]),
+        ),
+        (
+            "POST /auth/introspect: a token, not an API key",
+            api(Method::POST, "/auth/introspect", Some(&f.access_token))
+                .form(&[("token", "kfr_x")]),
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (what, request) in cases {
+        answers.push(answer(what, request.send().await.unwrap()).await);
+    }
+
+    // Storage that does not answer: another connection holds SQLite's write lock past the
+    // store's busy timeout, so the writes behind a create and a refresh give up.
+    let mut lock = <sqlx::SqliteConnection as sqlx::Connection>::connect(&app.db.url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let refresh = [
+        client[0],
+        client[1],
+        ("grant_type", "refresh_token"),
+        ("refresh_token", f.refresh_token.as_str()),
+    ];
+    let (create, refreshed) = tokio::join!(
+        api(Method::POST, "/api/deals", key)
+            .json(&json!({"name": "held"}))
+            .send(),
+        token().form(&refresh).send(),
+    );
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    answers.push(answer("POST /api/deals: storage busy", create.unwrap()).await);
+    answers.push(answer("POST /auth/token: storage busy", refreshed.unwrap()).await);
+
+    insta::assert_json_snapshot!("error_bodies", answers, {
+        r#"[].headers["x-request-id"]"# => insta::dynamic_redaction(|value, _| {
+            assert!(value.as_str().is_some_and(|id| !id.is_empty()), "a request id: {value:?}");
+            "[request id]"
+        }),
+    });
 }

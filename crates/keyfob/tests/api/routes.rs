@@ -1,18 +1,24 @@
 //! Every route Keyfob serves, as a table the edge tests walk: its surface (the format of its
-//! errors), who may call it, and the inputs it reads. [`served_routes`] reads the routes from the
-//! real router, so a route added there and not here fails `the_table_lists_every_served_route`.
+//! errors), who may call it, and the inputs it reads. The JSON API's part is read from the OpenAPI
+//! document the server builds from the same declarations as its router ([`api_routes`]); the
+//! pages' part, which the document does not cover, is listed here ([`PAGE_ROUTES`]).
+//! [`served_routes`] reads the routes from the real router, so a page route added there and not
+//! here, or an API route the document does not describe, fails `the_table_lists_every_served_route`.
 //!
 //! [`Fixture`] is one account with everything a route may need to act on: an API key, a token, a
 //! record, an application with a user's grant and session, a signed-in owner and a logged-in end
 //! user.
 
 use std::collections::BTreeSet;
+use std::sync::LazyLock;
 
 use keyfob::services::apps::NewApp;
 use keyfob_domain::secret::{hash_secret, random_token};
 use keyfob_store::{AuthCodeRow, GrantRow, RecordScope};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
+use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
+use utoipa::openapi::{OpenApi, RefOr, Schema};
 
 use crate::dashboard::Browser;
 use crate::helpers::*;
@@ -66,8 +72,8 @@ pub struct Route {
     pub path: &'static str,
     pub face: Face,
     pub who: Who,
-    /// A query parameter the route reads (or, for one that reads none, any).
-    pub query: &'static str,
+    /// The query parameters the route reads (or, for one that reads none, any one).
+    pub query: &'static [&'static str],
     pub body: Body,
 }
 
@@ -76,7 +82,7 @@ const fn route(
     path: &'static str,
     face: Face,
     who: Who,
-    query: &'static str,
+    query: &'static [&'static str],
     body: Body,
 ) -> Route {
     Route {
@@ -95,110 +101,24 @@ use Who as W;
 
 const CSRF: &[&str] = &["csrf"];
 
-/// Every route, every method.
-pub const ROUTES: &[Route] = &[
-    route("POST", "/auth", F::Api, W::ApiKey, "x", B::Json),
-    route("GET", "/auth/whoami", F::Api, W::ApiKey, "x", B::None),
+/// The dashboard's and the end users' routes, every method: HTML pages, not in the OpenAPI
+/// document.
+pub const PAGE_ROUTES: &[Route] = &[
+    route("GET", "/dashboard", F::Dashboard, W::Owner, &["x"], B::None),
     route(
         "GET",
-        "/api/{resource}",
-        F::Api,
-        W::ApiKey,
-        "where[name][equals]",
+        "/dashboard/",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
         B::None,
     ),
-    route("POST", "/api/{resource}", F::Api, W::ApiKey, "x", B::Json),
-    route(
-        "GET",
-        "/api/{resource}/{id}",
-        F::Api,
-        W::ApiKey,
-        "reveal",
-        B::None,
-    ),
-    route(
-        "PATCH",
-        "/api/{resource}/{id}",
-        F::Api,
-        W::ApiKey,
-        "x",
-        B::Json,
-    ),
-    route(
-        "PUT",
-        "/api/{resource}/{id}",
-        F::Api,
-        W::ApiKey,
-        "x",
-        B::Json,
-    ),
-    route(
-        "DELETE",
-        "/api/{resource}/{id}",
-        F::Api,
-        W::ApiKey,
-        "x",
-        B::None,
-    ),
-    route("GET", "/api/audit", F::Api, W::ApiKey, "actor", B::None),
-    route(
-        "GET",
-        "/.well-known/jwks.json",
-        F::Api,
-        W::Anyone,
-        "x",
-        B::None,
-    ),
-    route(
-        "GET",
-        "/.well-known/oauth-authorization-server",
-        F::Api,
-        W::Anyone,
-        "x",
-        B::None,
-    ),
-    route("GET", "/healthz", F::Api, W::Anyone, "x", B::None),
-    route("GET", "/readyz", F::Api, W::Anyone, "x", B::None),
-    route("GET", "/metrics", F::Api, W::Anyone, "x", B::None),
-    route("GET", "/openapi.json", F::Api, W::Anyone, "x", B::None),
-    route(
-        "POST",
-        "/auth/token",
-        F::OAuth,
-        W::Client,
-        "x",
-        B::OAuth(&[
-            "grant_type",
-            "refresh_token",
-            "client_id",
-            "client_secret",
-            "scope",
-        ]),
-    ),
-    route(
-        "POST",
-        "/auth/revoke",
-        F::OAuth,
-        W::Client,
-        "x",
-        B::OAuth(&["token", "token_type_hint", "client_id", "client_secret"]),
-    ),
-    route(
-        "POST",
-        "/auth/introspect",
-        F::OAuth,
-        W::ApiKey,
-        "x",
-        B::OAuth(&["token", "token_type_hint"]),
-    ),
-    route("GET", "/dashboard", F::Dashboard, W::Owner, "x", B::None),
-    route("GET", "/dashboard/", F::Dashboard, W::Owner, "x", B::None),
     route(
         "GET",
         "/dashboard/signup",
         F::Dashboard,
         W::Anyone,
-        "x",
+        &["x"],
         B::None,
     ),
     route(
@@ -206,7 +126,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/signup",
         F::Dashboard,
         W::OwnerForm,
-        "x",
+        &["x"],
         B::Form(&["csrf", "email", "password", "confirm"]),
     ),
     route(
@@ -214,7 +134,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/login",
         F::Dashboard,
         W::Anyone,
-        "x",
+        &["x"],
         B::None,
     ),
     route(
@@ -222,7 +142,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/login",
         F::Dashboard,
         W::OwnerForm,
-        "x",
+        &["x"],
         B::Form(&["csrf", "email", "password"]),
     ),
     route(
@@ -230,7 +150,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/logout",
         F::Dashboard,
         W::Owner,
-        "x",
+        &["x"],
         B::Form(CSRF),
     ),
     route(
@@ -238,7 +158,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/keys",
         F::Dashboard,
         W::Owner,
-        "done",
+        &["done"],
         B::None,
     ),
     route(
@@ -246,7 +166,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/keys",
         F::Dashboard,
         W::Owner,
-        "x",
+        &["x"],
         B::Form(&["csrf", "name"]),
     ),
     route(
@@ -254,7 +174,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/keys/{id}/revoke",
         F::Dashboard,
         W::Owner,
-        "x",
+        &["x"],
         B::Form(CSRF),
     ),
     route(
@@ -262,7 +182,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/keys/{id}/revoke-tokens",
         F::Dashboard,
         W::Owner,
-        "x",
+        &["x"],
         B::Form(&["csrf", "confirm"]),
     ),
     route(
@@ -270,7 +190,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/apps",
         F::Dashboard,
         W::Owner,
-        "x",
+        &["x"],
         B::None,
     ),
     route(
@@ -278,7 +198,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/apps",
         F::Dashboard,
         W::Owner,
-        "x",
+        &["x"],
         B::Form(&[
             "csrf",
             "name",
@@ -296,7 +216,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/grants",
         F::Dashboard,
         W::Owner,
-        "done",
+        &["done"],
         B::None,
     ),
     route(
@@ -304,7 +224,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/grants/{id}/revoke",
         F::Dashboard,
         W::Owner,
-        "x",
+        &["x"],
         B::Form(CSRF),
     ),
     route(
@@ -312,7 +232,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/tokens",
         F::Dashboard,
         W::Owner,
-        "done",
+        &["done"],
         B::None,
     ),
     route(
@@ -320,7 +240,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/tokens/{jti}/revoke",
         F::Dashboard,
         W::Owner,
-        "x",
+        &["x"],
         B::Form(CSRF),
     ),
     route(
@@ -328,7 +248,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/audit",
         F::Dashboard,
         W::Owner,
-        "actor",
+        &["actor"],
         B::None,
     ),
     route(
@@ -336,7 +256,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/data",
         F::Dashboard,
         W::Owner,
-        "done",
+        &["done"],
         B::None,
     ),
     route(
@@ -344,7 +264,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/data/_fields",
         F::Dashboard,
         W::Owner,
-        "x",
+        &["x"],
         B::Form(&["csrf", "fields"]),
     ),
     route(
@@ -352,7 +272,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/data/{resource}",
         F::Dashboard,
         W::Owner,
-        "page",
+        &["page"],
         B::None,
     ),
     route(
@@ -360,7 +280,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/data/{resource}/{id}",
         F::Dashboard,
         W::Owner,
-        "x",
+        &["x"],
         B::None,
     ),
     route(
@@ -368,7 +288,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/data/{resource}/{id}/reveal",
         F::Dashboard,
         W::Owner,
-        "x",
+        &["x"],
         B::Form(&["csrf", "field", "password"]),
     ),
     route(
@@ -376,7 +296,7 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/static/app.css",
         F::Dashboard,
         W::Anyone,
-        "x",
+        &["x"],
         B::None,
     ),
     route(
@@ -384,16 +304,23 @@ pub const ROUTES: &[Route] = &[
         "/dashboard/{*rest}",
         F::Dashboard,
         W::Owner,
-        "x",
+        &["x"],
         B::None,
     ),
-    route("GET", "/auth", F::UserPage, W::User, "client_id", B::None),
+    route(
+        "GET",
+        "/auth",
+        F::UserPage,
+        W::User,
+        &["client_id"],
+        B::None,
+    ),
     route(
         "POST",
         "/auth/consent",
         F::UserPage,
         W::User,
-        "x",
+        &["x"],
         B::Form(&[
             "csrf",
             "client_id",
@@ -410,7 +337,7 @@ pub const ROUTES: &[Route] = &[
         "/auth/login",
         F::UserPage,
         W::Anyone,
-        "client_id",
+        &["client_id"],
         B::None,
     ),
     route(
@@ -418,7 +345,7 @@ pub const ROUTES: &[Route] = &[
         "/auth/login",
         F::UserPage,
         W::UserForm,
-        "x",
+        &["x"],
         B::Form(&["csrf", "email", "password", "request"]),
     ),
     route(
@@ -426,7 +353,7 @@ pub const ROUTES: &[Route] = &[
         "/auth/signup",
         F::UserPage,
         W::Anyone,
-        "client_id",
+        &["client_id"],
         B::None,
     ),
     route(
@@ -434,7 +361,7 @@ pub const ROUTES: &[Route] = &[
         "/auth/signup",
         F::UserPage,
         W::UserForm,
-        "x",
+        &["x"],
         B::Form(&["csrf", "email", "password", "confirm", "request"]),
     ),
     route(
@@ -442,16 +369,23 @@ pub const ROUTES: &[Route] = &[
         "/auth/logout",
         F::UserPage,
         W::User,
-        "x",
+        &["x"],
         B::Form(CSRF),
     ),
-    route("GET", "/auth/grants", F::UserPage, W::User, "done", B::None),
+    route(
+        "GET",
+        "/auth/grants",
+        F::UserPage,
+        W::User,
+        &["done"],
+        B::None,
+    ),
     route(
         "POST",
         "/auth/grants/{id}/revoke",
         F::UserPage,
         W::User,
-        "x",
+        &["x"],
         B::Form(CSRF),
     ),
     route(
@@ -459,7 +393,7 @@ pub const ROUTES: &[Route] = &[
         "/auth/logout-everywhere",
         F::UserPage,
         W::User,
-        "x",
+        &["x"],
         B::Form(CSRF),
     ),
     route(
@@ -467,10 +401,107 @@ pub const ROUTES: &[Route] = &[
         "/auth/password",
         F::UserPage,
         W::User,
-        "x",
+        &["x"],
         B::Form(&["csrf", "current", "new", "confirm"]),
     ),
 ];
+
+/// Every route, every method: the JSON API's, then the pages'.
+pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
+    let mut routes = api_routes(keyfob::http::openapi::document());
+    routes.extend(
+        PAGE_ROUTES
+            .iter()
+            .map(|r| route(r.method, r.path, r.face, r.who, r.query, r.body)),
+    );
+    routes
+});
+
+/// The JSON API's routes as the OpenAPI document describes them: the surface by the path, who
+/// calls it by its security (an OAuth endpoint without it authenticates the client), the query
+/// parameters it documents, and its body: JSON, or an OAuth endpoint's parameters (the fields of
+/// the body's schema).
+pub fn api_routes(document: &'static OpenApi) -> Vec<Route> {
+    let mut routes = Vec::new();
+    for (path, item) in &document.paths.paths {
+        for (method, operation) in operations(item) {
+            use keyfob::http::guard::Surface;
+            let face = match Surface::of(&Method::from_bytes(method.as_bytes()).unwrap(), path) {
+                Surface::Api => Face::Api,
+                Surface::OAuth => Face::OAuth,
+                other => panic!("{method} {path} is documented but answers as {other:?}"),
+            };
+            let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+            let who = match face {
+                _ if secured => Who::ApiKey,
+                Face::OAuth => Who::Client,
+                _ => Who::Anyone,
+            };
+            let query: Vec<&'static str> = operation
+                .parameters
+                .iter()
+                .flatten()
+                .filter(|p| p.parameter_in == ParameterIn::Query)
+                .map(|p| p.name.as_str())
+                .collect();
+            let query: &'static [&'static str] = if query.is_empty() {
+                &["x"]
+            } else {
+                // Built once per test binary (see `ROUTES`), like the document it borrows from.
+                query.leak()
+            };
+            let body = match &operation.request_body {
+                None => Body::None,
+                Some(body) if body.content.contains_key("application/json") => Body::Json,
+                Some(body) => {
+                    let schema = body
+                        .content
+                        .values()
+                        .find_map(|c| c.schema.as_ref())
+                        .unwrap_or_else(|| panic!("{method} {path}: a body without a schema"));
+                    Body::OAuth(fields(document, schema).leak())
+                }
+            };
+            routes.push(route(method, path.as_str(), face, who, query, body));
+        }
+    }
+    routes
+}
+
+/// A path item's operations, by method.
+fn operations(item: &PathItem) -> impl Iterator<Item = (&'static str, &Operation)> {
+    [
+        ("GET", &item.get),
+        ("POST", &item.post),
+        ("PUT", &item.put),
+        ("PATCH", &item.patch),
+        ("DELETE", &item.delete),
+        ("HEAD", &item.head),
+        ("OPTIONS", &item.options),
+        ("TRACE", &item.trace),
+    ]
+    .into_iter()
+    .filter_map(|(method, operation)| operation.as_ref().map(|o| (method, o)))
+}
+
+/// The property names of an object schema, following a `$ref` to the document's components.
+fn fields(document: &'static OpenApi, schema: &'static RefOr<Schema>) -> Vec<&'static str> {
+    let schema = match schema {
+        RefOr::Ref(reference) => {
+            let name = reference.ref_location.rsplit('/').next().unwrap();
+            document
+                .components
+                .as_ref()
+                .and_then(|c| c.schemas.get(name))
+                .unwrap_or_else(|| panic!("no schema `{name}` in the document"))
+        }
+        inline => inline,
+    };
+    match schema {
+        RefOr::T(Schema::Object(object)) => object.properties.keys().map(String::as_str).collect(),
+        _ => panic!("a body schema that is not an object"),
+    }
+}
 
 /// The `(method, path)` pairs the real router serves: its paths read from the router itself, and
 /// each path's methods from the `Allow` header of a 405 to a method no route serves (`*` for a
@@ -813,6 +844,8 @@ impl Fixture {
             ])
             .unwrap(),
             "grant_type" => "refresh_token".to_owned(),
+            "code" => "kfc_probe".to_owned(),
+            "code_verifier" => "v".repeat(43),
             "refresh_token" => self.refresh_token.clone(),
             "token" => self.refresh_token.clone(),
             "token_type_hint" => "refresh_token".to_owned(),
