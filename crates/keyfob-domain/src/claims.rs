@@ -112,13 +112,32 @@ impl Claims {
     }
 }
 
-/// A fresh `jti` for a token minted at `issued_ms` (Unix ms): a UUIDv7 carrying that instant, so
-/// that [`Claims::issued_at_ms`] reads it back.
+/// The last millisecond a `jti` was made for, and how many were made for it.
+static LAST_JTI: std::sync::Mutex<(u64, u16)> = std::sync::Mutex::new((0, 0));
+
+/// A fresh `jti` for a token minted at `issued_ms` (Unix ms): a UUIDv7 carrying exactly that
+/// millisecond, so that [`Claims::issued_at_ms`] reads it back. Its 12 `rand_a` bits count the
+/// `jti`s this process made for the same millisecond (RFC 9562's fixed-length counter), so tokens
+/// minted within one millisecond sort in the order they were minted; the other 62 bits are
+/// random.
 pub fn new_jti(issued_ms: i64) -> String {
     let ms = u64::try_from(issued_ms).unwrap_or(0);
-    let ts =
-        uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, ((ms % 1000) * 1_000_000) as u32);
-    uuid::Uuid::new_v7(ts).to_string()
+    let count = {
+        let mut last = LAST_JTI
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last.0 == ms && last.1 < 0x0fff {
+            last.1 += 1;
+        } else {
+            *last = (ms, 0);
+        }
+        last.1
+    };
+    let mut bytes: [u8; 10] = rand::random();
+    bytes[..2].copy_from_slice(&count.to_be_bytes());
+    uuid::Builder::from_unix_timestamp_millis(ms, &bytes)
+        .into_uuid()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -198,6 +217,19 @@ mod tests {
         assert_eq!(access.sid.as_deref(), Some("fam-1"));
         assert_eq!(access.minting_key(), None);
         assert_ne!(access.jti, minted.jti, "every token has its own jti");
+    }
+
+    #[test]
+    fn jtis_of_one_millisecond_sort_in_the_order_they_were_made() {
+        let ms = 1_767_225_600_123;
+        let jtis: Vec<String> = (0..1000).map(|_| new_jti(ms)).collect();
+        assert!(
+            jtis.windows(2).all(|w| w[0] < w[1]),
+            "made in order, sorted in order"
+        );
+        for jti in &jtis {
+            assert_eq!(claims(ms / 1000, jti).issued_at_ms(), ms);
+        }
     }
 
     #[test]
