@@ -6,17 +6,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
 use keyfob_domain::audit::action;
-use keyfob_domain::email::Email;
 use keyfob_store::StoreError;
 use serde::Deserialize;
 
 use super::page::{Layout, PageError, PageForm, render, render_with_status};
 use super::session::{self, LOGIN_PATH, Session};
 use crate::audit::{Actor, AuditEvent, UserAgent};
-use crate::logins::LoginKind;
 use crate::services::{self, ServiceError};
 use crate::state::AppState;
-use crate::web::{ClientIp, DASHBOARD};
+use crate::web::{ClientIp, DASHBOARD, LoginFields, LoginOutcome, check_login};
 
 /// Where an owner lands after login.
 pub const HOME_PATH: &str = "/dashboard/keys";
@@ -121,30 +119,22 @@ pub async fn login(
     jar: CookieJar,
     PageForm(form): PageForm<LoginForm>,
 ) -> Result<Response, PageError> {
-    DASHBOARD.check_form_token(&state, &jar, &form.csrf)?;
-    let attempt = state
-        .logins
-        .begin(
-            LoginKind::Owner,
-            &form.email,
-            &ip,
-            DASHBOARD.device_token(&jar),
-        )
-        .map_err(|retry_after| PageError::TooManyRequests { retry_after })?;
-    let owner = match Email::parse(&form.email) {
-        Ok(email) => state.store.find_owner_by_email(email.as_str()).await?,
-        Err(_) => None,
-    };
-    let phc = owner.as_ref().map(|o| o.password_hash.clone());
-    let verified = state.passwords.verify(form.password, phc).await;
-    if verified && owner.is_some() {
-        attempt.succeeded();
-    } else {
-        attempt.failed();
-    }
-    let owner = match owner {
-        Some(owner) if verified => owner,
-        _ => {
+    let outcome = check_login(
+        &state,
+        &DASHBOARD,
+        &jar,
+        &ip,
+        LoginFields {
+            csrf: &form.csrf,
+            email: &form.email,
+            password: form.password,
+        },
+        async |email| state.store.find_owner_by_email(email).await,
+    )
+    .await?;
+    let owner = match outcome {
+        LoginOutcome::Verified(owner) => owner,
+        LoginOutcome::Refused(owner) => {
             tracing::info!("dashboard login refused");
             let mut event = AuditEvent::new(
                 owner.as_ref().map(|o| o.account_id.as_str()),

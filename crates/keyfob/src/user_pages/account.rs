@@ -8,7 +8,6 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
 use keyfob_domain::audit::action;
-use keyfob_domain::email::Email;
 use keyfob_store::StoreError;
 use serde::Deserialize;
 
@@ -17,10 +16,9 @@ use super::request::{AuthorizeParams, check_client};
 use super::session::{self, UserSession};
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::dashboard::page::PageError;
-use crate::logins::LoginKind;
 use crate::services::{self, ServiceError};
 use crate::state::AppState;
-use crate::web::{ClientIp, USER_PAGES};
+use crate::web::{ClientIp, LoginFields, LoginOutcome, USER_PAGES, check_login};
 
 /// The one answer to a failed login, whichever part was wrong.
 pub const LOGIN_FAILED: &str = "The email or password is incorrect.";
@@ -175,37 +173,32 @@ pub async fn login(
     jar: CookieJar,
     UserForm(form): UserForm<LoginForm>,
 ) -> Result<Response, UserPageError> {
+    // The token first, as on every form (check_login checks it again); then the request, before
+    // any budget is spent.
     USER_PAGES.check_form_token(&state, &jar, &form.csrf)?;
     let params = request_field(&form.request)?;
-    let attempt = state
-        .logins
-        .begin(
-            LoginKind::User,
-            &form.email,
-            &ip,
-            USER_PAGES.device_token(&jar),
-        )
-        .map_err(|retry_after| PageError::TooManyRequests { retry_after })?;
-    let user = match Email::parse(&form.email) {
-        Ok(email) => state.store.find_user_by_email(email.as_str()).await?,
-        Err(_) => None,
-    };
-    let phc = user.as_ref().map(|u| u.password_hash.clone());
-    let verified = state.passwords.verify(form.password, phc).await;
-    if verified && user.is_some() {
-        attempt.succeeded();
-    } else {
-        attempt.failed();
-    }
+    let outcome = check_login(
+        &state,
+        &USER_PAGES,
+        &jar,
+        &ip,
+        LoginFields {
+            csrf: &form.csrf,
+            email: &form.email,
+            password: form.password,
+        },
+        async |email| state.store.find_user_by_email(email).await,
+    )
+    .await?;
     // The account whose application the user is logging in to, if the request names one.
     let account_id = match params.client_id.as_deref() {
         Some(client_id) => state.find_app(client_id).await?.map(|a| a.account_id),
         None => None,
     };
     let client_id = account_id.as_ref().and(params.client_id.as_ref());
-    let user = match user {
-        Some(user) if verified => user,
-        _ => {
+    let user = match outcome {
+        LoginOutcome::Verified(user) => user,
+        LoginOutcome::Refused(user) => {
             tracing::info!("user login refused");
             let mut event = AuditEvent::new(
                 account_id.as_deref(),

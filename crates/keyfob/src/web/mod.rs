@@ -3,7 +3,9 @@
 //! token, device — by the same rules, each under its own path and names.
 
 pub mod client_ip;
+pub mod login;
 pub mod pages;
 
 pub use client_ip::ClientIp;
+pub use login::{LoginFields, LoginOutcome, check_login};
 pub use pages::{DASHBOARD, Pages, USER_PAGES};
