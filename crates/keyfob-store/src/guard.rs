@@ -447,27 +447,27 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn insert_user_session(&self, session: &UserSessionRow) -> Result<()> {
+    async fn insert_user_login(&self, session: &UserLoginRow) -> Result<()> {
         self.breaker
-            .run(self.inner.insert_user_session(session))
+            .run(self.inner.insert_user_login(session))
             .await
     }
 
-    async fn find_user_session(&self, id_hash: &str, now: i64) -> Result<Option<UserSessionRow>> {
+    async fn find_user_login(&self, id_hash: &str, now: i64) -> Result<Option<UserLoginRow>> {
         self.breaker
-            .run(self.inner.find_user_session(id_hash, now))
+            .run(self.inner.find_user_login(id_hash, now))
             .await
     }
 
-    async fn delete_user_session(&self, id_hash: &str) -> Result<()> {
+    async fn delete_user_login(&self, id_hash: &str) -> Result<()> {
         self.breaker
-            .run(self.inner.delete_user_session(id_hash))
+            .run(self.inner.delete_user_login(id_hash))
             .await
     }
 
-    async fn delete_user_sessions(&self, user_id: &str, except: Option<&str>) -> Result<u64> {
+    async fn delete_user_logins(&self, user_id: &str, except: Option<&str>) -> Result<u64> {
         self.breaker
-            .run(self.inner.delete_user_sessions(user_id, except))
+            .run(self.inner.delete_user_logins(user_id, except))
             .await
     }
 
@@ -507,8 +507,8 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.find_auth_code(code_hash)).await
     }
 
-    async fn start_sessions(&self, items: &[NewSession]) -> Result<Vec<bool>> {
-        self.breaker.run(self.inner.start_sessions(items)).await
+    async fn start_families(&self, items: &[NewFamily]) -> Result<Vec<bool>> {
+        self.breaker.run(self.inner.start_families(items)).await
     }
 
     async fn find_family(&self, id: &str) -> Result<Option<FamilyRow>> {
@@ -556,18 +556,22 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn insert_session(&self, session: &SessionRow) -> Result<()> {
-        self.breaker.run(self.inner.insert_session(session)).await
-    }
-
-    async fn find_session(&self, id_hash: &str, now: i64) -> Result<Option<SessionRow>> {
+    async fn insert_owner_login(&self, session: &OwnerLoginRow) -> Result<()> {
         self.breaker
-            .run(self.inner.find_session(id_hash, now))
+            .run(self.inner.insert_owner_login(session))
             .await
     }
 
-    async fn delete_session(&self, id_hash: &str) -> Result<()> {
-        self.breaker.run(self.inner.delete_session(id_hash)).await
+    async fn find_owner_login(&self, id_hash: &str, now: i64) -> Result<Option<OwnerLoginRow>> {
+        self.breaker
+            .run(self.inner.find_owner_login(id_hash, now))
+            .await
+    }
+
+    async fn delete_owner_login(&self, id_hash: &str) -> Result<()> {
+        self.breaker
+            .run(self.inner.delete_owner_login(id_hash))
+            .await
     }
 
     async fn prune_expired(&self, now: i64) -> Result<()> {

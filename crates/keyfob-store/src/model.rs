@@ -155,8 +155,9 @@ pub struct RecordScope<'a> {
     pub owner_user_id: Option<&'a str>,
 }
 
+/// An account owner's login to the dashboard (a browser cookie); the table is `sessions`.
 #[derive(Clone, PartialEq, Eq, FromRow)]
-pub struct SessionRow {
+pub struct OwnerLoginRow {
     /// SHA-256 of the session cookie's value.
     pub id_hash: String,
     pub owner_id: String,
@@ -166,9 +167,9 @@ pub struct SessionRow {
     pub expires_at: i64,
 }
 
-impl std::fmt::Debug for SessionRow {
+impl std::fmt::Debug for OwnerLoginRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionRow")
+        f.debug_struct("OwnerLoginRow")
             .field("owner_id", &self.owner_id)
             .field("account_id", &self.account_id)
             .finish_non_exhaustive()
@@ -305,9 +306,9 @@ impl std::fmt::Debug for RefreshRow {
     }
 }
 
-/// A session to start: see [`crate::Store::start_sessions`].
+/// A session to start: see [`crate::Store::start_families`].
 #[derive(Debug, Clone)]
-pub struct NewSession {
+pub struct NewFamily {
     pub family: FamilyRow,
     pub first: RefreshRow,
     /// The authorization code exchanged for it (hash) and the time it is used, if any.
@@ -338,9 +339,10 @@ pub struct RefreshSession {
     pub grant_permissions: Option<String>,
 }
 
-/// A browser login on Keyfob's own pages (the end user's, not the dashboard owner's).
+/// An end user's login to Keyfob's own pages (a browser cookie), not to be confused with a
+/// session: a session is always a refresh family, the login of a user in an application.
 #[derive(Clone, PartialEq, Eq, FromRow)]
-pub struct UserSessionRow {
+pub struct UserLoginRow {
     pub id_hash: String,
     pub user_id: String,
     pub csrf_token: String,
@@ -348,9 +350,9 @@ pub struct UserSessionRow {
     pub expires_at: i64,
 }
 
-impl std::fmt::Debug for UserSessionRow {
+impl std::fmt::Debug for UserLoginRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserSessionRow")
+        f.debug_struct("UserLoginRow")
             .field("user_id", &self.user_id)
             .finish_non_exhaustive()
     }

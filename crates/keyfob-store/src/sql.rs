@@ -1031,7 +1031,7 @@ where
         Ok(())
     }
 
-    async fn insert_user_session(&self, s: &UserSessionRow) -> Result<()> {
+    async fn insert_user_login(&self, s: &UserLoginRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO user_sessions (id_hash, user_id, csrf_token, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5)",
@@ -1046,7 +1046,7 @@ where
         Ok(())
     }
 
-    async fn find_user_session(&self, id_hash: &str, now: i64) -> Result<Option<UserSessionRow>> {
+    async fn find_user_login(&self, id_hash: &str, now: i64) -> Result<Option<UserLoginRow>> {
         Ok(sqlx::query_as(
             "SELECT id_hash, user_id, csrf_token, created_at, expires_at FROM user_sessions \
              WHERE id_hash = $1 AND expires_at > $2",
@@ -1057,7 +1057,7 @@ where
         .await?)
     }
 
-    async fn delete_user_session(&self, id_hash: &str) -> Result<()> {
+    async fn delete_user_login(&self, id_hash: &str) -> Result<()> {
         sqlx::query("DELETE FROM user_sessions WHERE id_hash = $1")
             .bind(id_hash)
             .execute(&self.pool)
@@ -1065,7 +1065,7 @@ where
         Ok(())
     }
 
-    async fn delete_user_sessions(&self, user_id: &str, except: Option<&str>) -> Result<u64> {
+    async fn delete_user_logins(&self, user_id: &str, except: Option<&str>) -> Result<u64> {
         Ok(sqlx::query(
             "DELETE FROM user_sessions WHERE user_id = $1 AND ($2 IS NULL OR id_hash <> $2)",
         )
@@ -1186,7 +1186,7 @@ where
         .await?)
     }
 
-    async fn start_sessions(&self, items: &[NewSession]) -> Result<Vec<bool>> {
+    async fn start_families(&self, items: &[NewFamily]) -> Result<Vec<bool>> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
@@ -1222,7 +1222,7 @@ where
                         .is_none_or(|(hash, _)| won.contains(hash))
             })
             .collect();
-        let winners: Vec<&NewSession> = items
+        let winners: Vec<&NewFamily> = items
             .iter()
             .zip(&started)
             .filter(|(_, started)| **started)
@@ -1424,7 +1424,7 @@ where
         Ok(())
     }
 
-    async fn insert_session(&self, s: &SessionRow) -> Result<()> {
+    async fn insert_owner_login(&self, s: &OwnerLoginRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO dashboard_sessions (id_hash, owner_id, account_id, csrf_token, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -1440,7 +1440,7 @@ where
         Ok(())
     }
 
-    async fn find_session(&self, id_hash: &str, now: i64) -> Result<Option<SessionRow>> {
+    async fn find_owner_login(&self, id_hash: &str, now: i64) -> Result<Option<OwnerLoginRow>> {
         Ok(sqlx::query_as(
             "SELECT id_hash, owner_id, account_id, csrf_token, created_at, expires_at \
              FROM dashboard_sessions WHERE id_hash = $1 AND expires_at > $2",
@@ -1451,7 +1451,7 @@ where
         .await?)
     }
 
-    async fn delete_session(&self, id_hash: &str) -> Result<()> {
+    async fn delete_owner_login(&self, id_hash: &str) -> Result<()> {
         sqlx::query("DELETE FROM dashboard_sessions WHERE id_hash = $1")
             .bind(id_hash)
             .execute(&self.pool)

@@ -13,7 +13,7 @@ use keyfob_domain::session::{Ended, RefreshFacts, RefreshState, SessionLimits, r
 use std::sync::Arc;
 
 use keyfob_store::{
-    AppRow, FamilyRow, GrantRow, NewSession, RefreshRow, RefreshSession, Rotation, Store,
+    AppRow, FamilyRow, GrantRow, NewFamily, RefreshRow, RefreshSession, Rotation, Store,
 };
 use serde::{Deserialize, Serialize};
 
@@ -68,7 +68,7 @@ const MAX_BATCH: usize = 256;
 /// so do concurrent refreshes.
 #[derive(Clone)]
 pub struct SessionWrites {
-    starts: Batcher<NewSession, bool>,
+    starts: Batcher<NewFamily, bool>,
     rotations: Batcher<Rotation, bool>,
 }
 
@@ -76,14 +76,10 @@ impl SessionWrites {
     pub fn spawn(store: Arc<dyn Store>) -> Self {
         let for_starts = store.clone();
         SessionWrites {
-            starts: Batcher::spawn(
-                "session starts",
-                MAX_BATCH,
-                move |items: Vec<NewSession>| {
-                    let store = for_starts.clone();
-                    async move { store.start_sessions(&items).await }
-                },
-            ),
+            starts: Batcher::spawn("session starts", MAX_BATCH, move |items: Vec<NewFamily>| {
+                let store = for_starts.clone();
+                async move { store.start_families(&items).await }
+            }),
             rotations: Batcher::spawn(
                 "refresh rotations",
                 MAX_BATCH,
@@ -160,7 +156,7 @@ pub async fn start(
         next_sealed: None,
     };
     let session_id = family.id.clone();
-    let start = NewSession {
+    let start = NewFamily {
         family,
         first,
         code: code_hash.map(|hash| (hash.to_owned(), now)),

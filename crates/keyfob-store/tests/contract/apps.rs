@@ -1,7 +1,7 @@
 //! Applications, end users, their grants, and the login sessions of users and owners.
 
 use keyfob_store::change_kind::*;
-use keyfob_store::{GrantRow, SessionRow, StoreError, UserRow, UserSessionRow};
+use keyfob_store::{GrantRow, OwnerLoginRow, StoreError, UserLoginRow, UserRow};
 
 use crate::contract;
 use crate::helpers::*;
@@ -211,7 +211,7 @@ contract! {
         let other = db.grant(r#"["deals.read"]"#).await;
         let (other_family, _) = db.session(&other).await;
         for (user, hash) in [(&grant.user_id, "mine"), (&other.user_id, "theirs")] {
-            db.insert_user_session(&UserSessionRow {
+            db.insert_user_login(&UserLoginRow {
                 id_hash: hash.into(),
                 user_id: user.clone(),
                 csrf_token: "csrf".into(),
@@ -234,7 +234,7 @@ contract! {
             db.find_family(&family).await.unwrap().unwrap().revoked_at,
             Some(T0 + 5)
         );
-        assert!(db.find_user_session("mine", T0).await.unwrap().is_none());
+        assert!(db.find_user_login("mine", T0).await.unwrap().is_none());
 
         assert_eq!(
             db.find_family(&other_family)
@@ -244,7 +244,7 @@ contract! {
                 .revoked_at,
             None
         );
-        assert!(db.find_user_session("theirs", T0).await.unwrap().is_some());
+        assert!(db.find_user_login("theirs", T0).await.unwrap().is_some());
         assert_eq!(
             db.find_user(&other.user_id)
                 .await
@@ -265,7 +265,7 @@ contract! {
     async fn user_logins_expire_and_end_one_or_all_but_one(db) {
         let user = db.user().await;
         let other = db.user().await;
-        let login = |hash: &str, user_id: &str, expires_at| UserSessionRow {
+        let login = |hash: &str, user_id: &str, expires_at| UserLoginRow {
             id_hash: hash.into(),
             user_id: user_id.into(),
             csrf_token: format!("csrf-{hash}"),
@@ -278,37 +278,37 @@ contract! {
             login("c", &user.id, T0 + MINUTE),
             login("d", &other.id, T0 + MINUTE),
         ] {
-            db.insert_user_session(&row).await.unwrap();
+            db.insert_user_login(&row).await.unwrap();
         }
 
-        let found = db.find_user_session("a", T0).await.unwrap().unwrap();
+        let found = db.find_user_login("a", T0).await.unwrap().unwrap();
         assert_eq!(found, login("a", &user.id, T0 + MINUTE));
         assert!(
-            db.find_user_session("a", T0 + MINUTE)
+            db.find_user_login("a", T0 + MINUTE)
                 .await
                 .unwrap()
                 .is_none(),
             "expired"
         );
-        assert!(db.find_user_session("zz", T0).await.unwrap().is_none());
+        assert!(db.find_user_login("zz", T0).await.unwrap().is_none());
 
-        db.delete_user_session("a").await.unwrap();
-        assert!(db.find_user_session("a", T0).await.unwrap().is_none());
+        db.delete_user_login("a").await.unwrap();
+        assert!(db.find_user_login("a", T0).await.unwrap().is_none());
         // "Log out everywhere else" keeps the current login.
         assert_eq!(
-            db.delete_user_sessions(&user.id, Some("b")).await.unwrap(),
+            db.delete_user_logins(&user.id, Some("b")).await.unwrap(),
             1
         );
-        assert!(db.find_user_session("b", T0).await.unwrap().is_some());
-        assert!(db.find_user_session("c", T0).await.unwrap().is_none());
-        assert_eq!(db.delete_user_sessions(&user.id, None).await.unwrap(), 1);
-        assert!(db.find_user_session("b", T0).await.unwrap().is_none());
-        assert!(db.find_user_session("d", T0).await.unwrap().is_some());
+        assert!(db.find_user_login("b", T0).await.unwrap().is_some());
+        assert!(db.find_user_login("c", T0).await.unwrap().is_none());
+        assert_eq!(db.delete_user_logins(&user.id, None).await.unwrap(), 1);
+        assert!(db.find_user_login("b", T0).await.unwrap().is_none());
+        assert!(db.find_user_login("d", T0).await.unwrap().is_some());
     }
 
     async fn dashboard_sessions_expire_and_are_pruned(db) {
         let (account, owner) = db.account_and_owner().await;
-        let session = |hash: &str, expires_at| SessionRow {
+        let session = |hash: &str, expires_at| OwnerLoginRow {
             id_hash: hash.into(),
             owner_id: owner.id.clone(),
             account_id: account.id.clone(),
@@ -316,28 +316,28 @@ contract! {
             created_at: T0,
             expires_at,
         };
-        db.insert_session(&session("short", T0 + MINUTE))
+        db.insert_owner_login(&session("short", T0 + MINUTE))
             .await
             .unwrap();
-        db.insert_session(&session("long", T0 + 60 * MINUTE))
+        db.insert_owner_login(&session("long", T0 + 60 * MINUTE))
             .await
             .unwrap();
-        db.insert_session(&session("gone", T0 + 60 * MINUTE))
+        db.insert_owner_login(&session("gone", T0 + 60 * MINUTE))
             .await
             .unwrap();
 
         assert_eq!(
-            db.find_session("short", T0).await.unwrap(),
+            db.find_owner_login("short", T0).await.unwrap(),
             Some(session("short", T0 + MINUTE))
         );
-        assert_eq!(db.find_session("short", T0 + MINUTE).await.unwrap(), None);
-        db.delete_session("gone").await.unwrap();
-        assert_eq!(db.find_session("gone", T0).await.unwrap(), None);
+        assert_eq!(db.find_owner_login("short", T0 + MINUTE).await.unwrap(), None);
+        db.delete_owner_login("gone").await.unwrap();
+        assert_eq!(db.find_owner_login("gone", T0).await.unwrap(), None);
 
         db.prune_expired(T0 + 2 * MINUTE).await.unwrap();
         assert_eq!(db.count("dashboard_sessions").await, 1);
         assert!(
-            db.find_session("long", T0 + 2 * MINUTE)
+            db.find_owner_login("long", T0 + 2 * MINUTE)
                 .await
                 .unwrap()
                 .is_some()

@@ -61,7 +61,7 @@ contract! {
         let stored = code(&db, &grant).await;
         let winner = new_session(&grant, Some(&stored.code_hash));
         assert_eq!(
-            db.start_sessions(std::slice::from_ref(&winner))
+            db.start_families(std::slice::from_ref(&winner))
                 .await
                 .unwrap(),
             [true]
@@ -82,7 +82,7 @@ contract! {
         // Used again later: refused, and neither its family nor its token is written.
         let late = new_session(&grant, Some(&stored.code_hash));
         assert_eq!(
-            db.start_sessions(std::slice::from_ref(&late))
+            db.start_families(std::slice::from_ref(&late))
                 .await
                 .unwrap(),
             [false]
@@ -93,7 +93,7 @@ contract! {
         assert_eq!(still, used, "the code stays tied to the first session");
         // An unknown code starts nothing.
         let unknown = new_session(&grant, Some("no-such-code"));
-        assert_eq!(db.start_sessions(&[unknown]).await.unwrap(), [false]);
+        assert_eq!(db.start_families(&[unknown]).await.unwrap(), [false]);
         assert_eq!(db.count("refresh_families").await, 1);
     }
 
@@ -108,10 +108,10 @@ contract! {
             new_session(&grant, Some(&other.code_hash)),
         ];
         assert_eq!(
-            db.start_sessions(&batch).await.unwrap(),
+            db.start_families(&batch).await.unwrap(),
             [true, false, true, true]
         );
-        assert!(db.start_sessions(&[]).await.unwrap().is_empty());
+        assert!(db.start_families(&[]).await.unwrap().is_empty());
 
         for (item, written) in batch.iter().zip([true, false, true, true]) {
             assert_eq!(
@@ -140,7 +140,7 @@ contract! {
                 let item = new_session(&grant, Some(&stored.code_hash));
                 tokio::spawn(async move {
                     let won = store
-                        .start_sessions(std::slice::from_ref(&item))
+                        .start_families(std::slice::from_ref(&item))
                         .await
                         .unwrap();
                     (item.family.id, won == [true])

@@ -18,8 +18,8 @@ contract! {
         assert!(db.find_app(none).await.unwrap().is_none());
         assert!(db.find_user(none).await.unwrap().is_none());
         assert!(db.find_user_by_email(none).await.unwrap().is_none());
-        assert!(db.find_user_session(none, T0).await.unwrap().is_none());
-        assert!(db.find_session(none, T0).await.unwrap().is_none());
+        assert!(db.find_user_login(none, T0).await.unwrap().is_none());
+        assert!(db.find_owner_login(none, T0).await.unwrap().is_none());
         assert!(db.find_grant(none, none).await.unwrap().is_none());
         assert!(db.find_grant_by_id(none).await.unwrap().is_none());
         assert!(db.find_auth_code(none).await.unwrap().is_none());
@@ -67,10 +67,10 @@ contract! {
         );
         assert!(!db.delete_record(&scope, none).await.unwrap());
         assert!(!db.set_sensitive_fields(none, "[]", T0).await.unwrap());
-        assert_eq!(db.delete_user_sessions(none, None).await.unwrap(), 0);
+        assert_eq!(db.delete_user_logins(none, None).await.unwrap(), 0);
         // Deleting what is not there is not an error.
-        db.delete_session(none).await.unwrap();
-        db.delete_user_session(none).await.unwrap();
+        db.delete_owner_login(none).await.unwrap();
+        db.delete_user_login(none).await.unwrap();
         db.change_user_password(none, "x", T0).await.unwrap();
         assert!(db.feed().await.is_empty());
     }
@@ -134,7 +134,7 @@ contract! {
             },
             None,
         );
-        let err = db.start_sessions(&[good, bad]).await.unwrap_err();
+        let err = db.start_families(&[good, bad]).await.unwrap_err();
         assert!(matches!(err, StoreError::Database(_)), "{err:?}");
         assert_eq!(
             db.find_auth_code(&code.code_hash).await.unwrap(),

@@ -6,8 +6,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use keyfob_store::{
-    Account, ApiKeyRow, AppRow, FamilyRow, GrantRow, NewSession, Owner, RefreshRow, Store,
-    Timeouts, TokenRow, UserRow,
+    Account, ApiKeyRow, AppRow, FamilyRow, GrantRow, NewFamily, Owner, RefreshRow, Store, Timeouts,
+    TokenRow, UserRow,
 };
 use sqlx::Connection;
 use tempfile::TempDir;
@@ -231,7 +231,7 @@ impl TestStore {
     pub async fn session(&self, grant: &GrantRow) -> (String, String) {
         let item = new_session(grant, None);
         let ids = (item.family.id.clone(), item.first.token_hash.clone());
-        assert_eq!(self.start_sessions(&[item]).await.unwrap(), [true]);
+        assert_eq!(self.start_families(&[item]).await.unwrap(), [true]);
         ids
     }
 }
@@ -285,7 +285,7 @@ pub fn token_row(account_id: &str, key_id: Option<&str>, issued_at: i64) -> Toke
 
 /// A session to start under `grant`: a new family and its first refresh token, exchanging the
 /// code `code` (its hash) if given.
-pub fn new_session(grant: &GrantRow, code: Option<&str>) -> NewSession {
+pub fn new_session(grant: &GrantRow, code: Option<&str>) -> NewFamily {
     let family = FamilyRow {
         id: id("fam"),
         user_id: grant.user_id.clone(),
@@ -303,7 +303,7 @@ pub fn new_session(grant: &GrantRow, code: Option<&str>) -> NewSession {
         used_at: None,
         next_sealed: None,
     };
-    NewSession {
+    NewFamily {
         family,
         first,
         code: code.map(|hash| (hash.to_owned(), T0 + 1_000)),

@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
 use keyfob_domain::secret::{constant_time_eq, hash_secret, random_token};
-use keyfob_store::{Owner, SessionRow};
+use keyfob_store::{Owner, OwnerLoginRow};
 
 use super::page::{Layout, PageError};
 use crate::clock::now_ms;
@@ -71,7 +71,7 @@ impl OptionalFromRequestParts<AppState> for Session {
             return Ok(None);
         };
         let id_hash = hash_secret(token);
-        let Some(row) = state.store.find_session(&id_hash, now_ms()).await? else {
+        let Some(row) = state.store.find_owner_login(&id_hash, now_ms()).await? else {
             return Ok(None);
         };
         let Some(owner) = state.store.find_owner(&row.owner_id).await? else {
@@ -109,11 +109,11 @@ pub async fn start(
     owner: &Owner,
 ) -> Result<CookieJar, PageError> {
     if let Some(old) = DASHBOARD.session_token(&jar) {
-        state.store.delete_session(&hash_secret(old)).await?;
+        state.store.delete_owner_login(&hash_secret(old)).await?;
     }
     let token = random_token();
     let now = now_ms();
-    let row = SessionRow {
+    let row = OwnerLoginRow {
         id_hash: hash_secret(&token),
         owner_id: owner.id.clone(),
         account_id: owner.account_id.clone(),
@@ -121,7 +121,7 @@ pub async fn start(
         created_at: now,
         expires_at: now + DASHBOARD.session_lifetime.whole_seconds() * 1000,
     };
-    state.store.insert_session(&row).await?;
+    state.store.insert_owner_login(&row).await?;
     Ok(jar.add(DASHBOARD.session_cookie(state, token)))
 }
 
@@ -132,7 +132,7 @@ pub async fn end(
     session: Option<&Session>,
 ) -> Result<CookieJar, PageError> {
     if let Some(session) = session {
-        state.store.delete_session(&session.id_hash).await?;
+        state.store.delete_owner_login(&session.id_hash).await?;
     }
     Ok(DASHBOARD.clear_session(state, jar))
 }

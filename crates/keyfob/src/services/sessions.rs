@@ -72,10 +72,7 @@ pub async fn log_out_everywhere(
         .store
         .revoke_user_families(user_id, None, now_ms())
         .await?;
-    let logins = state
-        .store
-        .delete_user_sessions(user_id, keep_login)
-        .await?;
+    let logins = state.store.delete_user_logins(user_id, keep_login).await?;
     crate::auth::catch_up(state).await?;
     tracing::info!(sessions, logins, "user logged out everywhere");
     Ok((sessions, logins))

@@ -334,7 +334,7 @@ pub async fn logout(
 ) -> Result<Response, UserPageError> {
     if let Some(user) = &user {
         user.check_csrf(&form.csrf)?;
-        state.store.delete_user_session(&user.id_hash).await?;
+        state.store.delete_user_login(&user.id_hash).await?;
     }
     let jar = USER_PAGES.clear_session(&state, jar);
     Ok((

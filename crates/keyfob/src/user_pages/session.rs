@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
 use keyfob_domain::secret::{constant_time_eq, hash_secret, random_token};
-use keyfob_store::{UserRow, UserSessionRow};
+use keyfob_store::{UserLoginRow, UserRow};
 
 use super::page::UserPageError;
 use crate::clock::now_ms;
@@ -64,7 +64,7 @@ impl OptionalFromRequestParts<AppState> for UserSession {
             return Ok(None);
         };
         let id_hash = hash_secret(token);
-        let Some(row) = state.store.find_user_session(&id_hash, now_ms()).await? else {
+        let Some(row) = state.store.find_user_login(&id_hash, now_ms()).await? else {
             return Ok(None);
         };
         let Some(user) = state.store.find_user(&row.user_id).await? else {
@@ -101,17 +101,17 @@ pub async fn start(
     user: &UserRow,
 ) -> Result<CookieJar, UserPageError> {
     if let Some(old) = USER_PAGES.session_token(&jar) {
-        state.store.delete_user_session(&hash_secret(old)).await?;
+        state.store.delete_user_login(&hash_secret(old)).await?;
     }
     let token = random_token();
     let now = now_ms();
-    let row = UserSessionRow {
+    let row = UserLoginRow {
         id_hash: hash_secret(&token),
         user_id: user.id.clone(),
         csrf_token: random_token(),
         created_at: now,
         expires_at: now + USER_PAGES.session_lifetime.whole_seconds() * 1000,
     };
-    state.store.insert_user_session(&row).await?;
+    state.store.insert_user_login(&row).await?;
     Ok(jar.add(USER_PAGES.session_cookie(state, token)))
 }

@@ -491,8 +491,8 @@ both_backends! {
         let value = cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
         assert_eq!(value.len(), 43, "256 random bits");
         let now = keyfob::clock::now_ms();
-        assert!(app.state.store.find_user_session(&hash_secret(&value), now).await.unwrap().is_some());
-        assert!(app.state.store.find_user_session(&value, now).await.unwrap().is_none(), "only the hash is kept");
+        assert!(app.state.store.find_user_login(&hash_secret(&value), now).await.unwrap().is_some());
+        assert!(app.state.store.find_user_login(&value, now).await.unwrap().is_none(), "only the hash is kept");
 
         let back = location(&response).to_owned();
         assert!(back.starts_with("/auth?"), "{back}");

@@ -662,7 +662,7 @@ both_backends! {
         assert!(
             app.state
                 .store
-                .find_session(&hash_secret(&session), now)
+                .find_owner_login(&hash_secret(&session), now)
                 .await
                 .unwrap()
                 .is_some()
@@ -670,7 +670,7 @@ both_backends! {
         assert!(
             app.state
                 .store
-                .find_session(&session, now)
+                .find_owner_login(&session, now)
                 .await
                 .unwrap()
                 .is_none()
@@ -690,7 +690,7 @@ both_backends! {
         assert!(
             app.state
                 .store
-                .find_session(&hash_secret(&session), now)
+                .find_owner_login(&hash_secret(&session), now)
                 .await
                 .unwrap()
                 .is_none()
@@ -743,7 +743,7 @@ both_backends! {
             let store = app.state.store.clone();
             async move {
                 store
-                    .find_session(&hash_secret(&session), keyfob::clock::now_ms())
+                    .find_owner_login(&hash_secret(&session), keyfob::clock::now_ms())
                     .await
                     .unwrap()
                     .is_some()
@@ -814,7 +814,7 @@ both_backends! {
         let row = app
             .state
             .store
-            .find_session(&hash_secret(cookie_value(session)), keyfob::clock::now_ms())
+            .find_owner_login(&hash_secret(cookie_value(session)), keyfob::clock::now_ms())
             .await
             .unwrap()
             .unwrap();

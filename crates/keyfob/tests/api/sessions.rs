@@ -303,7 +303,7 @@ both_backends! {
         let start = |code: Option<&str>| {
             let now = keyfob::clock::now_ms();
             let id = uuid::Uuid::now_v7().to_string();
-            keyfob_store::NewSession {
+            keyfob_store::NewFamily {
                 family: keyfob_store::FamilyRow {
                     id: id.clone(),
                     user_id: s.user_id.clone(),
@@ -325,7 +325,7 @@ both_backends! {
             }
         };
         let items = [start(Some(&code)), start(Some(&code)), start(None)];
-        let started = store.start_sessions(&items).await.unwrap();
+        let started = store.start_families(&items).await.unwrap();
         assert_eq!(started, [true, false, true]);
         for (item, started) in items.iter().zip(started) {
             assert_eq!(store.find_family(&item.family.id).await.unwrap().is_some(), started);
@@ -335,8 +335,8 @@ both_backends! {
         assert_eq!(used.family_id.as_deref(), Some(items[0].family.id.as_str()));
         assert!(used.used_at.is_some());
         // A used code loses in a later batch too.
-        assert_eq!(store.start_sessions(&[start(Some(&code))]).await.unwrap(), [false]);
-        assert_eq!(store.start_sessions(&[]).await.unwrap(), Vec::<bool>::new());
+        assert_eq!(store.start_families(&[start(Some(&code))]).await.unwrap(), [false]);
+        assert_eq!(store.start_families(&[]).await.unwrap(), Vec::<bool>::new());
     }
 
     async fn a_code_exchanged_twice_at_once_starts_one_session(app) {
