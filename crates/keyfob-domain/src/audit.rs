@@ -91,6 +91,45 @@ impl ActorKind {
             ActorKind::Anonymous => "anonymous",
         }
     }
+
+    pub const ALL: [ActorKind; 8] = [
+        ActorKind::ApiKey,
+        ActorKind::Token,
+        ActorKind::Owner,
+        ActorKind::User,
+        ActorKind::App,
+        ActorKind::Operator,
+        ActorKind::System,
+        ActorKind::Anonymous,
+    ];
+}
+
+/// An actor kind Keyfob does not record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown actor kind `{0}`")]
+pub struct UnknownActorKind(pub String);
+
+impl std::str::FromStr for ActorKind {
+    type Err = UnknownActorKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ActorKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| UnknownActorKind(s.to_owned()))
+    }
+}
+
+impl std::fmt::Display for ActorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for ActorKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -292,5 +331,19 @@ mod tests {
         all.sort();
         all.dedup();
         assert_eq!(all.len(), action::ALL.len());
+    }
+
+    #[test]
+    fn actor_kinds_read_back_from_their_names_only() {
+        for kind in ActorKind::ALL {
+            assert_eq!(kind.as_str().parse::<ActorKind>(), Ok(kind));
+            assert_eq!(kind.to_string(), kind.as_str());
+        }
+        for bad in ["", "API_KEY", "robot", "owner "] {
+            assert_eq!(
+                bad.parse::<ActorKind>(),
+                Err(UnknownActorKind(bad.to_owned()))
+            );
+        }
     }
 }

@@ -4,6 +4,8 @@
 
 pub mod audit;
 pub mod claims;
+#[cfg(feature = "sqlx")]
+pub mod column;
 pub mod credential;
 pub mod document;
 pub mod email;

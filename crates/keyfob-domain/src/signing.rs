@@ -1,5 +1,67 @@
-//! The rule for retiring a signing key at once (a compromised key): which key signs afterwards,
-//! and when retiring is refused because nothing could sign.
+//! Signing keys: the algorithms Keyfob signs with, and the rule for retiring a key at once (a
+//! compromised key): which key signs afterwards, and when retiring is refused because nothing
+//! could sign.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An algorithm Keyfob signs tokens with, by its JOSE name (RFC 7518).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SigningAlg {
+    /// Ed25519 (`EdDSA`): the default.
+    EdDsa,
+    /// ECDSA on P-256 with SHA-256 (`ES256`).
+    Es256,
+}
+
+impl SigningAlg {
+    pub const ALL: [SigningAlg; 2] = [SigningAlg::EdDsa, SigningAlg::Es256];
+
+    /// Its JOSE name, as in a JWT header and a JWK.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlg::EdDsa => "EdDSA",
+            SigningAlg::Es256 => "ES256",
+        }
+    }
+}
+
+/// A signing algorithm Keyfob does not sign with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown signing algorithm `{0}`: use EdDSA or ES256")]
+pub struct UnknownAlg(pub String);
+
+impl FromStr for SigningAlg {
+    type Err = UnknownAlg;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SigningAlg::ALL
+            .into_iter()
+            .find(|alg| alg.as_str() == s)
+            .ok_or_else(|| UnknownAlg(s.to_owned()))
+    }
+}
+
+impl fmt::Display for SigningAlg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for SigningAlg {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for SigningAlg {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
 
 /// A signing key's times, as the rule needs them (Unix ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,5 +267,19 @@ mod tests {
             plan_retirement(&keys, "a", NOW),
             Err(RetireError::OnlyKey("a".into()))
         );
+    }
+
+    #[test]
+    fn algorithms_read_back_from_their_jose_names_only() {
+        for alg in SigningAlg::ALL {
+            assert_eq!(alg.as_str().parse::<SigningAlg>(), Ok(alg));
+            assert_eq!(alg.to_string(), alg.as_str());
+        }
+        for bad in ["", "eddsa", "RS256", "none", "ES256 "] {
+            assert_eq!(bad.parse::<SigningAlg>(), Err(UnknownAlg(bad.to_owned())));
+        }
+        let json = serde_json::to_string(&SigningAlg::Es256).unwrap();
+        assert_eq!(json, "\"ES256\"");
+        assert!(serde_json::from_str::<SigningAlg>("\"HS256\"").is_err());
     }
 }

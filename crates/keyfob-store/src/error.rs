@@ -72,6 +72,10 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(Unreachable::Connection(err)),
+            // The one rule for stored data that no longer reads (see `types`).
+            sqlx::Error::ColumnDecode { index, source } => {
+                StoreError::Corrupt(format!("column {index}: {source}"))
+            }
             _ => StoreError::Database(err),
         }
     }

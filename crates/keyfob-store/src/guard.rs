@@ -21,6 +21,7 @@ use keyfob_domain::query::ListQuery;
 
 use crate::error::Unreachable;
 use crate::model::*;
+use crate::types::Strings;
 use crate::{Result, Store, StoreError};
 
 /// How long database calls may take, and how often a database that is down is tried again.
@@ -420,7 +421,7 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.list_apps(account_id)).await
     }
 
-    async fn live_app_origins(&self) -> Result<Vec<String>> {
+    async fn live_app_origins(&self) -> Result<Vec<Strings>> {
         self.breaker.run(self.inner.live_app_origins()).await
     }
 
@@ -596,7 +597,12 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.init_account_vault(vault)).await
     }
 
-    async fn set_sensitive_fields(&self, account_id: &str, fields: &str, at: i64) -> Result<bool> {
+    async fn set_sensitive_fields(
+        &self,
+        account_id: &str,
+        fields: &Strings,
+        at: i64,
+    ) -> Result<bool> {
         self.breaker
             .run(self.inner.set_sensitive_fields(account_id, fields, at))
             .await

@@ -16,6 +16,7 @@ mod model;
 mod pg;
 mod sql;
 mod sqlite;
+mod types;
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ pub use model::*;
 pub use pg::PgStore;
 pub use sql::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
+pub use types::{ChangeKind, JsonList, JsonText, Permissions, Strings};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -124,8 +126,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_app(&self, app: &AppRow) -> Result<()>;
     async fn find_app(&self, client_id: &str) -> Result<Option<AppRow>>;
     async fn list_apps(&self, account_id: &str) -> Result<Vec<AppRow>>;
-    /// The browser origins of every live application (JSON arrays, one per app).
-    async fn live_app_origins(&self) -> Result<Vec<String>>;
+    /// The browser origins of every live application, one list per app.
+    async fn live_app_origins(&self) -> Result<Vec<Strings>>;
     async fn insert_user(&self, user: &UserRow) -> Result<()>;
     async fn find_user_by_email(&self, email: &str) -> Result<Option<UserRow>>;
     async fn find_user(&self, id: &str) -> Result<Option<UserRow>>;
@@ -202,8 +204,13 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `vault` unless the account has one already; returns the one stored afterwards (so
     /// two nodes racing to make the first one agree on it).
     async fn init_account_vault(&self, vault: &AccountVaultRow) -> Result<AccountVaultRow>;
-    /// Replaces an account's sensitive field list (a JSON array); `false` without a vault.
-    async fn set_sensitive_fields(&self, account_id: &str, fields: &str, at: i64) -> Result<bool>;
+    /// Replaces an account's sensitive field list; `false` without a vault.
+    async fn set_sensitive_fields(
+        &self,
+        account_id: &str,
+        fields: &Strings,
+        at: i64,
+    ) -> Result<bool>;
 
     /// Every account's vault, for a master-key rotation.
     async fn list_account_vaults(&self) -> Result<Vec<AccountVaultRow>>;

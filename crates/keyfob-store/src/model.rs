@@ -1,6 +1,10 @@
 //! Rows as the store reads and writes them.
 
+use keyfob_domain::audit::ActorKind;
+use keyfob_domain::signing::SigningAlg;
 use sqlx::FromRow;
+
+use crate::types::{ChangeKind, JsonText, Permissions, Strings};
 
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct Account {
@@ -52,8 +56,7 @@ pub struct TokenRow {
     pub account_id: String,
     pub api_key_id: Option<String>,
     pub subject: String,
-    /// The permissions, as a JSON array of strings.
-    pub permissions: String,
+    pub permissions: Permissions,
     pub issued_at: i64,
     pub expires_at: i64,
     /// When it was revoked: by itself, by its API key's revocation, or by revoking all of its
@@ -92,7 +95,7 @@ pub struct TokenCutoff {
 #[derive(Clone, PartialEq, Eq, FromRow)]
 pub struct SigningKeyRow {
     pub kid: String,
-    pub alg: String,
+    pub alg: SigningAlg,
     /// The PKCS#8 private key, sealed with the master key (base64 of nonce and ciphertext).
     pub private_key: String,
     /// The public key as a JWK (JSON).
@@ -180,23 +183,9 @@ impl std::fmt::Debug for OwnerLoginRow {
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct Change {
     pub id: i64,
-    pub kind: String,
+    pub kind: ChangeKind,
     pub subject: String,
     pub created_at: i64,
-}
-
-/// The kinds of change in the feed.
-pub mod change_kind {
-    pub const API_KEY_CREATED: &str = "api_key.created";
-    pub const API_KEY_REVOKED: &str = "api_key.revoked";
-    pub const TOKEN_REVOKED: &str = "token.revoked";
-    pub const SIGNING_KEYS_CHANGED: &str = "signing_keys.changed";
-    /// An application was registered or changed: its origins (CORS) may differ.
-    pub const APP_CHANGED: &str = "app.changed";
-    /// A refresh family (a user session) ended: its access tokens are refused.
-    pub const SESSION_REVOKED: &str = "session.revoked";
-    /// Every token an API key minted so far was revoked (the key stays live).
-    pub const API_KEY_TOKENS_REVOKED: &str = "api_key.tokens_revoked";
 }
 
 /// An application registered for user sessions.
@@ -209,12 +198,12 @@ pub struct AppRow {
     pub public: bool,
     /// SHA-256 of the client secret, for a confidential app.
     pub client_secret_hash: Option<String>,
-    /// JSON array of exact redirect URIs.
-    pub redirect_uris: String,
-    /// JSON array of browser origins allowed by CORS.
-    pub origins: String,
-    /// JSON array of the most permissions the app may ask a user for.
-    pub max_permissions: String,
+    /// Exact redirect URIs.
+    pub redirect_uris: Strings,
+    /// Browser origins allowed by CORS.
+    pub origins: Strings,
+    /// The most permissions the app may ask a user for.
+    pub max_permissions: Permissions,
     pub refresh_idle_secs: Option<i64>,
     pub refresh_absolute_secs: Option<i64>,
     /// Whether the app may receive tokens in the URL fragment (`response_type=token`).
@@ -249,8 +238,8 @@ pub struct GrantRow {
     pub user_id: String,
     pub client_id: String,
     pub account_id: String,
-    /// JSON array of granted permissions.
-    pub permissions: String,
+    /// The granted permissions.
+    pub permissions: Permissions,
     pub created_at: i64,
     pub updated_at: i64,
     pub revoked_at: Option<i64>,
@@ -264,7 +253,7 @@ pub struct AuthCodeRow {
     pub user_id: String,
     pub grant_id: String,
     pub redirect_uri: String,
-    pub permissions: String,
+    pub permissions: Permissions,
     /// The PKCE S256 challenge, if the client sent one.
     pub code_challenge: Option<String>,
     pub family_id: Option<String>,
@@ -290,7 +279,7 @@ pub struct FamilyRow {
 pub struct RefreshRow {
     pub token_hash: String,
     pub family_id: String,
-    pub permissions: String,
+    pub permissions: Permissions,
     pub created_at: i64,
     pub used_at: Option<i64>,
     /// The pair issued when it was used, sealed; kept through the grace window.
@@ -335,8 +324,8 @@ pub struct Rotation {
 pub struct RefreshSession {
     pub token: RefreshRow,
     pub family: FamilyRow,
-    /// The grant's permissions (a JSON array), or `None` when the grant is revoked or gone.
-    pub grant_permissions: Option<String>,
+    /// The grant's permissions, or `None` when the grant is revoked or gone.
+    pub grant_permissions: Option<Permissions>,
 }
 
 /// An end user's login to Keyfob's own pages (a browser cookie), not to be confused with a
@@ -366,15 +355,14 @@ pub struct AuditEventRow {
     /// unknown email).
     pub account_id: Option<String>,
     pub at: i64,
-    /// `api_key`, `token`, `owner`, `user`, `operator` or `system`.
-    pub actor_kind: String,
+    pub actor_kind: ActorKind,
     pub actor_id: String,
     pub action: String,
     /// What was acted on: a key id, a token id, `resource/record#field`, …
     pub target: Option<String>,
     pub ip: Option<String>,
     /// A JSON object with more detail; never a secret or a sensitive value.
-    pub detail: Option<String>,
+    pub detail: Option<JsonText<serde_json::Value>>,
 }
 
 /// Which audit events of an account to list, newest first.
@@ -397,8 +385,8 @@ pub struct AccountVaultRow {
     pub account_id: String,
     /// The data key sealed with the master key (base64 of nonce and ciphertext).
     pub data_key: String,
-    /// JSON array of field names.
-    pub sensitive_fields: String,
+    /// The names of the fields whose values are kept sealed.
+    pub sensitive_fields: Strings,
     pub created_at: i64,
     pub updated_at: i64,
 }

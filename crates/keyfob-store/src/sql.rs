@@ -15,6 +15,7 @@ use sqlx::{
 };
 
 use crate::model::*;
+use crate::types::{ChangeKind, Permissions, Strings};
 use crate::{Result, Store, StoreError};
 
 #[derive(FromRow)]
@@ -47,7 +48,7 @@ impl From<RecordDbRow> for RecordRow {
 pub(crate) struct RefreshSessionRow {
     token_hash: String,
     family_id: String,
-    permissions: String,
+    permissions: Permissions,
     created_at: i64,
     used_at: Option<i64>,
     next_sealed: Option<String>,
@@ -57,7 +58,7 @@ pub(crate) struct RefreshSessionRow {
     family_created_at: i64,
     last_used_at: i64,
     revoked_at: Option<i64>,
-    grant_permissions: Option<String>,
+    grant_permissions: Option<Permissions>,
 }
 
 impl From<RefreshSessionRow> for RefreshSession {
@@ -266,7 +267,7 @@ where
     /// Logs a change in `tx` for the other nodes' change feeds.
     async fn log_change(
         tx: &mut Transaction<'_, DB>,
-        kind: &str,
+        kind: ChangeKind,
         subject: &str,
         at: i64,
     ) -> Result<()> {
@@ -289,7 +290,7 @@ where
             .bind(id)
             .execute(&mut **tx)
             .await?;
-            Self::log_change(tx, change_kind::SESSION_REVOKED, id, at).await?;
+            Self::log_change(tx, ChangeKind::SessionRevoked, id, at).await?;
         }
         Ok(())
     }
@@ -426,13 +427,7 @@ where
         .bind(key.created_at)
         .execute(&mut *tx)
         .await?;
-        Self::log_change(
-            &mut tx,
-            change_kind::API_KEY_CREATED,
-            &key.id,
-            key.created_at,
-        )
-        .await?;
+        Self::log_change(&mut tx, ChangeKind::ApiKeyCreated, &key.id, key.created_at).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -480,7 +475,7 @@ where
         .rows_affected()
             > 0;
         if done {
-            Self::log_change(&mut tx, change_kind::API_KEY_REVOKED, id, at).await?;
+            Self::log_change(&mut tx, ChangeKind::ApiKeyRevoked, id, at).await?;
         }
         tx.commit().await?;
         Ok(done)
@@ -557,7 +552,7 @@ where
         .rows_affected()
             > 0;
         if done {
-            Self::log_change(&mut tx, change_kind::TOKEN_REVOKED, jti, at).await?;
+            Self::log_change(&mut tx, ChangeKind::TokenRevoked, jti, at).await?;
         }
         tx.commit().await?;
         Ok(done)
@@ -636,7 +631,7 @@ where
         .rows_affected()
             > 0;
         if done {
-            Self::log_change(&mut tx, change_kind::API_KEY_TOKENS_REVOKED, key_id, at).await?;
+            Self::log_change(&mut tx, ChangeKind::ApiKeyTokensRevoked, key_id, at).await?;
         }
         tx.commit().await?;
         Ok(done)
@@ -721,7 +716,7 @@ where
                 .await?;
             }
         }
-        Self::log_change(&mut tx, change_kind::SIGNING_KEYS_CHANGED, kid, at).await?;
+        Self::log_change(&mut tx, ChangeKind::SigningKeysChanged, kid, at).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -733,7 +728,7 @@ where
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&key.kid)
-        .bind(&key.alg)
+        .bind(key.alg)
         .bind(&key.private_key)
         .bind(&key.public_jwk)
         .bind(key.created_at)
@@ -744,7 +739,7 @@ where
         .await?;
         Self::log_change(
             &mut tx,
-            change_kind::SIGNING_KEYS_CHANGED,
+            ChangeKind::SigningKeysChanged,
             &key.kid,
             key.created_at,
         )
@@ -777,7 +772,7 @@ where
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&next.kid)
-        .bind(&next.alg)
+        .bind(next.alg)
         .bind(&next.private_key)
         .bind(&next.public_jwk)
         .bind(next.created_at)
@@ -788,7 +783,7 @@ where
         .await?;
         Self::log_change(
             &mut tx,
-            change_kind::SIGNING_KEYS_CHANGED,
+            ChangeKind::SigningKeysChanged,
             &next.kid,
             next.created_at,
         )
@@ -933,7 +928,7 @@ where
         .await?;
         Self::log_change(
             &mut tx,
-            change_kind::APP_CHANGED,
+            ChangeKind::AppChanged,
             &app.client_id,
             app.created_at,
         )
@@ -942,7 +937,7 @@ where
         Ok(())
     }
 
-    async fn live_app_origins(&self) -> Result<Vec<String>> {
+    async fn live_app_origins(&self) -> Result<Vec<Strings>> {
         Ok(
             sqlx::query_scalar("SELECT origins FROM apps WHERE revoked_at IS NULL")
                 .fetch_all(&self.pool)
@@ -1513,7 +1508,12 @@ where
             .ok_or_else(|| StoreError::Corrupt(format!("vault of {} vanished", v.account_id)))
     }
 
-    async fn set_sensitive_fields(&self, account_id: &str, fields: &str, at: i64) -> Result<bool> {
+    async fn set_sensitive_fields(
+        &self,
+        account_id: &str,
+        fields: &Strings,
+        at: i64,
+    ) -> Result<bool> {
         Ok(sqlx::query(
             "UPDATE account_vaults SET sensitive_fields = $1, updated_at = $2 WHERE account_id = $3",
         )
@@ -1585,12 +1585,12 @@ where
             row.push_bind(&e.id)
                 .push_bind(&e.account_id)
                 .push_bind(e.at)
-                .push_bind(&e.actor_kind)
+                .push_bind(e.actor_kind)
                 .push_bind(&e.actor_id)
                 .push_bind(&e.action)
                 .push_bind(&e.target)
                 .push_bind(&e.ip)
-                .push_bind(&e.detail);
+                .push_bind(e.detail.as_ref().map(|d| d.0.to_string()));
         });
         DB::execute_built(&mut insert, &self.pool).await?;
         Ok(())

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use keyfob_domain::audit::{ActorKind, action};
 use keyfob_domain::{Principal, PrincipalKind};
-use keyfob_store::{AuditEventRow, Store, StoreError};
+use keyfob_store::{AuditEventRow, JsonText, Store, StoreError};
 use serde_json::Value;
 
 use crate::batch::Batcher;
@@ -168,12 +168,12 @@ impl AuditEvent {
             id: uuid::Uuid::now_v7().to_string(),
             account_id: self.account_id,
             at: now_ms(),
-            actor_kind: self.actor.kind.as_str().to_owned(),
+            actor_kind: self.actor.kind,
             actor_id: self.actor.id,
             action: self.action.to_owned(),
             target: self.target,
             ip: self.ip,
-            detail: detail.map(|d| d.to_string()),
+            detail: detail.map(JsonText),
         }
     }
 }

@@ -13,7 +13,8 @@ use keyfob_domain::session::{Ended, RefreshFacts, RefreshState, SessionLimits, r
 use std::sync::Arc;
 
 use keyfob_store::{
-    AppRow, FamilyRow, GrantRow, NewFamily, RefreshRow, RefreshSession, Rotation, Store,
+    AppRow, FamilyRow, GrantRow, NewFamily, Permissions, RefreshRow, RefreshSession, Rotation,
+    Store,
 };
 use serde::{Deserialize, Serialize};
 
@@ -150,7 +151,7 @@ pub async fn start(
     let first = RefreshRow {
         token_hash: hash_secret(&refresh_token),
         family_id: family.id.clone(),
-        permissions: serde_json::to_string(permissions).map_err(anyhow::Error::from)?,
+        permissions: Permissions::parse(permissions).map_err(anyhow::Error::from)?,
         created_at: now,
         used_at: None,
         next_sealed: None,
@@ -307,7 +308,7 @@ async fn rotate(
     let family = &session.family;
     let grant_permissions = session
         .grant_permissions
-        .as_deref()
+        .as_ref()
         .ok_or(SessionError::Ended(Ended::GrantRevoked))?;
     let permissions = narrowed(&session.token.permissions, grant_permissions);
     let next_token = new_refresh_token();
@@ -327,7 +328,7 @@ async fn rotate(
     let next = RefreshRow {
         token_hash: hash_secret(&next_token),
         family_id: family.id.clone(),
-        permissions: serde_json::to_string(&permissions).map_err(anyhow::Error::from)?,
+        permissions: Permissions::parse(&permissions).map_err(anyhow::Error::from)?,
         created_at: now,
         used_at: None,
         next_sealed: None,
@@ -365,10 +366,11 @@ pub async fn end_family(state: &AppState, family_id: &str) -> Result<bool, Sessi
 }
 
 /// The permissions of `row` still covered by the grant (a grant may have been narrowed since).
-fn narrowed(row: &str, grant: &str) -> Vec<String> {
-    let row: Vec<String> = serde_json::from_str(row).unwrap_or_default();
-    let grant: Vec<String> = serde_json::from_str(grant).unwrap_or_default();
-    row.into_iter().filter(|p| grant.contains(p)).collect()
+fn narrowed(row: &Permissions, grant: &Permissions) -> Vec<String> {
+    row.iter()
+        .filter(|p| grant.contains(p))
+        .map(ToString::to_string)
+        .collect()
 }
 
 #[cfg(test)]
@@ -378,9 +380,16 @@ mod tests {
     #[test]
     fn narrowing_keeps_only_granted_permissions() {
         assert_eq!(
-            narrowed(r#"["deals.read","deals.write"]"#, r#"["deals.read"]"#),
+            narrowed(
+                &list(&["deals.read", "deals.write"]),
+                &list(&["deals.read"])
+            ),
             vec!["deals.read"]
         );
-        assert!(narrowed(r#"["deals.read"]"#, "[]").is_empty());
+        assert!(narrowed(&list(&["deals.read"]), &Permissions::default()).is_empty());
+    }
+
+    fn list(names: &[&str]) -> Permissions {
+        Permissions::parse(names).unwrap()
     }
 }

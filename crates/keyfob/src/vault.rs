@@ -48,13 +48,6 @@ pub struct Vault {
     accounts: RwLock<HashMap<String, Arc<AccountVault>>>,
 }
 
-fn parse_fields(json: &str) -> SensitiveFields {
-    serde_json::from_str::<Vec<String>>(json)
-        .ok()
-        .and_then(|names| SensitiveFields::from_names(names).ok())
-        .unwrap_or_default()
-}
-
 impl Vault {
     pub fn new(store: Arc<dyn Store>, master: Arc<MasterKey>) -> Vault {
         Vault {
@@ -96,7 +89,9 @@ impl Vault {
         let vault = Arc::new(AccountVault {
             account_id: account_id.to_owned(),
             key,
-            fields: parse_fields(&row.sensitive_fields),
+            fields: SensitiveFields::from_names(row.sensitive_fields.into_vec()).map_err(|e| {
+                anyhow::anyhow!("the stored sensitive fields of {account_id} do not read: {e}")
+            })?,
             loaded_at: now,
         });
         self.accounts
@@ -115,11 +110,14 @@ impl Vault {
         // key with it: the key would be lost at its next start.
         self.check_master().await?;
         let (_, sealed) = DataKey::generate(&self.master, account_id);
-        let fields: Vec<&str> = vault::DEFAULT_SENSITIVE_FIELDS.to_vec();
+
         let row = AccountVaultRow {
             account_id: account_id.to_owned(),
             data_key: sealed,
-            sensitive_fields: serde_json::to_string(&fields).map_err(anyhow::Error::from)?,
+            sensitive_fields: vault::DEFAULT_SENSITIVE_FIELDS
+                .iter()
+                .map(|f| f.to_string())
+                .collect(),
             created_at: now,
             updated_at: now,
         };
@@ -147,9 +145,8 @@ impl Vault {
         fields: &SensitiveFields,
     ) -> Result<(), VaultServiceError> {
         self.account(account_id).await?;
-        let json = serde_json::to_string(fields.names()).map_err(anyhow::Error::from)?;
         self.store
-            .set_sensitive_fields(account_id, &json, now_ms())
+            .set_sensitive_fields(account_id, &fields.names().to_vec().into(), now_ms())
             .await?;
         self.accounts
             .write()

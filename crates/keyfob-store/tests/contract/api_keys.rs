@@ -1,6 +1,6 @@
 //! API keys: creating, finding, revoking, last-used times, and "revoke all tokens of this key".
 
-use keyfob_store::change_kind::*;
+use crate::helpers::change_kind::*;
 use keyfob_store::{StoreError, TokenCutoff};
 
 use crate::contract;

@@ -1,6 +1,6 @@
 //! Applications, end users, their grants, and the login sessions of users and owners.
 
-use keyfob_store::change_kind::*;
+use crate::helpers::change_kind::*;
 use keyfob_store::{GrantRow, OwnerLoginRow, StoreError, UserLoginRow, UserRow};
 
 use crate::contract;
@@ -13,7 +13,7 @@ contract! {
         let mut second = app_row(&account);
         second.public = false;
         second.client_secret_hash = Some("secret-hash".into());
-        second.origins = r#"["https://admin.example","http://localhost:3000"]"#.into();
+        second.origins = json(r#"["https://admin.example","http://localhost:3000"]"#);
         second.refresh_idle_secs = None;
         second.refresh_absolute_secs = Some(86_400);
         second.allow_fragment = true;
@@ -115,7 +115,7 @@ contract! {
         // The same user and app again: the permissions are replaced, the grant keeps its id.
         let again = GrantRow {
             id: id("grant"),
-            permissions: r#"["deals.read","deals.write"]"#.into(),
+            permissions: json(r#"["deals.read","deals.write"]"#),
             created_at: T0 + 50,
             updated_at: T0 + 50,
             ..grant.clone()

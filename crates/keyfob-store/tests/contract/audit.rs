@@ -10,12 +10,14 @@ fn event(account_id: Option<&str>, at: i64, actor_id: &str, action: &str) -> Aud
         id: id("evt"),
         account_id: account_id.map(str::to_owned),
         at,
-        actor_kind: "api_key".into(),
+        actor_kind: "api_key".parse().unwrap(),
         actor_id: actor_id.into(),
         action: action.into(),
         target: Some("deals/1".into()),
         ip: Some("203.0.113.7".into()),
-        detail: Some(r#"{"fields":["ssn"]}"#.into()),
+        detail: Some(keyfob_store::JsonText(
+            serde_json::json!({ "fields": ["ssn"] }),
+        )),
     }
 }
 
@@ -45,14 +47,14 @@ contract! {
         let b = event(Some(&acct), T0 + 2, "key-2", "record.reveal");
         let c = event(Some(&acct), T0 + 3, "key-1", "record.reveal");
         let mut operator = event(None, T0 + 4, "cli", "signing_key.rotated");
-        operator.actor_kind = "operator".into();
+        operator.actor_kind = "operator".parse().unwrap();
         operator.target = None;
         operator.ip = None;
         operator.detail = None;
         // An event no account owns that an operator did not cause (a failed login for an unknown
         // email) is nobody's to read.
         let mut stray = event(None, T0 + 5, "anon", "login.failed");
-        stray.actor_kind = "anonymous".into();
+        stray.actor_kind = "anonymous".parse().unwrap();
         let elsewhere = event(Some("other-account"), T0 + 6, "key-9", "record.read");
         db.insert_audit_events(&[a.clone(), b.clone()])
             .await

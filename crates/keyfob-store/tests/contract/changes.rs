@@ -1,7 +1,7 @@
 //! The change feed other nodes poll: every write they must notice logs one entry, in its own
 //! transaction, and a write that changed nothing logs nothing.
 
-use keyfob_store::change_kind::*;
+use crate::helpers::change_kind::*;
 
 use crate::contract;
 use crate::helpers::*;

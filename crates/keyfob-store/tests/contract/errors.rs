@@ -66,7 +66,7 @@ contract! {
                 .unwrap()
         );
         assert!(!db.delete_record(&scope, none).await.unwrap());
-        assert!(!db.set_sensitive_fields(none, "[]", T0).await.unwrap());
+        assert!(!db.set_sensitive_fields(none, &json("[]"), T0).await.unwrap());
         assert_eq!(db.delete_user_logins(none, None).await.unwrap(), 0);
         // Deleting what is not there is not an error.
         db.delete_owner_login(none).await.unwrap();
@@ -99,7 +99,7 @@ contract! {
             user_id: user.id.clone(),
             client_id: "no-such-app".into(),
             account_id: "no-such-account".into(),
-            permissions: "[]".into(),
+            permissions: json("[]"),
             created_at: T0,
             updated_at: T0,
             revoked_at: None,
@@ -142,5 +142,58 @@ contract! {
         );
         assert_eq!(db.count("refresh_families").await, 0);
         assert_eq!(db.count("refresh_tokens").await, 0);
+    }
+
+    async fn stored_data_that_no_longer_reads_is_corrupt_not_empty(db) {
+        let account = db.account().await;
+        let app = db.app(&account).await;
+        let grant = db.grant(r#"["deals.read"]"#).await;
+        // One column each: a list that is not JSON, a permission that does not parse, an actor
+        // kind and an algorithm this version does not know.
+        db.raw(&format!(
+            "UPDATE apps SET origins = 'not json' WHERE client_id = '{}'",
+            app.client_id
+        ))
+        .await
+        .unwrap();
+        db.raw(&format!(
+            "UPDATE grants SET permissions = '[\"deals.fly\"]' WHERE id = '{}'",
+            grant.id
+        ))
+        .await
+        .unwrap();
+        let corrupt = |result: Result<_, StoreError>| match result {
+            Err(StoreError::Corrupt(what)) => what,
+            Err(other) => panic!("expected corrupt data, got {other}"),
+            Ok(_) => panic!("expected corrupt data, got a value"),
+        };
+        corrupt(db.find_app(&app.client_id).await.map(|_| ()));
+        corrupt(db.live_app_origins().await.map(|_| ()));
+        let what = corrupt(db.find_grant_by_id(&grant.id).await.map(|_| ()));
+        assert!(what.contains("deals.fly"), "{what}");
+
+        db.raw(
+            "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at, activates_at) \
+             VALUES ('k-odd', 'HS256', 'x', '{}', 1, 1)",
+        )
+        .await
+        .unwrap();
+        let what = corrupt(db.list_signing_keys().await.map(|_| ()));
+        assert!(what.contains("HS256"), "{what}");
+    }
+
+    async fn a_change_kind_from_a_newer_node_is_read_not_refused(db) {
+        db.raw(
+            "INSERT INTO changes (kind, subject, created_at) VALUES ('owner.mfa_changed', 'o-1', 5)",
+        )
+        .await
+        .unwrap();
+        let changes = db.changes_since(0).await.unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            changes[0].kind,
+            keyfob_store::ChangeKind::Other("owner.mfa_changed".into())
+        );
+        assert_eq!(changes[0].subject, "o-1");
     }
 }

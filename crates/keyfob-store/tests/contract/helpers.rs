@@ -6,8 +6,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use keyfob_store::{
-    Account, ApiKeyRow, AppRow, FamilyRow, GrantRow, NewFamily, Owner, RefreshRow, Store, Timeouts,
-    TokenRow, UserRow,
+    Account, ApiKeyRow, AppRow, FamilyRow, GrantRow, JsonList, NewFamily, Owner, RefreshRow, Store,
+    Timeouts, TokenRow, UserRow,
 };
 use sqlx::Connection;
 use tempfile::TempDir;
@@ -154,7 +154,7 @@ impl TestStore {
             .await
             .unwrap()
             .into_iter()
-            .map(|c| (c.kind, c.subject))
+            .map(|c| (c.kind.to_string(), c.subject))
             .collect()
     }
 
@@ -218,7 +218,7 @@ impl TestStore {
             user_id: user.id,
             client_id: app.client_id,
             account_id: account,
-            permissions: permissions.into(),
+            permissions: json(permissions),
             created_at: T0,
             updated_at: T0,
             revoked_at: None,
@@ -258,9 +258,9 @@ pub fn app_row(account_id: &str) -> AppRow {
         name: "Web".into(),
         public: true,
         client_secret_hash: None,
-        redirect_uris: r#"["https://app.example/cb"]"#.into(),
-        origins: r#"["https://app.example"]"#.into(),
-        max_permissions: r#"["deals.read","deals.write"]"#.into(),
+        redirect_uris: json(r#"["https://app.example/cb"]"#),
+        origins: json(r#"["https://app.example"]"#),
+        max_permissions: json(r#"["deals.read","deals.write"]"#),
         refresh_idle_secs: Some(3600),
         refresh_absolute_secs: None,
         allow_fragment: false,
@@ -276,7 +276,7 @@ pub fn token_row(account_id: &str, key_id: Option<&str>, issued_at: i64) -> Toke
         account_id: account_id.into(),
         api_key_id: key_id.map(str::to_owned),
         subject: "svc".into(),
-        permissions: r#"["deals.read"]"#.into(),
+        permissions: json(r#"["deals.read"]"#),
         issued_at,
         expires_at: issued_at + 10 * MINUTE,
         revoked_at: None,
@@ -308,4 +308,21 @@ pub fn new_session(grant: &GrantRow, code: Option<&str>) -> NewFamily {
         first,
         code: code.map(|hash| (hash.to_owned(), T0 + 1_000)),
     }
+}
+
+/// A list column's value from its stored JSON form.
+pub fn json<T: serde::de::DeserializeOwned>(text: &str) -> JsonList<T> {
+    JsonList::from_json(text).unwrap()
+}
+
+/// The change feed's kinds by their stored names: what nodes of every version read, so the
+/// names must never change.
+pub mod change_kind {
+    pub const API_KEY_CREATED: &str = "api_key.created";
+    pub const API_KEY_REVOKED: &str = "api_key.revoked";
+    pub const TOKEN_REVOKED: &str = "token.revoked";
+    pub const SIGNING_KEYS_CHANGED: &str = "signing_keys.changed";
+    pub const APP_CHANGED: &str = "app.changed";
+    pub const SESSION_REVOKED: &str = "session.revoked";
+    pub const API_KEY_TOKENS_REVOKED: &str = "api_key.tokens_revoked";
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use keyfob_store::change_kind::*;
+use crate::helpers::change_kind::*;
 use keyfob_store::{RefreshRow, Rotation};
 
 use crate::contract;
@@ -15,7 +15,7 @@ fn rotation(old: &str, family_id: &str, now: i64, touch_family: bool) -> Rotatio
         next: RefreshRow {
             token_hash: id("rt"),
             family_id: family_id.into(),
-            permissions: r#"["deals.read"]"#.into(),
+            permissions: json(r#"["deals.read"]"#),
             created_at: now,
             used_at: None,
             next_sealed: None,
@@ -42,8 +42,8 @@ contract! {
         );
         assert_eq!(session.family.grant_id, grant.id);
         assert_eq!(
-            session.grant_permissions.as_deref(),
-            Some(grant.permissions.as_str())
+            session.grant_permissions.as_ref(),
+            Some(&grant.permissions)
         );
         assert!(db.find_refresh_session("nope").await.unwrap().is_none());
         assert!(db.find_refresh("nope").await.unwrap().is_none());

@@ -9,7 +9,7 @@ fn vault(account_id: &str, data_key: &str) -> AccountVaultRow {
     AccountVaultRow {
         account_id: account_id.into(),
         data_key: data_key.into(),
-        sensitive_fields: r#"["ssn"]"#.into(),
+        sensitive_fields: json(r#"["ssn"]"#),
         created_at: T0,
         updated_at: T0,
     }
@@ -38,7 +38,7 @@ contract! {
         let account = db.account().await;
         assert_eq!(db.find_account_vault(&account).await.unwrap(), None);
         assert!(
-            !db.set_sensitive_fields(&account, r#"["card"]"#, T0 + 1)
+            !db.set_sensitive_fields(&account, &json(r#"["card"]"#), T0 + 1)
                 .await
                 .unwrap()
         );
@@ -53,7 +53,7 @@ contract! {
         );
 
         assert!(
-            db.set_sensitive_fields(&account, r#"["ssn","card"]"#, T0 + 5)
+            db.set_sensitive_fields(&account, &json(r#"["ssn","card"]"#), T0 + 5)
                 .await
                 .unwrap()
         );
@@ -61,7 +61,7 @@ contract! {
         assert_eq!(
             stored,
             AccountVaultRow {
-                sensitive_fields: r#"["ssn","card"]"#.into(),
+                sensitive_fields: json(r#"["ssn","card"]"#),
                 updated_at: T0 + 5,
                 ..first
             }
@@ -83,7 +83,7 @@ contract! {
             .unwrap();
         let key = SigningKeyRow {
             kid: id("kid"),
-            alg: "ES256".into(),
+            alg: "ES256".parse().unwrap(),
             private_key: "old-private".into(),
             public_jwk: "{}".into(),
             created_at: T0,
@@ -100,7 +100,7 @@ contract! {
             next: RefreshRow {
                 token_hash: id("rt"),
                 family_id: family,
-                permissions: "[]".into(),
+                permissions: json("[]"),
                 created_at: T0,
                 used_at: None,
                 next_sealed: None,

@@ -1,6 +1,6 @@
 //! Signing keys: publishing, rotating and retiring them.
 
-use keyfob_store::change_kind::*;
+use crate::helpers::change_kind::*;
 use keyfob_store::{SigningHeir, SigningKeyRow, StoreError};
 
 use crate::contract;
@@ -11,7 +11,7 @@ const DAY: i64 = 24 * 60 * MINUTE;
 fn signing_key(created_at: i64, activates_at: i64) -> SigningKeyRow {
     SigningKeyRow {
         kid: id("kid"),
-        alg: "ES256".into(),
+        alg: "ES256".parse().unwrap(),
         private_key: format!("sealed-{}", id("pk")),
         public_jwk: r#"{"kty":"EC","crv":"P-256"}"#.into(),
         created_at,

@@ -1,6 +1,6 @@
 //! Minted tokens: recording them in batches, listing and filtering, revoking.
 
-use keyfob_store::change_kind::*;
+use crate::helpers::change_kind::*;
 use keyfob_store::{StoreError, TokenFilter, TokenRow, TokenStatus};
 
 use crate::contract;
@@ -38,7 +38,7 @@ contract! {
             .collect();
         // A token minted by something other than a key (a user session) has no key.
         batch[1].api_key_id = None;
-        batch[1].permissions = r#"["deals.read","notes.write"]"#.into();
+        batch[1].permissions = json(r#"["deals.read","notes.write"]"#);
         db.insert_tokens(&batch).await.unwrap();
         db.insert_tokens(&[]).await.unwrap();
 
@@ -116,12 +116,12 @@ contract! {
         let key = db.key(&account, T0).await;
         let now = T0 + 5 * MINUTE;
         let mut by_key = token_row(&account, Some(&key.id), T0);
-        by_key.permissions = r#"["deals.read"]"#.into();
+        by_key.permissions = json(r#"["deals.read"]"#);
         let mut writer = token_row(&account, None, T0 + 1);
-        writer.permissions = r#"["deals.write","deals_x.read"]"#.into();
+        writer.permissions = json(r#"["deals.write","deals_x.read"]"#);
         let mut expired = token_row(&account, None, T0 + 2);
         expired.expires_at = now;
-        expired.permissions = r#"["dealsyx.read"]"#.into();
+        expired.permissions = json(r#"["dealsyx.read"]"#);
         let revoked = token_row(&account, None, T0 + 3);
         db.insert_tokens(&[
             by_key.clone(),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
-use keyfob_store::{ApiKeyRow, AppRow, TokenCutoff};
+use keyfob_store::{ApiKeyRow, AppRow, Strings, TokenCutoff};
 
 use super::lookup::KeyLookups;
 
@@ -242,12 +242,8 @@ impl AuthIndex {
     }
 
     /// Replaces the allowed origins with those of `apps` (each a JSON array of origins).
-    pub fn replace_origins(&self, apps: &[String]) {
-        let set = apps
-            .iter()
-            .filter_map(|json| serde_json::from_str::<Vec<String>>(json).ok())
-            .flatten()
-            .collect();
+    pub fn replace_origins(&self, apps: &[Strings]) {
+        let set = apps.iter().flatten().cloned().collect();
         *self.origins.write().expect("index lock poisoned") = set;
     }
 

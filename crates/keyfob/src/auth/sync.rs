@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use keyfob_store::{Change, change_kind};
+use keyfob_store::{Change, ChangeKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -190,40 +190,40 @@ async fn apply_changes(state: &AppState, seen: &mut HashMap<i64, i64>) -> anyhow
 }
 
 async fn apply(state: &AppState, change: &Change) -> anyhow::Result<()> {
-    match change.kind.as_str() {
-        change_kind::API_KEY_CREATED => {
+    match &change.kind {
+        ChangeKind::ApiKeyCreated => {
             if let Some(row) = state.store.find_api_key(&change.subject).await? {
                 state.index.add_key(&row);
             }
         }
-        change_kind::API_KEY_REVOKED => {
+        ChangeKind::ApiKeyRevoked => {
             state.index.remove_key(&change.subject);
             refuse_key_tokens(state, &change.subject, i64::MAX).await?;
         }
         // The change is logged at the instant the tokens were revoked up to.
-        change_kind::API_KEY_TOKENS_REVOKED => {
+        ChangeKind::ApiKeyTokensRevoked => {
             refuse_key_tokens(state, &change.subject, change.created_at).await?;
         }
-        change_kind::TOKEN_REVOKED => {
+        ChangeKind::TokenRevoked => {
             let exp = match state.store.find_token(&change.subject).await? {
                 Some(token) => token.expires_at / 1000,
                 None => (now_ms() + LOOKBACK_MS) / 1000,
             };
             state.index.revoke_token(&change.subject, exp);
         }
-        change_kind::SIGNING_KEYS_CHANGED => state.reload_signing_keys().await?,
-        change_kind::APP_CHANGED => {
+        ChangeKind::SigningKeysChanged => state.reload_signing_keys().await?,
+        ChangeKind::AppChanged => {
             state.index.forget_apps(Some(&change.subject));
             state
                 .index
                 .replace_origins(&state.store.live_app_origins().await?);
         }
-        change_kind::SESSION_REVOKED => {
+        ChangeKind::SessionRevoked => {
             let now = now_ms() / 1000;
             let until = change.created_at / 1000 + crate::sessions::ACCESS_TOKEN_SECS + 60;
             state.index.revoke_session(&change.subject, until, now);
         }
-        other => tracing::debug!(kind = other, "ignoring unknown change"),
+        ChangeKind::Other(kind) => tracing::debug!(kind, "ignoring unknown change"),
     }
     Ok(())
 }

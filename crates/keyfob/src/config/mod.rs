@@ -10,18 +10,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 /// Which algorithm new signing keys use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-pub enum SigningAlg {
-    #[serde(rename = "EdDSA")]
-    #[value(name = "EdDSA")]
-    EdDsa,
-    #[serde(rename = "ES256")]
-    #[value(name = "ES256")]
-    Es256,
-}
+pub use keyfob_domain::signing::SigningAlg;
 
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]

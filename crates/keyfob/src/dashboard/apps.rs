@@ -67,18 +67,19 @@ fn session_limits(idle: Option<i64>, max_age: Option<i64>) -> String {
     }
 }
 
-fn json_list(json: &str) -> Vec<String> {
-    serde_json::from_str(json).unwrap_or_default()
-}
-
 impl From<AppRow> for AppView {
     fn from(row: AppRow) -> Self {
         AppView {
             public: row.public,
             allow_fragment: row.allow_fragment,
-            redirect_uris: json_list(&row.redirect_uris),
-            origins: json_list(&row.origins),
-            max_permissions: json_list(&row.max_permissions).join(", "),
+            redirect_uris: row.redirect_uris.into_vec(),
+            origins: row.origins.into_vec(),
+            max_permissions: row
+                .max_permissions
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
             session_limits: session_limits(row.refresh_idle_secs, row.refresh_absolute_secs),
             created: TimeView::from_ms(row.created_at),
             revoked: row.revoked_at.is_some(),

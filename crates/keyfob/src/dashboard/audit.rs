@@ -44,12 +44,12 @@ impl From<AuditEventRow> for EventView {
     fn from(row: AuditEventRow) -> Self {
         EventView {
             at: TimeView::from_ms(row.at),
-            actor_kind: row.actor_kind,
+            actor_kind: row.actor_kind.to_string(),
             actor_id: row.actor_id,
             action: row.action,
             target: row.target.unwrap_or_default(),
             ip: row.ip.unwrap_or_default(),
-            detail: row.detail.unwrap_or_default(),
+            detail: row.detail.map(|d| d.0.to_string()).unwrap_or_default(),
         }
     }
 }

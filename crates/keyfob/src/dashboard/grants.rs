@@ -12,7 +12,6 @@ use super::session::Session;
 use crate::audit::Actor;
 use crate::services::{self, Caller};
 use crate::state::AppState;
-use crate::user_pages::parse_json_permissions;
 use crate::web::ClientIp;
 
 const GRANT_REVOKED: &str = "grant-revoked";
@@ -66,7 +65,8 @@ pub async fn list(
             id: row.id,
             user_email,
             app_name,
-            permissions: parse_json_permissions(&row.permissions)
+            permissions: row
+                .permissions
                 .iter()
                 .map(|p| (p.to_string(), oauth::describe(p)))
                 .collect(),

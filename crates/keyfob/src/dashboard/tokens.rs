@@ -66,9 +66,7 @@ pub struct TokenView {
 
 impl TokenView {
     fn new(row: TokenRow, key_names: &HashMap<String, String>, now: i64) -> TokenView {
-        let permissions = serde_json::from_str::<Vec<String>>(&row.permissions)
-            .map(|list| list.join(", "))
-            .unwrap_or(row.permissions);
+        let permissions = row.permissions.names().join(", ");
         TokenView {
             minted_by: row
                 .api_key_id

@@ -57,13 +57,13 @@ impl From<AuditEventRow> for AuditEventView {
             id: row.id,
             at: format_ms(row.at),
             actor: AuditActor {
-                kind: row.actor_kind,
+                kind: row.actor_kind.to_string(),
                 id: row.actor_id,
             },
             action: row.action,
             target: row.target,
             ip: row.ip,
-            detail: row.detail.and_then(|d| serde_json::from_str(&d).ok()),
+            detail: row.detail.map(|d| d.0),
         }
     }
 }

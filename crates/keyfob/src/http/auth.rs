@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use keyfob_domain::claims::Bearer;
 use keyfob_domain::expiry::format_instant;
 use keyfob_domain::{Claims, ExpiryPolicy, PermissionSet, PrincipalKind};
-use keyfob_store::TokenRow;
+use keyfob_store::{Permissions, TokenRow};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use utoipa::ToSchema;
@@ -156,7 +156,8 @@ pub async fn mint(
             account_id: claims.account_id.clone(),
             api_key_id: Some(key_id.clone()),
             subject: claims.sub.clone(),
-            permissions: serde_json::to_string(&claims.permissions).unwrap_or_default(),
+            permissions: Permissions::parse(&claims.permissions)
+                .map_err(|e| ApiError::Internal(e.into()))?,
             issued_at: issued_ms,
             expires_at: claims.exp * 1000,
             revoked_at: None,

@@ -478,8 +478,7 @@ async fn exchange_code(
         .await?
         .filter(|g| g.revoked_at.is_none())
         .ok_or_else(|| OAuthError::invalid_grant("the grant has been revoked"))?;
-    let permissions: Vec<String> =
-        serde_json::from_str(&stored.permissions).map_err(|e| ApiError::Internal(e.into()))?;
+    let permissions = stored.permissions.names();
     Ok(sessions::start(
         state,
         app,
@@ -670,7 +669,7 @@ async fn describe_token(
             return Ok(inactive);
         }
         let RefreshSession { token, family, .. } = session;
-        let permissions: Vec<String> = serde_json::from_str(&token.permissions).unwrap_or_default();
+        let permissions = token.permissions.names();
         return Ok(Introspection {
             active: true,
             scope: Some(permissions.join(" ")),

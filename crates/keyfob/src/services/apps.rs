@@ -94,12 +94,9 @@ pub async fn create_app(
         name: name.to_owned(),
         public: new.public,
         client_secret_hash: client_secret.as_deref().map(hash_secret),
-        redirect_uris: serde_json::to_string(&new.redirect_uris).map_err(anyhow::Error::from)?,
-        origins: serde_json::to_string(&new.origins).map_err(anyhow::Error::from)?,
-        max_permissions: serde_json::to_string(
-            &max.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        )
-        .map_err(anyhow::Error::from)?,
+        redirect_uris: new.redirect_uris.clone().into(),
+        origins: new.origins.clone().into(),
+        max_permissions: max.iter().cloned().collect(),
         refresh_idle_secs: new.refresh_idle_secs,
         refresh_absolute_secs: new.refresh_max_age_secs,
         allow_fragment: new.allow_fragment,

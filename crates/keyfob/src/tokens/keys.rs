@@ -73,11 +73,10 @@ pub fn signing_key_aad(kid: &str) -> Vec<u8> {
     format!("signing-key:{kid}").into_bytes()
 }
 
-fn jwt_alg(alg: &str) -> anyhow::Result<Algorithm> {
+fn jwt_alg(alg: SigningAlg) -> Algorithm {
     match alg {
-        "EdDSA" => Ok(Algorithm::EdDSA),
-        "ES256" => Ok(Algorithm::ES256),
-        other => bail!("unsupported signing algorithm {other}"),
+        SigningAlg::EdDsa => Algorithm::EdDSA,
+        SigningAlg::Es256 => Algorithm::ES256,
     }
 }
 
@@ -90,7 +89,7 @@ pub fn generate_signing_key(
 ) -> anyhow::Result<SigningKeyRow> {
     let rng = SystemRandom::new();
     let kid = uuid::Uuid::now_v7().simple().to_string();
-    let (alg_name, pkcs8, jwk) = match alg {
+    let (pkcs8, jwk) = match alg {
         SigningAlg::EdDsa => {
             let doc = Ed25519KeyPair::generate_pkcs8(&rng).context("generating an Ed25519 key")?;
             let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).context("reading the new key")?;
@@ -100,9 +99,9 @@ pub fn generate_signing_key(
                 "x": B64URL.encode(pair.public_key().as_ref()),
                 "kid": kid,
                 "use": "sig",
-                "alg": "EdDSA",
+                "alg": alg.as_str(),
             });
-            ("EdDSA", doc.as_ref().to_vec(), jwk)
+            (doc.as_ref().to_vec(), jwk)
         }
         SigningAlg::Es256 => {
             let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
@@ -121,9 +120,9 @@ pub fn generate_signing_key(
                 "y": B64URL.encode(&point[33..65]),
                 "kid": kid,
                 "use": "sig",
-                "alg": "ES256",
+                "alg": alg.as_str(),
             });
-            ("ES256", doc.as_ref().to_vec(), jwk)
+            (doc.as_ref().to_vec(), jwk)
         }
     };
     let sealed = master.seal(&pkcs8, &signing_key_aad(&kid));
@@ -131,7 +130,7 @@ pub fn generate_signing_key(
         private_key: sealed,
         public_jwk: serde_json::to_string(&jwk)?,
         kid,
-        alg: alg_name.to_owned(),
+        alg,
         created_at: now_ms,
         activates_at,
         retires_at: None,
@@ -159,7 +158,7 @@ pub fn load_key_set(
         if row.expires_at.is_some_and(|e| e <= now_ms) {
             continue;
         }
-        let alg = jwt_alg(&row.alg)?;
+        let alg = jwt_alg(row.alg);
         let jwk: Jwk = serde_json::from_str(&row.public_jwk)
             .with_context(|| format!("public key of {} is not a JWK", row.kid))?;
         let decoding = DecodingKey::from_jwk(&jwk)

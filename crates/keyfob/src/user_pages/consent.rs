@@ -15,7 +15,7 @@ use axum::response::Response;
 use keyfob_domain::oauth;
 use keyfob_domain::permission::Permission;
 use keyfob_domain::secret::{hash_secret, random_token};
-use keyfob_store::{AuthCodeRow, GrantRow};
+use keyfob_store::{AuthCodeRow, GrantRow, Permissions};
 use serde::Deserialize;
 
 use super::page::{
@@ -23,7 +23,7 @@ use super::page::{
 };
 use super::request::{
     AuthError, AuthRequest, AuthorizeParams, ResponseType, add_params, check_client, check_request,
-    error_location, parse_json_permissions,
+    error_location,
 };
 use super::session::UserSession;
 use crate::audit::{Actor, AuditEvent};
@@ -142,9 +142,11 @@ async fn live_grant(
         .filter(|g| g.revoked_at.is_none());
     let max = request.client.max_permissions();
     Ok(grant.map(|g| {
-        let granted = parse_json_permissions(&g.permissions)
-            .into_iter()
-            .filter(|p| oauth::within(&max, p))
+        let granted = g
+            .permissions
+            .iter()
+            .filter(|p| oauth::within(max, p))
+            .cloned()
             .collect();
         (g, granted)
     }))
@@ -248,7 +250,7 @@ pub async fn decide(
             user_id: user.user_id.clone(),
             client_id: client_id.clone(),
             account_id: request.client.app.account_id.clone(),
-            permissions: serde_json::to_string(&stored).map_err(anyhow::Error::from)?,
+            permissions: Permissions::parse(&stored).map_err(anyhow::Error::from)?,
             created_at: now,
             updated_at: now,
             revoked_at: None,
@@ -291,7 +293,7 @@ async fn issue(
                     user_id: user_id.to_owned(),
                     grant_id: grant.id.clone(),
                     redirect_uri: redirect_uri.clone(),
-                    permissions: serde_json::to_string(permissions).map_err(anyhow::Error::from)?,
+                    permissions: Permissions::parse(permissions).map_err(anyhow::Error::from)?,
                     code_challenge: request.code_challenge.clone(),
                     family_id: None,
                     created_at: now,

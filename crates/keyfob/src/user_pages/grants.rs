@@ -15,7 +15,6 @@ use serde::Deserialize;
 
 use super::account::{CsrfForm, PASSWORD_CHANGED, capitalized};
 use super::page::{UserForm, UserLayout, UserPageError, content_security_policy, page, see_other};
-use super::request::parse_json_permissions;
 use super::session::UserSession;
 use crate::audit::Actor;
 use crate::dashboard::page::{PageError, TimeView};
@@ -72,10 +71,7 @@ async fn grants_page(
         grants.push(GrantView {
             id: row.id,
             app_name,
-            permissions: parse_json_permissions(&row.permissions)
-                .iter()
-                .map(oauth::describe)
-                .collect(),
+            permissions: row.permissions.iter().map(oauth::describe).collect(),
             since: TimeView::from_ms(row.created_at),
         });
     }

@@ -19,7 +19,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use page::DEFAULT_CSP;
 pub(crate) use page::UserPageError;
-pub use request::{AuthorizeParams, parse_json_permissions};
+pub use request::AuthorizeParams;
 pub use session::{USER_COOKIE, USER_DEVICE_COOKIE, USER_FORM_COOKIE};
 
 use crate::state::AppState;

@@ -84,18 +84,9 @@ pub struct Client {
 
 impl Client {
     /// The permissions the application may ask for at most.
-    pub fn max_permissions(&self) -> Vec<Permission> {
-        parse_json_permissions(&self.app.max_permissions)
+    pub fn max_permissions(&self) -> &[Permission] {
+        &self.app.max_permissions
     }
-}
-
-/// Reads a stored JSON array of permissions, skipping anything that no longer parses.
-pub fn parse_json_permissions(json: &str) -> Vec<Permission> {
-    serde_json::from_str::<Vec<String>>(json)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|p| p.parse().ok())
-        .collect()
 }
 
 /// Why a client or redirect URI was refused: shown on an error page, never redirected.
@@ -139,9 +130,9 @@ pub async fn check_client(
 }
 
 fn resolve_redirect(app: AppRow, given: Option<&str>) -> Result<Client, ClientError> {
-    let registered: Vec<String> = serde_json::from_str(&app.redirect_uris).unwrap_or_default();
+    let registered = &app.redirect_uris;
     let redirect_uri = match given {
-        Some(uri) if oauth::redirect_matches(&registered, uri) => uri.to_owned(),
+        Some(uri) if oauth::redirect_matches(registered, uri) => uri.to_owned(),
         Some(_) => return Err(ClientError::UnregisteredRedirect),
         None if registered.len() == 1 => registered[0].clone(),
         None => return Err(ClientError::MissingRedirect),
@@ -295,7 +286,7 @@ pub fn check_request(
         }
     };
     let max = client.max_permissions();
-    if let Some(beyond) = permissions.iter().find(|p| !oauth::within(&max, p)) {
+    if let Some(beyond) = permissions.iter().find(|p| !oauth::within(max, p)) {
         return fail(
             client,
             response_type,
@@ -408,12 +399,9 @@ mod tests {
             name: "Demo".into(),
             public,
             client_secret_hash: None,
-            redirect_uris: serde_json::to_string(uris).unwrap(),
-            origins: "[]".into(),
-            max_permissions: serde_json::to_string(
-                &max.split(',').map(str::to_owned).collect::<Vec<_>>(),
-            )
-            .unwrap(),
+            redirect_uris: uris.iter().map(|u| u.to_string()).collect(),
+            origins: Default::default(),
+            max_permissions: max.split(',').map(|p| p.parse().unwrap()).collect(),
             refresh_idle_secs: None,
             refresh_absolute_secs: None,
             allow_fragment: true,

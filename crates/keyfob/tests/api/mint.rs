@@ -31,7 +31,7 @@ both_backends! {
         let tokens = app.state.store.list_tokens(&account, 10).await.unwrap();
         assert_eq!(tokens.len(), 1);
         assert_eq!(tokens[0].jti, who["jti"].as_str().unwrap());
-        assert_eq!(tokens[0].permissions, r#"["deals.read","services.read"]"#);
+        assert_eq!(tokens[0].permissions.to_json(), r#"["deals.read","services.read"]"#);
         assert!(tokens[0].api_key_id.is_some());
     }
 

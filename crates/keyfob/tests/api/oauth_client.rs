@@ -57,12 +57,12 @@ both_backends! {
         let now = keyfob::clock::now_ms();
         let grant = app.state.store.upsert_grant(&GrantRow {
             id: uuid::Uuid::now_v7().to_string(), user_id: user.id.clone(), client_id: created.app.client_id.clone(),
-            account_id: account.clone(), permissions: r#"["deals.read"]"#.into(), created_at: now, updated_at: now, revoked_at: None,
+            account_id: account.clone(), permissions: keyfob_store::JsonList::from_json(r#"["deals.read"]"#).unwrap(), created_at: now, updated_at: now, revoked_at: None,
         }).await.unwrap();
         let code = random_token();
         app.state.store.insert_auth_code(&AuthCodeRow {
             code_hash: hash_secret(&code), client_id: created.app.client_id.clone(), user_id: user.id.clone(),
-            grant_id: grant.id, redirect_uri: REDIRECT.into(), permissions: r#"["deals.read"]"#.into(),
+            grant_id: grant.id, redirect_uri: REDIRECT.into(), permissions: keyfob_store::JsonList::from_json(r#"["deals.read"]"#).unwrap(),
             code_challenge: Some(param("code_challenge")), family_id: None, created_at: now, expires_at: now + 60_000, used_at: None,
         }).await.unwrap();
 

@@ -657,7 +657,7 @@ impl Fixture {
                 user_id: user_id.clone(),
                 client_id: client_id.clone(),
                 account_id: account.clone(),
-                permissions: r#"["deals.read"]"#.into(),
+                permissions: keyfob_store::JsonList::from_json(r#"["deals.read"]"#).unwrap(),
                 created_at: now,
                 updated_at: now,
                 revoked_at: None,
@@ -673,7 +673,7 @@ impl Fixture {
                 user_id,
                 grant_id: grant.id.clone(),
                 redirect_uri: CALLBACK.into(),
-                permissions: r#"["deals.read"]"#.into(),
+                permissions: keyfob_store::JsonList::from_json(r#"["deals.read"]"#).unwrap(),
                 code_challenge: None,
                 family_id: None,
                 created_at: now,
@@ -950,7 +950,7 @@ impl Snapshot {
                 .find_account_vault(&f.account)
                 .await
                 .unwrap()
-                .map(|v| v.sensitive_fields),
+                .map(|v| v.sensitive_fields.to_json()),
             audit_events,
             probe_owner: store
                 .find_owner_by_email(PROBE_EMAIL)

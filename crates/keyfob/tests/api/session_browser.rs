@@ -317,7 +317,7 @@ async fn a_new_user_signs_up_through_a_single_page_app_in_a_real_browser() {
         .expect("the user's grant");
     assert!(grant.revoked_at.is_none());
     assert_eq!(grant.account_id, account);
-    let granted: Vec<String> = serde_json::from_str(&grant.permissions).unwrap();
+    let granted = grant.permissions.names();
     assert_eq!(granted, ["deals.read", "deals.write"]);
     let query = ListQuery {
         limit: 10,

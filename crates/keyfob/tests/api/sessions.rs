@@ -95,7 +95,8 @@ async fn grant(app: &TestApp, user: &str, client_id: &str, account: &str) -> Gra
             user_id: user.into(),
             client_id: client_id.into(),
             account_id: account.into(),
-            permissions: r#"["deals.read","deals.write"]"#.into(),
+            permissions: keyfob_store::JsonList::from_json(r#"["deals.read","deals.write"]"#)
+                .unwrap(),
             created_at: now,
             updated_at: now,
             revoked_at: None,
@@ -123,7 +124,8 @@ async fn code_for(
             user_id: user.into(),
             grant_id: grant.id.clone(),
             redirect_uri: REDIRECT.into(),
-            permissions: r#"["deals.read","deals.write"]"#.into(),
+            permissions: keyfob_store::JsonList::from_json(r#"["deals.read","deals.write"]"#)
+                .unwrap(),
             code_challenge: challenge,
             family_id: None,
             created_at: now,
@@ -270,7 +272,7 @@ both_backends! {
                 next: keyfob_store::RefreshRow {
                     token_hash: hash_secret(&random_token()),
                     family_id: family_id.into(),
-                    permissions: r#"["deals.read"]"#.into(),
+                    permissions: keyfob_store::JsonList::from_json(r#"["deals.read"]"#).unwrap(),
                     created_at: now,
                     used_at: None,
                     next_sealed: None,
@@ -316,7 +318,7 @@ both_backends! {
                 first: keyfob_store::RefreshRow {
                     token_hash: hash_secret(&random_token()),
                     family_id: id,
-                    permissions: r#"["deals.read"]"#.into(),
+                    permissions: keyfob_store::JsonList::from_json(r#"["deals.read"]"#).unwrap(),
                     created_at: now,
                     used_at: None,
                     next_sealed: None,

@@ -203,13 +203,13 @@ both_backends! {
         let grant = app.state.store.upsert_grant(&GrantRow {
             id: uuid::Uuid::now_v7().to_string(), user_id: user.id.clone(),
             client_id: created.app.client_id.clone(), account_id: account.clone(),
-            permissions: permissions.into(), created_at: now, updated_at: now, revoked_at: None,
+            permissions: keyfob_store::JsonList::from_json(permissions).unwrap(), created_at: now, updated_at: now, revoked_at: None,
         }).await.unwrap();
         let code = random_token();
         app.state.store.insert_auth_code(&AuthCodeRow {
             code_hash: hash_secret(&code), client_id: created.app.client_id.clone(), user_id: user.id.clone(),
             grant_id: grant.id.clone(), redirect_uri: "https://app.example.com/cb".into(),
-            permissions: permissions.into(), code_challenge: None, family_id: None,
+            permissions: keyfob_store::JsonList::from_json(permissions).unwrap(), code_challenge: None, family_id: None,
             created_at: now, expires_at: now + 60_000, used_at: None,
         }).await.unwrap();
         let response = app.client.post(app.url("/auth/token")).form(&[
