@@ -8,18 +8,20 @@
 //! or any header), so every line logged while the request is handled, a 500's included, names
 //! the request it belongs to.
 
+use std::future::Future;
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue};
-use tower::ServiceBuilder;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::trace::TraceLayer;
-use tracing::Span;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::Response;
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+use tracing::instrument::Instrumented;
+use tracing::{Instrument, Level, Span};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -70,23 +72,94 @@ pub fn trace_requests<S>(router: Router<S>) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    router.layer(
-        ServiceBuilder::new()
-            .map_request(drop_unfit_request_id)
-            .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, NewRequestId))
-            .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(request_span)
-                    .on_request(())
-                    .on_response(log_answer)
-                    .on_body_chunk(())
-                    .on_eos(())
-                    // A 5xx is logged where it happens, with its cause (`ApiError`); a second
-                    // line per 503 would flood the log during a database outage.
-                    .on_failure(()),
-            ),
-    )
+    router.layer(TraceRequestsLayer)
+}
+
+/// The layer behind [`trace_requests`]: one service that does what tower-http's request-id and
+/// trace layers would do together, without wrapping the response body (nothing here needs to
+/// see the body end), so a request pays for one span and one header.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceRequestsLayer;
+
+impl<S> Layer<S> for TraceRequestsLayer {
+    type Service = TraceRequests<S>;
+
+    fn layer(&self, inner: S) -> TraceRequests<S> {
+        TraceRequests { inner }
+    }
+}
+
+/// See [`TraceRequestsLayer`].
+#[derive(Debug, Clone)]
+pub struct TraceRequests<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for TraceRequests<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = TracedAnswer<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let id = match fit_request_id(request.headers()) {
+            Some(id) => id,
+            None => {
+                let id = new_request_id();
+                request.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+                id
+            }
+        };
+        let span = request_span(&request, &id);
+        let started = tracing::enabled!(target: "keyfob::request", Level::DEBUG).then(Instant::now);
+        let answer = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        TracedAnswer {
+            answer: answer.instrument(span),
+            id: Some(id),
+            started,
+        }
+    }
+}
+
+pin_project! {
+    /// The answer of a traced request: it runs in the request's span and leaves with its id.
+    pub struct TracedAnswer<F> {
+        #[pin]
+        answer: Instrumented<F>,
+        id: Option<HeaderValue>,
+        started: Option<Instant>,
+    }
+}
+
+impl<F, E> Future for TracedAnswer<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let mut result = std::task::ready!(this.answer.as_mut().poll(cx));
+        if let Ok(response) = &mut result {
+            if let Some(id) = this.id.take() {
+                response.headers_mut().insert(REQUEST_ID_HEADER, id);
+            }
+            if let Some(started) = this.started.take() {
+                let _entered = this.answer.span().enter();
+                log_answer(response, started.elapsed());
+            }
+        }
+        Poll::Ready(result)
+    }
 }
 
 /// Whether a client's request id may be kept: 1 to [`MAX_REQUEST_ID_LEN`] visible ASCII
@@ -95,46 +168,30 @@ pub fn is_fit_request_id(value: &[u8]) -> bool {
     (1..=MAX_REQUEST_ID_LEN).contains(&value.len()) && value.iter().all(u8::is_ascii_graphic)
 }
 
-/// Removes the request's `X-Request-Id` unless it is one fit value, so that a fresh one is made.
-fn drop_unfit_request_id(mut request: Request) -> Request {
-    let fit = {
-        let mut values = request.headers().get_all(&REQUEST_ID_HEADER).iter();
-        match (values.next(), values.next()) {
-            (None, _) => true,
-            (Some(value), None) => is_fit_request_id(value.as_bytes()),
-            (Some(_), Some(_)) => false,
-        }
-    };
-    if !fit {
-        request.headers_mut().remove(&REQUEST_ID_HEADER);
+/// The client's `X-Request-Id`, when it sent exactly one fit value.
+fn fit_request_id(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut values = headers.get_all(&REQUEST_ID_HEADER).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) if is_fit_request_id(value.as_bytes()) => Some(value.clone()),
+        _ => None,
     }
-    request
 }
 
 /// Makes a request id: a UUID v4 from the thread's random generator (no system call per request).
-#[derive(Debug, Clone, Copy)]
-struct NewRequestId;
-
-impl MakeRequestId for NewRequestId {
-    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
-        let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-        let mut buffer = uuid::Uuid::encode_buffer();
-        let text = uuid.hyphenated().encode_lower(&mut buffer);
-        HeaderValue::from_str(text).ok().map(RequestId::new)
-    }
+fn new_request_id() -> HeaderValue {
+    let uuid = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+    let mut buffer = uuid::Uuid::encode_buffer();
+    let text = uuid.hyphenated().encode_lower(&mut buffer);
+    HeaderValue::from_str(text).expect("a UUID is a valid header value")
 }
 
 /// The request's span. Its fields are formatted only when the span is enabled.
-fn request_span(request: &Request) -> Span {
+fn request_span(request: &Request, id: &HeaderValue) -> Span {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
-    let request_id = request
-        .headers()
-        .get(&REQUEST_ID_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
+    let request_id = id.to_str().unwrap_or_default();
     tracing::info_span!(
         target: "keyfob::request",
         "request",
@@ -147,7 +204,7 @@ fn request_span(request: &Request) -> Span {
 /// One line per answer, at debug: its status and how long it took. These go on the event rather
 /// than into the span: recording into an enabled span formats its fields again (for JSON logs,
 /// parses and re-serialises them) on every request, and `/metrics` counts both already.
-fn log_answer<B>(response: &axum::http::Response<B>, latency: Duration, _span: &Span) {
+fn log_answer(response: &Response, latency: Duration) {
     tracing::debug!(
         target: "keyfob::request",
         status = response.status().as_u16(),
@@ -177,12 +234,26 @@ mod tests {
 
     #[test]
     fn made_request_ids_are_uuid_v4_and_differ() {
-        let request = axum::http::Request::new(());
-        let one = NewRequestId.make_request_id(&request).unwrap();
-        let two = NewRequestId.make_request_id(&request).unwrap();
-        let parsed = uuid::Uuid::parse_str(one.header_value().to_str().unwrap()).unwrap();
+        let one = new_request_id();
+        let two = new_request_id();
+        let parsed = uuid::Uuid::parse_str(one.to_str().unwrap()).unwrap();
         assert_eq!(parsed.get_version_num(), 4);
-        assert_ne!(one.header_value(), two.header_value());
-        assert!(is_fit_request_id(one.header_value().as_bytes()));
+        assert_ne!(one, two);
+        assert!(is_fit_request_id(one.as_bytes()));
+    }
+
+    #[test]
+    fn only_one_fit_client_id_is_kept() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(fit_request_id(&headers), None);
+        headers.insert(REQUEST_ID_HEADER, HeaderValue::from_static("abc-1"));
+        assert_eq!(
+            fit_request_id(&headers),
+            Some(HeaderValue::from_static("abc-1"))
+        );
+        headers.append(REQUEST_ID_HEADER, HeaderValue::from_static("abc-2"));
+        assert_eq!(fit_request_id(&headers), None);
+        headers.insert(REQUEST_ID_HEADER, HeaderValue::from_static("has space"));
+        assert_eq!(fit_request_id(&headers), None);
     }
 }
