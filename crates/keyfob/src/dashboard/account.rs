@@ -6,23 +6,23 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
 use keyfob_domain::audit::action;
-use keyfob_store::StoreError;
+use keyfob_store::Owner;
 use serde::Deserialize;
 
+use super::LOGIN_PATH;
 use super::page::{Layout, PageError, PageForm, render, render_with_status};
-use super::session::{self, LOGIN_PATH, Session};
 use crate::audit::{Actor, AuditEvent, UserAgent};
-use crate::services::{self, ServiceError};
 use crate::state::AppState;
-use crate::web::{ClientIp, DASHBOARD, LoginFields, LoginOutcome, check_login};
+use crate::web::{
+    ClientIp, CsrfForm, DASHBOARD, LoginFields, LoginOutcome, LoginSubject, OwnerLogin,
+    SignupFields, SignupOutcome, check_login, sign_up,
+};
 
 /// Where an owner lands after login.
 pub const HOME_PATH: &str = "/dashboard/keys";
 
 /// The one answer to a failed login, whichever part was wrong.
 const LOGIN_FAILED: &str = "The email or password is incorrect.";
-const SIGNUP_CLOSED: &str =
-    "Sign-up is closed on this server. Ask its operator to create an account for you.";
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -65,36 +65,21 @@ pub struct SignupForm {
     confirm: String,
 }
 
-/// A form whose only field is its CSRF token.
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    pub csrf: String,
-}
-
 /// `GET /dashboard`: the keys for an owner, the login page for anyone else.
-pub async fn home(session: Option<Session>) -> Redirect {
-    match session {
+pub async fn home(login: Option<OwnerLogin>) -> Redirect {
+    match login {
         Some(_) => Redirect::to(HOME_PATH),
         None => Redirect::to(LOGIN_PATH),
     }
 }
 
-/// Counts one attempt under `key`, refusing it once over the limit.
-fn limit(state: &AppState, key: &str) -> Result<(), PageError> {
-    state
-        .logins
-        .check(key)
-        .map_err(|retry_after| PageError::TooManyRequests { retry_after })
-}
-
 #[tracing::instrument(skip_all)]
 pub async fn login_page(
     State(state): State<AppState>,
-    session: Option<Session>,
+    login: Option<OwnerLogin>,
     jar: CookieJar,
 ) -> Result<Response, PageError> {
-    if session.is_some() {
+    if login.is_some() {
         return Ok(Redirect::to(HOME_PATH).into_response());
     }
     let (jar, csrf) = DASHBOARD.form_token(&state, jar);
@@ -119,9 +104,8 @@ pub async fn login(
     jar: CookieJar,
     PageForm(form): PageForm<LoginForm>,
 ) -> Result<Response, PageError> {
-    let outcome = check_login(
+    let outcome = check_login::<Owner>(
         &state,
-        &DASHBOARD,
         &jar,
         &ip,
         LoginFields {
@@ -129,7 +113,6 @@ pub async fn login(
             email: &form.email,
             password: form.password,
         },
-        async |email| state.store.find_owner_by_email(email).await,
     )
     .await?;
     let owner = match outcome {
@@ -157,7 +140,7 @@ pub async fn login(
             return render_with_status(StatusCode::BAD_REQUEST, &page);
         }
     };
-    let jar = session::start(&state, jar, &owner).await?;
+    let jar = OwnerLogin::start(&state, jar, &owner).await?;
     let jar = DASHBOARD.remember_device(&state, jar, &owner.email);
     tracing::info!(owner_id = %owner.id, account_id = %owner.account_id, "dashboard login");
     state.audit.record(
@@ -175,13 +158,11 @@ pub async fn login(
 #[tracing::instrument(skip_all)]
 pub async fn signup_page(
     State(state): State<AppState>,
-    session: Option<Session>,
+    login: Option<OwnerLogin>,
     jar: CookieJar,
 ) -> Result<Response, PageError> {
-    if !state.config.signup_open {
-        return Err(PageError::Forbidden(SIGNUP_CLOSED.into()));
-    }
-    if session.is_some() {
+    Owner::may_sign_up(&state)?;
+    if login.is_some() {
         return Ok(Redirect::to(HOME_PATH).into_response());
     }
     let (jar, csrf) = DASHBOARD.form_token(&state, jar);
@@ -194,7 +175,8 @@ pub async fn signup_page(
     Ok((jar, render(&page)?).into_response())
 }
 
-/// Makes an account and its owner (the rules are [`services::accounts::create_account`]'s) and signs them in.
+/// Makes an account and its owner (the rules are [`crate::services::accounts::create_account`]'s)
+/// and logs them in, through the sign-up shared with the end users' pages ([`sign_up`]).
 #[tracing::instrument(skip_all, fields(ip = %ip))]
 pub async fn signup(
     State(state): State<AppState>,
@@ -202,47 +184,30 @@ pub async fn signup(
     jar: CookieJar,
     PageForm(form): PageForm<SignupForm>,
 ) -> Result<Response, PageError> {
-    DASHBOARD.check_form_token(&state, &jar, &form.csrf)?;
-    if !state.config.signup_open {
-        return Err(PageError::Forbidden(SIGNUP_CLOSED.into()));
-    }
-    limit(&state, &format!("dashboard-signup-ip:{ip}"))?;
-    let again = |status: StatusCode, error: String| {
-        let page = SignupPage {
-            layout: Layout::anonymous(),
-            csrf: form.csrf.clone(),
-            email: form.email.clone(),
-            error: Some(error),
-        };
-        render_with_status(status, &page)
-    };
-    if form.password != form.confirm {
-        return again(
-            StatusCode::BAD_REQUEST,
-            "The two passwords do not match.".into(),
-        );
-    }
-    let created = services::accounts::create_account(
-        state.store.as_ref(),
-        &state.passwords,
-        &form.email,
-        form.password.clone(),
+    let outcome = sign_up::<Owner>(
+        &state,
+        jar,
+        &ip,
+        SignupFields {
+            csrf: &form.csrf,
+            email: &form.email,
+            password: form.password,
+            confirm: &form.confirm,
+        },
     )
-    .await;
-    let owner = match created {
-        Ok((_, owner)) => owner,
-        Err(ServiceError::Invalid(message)) => return again(StatusCode::BAD_REQUEST, message),
-        Err(ServiceError::Store(StoreError::Conflict(_))) => {
-            return again(
-                StatusCode::CONFLICT,
-                "An account with this email already exists. Log in instead.".into(),
-            );
+    .await?;
+    let (jar, owner) = match outcome {
+        SignupOutcome::SignedUp(jar, owner) => (jar, owner),
+        SignupOutcome::Refused(status, error) => {
+            let page = SignupPage {
+                layout: Layout::anonymous(),
+                csrf: form.csrf,
+                email: form.email,
+                error: Some(error),
+            };
+            return render_with_status(status, &page);
         }
-        Err(ServiceError::Store(err)) => return Err(err.into()),
-        Err(err) => return Err(PageError::Internal(err.into())),
     };
-    let jar = session::start(&state, jar, &owner).await?;
-    let jar = DASHBOARD.remember_device(&state, jar, &owner.email);
     tracing::info!(
         owner_id = %owner.id,
         account_id = %owner.account_id,
@@ -251,18 +216,15 @@ pub async fn signup(
     Ok((jar, Redirect::to(HOME_PATH)).into_response())
 }
 
-/// Ends the session. Without a live session there is nothing to protect, so only the cookie is
+/// Ends the login. Without a live login there is nothing to protect, so only the cookie is
 /// cleared; with one, the form must carry its CSRF token.
 #[tracing::instrument(skip_all)]
 pub async fn logout(
     State(state): State<AppState>,
-    session: Option<Session>,
+    login: Option<OwnerLogin>,
     jar: CookieJar,
     PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Response, PageError> {
-    if let Some(session) = &session {
-        session.check_csrf(&form.csrf)?;
-    }
-    let jar = session::end(&state, jar, session.as_ref()).await?;
+    let jar = OwnerLogin::log_out(&state, jar, login.as_ref(), &form.csrf).await?;
     Ok((jar, Redirect::to(LOGIN_PATH)).into_response())
 }

@@ -9,11 +9,11 @@ use keyfob_store::AppRow;
 use serde::Deserialize;
 
 use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_status};
-use super::session::Session;
 use crate::services::MAX_NAME_LEN;
 use crate::services::apps::NewApp;
 use crate::services::{self, ServiceError};
 use crate::state::AppState;
+use crate::web::OwnerLogin;
 
 #[derive(Template)]
 #[template(path = "apps.html")]
@@ -147,13 +147,13 @@ fn lines(text: &str) -> Vec<String> {
 
 async fn apps_page(
     state: &AppState,
-    session: &Session,
+    login: &OwnerLogin,
     error: Option<String>,
     form: AppForm,
 ) -> Result<AppsPage, PageError> {
-    let apps = state.store.list_apps(&session.account_id).await?;
+    let apps = state.store.list_apps(login.account_id()).await?;
     Ok(AppsPage {
-        layout: session.layout("apps"),
+        layout: login.layout("apps"),
         apps: apps.into_iter().map(AppView::from).collect(),
         error,
         form,
@@ -162,26 +162,26 @@ async fn apps_page(
 }
 
 /// `GET /dashboard/apps`.
-#[tracing::instrument(skip_all, fields(account_id = %session.account_id))]
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id()))]
 pub async fn list(
-    session: Session,
+    login: OwnerLogin,
     State(state): State<AppState>,
 ) -> Result<Html<String>, PageError> {
     let form = AppForm {
         kind: "confidential".into(),
         ..AppForm::default()
     };
-    render(&apps_page(&state, &session, None, form).await?)
+    render(&apps_page(&state, &login, None, form).await?)
 }
 
 /// `POST /dashboard/apps`: registers an application (the rules are [`services::apps::create_app`]'s).
-#[tracing::instrument(skip_all, fields(account_id = %session.account_id))]
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id()))]
 pub async fn create(
-    session: Session,
+    login: OwnerLogin,
     State(state): State<AppState>,
     PageForm(form): PageForm<AppForm>,
 ) -> Result<Response, PageError> {
-    session.check_csrf(&form.csrf)?;
+    login.check_csrf(&form.csrf)?;
     let limits = optional_secs(&form.refresh_idle_secs, "idle limit").and_then(|idle| {
         Ok((
             idle,
@@ -191,7 +191,7 @@ pub async fn create(
     let (refresh_idle_secs, refresh_max_age_secs) = match limits {
         Ok(limits) => limits,
         Err(message) => {
-            let page = apps_page(&state, &session, Some(message), form).await?;
+            let page = apps_page(&state, &login, Some(message), form).await?;
             return render_with_status(StatusCode::BAD_REQUEST, &page);
         }
     };
@@ -205,11 +205,11 @@ pub async fn create(
         refresh_max_age_secs,
         allow_fragment: form.allow_fragment.is_some(),
     };
-    match services::apps::create_app(state.store.as_ref(), &session.account_id, new).await {
+    match services::apps::create_app(state.store.as_ref(), login.account_id(), new).await {
         Ok(created) => {
             tracing::info!(client_id = %created.app.client_id, "application registered in the dashboard");
             let page = AppCreatedPage {
-                layout: session.layout("apps"),
+                layout: login.layout("apps"),
                 name: created.app.name,
                 client_id: created.app.client_id,
                 client_secret: created.client_secret,
@@ -217,7 +217,7 @@ pub async fn create(
             Ok(render(&page)?.into_response())
         }
         Err(ServiceError::Invalid(message)) => {
-            let page = apps_page(&state, &session, Some(message), form).await?;
+            let page = apps_page(&state, &login, Some(message), form).await?;
             render_with_status(StatusCode::BAD_REQUEST, &page)
         }
         Err(ServiceError::Store(err)) => Err(err.into()),

@@ -8,9 +8,9 @@ use keyfob_domain::audit::{AuditQuery, action};
 use keyfob_store::AuditEventRow;
 
 use super::page::{Layout, PageError, TimeView, page_links, render, render_with_status};
-use super::session::Session;
 use crate::http::extract::QueryPairs;
 use crate::state::AppState;
+use crate::web::OwnerLogin;
 
 #[derive(Template)]
 #[template(path = "audit.html")]
@@ -63,14 +63,14 @@ fn value_of(pairs: &[(String, String)], name: &str) -> String {
 }
 
 /// `GET /dashboard/audit`.
-#[tracing::instrument(skip_all, fields(account_id = %session.account_id))]
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id()))]
 pub async fn list(
-    session: Session,
+    login: OwnerLogin,
     State(state): State<AppState>,
     QueryPairs(pairs): QueryPairs,
 ) -> Result<Response, PageError> {
     let mut view = AuditPageView {
-        layout: session.layout("audit"),
+        layout: login.layout("audit"),
         events: Vec::new(),
         actions: action::ALL,
         error: None,
@@ -90,7 +90,7 @@ pub async fn list(
             return render_with_status(StatusCode::BAD_REQUEST, &view);
         }
     };
-    let (rows, total) = crate::http::audit::events(&state, &session.account_id, &query).await?;
+    let (rows, total) = crate::http::audit::events(&state, login.account_id(), &query).await?;
     let link = |page: u32| {
         serde_urlencoded::to_string([
             ("action", view.action.as_str()),

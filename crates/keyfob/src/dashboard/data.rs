@@ -15,12 +15,11 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_status};
-use super::session::Session;
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::logins::LoginKind;
 use crate::state::AppState;
 use crate::vault::{AccountVault, VaultServiceError};
-use crate::web::{ClientIp, DASHBOARD};
+use crate::web::{ClientIp, DASHBOARD, OwnerLogin};
 
 const PAGE_SIZE: u32 = 20;
 const FIELDS_SAVED: &str = "fields-saved";
@@ -100,15 +99,15 @@ fn present(
 
 async fn collections_page(
     state: &AppState,
-    session: &Session,
+    login: &OwnerLogin,
     notice: Option<&'static str>,
     error: Option<String>,
     fields: Option<String>,
 ) -> Result<CollectionsPage, PageError> {
-    let vault = state.vault.account(&session.account_id).await?;
+    let vault = state.vault.account(login.account_id()).await?;
     Ok(CollectionsPage {
-        layout: session.layout("data"),
-        collections: state.store.list_resources(&session.account_id).await?,
+        layout: login.layout("data"),
+        collections: state.store.list_resources(login.account_id()).await?,
         fields: fields.unwrap_or_else(|| vault.fields.names().join(", ")),
         notice,
         error,
@@ -116,15 +115,15 @@ async fn collections_page(
 }
 
 /// `GET /dashboard/data`: the collections, and the sensitive field list.
-#[tracing::instrument(skip_all, fields(account_id = %session.account_id))]
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id()))]
 pub async fn collections(
-    session: Session,
+    login: OwnerLogin,
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Html<String>, PageError> {
     let notice = (query.as_deref() == Some(&format!("done={FIELDS_SAVED}")))
         .then_some("The sensitive field list was saved. New and changed records use it.");
-    render(&collections_page(&state, &session, notice, None, None).await?)
+    render(&collections_page(&state, &login, notice, None, None).await?)
 }
 
 #[derive(Deserialize)]
@@ -136,26 +135,26 @@ pub struct FieldsForm {
 }
 
 /// `POST /dashboard/data/fields`: replaces the sensitive field list.
-#[tracing::instrument(skip_all, fields(account_id = %session.account_id))]
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id()))]
 pub async fn save_fields(
-    session: Session,
+    login: OwnerLogin,
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     PageForm(form): PageForm<FieldsForm>,
 ) -> Result<Response, PageError> {
-    session.check_csrf(&form.csrf)?;
+    login.check_csrf(&form.csrf)?;
     let fields = match SensitiveFields::parse(&form.fields) {
         Ok(fields) if !fields.names().is_empty() => fields,
         Ok(_) => {
             let message = "List at least one field name.".to_owned();
             let page =
-                collections_page(&state, &session, None, Some(message), Some(form.fields)).await?;
+                collections_page(&state, &login, None, Some(message), Some(form.fields)).await?;
             return render_with_status(StatusCode::BAD_REQUEST, &page);
         }
         Err(err) => {
             let page = collections_page(
                 &state,
-                &session,
+                &login,
                 None,
                 Some(err.to_string()),
                 Some(form.fields),
@@ -164,11 +163,11 @@ pub async fn save_fields(
             return render_with_status(StatusCode::BAD_REQUEST, &page);
         }
     };
-    state.vault.set_fields(&session.account_id, &fields).await?;
+    state.vault.set_fields(login.account_id(), &fields).await?;
     state.audit.record(
         AuditEvent::new(
-            Some(&session.account_id),
-            Actor::owner(&session.owner_id),
+            Some(login.account_id()),
+            Actor::owner(login.owner_id()),
             action::SENSITIVE_FIELDS_CHANGED,
         )
         .ip(&ip)
@@ -180,9 +179,9 @@ pub async fn save_fields(
 }
 
 /// `GET /dashboard/data/{resource}?page=N`: a collection's records, newest first.
-#[tracing::instrument(skip_all, fields(account_id = %session.account_id))]
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id()))]
 pub async fn records(
-    session: Session,
+    login: OwnerLogin,
     State(state): State<AppState>,
     Path(resource): Path<String>,
     RawQuery(query): RawQuery,
@@ -206,11 +205,11 @@ pub async fn records(
         filters: Vec::new(),
     };
     let scope = RecordScope {
-        account_id: &session.account_id,
+        account_id: login.account_id(),
         resource: &resource,
         owner_user_id: None,
     };
-    let vault = state.vault.account(&session.account_id).await?;
+    let vault = state.vault.account(login.account_id()).await?;
     let (rows, total) = state.store.list_records(&scope, &list).await?;
     let none = RevealRequest::default();
     let records = rows
@@ -236,7 +235,7 @@ pub async fn records(
         .collect();
     let shown = list.offset() + u64::from(PAGE_SIZE);
     render(&RecordsPage {
-        layout: session.layout("data"),
+        layout: login.layout("data"),
         resource,
         records,
         page,
@@ -248,7 +247,7 @@ pub async fn records(
 
 async fn record_page(
     state: &AppState,
-    session: &Session,
+    login: &OwnerLogin,
     resource: String,
     id: String,
     reveal: &RevealRequest,
@@ -258,7 +257,7 @@ async fn record_page(
     let missing = || PageError::NotFound("This collection has no such record.".into());
     uuid::Uuid::parse_str(&id).map_err(|_| missing())?;
     let scope = RecordScope {
-        account_id: &session.account_id,
+        account_id: login.account_id(),
         resource: &resource,
         owner_user_id: None,
     };
@@ -267,7 +266,7 @@ async fn record_page(
         .get_record(&scope, &id)
         .await?
         .ok_or_else(missing)?;
-    let vault = state.vault.account(&session.account_id).await?;
+    let vault = state.vault.account(login.account_id()).await?;
     let sealed_paths = AccountVault::sealed_paths(&row.doc);
     let (created, updated) = (
         TimeView::from_ms(row.created_at),
@@ -277,7 +276,7 @@ async fn record_page(
     let json = serde_json::to_string_pretty(&doc).map_err(anyhow::Error::from)?;
     Ok((
         RecordPage {
-            layout: session.layout("data"),
+            layout: login.layout("data"),
             resource,
             id,
             created,
@@ -292,15 +291,15 @@ async fn record_page(
 }
 
 /// `GET /dashboard/data/{resource}/{id}`: one record, masked.
-#[tracing::instrument(skip_all, fields(account_id = %session.account_id))]
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id()))]
 pub async fn record(
-    session: Session,
+    login: OwnerLogin,
     State(state): State<AppState>,
     Path((resource, id)): Path<(String, String)>,
 ) -> Result<Html<String>, PageError> {
     let (page, _) = record_page(
         &state,
-        &session,
+        &login,
         resource,
         id,
         &RevealRequest::default(),
@@ -322,9 +321,9 @@ pub struct RevealForm {
 
 /// `POST /dashboard/data/{resource}/{id}/reveal`: shows one sensitive field in clear, once the
 /// owner has typed their password again; every reveal is written to the audit log first.
-#[tracing::instrument(skip_all, fields(account_id = %session.account_id))]
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id()))]
 pub async fn reveal(
-    session: Session,
+    login: OwnerLogin,
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     user_agent: UserAgent,
@@ -332,25 +331,25 @@ pub async fn reveal(
     Path((resource, id)): Path<(String, String)>,
     PageForm(form): PageForm<RevealForm>,
 ) -> Result<Response, PageError> {
-    session.check_csrf(&form.csrf)?;
+    login.check_csrf(&form.csrf)?;
     let request = RevealRequest::parse([form.field.as_str()])
         .ok()
         .filter(|r| r.items().len() == 1)
         .ok_or_else(|| PageError::BadRequest("Choose one field to reveal.".into()))?;
-    // The password is checked under the same budgets as a login, so a stolen session cannot
+    // The password is checked under the same budgets as a login, so a stolen login cannot
     // guess it faster than a stranger could.
     let attempt = state
         .logins
         .begin(
             LoginKind::Owner,
-            &session.email,
+            &login.email,
             &ip,
             DASHBOARD.device_token(&jar),
         )
         .map_err(|retry_after| PageError::TooManyRequests { retry_after })?;
     let owner = state
         .store
-        .find_owner(&session.owner_id)
+        .find_owner(login.owner_id())
         .await?
         .ok_or_else(|| PageError::Forbidden("Log in again.".into()))?;
     if !state
@@ -362,7 +361,7 @@ pub async fn reveal(
         tracing::info!("dashboard reveal refused: wrong password");
         let (page, _) = record_page(
             &state,
-            &session,
+            &login,
             resource,
             id,
             &RevealRequest::default(),
@@ -372,15 +371,8 @@ pub async fn reveal(
         return render_with_status(StatusCode::FORBIDDEN, &page);
     }
     attempt.succeeded();
-    let (page, revealed) = record_page(
-        &state,
-        &session,
-        resource.clone(),
-        id.clone(),
-        &request,
-        None,
-    )
-    .await?;
+    let (page, revealed) =
+        record_page(&state, &login, resource.clone(), id.clone(), &request, None).await?;
     if revealed.is_empty() {
         return Err(PageError::BadRequest(
             "This record has no such sensitive field.".into(),
@@ -391,8 +383,8 @@ pub async fn reveal(
             .audit
             .record_durably(
                 AuditEvent::new(
-                    Some(&session.account_id),
-                    Actor::owner(&session.owner_id),
+                    Some(login.account_id()),
+                    Actor::owner(login.owner_id()),
                     action::SENSITIVE_REVEALED,
                 )
                 .target(format!("{resource}/{id}#{path}"))

@@ -5,14 +5,13 @@ use askama::Template;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{Html, Redirect};
 use keyfob_domain::oauth;
-use serde::Deserialize;
+use keyfob_store::GrantRow;
 
 use super::page::{Layout, PageError, PageForm, TimeView, render};
-use super::session::Session;
 use crate::audit::Actor;
 use crate::services::{self, Caller};
 use crate::state::AppState;
-use crate::web::ClientIp;
+use crate::web::{ClientIp, CsrfForm, OwnerLogin};
 
 const GRANT_REVOKED: &str = "grant-revoked";
 
@@ -33,23 +32,17 @@ pub struct GrantView {
     revoked: Option<TimeView>,
 }
 
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// `GET /dashboard/grants`.
-#[tracing::instrument(skip_all, fields(account_id = %session.account_id))]
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id()))]
 pub async fn list(
-    session: Session,
+    login: OwnerLogin,
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Html<String>, PageError> {
     let notice = (query.as_deref() == Some(&format!("done={GRANT_REVOKED}")))
         .then_some("The grant was revoked. The user's sessions in that application have ended.");
-    let apps = state.store.list_apps(&session.account_id).await?;
-    let rows = state.store.list_account_grants(&session.account_id).await?;
+    let apps = state.store.list_apps(login.account_id()).await?;
+    let rows = state.store.list_account_grants(login.account_id()).await?;
     let mut grants = Vec::with_capacity(rows.len());
     for row in rows {
         let user_email = match state.store.find_user(&row.user_id).await? {
@@ -75,31 +68,26 @@ pub async fn list(
         });
     }
     render(&GrantsPage {
-        layout: session.layout("grants"),
+        layout: login.layout("grants"),
         grants,
         notice,
     })
 }
 
 /// `POST /dashboard/grants/{id}/revoke`: only a live grant to one of the account's applications.
-#[tracing::instrument(skip_all, fields(account_id = %session.account_id, grant_id = %id))]
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id(), grant_id = %id))]
 pub async fn revoke(
-    session: Session,
+    login: OwnerLogin,
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Path(id): Path<String>,
     PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Redirect, PageError> {
-    session.check_csrf(&form.csrf)?;
+    login.check_csrf(&form.csrf)?;
     const NO_SUCH_GRANT: &str = "Your account's applications have no active grant with this id.";
-    let grant = state
-        .store
-        .find_grant_by_id(&id)
-        .await?
-        .filter(|g| g.account_id == session.account_id)
-        .ok_or_else(|| PageError::NotFound(NO_SUCH_GRANT.into()))?;
-    let by = Caller::new(Actor::owner(&session.owner_id), &ip);
-    services::grants::revoke(&state, &grant, &by)
+    let by = Caller::new(Actor::owner(login.owner_id()), &ip);
+    let theirs = |g: &GrantRow| g.account_id == login.account_id();
+    services::grants::revoke_by_id(&state, &id, theirs, &by)
         .await
         .map_err(|err| PageError::from_service(err, NO_SUCH_GRANT))?;
     Ok(Redirect::to(&format!(

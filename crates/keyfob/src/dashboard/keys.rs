@@ -8,14 +8,12 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use keyfob_store::ApiKeyRow;
 use serde::Deserialize;
 
-use super::account::CsrfForm;
 use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_status};
-use super::session::Session;
 use crate::audit::Actor;
 use crate::services::MAX_NAME_LEN;
 use crate::services::{self, Caller, ServiceError};
 use crate::state::AppState;
-use crate::web::ClientIp;
+use crate::web::{ClientIp, CsrfForm, OwnerLogin};
 
 const NO_SUCH_KEY: &str = "Your account has no active API key with this id.";
 
@@ -73,14 +71,14 @@ pub struct CreateKeyForm {
 
 async fn keys_page(
     state: &AppState,
-    session: &Session,
+    login: &OwnerLogin,
     notice: Option<&'static str>,
     error: Option<String>,
     name: String,
 ) -> Result<KeysPage, PageError> {
-    let keys = state.store.list_api_keys(&session.account_id).await?;
+    let keys = state.store.list_api_keys(login.account_id()).await?;
     Ok(KeysPage {
-        layout: session.layout("keys"),
+        layout: login.layout("keys"),
         keys: keys.into_iter().map(KeyView::from).collect(),
         notice,
         error,
@@ -90,9 +88,9 @@ async fn keys_page(
 }
 
 /// `GET /dashboard/keys`.
-#[tracing::instrument(skip_all, fields(account_id = %session.account_id))]
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id()))]
 pub async fn list(
-    session: Session,
+    login: OwnerLogin,
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Html<String>, PageError> {
@@ -100,48 +98,48 @@ pub async fn list(
         "The key was revoked, and every token it minted with it. Requests that use them are \
          refused from now on.",
     );
-    render(&keys_page(&state, &session, notice, None, String::new()).await?)
+    render(&keys_page(&state, &login, notice, None, String::new()).await?)
 }
 
 /// `POST /dashboard/keys`: makes a key and shows it, this once.
-#[tracing::instrument(skip_all, fields(account_id = %session.account_id))]
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id()))]
 pub async fn create(
-    session: Session,
+    login: OwnerLogin,
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     PageForm(form): PageForm<CreateKeyForm>,
 ) -> Result<Response, PageError> {
-    session.check_csrf(&form.csrf)?;
-    let by = Caller::new(Actor::owner(&session.owner_id), &ip);
-    match services::keys::create(&state, &session.account_id, &by, &form.name).await {
+    login.check_csrf(&form.csrf)?;
+    let by = Caller::new(Actor::owner(login.owner_id()), &ip);
+    match services::keys::create(&state, login.account_id(), &by, &form.name).await {
         Ok((row, key)) => {
             let page = KeyCreatedPage {
-                layout: session.layout("keys"),
+                layout: login.layout("keys"),
                 name: row.name,
                 key: key.expose().to_owned(),
             };
             Ok(render(&page)?.into_response())
         }
         Err(ServiceError::Invalid(message)) => {
-            let page = keys_page(&state, &session, None, Some(message), form.name).await?;
+            let page = keys_page(&state, &login, None, Some(message), form.name).await?;
             render_with_status(StatusCode::BAD_REQUEST, &page)
         }
         Err(err) => Err(PageError::from_service(err, NO_SUCH_KEY)),
     }
 }
 
-/// `POST /dashboard/keys/{id}/revoke`: only a live key of the session's own account.
-#[tracing::instrument(skip_all, fields(account_id = %session.account_id, key_id = %id))]
+/// `POST /dashboard/keys/{id}/revoke`: only a live key of the login's own account.
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id(), key_id = %id))]
 pub async fn revoke(
-    session: Session,
+    login: OwnerLogin,
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Path(id): Path<String>,
     PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Redirect, PageError> {
-    session.check_csrf(&form.csrf)?;
-    let by = Caller::new(Actor::owner(&session.owner_id), &ip);
-    services::keys::revoke(&state, &session.account_id, &by, &id)
+    login.check_csrf(&form.csrf)?;
+    let by = Caller::new(Actor::owner(login.owner_id()), &ip);
+    services::keys::revoke(&state, login.account_id(), &by, &id)
         .await
         .map_err(|err| PageError::from_service(err, NO_SUCH_KEY))?;
     Ok(Redirect::to(&format!("/dashboard/keys?done={KEY_REVOKED}")))

@@ -1,7 +1,8 @@
 //! The dashboard: server-rendered pages where an account owner signs up, logs in, and manages the
 //! account's API keys, minted tokens, applications and the grants its users gave them. Every page
-//! works without JavaScript; every form carries a CSRF token (see `session`); every page is sent
-//! with a strict Content-Security-Policy on top of the headers the HTTP layer adds to every answer.
+//! works without JavaScript; every form carries a CSRF token (see `crate::web::login_cookie`);
+//! every page is sent with a strict Content-Security-Policy on top of the headers the HTTP layer
+//! adds to every answer.
 
 mod account;
 mod apps;
@@ -10,7 +11,6 @@ mod data;
 mod grants;
 mod keys;
 pub(crate) mod page;
-pub(crate) mod session;
 mod tokens;
 
 use axum::Router;
@@ -19,11 +19,19 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-pub use session::{DEVICE_COOKIE, FORM_COOKIE, SESSION_COOKIE};
-
 use page::PageError;
 
 use crate::state::AppState;
+use crate::web::DASHBOARD;
+
+/// The login cookie's name.
+pub const LOGIN_COOKIE: &str = DASHBOARD.login_cookie;
+/// The double-submit cookie of the sign-up and login forms.
+pub const FORM_COOKIE: &str = DASHBOARD.form_cookie;
+/// The cookie that marks a browser an owner has logged in from (see `crate::logins`).
+pub const DEVICE_COOKIE: &str = DASHBOARD.device_cookie;
+/// Where a request without a login is sent.
+pub const LOGIN_PATH: &str = DASHBOARD.login_path;
 
 /// Pages load only their own stylesheet, run no script, submit forms only to Keyfob, and cannot be
 /// framed.

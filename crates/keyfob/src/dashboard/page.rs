@@ -12,13 +12,14 @@ use time::macros::format_description;
 use crate::clock::{format_ms, from_ms};
 use crate::http::extract::{Unreadable, form_bytes};
 use crate::services::ServiceError;
+use crate::web::OwnerLogin;
 
 /// What the layout around every page needs: who is signed in (for the navigation and the logout
 /// form) and which section is open.
 pub struct Layout {
     /// The signed-in owner's email; `None` on the pages shown before login.
     pub email: Option<String>,
-    /// The session's CSRF token, for the logout form.
+    /// The login's CSRF token, for the logout form.
     pub csrf: String,
     /// `keys`, `tokens`, or empty.
     pub section: &'static str,
@@ -31,6 +32,17 @@ impl Layout {
             email: None,
             csrf: String::new(),
             section: "",
+        }
+    }
+}
+
+impl OwnerLogin {
+    /// The layout of a page shown after login, in `section`.
+    pub fn layout(&self, section: &'static str) -> Layout {
+        Layout {
+            email: Some(self.email.clone()),
+            csrf: self.csrf().to_owned(),
+            section,
         }
     }
 }

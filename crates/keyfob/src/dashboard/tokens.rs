@@ -12,15 +12,13 @@ use keyfob_domain::token_list::{TokenQuery, TokenStatus};
 use keyfob_store::{ApiKeyRow, TokenFilter, TokenRow};
 use serde::Deserialize;
 
-use super::account::CsrfForm;
 use super::page::{Layout, PageError, PageForm, TimeView, page_links, render, render_with_status};
-use super::session::Session;
 use crate::audit::Actor;
 use crate::clock::now_ms;
 use crate::http::extract::QueryPairs;
 use crate::services::{self, Caller};
 use crate::state::AppState;
-use crate::web::ClientIp;
+use crate::web::{ClientIp, CsrfForm, OwnerLogin};
 
 const TOKEN_REVOKED: &str = "token-revoked";
 const KEY_TOKENS_REVOKED: &str = "key-tokens-revoked";
@@ -100,9 +98,9 @@ fn value_of(pairs: &[(String, String)], name: &str) -> String {
 }
 
 /// `GET /dashboard/tokens?key=…&permission=…&status=live|revoked|expired&page=N`.
-#[tracing::instrument(skip_all, fields(account_id = %session.account_id))]
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id()))]
 pub async fn list(
-    session: Session,
+    login: OwnerLogin,
     State(state): State<AppState>,
     QueryPairs(mut pairs): QueryPairs,
 ) -> Result<Response, PageError> {
@@ -119,9 +117,9 @@ pub async fn list(
         ),
         _ => None,
     };
-    let keys = state.store.list_api_keys(&session.account_id).await?;
+    let keys = state.store.list_api_keys(login.account_id()).await?;
     let mut view = TokensPage {
-        layout: session.layout("tokens"),
+        layout: login.layout("tokens"),
         tokens: Vec::new(),
         notice,
         error: None,
@@ -166,7 +164,7 @@ pub async fn list(
     let (rows, total) = state
         .store
         .list_tokens_page(&TokenFilter {
-            account_id: &session.account_id,
+            account_id: login.account_id(),
             api_key_id: query.key.as_deref(),
             permission: permission.as_deref(),
             status: query.status,
@@ -201,18 +199,18 @@ pub async fn list(
     Ok(render(&view)?.into_response())
 }
 
-/// `POST /dashboard/tokens/{jti}/revoke`: only a live token of the session's own account.
-#[tracing::instrument(skip_all, fields(account_id = %session.account_id, jti = %jti))]
+/// `POST /dashboard/tokens/{jti}/revoke`: only a live token of the login's own account.
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id(), jti = %jti))]
 pub async fn revoke(
-    session: Session,
+    login: OwnerLogin,
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Path(jti): Path<String>,
     PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Redirect, PageError> {
-    session.check_csrf(&form.csrf)?;
-    let by = Caller::new(Actor::owner(&session.owner_id), &ip);
-    services::tokens::revoke(&state, &session.account_id, &by, &jti)
+    login.check_csrf(&form.csrf)?;
+    let by = Caller::new(Actor::owner(login.owner_id()), &ip);
+    services::tokens::revoke(&state, login.account_id(), &by, &jti)
         .await
         .map_err(|err| {
             PageError::from_service(err, "Your account has no active token with this id.")
@@ -231,17 +229,17 @@ pub struct RevokeAllForm {
     confirm: String,
 }
 
-/// `POST /dashboard/keys/{id}/revoke-tokens`: revokes every token a live key of the session's
+/// `POST /dashboard/keys/{id}/revoke-tokens`: revokes every token a live key of the login's
 /// account has minted so far. The key stays live; tokens it mints afterwards work.
-#[tracing::instrument(skip_all, fields(account_id = %session.account_id, key_id = %id))]
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id(), key_id = %id))]
 pub async fn revoke_key_tokens(
-    session: Session,
+    login: OwnerLogin,
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Path(id): Path<String>,
     PageForm(form): PageForm<RevokeAllForm>,
 ) -> Result<Redirect, PageError> {
-    session.check_csrf(&form.csrf)?;
+    login.check_csrf(&form.csrf)?;
     if form.confirm != "yes" {
         return Err(PageError::BadRequest(
             "Tick “I understand” to confirm that every token of this key should stop working. \
@@ -249,8 +247,8 @@ pub async fn revoke_key_tokens(
                 .into(),
         ));
     }
-    let by = Caller::new(Actor::owner(&session.owner_id), &ip);
-    services::tokens::revoke_all_of_key(&state, &session.account_id, &by, &id)
+    let by = Caller::new(Actor::owner(login.owner_id()), &ip);
+    services::tokens::revoke_all_of_key(&state, login.account_id(), &by, &id)
         .await
         .map_err(|err| {
             PageError::from_service(err, "Your account has no active API key with this id.")

@@ -33,3 +33,20 @@ pub async fn revoke(
     );
     Ok(())
 }
+
+/// Revokes the grant `id` if it is live and `theirs` says the caller may revoke it (a grant of
+/// theirs, or to one of their applications); otherwise `ServiceError::NotFound`, whichever it was.
+pub async fn revoke_by_id(
+    state: &AppState,
+    id: &str,
+    theirs: impl FnOnce(&GrantRow) -> bool,
+    by: &Caller<'_>,
+) -> Result<(), ServiceError> {
+    let grant = state
+        .store
+        .find_grant_by_id(id)
+        .await?
+        .filter(theirs)
+        .ok_or_else(|| ServiceError::NotFound("no such grant".into()))?;
+    revoke(state, &grant, by).await
+}

@@ -8,17 +8,18 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
 use keyfob_domain::audit::action;
-use keyfob_store::StoreError;
+use keyfob_store::UserRow;
 use serde::Deserialize;
 
 use super::page::{UserForm, UserLayout, UserPageError, content_security_policy, page, see_other};
 use super::request::{AuthorizeParams, check_client};
-use super::session::{self, UserSession};
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::dashboard::page::PageError;
-use crate::services::{self, ServiceError};
 use crate::state::AppState;
-use crate::web::{ClientIp, LoginFields, LoginOutcome, USER_PAGES, check_login};
+use crate::web::{
+    ClientIp, CsrfForm, LoginFields, LoginOutcome, SignupFields, SignupOutcome, USER_PAGES,
+    UserLogin, check_login, sign_up,
+};
 
 /// The one answer to a failed login, whichever part was wrong.
 pub const LOGIN_FAILED: &str = "The email or password is incorrect.";
@@ -77,13 +78,6 @@ pub struct SignupForm {
     request: String,
 }
 
-/// A form whose only field is its CSRF token.
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    pub csrf: String,
-}
-
 #[derive(Deserialize, Default)]
 struct Done {
     #[serde(default)]
@@ -118,19 +112,11 @@ fn request_field(request: &str) -> Result<AuthorizeParams, UserPageError> {
     })
 }
 
-/// Counts one attempt under `key`, refusing it once over the limit.
-pub fn limit(state: &AppState, key: &str) -> Result<(), UserPageError> {
-    state
-        .logins
-        .check(key)
-        .map_err(|retry_after| PageError::TooManyRequests { retry_after }.into())
-}
-
 /// `GET /auth/login`: the login form, or straight on for a user already logged in.
 #[tracing::instrument(skip_all)]
 pub async fn login_page(
     State(state): State<AppState>,
-    user: Option<UserSession>,
+    user: Option<UserLogin>,
     jar: CookieJar,
     RawQuery(query): RawQuery,
 ) -> Result<Response, UserPageError> {
@@ -177,9 +163,8 @@ pub async fn login(
     // any budget is spent.
     USER_PAGES.check_form_token(&state, &jar, &form.csrf)?;
     let params = request_field(&form.request)?;
-    let outcome = check_login(
+    let outcome = check_login::<UserRow>(
         &state,
-        &USER_PAGES,
         &jar,
         &ip,
         LoginFields {
@@ -187,7 +172,6 @@ pub async fn login(
             email: &form.email,
             password: form.password,
         },
-        async |email| state.store.find_user_by_email(email).await,
     )
     .await?;
     // The account whose application the user is logging in to, if the request names one.
@@ -225,7 +209,7 @@ pub async fn login(
             return page(StatusCode::BAD_REQUEST, &again, csp);
         }
     };
-    let jar = session::start(&state, jar, &user).await?;
+    let jar = UserLogin::start(&state, jar, &user).await?;
     let jar = USER_PAGES.remember_device(&state, jar, &user.email);
     tracing::info!(user_id = %user.id, "user login");
     state.audit.record(
@@ -245,7 +229,7 @@ pub async fn login(
 #[tracing::instrument(skip_all)]
 pub async fn signup_page(
     State(state): State<AppState>,
-    user: Option<UserSession>,
+    user: Option<UserLogin>,
     jar: CookieJar,
     RawQuery(query): RawQuery,
 ) -> Result<Response, UserPageError> {
@@ -266,8 +250,9 @@ pub async fn signup_page(
     Ok((jar, page(StatusCode::OK, &signup, csp)?).into_response())
 }
 
-/// `POST /auth/signup`: makes a user (the rules are [`services::users::create_user`]'s, common passwords
-/// included) and logs them in.
+/// `POST /auth/signup`: makes a user (the rules are [`crate::services::users::create_user`]'s,
+/// common passwords included) and logs them in, through the sign-up shared with the dashboard
+/// ([`sign_up`]).
 #[tracing::instrument(skip_all, fields(ip = %ip))]
 pub async fn signup(
     State(state): State<AppState>,
@@ -275,50 +260,37 @@ pub async fn signup(
     jar: CookieJar,
     UserForm(form): UserForm<SignupForm>,
 ) -> Result<Response, UserPageError> {
+    // The token first, as on every form (sign_up checks it again); then the request, before any
+    // budget is spent.
     USER_PAGES.check_form_token(&state, &jar, &form.csrf)?;
     let params = request_field(&form.request)?;
-    limit(&state, &format!("user-signup-ip:{ip}"))?;
-    let (app_name, csp) = context(&state, &params).await?;
-    let again = |status: StatusCode, error: String| {
-        let signup = SignupPage {
-            layout: UserLayout::anonymous(),
-            csrf: form.csrf.clone(),
-            email: form.email.clone(),
-            error: Some(error),
-            app_name: app_name.clone(),
-            request: params.to_query(),
-        };
-        page(status, &signup, csp.clone())
-    };
-    if form.password != form.confirm {
-        return again(
-            StatusCode::BAD_REQUEST,
-            "The two passwords do not match.".into(),
-        );
-    }
-    let created = services::users::create_user(
-        state.store.as_ref(),
-        &state.passwords,
-        &form.email,
-        form.password.clone(),
+    let outcome = sign_up::<UserRow>(
+        &state,
+        jar,
+        &ip,
+        SignupFields {
+            csrf: &form.csrf,
+            email: &form.email,
+            password: form.password,
+            confirm: &form.confirm,
+        },
     )
-    .await;
-    let user = match created {
-        Ok(user) => user,
-        Err(ServiceError::Invalid(message)) => {
-            return again(StatusCode::BAD_REQUEST, capitalized(&message));
+    .await?;
+    let (jar, user) = match outcome {
+        SignupOutcome::SignedUp(jar, user) => (jar, user),
+        SignupOutcome::Refused(status, error) => {
+            let (app_name, csp) = context(&state, &params).await?;
+            let again = SignupPage {
+                layout: UserLayout::anonymous(),
+                csrf: form.csrf,
+                email: form.email,
+                error: Some(capitalized(&error)),
+                app_name,
+                request: params.to_query(),
+            };
+            return page(status, &again, csp);
         }
-        Err(ServiceError::Store(StoreError::Conflict(_))) => {
-            return again(
-                StatusCode::CONFLICT,
-                "An account with this email already exists. Log in instead.".into(),
-            );
-        }
-        Err(ServiceError::Store(err)) => return Err(err.into()),
-        Err(err) => return Err(PageError::Internal(err.into()).into()),
     };
-    let jar = session::start(&state, jar, &user).await?;
-    let jar = USER_PAGES.remember_device(&state, jar, &user.email);
     tracing::info!(user_id = %user.id, "user signed up");
     Ok((jar, see_other(&params.continue_path())?).into_response())
 }
@@ -328,15 +300,11 @@ pub async fn signup(
 #[tracing::instrument(skip_all)]
 pub async fn logout(
     State(state): State<AppState>,
-    user: Option<UserSession>,
+    user: Option<UserLogin>,
     jar: CookieJar,
     UserForm(form): UserForm<CsrfForm>,
 ) -> Result<Response, UserPageError> {
-    if let Some(user) = &user {
-        user.check_csrf(&form.csrf)?;
-        state.store.delete_user_login(&user.id_hash).await?;
-    }
-    let jar = USER_PAGES.clear_session(&state, jar);
+    let jar = UserLogin::log_out(&state, jar, user.as_ref(), &form.csrf).await?;
     Ok((
         jar,
         see_other(&format!("{}?done={LOGGED_OUT}", super::LOGIN_PATH))?,

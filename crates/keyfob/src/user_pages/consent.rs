@@ -25,13 +25,12 @@ use super::request::{
     AuthError, AuthRequest, AuthorizeParams, ResponseType, add_params, check_client, check_request,
     error_location,
 };
-use super::session::UserSession;
 use crate::audit::{Actor, AuditEvent};
 use crate::clock::{format_ms, now_ms};
 use crate::dashboard::page::PageError;
 use crate::sessions::{self, ACCESS_TOKEN_SECS, SessionError};
 use crate::state::AppState;
-use crate::web::ClientIp;
+use crate::web::{ClientIp, UserLogin};
 
 /// How long an authorization code may wait to be exchanged.
 pub const CODE_LIFETIME_MS: i64 = 60_000;
@@ -158,7 +157,7 @@ async fn live_grant(
 #[tracing::instrument(skip_all)]
 pub async fn authorize(
     State(state): State<AppState>,
-    user: Option<UserSession>,
+    user: Option<UserLogin>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, UserPageError> {
     let Some(params) = AuthorizeParams::from_query(query.as_deref().unwrap_or_default()) else {
@@ -179,15 +178,15 @@ pub async fn authorize(
             request.params().to_query()
         ));
     };
-    let granted = live_grant(&state, &user.user_id, &request).await?;
+    let granted = live_grant(&state, user.user_id(), &request).await?;
     // Tokens in the fragment are never handed out silently: the user confirms each time.
     if let Some((grant, granted)) = &granted
         && request.response_type == ResponseType::Code
         && request.permissions.iter().all(|p| granted.contains(p))
     {
         let permissions: Vec<String> = request.permissions.iter().map(|p| p.to_string()).collect();
-        tracing::info!(user_id = %user.user_id, client_id = %request.client.app.client_id, "consent remembered");
-        return issue(&state, &request, &user.user_id, grant, &permissions).await;
+        tracing::info!(user_id = %user.user_id(), client_id = %request.client.app.client_id, "consent remembered");
+        return issue(&state, &request, user.user_id(), grant, &permissions).await;
     }
     let already: &[Permission] = granted.as_ref().map(|(_, g)| g.as_slice()).unwrap_or(&[]);
     let consent = ConsentPage {
@@ -218,7 +217,7 @@ pub async fn authorize(
 pub async fn decide(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    user: Option<UserSession>,
+    user: Option<UserLogin>,
     UserForm(form): UserForm<ConsentForm>,
 ) -> Result<Response, UserPageError> {
     let params = form.params();
@@ -234,10 +233,10 @@ pub async fn decide(
     let client_id = request.client.app.client_id.clone();
     let allowed = oauth::consented(&request.permissions, &form.permission);
     if form.decision != "allow" || allowed.is_empty() {
-        tracing::info!(user_id = %user.user_id, %client_id, "consent denied");
+        tracing::info!(user_id = %user.user_id(), %client_id, "consent denied");
         return found(&request.error_redirect(state.tokens.issuer(), &AuthError::access_denied()));
     }
-    let before = live_grant(&state, &user.user_id, &request)
+    let before = live_grant(&state, user.user_id(), &request)
         .await?
         .map(|(_, granted)| granted)
         .unwrap_or_default();
@@ -247,7 +246,7 @@ pub async fn decide(
         .store
         .upsert_grant(&GrantRow {
             id: uuid::Uuid::now_v7().to_string(),
-            user_id: user.user_id.clone(),
+            user_id: user.user_id().to_owned(),
             client_id: client_id.clone(),
             account_id: request.client.app.account_id.clone(),
             permissions: Permissions::parse(&stored).map_err(anyhow::Error::from)?,
@@ -256,11 +255,11 @@ pub async fn decide(
             revoked_at: None,
         })
         .await?;
-    tracing::info!(user_id = %user.user_id, %client_id, grant_id = %grant.id, "consent given");
+    tracing::info!(user_id = %user.user_id(), %client_id, grant_id = %grant.id, "consent given");
     state.audit.record(
         AuditEvent::new(
             Some(&grant.account_id),
-            Actor::user(&user.user_id),
+            Actor::user(user.user_id()),
             keyfob_domain::audit::action::GRANT_GIVEN,
         )
         .target(&grant.id)
@@ -268,7 +267,7 @@ pub async fn decide(
         .detail(serde_json::json!({ "client_id": client_id, "permissions": stored })),
     );
     let permissions: Vec<String> = allowed.iter().map(ToString::to_string).collect();
-    issue(&state, &request, &user.user_id, &grant, &permissions).await
+    issue(&state, &request, user.user_id(), &grant, &permissions).await
 }
 
 /// Answers the application: a one-time code in the query, or a session's tokens in the fragment.

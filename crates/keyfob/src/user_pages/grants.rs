@@ -11,18 +11,18 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
 use keyfob_domain::oauth;
+use keyfob_store::GrantRow;
 use serde::Deserialize;
 
-use super::account::{CsrfForm, PASSWORD_CHANGED, capitalized};
+use super::account::{PASSWORD_CHANGED, capitalized};
 use super::page::{UserForm, UserLayout, UserPageError, content_security_policy, page, see_other};
-use super::session::UserSession;
 use crate::audit::Actor;
 use crate::dashboard::page::{PageError, TimeView};
 use crate::logins::LoginKind;
 use crate::passwords::check_new_password;
 use crate::services::{self, Caller};
 use crate::state::AppState;
-use crate::web::{ClientIp, USER_PAGES};
+use crate::web::{ClientIp, CsrfForm, USER_PAGES, UserLogin};
 
 const GRANT_REVOKED: &str = "grant-revoked";
 const LOGGED_OUT_ELSEWHERE: &str = "logged-out-everywhere";
@@ -57,11 +57,11 @@ pub struct PasswordForm {
 
 async fn grants_page(
     state: &AppState,
-    user: &UserSession,
+    user: &UserLogin,
     notice: Option<&'static str>,
     password_error: Option<String>,
 ) -> Result<GrantsPage, UserPageError> {
-    let rows = state.store.list_user_grants(&user.user_id).await?;
+    let rows = state.store.list_user_grants(user.user_id()).await?;
     let mut grants = Vec::with_capacity(rows.len());
     for row in rows {
         let app_name = match state.find_app(&row.client_id).await? {
@@ -84,9 +84,9 @@ async fn grants_page(
 }
 
 /// `GET /auth/grants`.
-#[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id()))]
 pub async fn list(
-    user: UserSession,
+    user: UserLogin,
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, UserPageError> {
@@ -104,9 +104,9 @@ pub async fn list(
 }
 
 /// `POST /auth/grants/{id}/revoke`: only one of the user's own live grants.
-#[tracing::instrument(skip_all, fields(user_id = %user.user_id, grant_id = %id))]
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id(), grant_id = %id))]
 pub async fn revoke(
-    user: UserSession,
+    user: UserLogin,
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Path(id): Path<String>,
@@ -114,14 +114,9 @@ pub async fn revoke(
 ) -> Result<Response, UserPageError> {
     user.check_csrf(&form.csrf)?;
     const NO_SUCH_GRANT: &str = "You have given no such access.";
-    let grant = state
-        .store
-        .find_grant_by_id(&id)
-        .await?
-        .filter(|g| g.user_id == user.user_id)
-        .ok_or_else(|| PageError::NotFound(NO_SUCH_GRANT.into()))?;
-    let by = Caller::new(Actor::user(&user.user_id), &ip);
-    services::grants::revoke(&state, &grant, &by)
+    let by = Caller::new(Actor::user(user.user_id()), &ip);
+    let theirs = |g: &GrantRow| g.user_id == user.user_id();
+    services::grants::revoke_by_id(&state, &id, theirs, &by)
         .await
         .map_err(|err| PageError::from_service(err, NO_SUCH_GRANT))?;
     see_other(&format!("{}?done={GRANT_REVOKED}", super::GRANTS_PATH))
@@ -129,16 +124,16 @@ pub async fn revoke(
 
 /// `POST /auth/logout-everywhere`: ends every application session of the user and every other
 /// Keyfob login; this browser stays logged in.
-#[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id()))]
 pub async fn logout_everywhere(
-    user: UserSession,
+    user: UserLogin,
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     UserForm(form): UserForm<CsrfForm>,
 ) -> Result<Response, UserPageError> {
     user.check_csrf(&form.csrf)?;
-    let by = Caller::new(Actor::user(&user.user_id), &ip);
-    services::sessions::log_out_everywhere(&state, &user.user_id, Some(&user.id_hash), &by)
+    let by = Caller::new(Actor::user(user.user_id()), &ip);
+    services::sessions::log_out_everywhere(&state, user.user_id(), Some(user.id_hash()), &by)
         .await
         .map_err(|err| PageError::from_service(err, "Your account no longer exists."))?;
     see_other(&format!(
@@ -149,9 +144,9 @@ pub async fn logout_everywhere(
 
 /// `POST /auth/password`: needs the current password; the new one follows the sign-up rules.
 /// Every session ends, this login too, so the user logs in again with the new password.
-#[tracing::instrument(skip_all, fields(user_id = %user.user_id))]
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id()))]
 pub async fn change_password(
-    user: UserSession,
+    user: UserLogin,
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     jar: CookieJar,
@@ -176,7 +171,7 @@ pub async fn change_password(
             content_security_policy(None),
         )
     };
-    let Some(row) = state.store.find_user(&user.user_id).await? else {
+    let Some(row) = state.store.find_user(user.user_id()).await? else {
         return Err(PageError::NotFound("Your account no longer exists.".into()).into());
     };
     if !state
@@ -199,11 +194,11 @@ pub async fn change_password(
         .hash(form.new.clone())
         .await
         .map_err(|e| PageError::Internal(e.into()))?;
-    let by = Caller::new(Actor::user(&user.user_id), &ip);
-    services::sessions::change_password(&state, &user.user_id, &hash, &by)
+    let by = Caller::new(Actor::user(user.user_id()), &ip);
+    services::sessions::change_password(&state, user.user_id(), &hash, &by)
         .await
         .map_err(|err| PageError::from_service(err, "Your account no longer exists."))?;
-    let jar = USER_PAGES.clear_session(&state, jar);
+    let jar = USER_PAGES.clear_login(&state, jar);
     Ok((
         jar,
         see_other(&format!("{}?done={PASSWORD_CHANGED}", super::LOGIN_PATH))?,

@@ -1,16 +1,16 @@
-//! End users' pages on Keyfob's own origin: `GET /auth` (the start of a user session), login,
-//! sign-up and logout, the consent page, and the page where a user sees and revokes their grants
-//! and changes their password.
+//! End users' pages on Keyfob's own origin: `GET /auth` (where an application's session starts),
+//! login, sign-up and logout, the consent page, and the page where a user sees and revokes their
+//! grants and changes their password.
 //!
-//! Every page works without JavaScript, every form carries a CSRF token (see `session`), and every
-//! answer forbids framing (`frame-ancestors 'none'`, `X-Frame-Options: DENY`).
+//! Every page works without JavaScript, every form carries a CSRF token (see
+//! `crate::web::login_cookie`), and every answer forbids framing (`frame-ancestors 'none'`,
+//! `X-Frame-Options: DENY`).
 
 mod account;
 mod consent;
 mod grants;
 mod page;
 mod request;
-mod session;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -20,12 +20,18 @@ use tower_http::set_header::SetResponseHeaderLayer;
 pub use page::DEFAULT_CSP;
 pub(crate) use page::UserPageError;
 pub use request::AuthorizeParams;
-pub use session::{USER_COOKIE, USER_DEVICE_COOKIE, USER_FORM_COOKIE};
 
 use crate::state::AppState;
+use crate::web::USER_PAGES;
 
+/// The login cookie's name.
+pub const USER_COOKIE: &str = USER_PAGES.login_cookie;
+/// The double-submit cookie of the login and sign-up forms.
+pub const USER_FORM_COOKIE: &str = USER_PAGES.form_cookie;
+/// The cookie that marks a browser an end user has logged in from (see `crate::logins`).
+pub const USER_DEVICE_COOKIE: &str = USER_PAGES.device_cookie;
 /// Where a request without a login is sent.
-pub const LOGIN_PATH: &str = crate::web::USER_PAGES.login_path;
+pub const LOGIN_PATH: &str = USER_PAGES.login_path;
 /// A logged-in user's own page.
 pub const GRANTS_PATH: &str = "/auth/grants";
 

@@ -56,10 +56,10 @@ impl UserLayout {
         }
     }
 
-    pub fn of(session: &super::session::UserSession) -> UserLayout {
+    pub fn of(user: &crate::web::UserLogin) -> UserLayout {
         UserLayout {
-            email: Some(session.email.clone()),
-            csrf: session.csrf().to_owned(),
+            email: Some(user.email.clone()),
+            csrf: user.csrf().to_owned(),
         }
     }
 }

@@ -1,31 +1,238 @@
-//! The password check of a login form, the same for owners on the dashboard and end users on
-//! their pages: the form's signed token, then the login budgets (`crate::logins`) before any
-//! password is hashed, then the password, with an unknown email costing the same hash as a wrong
-//! password.
+//! Who logs in on Keyfob's pages, and the password check of a login form.
+//!
+//! Account owners log in on the dashboard and end users on their own pages. [`LoginSubject`] holds
+//! what differs between the two — the pages and their cookies, the error page, the store calls —
+//! so that the password check ([`check_login`]), sign-up ([`super::sign_up`]) and the login cookie
+//! ([`super::Login`]) are written once.
+//!
+//! The password check: the form's signed token, then the login budgets (`crate::logins`) before
+//! any password is hashed, then the password, with an unknown email costing the same hash as a
+//! wrong password.
 
+use axum::response::IntoResponse;
 use axum_extra::extract::CookieJar;
 use keyfob_domain::email::Email;
-use keyfob_store::{Owner, StoreError, UserRow};
+use keyfob_store::{Owner, OwnerLoginRow, StoreError, UserLoginRow, UserRow};
 
-use super::Pages;
+use super::login_cookie::LoginRow;
+use super::{DASHBOARD, Pages, USER_PAGES};
 use crate::dashboard::page::PageError;
+use crate::services::{self, ServiceError};
 use crate::state::AppState;
+use crate::user_pages::UserPageError;
 
-/// Someone who logs in with an email and a password.
-pub trait LoginSubject {
+/// The dashboard's answer to a sign-up while the operator has closed it.
+const SIGNUP_CLOSED: &str =
+    "Sign-up is closed on this server. Ask its operator to create an account for you.";
+
+/// Someone who logs in on Keyfob's pages with an email and a password: an account owner
+/// ([`Owner`], on the dashboard) or an end user ([`UserRow`], on the end users' pages).
+pub trait LoginSubject: Sized + Send + Sync + 'static {
+    /// The pages they log in on, with those pages' cookies.
+    const PAGES: &'static Pages;
+    /// The key, with the client's address after it, that sign-ups on those pages are counted
+    /// under.
+    const SIGNUP_BUDGET: &'static str;
+    /// The error page of those pages.
+    type Error: From<PageError> + IntoResponse + Send;
+    /// Their logins' rows in the database.
+    type LoginRow: LoginRow;
+
+    /// Their email.
+    fn email(&self) -> &str;
+
     /// The PHC string of their password.
     fn password_hash(&self) -> &str;
+
+    /// Whether the sign-up form is open to them; `Err` is the page that says it is not.
+    fn may_sign_up(_state: &AppState) -> Result<(), PageError> {
+        Ok(())
+    }
+
+    /// The one with this (already parsed) email, if any.
+    fn find_by_email(
+        state: &AppState,
+        email: &str,
+    ) -> impl Future<Output = Result<Option<Self>, StoreError>> + Send;
+
+    /// Makes one, by the rules of the service that does: the email, the password policy, the
+    /// hash computed off the async threads, a unique email.
+    fn create(
+        state: &AppState,
+        email: &str,
+        password: String,
+    ) -> impl Future<Output = Result<Self, ServiceError>> + Send;
+
+    /// The row of a new login of theirs.
+    fn new_login(
+        &self,
+        id_hash: String,
+        csrf_token: String,
+        created_at: i64,
+        expires_at: i64,
+    ) -> Self::LoginRow;
+
+    /// Stores a new login.
+    fn insert_login(
+        state: &AppState,
+        row: &Self::LoginRow,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The login whose cookie hashes to `id_hash`, live at `now`, with the email of whom it names;
+    /// `None` if the login has ended or they no longer exist.
+    fn find_login(
+        state: &AppState,
+        id_hash: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<Option<(Self::LoginRow, String)>, StoreError>> + Send;
+
+    /// Ends the login whose cookie hashes to `id_hash`.
+    fn delete_login(
+        state: &AppState,
+        id_hash: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 impl LoginSubject for Owner {
+    const PAGES: &'static Pages = &DASHBOARD;
+    const SIGNUP_BUDGET: &'static str = "dashboard-signup-ip";
+    type Error = PageError;
+    type LoginRow = OwnerLoginRow;
+
+    fn email(&self) -> &str {
+        &self.email
+    }
+
     fn password_hash(&self) -> &str {
         &self.password_hash
+    }
+
+    fn may_sign_up(state: &AppState) -> Result<(), PageError> {
+        if state.config.signup_open {
+            Ok(())
+        } else {
+            Err(PageError::Forbidden(SIGNUP_CLOSED.into()))
+        }
+    }
+
+    async fn find_by_email(state: &AppState, email: &str) -> Result<Option<Owner>, StoreError> {
+        state.store.find_owner_by_email(email).await
+    }
+
+    /// Makes an account with them as its first owner.
+    async fn create(
+        state: &AppState,
+        email: &str,
+        password: String,
+    ) -> Result<Owner, ServiceError> {
+        let (_, owner) = services::accounts::create_account(
+            state.store.as_ref(),
+            &state.passwords,
+            email,
+            password,
+        )
+        .await?;
+        Ok(owner)
+    }
+
+    fn new_login(
+        &self,
+        id_hash: String,
+        csrf_token: String,
+        created_at: i64,
+        expires_at: i64,
+    ) -> OwnerLoginRow {
+        OwnerLoginRow {
+            id_hash,
+            owner_id: self.id.clone(),
+            account_id: self.account_id.clone(),
+            csrf_token,
+            created_at,
+            expires_at,
+        }
+    }
+
+    async fn insert_login(state: &AppState, row: &OwnerLoginRow) -> Result<(), StoreError> {
+        state.store.insert_owner_login(row).await
+    }
+
+    async fn find_login(
+        state: &AppState,
+        id_hash: &str,
+        now: i64,
+    ) -> Result<Option<(OwnerLoginRow, String)>, StoreError> {
+        let Some(row) = state.store.find_owner_login(id_hash, now).await? else {
+            return Ok(None);
+        };
+        let owner = state.store.find_owner(&row.owner_id).await?;
+        Ok(owner.map(|owner| (row, owner.email)))
+    }
+
+    async fn delete_login(state: &AppState, id_hash: &str) -> Result<(), StoreError> {
+        state.store.delete_owner_login(id_hash).await
     }
 }
 
 impl LoginSubject for UserRow {
+    const PAGES: &'static Pages = &USER_PAGES;
+    const SIGNUP_BUDGET: &'static str = "user-signup-ip";
+    type Error = UserPageError;
+    type LoginRow = UserLoginRow;
+
+    fn email(&self) -> &str {
+        &self.email
+    }
+
     fn password_hash(&self) -> &str {
         &self.password_hash
+    }
+
+    async fn find_by_email(state: &AppState, email: &str) -> Result<Option<UserRow>, StoreError> {
+        state.store.find_user_by_email(email).await
+    }
+
+    async fn create(
+        state: &AppState,
+        email: &str,
+        password: String,
+    ) -> Result<UserRow, ServiceError> {
+        services::users::create_user(state.store.as_ref(), &state.passwords, email, password).await
+    }
+
+    fn new_login(
+        &self,
+        id_hash: String,
+        csrf_token: String,
+        created_at: i64,
+        expires_at: i64,
+    ) -> UserLoginRow {
+        UserLoginRow {
+            id_hash,
+            user_id: self.id.clone(),
+            csrf_token,
+            created_at,
+            expires_at,
+        }
+    }
+
+    async fn insert_login(state: &AppState, row: &UserLoginRow) -> Result<(), StoreError> {
+        state.store.insert_user_login(row).await
+    }
+
+    async fn find_login(
+        state: &AppState,
+        id_hash: &str,
+        now: i64,
+    ) -> Result<Option<(UserLoginRow, String)>, StoreError> {
+        let Some(row) = state.store.find_user_login(id_hash, now).await? else {
+            return Ok(None);
+        };
+        let user = state.store.find_user(&row.user_id).await?;
+        Ok(user.map(|user| (row, user.email)))
+    }
+
+    async fn delete_login(state: &AppState, id_hash: &str) -> Result<(), StoreError> {
+        state.store.delete_user_login(id_hash).await
     }
 }
 
@@ -45,28 +252,27 @@ pub struct LoginFields<'a> {
 }
 
 /// Checks a login form's token and, within the login budgets, its password, for a client at
-/// `ip`. `find` looks the email up (it is called only with an email that parses). A throttled
-/// attempt is a `PageError::TooManyRequests`, before any password is hashed.
+/// `ip` on `T`'s pages. A throttled attempt is a `PageError::TooManyRequests`, before any
+/// password is hashed.
 pub async fn check_login<T: LoginSubject>(
     state: &AppState,
-    pages: &Pages,
     jar: &CookieJar,
     ip: &str,
     fields: LoginFields<'_>,
-    find: impl AsyncFnOnce(&str) -> Result<Option<T>, StoreError>,
 ) -> Result<LoginOutcome<T>, PageError> {
     let LoginFields {
         csrf,
         email,
         password,
     } = fields;
+    let pages = T::PAGES;
     pages.check_form_token(state, jar, csrf)?;
     let attempt = state
         .logins
         .begin(pages.kind, email, ip, pages.device_token(jar))
         .map_err(|retry_after| PageError::TooManyRequests { retry_after })?;
     let subject = match Email::parse(email) {
-        Ok(email) => find(email.as_str()).await?,
+        Ok(email) => T::find_by_email(state, email.as_str()).await?,
         Err(_) => None,
     };
     let phc = subject.as_ref().map(|s| s.password_hash().to_owned());

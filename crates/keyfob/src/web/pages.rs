@@ -2,7 +2,7 @@
 //! a login cookie, a form-token cookie for the forms shown before login, and a device cookie, all
 //! `HttpOnly`, scoped to the pages' path, `Secure` when the public URL is HTTPS.
 //!
-//! The forms shown before login have no session to bind a CSRF token to, so they use a signed
+//! The forms shown before login have no login to bind a CSRF token to, so they use a signed
 //! double-submit cookie: a random value signed with a key derived from the master key
 //! (`Logins::form_token`), in a cookie the form must repeat. A value the browser or anyone else
 //! made up is refused, however well it matches. After a successful login the browser gets a
@@ -28,7 +28,7 @@ pub struct Pages {
     /// Where a request without a login is sent.
     pub login_path: &'static str,
     /// The login cookie.
-    pub session_cookie: &'static str,
+    pub login_cookie: &'static str,
     /// The double-submit cookie of the forms shown before login.
     pub form_cookie: &'static str,
     /// The cookie that marks a browser someone has logged in from (see `crate::logins`).
@@ -38,7 +38,7 @@ pub struct Pages {
     /// The form-token cookie's `SameSite`.
     pub form_same_site: SameSite,
     /// How long a login lasts, and a form token with it.
-    pub session_lifetime: time::Duration,
+    pub login_lifetime: time::Duration,
 }
 
 /// The dashboard's pages, where account owners log in.
@@ -46,12 +46,12 @@ pub const DASHBOARD: Pages = Pages {
     kind: LoginKind::Owner,
     path: "/dashboard",
     login_path: "/dashboard/login",
-    session_cookie: "kf_session",
+    login_cookie: "kf_session",
     form_cookie: "kf_form",
     device_cookie: "kf_device",
     form_scope: "dashboard",
     form_same_site: SameSite::Strict,
-    session_lifetime: time::Duration::hours(12),
+    login_lifetime: time::Duration::hours(12),
 };
 
 /// The end users' pages (`/auth`, login, sign-up, consent, grants), where an application's users
@@ -60,14 +60,14 @@ pub const USER_PAGES: Pages = Pages {
     kind: LoginKind::User,
     path: "/auth",
     login_path: "/auth/login",
-    session_cookie: "kf_user",
+    login_cookie: "kf_user",
     form_cookie: "kf_user_form",
     device_cookie: "kf_user_device",
     form_scope: "auth",
     // Lax, not Strict: a user arriving from an application's site (a cross-site navigation) must
     // be able to use a token set earlier; a cross-site POST still never carries it.
     form_same_site: SameSite::Lax,
-    session_lifetime: time::Duration::days(7),
+    login_lifetime: time::Duration::days(7),
 };
 
 impl Pages {
@@ -90,26 +90,26 @@ impl Pages {
     }
 
     /// The login cookie carrying `token`.
-    pub fn session_cookie(&self, state: &AppState, token: String) -> Cookie<'static> {
+    pub fn login_cookie(&self, state: &AppState, token: String) -> Cookie<'static> {
         self.cookie(
             state,
-            self.session_cookie,
+            self.login_cookie,
             token,
             SameSite::Lax,
-            self.session_lifetime,
+            self.login_lifetime,
         )
     }
 
     /// The browser's login token, if it sent one.
-    pub fn session_token<'j>(&self, jar: &'j CookieJar) -> Option<&'j str> {
-        jar.get(self.session_cookie).map(|c| c.value())
+    pub fn login_token<'j>(&self, jar: &'j CookieJar) -> Option<&'j str> {
+        jar.get(self.login_cookie).map(|c| c.value())
     }
 
     /// Clears the login cookie (the caller ends the login in the database).
-    pub fn clear_session(&self, state: &AppState, jar: CookieJar) -> CookieJar {
+    pub fn clear_login(&self, state: &AppState, jar: CookieJar) -> CookieJar {
         let mut removal = self.cookie(
             state,
-            self.session_cookie,
+            self.login_cookie,
             String::new(),
             SameSite::Lax,
             time::Duration::ZERO,
@@ -134,13 +134,13 @@ impl Pages {
             self.form_cookie,
             token.clone(),
             self.form_same_site,
-            self.session_lifetime,
+            self.login_lifetime,
         );
         (jar.add(cookie), token)
     }
 
     fn form_token_is_valid(&self, state: &AppState, token: &str) -> bool {
-        let max_age = Duration::from_secs(self.session_lifetime.whole_seconds().unsigned_abs());
+        let max_age = Duration::from_secs(self.login_lifetime.whole_seconds().unsigned_abs());
         state
             .logins
             .form_token_is_valid(self.form_scope, token, max_age)

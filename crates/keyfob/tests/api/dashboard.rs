@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use keyfob::dashboard::{FORM_COOKIE, SESSION_COOKIE};
+use keyfob::dashboard::{FORM_COOKIE, LOGIN_COOKIE};
 use keyfob_domain::secret::hash_secret;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use reqwest::{Client, Response, StatusCode, redirect};
@@ -425,7 +425,7 @@ both_backends! {
             )
             .await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        assert!(set_cookie(response.headers(), SESSION_COOKIE).is_none());
+        assert!(set_cookie(response.headers(), LOGIN_COOKIE).is_none());
         assert!(!other.signed_in().await);
 
         // Signed in: the session's token. Missing, wrong, or another session's.
@@ -501,7 +501,7 @@ both_backends! {
 
         let wrong_password = known.login("not the password at all").await;
         assert_eq!(wrong_password.status(), StatusCode::BAD_REQUEST);
-        assert!(set_cookie(wrong_password.headers(), SESSION_COOKIE).is_none());
+        assert!(set_cookie(wrong_password.headers(), LOGIN_COOKIE).is_none());
         let wrong_password = wrong_password.text().await.unwrap();
 
         let unknown = Browser::new(&app);
@@ -561,7 +561,7 @@ both_backends! {
         assert!(refused.text().await.unwrap().contains("Too many attempts"));
         let response = target.login(PASSWORD).await;
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert!(set_cookie(response.headers(), SESSION_COOKIE).is_none());
+        assert!(set_cookie(response.headers(), LOGIN_COOKIE).is_none());
         let elsewhere = Browser::from_address(&app, ip(2));
         let response = elsewhere.login_as(&target.email, PASSWORD).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
@@ -655,7 +655,7 @@ both_backends! {
         let browser = Browser::signed_up(&app).await;
         browser.logout().await;
         let login = browser.login(PASSWORD).await;
-        let session = cookie_value(set_cookie(login.headers(), SESSION_COOKIE).unwrap()).to_owned();
+        let session = cookie_value(set_cookie(login.headers(), LOGIN_COOKIE).unwrap()).to_owned();
         assert_eq!(session.len(), 43, "256 random bits, base64url");
         // Only the hash is stored.
         let now = keyfob::clock::now_ms();
@@ -680,7 +680,7 @@ both_backends! {
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         assert_eq!(location(&response), "/dashboard/login");
         let cleared =
-            set_cookie(response.headers(), SESSION_COOKIE).expect("the cookie is cleared");
+            set_cookie(response.headers(), LOGIN_COOKIE).expect("the cookie is cleared");
         assert_eq!(cookie_value(cleared), "");
         assert!(
             cookie_attributes(cleared).contains(&"max-age=0".to_owned()),
@@ -703,7 +703,7 @@ both_backends! {
             .unwrap();
         let response = replay
             .get(app.url("/dashboard/keys"))
-            .header("Cookie", format!("{SESSION_COOKIE}={session}"))
+            .header("Cookie", format!("{LOGIN_COOKIE}={session}"))
             .send()
             .await
             .unwrap();
@@ -724,7 +724,7 @@ both_backends! {
         let login = |session: Option<String>| {
             let mut cookies = format!("{FORM_COOKIE}={csrf}");
             if let Some(session) = session {
-                cookies.push_str(&format!("; {SESSION_COOKIE}={session}"));
+                cookies.push_str(&format!("; {LOGIN_COOKIE}={session}"));
             }
             http.post(app.url("/dashboard/login"))
                 .header("Cookie", cookies)
@@ -737,7 +737,7 @@ both_backends! {
         };
         let issued = |response: &Response| {
             assert_eq!(response.status(), StatusCode::SEE_OTHER);
-            cookie_value(set_cookie(response.headers(), SESSION_COOKIE).unwrap()).to_owned()
+            cookie_value(set_cookie(response.headers(), LOGIN_COOKIE).unwrap()).to_owned()
         };
         let live = |session: String| {
             let store = app.state.store.clone();
@@ -796,7 +796,7 @@ both_backends! {
             )
             .await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
-        let session = set_cookie(response.headers(), SESSION_COOKIE).expect("the session cookie");
+        let session = set_cookie(response.headers(), LOGIN_COOKIE).expect("the session cookie");
         let attributes = cookie_attributes(session);
         for expected in [
             "httponly",
@@ -997,7 +997,7 @@ both_backends! {
             .build()
             .unwrap()
             .get(app.url("/dashboard/keys"))
-            .header("Cookie", format!("{SESSION_COOKIE}={}", "x".repeat(43)))
+            .header("Cookie", format!("{LOGIN_COOKIE}={}", "x".repeat(43)))
             .send()
             .await
             .unwrap();
@@ -1069,7 +1069,7 @@ async fn cookies_are_secure_behind_https() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let session = set_cookie(response.headers(), SESSION_COOKIE).unwrap();
+    let session = set_cookie(response.headers(), LOGIN_COOKIE).unwrap();
     let attributes = cookie_attributes(session);
     for expected in ["secure", "httponly", "samesite=lax", "path=/dashboard"] {
         assert!(attributes.contains(&expected.to_owned()), "{session}");

@@ -85,7 +85,7 @@ impl Pages {
 
     fn session_cookie(self) -> &'static str {
         match self {
-            Pages::Dashboard => keyfob::dashboard::SESSION_COOKIE,
+            Pages::Dashboard => keyfob::dashboard::LOGIN_COOKIE,
             Pages::Auth => keyfob::user_pages::USER_COOKIE,
         }
     }
