@@ -158,7 +158,7 @@ pub struct RecordScope<'a> {
     pub owner_user_id: Option<&'a str>,
 }
 
-/// An account owner's login to the dashboard (a browser cookie); the table is `sessions`.
+/// An account owner's login to the dashboard (a browser cookie); the table is `dashboard_sessions`.
 #[derive(Clone, PartialEq, Eq, FromRow)]
 pub struct OwnerLoginRow {
     /// SHA-256 of the session cookie's value.
