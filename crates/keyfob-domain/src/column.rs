@@ -7,6 +7,7 @@ use sqlx::error::BoxDynError;
 use sqlx::{Database, Decode, Encode, Type};
 
 use crate::audit::ActorKind;
+use crate::ids::{AccountId, Jti, KeyId};
 use crate::signing::SigningAlg;
 
 macro_rules! text_column {
@@ -49,3 +50,44 @@ macro_rules! text_column {
 }
 
 text_column!(ActorKind, SigningAlg);
+
+/// Ids are any text: they read back as they were written.
+macro_rules! id_column {
+    ($($ty:ty),* $(,)?) => {$(
+        impl<DB: Database> Type<DB> for $ty
+        where
+            String: Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <String as Type<DB>>::type_info()
+            }
+
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <String as Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'q, DB: Database> Encode<'q, DB> for $ty
+        where
+            String: Encode<'q, DB>,
+        {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <DB as Database>::ArgumentBuffer<'q>,
+            ) -> Result<IsNull, BoxDynError> {
+                <String as Encode<'q, DB>>::encode(self.as_str().to_owned(), buf)
+            }
+        }
+
+        impl<'r, DB: Database> Decode<'r, DB> for $ty
+        where
+            String: Decode<'r, DB>,
+        {
+            fn decode(value: <DB as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
+                Ok(<$ty>::from(<String as Decode<'r, DB>>::decode(value)?))
+            }
+        }
+    )*};
+}
+
+id_column!(AccountId, KeyId, Jti);

@@ -10,6 +10,7 @@ pub mod credential;
 pub mod document;
 pub mod email;
 pub mod expiry;
+pub mod ids;
 pub mod input;
 pub mod net;
 pub mod oauth;

@@ -1,14 +1,15 @@
 //! Who is calling: the verified result of a credential, and what it may do.
 
+use crate::ids::{Jti, KeyId};
 use crate::permission::{Action, PermissionSet, RESERVED_RESOURCES};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrincipalKind {
     /// An API key, by its id.
-    ApiKey { key_id: String },
+    ApiKey { key_id: KeyId },
     /// A JWT, by its `jti`; `user_id` is set for user-session tokens.
     Jwt {
-        jti: String,
+        jti: Jti,
         user_id: Option<String>,
         client_id: Option<String>,
     },

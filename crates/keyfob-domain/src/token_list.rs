@@ -1,6 +1,7 @@
 //! How a listing of an account's minted tokens is asked for: by the key that minted them, by a
 //! permission they carry, by state (live, revoked, expired), a page at a time.
 
+use crate::ids::KeyId;
 use crate::permission::Permission;
 use crate::query::{parse_limit, parse_page};
 
@@ -35,7 +36,7 @@ pub struct TokenQuery {
     pub limit: u32,
     pub page: u32,
     /// Only tokens minted by this API key (its id).
-    pub key: Option<String>,
+    pub key: Option<KeyId>,
     /// Only tokens carrying exactly this permission.
     pub permission: Option<Permission>,
     pub status: Option<TokenStatus>,
@@ -108,7 +109,7 @@ impl TokenQuery {
                 "key" => {
                     // Key ids are UUIDs; anything else cannot name one.
                     let id = uuid::Uuid::try_parse(value).map_err(|_| TokenQueryError::Key)?;
-                    query.key = Some(id.hyphenated().to_string());
+                    query.key = Some(KeyId::from(id.hyphenated().to_string()));
                 }
                 "permission" => {
                     let permission = value.parse::<Permission>().map_err(|e| {

@@ -23,6 +23,7 @@ use crate::error::Unreachable;
 use crate::model::*;
 use crate::types::Strings;
 use crate::{Result, Store, StoreError};
+use keyfob_domain::ids::{Jti, KeyId};
 
 /// How long database calls may take, and how often a database that is down is tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,7 +268,7 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.insert_api_key(key)).await
     }
 
-    async fn find_api_key(&self, id: &str) -> Result<Option<ApiKeyRow>> {
+    async fn find_api_key(&self, id: &KeyId) -> Result<Option<ApiKeyRow>> {
         self.breaker.run(self.inner.find_api_key(id)).await
     }
 
@@ -285,13 +286,13 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.active_api_keys()).await
     }
 
-    async fn revoke_api_key(&self, account_id: Option<&str>, id: &str, at: i64) -> Result<bool> {
+    async fn revoke_api_key(&self, account_id: Option<&str>, id: &KeyId, at: i64) -> Result<bool> {
         self.breaker
             .run(self.inner.revoke_api_key(account_id, id, at))
             .await
     }
 
-    async fn touch_api_keys(&self, uses: &[(String, i64)]) -> Result<()> {
+    async fn touch_api_keys(&self, uses: &[(KeyId, i64)]) -> Result<()> {
         self.breaker.run(self.inner.touch_api_keys(uses)).await
     }
 
@@ -306,7 +307,7 @@ impl<S: Store> Store for Guarded<S> {
     async fn revoke_key_tokens(
         &self,
         account_id: Option<&str>,
-        key_id: &str,
+        key_id: &KeyId,
         at: i64,
     ) -> Result<bool> {
         self.breaker
@@ -316,9 +317,9 @@ impl<S: Store> Store for Guarded<S> {
 
     async fn token_cutoffs(
         &self,
-        key_id: Option<&str>,
+        key_id: Option<&KeyId>,
         now: i64,
-    ) -> Result<Vec<(String, TokenCutoff)>> {
+    ) -> Result<Vec<(KeyId, TokenCutoff)>> {
         self.breaker
             .run(self.inner.token_cutoffs(key_id, now))
             .await
@@ -341,17 +342,17 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn revoke_token(&self, account_id: &str, jti: &str, at: i64) -> Result<bool> {
+    async fn revoke_token(&self, account_id: &str, jti: &Jti, at: i64) -> Result<bool> {
         self.breaker
             .run(self.inner.revoke_token(account_id, jti, at))
             .await
     }
 
-    async fn revoked_tokens(&self, now: i64) -> Result<Vec<(String, i64)>> {
+    async fn revoked_tokens(&self, now: i64) -> Result<Vec<(Jti, i64)>> {
         self.breaker.run(self.inner.revoked_tokens(now)).await
     }
 
-    async fn find_token(&self, jti: &str) -> Result<Option<TokenRow>> {
+    async fn find_token(&self, jti: &Jti) -> Result<Option<TokenRow>> {
         self.breaker.run(self.inner.find_token(jti)).await
     }
 

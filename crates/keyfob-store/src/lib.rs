@@ -25,6 +25,7 @@ use keyfob_domain::query::ListQuery;
 
 pub use error::{StoreError, Unreachable};
 pub use guard::{Guarded, Timeouts};
+pub use keyfob_domain::ids::{AccountId, Jti, KeyId};
 pub use model::*;
 pub use pg::PgStore;
 pub use sql::{Dialect, SqlStore};
@@ -49,26 +50,26 @@ pub trait Store: Send + Sync + 'static {
 
     // API keys.
     async fn insert_api_key(&self, key: &ApiKeyRow) -> Result<()>;
-    async fn find_api_key(&self, id: &str) -> Result<Option<ApiKeyRow>>;
+    async fn find_api_key(&self, id: &KeyId) -> Result<Option<ApiKeyRow>>;
     /// A key by its hash, live or revoked: the read-through on the verify path's index miss.
     async fn find_api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRow>>;
     async fn list_api_keys(&self, account_id: &str) -> Result<Vec<ApiKeyRow>>;
     async fn active_api_keys(&self) -> Result<Vec<ApiKeyRow>>;
     /// Revokes a key (of `account_id`, when given) and logs the change. `false` when there was no
     /// such live key.
-    async fn revoke_api_key(&self, account_id: Option<&str>, id: &str, at: i64) -> Result<bool>;
+    async fn revoke_api_key(&self, account_id: Option<&str>, id: &KeyId, at: i64) -> Result<bool>;
     /// Records last-used times in one transaction; never called per request.
-    async fn touch_api_keys(&self, uses: &[(String, i64)]) -> Result<()>;
+    async fn touch_api_keys(&self, uses: &[(KeyId, i64)]) -> Result<()>;
 
     // Minted tokens.
     /// Records tokens in one transaction.
     async fn insert_tokens(&self, tokens: &[TokenRow]) -> Result<()>;
     async fn list_tokens(&self, account_id: &str, limit: u32) -> Result<Vec<TokenRow>>;
     /// Revokes a token of `account_id` and logs the change. `false` when there was no such live token.
-    async fn revoke_token(&self, account_id: &str, jti: &str, at: i64) -> Result<bool>;
+    async fn revoke_token(&self, account_id: &str, jti: &Jti, at: i64) -> Result<bool>;
     /// `(jti, expires_at)` of revoked tokens that have not expired yet.
-    async fn revoked_tokens(&self, now: i64) -> Result<Vec<(String, i64)>>;
-    async fn find_token(&self, jti: &str) -> Result<Option<TokenRow>>;
+    async fn revoked_tokens(&self, now: i64) -> Result<Vec<(Jti, i64)>>;
+    async fn find_token(&self, jti: &Jti) -> Result<Option<TokenRow>>;
     /// An account's tokens matching `filter`, newest first, and how many match in all.
     async fn list_tokens_page(&self, filter: &TokenFilter<'_>) -> Result<(Vec<TokenRow>, u64)>;
     /// Revokes every token a live key (of `account_id`, when given) minted up to `at`, and logs
@@ -76,16 +77,16 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_key_tokens(
         &self,
         account_id: Option<&str>,
-        key_id: &str,
+        key_id: &KeyId,
         at: i64,
     ) -> Result<bool>;
     /// Keys (all, or only `key_id`) some of whose tokens still alive at `now` are refused: because
     /// the key is revoked, or because its tokens were revoked up to an instant.
     async fn token_cutoffs(
         &self,
-        key_id: Option<&str>,
+        key_id: Option<&KeyId>,
         now: i64,
-    ) -> Result<Vec<(String, TokenCutoff)>>;
+    ) -> Result<Vec<(KeyId, TokenCutoff)>>;
 
     // Signing keys.
     async fn insert_signing_key(&self, key: &SigningKeyRow) -> Result<()>;

@@ -1,6 +1,7 @@
 //! Rows as the store reads and writes them.
 
 use keyfob_domain::audit::ActorKind;
+use keyfob_domain::ids::{Jti, KeyId};
 use keyfob_domain::signing::SigningAlg;
 use sqlx::FromRow;
 
@@ -35,7 +36,7 @@ impl std::fmt::Debug for Owner {
 
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct ApiKeyRow {
-    pub id: String,
+    pub id: KeyId,
     pub account_id: String,
     pub name: String,
     /// `kf_` and the first characters, to recognise the key in a list.
@@ -52,9 +53,9 @@ pub struct ApiKeyRow {
 
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct TokenRow {
-    pub jti: String,
+    pub jti: Jti,
     pub account_id: String,
-    pub api_key_id: Option<String>,
+    pub api_key_id: Option<KeyId>,
     pub subject: String,
     pub permissions: Permissions,
     pub issued_at: i64,
@@ -69,7 +70,7 @@ pub struct TokenRow {
 pub struct TokenFilter<'a> {
     pub account_id: &'a str,
     /// Only tokens minted by this API key.
-    pub api_key_id: Option<&'a str>,
+    pub api_key_id: Option<&'a KeyId>,
     /// Only tokens whose permissions include this exact permission string.
     pub permission: Option<&'a str>,
     /// Only tokens in this state at `now`.

@@ -17,6 +17,7 @@ use sqlx::{
 use crate::model::*;
 use crate::types::{ChangeKind, Permissions, Strings};
 use crate::{Result, Store, StoreError};
+use keyfob_domain::ids::{Jti, KeyId};
 
 #[derive(FromRow)]
 pub(crate) struct RecordDbRow {
@@ -432,7 +433,7 @@ where
         Ok(())
     }
 
-    async fn find_api_key(&self, id: &str) -> Result<Option<ApiKeyRow>> {
+    async fn find_api_key(&self, id: &KeyId) -> Result<Option<ApiKeyRow>> {
         Ok(sqlx::query_as(
             "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, tokens_revoked_before \
              FROM api_keys WHERE id = $1",
@@ -461,7 +462,7 @@ where
         .await?)
     }
 
-    async fn revoke_api_key(&self, account_id: Option<&str>, id: &str, at: i64) -> Result<bool> {
+    async fn revoke_api_key(&self, account_id: Option<&str>, id: &KeyId, at: i64) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 \
@@ -481,7 +482,7 @@ where
         Ok(done)
     }
 
-    async fn touch_api_keys(&self, uses: &[(String, i64)]) -> Result<()> {
+    async fn touch_api_keys(&self, uses: &[(KeyId, i64)]) -> Result<()> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         for (id, at) in uses {
             sqlx::query(
@@ -508,7 +509,7 @@ where
         insert.push_values(tokens, |mut row, t| {
             row.push_bind(&t.jti)
                 .push_bind(&t.account_id)
-                .push_bind(&t.api_key_id)
+                .push_bind(t.api_key_id.as_deref())
                 .push_bind(&t.subject)
                 .push_bind(&t.permissions)
                 .push_bind(t.issued_at)
@@ -529,7 +530,7 @@ where
         .await?)
     }
 
-    async fn find_token(&self, jti: &str) -> Result<Option<TokenRow>> {
+    async fn find_token(&self, jti: &Jti) -> Result<Option<TokenRow>> {
         Ok(
             sqlx::query_as(&format!("SELECT {} WHERE t.jti = $1", TOKEN_FROM))
                 .bind(jti)
@@ -538,7 +539,7 @@ where
         )
     }
 
-    async fn revoke_token(&self, account_id: &str, jti: &str, at: i64) -> Result<bool> {
+    async fn revoke_token(&self, account_id: &str, jti: &Jti, at: i64) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let done = sqlx::query(
             "UPDATE tokens SET revoked_at = $1 \
@@ -558,7 +559,7 @@ where
         Ok(done)
     }
 
-    async fn revoked_tokens(&self, now: i64) -> Result<Vec<(String, i64)>> {
+    async fn revoked_tokens(&self, now: i64) -> Result<Vec<(Jti, i64)>> {
         Ok(sqlx::query_as(
             "SELECT jti, expires_at FROM tokens WHERE revoked_at IS NOT NULL AND expires_at > $1",
         )
@@ -589,7 +590,7 @@ where
         let status = f.status.map(TokenStatus::as_str);
         let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {inner} WHERE {WHERE}"))
             .bind(f.account_id)
-            .bind(f.api_key_id)
+            .bind(f.api_key_id.map(KeyId::as_str))
             .bind(pattern.as_deref())
             .bind(status)
             .bind(f.now)
@@ -600,7 +601,7 @@ where
              FROM {inner} WHERE {WHERE} ORDER BY issued_at DESC, jti DESC LIMIT $6 OFFSET $7"
         ))
         .bind(f.account_id)
-        .bind(f.api_key_id)
+        .bind(f.api_key_id.map(KeyId::as_str))
         .bind(pattern.as_deref())
         .bind(status)
         .bind(f.now)
@@ -614,7 +615,7 @@ where
     async fn revoke_key_tokens(
         &self,
         account_id: Option<&str>,
-        key_id: &str,
+        key_id: &KeyId,
         at: i64,
     ) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
@@ -639,9 +640,9 @@ where
 
     async fn token_cutoffs(
         &self,
-        key_id: Option<&str>,
+        key_id: Option<&KeyId>,
         now: i64,
-    ) -> Result<Vec<(String, TokenCutoff)>> {
+    ) -> Result<Vec<(KeyId, TokenCutoff)>> {
         let rows: Vec<(String, Option<i64>, Option<i64>, i64)> = sqlx::query_as(
             "SELECT k.id, k.revoked_at, k.tokens_revoked_before, MAX(t.expires_at) \
              FROM api_keys k JOIN tokens t ON t.api_key_id = k.id \
@@ -650,7 +651,7 @@ where
                   OR (k.tokens_revoked_before IS NOT NULL AND t.issued_at <= k.tokens_revoked_before)) \
              GROUP BY k.id, k.revoked_at, k.tokens_revoked_before",
         )
-        .bind(key_id)
+        .bind(key_id.map(KeyId::as_str))
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
@@ -662,7 +663,7 @@ where
                 } else {
                     before
                 };
-                before.map(|before| (id, TokenCutoff { before, until }))
+                before.map(|before| (KeyId::from(id), TokenCutoff { before, until }))
             })
             .collect())
     }

@@ -96,7 +96,7 @@ impl Actor {
             PrincipalKind::ApiKey { key_id } => Actor::api_key(key_id),
             PrincipalKind::Jwt { jti, .. } => Actor {
                 kind: ActorKind::Token,
-                id: jti.clone(),
+                id: jti.to_string(),
             },
         }
     }

@@ -21,7 +21,7 @@ contract! {
             db.find_api_key_by_hash(&newer.key_hash).await.unwrap(),
             Some(newer.clone())
         );
-        assert_eq!(db.find_api_key("nope").await.unwrap(), None);
+        assert_eq!(db.find_api_key(&"nope".into()).await.unwrap(), None);
         assert_eq!(db.find_api_key_by_hash("nope").await.unwrap(), None);
         // An account's keys, newest first, and no other account's.
         assert_eq!(
@@ -33,7 +33,7 @@ contract! {
             .await
             .unwrap()
             .into_iter()
-            .map(|k| k.id)
+            .map(|k| k.id.into())
             .collect();
         live.sort();
         let mut expected = vec![older.id.clone(), newer.id.clone(), other.id.clone()];
@@ -42,9 +42,9 @@ contract! {
         assert_eq!(
             db.feed().await,
             [
-                (API_KEY_CREATED.to_owned(), older.id),
-                (API_KEY_CREATED.to_owned(), newer.id),
-                (API_KEY_CREATED.to_owned(), other.id),
+                (API_KEY_CREATED.to_owned(), older.id.to_string()),
+                (API_KEY_CREATED.to_owned(), newer.id.to_string()),
+                (API_KEY_CREATED.to_owned(), other.id.to_string()),
             ]
         );
     }
@@ -81,7 +81,7 @@ contract! {
             .into_iter()
             .filter(|(kind, _)| kind == API_KEY_REVOKED)
             .collect();
-        assert_eq!(revocations, [(API_KEY_REVOKED.to_owned(), key.id)]);
+        assert_eq!(revocations, [(API_KEY_REVOKED.to_owned(), key.id.to_string())]);
     }
 
     async fn another_accounts_key_is_not_revoked(db) {
@@ -105,7 +105,7 @@ contract! {
                 .any(|(kind, _)| kind == API_KEY_REVOKED)
         );
         assert!(
-            !db.revoke_api_key(Some(&owner), "no-such-key", T0 + 1)
+            !db.revoke_api_key(Some(&owner), &"no-such-key".into(), T0 + 1)
                 .await
                 .unwrap()
         );
@@ -127,7 +127,7 @@ contract! {
         let err = db.insert_api_key(&twin).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict("API key")), "{err:?}");
         assert_eq!(db.find_api_key(&twin.id).await.unwrap(), None);
-        assert_eq!(db.feed().await, [(API_KEY_CREATED.to_owned(), key.id)]);
+        assert_eq!(db.feed().await, [(API_KEY_CREATED.to_owned(), key.id.to_string())]);
     }
 
     async fn last_used_times_only_move_forward(db) {
@@ -213,7 +213,7 @@ contract! {
             [(key.id.clone(), cutoff)]
         );
         assert!(
-            db.token_cutoffs(Some("other"), now)
+            db.token_cutoffs(Some(&"other".into()), now)
                 .await
                 .unwrap()
                 .is_empty()
@@ -240,7 +240,7 @@ contract! {
                 .unwrap()
         );
         assert!(
-            !db.revoke_key_tokens(None, "no-such-key", T0 + 35)
+            !db.revoke_key_tokens(None, &"no-such-key".into(), T0 + 35)
                 .await
                 .unwrap()
         );
@@ -254,7 +254,7 @@ contract! {
             .collect();
         assert_eq!(
             logged,
-            [(API_KEY_TOKENS_REVOKED.to_owned(), key.id.clone())]
+            [(API_KEY_TOKENS_REVOKED.to_owned(), key.id.to_string())]
         );
 
         // A later instant moves it forward.

@@ -79,9 +79,9 @@ contract! {
         let grant = db.grant(r#"["deals.read"]"#).await;
         let before = db.feed().await;
 
-        assert!(!db.revoke_api_key(None, "no-key", T0).await.unwrap());
-        assert!(!db.revoke_key_tokens(None, "no-key", T0).await.unwrap());
-        assert!(!db.revoke_token(&account, "no-token", T0).await.unwrap());
+        assert!(!db.revoke_api_key(None, &"no-key".into(), T0).await.unwrap());
+        assert!(!db.revoke_key_tokens(None, &"no-key".into(), T0).await.unwrap());
+        assert!(!db.revoke_token(&account, &"no-token".into(), T0).await.unwrap());
         assert!(!db.revoke_family("no-family", T0).await.unwrap());
         assert_eq!(
             db.revoke_user_families(&grant.user_id, None, T0)

@@ -12,9 +12,9 @@ contract! {
         assert!(db.find_account(none).await.unwrap().is_none());
         assert!(db.find_owner(none).await.unwrap().is_none());
         assert!(db.find_owner_by_email(none).await.unwrap().is_none());
-        assert!(db.find_api_key(none).await.unwrap().is_none());
+        assert!(db.find_api_key(&none.into()).await.unwrap().is_none());
         assert!(db.find_api_key_by_hash(none).await.unwrap().is_none());
-        assert!(db.find_token(none).await.unwrap().is_none());
+        assert!(db.find_token(&none.into()).await.unwrap().is_none());
         assert!(db.find_app(none).await.unwrap().is_none());
         assert!(db.find_user(none).await.unwrap().is_none());
         assert!(db.find_user_by_email(none).await.unwrap().is_none());

@@ -243,7 +243,7 @@ pub fn key_row(account_id: &str, created_at: i64) -> ApiKeyRow {
         prefix: "kf_abcd".into(),
         name: "ci".into(),
         account_id: account_id.into(),
-        id: key_id,
+        id: key_id.into(),
         created_at,
         last_used_at: None,
         revoked_at: None,
@@ -272,9 +272,9 @@ pub fn app_row(account_id: &str) -> AppRow {
 /// A token of `account_id` minted by `key_id` at `issued_at`, living ten minutes.
 pub fn token_row(account_id: &str, key_id: Option<&str>, issued_at: i64) -> TokenRow {
     TokenRow {
-        jti: id("jti"),
+        jti: id("jti").into(),
         account_id: account_id.into(),
-        api_key_id: key_id.map(str::to_owned),
+        api_key_id: key_id.map(Into::into),
         subject: "svc".into(),
         permissions: json(r#"["deals.read"]"#),
         issued_at,

@@ -26,7 +26,7 @@ fn filter(account_id: &str) -> TokenFilter<'_> {
 async fn list(db: &TestStore, f: TokenFilter<'_>) -> Vec<String> {
     let (rows, total) = db.list_tokens_page(&f).await.unwrap();
     assert_eq!(rows.len() as u64, total);
-    rows.into_iter().map(|t| t.jti).collect()
+    rows.into_iter().map(|t| t.jti.into()).collect()
 }
 
 contract! {
@@ -48,7 +48,7 @@ contract! {
                 Some(token)
             );
         }
-        assert_eq!(db.find_token("nope").await.unwrap(), None);
+        assert_eq!(db.find_token(&"nope".into()).await.unwrap(), None);
         // Newest first, up to the limit, and only this account's.
         let other = db.account().await;
         db.insert_tokens(&[token_row(&other, None, T0 + 9)])
@@ -275,7 +275,7 @@ contract! {
 
         assert!(db.revoke_token(&account, &token.jti, T0 + 2).await.unwrap());
         assert!(!db.revoke_token(&account, &token.jti, T0 + 3).await.unwrap());
-        assert!(!db.revoke_token(&account, "nope", T0 + 3).await.unwrap());
+        assert!(!db.revoke_token(&account, &"nope".into(), T0 + 3).await.unwrap());
         assert_eq!(
             db.find_token(&token.jti).await.unwrap().unwrap().revoked_at,
             Some(T0 + 2)
@@ -297,6 +297,6 @@ contract! {
             .into_iter()
             .filter(|(kind, _)| kind == TOKEN_REVOKED)
             .collect();
-        assert_eq!(logged, [(TOKEN_REVOKED.to_owned(), token.jti)]);
+        assert_eq!(logged, [(TOKEN_REVOKED.to_owned(), token.jti.to_string())]);
     }
 }

@@ -86,7 +86,7 @@ pub fn authenticate(state: &AppState, header: &str) -> Result<Principal, ApiErro
 fn key_principal(state: &AppState, entry: super::KeyEntry, now: i64) -> Principal {
     state.index.note_use(&entry.id, now);
     Principal {
-        subject: entry.id.clone(),
+        subject: entry.id.to_string(),
         kind: PrincipalKind::ApiKey { key_id: entry.id },
         account_id: entry.account_id,
         permissions: PermissionSet::All,
@@ -141,7 +141,7 @@ fn from_memory(state: &AppState, header: &str) -> Result<Principal, Miss> {
             }
             Ok(Principal {
                 kind: PrincipalKind::Jwt {
-                    jti: claims.jti.clone(),
+                    jti: claims.jti.as_str().into(),
                     user_id: claims.sid.as_ref().map(|_| claims.sub.clone()),
                     client_id: claims.client_id.clone(),
                 },

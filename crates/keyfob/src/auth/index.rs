@@ -6,14 +6,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
-use keyfob_store::{ApiKeyRow, AppRow, Strings, TokenCutoff};
+use keyfob_store::{ApiKeyRow, AppRow, Jti, KeyId, Strings, TokenCutoff};
 
 use super::lookup::KeyLookups;
 
 /// A live API key, as the verify path needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyEntry {
-    pub id: String,
+    pub id: KeyId,
     pub account_id: String,
     pub key_hash: String,
 }
@@ -45,12 +45,12 @@ pub struct AuthIndex {
     key_removals: AtomicU64,
     /// API key id → the tokens of it that are refused ([`TokenCutoff::before`]) and until when
     /// that matters (the last such token's expiry). One entry per key, not per token.
-    cutoffs: RwLock<HashMap<String, TokenCutoff>>,
+    cutoffs: RwLock<HashMap<KeyId, TokenCutoff>>,
     /// Reads through to the database on an index miss: single-flight, rate-limited, with a
     /// bounded negative cache.
     pub(super) lookups: KeyLookups,
     /// Revoked token ids and when they expire (Unix seconds): kept until then.
-    revoked: RwLock<HashMap<String, i64>>,
+    revoked: RwLock<HashMap<Jti, i64>>,
     /// Ended sessions (refresh families) and until when (Unix seconds) their access tokens
     /// could still be alive.
     revoked_sessions: RwLock<HashMap<String, i64>>,
@@ -60,7 +60,7 @@ pub struct AuthIndex {
     /// An `app.changed` entry in the change feed drops the entry; a full reload drops them all.
     apps: RwLock<HashMap<String, AppRow>>,
     /// API key id → last use (ms), written in batches.
-    uses: Mutex<HashMap<String, i64>>,
+    uses: Mutex<HashMap<KeyId, i64>>,
 }
 
 impl AuthIndex {
@@ -130,11 +130,11 @@ impl AuthIndex {
 
     /// Refuses every token `key_id` minted (its revocation), remembered until `until` (Unix ms),
     /// and at least until the next full reload has seen any token minted meanwhile elsewhere.
-    pub fn refuse_key_tokens(&self, key_id: &str, before: i64, until: i64, now_ms: i64) {
+    pub fn refuse_key_tokens(&self, key_id: &KeyId, before: i64, until: i64, now_ms: i64) {
         let mut cutoffs = self.cutoffs.write().expect("index lock poisoned");
         cutoffs.retain(|_, c| c.until > now_ms);
         let entry = cutoffs
-            .entry(key_id.to_owned())
+            .entry(key_id.clone())
             .or_insert(TokenCutoff { before, until });
         entry.before = entry.before.max(before);
         entry.until = entry.until.max(until);
@@ -142,7 +142,7 @@ impl AuthIndex {
 
     /// Adds cutoffs read from the database and forgets those whose tokens have all expired.
     /// Cutoffs only ever grow (a key is never un-revoked), so merging is always right.
-    pub fn merge_cutoffs(&self, items: Vec<(String, TokenCutoff)>, now_ms: i64) {
+    pub fn merge_cutoffs(&self, items: Vec<(KeyId, TokenCutoff)>, now_ms: i64) {
         let mut cutoffs = self.cutoffs.write().expect("index lock poisoned");
         cutoffs.retain(|_, c| c.until > now_ms);
         for (key_id, cutoff) in items {
@@ -205,15 +205,15 @@ impl AuthIndex {
             .contains_key(jti)
     }
 
-    pub fn revoke_token(&self, jti: &str, expires_at: i64) {
+    pub fn revoke_token(&self, jti: &Jti, expires_at: i64) {
         self.revoked
             .write()
             .expect("index lock poisoned")
-            .insert(jti.to_owned(), expires_at);
+            .insert(jti.clone(), expires_at);
     }
 
     /// Adds revoked tokens and forgets those that have expired.
-    pub fn merge_revoked(&self, items: Vec<(String, i64)>, now_secs: i64) {
+    pub fn merge_revoked(&self, items: Vec<(Jti, i64)>, now_secs: i64) {
         let mut revoked = self.revoked.write().expect("index lock poisoned");
         revoked.retain(|_, exp| *exp > now_secs);
         revoked.extend(items);
@@ -273,17 +273,17 @@ impl AuthIndex {
         }
     }
 
-    pub fn note_use(&self, key_id: &str, at_ms: i64) {
+    pub fn note_use(&self, key_id: &KeyId, at_ms: i64) {
         let mut uses = self.uses.lock().expect("index lock poisoned");
         match uses.get_mut(key_id) {
             Some(last) => *last = (*last).max(at_ms),
             None => {
-                uses.insert(key_id.to_owned(), at_ms);
+                uses.insert(key_id.clone(), at_ms);
             }
         }
     }
 
-    pub fn take_uses(&self) -> Vec<(String, i64)> {
+    pub fn take_uses(&self) -> Vec<(KeyId, i64)> {
         std::mem::take(&mut *self.uses.lock().expect("index lock poisoned"))
             .into_iter()
             .collect()

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use keyfob_store::{Change, ChangeKind};
+use keyfob_store::{Change, ChangeKind, Jti, KeyId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -192,24 +192,34 @@ async fn apply_changes(state: &AppState, seen: &mut HashMap<i64, i64>) -> anyhow
 async fn apply(state: &AppState, change: &Change) -> anyhow::Result<()> {
     match &change.kind {
         ChangeKind::ApiKeyCreated => {
-            if let Some(row) = state.store.find_api_key(&change.subject).await? {
+            if let Some(row) = state
+                .store
+                .find_api_key(&KeyId::from(change.subject.as_str()))
+                .await?
+            {
                 state.index.add_key(&row);
             }
         }
         ChangeKind::ApiKeyRevoked => {
             state.index.remove_key(&change.subject);
-            refuse_key_tokens(state, &change.subject, i64::MAX).await?;
+            refuse_key_tokens(state, &KeyId::from(change.subject.as_str()), i64::MAX).await?;
         }
         // The change is logged at the instant the tokens were revoked up to.
         ChangeKind::ApiKeyTokensRevoked => {
-            refuse_key_tokens(state, &change.subject, change.created_at).await?;
+            refuse_key_tokens(
+                state,
+                &KeyId::from(change.subject.as_str()),
+                change.created_at,
+            )
+            .await?;
         }
         ChangeKind::TokenRevoked => {
-            let exp = match state.store.find_token(&change.subject).await? {
+            let jti = Jti::from(change.subject.as_str());
+            let exp = match state.store.find_token(&jti).await? {
                 Some(token) => token.expires_at / 1000,
                 None => (now_ms() + LOOKBACK_MS) / 1000,
             };
-            state.index.revoke_token(&change.subject, exp);
+            state.index.revoke_token(&jti, exp);
         }
         ChangeKind::SigningKeysChanged => state.reload_signing_keys().await?,
         ChangeKind::AppChanged => {
@@ -230,7 +240,7 @@ async fn apply(state: &AppState, change: &Change) -> anyhow::Result<()> {
 
 /// Refuses the tokens `key_id` minted at or before `before` (`i64::MAX`: all of them), at once and
 /// for as long as the last of them lives (read from the database).
-async fn refuse_key_tokens(state: &AppState, key_id: &str, before: i64) -> anyhow::Result<()> {
+async fn refuse_key_tokens(state: &AppState, key_id: &KeyId, before: i64) -> anyhow::Result<()> {
     let now = now_ms();
     note_key_cutoff(state, key_id, before, now);
     if let Some((_, cutoff)) = state.store.token_cutoffs(Some(key_id), now).await?.pop() {
@@ -245,7 +255,7 @@ async fn refuse_key_tokens(state: &AppState, key_id: &str, before: i64) -> anyho
 /// now, without a database read: for the node that made the change, so its very next request is
 /// refused. Kept at least two full reloads, by when any token minted elsewhere meanwhile is seen
 /// in the database and keeps the cutoff as long as it lives.
-pub fn note_key_cutoff(state: &AppState, key_id: &str, before: i64, now: i64) {
+pub fn note_key_cutoff(state: &AppState, key_id: &KeyId, before: i64, now: i64) {
     let floor = now + 2 * state.config.full_reload_ms as i64;
     state.index.refuse_key_tokens(key_id, before, floor, now);
 }

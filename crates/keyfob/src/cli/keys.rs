@@ -4,6 +4,7 @@ use anyhow::bail;
 use clap::Subcommand;
 
 use keyfob_domain::audit::action;
+use keyfob_domain::ids::KeyId;
 
 use crate::audit::{self, Actor, AuditEvent};
 use crate::clock::{format_ms, now_ms};
@@ -70,6 +71,7 @@ pub(super) async fn run(config: &Config, command: KeysCommand) -> anyhow::Result
             }
         }
         KeysCommand::Revoke { key_id } => {
+            let key_id = KeyId::from(key_id);
             if !store.revoke_api_key(None, &key_id, now_ms()).await? {
                 bail!("no live API key with id {key_id}");
             }

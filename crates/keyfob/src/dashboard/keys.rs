@@ -5,7 +5,7 @@ use askama::Template;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use keyfob_store::ApiKeyRow;
+use keyfob_store::{ApiKeyRow, KeyId};
 use serde::Deserialize;
 
 use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_status};
@@ -43,7 +43,7 @@ pub struct KeyView {
 impl From<ApiKeyRow> for KeyView {
     fn from(row: ApiKeyRow) -> Self {
         KeyView {
-            id: row.id,
+            id: row.id.into(),
             name: row.name,
             prefix: row.prefix,
             created: TimeView::from_ms(row.created_at),
@@ -134,7 +134,7 @@ pub async fn revoke(
     login: OwnerLogin,
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    Path(id): Path<String>,
+    Path(id): Path<KeyId>,
     PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Redirect, PageError> {
     login.check_csrf(&form.csrf)?;

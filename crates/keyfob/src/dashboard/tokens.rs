@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use keyfob_domain::token_list::{TokenQuery, TokenStatus};
-use keyfob_store::{ApiKeyRow, TokenFilter, TokenRow};
+use keyfob_store::{ApiKeyRow, Jti, KeyId, TokenFilter, TokenRow};
 use serde::Deserialize;
 
 use super::page::{Layout, PageError, PageForm, TimeView, page_links, render, render_with_status};
@@ -63,14 +63,14 @@ pub struct TokenView {
 }
 
 impl TokenView {
-    fn new(row: TokenRow, key_names: &HashMap<String, String>, now: i64) -> TokenView {
+    fn new(row: TokenRow, key_names: &HashMap<KeyId, String>, now: i64) -> TokenView {
         let permissions = row.permissions.names().join(", ");
         TokenView {
             minted_by: row
                 .api_key_id
                 .as_ref()
                 .and_then(|id| key_names.get(id).cloned()),
-            jti: row.jti,
+            jti: row.jti.into(),
             permissions,
             issued: TimeView::from_ms(row.issued_at),
             expires: TimeView::from_ms(row.expires_at),
@@ -126,7 +126,7 @@ pub async fn list(
         keys: keys
             .iter()
             .map(|k| KeyChoice {
-                id: k.id.clone(),
+                id: k.id.to_string(),
                 label: key_label(k),
             })
             .collect(),
@@ -154,7 +154,7 @@ pub async fn list(
         };
         if key.revoked_at.is_none() {
             view.revocable_key = Some(KeyChoice {
-                id: key.id.clone(),
+                id: key.id.to_string(),
                 label: key_label(key),
             });
         }
@@ -165,7 +165,7 @@ pub async fn list(
         .store
         .list_tokens_page(&TokenFilter {
             account_id: login.account_id(),
-            api_key_id: query.key.as_deref(),
+            api_key_id: query.key.as_ref(),
             permission: permission.as_deref(),
             status: query.status,
             now,
@@ -173,7 +173,7 @@ pub async fn list(
             offset: query.offset(),
         })
         .await?;
-    let key_names: HashMap<String, String> =
+    let key_names: HashMap<KeyId, String> =
         keys.iter().map(|k| (k.id.clone(), key_label(k))).collect();
     let link = |page: u32| {
         serde_urlencoded::to_string([
@@ -205,7 +205,7 @@ pub async fn revoke(
     login: OwnerLogin,
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    Path(jti): Path<String>,
+    Path(jti): Path<Jti>,
     PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Redirect, PageError> {
     login.check_csrf(&form.csrf)?;
@@ -236,7 +236,7 @@ pub async fn revoke_key_tokens(
     login: OwnerLogin,
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    Path(id): Path<String>,
+    Path(id): Path<KeyId>,
     PageForm(form): PageForm<RevokeAllForm>,
 ) -> Result<Redirect, PageError> {
     login.check_csrf(&form.csrf)?;

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use keyfob_domain::claims::Bearer;
 use keyfob_domain::expiry::format_instant;
 use keyfob_domain::{Claims, ExpiryPolicy, PermissionSet, PrincipalKind};
-use keyfob_store::{Permissions, TokenRow};
+use keyfob_store::{Jti, Permissions, TokenRow};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 use utoipa::ToSchema;
@@ -152,7 +152,7 @@ pub async fn mint(
     state
         .recorder
         .record(TokenRow {
-            jti: claims.jti.clone(),
+            jti: Jti::from(claims.jti.as_str()),
             account_id: claims.account_id.clone(),
             api_key_id: Some(key_id.clone()),
             subject: claims.sub.clone(),
@@ -230,8 +230,8 @@ pub async fn whoami(auth: Auth) -> Json<WhoAmI> {
         kind: kind.to_owned(),
         account_id: p.account_id,
         subject: p.subject,
-        key_id,
-        jti,
+        key_id: key_id.map(Into::into),
+        jti: jti.map(Into::into),
         client_id,
         permissions: p.permissions.to_strings(),
         expires: p

@@ -706,7 +706,7 @@ async fn describe_token(
             iat: Some(claims.iat),
             iss: Some(claims.iss.clone()),
             aud: Some(claims.aud.clone()),
-            jti,
+            jti: jti.map(Into::into),
             token_type: Some("access_token".into()),
             account_id: Some(claims.account_id.clone()),
             sid: claims.sid.clone(),

@@ -2,7 +2,7 @@
 
 use keyfob_domain::ApiKey;
 use keyfob_domain::audit::action;
-use keyfob_store::{ApiKeyRow, Store};
+use keyfob_store::{ApiKeyRow, KeyId, Store};
 
 use super::{Caller, MAX_NAME_LEN, ServiceError};
 use crate::audit::AuditEvent;
@@ -34,7 +34,7 @@ pub async fn revoke(
     state: &AppState,
     account_id: &str,
     by: &Caller<'_>,
-    key_id: &str,
+    key_id: &KeyId,
 ) -> Result<(), ServiceError> {
     let at = now_ms();
     if !state
@@ -48,7 +48,7 @@ pub async fn revoke(
     }
     state.index.remove_key(key_id);
     crate::auth::note_key_cutoff(state, key_id, i64::MAX, at);
-    tracing::info!(key_id, "API key revoked");
+    tracing::info!(%key_id, "API key revoked");
     state.audit.record(
         AuditEvent::new(Some(account_id), by.actor.clone(), action::API_KEY_REVOKED)
             .target(key_id)
@@ -76,7 +76,7 @@ pub async fn create_api_key(
     }
     let key = ApiKey::generate();
     let row = ApiKeyRow {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: KeyId::from(uuid::Uuid::now_v7().to_string()),
         account_id: account_id.to_owned(),
         name: name.to_owned(),
         prefix: key.display_prefix().to_owned(),

@@ -1,6 +1,7 @@
 //! Minted tokens: revoked one at a time, or every token of one key.
 
 use keyfob_domain::audit::action;
+use keyfob_domain::ids::{Jti, KeyId};
 
 use super::{Caller, ServiceError};
 use crate::audit::AuditEvent;
@@ -12,7 +13,7 @@ pub async fn revoke(
     state: &AppState,
     account_id: &str,
     by: &Caller<'_>,
-    jti: &str,
+    jti: &Jti,
 ) -> Result<(), ServiceError> {
     let token = state
         .store
@@ -27,7 +28,7 @@ pub async fn revoke(
         )));
     }
     state.index.revoke_token(jti, token.expires_at / 1000);
-    tracing::info!(jti, "token revoked");
+    tracing::info!(%jti, "token revoked");
     state.audit.record(
         AuditEvent::new(Some(account_id), by.actor.clone(), action::TOKEN_REVOKED)
             .target(jti)
@@ -42,7 +43,7 @@ pub async fn revoke_all_of_key(
     state: &AppState,
     account_id: &str,
     by: &Caller<'_>,
-    key_id: &str,
+    key_id: &KeyId,
 ) -> Result<(), ServiceError> {
     let at = now_ms();
     // The store checks the account in the same statement that revokes.
@@ -56,7 +57,7 @@ pub async fn revoke_all_of_key(
         )));
     }
     crate::auth::note_key_cutoff(state, key_id, at, at);
-    tracing::info!(key_id, "every token of an API key revoked");
+    tracing::info!(%key_id, "every token of an API key revoked");
     state.audit.record(
         AuditEvent::new(
             Some(account_id),

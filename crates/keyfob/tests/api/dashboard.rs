@@ -336,7 +336,7 @@ both_backends! {
 
         let (status, html) = browser.page("/dashboard/tokens").await;
         assert_eq!(status, StatusCode::OK);
-        assert!(html.contains(&jti));
+        assert!(html.contains(jti.as_str()));
         assert!(html.contains("deals.read, services.write"), "{html}");
         assert!(html.contains("minter ("), "names the key that minted it");
         assert!(html.contains("status-active"));
@@ -612,8 +612,8 @@ both_backends! {
         for html in [&keys, &tokens] {
             assert!(!html.contains("bob secret project"));
             assert!(!html.contains(&bob_key_row.prefix));
-            assert!(!html.contains(&bob_key_row.id));
-            assert!(!html.contains(&bob_jti));
+            assert!(!html.contains(bob_key_row.id.as_str()));
+            assert!(!html.contains(bob_jti.as_str()));
             assert!(!html.contains(&bob.email));
         }
 
@@ -641,7 +641,7 @@ both_backends! {
 
         // Bob sees and revokes his own.
         let (_, tokens) = bob.page("/dashboard/tokens").await;
-        assert!(tokens.contains(&bob_jti));
+        assert!(tokens.contains(bob_jti.as_str()));
         assert!(!tokens.contains("deals.write"), "not Alice's token");
         assert_eq!(
             bob.revoke("tokens", &bob_jti).await.status(),

@@ -235,7 +235,7 @@ async fn a_failing_database_does_not_hang_unknown_keys(backend: Backend) {
     app.state
         .store
         .insert_api_key(&keyfob_store::ApiKeyRow {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: uuid::Uuid::now_v7().to_string().into(),
             account_id: account,
             name: "late".into(),
             prefix: late.display_prefix().to_owned(),

@@ -24,7 +24,7 @@ async fn refusal(node: &TestApp, credential: &str) -> String {
     expect_error(response, 401, "unauthorized").await
 }
 
-async fn key_id_of(app: &TestApp, account: &str, key: &str) -> String {
+async fn key_id_of(app: &TestApp, account: &str, key: &str) -> keyfob_store::KeyId {
     let hash = keyfob_domain::secret::hash_secret(key);
     app.state
         .store
@@ -375,7 +375,7 @@ async fn jtis(app: &TestApp, account: &str) -> Vec<String> {
         .await
         .unwrap()
         .into_iter()
-        .map(|t| t.jti)
+        .map(|t| t.jti.into())
         .collect()
 }
 

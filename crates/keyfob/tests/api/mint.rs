@@ -140,7 +140,7 @@ both_backends! {
             let who: Value = app.get("/auth/whoami", token["token"].as_str().unwrap()).send().await.unwrap().json().await.unwrap();
             jtis.insert(who["jti"].as_str().unwrap().to_owned());
         }
-        let recorded: std::collections::HashSet<String> = app.state.store.list_tokens(&account, 100).await.unwrap().into_iter().map(|t| t.jti).collect();
+        let recorded: std::collections::HashSet<String> = app.state.store.list_tokens(&account, 100).await.unwrap().into_iter().map(|t| t.jti.into()).collect();
         assert_eq!(jtis.len(), 40);
         assert_eq!(recorded, jtis);
     }

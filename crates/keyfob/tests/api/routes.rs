@@ -721,9 +721,9 @@ impl Fixture {
         Fixture {
             account,
             key,
-            key_id,
+            key_id: key_id.into(),
             jwt,
-            jti,
+            jti: jti.into(),
             record_id,
             client_id,
             client_secret,
@@ -922,14 +922,14 @@ impl Snapshot {
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|k| (k.id, k.revoked_at.is_none()))
+                .map(|k| (k.id.into(), k.revoked_at.is_none()))
                 .collect(),
             tokens: store
                 .list_tokens(&f.account, 1000)
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|t| (t.jti, t.revoked_at.is_none()))
+                .map(|t| (t.jti.into(), t.revoked_at.is_none()))
                 .collect(),
             apps: store
                 .list_apps(&f.account)

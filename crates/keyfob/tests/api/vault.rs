@@ -304,7 +304,7 @@ both_backends! {
         let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
         // An intruder with write access to the database copies A's sealed SSN into B, and A's
         // sealed taxId over A's SSN.
-        let row_a = app.state.store.get_record(&keyfob_store::RecordScope { account_id: &app.state.store.find_api_key(&key_id(&app, &key).await).await.unwrap().unwrap().account_id, resource: "creditApplications", owner_user_id: None }, a).await.unwrap().unwrap();
+        let row_a = app.state.store.get_record(&keyfob_store::RecordScope { account_id: &app.state.store.find_api_key(&key_id(&app, &key).await.into()).await.unwrap().unwrap().account_id, resource: "creditApplications", owner_user_id: None }, a).await.unwrap().unwrap();
         let sealed_ssn = row_a.doc["ssn"].clone();
         let sealed_tax = row_a.doc["taxId"].clone();
         assert!(sealed_ssn["$kfenc"].is_string());
