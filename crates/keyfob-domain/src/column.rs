@@ -7,7 +7,7 @@ use sqlx::error::BoxDynError;
 use sqlx::{Database, Decode, Encode, Type};
 
 use crate::audit::ActorKind;
-use crate::ids::{AccountId, Jti, KeyId};
+use crate::ids::{AccountId, ClientId, FamilyId, Jti, KeyId};
 use crate::signing::SigningAlg;
 
 macro_rules! text_column {
@@ -90,4 +90,4 @@ macro_rules! id_column {
     )*};
 }
 
-id_column!(AccountId, KeyId, Jti);
+id_column!(AccountId, KeyId, Jti, ClientId, FamilyId);

@@ -117,6 +117,10 @@ id_types!(
     KeyId,
     /// A minted token's `jti`.
     Jti,
+    /// An application's `client_id`.
+    ClientId,
+    /// A session: a refresh family, the login of a user in an application (a token's `sid`).
+    FamilyId,
 );
 
 #[cfg(test)]

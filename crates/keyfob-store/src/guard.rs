@@ -23,7 +23,7 @@ use crate::error::Unreachable;
 use crate::model::*;
 use crate::types::Strings;
 use crate::{Result, Store, StoreError};
-use keyfob_domain::ids::{Jti, KeyId};
+use keyfob_domain::ids::{ClientId, FamilyId, Jti, KeyId};
 
 /// How long database calls may take, and how often a database that is down is tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -414,7 +414,7 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.insert_app(app)).await
     }
 
-    async fn find_app(&self, client_id: &str) -> Result<Option<AppRow>> {
+    async fn find_app(&self, client_id: &ClientId) -> Result<Option<AppRow>> {
         self.breaker.run(self.inner.find_app(client_id)).await
     }
 
@@ -477,7 +477,7 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.upsert_grant(grant)).await
     }
 
-    async fn find_grant(&self, user_id: &str, client_id: &str) -> Result<Option<GrantRow>> {
+    async fn find_grant(&self, user_id: &str, client_id: &ClientId) -> Result<Option<GrantRow>> {
         self.breaker
             .run(self.inner.find_grant(user_id, client_id))
             .await
@@ -513,7 +513,7 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.start_families(items)).await
     }
 
-    async fn find_family(&self, id: &str) -> Result<Option<FamilyRow>> {
+    async fn find_family(&self, id: &FamilyId) -> Result<Option<FamilyRow>> {
         self.breaker.run(self.inner.find_family(id)).await
     }
 
@@ -531,14 +531,14 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.rotate_refreshes(items)).await
     }
 
-    async fn revoke_family(&self, id: &str, at: i64) -> Result<bool> {
+    async fn revoke_family(&self, id: &FamilyId, at: i64) -> Result<bool> {
         self.breaker.run(self.inner.revoke_family(id, at)).await
     }
 
     async fn revoke_user_families(
         &self,
         user_id: &str,
-        client_id: Option<&str>,
+        client_id: Option<&ClientId>,
         at: i64,
     ) -> Result<u64> {
         self.breaker
@@ -546,7 +546,7 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn revoked_families_since(&self, since: i64) -> Result<Vec<(String, i64)>> {
+    async fn revoked_families_since(&self, since: i64) -> Result<Vec<(FamilyId, i64)>> {
         self.breaker
             .run(self.inner.revoked_families_since(since))
             .await

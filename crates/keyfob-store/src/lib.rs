@@ -25,7 +25,7 @@ use keyfob_domain::query::ListQuery;
 
 pub use error::{StoreError, Unreachable};
 pub use guard::{Guarded, Timeouts};
-pub use keyfob_domain::ids::{AccountId, Jti, KeyId};
+pub use keyfob_domain::ids::{AccountId, ClientId, FamilyId, Jti, KeyId};
 pub use model::*;
 pub use pg::PgStore;
 pub use sql::{Dialect, SqlStore};
@@ -125,7 +125,7 @@ pub trait Store: Send + Sync + 'static {
 
     // Applications and end users.
     async fn insert_app(&self, app: &AppRow) -> Result<()>;
-    async fn find_app(&self, client_id: &str) -> Result<Option<AppRow>>;
+    async fn find_app(&self, client_id: &ClientId) -> Result<Option<AppRow>>;
     async fn list_apps(&self, account_id: &str) -> Result<Vec<AppRow>>;
     /// The browser origins of every live application, one list per app.
     async fn live_app_origins(&self) -> Result<Vec<Strings>>;
@@ -148,7 +148,7 @@ pub trait Store: Send + Sync + 'static {
     /// Records a grant, or replaces the permissions of the user's grant to that app (reviving it
     /// if revoked). Returns the stored grant.
     async fn upsert_grant(&self, grant: &GrantRow) -> Result<GrantRow>;
-    async fn find_grant(&self, user_id: &str, client_id: &str) -> Result<Option<GrantRow>>;
+    async fn find_grant(&self, user_id: &str, client_id: &ClientId) -> Result<Option<GrantRow>>;
     async fn find_grant_by_id(&self, id: &str) -> Result<Option<GrantRow>>;
     async fn list_user_grants(&self, user_id: &str) -> Result<Vec<GrantRow>>;
     async fn list_account_grants(&self, account_id: &str) -> Result<Vec<GrantRow>>;
@@ -165,7 +165,7 @@ pub trait Store: Send + Sync + 'static {
     /// the code was used already — before, or by an earlier item of the batch — that item loses
     /// (`false`) and writes nothing.
     async fn start_families(&self, items: &[NewFamily]) -> Result<Vec<bool>>;
-    async fn find_family(&self, id: &str) -> Result<Option<FamilyRow>>;
+    async fn find_family(&self, id: &FamilyId) -> Result<Option<FamilyRow>>;
     async fn find_refresh(&self, token_hash: &str) -> Result<Option<RefreshRow>>;
     /// A refresh token, its family and its grant's live permissions, in one read.
     async fn find_refresh_session(&self, token_hash: &str) -> Result<Option<RefreshSession>>;
@@ -175,16 +175,16 @@ pub trait Store: Send + Sync + 'static {
     /// by an earlier item of the same batch — loses (`false`) and writes nothing.
     async fn rotate_refreshes(&self, items: &[Rotation]) -> Result<Vec<bool>>;
     /// Ends a session and logs it. `false` when it had already ended.
-    async fn revoke_family(&self, id: &str, at: i64) -> Result<bool>;
+    async fn revoke_family(&self, id: &FamilyId, at: i64) -> Result<bool>;
     /// Ends every session of a user (optionally only in one app); returns how many.
     async fn revoke_user_families(
         &self,
         user_id: &str,
-        client_id: Option<&str>,
+        client_id: Option<&ClientId>,
         at: i64,
     ) -> Result<u64>;
     /// Ids of sessions ended after `since`, for the in-memory revoked set.
-    async fn revoked_families_since(&self, since: i64) -> Result<Vec<(String, i64)>>;
+    async fn revoked_families_since(&self, since: i64) -> Result<Vec<(FamilyId, i64)>>;
     /// Forgets sealed retry answers older than `before`.
     async fn clear_sealed_refresh(&self, before: i64) -> Result<()>;
 

@@ -1,7 +1,7 @@
 //! Rows as the store reads and writes them.
 
 use keyfob_domain::audit::ActorKind;
-use keyfob_domain::ids::{Jti, KeyId};
+use keyfob_domain::ids::{ClientId, FamilyId, Jti, KeyId};
 use keyfob_domain::signing::SigningAlg;
 use sqlx::FromRow;
 
@@ -192,7 +192,7 @@ pub struct Change {
 /// An application registered for user sessions.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct AppRow {
-    pub client_id: String,
+    pub client_id: ClientId,
     pub account_id: String,
     pub name: String,
     /// A public app (SPA, PKCE required) has no secret; a confidential one has.
@@ -237,7 +237,7 @@ impl std::fmt::Debug for UserRow {
 pub struct GrantRow {
     pub id: String,
     pub user_id: String,
-    pub client_id: String,
+    pub client_id: ClientId,
     pub account_id: String,
     /// The granted permissions.
     pub permissions: Permissions,
@@ -250,14 +250,14 @@ pub struct GrantRow {
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct AuthCodeRow {
     pub code_hash: String,
-    pub client_id: String,
+    pub client_id: ClientId,
     pub user_id: String,
     pub grant_id: String,
     pub redirect_uri: String,
     pub permissions: Permissions,
     /// The PKCE S256 challenge, if the client sent one.
     pub code_challenge: Option<String>,
-    pub family_id: Option<String>,
+    pub family_id: Option<FamilyId>,
     pub created_at: i64,
     pub expires_at: i64,
     pub used_at: Option<i64>,
@@ -266,9 +266,9 @@ pub struct AuthCodeRow {
 /// One login session of a user in an application: the refresh tokens rotated from one another.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct FamilyRow {
-    pub id: String,
+    pub id: FamilyId,
     pub user_id: String,
-    pub client_id: String,
+    pub client_id: ClientId,
     pub grant_id: String,
     pub created_at: i64,
     pub last_used_at: i64,
@@ -279,7 +279,7 @@ pub struct FamilyRow {
 #[derive(Clone, PartialEq, Eq, FromRow)]
 pub struct RefreshRow {
     pub token_hash: String,
-    pub family_id: String,
+    pub family_id: FamilyId,
     pub permissions: Permissions,
     pub created_at: i64,
     pub used_at: Option<i64>,

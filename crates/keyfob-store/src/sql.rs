@@ -17,7 +17,7 @@ use sqlx::{
 use crate::model::*;
 use crate::types::{ChangeKind, Permissions, Strings};
 use crate::{Result, Store, StoreError};
-use keyfob_domain::ids::{Jti, KeyId};
+use keyfob_domain::ids::{ClientId, FamilyId, Jti, KeyId};
 
 #[derive(FromRow)]
 pub(crate) struct RecordDbRow {
@@ -48,13 +48,13 @@ impl From<RecordDbRow> for RecordRow {
 #[derive(sqlx::FromRow)]
 pub(crate) struct RefreshSessionRow {
     token_hash: String,
-    family_id: String,
+    family_id: FamilyId,
     permissions: Permissions,
     created_at: i64,
     used_at: Option<i64>,
     next_sealed: Option<String>,
     user_id: String,
-    client_id: String,
+    client_id: ClientId,
     grant_id: String,
     family_created_at: i64,
     last_used_at: i64,
@@ -946,7 +946,7 @@ where
         )
     }
 
-    async fn find_app(&self, client_id: &str) -> Result<Option<AppRow>> {
+    async fn find_app(&self, client_id: &ClientId) -> Result<Option<AppRow>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {} FROM apps WHERE client_id = $1",
             APP_COLUMNS
@@ -1091,7 +1091,7 @@ where
         .await?)
     }
 
-    async fn find_grant(&self, user_id: &str, client_id: &str) -> Result<Option<GrantRow>> {
+    async fn find_grant(&self, user_id: &str, client_id: &ClientId) -> Result<Option<GrantRow>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {} FROM grants WHERE user_id = $1 AND client_id = $2",
             GRANT_COLUMNS
@@ -1255,7 +1255,7 @@ where
         Ok(started)
     }
 
-    async fn find_family(&self, id: &str) -> Result<Option<FamilyRow>> {
+    async fn find_family(&self, id: &FamilyId) -> Result<Option<FamilyRow>> {
         Ok(sqlx::query_as(
             "SELECT id, user_id, client_id, grant_id, created_at, last_used_at, revoked_at \
              FROM refresh_families WHERE id = $1",
@@ -1367,7 +1367,7 @@ where
         Ok(rotated)
     }
 
-    async fn revoke_family(&self, id: &str, at: i64) -> Result<bool> {
+    async fn revoke_family(&self, id: &FamilyId, at: i64) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let live: Option<String> = sqlx::query_scalar(
             "SELECT id FROM refresh_families WHERE id = $1 AND revoked_at IS NULL",
@@ -1384,7 +1384,7 @@ where
     async fn revoke_user_families(
         &self,
         user_id: &str,
-        client_id: Option<&str>,
+        client_id: Option<&ClientId>,
         at: i64,
     ) -> Result<u64> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
@@ -1393,7 +1393,7 @@ where
              AND ($2 IS NULL OR client_id = $2)",
         )
         .bind(user_id)
-        .bind(client_id)
+        .bind(client_id.map(ClientId::as_str))
         .fetch_all(&mut *tx)
         .await?;
         Self::end_families(&mut tx, &ids, at).await?;
@@ -1401,7 +1401,7 @@ where
         Ok(ids.len() as u64)
     }
 
-    async fn revoked_families_since(&self, since: i64) -> Result<Vec<(String, i64)>> {
+    async fn revoked_families_since(&self, since: i64) -> Result<Vec<(FamilyId, i64)>> {
         Ok(sqlx::query_as(
             "SELECT id, revoked_at FROM refresh_families WHERE revoked_at IS NOT NULL AND revoked_at > $1",
         )

@@ -13,8 +13,8 @@ use keyfob_domain::session::{Ended, RefreshFacts, RefreshState, SessionLimits, r
 use std::sync::Arc;
 
 use keyfob_store::{
-    AppRow, FamilyRow, GrantRow, NewFamily, Permissions, RefreshRow, RefreshSession, Rotation,
-    Store,
+    AppRow, FamilyId, FamilyRow, GrantRow, NewFamily, Permissions, RefreshRow, RefreshSession,
+    Rotation, Store,
 };
 use serde::{Deserialize, Serialize};
 
@@ -139,7 +139,7 @@ pub async fn start(
 ) -> Result<IssuedPair, SessionError> {
     let now = now_ms();
     let family = FamilyRow {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: uuid::Uuid::now_v7().to_string().into(),
         user_id: user_id.to_owned(),
         client_id: app.client_id.clone(),
         grant_id: grant.id.clone(),
@@ -179,7 +179,7 @@ pub async fn start(
         refresh_token,
         expires_at,
         scope: permissions.join(" "),
-        session_id,
+        session_id: session_id.into(),
     })
 }
 
@@ -319,7 +319,7 @@ async fn rotate(
         refresh_token: next_token.clone(),
         expires_at,
         scope: permissions.join(" "),
-        session_id: family.id.clone(),
+        session_id: family.id.to_string(),
     };
     let sealed = state.master.seal(
         &serde_json::to_vec(&pair).map_err(anyhow::Error::from)?,
@@ -356,7 +356,7 @@ async fn rotate(
 
 /// Ends one session on every node: its refresh tokens stop working at once, its access tokens
 /// within the sync interval.
-pub async fn end_family(state: &AppState, family_id: &str) -> Result<bool, SessionError> {
+pub async fn end_family(state: &AppState, family_id: &FamilyId) -> Result<bool, SessionError> {
     let now = now_ms();
     let ended = state.store.revoke_family(family_id, now).await?;
     state

@@ -41,7 +41,7 @@ impl AppState {
         if let Some(app) = self.index.app(client_id) {
             return Ok(Some(app));
         }
-        let app = self.store.find_app(client_id).await?;
+        let app = self.store.find_app(&client_id.into()).await?;
         if let Some(app) = &app {
             self.index.remember_app(app);
         }

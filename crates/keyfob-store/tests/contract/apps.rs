@@ -25,7 +25,7 @@ contract! {
             db.find_app(&second.client_id).await.unwrap(),
             Some(second.clone())
         );
-        assert_eq!(db.find_app("nope").await.unwrap(), None);
+        assert_eq!(db.find_app(&"nope".into()).await.unwrap(), None);
         assert_eq!(
             db.list_apps(&account).await.unwrap(),
             [second.clone(), first.clone()]
@@ -46,7 +46,7 @@ contract! {
             .filter(|(kind, _)| kind == APP_CHANGED)
             .collect();
         assert_eq!(logged.len(), 3);
-        assert_eq!(logged[1], (APP_CHANGED.to_owned(), second.client_id));
+        assert_eq!(logged[1], (APP_CHANGED.to_owned(), second.client_id.to_string()));
     }
 
     async fn a_taken_client_id_is_refused_and_logs_nothing(db) {
@@ -108,7 +108,7 @@ contract! {
             Some(grant.clone())
         );
         assert_eq!(
-            db.find_grant(&grant.user_id, "other-app").await.unwrap(),
+            db.find_grant(&grant.user_id, &"other-app".into()).await.unwrap(),
             None
         );
 
@@ -202,7 +202,7 @@ contract! {
             .into_iter()
             .filter(|(kind, _)| kind == SESSION_REVOKED)
             .collect();
-        assert_eq!(ended, [(SESSION_REVOKED.to_owned(), family)]);
+        assert_eq!(ended, [(SESSION_REVOKED.to_owned(), family.to_string())]);
     }
 
     async fn a_new_password_ends_every_session_of_its_user_only(db) {
@@ -259,7 +259,7 @@ contract! {
             .into_iter()
             .filter(|(kind, _)| kind == SESSION_REVOKED)
             .collect();
-        assert_eq!(ended, [(SESSION_REVOKED.to_owned(), family)]);
+        assert_eq!(ended, [(SESSION_REVOKED.to_owned(), family.to_string())]);
     }
 
     async fn user_logins_expire_and_end_one_or_all_but_one(db) {

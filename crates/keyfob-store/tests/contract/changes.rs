@@ -82,7 +82,7 @@ contract! {
         assert!(!db.revoke_api_key(None, &"no-key".into(), T0).await.unwrap());
         assert!(!db.revoke_key_tokens(None, &"no-key".into(), T0).await.unwrap());
         assert!(!db.revoke_token(&account, &"no-token".into(), T0).await.unwrap());
-        assert!(!db.revoke_family("no-family", T0).await.unwrap());
+        assert!(!db.revoke_family(&"no-family".into(), T0).await.unwrap());
         assert_eq!(
             db.revoke_user_families(&grant.user_id, None, T0)
                 .await

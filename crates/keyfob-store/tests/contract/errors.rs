@@ -15,15 +15,15 @@ contract! {
         assert!(db.find_api_key(&none.into()).await.unwrap().is_none());
         assert!(db.find_api_key_by_hash(none).await.unwrap().is_none());
         assert!(db.find_token(&none.into()).await.unwrap().is_none());
-        assert!(db.find_app(none).await.unwrap().is_none());
+        assert!(db.find_app(&none.into()).await.unwrap().is_none());
         assert!(db.find_user(none).await.unwrap().is_none());
         assert!(db.find_user_by_email(none).await.unwrap().is_none());
         assert!(db.find_user_login(none, T0).await.unwrap().is_none());
         assert!(db.find_owner_login(none, T0).await.unwrap().is_none());
-        assert!(db.find_grant(none, none).await.unwrap().is_none());
+        assert!(db.find_grant(none, &none.into()).await.unwrap().is_none());
         assert!(db.find_grant_by_id(none).await.unwrap().is_none());
         assert!(db.find_auth_code(none).await.unwrap().is_none());
-        assert!(db.find_family(none).await.unwrap().is_none());
+        assert!(db.find_family(&none.into()).await.unwrap().is_none());
         assert!(db.find_refresh(none).await.unwrap().is_none());
         assert!(db.find_refresh_session(none).await.unwrap().is_none());
         assert!(db.find_account_vault(none).await.unwrap().is_none());

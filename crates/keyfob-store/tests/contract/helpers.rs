@@ -6,8 +6,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use keyfob_store::{
-    Account, ApiKeyRow, AppRow, FamilyRow, GrantRow, JsonList, NewFamily, Owner, RefreshRow, Store,
-    Timeouts, TokenRow, UserRow,
+    Account, ApiKeyRow, AppRow, FamilyId, FamilyRow, GrantRow, JsonList, NewFamily, Owner,
+    RefreshRow, Store, Timeouts, TokenRow, UserRow,
 };
 use sqlx::Connection;
 use tempfile::TempDir;
@@ -228,7 +228,7 @@ impl TestStore {
     }
 
     /// Starts a session under `grant` without a code; returns its family id and refresh hash.
-    pub async fn session(&self, grant: &GrantRow) -> (String, String) {
+    pub async fn session(&self, grant: &GrantRow) -> (FamilyId, String) {
         let item = new_session(grant, None);
         let ids = (item.family.id.clone(), item.first.token_hash.clone());
         assert_eq!(self.start_families(&[item]).await.unwrap(), [true]);
@@ -253,7 +253,7 @@ pub fn key_row(account_id: &str, created_at: i64) -> ApiKeyRow {
 
 pub fn app_row(account_id: &str) -> AppRow {
     AppRow {
-        client_id: id("app"),
+        client_id: id("app").into(),
         account_id: account_id.into(),
         name: "Web".into(),
         public: true,
@@ -287,7 +287,7 @@ pub fn token_row(account_id: &str, key_id: Option<&str>, issued_at: i64) -> Toke
 /// code `code` (its hash) if given.
 pub fn new_session(grant: &GrantRow, code: Option<&str>) -> NewFamily {
     let family = FamilyRow {
-        id: id("fam"),
+        id: id("fam").into(),
         user_id: grant.user_id.clone(),
         client_id: grant.client_id.clone(),
         grant_id: grant.id.clone(),

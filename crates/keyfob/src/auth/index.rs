@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
-use keyfob_store::{ApiKeyRow, AppRow, Jti, KeyId, Strings, TokenCutoff};
+use keyfob_store::{ApiKeyRow, AppRow, ClientId, Jti, KeyId, Strings, TokenCutoff};
 
 use super::lookup::KeyLookups;
 
@@ -58,7 +58,7 @@ pub struct AuthIndex {
     origins: RwLock<std::collections::HashSet<String>>,
     /// Applications by `client_id`, filled on first use: the token endpoint reads one per request.
     /// An `app.changed` entry in the change feed drops the entry; a full reload drops them all.
-    apps: RwLock<HashMap<String, AppRow>>,
+    apps: RwLock<HashMap<ClientId, AppRow>>,
     /// API key id → last use (ms), written in batches.
     uses: Mutex<HashMap<KeyId, i64>>,
 }

@@ -83,7 +83,7 @@ impl From<AppRow> for AppView {
             session_limits: session_limits(row.refresh_idle_secs, row.refresh_absolute_secs),
             created: TimeView::from_ms(row.created_at),
             revoked: row.revoked_at.is_some(),
-            client_id: row.client_id,
+            client_id: row.client_id.into(),
             name: row.name,
         }
     }
@@ -211,7 +211,7 @@ pub async fn create(
             let page = AppCreatedPage {
                 layout: login.layout("apps"),
                 name: created.app.name,
-                client_id: created.app.client_id,
+                client_id: created.app.client_id.into(),
                 client_secret: created.client_secret,
             };
             Ok(render(&page)?.into_response())

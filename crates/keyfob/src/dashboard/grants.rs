@@ -53,7 +53,7 @@ pub async fn list(
             .iter()
             .find(|a| a.client_id == row.client_id)
             .map(|a| a.name.clone())
-            .unwrap_or_else(|| row.client_id.clone());
+            .unwrap_or_else(|| row.client_id.to_string());
         grants.push(GrantView {
             id: row.id,
             user_email,

@@ -12,7 +12,7 @@ use keyfob_domain::expiry::format_instant;
 use keyfob_domain::oauth::pkce_matches;
 use keyfob_domain::secret::{constant_time_eq, hash_secret};
 use keyfob_domain::{Credential, PrincipalKind};
-use keyfob_store::{AppRow, RefreshSession};
+use keyfob_store::{AppRow, FamilyId, RefreshSession};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -561,7 +561,7 @@ async fn session_of(
     } else {
         match state.tokens.verify(token, now_ms() / 1000) {
             Ok(claims) => match &claims.sid {
-                Some(sid) => sid.clone(),
+                Some(sid) => FamilyId::from(sid.as_str()),
                 None => return Ok(None),
             },
             Err(_) => return Ok(None),
@@ -673,12 +673,12 @@ async fn describe_token(
         return Ok(Introspection {
             active: true,
             scope: Some(permissions.join(" ")),
-            client_id: Some(family.client_id),
+            client_id: Some(family.client_id.into()),
             sub: Some(family.user_id),
             iat: Some(token.created_at / 1000),
             token_type: Some("refresh_token".into()),
             account_id: Some(app.account_id),
-            sid: Some(family.id),
+            sid: Some(family.id.into()),
             iss: Some(state.tokens.issuer().to_owned()),
             ..inactive
         });

@@ -89,7 +89,7 @@ pub async fn create_app(
     }
     let client_secret = (!new.public).then(|| format!("kfs_{}", random_token()));
     let app = AppRow {
-        client_id: format!("app_{}", uuid::Uuid::new_v4().simple()),
+        client_id: format!("app_{}", uuid::Uuid::new_v4().simple()).into(),
         account_id: account_id.to_owned(),
         name: name.to_owned(),
         public: new.public,

@@ -45,7 +45,7 @@ async fn audit_sessions_ended(
         apps_by_account
             .entry(grant.account_id)
             .or_default()
-            .push(grant.client_id);
+            .push(grant.client_id.into());
     }
     for (account_id, client_ids) in apps_by_account {
         state.audit.record(

@@ -66,7 +66,7 @@ async fn grants_page(
     for row in rows {
         let app_name = match state.find_app(&row.client_id).await? {
             Some(app) => app.name,
-            None => row.client_id.clone(),
+            None => row.client_id.to_string(),
         };
         grants.push(GrantView {
             id: row.id,

@@ -172,7 +172,7 @@ impl AuthRequest {
     /// The request as hidden fields and query parameters carry it onward.
     pub fn params(&self) -> AuthorizeParams {
         AuthorizeParams {
-            client_id: Some(self.client.app.client_id.clone()),
+            client_id: Some(self.client.app.client_id.to_string()),
             redirect_uri: Some(self.client.redirect_uri.clone()),
             permissions: None,
             scope: Some(self.scope()),

@@ -835,7 +835,7 @@ both_backends! {
         let consent = browser.consent_page(&format!("{}&response_type=token", request(&open, "deals.read"))).await;
         let forged: Vec<(String, String)> = hidden_fields(&consent)
             .into_iter()
-            .map(|(k, v)| if k == "client_id" { (k, closed.client_id.clone()) } else { (k, v) })
+            .map(|(k, v)| if k == "client_id" { (k, closed.client_id.to_string()) } else { (k, v) })
             .chain([("permission".into(), "deals.read".into()), ("decision".into(), "allow".into())])
             .collect();
         let response = browser.http.post(browser.url("/auth/consent")).form(&forged).send().await.unwrap();
@@ -1174,7 +1174,7 @@ both_backends! {
         assert!(html.contains(&alice_grant.id));
         assert!(!html.contains("Bob Secret Tool") && !html.contains(&bob_grant.id));
         let apps = alice.expect_page("/dashboard/apps").await;
-        assert!(apps.contains("Alice CRM") && !apps.contains("Bob Secret Tool") && !apps.contains(&bob_app.client_id));
+        assert!(apps.contains("Alice CRM") && !apps.contains("Bob Secret Tool") && !apps.contains(bob_app.client_id.as_str()));
 
         // Alice cannot revoke Bob's grant.
         let csrf = alice.csrf("/dashboard/grants").await;

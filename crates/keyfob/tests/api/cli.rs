@@ -307,7 +307,7 @@ async fn apps_and_users(backend: Backend) {
     let store = keyfob_store::open(&db.url, Default::default())
         .await
         .unwrap();
-    let app = store.find_app(client_id).await.unwrap().unwrap();
+    let app = store.find_app(&client_id.into()).await.unwrap().unwrap();
     assert_eq!(app.account_id, account);
     assert!(!app.public);
     assert_eq!(
@@ -348,7 +348,7 @@ async fn apps_and_users(backend: Backend) {
     let public: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(public.get("client_secret").is_none(), "{out}");
     let spa = store
-        .find_app(public["client_id"].as_str().unwrap())
+        .find_app(&public["client_id"].as_str().unwrap().into())
         .await
         .unwrap()
         .unwrap();

@@ -473,7 +473,7 @@ async fn account_with_app(app: &TestApp) -> (String, String, String, String) {
     )
     .await
     .unwrap();
-    (email, account, key, created.app.client_id)
+    (email, account, key, created.app.client_id.into())
 }
 
 /// `count` failed logins on `/auth/login` naming `client_id`, from one address, `workers` at a

@@ -35,7 +35,7 @@ both_backends! {
         .await
         .unwrap();
         let meta: Value = app.client.get(app.url("/.well-known/oauth-authorization-server")).send().await.unwrap().json().await.unwrap();
-        let client = BasicClient::new(ClientId::new(created.app.client_id.clone()))
+        let client = BasicClient::new(ClientId::new(created.app.client_id.to_string()))
             .set_client_secret(ClientSecret::new(created.client_secret.clone().unwrap()))
             .set_auth_uri(AuthUrl::new(meta["authorization_endpoint"].as_str().unwrap().into()).unwrap())
             .set_token_uri(TokenUrl::new(meta["token_endpoint"].as_str().unwrap().into()).unwrap())

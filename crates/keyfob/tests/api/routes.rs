@@ -725,7 +725,7 @@ impl Fixture {
             jwt,
             jti: jti.into(),
             record_id,
-            client_id,
+            client_id: client_id.into(),
             client_secret,
             user_email,
             grant_id: grant.id,
@@ -936,7 +936,7 @@ impl Snapshot {
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|a| a.client_id)
+                .map(|a| a.client_id.into())
                 .collect(),
             grants: store
                 .list_account_grants(&f.account)

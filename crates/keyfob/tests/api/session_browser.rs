@@ -230,7 +230,7 @@ impl AppSite {
         let stop = serve_app_site(listener, page.replace("__CONFIG__", &config.to_string()));
         AppSite {
             origin,
-            client_id,
+            client_id: client_id.into(),
             _stop: stop,
         }
     }
@@ -311,7 +311,7 @@ async fn a_new_user_signs_up_through_a_single_page_app_in_a_real_browser() {
         .unwrap()
         .expect("the user signed up");
     let grant = store
-        .find_grant(&stored_user.id, &client_id)
+        .find_grant(&stored_user.id, &client_id.as_str().into())
         .await
         .unwrap()
         .expect("the user's grant");

@@ -307,7 +307,7 @@ both_backends! {
             let id = uuid::Uuid::now_v7().to_string();
             keyfob_store::NewFamily {
                 family: keyfob_store::FamilyRow {
-                    id: id.clone(),
+                    id: id.clone().into(),
                     user_id: s.user_id.clone(),
                     client_id: s.client_id().into(),
                     grant_id: s.grant.id.clone(),
@@ -317,7 +317,7 @@ both_backends! {
                 },
                 first: keyfob_store::RefreshRow {
                     token_hash: hash_secret(&random_token()),
-                    family_id: id,
+                    family_id: id.into(),
                     permissions: keyfob_store::JsonList::from_json(r#"["deals.read"]"#).unwrap(),
                     created_at: now,
                     used_at: None,
@@ -559,7 +559,7 @@ both_backends! {
         assert_eq!(body["active"], true);
         // Expired, garbage, other account's, revoked: inactive, and nothing else said.
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let account = app.state.store.find_app(s.client_id()).await.unwrap().unwrap().account_id;
+        let account = app.state.store.find_app(&s.client_id().into()).await.unwrap().unwrap().account_id;
         let expired = app.state.tokens.sign(&keyfob_domain::Claims {
             iss: app.state.tokens.issuer().into(), sub: "x".into(), aud: "keyfob".into(),
             iat: now - 7200, nbf: now - 7200, exp: now - 3600, jti: "old".into(),
@@ -595,7 +595,7 @@ both_backends! {
         let alice_token = alice["access_token"].as_str().unwrap();
         // Bob: another user of the same app.
         let bob_id = add_user(&app).await;
-        let account = app.state.store.find_app(s.client_id()).await.unwrap().unwrap().account_id;
+        let account = app.state.store.find_app(&s.client_id().into()).await.unwrap().unwrap().account_id;
         let bob_grant = grant(&app, &bob_id, s.client_id(), &account).await;
         let code = code_for(&app, &s, &bob_id, &bob_grant, None, 60_000).await;
         let bob = tokens(exchange(&app, &s, &code, None).await).await;
