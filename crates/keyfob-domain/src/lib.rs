@@ -1,8 +1,10 @@
 //! Keyfob's domain rules, in plain Rust: what a permission is and what it grants, how a credential
-//! is told apart and hashed, what an expiry may be, what a token claims, and how a resource query
-//! is read. Nothing here knows about HTTP or SQL, so every rule is unit-tested on its own.
+//! is told apart and hashed, what an expiry may be, what a token claims, how a resource query is
+//! read, and what an authorization request may ask for and how it is answered. Nothing here knows
+//! about HTTP or SQL, so every rule is unit-tested on its own.
 
 pub mod audit;
+pub mod authorize;
 pub mod claims;
 #[cfg(feature = "sqlx")]
 pub mod column;

@@ -1,5 +1,6 @@
-//! An authorization request (`GET /auth?…`): reading it, checking it against the application, and
-//! the redirects that answer it.
+//! An authorization request (`GET /auth?…`): reading it, finding its application, and checking it
+//! against that application by the rules of `keyfob_domain::authorize`, which also builds the
+//! redirects that answer it.
 //!
 //! The client and its redirect URI are checked first: until both are known good, nothing may be
 //! sent to the redirect URI, so a bad one gets an error page. Every other problem is reported to
@@ -9,8 +10,9 @@
 //! hidden fields of the consent form), and is checked again in full wherever it comes back: the
 //! browser can change it, so nothing in it is trusted without checking.
 
+use keyfob_domain::authorize::{self, ClientPolicy, RedirectError, RequestParams};
+pub use keyfob_domain::authorize::{AuthError, ResponseType, add_params, error_location};
 use keyfob_domain::input::InputError;
-use keyfob_domain::oauth;
 use keyfob_domain::permission::Permission;
 use keyfob_store::AppRow;
 use serde::{Deserialize, Serialize};
@@ -87,6 +89,15 @@ impl Client {
     pub fn max_permissions(&self) -> &[Permission] {
         &self.app.max_permissions
     }
+
+    /// What an authorization request from this application is checked against.
+    fn policy(&self) -> ClientPolicy<'_> {
+        ClientPolicy {
+            public: self.app.public,
+            allow_fragment: self.app.allow_fragment,
+            max_permissions: &self.app.max_permissions,
+        }
+    }
 }
 
 /// Why a client or redirect URI was refused: shown on an error page, never redirected.
@@ -130,29 +141,10 @@ pub async fn check_client(
 }
 
 fn resolve_redirect(app: AppRow, given: Option<&str>) -> Result<Client, ClientError> {
-    let registered = &app.redirect_uris;
-    let redirect_uri = match given {
-        Some(uri) if oauth::redirect_matches(registered, uri) => uri.to_owned(),
-        Some(_) => return Err(ClientError::UnregisteredRedirect),
-        None if registered.len() == 1 => registered[0].clone(),
-        None => return Err(ClientError::MissingRedirect),
-    };
-    Ok(Client { app, redirect_uri })
-}
-
-/// How the answer travels back: in the query (`code`) or in the fragment (`token`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResponseType {
-    Code,
-    Token,
-}
-
-impl ResponseType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResponseType::Code => "code",
-            ResponseType::Token => "token",
-        }
+    match authorize::resolve_redirect(&app.redirect_uris, given) {
+        Ok(redirect_uri) => Ok(Client { app, redirect_uri }),
+        Err(RedirectError::Unregistered) => Err(ClientError::UnregisteredRedirect),
+        Err(RedirectError::Missing) => Err(ClientError::MissingRedirect),
     }
 }
 
@@ -204,193 +196,36 @@ impl AuthRequest {
     }
 }
 
-/// An error reported to the application by redirect (RFC 6749 §4.1.2.1).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthError {
-    pub code: &'static str,
-    pub description: String,
-}
-
-impl AuthError {
-    fn new(code: &'static str, description: impl Into<String>) -> AuthError {
-        AuthError {
-            code,
-            description: description.into(),
-        }
-    }
-
-    /// The user said no (or allowed nothing).
-    pub fn access_denied() -> AuthError {
-        AuthError::new("access_denied", "the user denied the request")
-    }
-}
-
-/// Checks everything after the client: response type, permissions, PKCE. The error carries the
+/// Checks everything after the client (see [`authorize::check_request`]). The error carries the
 /// response type to answer with (the query when the response type itself is unknown).
 pub fn check_request(
     client: Client,
     params: &AuthorizeParams,
 ) -> Result<AuthRequest, (Box<Client>, ResponseType, AuthError)> {
-    let state = params.state.clone().filter(|s| !s.is_empty());
-    let fail =
-        |client: Client, rt: ResponseType, error: AuthError| Err((Box::new(client), rt, error));
-    let response_type = match params.response_type.as_deref() {
-        None | Some("") | Some("code") => ResponseType::Code,
-        Some("token") => ResponseType::Token,
-        Some(other) => {
-            let shown: String = other.chars().take(40).collect();
-            return fail(
-                client,
-                ResponseType::Code,
-                AuthError::new(
-                    "unsupported_response_type",
-                    format!("response_type `{shown}` is not supported: use `code` or `token`"),
-                ),
-            );
-        }
+    let raw = RequestParams {
+        response_type: params.response_type.as_deref(),
+        permissions: params.permissions.as_deref(),
+        scope: params.scope.as_deref(),
+        code_challenge: params.code_challenge.as_deref(),
+        code_challenge_method: params.code_challenge_method.as_deref(),
     };
-    if response_type == ResponseType::Token && !client.app.allow_fragment {
-        return fail(
+    match authorize::check_request(&client.policy(), &raw) {
+        Ok(checked) => Ok(AuthRequest {
             client,
-            response_type,
-            AuthError::new(
-                "unauthorized_client",
-                "this application may not receive tokens in the URL fragment (response_type=token): \
-                 use the code flow with PKCE, or turn fragment mode on for the application",
-            ),
-        );
+            response_type: checked.response_type,
+            permissions: checked.permissions,
+            state: params.state.clone().filter(|s| !s.is_empty()),
+            code_challenge: checked.code_challenge,
+        }),
+        Err((mode, error)) => Err((Box::new(client), mode, error)),
     }
-    let requested = params
-        .permissions
-        .as_deref()
-        .or(params.scope.as_deref())
-        .unwrap_or_default();
-    let permissions = match oauth::parse_scope(requested) {
-        Ok(p) if p.is_empty() => {
-            return fail(
-                client,
-                response_type,
-                AuthError::new(
-                    "invalid_scope",
-                    "no permissions were requested: send `permissions` (or `scope`)",
-                ),
-            );
-        }
-        Ok(p) => p,
-        Err(err) => {
-            return fail(
-                client,
-                response_type,
-                AuthError::new("invalid_scope", err.to_string()),
-            );
-        }
-    };
-    let max = client.max_permissions();
-    if let Some(beyond) = permissions.iter().find(|p| !oauth::within(max, p)) {
-        return fail(
-            client,
-            response_type,
-            AuthError::new(
-                "invalid_scope",
-                format!("the application may not ask for `{beyond}`"),
-            ),
-        );
-    }
-    let mut code_challenge = None;
-    if response_type == ResponseType::Code {
-        match (
-            params.code_challenge.as_deref(),
-            params.code_challenge_method.as_deref(),
-        ) {
-            (None | Some(""), None | Some("")) => {}
-            (Some(challenge), Some("S256")) if oauth::valid_challenge(challenge) => {
-                code_challenge = Some(challenge.to_owned());
-            }
-            (Some(_), Some("S256")) => {
-                return fail(
-                    client,
-                    response_type,
-                    AuthError::new(
-                        "invalid_request",
-                        "code_challenge must be 43 base64url characters (the S256 of the verifier)",
-                    ),
-                );
-            }
-            _ => {
-                return fail(
-                    client,
-                    response_type,
-                    AuthError::new(
-                        "invalid_request",
-                        "PKCE needs code_challenge with code_challenge_method=S256; \
-                         no other method is supported",
-                    ),
-                );
-            }
-        }
-        if client.app.public && code_challenge.is_none() {
-            return fail(
-                client,
-                response_type,
-                AuthError::new(
-                    "invalid_request",
-                    "this public application must send code_challenge with \
-                     code_challenge_method=S256 (PKCE)",
-                ),
-            );
-        }
-    }
-    Ok(AuthRequest {
-        client,
-        response_type,
-        permissions,
-        state,
-        code_challenge,
-    })
-}
-
-/// `redirect_uri` with `params` added: to the query (after `&` if it has one already) or as the
-/// fragment.
-pub fn add_params(redirect_uri: &str, mode: ResponseType, params: &[(&str, &str)]) -> String {
-    let encoded = serde_urlencoded::to_string(params).unwrap_or_default();
-    match mode {
-        ResponseType::Token => format!("{redirect_uri}#{encoded}"),
-        ResponseType::Code => {
-            let sep = if redirect_uri.ends_with('?') || redirect_uri.ends_with('&') {
-                ""
-            } else if redirect_uri.contains('?') {
-                "&"
-            } else {
-                "?"
-            };
-            format!("{redirect_uri}{sep}{encoded}")
-        }
-    }
-}
-
-/// Where to send the browser to report `error`. Like every authorization response it names the
-/// `iss`uer (RFC 9207), so a client talking to several servers can tell which one answered.
-pub fn error_location(
-    redirect_uri: &str,
-    mode: ResponseType,
-    state: Option<&str>,
-    issuer: &str,
-    error: &AuthError,
-) -> String {
-    let mut params = vec![
-        ("error", error.code),
-        ("error_description", error.description.as_str()),
-    ];
-    if let Some(state) = state {
-        params.push(("state", state));
-    }
-    params.push(("iss", issuer));
-    add_params(redirect_uri, mode, &params)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CB: &str = "https://app.example.com/cb";
 
     fn app(public: bool, uris: &[&str], max: &str) -> AppRow {
         AppRow {
@@ -414,25 +249,11 @@ mod tests {
         AuthorizeParams::from_query(query).unwrap()
     }
 
-    fn check(app: AppRow, query: &str) -> Result<AuthRequest, AuthError> {
-        let p = params(query);
-        let client = resolve_redirect(app, p.redirect_uri.as_deref()).unwrap();
-        check_request(client, &p).map_err(|(_, _, e)| e)
-    }
-
-    const CB: &str = "https://app.example.com/cb";
-
     #[test]
-    fn the_redirect_uri_must_be_registered_exactly() {
+    fn a_redirect_uri_that_cannot_be_settled_is_an_error_page() {
         let one = app(false, &[CB], "deals.read");
         assert_eq!(
             resolve_redirect(one.clone(), None).unwrap().redirect_uri,
-            CB
-        );
-        assert_eq!(
-            resolve_redirect(one.clone(), Some(CB))
-                .unwrap()
-                .redirect_uri,
             CB
         );
         assert_eq!(
@@ -447,98 +268,44 @@ mod tests {
     }
 
     #[test]
-    fn requests_are_checked_against_the_application() {
-        let confidential = app(false, &[CB], "deals.read,deals.write");
-        let ok = check(confidential.clone(), "permissions=deals.read&state=xyz").unwrap();
-        assert_eq!(ok.response_type, ResponseType::Code);
-        assert_eq!(ok.scope(), "deals.read");
-        assert_eq!(ok.state.as_deref(), Some("xyz"));
-        let ok = check(confidential.clone(), "scope=deals.read+deals.write").unwrap();
-        assert_eq!(ok.scope(), "deals.read deals.write");
+    fn a_checked_request_carries_on_as_parameters() {
+        let challenge = keyfob_domain::oauth::s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
+        let client = resolve_redirect(app(true, &[CB], "deals.read,deals.write"), None).unwrap();
+        let p = params(&format!(
+            "client_id=app_1&scope=deals.read,deals.write&state=xyz\
+             &code_challenge={challenge}&code_challenge_method=S256"
+        ));
+        let request = check_request(client.clone(), &p).unwrap();
+        assert_eq!(request.response_type, ResponseType::Code);
+        assert_eq!(request.scope(), "deals.read deals.write");
+        assert_eq!(request.state.as_deref(), Some("xyz"));
+        assert_eq!(request.code_challenge.as_deref(), Some(challenge.as_str()));
+        let onward = request.params();
+        assert_eq!(onward.redirect_uri.as_deref(), Some(CB));
+        assert_eq!(onward.scope.as_deref(), Some("deals.read deals.write"));
+        assert_eq!(onward.code_challenge_method.as_deref(), Some("S256"));
+        let again = check_request(client.clone(), &onward).unwrap();
+        assert_eq!(again.params(), onward);
 
-        let code = |q: &str| check(confidential.clone(), q).unwrap_err().code;
-        assert_eq!(code("permissions=cars.read"), "invalid_scope");
-        assert_eq!(code("permissions="), "invalid_scope");
-        assert_eq!(code(""), "invalid_scope");
-        assert_eq!(code("permissions=bogus"), "invalid_scope");
-        assert_eq!(
-            code("permissions=deals.read&response_type=id_token"),
-            "unsupported_response_type"
-        );
-        assert_eq!(
-            code("permissions=deals.read&code_challenge=abc&code_challenge_method=S256"),
-            "invalid_request"
-        );
-        let challenge = oauth::s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk");
-        assert_eq!(
-            code(&format!(
-                "permissions=deals.read&code_challenge={challenge}&code_challenge_method=plain"
+        // An empty state is no state.
+        let request = check_request(
+            client.clone(),
+            &params(&format!(
+                "permissions=deals.read&state=&code_challenge={challenge}&code_challenge_method=S256"
             )),
-            "invalid_request"
-        );
-
-        let public = app(true, &[CB], "deals.read");
-        assert_eq!(
-            check(public.clone(), "permissions=deals.read")
-                .unwrap_err()
-                .code,
-            "invalid_request"
-        );
-        let ok = check(
-            public.clone(),
-            &format!(
-                "permissions=deals.read&code_challenge={challenge}&code_challenge_method=S256"
-            ),
         )
         .unwrap();
-        assert_eq!(ok.code_challenge.as_deref(), Some(challenge.as_str()));
-        let token = check(public.clone(), "permissions=deals.read&response_type=token").unwrap();
-        assert_eq!(token.response_type, ResponseType::Token);
-    }
+        assert_eq!(request.state, None);
 
-    #[test]
-    fn tokens_in_the_fragment_need_the_app_to_allow_them() {
-        let mut closed = app(true, &[CB], "deals.read");
-        closed.allow_fragment = false;
-        let p = params("permissions=deals.read&response_type=token");
-        let client = resolve_redirect(closed.clone(), None).unwrap();
-        let (_, mode, error) = check_request(client, &p).expect_err("refused");
-        assert_eq!(error.code, "unauthorized_client");
-        assert_eq!(
-            mode,
-            ResponseType::Token,
-            "reported where the app looks: the fragment"
-        );
-        // The code flow is unaffected.
-        assert!(check(closed, "permissions=deals.read&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256").is_ok());
-    }
-
-    #[test]
-    fn answers_go_in_the_query_or_the_fragment() {
-        let error = AuthError::access_denied();
-        assert_eq!(
-            error_location(
-                CB,
-                ResponseType::Code,
-                Some("a b"),
-                "https://id.test",
-                &error
-            ),
-            "https://app.example.com/cb?error=access_denied\
-             &error_description=the+user+denied+the+request&state=a+b&iss=https%3A%2F%2Fid.test"
-        );
-        assert_eq!(
-            add_params(
-                "https://x.test/cb?v=1",
-                ResponseType::Code,
-                &[("code", "c")]
-            ),
-            "https://x.test/cb?v=1&code=c"
-        );
-        assert_eq!(
-            add_params(CB, ResponseType::Token, &[("token", "t"), ("state", "s")]),
-            "https://app.example.com/cb#token=t&state=s"
-        );
+        // A refusal hands the client back, with where to report the error.
+        let (back, mode, error) = check_request(
+            client,
+            &params("permissions=cars.read&response_type=token&state=s"),
+        )
+        .expect_err("refused");
+        assert_eq!(back.redirect_uri, CB);
+        assert_eq!(mode, ResponseType::Token);
+        assert_eq!(error.code, "invalid_scope");
     }
 
     #[test]
