@@ -5,8 +5,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
@@ -19,14 +17,14 @@ use crate::http;
 use crate::logins::Logins;
 use crate::passwords::Passwords;
 use crate::services::signing_keys::ensure_signing_key;
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::tokens::{TokenRecorder, TokenService, load_key_set};
 use crate::vault::Vault;
 
 /// A built application: bound to its port, state loaded, ready to serve.
 pub struct Application {
     listener: TcpListener,
-    router: Router,
+    app: http::App,
     limits: http::serve::Limits,
     state: AppState,
     sync: SyncHandle,
@@ -139,7 +137,7 @@ impl Application {
             config.audience.clone(),
             config.token_cache_bytes,
         );
-        let state = AppState {
+        let state = AppState::new(Shared {
             recorder: TokenRecorder::spawn(store.clone()),
             audit: AuditLog::spawn(store.clone(), config.anonymous_audit_limit()),
             vault: Arc::new(Vault::new(store.clone(), master.clone())),
@@ -152,13 +150,12 @@ impl Application {
             master,
             store,
             config: Arc::new(config.clone()),
-        };
+        });
         let sync = spawn_sync(state.clone()).await?;
-        let router =
-            http::router(state.clone()).layer(DefaultBodyLimit::max(config.max_body_bytes));
+        let app = http::app(state.clone(), config.max_body_bytes);
         Ok(Application {
             listener,
-            router,
+            app,
             limits,
             state,
             sync,
@@ -183,7 +180,7 @@ impl Application {
         self,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        http::serve::serve(self.listener, self.router, self.limits, stop).await;
+        http::serve::serve(self.listener, self.app, self.limits, stop).await;
         // The counts of throttled audit events are written before the node goes away.
         if let Err(err) = self.state.audit.close_anonymous_windows().await {
             tracing::error!(error = %err, "could not write the audit log's last summaries");

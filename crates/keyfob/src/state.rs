@@ -14,8 +14,27 @@ use crate::passwords::Passwords;
 use crate::tokens::{TokenRecorder, TokenService, load_key_set};
 use crate::vault::Vault;
 
+/// Cloned for every request (by the router, once per layer): one reference count, however many
+/// parts it holds.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub master: Arc<MasterKey>,
@@ -32,7 +51,7 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
-impl AppState {
+impl Shared {
     /// The application with `client_id`, from the in-memory cache or else the database.
     pub async fn find_app(
         &self,

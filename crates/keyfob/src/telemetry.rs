@@ -10,13 +10,14 @@
 
 use std::future::Future;
 use std::io::IsTerminal;
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::response::Response;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
@@ -66,26 +67,35 @@ where
     }
 }
 
-/// Gives every request an id and a span, and every answer the id. Applied with `Router::layer`,
-/// so it sees the matched route, and outermost, so that every answer passes through it.
-pub fn trace_requests<S>(router: Router<S>) -> Router<S>
+/// Gives every request an id, a span, its metrics and a 500 if its handler panics, and every
+/// answer the id; `panic_answer` makes that 500 (it runs in the request's span, so what it logs
+/// names the request). Applied with `Router::layer`, so it sees the matched route, and last, so
+/// that it wraps every other per-route layer.
+pub fn trace_requests<S>(router: Router<S>, panic_answer: fn() -> Response) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    router.layer(TraceRequestsLayer)
+    router.layer(TraceRequestsLayer { panic_answer })
 }
 
-/// The layer behind [`trace_requests`]: one service that does what tower-http's request-id and
-/// trace layers would do together, without wrapping the response body (nothing here needs to
-/// see the body end), so a request pays for one span and one header.
+/// The layer behind [`trace_requests`]: one service that does what tower-http's request-id,
+/// trace and catch-panic layers and a metrics middleware would do together, without wrapping the
+/// response body (nothing here needs to see the body end). `Router::layer` boxes each layer
+/// around every route, and the router clones that chain for every request, so the request's
+/// bookkeeping is one layer rather than four.
 #[derive(Debug, Clone, Copy)]
-pub struct TraceRequestsLayer;
+pub struct TraceRequestsLayer {
+    panic_answer: fn() -> Response,
+}
 
 impl<S> Layer<S> for TraceRequestsLayer {
     type Service = TraceRequests<S>;
 
     fn layer(&self, inner: S) -> TraceRequests<S> {
-        TraceRequests { inner }
+        TraceRequests {
+            inner,
+            panic_answer: self.panic_answer,
+        }
     }
 }
 
@@ -93,6 +103,7 @@ impl<S> Layer<S> for TraceRequestsLayer {
 #[derive(Debug, Clone)]
 pub struct TraceRequests<S> {
     inner: S,
+    panic_answer: fn() -> Response,
 }
 
 impl<S> Service<Request> for TraceRequests<S>
@@ -117,26 +128,70 @@ where
             }
         };
         let span = request_span(&request, &id);
-        let started = tracing::enabled!(target: "keyfob::request", Level::DEBUG).then(Instant::now);
-        let answer = {
-            let _entered = span.enter();
-            self.inner.call(request)
-        };
-        TracedAnswer {
-            answer: answer.instrument(span),
+        let bookkeeping = Bookkeeping {
             id: Some(id),
-            started,
+            started: Instant::now(),
+            method: method_label(request.method()),
+            route: request.extensions().get::<MatchedPath>().cloned(),
+            panic_answer: self.panic_answer,
+        };
+        let called = {
+            let _entered = span.enter();
+            panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request)))
+        };
+        match called {
+            Ok(answer) => TracedAnswer {
+                answer: Some(answer.instrument(span)),
+                panicked: None,
+                bookkeeping,
+            },
+            // The handler panicked before it had a future: the answer is ready now.
+            Err(_) => {
+                let mut bookkeeping = bookkeeping;
+                let _entered = span.enter();
+                let mut response = (bookkeeping.panic_answer)();
+                bookkeeping.finish(&mut response);
+                TracedAnswer {
+                    answer: None,
+                    panicked: Some(response),
+                    bookkeeping,
+                }
+            }
         }
     }
 }
 
 pin_project! {
-    /// The answer of a traced request: it runs in the request's span and leaves with its id.
+    /// The answer of a traced request: it runs in the request's span, is counted, and leaves
+    /// with its id.
     pub struct TracedAnswer<F> {
         #[pin]
-        answer: Instrumented<F>,
-        id: Option<HeaderValue>,
-        started: Option<Instant>,
+        answer: Option<Instrumented<F>>,
+        panicked: Option<Response>,
+        bookkeeping: Bookkeeping,
+    }
+}
+
+/// What a request's answer is finished with.
+struct Bookkeeping {
+    id: Option<HeaderValue>,
+    started: Instant,
+    method: &'static str,
+    route: Option<MatchedPath>,
+    panic_answer: fn() -> Response,
+}
+
+impl Bookkeeping {
+    /// Gives the answer its id, counts it, and logs it at debug. Runs in the request's span.
+    fn finish(&mut self, response: &mut Response) {
+        if let Some(id) = self.id.take() {
+            response.headers_mut().insert(REQUEST_ID_HEADER, id);
+        }
+        let latency = self.started.elapsed();
+        count_answer(self.method, self.route.as_ref(), response, latency);
+        if tracing::enabled!(target: "keyfob::request", Level::DEBUG) {
+            log_answer(response, latency);
+        }
     }
 }
 
@@ -147,18 +202,58 @@ where
     type Output = Result<Response, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let mut result = std::task::ready!(this.answer.as_mut().poll(cx));
-        if let Ok(response) = &mut result {
-            if let Some(id) = this.id.take() {
-                response.headers_mut().insert(REQUEST_ID_HEADER, id);
-            }
-            if let Some(started) = this.started.take() {
-                let _entered = this.answer.span().enter();
-                log_answer(response, started.elapsed());
-            }
-        }
-        Poll::Ready(result)
+        let this = self.project();
+        let Some(mut answer) = this.answer.as_pin_mut() else {
+            let response = this.panicked.take().expect("a traced answer polled after it ended");
+            return Poll::Ready(Ok(response));
+        };
+        let polled = panic::catch_unwind(AssertUnwindSafe(|| answer.as_mut().poll(cx)));
+        let _entered = answer.span().enter();
+        let mut response = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(Ok(response))) => response,
+            Ok(Poll::Ready(Err(err))) => return Poll::Ready(Err(err)),
+            Err(_) => (this.bookkeeping.panic_answer)(),
+        };
+        this.bookkeeping.finish(&mut response);
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// Counts an answer and its latency per route and status, for `/metrics`. Every label comes from
+/// a closed set (a route template or `unmatched`, a known method or `other`, a status), so no
+/// request can add a series of its own.
+fn count_answer(
+    method: &'static str,
+    route: Option<&MatchedPath>,
+    response: &Response,
+    latency: Duration,
+) {
+    let route = route.map_or("unmatched", MatchedPath::as_str).to_owned();
+    let labels = [
+        ("method", method.to_owned()),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!("keyfob_http_requests_total", &labels).increment(1);
+    metrics::histogram!("keyfob_http_request_duration_seconds", &labels)
+        .record(latency.as_secs_f64());
+}
+
+/// The method as a metric label: the standard ones by name, any other (a client may send any
+/// token as a method) as `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
     }
 }
 
@@ -192,12 +287,14 @@ fn request_span(request: &Request, id: &HeaderValue) -> Span {
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
     let request_id = id.to_str().unwrap_or_default();
+    // Displayed, not debugged: neither needs quoting (an id is visible ASCII, a route a template),
+    // and escaping them would be the dearest part of the span.
     tracing::info_span!(
         target: "keyfob::request",
         "request",
-        request_id,
+        request_id = %request_id,
         method = %request.method(),
-        route,
+        route = %route,
     )
 }
 
@@ -215,6 +312,11 @@ fn log_answer(response: &Response, latency: Duration) {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
+    use axum::response::IntoResponse;
+    use tower::ServiceExt;
+
     use super::*;
 
     #[test]
@@ -240,6 +342,58 @@ mod tests {
         assert_eq!(parsed.get_version_num(), 4);
         assert_ne!(one, two);
         assert!(is_fit_request_id(one.as_bytes()));
+    }
+
+    fn panic_answer() -> Response {
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+    }
+
+    fn get(id: &'static str) -> Request {
+        Request::builder()
+            .uri("/somewhere")
+            .header(REQUEST_ID_HEADER, id)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_handler_that_panics_is_answered_500_with_the_request_id() {
+        // Panics while it answers (in its future).
+        let in_future = TraceRequestsLayer { panic_answer }.layer(tower::service_fn(
+            |_: Request| async move {
+                if true {
+                    panic!("a handler's bug");
+                }
+                Ok::<Response, Infallible>(Response::new(axum::body::Body::empty()))
+            },
+        ));
+        let response = in_future.oneshot(get("panics-later")).await.unwrap();
+        assert_eq!(response.status(), 500);
+        assert_eq!(response.headers()[REQUEST_ID_HEADER], "panics-later");
+
+        // Panics before it has a future.
+        let in_call = TraceRequestsLayer { panic_answer }.layer(tower::service_fn(
+            |_: Request| -> std::future::Ready<Result<Response, Infallible>> {
+                panic!("a handler's bug")
+            },
+        ));
+        let response = in_call.oneshot(get("panics-at-once")).await.unwrap();
+        assert_eq!(response.status(), 500);
+        assert_eq!(response.headers()[REQUEST_ID_HEADER], "panics-at-once");
+    }
+
+    #[tokio::test]
+    async fn an_answer_leaves_with_the_request_id() {
+        let service = TraceRequestsLayer { panic_answer }.layer(tower::service_fn(
+            |request: Request| async move {
+                // The handler sees the id too.
+                assert_eq!(request.headers()[REQUEST_ID_HEADER], "fine-1");
+                Ok::<Response, Infallible>(Response::new(axum::body::Body::empty()))
+            },
+        ));
+        let response = service.oneshot(get("fine-1")).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()[REQUEST_ID_HEADER], "fine-1");
     }
 
     #[test]

@@ -83,11 +83,8 @@ impl Surface {
 /// Refuses a request whose path segments or query parameters hold text Keyfob does not accept.
 pub async fn refuse_unreadable_input(request: Request, next: Next) -> Response {
     let surface = Surface::of(request.method(), request.uri().path());
-    let template = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
-    if let Some(what) = bad_path_segment(request.uri(), template.as_deref()) {
+    let template = request.extensions().get::<MatchedPath>();
+    if let Some(what) = bad_path_segment(request.uri(), template.map(MatchedPath::as_str)) {
         return surface.bad_address("invalid_path", what);
     }
     if let Err(err) = input::check_urlencoded(request.uri().query().unwrap_or_default().as_bytes())
@@ -100,11 +97,11 @@ pub async fn refuse_unreadable_input(request: Request, next: Next) -> Response {
 /// What is wrong with the path, naming the segment by the route's template (`{id}`) when there is
 /// one.
 fn bad_path_segment(uri: &Uri, template: Option<&str>) -> Option<String> {
-    let template: Vec<&str> = template.map(|t| t.split('/').collect()).unwrap_or_default();
     for (i, segment) in uri.path().split('/').enumerate() {
         let Err(problem) = input::check_path_segment(segment) else {
             continue;
         };
+        let template: Vec<&str> = template.map(|t| t.split('/').collect()).unwrap_or_default();
         let param = template
             .get(i)
             .or_else(|| template.last().filter(|t| t.starts_with("{*")))

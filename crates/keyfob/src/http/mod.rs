@@ -19,14 +19,15 @@ pub mod resources;
 pub mod serve;
 pub mod wellknown;
 
-use std::time::Instant;
+use std::convert::Infallible;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
-use tower_http::catch_panic::CatchPanicLayer;
+use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa_axum::router::OpenApiRouter;
 
@@ -59,7 +60,29 @@ pub fn api() -> Api {
     }
 }
 
-/// Every route Keyfob serves, with its middleware.
+/// What the server runs: [`router`] inside the layers that need no route, applied once around it
+/// rather than around every route (see [`app`]).
+pub type App = BoxCloneSyncService<Request, Response, Infallible>;
+
+/// The application as a service: [`router`], and around it, once, a default body limit of
+/// `max_body_bytes`, the security headers and the error bodies for the framework's own refusals.
+pub fn app(state: AppState, max_body_bytes: usize) -> App {
+    let router = router(state);
+    BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(DefaultBodyLimit::max(max_body_bytes))
+            .layer(middleware::from_fn(security_headers))
+            .layer(middleware::from_fn(guard::error_bodies))
+            .service(router),
+    )
+}
+
+/// Every route Keyfob serves, with the middleware that needs the matched route: the request's
+/// id, span, metrics and panic catching ([`crate::telemetry::trace_requests`]) and the check of
+/// the path and query ([`guard::refuse_unreadable_input`], which names a bad segment by the
+/// route's template). `Router::layer` wraps each route in each layer, and every request clones
+/// its route's chain of them, so what does not need the route goes around the whole router in
+/// [`app`] instead.
 pub fn router(state: AppState) -> Router {
     let Api { browser, other } = api();
     // A router with layers of its own sets the 405 answer before them (the root's would replace
@@ -74,14 +97,13 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::user_pages::router())
         .fallback(guard::not_found)
         .method_not_allowed_fallback(guard::method_not_allowed)
-        .layer(middleware::from_fn(guard::refuse_unreadable_input))
-        .layer(middleware::from_fn(guard::error_bodies))
-        .layer(middleware::from_fn(security_headers))
-        .layer(middleware::from_fn(track_metrics))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response_owned()
-        }));
-    crate::telemetry::trace_requests(router).with_state(state)
+        .layer(middleware::from_fn(guard::refuse_unreadable_input));
+    crate::telemetry::trace_requests(router, panic_answer).with_state(state)
+}
+
+/// The answer to a request whose handler panicked (logged as an internal error).
+fn panic_answer() -> Response {
+    ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
 }
 
 /// CORS for the origins registered on live applications, and no others.
@@ -100,53 +122,6 @@ fn cors(index: std::sync::Arc<crate::auth::AuthIndex>) -> CorsLayer {
         ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
         .max_age(std::time::Duration::from_secs(600))
-}
-
-impl ApiError {
-    fn into_response_owned(self) -> Response {
-        axum::response::IntoResponse::into_response(self)
-    }
-}
-
-/// Counts requests and their latency per route and status, for `/metrics`. Every label comes
-/// from a closed set (a route template or `unmatched`, a known method or `other`, a status), so
-/// no request can add a series of its own.
-async fn track_metrics(request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = method_label(request.method());
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [
-        ("method", method.to_owned()),
-        ("route", route),
-        ("status", status),
-    ];
-    metrics::counter!("keyfob_http_requests_total", &labels).increment(1);
-    metrics::histogram!("keyfob_http_request_duration_seconds", &labels)
-        .record(start.elapsed().as_secs_f64());
-    response
-}
-
-/// The method as a metric label: the standard ones by name, any other (a client may send any
-/// token as a method) as `other`.
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::OPTIONS => "OPTIONS",
-        Method::CONNECT => "CONNECT",
-        Method::TRACE => "TRACE",
-        _ => "other",
-    }
 }
 
 /// Headers every answer carries; pages add a CSP of their own.

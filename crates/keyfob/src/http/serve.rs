@@ -27,7 +27,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, Request, StatusCode, header};
@@ -42,6 +41,7 @@ use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
 use crate::config::Config;
+use crate::http::App;
 use crate::telemetry::REQUEST_ID_HEADER;
 
 /// File descriptors kept back from connections for the database, files and the runtime.
@@ -116,11 +116,11 @@ pub fn default_max_connections(open_files: u64) -> usize {
     usize::try_from(usable).unwrap_or(1)
 }
 
-/// Serves `router` on `listener` within `limits` until `stop` completes; then stops accepting,
+/// Serves `app` on `listener` within `limits` until `stop` completes; then stops accepting,
 /// lets every connection finish its current request and returns once all are closed.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    app: App,
     limits: Limits,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
@@ -191,7 +191,7 @@ pub async fn serve(
         let connection = Connection {
             stream,
             peer,
-            router: router.clone(),
+            app: app.clone(),
             limits: limits.clone(),
             http: http.clone(),
             shutdown: shutdown_rx.clone(),
@@ -225,7 +225,7 @@ fn is_connection_error(err: &io::Error) -> bool {
 struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
-    router: Router,
+    app: App,
     limits: Arc<Limits>,
     http: hyper::server::conn::http1::Builder,
     shutdown: watch::Receiver<bool>,
@@ -242,7 +242,7 @@ impl Connection {
             phase: phase.clone(),
         });
         let service = ConnService {
-            router: self.router,
+            app: self.app,
             peer: self.peer,
             phase: phase.clone(),
             body_timeout: self.limits.body_timeout,
@@ -413,12 +413,12 @@ impl AsyncWrite for WatchedIo {
     }
 }
 
-/// The router as one connection's hyper service: it adds the client's address
+/// The application as one connection's hyper service: it adds the client's address
 /// (`ConnectInfo<SocketAddr>`, as handlers expect), puts a deadline on the request body and
 /// moves the phase clock.
 #[derive(Clone)]
 struct ConnService {
-    router: Router,
+    app: App,
     peer: SocketAddr,
     phase: Arc<PhaseClock>,
     body_timeout: Duration,
@@ -444,10 +444,10 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             let request = request.map(|body| Body::new(DeadlineBody::new(body, timeout, flag)));
             (request, Some((timed_out, path)))
         };
-        let router = self.router.clone();
+        let app = self.app.clone();
         let phase = self.phase.clone();
         Box::pin(async move {
-            let response = match router.oneshot(request).await {
+            let response = match app.oneshot(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
             };
