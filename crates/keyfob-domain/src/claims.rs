@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{AccountId, ClientId, FamilyId, Jti, KeyId, UserId};
+
 /// The claims of every token Keyfob signs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -13,16 +15,16 @@ pub struct Claims {
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
-    pub jti: String,
+    pub jti: Jti,
     pub permissions: Vec<String>,
     /// The account (tenant) the token acts in.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// For user sessions: the application the user granted access to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
+    pub client_id: Option<ClientId>,
     /// For user sessions: the session (refresh-token family) the token belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sid: Option<String>,
+    pub sid: Option<FamilyId>,
 }
 
 /// Who a new token is for: the API key that mints it, or a user session's access token.
@@ -30,16 +32,16 @@ pub struct Claims {
 pub enum Bearer<'a> {
     /// A token minted with `POST /auth`: its subject is the key.
     Key {
-        account_id: &'a str,
-        key_id: &'a str,
+        account_id: &'a AccountId,
+        key_id: &'a KeyId,
     },
     /// A user session's access token: its subject is the end user, and it names the application
     /// and the session (refresh-token family).
     Session {
-        account_id: &'a str,
-        client_id: &'a str,
-        user_id: &'a str,
-        family_id: &'a str,
+        account_id: &'a AccountId,
+        client_id: &'a ClientId,
+        user_id: &'a UserId,
+        family_id: &'a FamilyId,
     },
 }
 
@@ -57,17 +59,17 @@ impl Claims {
     ) -> Claims {
         let iat = issued_ms.div_euclid(1000);
         let (sub, account_id, client_id, sid) = match bearer {
-            Bearer::Key { account_id, key_id } => (key_id, account_id, None, None),
+            Bearer::Key { account_id, key_id } => (key_id.as_str(), account_id, None, None),
             Bearer::Session {
                 account_id,
                 client_id,
                 user_id,
                 family_id,
             } => (
-                user_id,
+                user_id.as_str(),
                 account_id,
-                Some(client_id.to_owned()),
-                Some(family_id.to_owned()),
+                Some(client_id.clone()),
+                Some(family_id.clone()),
             ),
         };
         Claims {
@@ -77,9 +79,9 @@ impl Claims {
             iat,
             nbf: iat,
             exp,
-            jti: new_jti(issued_ms),
+            jti: Jti::from(new_jti(issued_ms)),
             permissions,
-            account_id: account_id.to_owned(),
+            account_id: account_id.clone(),
             client_id,
             sid,
         }
@@ -186,9 +188,10 @@ mod tests {
     #[test]
     fn new_claims_say_who_the_token_is_for_and_when_it_was_issued() {
         let ms = 1_767_225_600_123;
+        let (acc, key_id) = (AccountId::from("acc"), KeyId::from("key-1"));
         let key = Bearer::Key {
-            account_id: "acc",
-            key_id: "key-1",
+            account_id: &acc,
+            key_id: &key_id,
         };
         let minted = Claims::new(
             "iss",
@@ -205,11 +208,16 @@ mod tests {
         assert_eq!(minted.account_id, "acc");
         assert_eq!(minted.permissions, ["deals.read"]);
 
+        let (client, user, family) = (
+            ClientId::from("app_1"),
+            UserId::from("user-1"),
+            FamilyId::from("fam-1"),
+        );
         let session = Bearer::Session {
-            account_id: "acc",
-            client_id: "app_1",
-            user_id: "user-1",
-            family_id: "fam-1",
+            account_id: &acc,
+            client_id: &client,
+            user_id: &user,
+            family_id: &family,
         };
         let access = Claims::new("iss", "aud", session, vec![], ms, ms / 1000 + 600);
         assert_eq!(access.sub, "user-1");

@@ -7,7 +7,9 @@ use sqlx::error::BoxDynError;
 use sqlx::{Database, Decode, Encode, Type};
 
 use crate::audit::ActorKind;
-use crate::ids::{AccountId, ClientId, FamilyId, Jti, KeyId};
+use crate::ids::{
+    AccountId, ClientId, EventId, FamilyId, GrantId, Jti, KeyId, Kid, OwnerId, RecordId, UserId,
+};
 use crate::signing::SigningAlg;
 
 macro_rules! text_column {
@@ -90,4 +92,6 @@ macro_rules! id_column {
     )*};
 }
 
-id_column!(AccountId, KeyId, Jti, ClientId, FamilyId);
+id_column!(
+    AccountId, OwnerId, UserId, GrantId, RecordId, EventId, Kid, KeyId, Jti, ClientId, FamilyId,
+);

@@ -2,6 +2,7 @@
 //! compromised key): which key signs afterwards, and when retiring is refused because nothing
 //! could sign.
 
+use crate::ids::Kid;
 use std::fmt;
 use std::str::FromStr;
 
@@ -95,7 +96,7 @@ impl KeyTimes<'_> {
 /// The key that signs once another is retired, and how it changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heir {
-    pub kid: String,
+    pub kid: Kid,
     /// It signs from here (brought forward to now when it would have started later).
     pub activates_at: i64,
     /// It was to hand over to the retired key: it now keeps signing until the next rotation.
@@ -175,7 +176,7 @@ pub fn plan_retirement(
         return Ok(None);
     }
     Ok(Some(Heir {
-        kid: heir.kid.to_owned(),
+        kid: Kid::from(heir.kid),
         activates_at,
         keep_signing,
     }))

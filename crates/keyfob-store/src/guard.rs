@@ -23,7 +23,9 @@ use crate::error::Unreachable;
 use crate::model::*;
 use crate::types::Strings;
 use crate::{Result, Store, StoreError};
-use keyfob_domain::ids::{ClientId, FamilyId, Jti, KeyId};
+use keyfob_domain::ids::{
+    AccountId, ClientId, FamilyId, GrantId, Jti, KeyId, Kid, OwnerId, RecordId, UserId,
+};
 
 /// How long database calls may take, and how often a database that is down is tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,7 +252,7 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn find_account(&self, id: &str) -> Result<Option<Account>> {
+    async fn find_account(&self, id: &AccountId) -> Result<Option<Account>> {
         self.breaker.run(self.inner.find_account(id)).await
     }
 
@@ -260,7 +262,7 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn find_owner(&self, id: &str) -> Result<Option<Owner>> {
+    async fn find_owner(&self, id: &OwnerId) -> Result<Option<Owner>> {
         self.breaker.run(self.inner.find_owner(id)).await
     }
 
@@ -278,7 +280,7 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn list_api_keys(&self, account_id: &str) -> Result<Vec<ApiKeyRow>> {
+    async fn list_api_keys(&self, account_id: &AccountId) -> Result<Vec<ApiKeyRow>> {
         self.breaker.run(self.inner.list_api_keys(account_id)).await
     }
 
@@ -286,7 +288,12 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.active_api_keys()).await
     }
 
-    async fn revoke_api_key(&self, account_id: Option<&str>, id: &KeyId, at: i64) -> Result<bool> {
+    async fn revoke_api_key(
+        &self,
+        account_id: Option<&AccountId>,
+        id: &KeyId,
+        at: i64,
+    ) -> Result<bool> {
         self.breaker
             .run(self.inner.revoke_api_key(account_id, id, at))
             .await
@@ -306,7 +313,7 @@ impl<S: Store> Store for Guarded<S> {
 
     async fn revoke_key_tokens(
         &self,
-        account_id: Option<&str>,
+        account_id: Option<&AccountId>,
         key_id: &KeyId,
         at: i64,
     ) -> Result<bool> {
@@ -327,7 +334,7 @@ impl<S: Store> Store for Guarded<S> {
 
     async fn retire_signing_key(
         &self,
-        kid: &str,
+        kid: &Kid,
         at: i64,
         heir: Option<&SigningHeir>,
     ) -> Result<bool> {
@@ -336,13 +343,13 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn list_tokens(&self, account_id: &str, limit: u32) -> Result<Vec<TokenRow>> {
+    async fn list_tokens(&self, account_id: &AccountId, limit: u32) -> Result<Vec<TokenRow>> {
         self.breaker
             .run(self.inner.list_tokens(account_id, limit))
             .await
     }
 
-    async fn revoke_token(&self, account_id: &str, jti: &Jti, at: i64) -> Result<bool> {
+    async fn revoke_token(&self, account_id: &AccountId, jti: &Jti, at: i64) -> Result<bool> {
         self.breaker
             .run(self.inner.revoke_token(account_id, jti, at))
             .await
@@ -374,7 +381,11 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.insert_record(record)).await
     }
 
-    async fn get_record(&self, scope: &RecordScope<'_>, id: &str) -> Result<Option<RecordRow>> {
+    async fn get_record(
+        &self,
+        scope: &RecordScope<'_>,
+        id: &RecordId,
+    ) -> Result<Option<RecordRow>> {
         self.breaker.run(self.inner.get_record(scope, id)).await
     }
 
@@ -391,7 +402,7 @@ impl<S: Store> Store for Guarded<S> {
     async fn update_record(
         &self,
         scope: &RecordScope<'_>,
-        id: &str,
+        id: &RecordId,
         doc: &serde_json::Value,
         at: i64,
     ) -> Result<bool> {
@@ -400,11 +411,11 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn delete_record(&self, scope: &RecordScope<'_>, id: &str) -> Result<bool> {
+    async fn delete_record(&self, scope: &RecordScope<'_>, id: &RecordId) -> Result<bool> {
         self.breaker.run(self.inner.delete_record(scope, id)).await
     }
 
-    async fn list_resources(&self, account_id: &str) -> Result<Vec<(String, i64)>> {
+    async fn list_resources(&self, account_id: &AccountId) -> Result<Vec<(String, i64)>> {
         self.breaker
             .run(self.inner.list_resources(account_id))
             .await
@@ -418,7 +429,7 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.find_app(client_id)).await
     }
 
-    async fn list_apps(&self, account_id: &str) -> Result<Vec<AppRow>> {
+    async fn list_apps(&self, account_id: &AccountId) -> Result<Vec<AppRow>> {
         self.breaker.run(self.inner.list_apps(account_id)).await
     }
 
@@ -434,13 +445,13 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.find_user_by_email(email)).await
     }
 
-    async fn find_user(&self, id: &str) -> Result<Option<UserRow>> {
+    async fn find_user(&self, id: &UserId) -> Result<Option<UserRow>> {
         self.breaker.run(self.inner.find_user(id)).await
     }
 
     async fn change_user_password(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         password_hash: &str,
         at: i64,
     ) -> Result<()> {
@@ -467,7 +478,7 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn delete_user_logins(&self, user_id: &str, except: Option<&str>) -> Result<u64> {
+    async fn delete_user_logins(&self, user_id: &UserId, except: Option<&str>) -> Result<u64> {
         self.breaker
             .run(self.inner.delete_user_logins(user_id, except))
             .await
@@ -477,27 +488,27 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.upsert_grant(grant)).await
     }
 
-    async fn find_grant(&self, user_id: &str, client_id: &ClientId) -> Result<Option<GrantRow>> {
+    async fn find_grant(&self, user_id: &UserId, client_id: &ClientId) -> Result<Option<GrantRow>> {
         self.breaker
             .run(self.inner.find_grant(user_id, client_id))
             .await
     }
 
-    async fn find_grant_by_id(&self, id: &str) -> Result<Option<GrantRow>> {
+    async fn find_grant_by_id(&self, id: &GrantId) -> Result<Option<GrantRow>> {
         self.breaker.run(self.inner.find_grant_by_id(id)).await
     }
 
-    async fn list_user_grants(&self, user_id: &str) -> Result<Vec<GrantRow>> {
+    async fn list_user_grants(&self, user_id: &UserId) -> Result<Vec<GrantRow>> {
         self.breaker.run(self.inner.list_user_grants(user_id)).await
     }
 
-    async fn list_account_grants(&self, account_id: &str) -> Result<Vec<GrantRow>> {
+    async fn list_account_grants(&self, account_id: &AccountId) -> Result<Vec<GrantRow>> {
         self.breaker
             .run(self.inner.list_account_grants(account_id))
             .await
     }
 
-    async fn revoke_grant(&self, id: &str, at: i64) -> Result<bool> {
+    async fn revoke_grant(&self, id: &GrantId, at: i64) -> Result<bool> {
         self.breaker.run(self.inner.revoke_grant(id, at)).await
     }
 
@@ -537,7 +548,7 @@ impl<S: Store> Store for Guarded<S> {
 
     async fn revoke_user_families(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         client_id: Option<&ClientId>,
         at: i64,
     ) -> Result<u64> {
@@ -588,7 +599,7 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.prune_changes(before)).await
     }
 
-    async fn find_account_vault(&self, account_id: &str) -> Result<Option<AccountVaultRow>> {
+    async fn find_account_vault(&self, account_id: &AccountId) -> Result<Option<AccountVaultRow>> {
         self.breaker
             .run(self.inner.find_account_vault(account_id))
             .await
@@ -600,7 +611,7 @@ impl<S: Store> Store for Guarded<S> {
 
     async fn set_sensitive_fields(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         fields: &Strings,
         at: i64,
     ) -> Result<bool> {

@@ -25,7 +25,9 @@ use keyfob_domain::query::ListQuery;
 
 pub use error::{StoreError, Unreachable};
 pub use guard::{Guarded, Timeouts};
-pub use keyfob_domain::ids::{AccountId, ClientId, FamilyId, Jti, KeyId};
+pub use keyfob_domain::ids::{
+    AccountId, ClientId, EventId, FamilyId, GrantId, Jti, KeyId, Kid, OwnerId, RecordId, UserId,
+};
 pub use model::*;
 pub use pg::PgStore;
 pub use sql::{Dialect, SqlStore};
@@ -44,29 +46,34 @@ pub trait Store: Send + Sync + 'static {
 
     // Accounts and their owners.
     async fn create_account(&self, account: &Account, owner: &Owner) -> Result<()>;
-    async fn find_account(&self, id: &str) -> Result<Option<Account>>;
+    async fn find_account(&self, id: &AccountId) -> Result<Option<Account>>;
     async fn find_owner_by_email(&self, email: &str) -> Result<Option<Owner>>;
-    async fn find_owner(&self, id: &str) -> Result<Option<Owner>>;
+    async fn find_owner(&self, id: &OwnerId) -> Result<Option<Owner>>;
 
     // API keys.
     async fn insert_api_key(&self, key: &ApiKeyRow) -> Result<()>;
     async fn find_api_key(&self, id: &KeyId) -> Result<Option<ApiKeyRow>>;
     /// A key by its hash, live or revoked: the read-through on the verify path's index miss.
     async fn find_api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRow>>;
-    async fn list_api_keys(&self, account_id: &str) -> Result<Vec<ApiKeyRow>>;
+    async fn list_api_keys(&self, account_id: &AccountId) -> Result<Vec<ApiKeyRow>>;
     async fn active_api_keys(&self) -> Result<Vec<ApiKeyRow>>;
     /// Revokes a key (of `account_id`, when given) and logs the change. `false` when there was no
     /// such live key.
-    async fn revoke_api_key(&self, account_id: Option<&str>, id: &KeyId, at: i64) -> Result<bool>;
+    async fn revoke_api_key(
+        &self,
+        account_id: Option<&AccountId>,
+        id: &KeyId,
+        at: i64,
+    ) -> Result<bool>;
     /// Records last-used times in one transaction; never called per request.
     async fn touch_api_keys(&self, uses: &[(KeyId, i64)]) -> Result<()>;
 
     // Minted tokens.
     /// Records tokens in one transaction.
     async fn insert_tokens(&self, tokens: &[TokenRow]) -> Result<()>;
-    async fn list_tokens(&self, account_id: &str, limit: u32) -> Result<Vec<TokenRow>>;
+    async fn list_tokens(&self, account_id: &AccountId, limit: u32) -> Result<Vec<TokenRow>>;
     /// Revokes a token of `account_id` and logs the change. `false` when there was no such live token.
-    async fn revoke_token(&self, account_id: &str, jti: &Jti, at: i64) -> Result<bool>;
+    async fn revoke_token(&self, account_id: &AccountId, jti: &Jti, at: i64) -> Result<bool>;
     /// `(jti, expires_at)` of revoked tokens that have not expired yet.
     async fn revoked_tokens(&self, now: i64) -> Result<Vec<(Jti, i64)>>;
     async fn find_token(&self, jti: &Jti) -> Result<Option<TokenRow>>;
@@ -76,7 +83,7 @@ pub trait Store: Send + Sync + 'static {
     /// the change; the key stays live. `false` when there was no such live key.
     async fn revoke_key_tokens(
         &self,
-        account_id: Option<&str>,
+        account_id: Option<&AccountId>,
         key_id: &KeyId,
         at: i64,
     ) -> Result<bool>;
@@ -98,14 +105,15 @@ pub trait Store: Send + Sync + 'static {
     /// key that was not retired already.
     async fn retire_signing_key(
         &self,
-        kid: &str,
+        kid: &Kid,
         at: i64,
         heir: Option<&SigningHeir>,
     ) -> Result<bool>;
 
     // Resources.
     async fn insert_record(&self, record: &RecordRow) -> Result<()>;
-    async fn get_record(&self, scope: &RecordScope<'_>, id: &str) -> Result<Option<RecordRow>>;
+    async fn get_record(&self, scope: &RecordScope<'_>, id: &RecordId)
+    -> Result<Option<RecordRow>>;
     async fn list_records(
         &self,
         scope: &RecordScope<'_>,
@@ -115,45 +123,49 @@ pub trait Store: Send + Sync + 'static {
     async fn update_record(
         &self,
         scope: &RecordScope<'_>,
-        id: &str,
+        id: &RecordId,
         doc: &serde_json::Value,
         at: i64,
     ) -> Result<bool>;
-    async fn delete_record(&self, scope: &RecordScope<'_>, id: &str) -> Result<bool>;
+    async fn delete_record(&self, scope: &RecordScope<'_>, id: &RecordId) -> Result<bool>;
     /// The account's resources that hold records, by name, with how many each holds.
-    async fn list_resources(&self, account_id: &str) -> Result<Vec<(String, i64)>>;
+    async fn list_resources(&self, account_id: &AccountId) -> Result<Vec<(String, i64)>>;
 
     // Applications and end users.
     async fn insert_app(&self, app: &AppRow) -> Result<()>;
     async fn find_app(&self, client_id: &ClientId) -> Result<Option<AppRow>>;
-    async fn list_apps(&self, account_id: &str) -> Result<Vec<AppRow>>;
+    async fn list_apps(&self, account_id: &AccountId) -> Result<Vec<AppRow>>;
     /// The browser origins of every live application, one list per app.
     async fn live_app_origins(&self) -> Result<Vec<Strings>>;
     async fn insert_user(&self, user: &UserRow) -> Result<()>;
     async fn find_user_by_email(&self, email: &str) -> Result<Option<UserRow>>;
-    async fn find_user(&self, id: &str) -> Result<Option<UserRow>>;
+    async fn find_user(&self, id: &UserId) -> Result<Option<UserRow>>;
     /// Sets a new password hash and ends every session of the user (refresh families and
     /// Keyfob logins), logging each ended family.
-    async fn change_user_password(&self, user_id: &str, password_hash: &str, at: i64)
-    -> Result<()>;
+    async fn change_user_password(
+        &self,
+        user_id: &UserId,
+        password_hash: &str,
+        at: i64,
+    ) -> Result<()>;
 
     // End users' logins to Keyfob's own pages (a cookie; not a session, which is a refresh family).
     async fn insert_user_login(&self, session: &UserLoginRow) -> Result<()>;
     async fn find_user_login(&self, id_hash: &str, now: i64) -> Result<Option<UserLoginRow>>;
     async fn delete_user_login(&self, id_hash: &str) -> Result<()>;
     /// Ends every Keyfob login of a user, except the one whose hash is `except`; returns how many.
-    async fn delete_user_logins(&self, user_id: &str, except: Option<&str>) -> Result<u64>;
+    async fn delete_user_logins(&self, user_id: &UserId, except: Option<&str>) -> Result<u64>;
 
     // Grants.
     /// Records a grant, or replaces the permissions of the user's grant to that app (reviving it
     /// if revoked). Returns the stored grant.
     async fn upsert_grant(&self, grant: &GrantRow) -> Result<GrantRow>;
-    async fn find_grant(&self, user_id: &str, client_id: &ClientId) -> Result<Option<GrantRow>>;
-    async fn find_grant_by_id(&self, id: &str) -> Result<Option<GrantRow>>;
-    async fn list_user_grants(&self, user_id: &str) -> Result<Vec<GrantRow>>;
-    async fn list_account_grants(&self, account_id: &str) -> Result<Vec<GrantRow>>;
+    async fn find_grant(&self, user_id: &UserId, client_id: &ClientId) -> Result<Option<GrantRow>>;
+    async fn find_grant_by_id(&self, id: &GrantId) -> Result<Option<GrantRow>>;
+    async fn list_user_grants(&self, user_id: &UserId) -> Result<Vec<GrantRow>>;
+    async fn list_account_grants(&self, account_id: &AccountId) -> Result<Vec<GrantRow>>;
     /// Revokes a grant and ends every session under it. `false` when it was not live.
-    async fn revoke_grant(&self, id: &str, at: i64) -> Result<bool>;
+    async fn revoke_grant(&self, id: &GrantId, at: i64) -> Result<bool>;
 
     // Authorization codes.
     async fn insert_auth_code(&self, code: &AuthCodeRow) -> Result<()>;
@@ -179,7 +191,7 @@ pub trait Store: Send + Sync + 'static {
     /// Ends every session of a user (optionally only in one app); returns how many.
     async fn revoke_user_families(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         client_id: Option<&ClientId>,
         at: i64,
     ) -> Result<u64>;
@@ -201,14 +213,14 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_changes(&self, before: i64) -> Result<()>;
 
     // The vault.
-    async fn find_account_vault(&self, account_id: &str) -> Result<Option<AccountVaultRow>>;
+    async fn find_account_vault(&self, account_id: &AccountId) -> Result<Option<AccountVaultRow>>;
     /// Stores `vault` unless the account has one already; returns the one stored afterwards (so
     /// two nodes racing to make the first one agree on it).
     async fn init_account_vault(&self, vault: &AccountVaultRow) -> Result<AccountVaultRow>;
     /// Replaces an account's sensitive field list; `false` without a vault.
     async fn set_sensitive_fields(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         fields: &Strings,
         at: i64,
     ) -> Result<bool>;

@@ -1,7 +1,9 @@
 //! Rows as the store reads and writes them.
 
 use keyfob_domain::audit::ActorKind;
-use keyfob_domain::ids::{ClientId, FamilyId, Jti, KeyId};
+use keyfob_domain::ids::{
+    AccountId, ClientId, EventId, FamilyId, GrantId, Jti, KeyId, Kid, OwnerId, RecordId, UserId,
+};
 use keyfob_domain::signing::SigningAlg;
 use sqlx::FromRow;
 
@@ -9,15 +11,15 @@ use crate::types::{ChangeKind, JsonText, Permissions, Strings};
 
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct Account {
-    pub id: String,
+    pub id: AccountId,
     pub name: String,
     pub created_at: i64,
 }
 
 #[derive(Clone, PartialEq, Eq, FromRow)]
 pub struct Owner {
-    pub id: String,
-    pub account_id: String,
+    pub id: OwnerId,
+    pub account_id: AccountId,
     pub email: String,
     /// An argon2id PHC string.
     pub password_hash: String,
@@ -37,7 +39,7 @@ impl std::fmt::Debug for Owner {
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct ApiKeyRow {
     pub id: KeyId,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub name: String,
     /// `kf_` and the first characters, to recognise the key in a list.
     pub prefix: String,
@@ -54,7 +56,7 @@ pub struct ApiKeyRow {
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct TokenRow {
     pub jti: Jti,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub api_key_id: Option<KeyId>,
     pub subject: String,
     pub permissions: Permissions,
@@ -68,7 +70,7 @@ pub struct TokenRow {
 /// Which tokens of an account to list, newest first.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenFilter<'a> {
-    pub account_id: &'a str,
+    pub account_id: &'a AccountId,
     /// Only tokens minted by this API key.
     pub api_key_id: Option<&'a KeyId>,
     /// Only tokens whose permissions include this exact permission string.
@@ -95,7 +97,7 @@ pub struct TokenCutoff {
 
 #[derive(Clone, PartialEq, Eq, FromRow)]
 pub struct SigningKeyRow {
-    pub kid: String,
+    pub kid: Kid,
     pub alg: SigningAlg,
     /// The PKCS#8 private key, sealed with the master key (base64 of nonce and ciphertext).
     pub private_key: String,
@@ -117,7 +119,7 @@ pub struct SigningKeyRow {
 /// [`crate::Store::retire_signing_key`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SigningHeir {
-    pub kid: String,
+    pub kid: Kid,
     /// It signs from this instant (brought forward to the retirement when it was later).
     pub activates_at: i64,
     /// It no longer hands over to the retired key: it signs (and stays published) until the next
@@ -140,11 +142,11 @@ impl std::fmt::Debug for SigningKeyRow {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordRow {
-    pub id: String,
-    pub account_id: String,
+    pub id: RecordId,
+    pub account_id: AccountId,
     pub resource: String,
     /// The end user who created it through a session, if any.
-    pub owner_user_id: Option<String>,
+    pub owner_user_id: Option<UserId>,
     pub doc: serde_json::Value,
     pub created_at: i64,
     pub updated_at: i64,
@@ -154,9 +156,9 @@ pub struct RecordRow {
 /// records its user created.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordScope<'a> {
-    pub account_id: &'a str,
+    pub account_id: &'a AccountId,
     pub resource: &'a str,
-    pub owner_user_id: Option<&'a str>,
+    pub owner_user_id: Option<&'a UserId>,
 }
 
 /// An account owner's login to the dashboard (a browser cookie); the table is `dashboard_sessions`.
@@ -164,8 +166,8 @@ pub struct RecordScope<'a> {
 pub struct OwnerLoginRow {
     /// SHA-256 of the session cookie's value.
     pub id_hash: String,
-    pub owner_id: String,
-    pub account_id: String,
+    pub owner_id: OwnerId,
+    pub account_id: AccountId,
     pub csrf_token: String,
     pub created_at: i64,
     pub expires_at: i64,
@@ -193,7 +195,7 @@ pub struct Change {
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct AppRow {
     pub client_id: ClientId,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub name: String,
     /// A public app (SPA, PKCE required) has no secret; a confidential one has.
     pub public: bool,
@@ -216,7 +218,7 @@ pub struct AppRow {
 /// An end user of the deployment's one user pool.
 #[derive(Clone, PartialEq, Eq, FromRow)]
 pub struct UserRow {
-    pub id: String,
+    pub id: UserId,
     pub email: String,
     pub password_hash: String,
     pub created_at: i64,
@@ -235,10 +237,10 @@ impl std::fmt::Debug for UserRow {
 /// A user's consent to an application: what it may do on their behalf.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct GrantRow {
-    pub id: String,
-    pub user_id: String,
+    pub id: GrantId,
+    pub user_id: UserId,
     pub client_id: ClientId,
-    pub account_id: String,
+    pub account_id: AccountId,
     /// The granted permissions.
     pub permissions: Permissions,
     pub created_at: i64,
@@ -251,8 +253,8 @@ pub struct GrantRow {
 pub struct AuthCodeRow {
     pub code_hash: String,
     pub client_id: ClientId,
-    pub user_id: String,
-    pub grant_id: String,
+    pub user_id: UserId,
+    pub grant_id: GrantId,
     pub redirect_uri: String,
     pub permissions: Permissions,
     /// The PKCE S256 challenge, if the client sent one.
@@ -267,9 +269,9 @@ pub struct AuthCodeRow {
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct FamilyRow {
     pub id: FamilyId,
-    pub user_id: String,
+    pub user_id: UserId,
     pub client_id: ClientId,
-    pub grant_id: String,
+    pub grant_id: GrantId,
     pub created_at: i64,
     pub last_used_at: i64,
     pub revoked_at: Option<i64>,
@@ -334,7 +336,7 @@ pub struct RefreshSession {
 #[derive(Clone, PartialEq, Eq, FromRow)]
 pub struct UserLoginRow {
     pub id_hash: String,
-    pub user_id: String,
+    pub user_id: UserId,
     pub csrf_token: String,
     pub created_at: i64,
     pub expires_at: i64,
@@ -351,10 +353,10 @@ impl std::fmt::Debug for UserLoginRow {
 /// One event of the audit log. Never updated or deleted.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct AuditEventRow {
-    pub id: String,
+    pub id: EventId,
     /// The account the event belongs to; `None` for events no account owns (a failed login for an
     /// unknown email).
-    pub account_id: Option<String>,
+    pub account_id: Option<AccountId>,
     pub at: i64,
     pub actor_kind: ActorKind,
     pub actor_id: String,
@@ -369,7 +371,7 @@ pub struct AuditEventRow {
 /// Which audit events of an account to list, newest first.
 #[derive(Debug, Clone, Copy)]
 pub struct AuditFilter<'a> {
-    pub account_id: &'a str,
+    pub account_id: &'a AccountId,
     pub action: Option<&'a str>,
     pub actor_id: Option<&'a str>,
     /// Unix ms, inclusive.
@@ -383,7 +385,7 @@ pub struct AuditFilter<'a> {
 /// An account's vault: its data key, sealed with the master key, and its sensitive field names.
 #[derive(Clone, PartialEq, Eq, FromRow)]
 pub struct AccountVaultRow {
-    pub account_id: String,
+    pub account_id: AccountId,
     /// The data key sealed with the master key (base64 of nonce and ciphertext).
     pub data_key: String,
     /// The names of the fields whose values are kept sealed.
@@ -408,9 +410,9 @@ pub struct Resealed {
     /// The new master key's check value.
     pub check: String,
     /// `(kid, private_key)`.
-    pub signing_keys: Vec<(String, String)>,
+    pub signing_keys: Vec<(Kid, String)>,
     /// `(account_id, data_key)`.
-    pub data_keys: Vec<(String, String)>,
+    pub data_keys: Vec<(AccountId, String)>,
     /// `(token_hash, next_sealed)` of refresh tokens whose retry answer is still kept.
     pub refresh_answers: Vec<(String, String)>,
 }

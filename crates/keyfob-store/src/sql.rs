@@ -17,14 +17,16 @@ use sqlx::{
 use crate::model::*;
 use crate::types::{ChangeKind, Permissions, Strings};
 use crate::{Result, Store, StoreError};
-use keyfob_domain::ids::{ClientId, FamilyId, Jti, KeyId};
+use keyfob_domain::ids::{
+    AccountId, ClientId, FamilyId, GrantId, Jti, KeyId, Kid, OwnerId, RecordId, UserId,
+};
 
 #[derive(FromRow)]
 pub(crate) struct RecordDbRow {
-    pub id: String,
-    pub account_id: String,
+    pub id: RecordId,
+    pub account_id: AccountId,
     pub resource: String,
-    pub owner_user_id: Option<String>,
+    pub owner_user_id: Option<UserId>,
     pub doc: Json<Value>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -53,9 +55,9 @@ pub(crate) struct RefreshSessionRow {
     created_at: i64,
     used_at: Option<i64>,
     next_sealed: Option<String>,
-    user_id: String,
+    user_id: UserId,
     client_id: ClientId,
-    grant_id: String,
+    grant_id: GrantId,
     family_created_at: i64,
     last_used_at: i64,
     revoked_at: Option<i64>,
@@ -171,12 +173,12 @@ pub(crate) struct ListSql {
 /// Builds the WHERE clause, ORDER BY and binds of a listing, shared by both backends.
 pub(crate) fn list_sql<D: Dialect>(scope: &RecordScope<'_>, query: &ListQuery) -> ListSql {
     let mut binds = vec![
-        Bind::Text(scope.account_id.to_owned()),
+        Bind::Text(scope.account_id.as_str().to_owned()),
         Bind::Text(scope.resource.to_owned()),
     ];
     let mut clause = String::from("account_id = $1 AND resource = $2");
     if let Some(owner) = scope.owner_user_id {
-        binds.push(Bind::Text(owner.to_owned()));
+        binds.push(Bind::Text(owner.as_str().to_owned()));
         clause.push_str(&format!(" AND owner_user_id = ${}", binds.len()));
     }
     for (field, value) in &query.filters {
@@ -282,7 +284,7 @@ where
     }
 
     /// Ends the given live families in `tx` and logs each for the other nodes.
-    async fn end_families(tx: &mut Transaction<'_, DB>, ids: &[String], at: i64) -> Result<()> {
+    async fn end_families(tx: &mut Transaction<'_, DB>, ids: &[FamilyId], at: i64) -> Result<()> {
         for id in ids {
             sqlx::query(
                 "UPDATE refresh_families SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
@@ -387,7 +389,7 @@ where
         Ok(())
     }
 
-    async fn find_account(&self, id: &str) -> Result<Option<Account>> {
+    async fn find_account(&self, id: &AccountId) -> Result<Option<Account>> {
         Ok(
             sqlx::query_as("SELECT id, name, created_at FROM accounts WHERE id = $1")
                 .bind(id)
@@ -405,7 +407,7 @@ where
         .await?)
     }
 
-    async fn find_owner(&self, id: &str) -> Result<Option<Owner>> {
+    async fn find_owner(&self, id: &OwnerId) -> Result<Option<Owner>> {
         Ok(sqlx::query_as(
             "SELECT id, account_id, email, password_hash, created_at FROM owners WHERE id = $1",
         )
@@ -443,7 +445,7 @@ where
         .await?)
     }
 
-    async fn list_api_keys(&self, account_id: &str) -> Result<Vec<ApiKeyRow>> {
+    async fn list_api_keys(&self, account_id: &AccountId) -> Result<Vec<ApiKeyRow>> {
         Ok(sqlx::query_as(
             "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, tokens_revoked_before \
              FROM api_keys WHERE account_id = $1 ORDER BY created_at DESC, id",
@@ -462,7 +464,12 @@ where
         .await?)
     }
 
-    async fn revoke_api_key(&self, account_id: Option<&str>, id: &KeyId, at: i64) -> Result<bool> {
+    async fn revoke_api_key(
+        &self,
+        account_id: Option<&AccountId>,
+        id: &KeyId,
+        at: i64,
+    ) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 \
@@ -470,7 +477,7 @@ where
         )
         .bind(at)
         .bind(id)
-        .bind(account_id)
+        .bind(account_id.map(AccountId::as_str))
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -519,7 +526,7 @@ where
         Ok(())
     }
 
-    async fn list_tokens(&self, account_id: &str, limit: u32) -> Result<Vec<TokenRow>> {
+    async fn list_tokens(&self, account_id: &AccountId, limit: u32) -> Result<Vec<TokenRow>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {} WHERE t.account_id = $1 ORDER BY t.issued_at DESC, t.jti DESC LIMIT $2",
             TOKEN_FROM
@@ -539,7 +546,7 @@ where
         )
     }
 
-    async fn revoke_token(&self, account_id: &str, jti: &Jti, at: i64) -> Result<bool> {
+    async fn revoke_token(&self, account_id: &AccountId, jti: &Jti, at: i64) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let done = sqlx::query(
             "UPDATE tokens SET revoked_at = $1 \
@@ -614,7 +621,7 @@ where
 
     async fn revoke_key_tokens(
         &self,
-        account_id: Option<&str>,
+        account_id: Option<&AccountId>,
         key_id: &KeyId,
         at: i64,
     ) -> Result<bool> {
@@ -626,7 +633,7 @@ where
         )
         .bind(at)
         .bind(key_id)
-        .bind(account_id)
+        .bind(account_id.map(AccountId::as_str))
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -680,7 +687,7 @@ where
 
     async fn retire_signing_key(
         &self,
-        kid: &str,
+        kid: &Kid,
         at: i64,
         heir: Option<&SigningHeir>,
     ) -> Result<bool> {
@@ -801,7 +808,7 @@ where
         .bind(&record.id)
         .bind(&record.account_id)
         .bind(&record.resource)
-        .bind(&record.owner_user_id)
+        .bind(record.owner_user_id.as_deref())
         .bind(Json(&record.doc))
         .bind(record.created_at)
         .bind(record.updated_at)
@@ -810,7 +817,11 @@ where
         Ok(())
     }
 
-    async fn get_record(&self, scope: &RecordScope<'_>, id: &str) -> Result<Option<RecordRow>> {
+    async fn get_record(
+        &self,
+        scope: &RecordScope<'_>,
+        id: &RecordId,
+    ) -> Result<Option<RecordRow>> {
         let row: Option<RecordDbRow> = sqlx::query_as(&format!(
             "SELECT {} FROM records WHERE id = $1 AND account_id = $2 AND resource = $3 \
              AND ($4 IS NULL OR owner_user_id = $4)",
@@ -819,7 +830,7 @@ where
         .bind(id)
         .bind(scope.account_id)
         .bind(scope.resource)
-        .bind(scope.owner_user_id)
+        .bind(scope.owner_user_id.map(UserId::as_str))
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(Into::into))
@@ -860,7 +871,7 @@ where
     async fn update_record(
         &self,
         scope: &RecordScope<'_>,
-        id: &str,
+        id: &RecordId,
         doc: &Value,
         at: i64,
     ) -> Result<bool> {
@@ -874,14 +885,14 @@ where
         .bind(id)
         .bind(scope.account_id)
         .bind(scope.resource)
-        .bind(scope.owner_user_id)
+        .bind(scope.owner_user_id.map(UserId::as_str))
         .execute(&self.pool)
         .await?
         .rows_affected()
             > 0)
     }
 
-    async fn delete_record(&self, scope: &RecordScope<'_>, id: &str) -> Result<bool> {
+    async fn delete_record(&self, scope: &RecordScope<'_>, id: &RecordId) -> Result<bool> {
         Ok(sqlx::query(
             "DELETE FROM records WHERE id = $1 AND account_id = $2 AND resource = $3 \
              AND ($4 IS NULL OR owner_user_id = $4)",
@@ -889,14 +900,14 @@ where
         .bind(id)
         .bind(scope.account_id)
         .bind(scope.resource)
-        .bind(scope.owner_user_id)
+        .bind(scope.owner_user_id.map(UserId::as_str))
         .execute(&self.pool)
         .await?
         .rows_affected()
             > 0)
     }
 
-    async fn list_resources(&self, account_id: &str) -> Result<Vec<(String, i64)>> {
+    async fn list_resources(&self, account_id: &AccountId) -> Result<Vec<(String, i64)>> {
         Ok(sqlx::query_as(
             "SELECT resource, COUNT(*) FROM records WHERE account_id = $1 \
              GROUP BY resource ORDER BY resource",
@@ -956,7 +967,7 @@ where
         .await?)
     }
 
-    async fn list_apps(&self, account_id: &str) -> Result<Vec<AppRow>> {
+    async fn list_apps(&self, account_id: &AccountId) -> Result<Vec<AppRow>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {} FROM apps WHERE account_id = $1 ORDER BY created_at DESC, client_id",
             APP_COLUMNS
@@ -990,7 +1001,7 @@ where
         .await?)
     }
 
-    async fn find_user(&self, id: &str) -> Result<Option<UserRow>> {
+    async fn find_user(&self, id: &UserId) -> Result<Option<UserRow>> {
         Ok(sqlx::query_as(
             "SELECT id, email, password_hash, created_at, password_changed_at FROM users WHERE id = $1",
         )
@@ -1001,7 +1012,7 @@ where
 
     async fn change_user_password(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         password_hash: &str,
         at: i64,
     ) -> Result<()> {
@@ -1016,7 +1027,7 @@ where
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        let ids: Vec<String> = sqlx::query_scalar(
+        let ids: Vec<FamilyId> = sqlx::query_scalar(
             "SELECT id FROM refresh_families WHERE user_id = $1 AND revoked_at IS NULL",
         )
         .bind(user_id)
@@ -1061,7 +1072,7 @@ where
         Ok(())
     }
 
-    async fn delete_user_logins(&self, user_id: &str, except: Option<&str>) -> Result<u64> {
+    async fn delete_user_logins(&self, user_id: &UserId, except: Option<&str>) -> Result<u64> {
         Ok(sqlx::query(
             "DELETE FROM user_sessions WHERE user_id = $1 AND ($2 IS NULL OR id_hash <> $2)",
         )
@@ -1091,7 +1102,7 @@ where
         .await?)
     }
 
-    async fn find_grant(&self, user_id: &str, client_id: &ClientId) -> Result<Option<GrantRow>> {
+    async fn find_grant(&self, user_id: &UserId, client_id: &ClientId) -> Result<Option<GrantRow>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {} FROM grants WHERE user_id = $1 AND client_id = $2",
             GRANT_COLUMNS
@@ -1102,7 +1113,7 @@ where
         .await?)
     }
 
-    async fn find_grant_by_id(&self, id: &str) -> Result<Option<GrantRow>> {
+    async fn find_grant_by_id(&self, id: &GrantId) -> Result<Option<GrantRow>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {} FROM grants WHERE id = $1",
             GRANT_COLUMNS
@@ -1112,7 +1123,7 @@ where
         .await?)
     }
 
-    async fn list_user_grants(&self, user_id: &str) -> Result<Vec<GrantRow>> {
+    async fn list_user_grants(&self, user_id: &UserId) -> Result<Vec<GrantRow>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {} FROM grants WHERE user_id = $1 AND revoked_at IS NULL ORDER BY updated_at DESC, id",
             GRANT_COLUMNS
@@ -1122,7 +1133,7 @@ where
         .await?)
     }
 
-    async fn list_account_grants(&self, account_id: &str) -> Result<Vec<GrantRow>> {
+    async fn list_account_grants(&self, account_id: &AccountId) -> Result<Vec<GrantRow>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {} FROM grants WHERE account_id = $1 ORDER BY updated_at DESC, id",
             GRANT_COLUMNS
@@ -1132,7 +1143,7 @@ where
         .await?)
     }
 
-    async fn revoke_grant(&self, id: &str, at: i64) -> Result<bool> {
+    async fn revoke_grant(&self, id: &GrantId, at: i64) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let done =
             sqlx::query("UPDATE grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
@@ -1142,7 +1153,7 @@ where
                 .await?
                 .rows_affected()
                 > 0;
-        let ids: Vec<String> = sqlx::query_scalar(
+        let ids: Vec<FamilyId> = sqlx::query_scalar(
             "SELECT id FROM refresh_families WHERE grant_id = $1 AND revoked_at IS NULL",
         )
         .bind(id)
@@ -1369,13 +1380,13 @@ where
 
     async fn revoke_family(&self, id: &FamilyId, at: i64) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
-        let live: Option<String> = sqlx::query_scalar(
+        let live: Option<FamilyId> = sqlx::query_scalar(
             "SELECT id FROM refresh_families WHERE id = $1 AND revoked_at IS NULL",
         )
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
-        let ids: Vec<String> = live.into_iter().collect();
+        let ids: Vec<FamilyId> = live.into_iter().collect();
         Self::end_families(&mut tx, &ids, at).await?;
         tx.commit().await?;
         Ok(!ids.is_empty())
@@ -1383,12 +1394,12 @@ where
 
     async fn revoke_user_families(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         client_id: Option<&ClientId>,
         at: i64,
     ) -> Result<u64> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
-        let ids: Vec<String> = sqlx::query_scalar(
+        let ids: Vec<FamilyId> = sqlx::query_scalar(
             "SELECT id FROM refresh_families WHERE user_id = $1 AND revoked_at IS NULL \
              AND ($2 IS NULL OR client_id = $2)",
         )
@@ -1482,7 +1493,7 @@ where
         Ok(())
     }
 
-    async fn find_account_vault(&self, account_id: &str) -> Result<Option<AccountVaultRow>> {
+    async fn find_account_vault(&self, account_id: &AccountId) -> Result<Option<AccountVaultRow>> {
         Ok(sqlx::query_as(
             "SELECT account_id, data_key, sensitive_fields, created_at, updated_at \
              FROM account_vaults WHERE account_id = $1",
@@ -1511,7 +1522,7 @@ where
 
     async fn set_sensitive_fields(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         fields: &Strings,
         at: i64,
     ) -> Result<bool> {
@@ -1584,7 +1595,7 @@ where
         );
         insert.push_values(events, |mut row, e| {
             row.push_bind(&e.id)
-                .push_bind(&e.account_id)
+                .push_bind(e.account_id.as_deref())
                 .push_bind(e.at)
                 .push_bind(e.actor_kind)
                 .push_bind(&e.actor_id)

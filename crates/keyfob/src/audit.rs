@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use keyfob_domain::audit::{ActorKind, action};
 use keyfob_domain::{Principal, PrincipalKind};
-use keyfob_store::{AuditEventRow, JsonText, Store, StoreError};
+use keyfob_store::{AccountId, AuditEventRow, EventId, JsonText, Store, StoreError};
 use serde_json::Value;
 
 use crate::batch::Batcher;
@@ -105,7 +105,7 @@ impl Actor {
 /// One event, built by the code that saw it happen.
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
-    pub account_id: Option<String>,
+    pub account_id: Option<AccountId>,
     pub actor: Actor,
     pub action: &'static str,
     pub target: Option<String>,
@@ -115,9 +115,9 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
-    pub fn new(account_id: Option<&str>, actor: Actor, action: &'static str) -> AuditEvent {
+    pub fn new(account_id: Option<&AccountId>, actor: Actor, action: &'static str) -> AuditEvent {
         AuditEvent {
-            account_id: account_id.map(str::to_owned),
+            account_id: account_id.cloned(),
             actor,
             action,
             target: None,
@@ -165,7 +165,7 @@ impl AuditEvent {
             }
         };
         AuditEventRow {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: EventId::from(uuid::Uuid::now_v7().to_string()),
             account_id: self.account_id,
             at: now_ms(),
             actor_kind: self.actor.kind,
@@ -288,7 +288,7 @@ impl AuditLog {
 
 /// One account's window for one client address.
 struct Window {
-    account_id: Option<String>,
+    account_id: Option<AccountId>,
     ip: Option<String>,
     started: i64,
     written: u32,
@@ -306,7 +306,7 @@ impl Window {
             return None;
         }
         let mut event = AuditEvent::new(
-            self.account_id.as_deref(),
+            self.account_id.as_ref(),
             Actor::anonymous(),
             action::AUDIT_SUPPRESSED,
         )
@@ -446,7 +446,12 @@ mod tests {
     use super::*;
 
     fn failed_login(account: &str, ip: &str) -> AuditEvent {
-        AuditEvent::new(Some(account), Actor::anonymous(), action::USER_LOGIN_FAILED).ip(ip)
+        AuditEvent::new(
+            Some(&account.into()),
+            Actor::anonymous(),
+            action::USER_LOGIN_FAILED,
+        )
+        .ip(ip)
     }
 
     fn limit() -> AnonymousLimit {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use keyfob_store::{
     AppRow, FamilyId, FamilyRow, GrantRow, NewFamily, Permissions, RefreshRow, RefreshSession,
-    Rotation, Store,
+    Rotation, Store, UserId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -100,8 +100,8 @@ fn new_refresh_token() -> String {
 fn sign_access(
     state: &AppState,
     app: &AppRow,
-    user_id: &str,
-    family_id: &str,
+    user_id: &UserId,
+    family_id: &FamilyId,
     permissions: &[String],
     now_ms: i64,
 ) -> anyhow::Result<(String, i64)> {
@@ -132,7 +132,7 @@ fn sign_access(
 pub async fn start(
     state: &AppState,
     app: &AppRow,
-    user_id: &str,
+    user_id: &UserId,
     grant: &GrantRow,
     permissions: &[String],
     code_hash: Option<&str>,

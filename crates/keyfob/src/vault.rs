@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use keyfob_domain::vault::{
     self, RevealRequest, SensitiveFields, SensitiveKind, VaultError, associated_data, make_envelope,
 };
-use keyfob_store::{AccountVaultRow, Store, StoreError};
+use keyfob_store::{AccountId, AccountVaultRow, Store, StoreError};
 use serde_json::{Map, Value};
 
 use crate::clock::now_ms;
@@ -35,7 +35,7 @@ pub enum VaultServiceError {
 
 /// One account's vault, as a node holds it.
 pub struct AccountVault {
-    account_id: String,
+    account_id: AccountId,
     key: Arc<DataKey>,
     pub fields: SensitiveFields,
     loaded_at: i64,
@@ -45,7 +45,7 @@ pub struct AccountVault {
 pub struct Vault {
     store: Arc<dyn Store>,
     master: Arc<MasterKey>,
-    accounts: RwLock<HashMap<String, Arc<AccountVault>>>,
+    accounts: RwLock<HashMap<AccountId, Arc<AccountVault>>>,
 }
 
 impl Vault {
@@ -58,7 +58,10 @@ impl Vault {
     }
 
     /// The account's vault, made on first use (a new data key, the default field list).
-    pub async fn account(&self, account_id: &str) -> Result<Arc<AccountVault>, VaultServiceError> {
+    pub async fn account(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<Arc<AccountVault>, VaultServiceError> {
         let now = now_ms();
         let cached = self
             .accounts
@@ -97,13 +100,13 @@ impl Vault {
         self.accounts
             .write()
             .expect("vault cache lock")
-            .insert(account_id.to_owned(), vault.clone());
+            .insert(account_id.clone(), vault.clone());
         Ok(vault)
     }
 
     async fn create(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         now: i64,
     ) -> Result<AccountVaultRow, VaultServiceError> {
         // A node still running with a master key that was rotated away must not seal a new data
@@ -141,7 +144,7 @@ impl Vault {
     /// Replaces an account's field list; this node uses it at once, the others within seconds.
     pub async fn set_fields(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         fields: &SensitiveFields,
     ) -> Result<(), VaultServiceError> {
         self.account(account_id).await?;

@@ -39,8 +39,8 @@ contract! {
             db.find_owner_by_email("ada@example.com").await.unwrap(),
             Some(owner)
         );
-        assert_eq!(db.find_account("nope").await.unwrap(), None);
-        assert_eq!(db.find_owner("nope").await.unwrap(), None);
+        assert_eq!(db.find_account(&"nope".into()).await.unwrap(), None);
+        assert_eq!(db.find_owner(&"nope".into()).await.unwrap(), None);
         // Emails are matched exactly; normalising them is the caller's rule.
         assert_eq!(
             db.find_owner_by_email("ADA@example.com").await.unwrap(),

@@ -79,7 +79,7 @@ contract! {
             db.find_user_by_email(&user.email).await.unwrap(),
             Some(user.clone())
         );
-        assert_eq!(db.find_user("nope").await.unwrap(), None);
+        assert_eq!(db.find_user(&"nope".into()).await.unwrap(), None);
 
         let twin = UserRow {
             id: id("user"),
@@ -183,7 +183,7 @@ contract! {
         );
 
         assert!(!db.revoke_grant(&grant.id, T0 + 200).await.unwrap());
-        assert!(!db.revoke_grant("nope", T0 + 200).await.unwrap());
+        assert!(!db.revoke_grant(&"nope".into(), T0 + 200).await.unwrap());
         assert_eq!(
             db.find_grant_by_id(&grant.id)
                 .await

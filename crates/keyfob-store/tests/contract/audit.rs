@@ -1,6 +1,6 @@
 //! The audit log: appended in batches, listed per account, never changed or deleted.
 
-use keyfob_store::{AuditEventRow, AuditFilter, StoreError};
+use keyfob_store::{AccountId, AuditEventRow, AuditFilter, StoreError};
 
 use crate::contract;
 use crate::helpers::*;
@@ -8,7 +8,7 @@ use crate::helpers::*;
 fn event(account_id: Option<&str>, at: i64, actor_id: &str, action: &str) -> AuditEventRow {
     AuditEventRow {
         id: id("evt"),
-        account_id: account_id.map(str::to_owned),
+        account_id: account_id.map(AccountId::from),
         at,
         actor_kind: "api_key".parse().unwrap(),
         actor_id: actor_id.into(),
@@ -21,7 +21,7 @@ fn event(account_id: Option<&str>, at: i64, actor_id: &str, action: &str) -> Aud
     }
 }
 
-fn filter(account_id: &str) -> AuditFilter<'_> {
+fn filter(account_id: &AccountId) -> AuditFilter<'_> {
     AuditFilter {
         account_id,
         action: None,
@@ -37,7 +37,7 @@ fn filter(account_id: &str) -> AuditFilter<'_> {
 async fn ids(db: &TestStore, f: AuditFilter<'_>, total: u64) -> Vec<String> {
     let (rows, counted) = db.list_audit_events(&f).await.unwrap();
     assert_eq!(counted, total);
-    rows.into_iter().map(|e| e.id).collect()
+    rows.into_iter().map(|e| e.id.into()).collect()
 }
 
 contract! {

@@ -89,7 +89,7 @@ contract! {
                 .unwrap(),
             0
         );
-        assert!(!db.retire_signing_key("no-kid", T0, None).await.unwrap());
+        assert!(!db.retire_signing_key(&"no-kid".into(), T0, None).await.unwrap());
         db.insert_tokens(&[]).await.unwrap();
         db.touch_api_keys(&[("no-key".into(), T0)]).await.unwrap();
         // Writes other nodes need not load: records, users, grants, sessions.

@@ -9,39 +9,39 @@ use crate::helpers::*;
 contract! {
     async fn what_is_not_there_reads_as_none_empty_or_false(db) {
         let none = "nothing";
-        assert!(db.find_account(none).await.unwrap().is_none());
-        assert!(db.find_owner(none).await.unwrap().is_none());
+        assert!(db.find_account(&none.into()).await.unwrap().is_none());
+        assert!(db.find_owner(&none.into()).await.unwrap().is_none());
         assert!(db.find_owner_by_email(none).await.unwrap().is_none());
         assert!(db.find_api_key(&none.into()).await.unwrap().is_none());
         assert!(db.find_api_key_by_hash(none).await.unwrap().is_none());
         assert!(db.find_token(&none.into()).await.unwrap().is_none());
         assert!(db.find_app(&none.into()).await.unwrap().is_none());
-        assert!(db.find_user(none).await.unwrap().is_none());
+        assert!(db.find_user(&none.into()).await.unwrap().is_none());
         assert!(db.find_user_by_email(none).await.unwrap().is_none());
         assert!(db.find_user_login(none, T0).await.unwrap().is_none());
         assert!(db.find_owner_login(none, T0).await.unwrap().is_none());
-        assert!(db.find_grant(none, &none.into()).await.unwrap().is_none());
-        assert!(db.find_grant_by_id(none).await.unwrap().is_none());
+        assert!(db.find_grant(&none.into(), &none.into()).await.unwrap().is_none());
+        assert!(db.find_grant_by_id(&none.into()).await.unwrap().is_none());
         assert!(db.find_auth_code(none).await.unwrap().is_none());
         assert!(db.find_family(&none.into()).await.unwrap().is_none());
         assert!(db.find_refresh(none).await.unwrap().is_none());
         assert!(db.find_refresh_session(none).await.unwrap().is_none());
-        assert!(db.find_account_vault(none).await.unwrap().is_none());
+        assert!(db.find_account_vault(&none.into()).await.unwrap().is_none());
         assert!(db.get_setting(none).await.unwrap().is_none());
         let scope = RecordScope {
-            account_id: none,
+            account_id: &none.into(),
             resource: "deals",
             owner_user_id: None,
         };
-        assert!(db.get_record(&scope, none).await.unwrap().is_none());
+        assert!(db.get_record(&scope, &none.into()).await.unwrap().is_none());
 
-        assert!(db.list_api_keys(none).await.unwrap().is_empty());
-        assert!(db.list_tokens(none, 10).await.unwrap().is_empty());
-        assert!(db.list_apps(none).await.unwrap().is_empty());
-        assert!(db.list_user_grants(none).await.unwrap().is_empty());
-        assert!(db.list_account_grants(none).await.unwrap().is_empty());
+        assert!(db.list_api_keys(&none.into()).await.unwrap().is_empty());
+        assert!(db.list_tokens(&none.into(), 10).await.unwrap().is_empty());
+        assert!(db.list_apps(&none.into()).await.unwrap().is_empty());
+        assert!(db.list_user_grants(&none.into()).await.unwrap().is_empty());
+        assert!(db.list_account_grants(&none.into()).await.unwrap().is_empty());
         let tokens = TokenFilter {
-            account_id: none,
+            account_id: &none.into(),
             api_key_id: None,
             permission: None,
             status: None,
@@ -59,19 +59,19 @@ contract! {
         assert!(db.revoked_families_since(0).await.unwrap().is_empty());
         assert!(db.sealed_refresh_answers().await.unwrap().is_empty());
 
-        assert!(!db.revoke_grant(none, T0).await.unwrap());
+        assert!(!db.revoke_grant(&none.into(), T0).await.unwrap());
         assert!(
-            !db.update_record(&scope, none, &serde_json::json!({}), T0)
+            !db.update_record(&scope, &none.into(), &serde_json::json!({}), T0)
                 .await
                 .unwrap()
         );
-        assert!(!db.delete_record(&scope, none).await.unwrap());
-        assert!(!db.set_sensitive_fields(none, &json("[]"), T0).await.unwrap());
-        assert_eq!(db.delete_user_logins(none, None).await.unwrap(), 0);
+        assert!(!db.delete_record(&scope, &none.into()).await.unwrap());
+        assert!(!db.set_sensitive_fields(&none.into(), &json("[]"), T0).await.unwrap());
+        assert_eq!(db.delete_user_logins(&none.into(), None).await.unwrap(), 0);
         // Deleting what is not there is not an error.
         db.delete_owner_login(none).await.unwrap();
         db.delete_user_login(none).await.unwrap();
-        db.change_user_password(none, "x", T0).await.unwrap();
+        db.change_user_password(&none.into(), "x", T0).await.unwrap();
         assert!(db.feed().await.is_empty());
     }
 

@@ -6,8 +6,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use keyfob_store::{
-    Account, ApiKeyRow, AppRow, FamilyId, FamilyRow, GrantRow, JsonList, NewFamily, Owner,
-    RefreshRow, Store, Timeouts, TokenRow, UserRow,
+    Account, AccountId, ApiKeyRow, AppRow, FamilyId, FamilyRow, GrantRow, JsonList, NewFamily,
+    Owner, RefreshRow, Store, Timeouts, TokenRow, UserRow,
 };
 use sqlx::Connection;
 use tempfile::TempDir;
@@ -106,8 +106,8 @@ pub async fn fresh(backend: Backend) -> Option<TestStore> {
 }
 
 /// A new id, unique across tests, starting with `prefix` for legible failures.
-pub fn id(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+pub fn id<T: From<String>>(prefix: &str) -> T {
+    T::from(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()))
 }
 
 impl TestStore {
@@ -159,7 +159,7 @@ impl TestStore {
     }
 
     /// A new account with its owner; returns the account's id.
-    pub async fn account(&self) -> String {
+    pub async fn account(&self) -> AccountId {
         self.account_and_owner().await.0.id
     }
 
@@ -173,7 +173,7 @@ impl TestStore {
         let owner = Owner {
             id: id("owner"),
             account_id: account.id.clone(),
-            email: format!("{}@example.com", id("owner")),
+            email: format!("{}@example.com", id::<String>("owner")),
             password_hash: "$argon2id$stub".into(),
             created_at: T0,
         };
@@ -199,7 +199,7 @@ impl TestStore {
     pub async fn user(&self) -> UserRow {
         let user = UserRow {
             id: id("user"),
-            email: format!("{}@example.com", id("user")),
+            email: format!("{}@example.com", id::<String>("user")),
             password_hash: "$argon2id$old".into(),
             created_at: T0,
             password_changed_at: T0,
@@ -237,7 +237,7 @@ impl TestStore {
 }
 
 pub fn key_row(account_id: &str, created_at: i64) -> ApiKeyRow {
-    let key_id = id("key");
+    let key_id: String = id("key");
     ApiKeyRow {
         key_hash: id("hash"),
         prefix: "kf_abcd".into(),
@@ -253,7 +253,7 @@ pub fn key_row(account_id: &str, created_at: i64) -> ApiKeyRow {
 
 pub fn app_row(account_id: &str) -> AppRow {
     AppRow {
-        client_id: id("app").into(),
+        client_id: id("app"),
         account_id: account_id.into(),
         name: "Web".into(),
         public: true,
@@ -272,7 +272,7 @@ pub fn app_row(account_id: &str) -> AppRow {
 /// A token of `account_id` minted by `key_id` at `issued_at`, living ten minutes.
 pub fn token_row(account_id: &str, key_id: Option<&str>, issued_at: i64) -> TokenRow {
     TokenRow {
-        jti: id("jti").into(),
+        jti: id("jti"),
         account_id: account_id.into(),
         api_key_id: key_id.map(Into::into),
         subject: "svc".into(),
@@ -287,7 +287,7 @@ pub fn token_row(account_id: &str, key_id: Option<&str>, issued_at: i64) -> Toke
 /// code `code` (its hash) if given.
 pub fn new_session(grant: &GrantRow, code: Option<&str>) -> NewFamily {
     let family = FamilyRow {
-        id: id("fam").into(),
+        id: id("fam"),
         user_id: grant.user_id.clone(),
         client_id: grant.client_id.clone(),
         grant_id: grant.id.clone(),

@@ -1,7 +1,7 @@
 //! Records of the generic resource API: create, read, patch, delete and list, within a scope.
 
 use keyfob_domain::query::ListQuery;
-use keyfob_store::{RecordRow, RecordScope, StoreError};
+use keyfob_store::{AccountId, RecordRow, RecordScope, StoreError};
 use serde_json::{Value, json};
 
 use crate::contract;
@@ -19,7 +19,7 @@ fn record(account_id: &str, resource: &str, doc: Value, at: i64) -> RecordRow {
     }
 }
 
-fn scope<'a>(account_id: &'a str, resource: &'a str) -> RecordScope<'a> {
+fn scope<'a>(account_id: &'a AccountId, resource: &'a str) -> RecordScope<'a> {
     RecordScope {
         account_id,
         resource,
@@ -81,7 +81,7 @@ contract! {
             }
         );
         assert!(
-            !db.update_record(&deals, "nope", &json!({}), T0 + 6)
+            !db.update_record(&deals, &"nope".into(), &json!({}), T0 + 6)
                 .await
                 .unwrap()
         );
@@ -123,11 +123,11 @@ contract! {
         let theirs_scope = scope(&stranger, "deals");
         let notes_scope = scope(&account, "notes");
         let other_user = RecordScope {
-            owner_user_id: Some("user-2"),
+            owner_user_id: Some(&"user-2".into()),
             ..scope(&account, "deals")
         };
         let owner = RecordScope {
-            owner_user_id: Some("user-1"),
+            owner_user_id: Some(&"user-1".into()),
             ..scope(&account, "deals")
         };
 
@@ -311,6 +311,6 @@ contract! {
                 ("notes".to_owned(), 1)
             ]
         );
-        assert!(db.list_resources("nobody").await.unwrap().is_empty());
+        assert!(db.list_resources(&"nobody".into()).await.unwrap().is_empty());
     }
 }

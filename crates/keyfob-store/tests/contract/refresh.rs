@@ -20,7 +20,7 @@ fn rotation(old: &str, family_id: &str, now: i64, touch_family: bool) -> Rotatio
             used_at: None,
             next_sealed: None,
         },
-        next_sealed: format!("sealed-{}", id("pair")),
+        next_sealed: format!("sealed-{}", id::<String>("pair")),
         now,
         touch_family,
     }

@@ -12,7 +12,7 @@ fn signing_key(created_at: i64, activates_at: i64) -> SigningKeyRow {
     SigningKeyRow {
         kid: id("kid"),
         alg: "ES256".parse().unwrap(),
-        private_key: format!("sealed-{}", id("pk")),
+        private_key: format!("sealed-{}", id::<String>("pk")),
         public_jwk: r#"{"kty":"EC","crv":"P-256"}"#.into(),
         created_at,
         activates_at,
@@ -46,8 +46,8 @@ contract! {
         assert_eq!(
             db.feed().await,
             [
-                (SIGNING_KEYS_CHANGED.to_owned(), later.kid),
-                (SIGNING_KEYS_CHANGED.to_owned(), first.kid)
+                (SIGNING_KEYS_CHANGED.to_owned(), later.kid.into_string()),
+                (SIGNING_KEYS_CHANGED.to_owned(), first.kid.into_string())
             ]
         );
     }
@@ -92,7 +92,7 @@ contract! {
         assert_eq!(stored(&db, &next.kid).await, next);
         assert_eq!(
             db.feed().await.last().unwrap(),
-            &(SIGNING_KEYS_CHANGED.to_owned(), next.kid.clone())
+            &(SIGNING_KEYS_CHANGED.to_owned(), next.kid.to_string())
         );
 
         // A second rotation that activates sooner moves the hand-over earlier for both.
@@ -163,7 +163,7 @@ contract! {
                 .await
                 .unwrap()
         );
-        assert!(!db.retire_signing_key("nope", T0 + 200, None).await.unwrap());
+        assert!(!db.retire_signing_key(&"nope".into(), T0 + 200, None).await.unwrap());
         assert_eq!(stored(&db, &current.kid).await, retired);
         assert_eq!(stored(&db, &next.kid).await, successor);
         assert_eq!(db.feed().await.len(), changes);

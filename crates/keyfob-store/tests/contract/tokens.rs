@@ -1,7 +1,7 @@
 //! Minted tokens: recording them in batches, listing and filtering, revoking.
 
 use crate::helpers::change_kind::*;
-use keyfob_store::{StoreError, TokenFilter, TokenRow, TokenStatus};
+use keyfob_store::{AccountId, StoreError, TokenFilter, TokenRow, TokenStatus};
 
 use crate::contract;
 use crate::helpers::*;
@@ -10,7 +10,7 @@ fn jtis(rows: &[TokenRow]) -> Vec<&str> {
     rows.iter().map(|t| t.jti.as_str()).collect()
 }
 
-fn filter(account_id: &str) -> TokenFilter<'_> {
+fn filter(account_id: &AccountId) -> TokenFilter<'_> {
     TokenFilter {
         account_id,
         api_key_id: None,
@@ -105,7 +105,7 @@ contract! {
         let (rows, total) = db.list_tokens_page(&page(10)).await.unwrap();
         assert_eq!((rows.len(), total), (0, 5));
         let (rows, total) = db
-            .list_tokens_page(&filter("no-such-account"))
+            .list_tokens_page(&filter(&"no-such-account".into()))
             .await
             .unwrap();
         assert_eq!((rows.len(), total), (0, 0));

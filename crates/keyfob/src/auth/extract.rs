@@ -6,6 +6,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use keyfob_domain::ids::UserId;
 use keyfob_domain::secret::constant_time_eq;
 use keyfob_domain::{Action, Credential, PermissionSet, Principal, PrincipalKind};
 
@@ -142,7 +143,10 @@ fn from_memory(state: &AppState, header: &str) -> Result<Principal, Miss> {
             Ok(Principal {
                 kind: PrincipalKind::Jwt {
                     jti: claims.jti.as_str().into(),
-                    user_id: claims.sid.as_ref().map(|_| claims.sub.clone()),
+                    user_id: claims
+                        .sid
+                        .as_ref()
+                        .map(|_| UserId::from(claims.sub.as_str())),
                     client_id: claims.client_id.clone(),
                 },
                 account_id: claims.account_id.clone(),

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
-use keyfob_store::{ApiKeyRow, AppRow, ClientId, Jti, KeyId, Strings, TokenCutoff};
+use keyfob_store::{
+    AccountId, ApiKeyRow, AppRow, ClientId, FamilyId, Jti, KeyId, Strings, TokenCutoff,
+};
 
 use super::lookup::KeyLookups;
 
@@ -14,7 +16,7 @@ use super::lookup::KeyLookups;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyEntry {
     pub id: KeyId,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub key_hash: String,
 }
 
@@ -53,7 +55,7 @@ pub struct AuthIndex {
     revoked: RwLock<HashMap<Jti, i64>>,
     /// Ended sessions (refresh families) and until when (Unix seconds) their access tokens
     /// could still be alive.
-    revoked_sessions: RwLock<HashMap<String, i64>>,
+    revoked_sessions: RwLock<HashMap<FamilyId, i64>>,
     /// Browser origins registered on live applications: the only ones CORS answers.
     origins: RwLock<std::collections::HashSet<String>>,
     /// Applications by `client_id`, filled on first use: the token endpoint reads one per request.
@@ -228,10 +230,10 @@ impl AuthIndex {
 
     /// Remembers an ended session until `until` (Unix seconds), when its last access token has
     /// expired; forgets the ones past theirs.
-    pub fn revoke_session(&self, sid: &str, until: i64, now_secs: i64) {
+    pub fn revoke_session(&self, sid: &FamilyId, until: i64, now_secs: i64) {
         let mut sessions = self.revoked_sessions.write().expect("index lock poisoned");
         sessions.retain(|_, t| *t > now_secs);
-        sessions.insert(sid.to_owned(), until);
+        sessions.insert(sid.clone(), until);
     }
 
     pub fn origin_allowed(&self, origin: &str) -> bool {

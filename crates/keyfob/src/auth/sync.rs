@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use keyfob_store::{Change, ChangeKind, Jti, KeyId};
+use keyfob_store::{Change, ChangeKind, FamilyId, Jti, KeyId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -231,7 +231,9 @@ async fn apply(state: &AppState, change: &Change) -> anyhow::Result<()> {
         ChangeKind::SessionRevoked => {
             let now = now_ms() / 1000;
             let until = change.created_at / 1000 + crate::sessions::ACCESS_TOKEN_SECS + 60;
-            state.index.revoke_session(&change.subject, until, now);
+            state
+                .index
+                .revoke_session(&FamilyId::from(change.subject.as_str()), until, now);
         }
         ChangeKind::Other(kind) => tracing::debug!(kind, "ignoring unknown change"),
     }

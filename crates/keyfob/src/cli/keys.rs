@@ -78,12 +78,8 @@ pub(super) async fn run(config: &Config, command: KeysCommand) -> anyhow::Result
             let account = store.find_api_key(&key_id).await?.map(|k| k.account_id);
             audit::record_now(
                 store.as_ref(),
-                AuditEvent::new(
-                    account.as_deref(),
-                    Actor::operator(),
-                    action::API_KEY_REVOKED,
-                )
-                .target(&key_id),
+                AuditEvent::new(account.as_ref(), Actor::operator(), action::API_KEY_REVOKED)
+                    .target(&key_id),
             )
             .await?;
             println!("revoked {key_id}");

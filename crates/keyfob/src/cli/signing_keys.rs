@@ -4,6 +4,7 @@ use anyhow::bail;
 use clap::Subcommand;
 
 use keyfob_domain::audit::action;
+use keyfob_domain::ids::Kid;
 
 use crate::audit::{self, Actor, AuditEvent};
 use crate::clock::{format_ms, now_ms};
@@ -30,7 +31,7 @@ pub(super) enum SigningKeysCommand {
     /// (`rotate --activate-in 0`).
     Retire {
         /// The key's id (kid), as `signing-keys list` shows it.
-        kid: String,
+        kid: Kid,
     },
 }
 

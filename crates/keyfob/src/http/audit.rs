@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use keyfob_domain::Action;
 use keyfob_domain::audit::AuditQuery;
-use keyfob_store::{AuditEventRow, AuditFilter};
+use keyfob_store::{AccountId, AuditEventRow, AuditFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -54,7 +54,7 @@ pub struct AuditEventView {
 impl From<AuditEventRow> for AuditEventView {
     fn from(row: AuditEventRow) -> Self {
         AuditEventView {
-            id: row.id,
+            id: row.id.into(),
             at: format_ms(row.at),
             actor: AuditActor {
                 kind: row.actor_kind.to_string(),
@@ -83,7 +83,7 @@ pub struct AuditPage {
 /// Reads an account's events for a query; shared with the dashboard.
 pub async fn events(
     state: &AppState,
-    account_id: &str,
+    account_id: &AccountId,
     query: &AuditQuery,
 ) -> Result<(Vec<AuditEventRow>, u64), keyfob_store::StoreError> {
     state

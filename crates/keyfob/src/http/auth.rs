@@ -228,11 +228,11 @@ pub async fn whoami(auth: Auth) -> Json<WhoAmI> {
     };
     Json(WhoAmI {
         kind: kind.to_owned(),
-        account_id: p.account_id,
+        account_id: p.account_id.into(),
         subject: p.subject,
         key_id: key_id.map(Into::into),
         jti: jti.map(Into::into),
-        client_id,
+        client_id: client_id.map(Into::into),
         permissions: p.permissions.to_strings(),
         expires: p
             .expires_at

@@ -12,7 +12,7 @@ use keyfob_domain::expiry::format_instant;
 use keyfob_domain::oauth::pkce_matches;
 use keyfob_domain::secret::{constant_time_eq, hash_secret};
 use keyfob_domain::{Credential, PrincipalKind};
-use keyfob_store::{AppRow, FamilyId, RefreshSession};
+use keyfob_store::{AccountId, AppRow, FamilyId, RefreshSession};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -647,7 +647,7 @@ pub async fn introspect(
 async fn describe_token(
     state: &AppState,
     token: &str,
-    account_id: &str,
+    account_id: &AccountId,
 ) -> Result<Introspection, OAuthError> {
     let inactive = Introspection::default();
     if token.starts_with(REFRESH_PREFIX) {
@@ -662,7 +662,7 @@ async fn describe_token(
             return Ok(inactive);
         };
         // The token endpoint's own rule: active only when a refresh would rotate it now.
-        if app.account_id != account_id
+        if app.account_id != *account_id
             || app.revoked_at.is_some()
             || !sessions::state_of(state, &app, &session, now_ms()).is_active()
         {
@@ -674,10 +674,10 @@ async fn describe_token(
             active: true,
             scope: Some(permissions.join(" ")),
             client_id: Some(family.client_id.into()),
-            sub: Some(family.user_id),
+            sub: Some(family.user_id.into()),
             iat: Some(token.created_at / 1000),
             token_type: Some("refresh_token".into()),
-            account_id: Some(app.account_id),
+            account_id: Some(app.account_id.into()),
             sid: Some(family.id.into()),
             iss: Some(state.tokens.issuer().to_owned()),
             ..inactive
@@ -687,7 +687,7 @@ async fn describe_token(
         let Ok(principal) = crate::auth::authenticate(state, token) else {
             return Ok(inactive);
         };
-        if principal.account_id != account_id {
+        if principal.account_id != *account_id {
             return Ok(inactive);
         }
         let Ok(claims) = state.tokens.verify(token, now_ms() / 1000) else {
@@ -700,7 +700,7 @@ async fn describe_token(
         return Ok(Introspection {
             active: true,
             scope: Some(claims.permissions.join(" ")),
-            client_id: claims.client_id.clone(),
+            client_id: claims.client_id.clone().map(Into::into),
             sub: Some(claims.sub.clone()),
             exp: Some(claims.exp),
             iat: Some(claims.iat),
@@ -708,8 +708,8 @@ async fn describe_token(
             aud: Some(claims.aud.clone()),
             jti: jti.map(Into::into),
             token_type: Some("access_token".into()),
-            account_id: Some(claims.account_id.clone()),
-            sid: claims.sid.clone(),
+            account_id: Some(claims.account_id.to_string()),
+            sid: claims.sid.clone().map(Into::into),
         });
     }
     Ok(inactive)

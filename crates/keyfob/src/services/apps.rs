@@ -2,7 +2,7 @@
 
 use keyfob_domain::oauth;
 use keyfob_domain::secret::{hash_secret, random_token};
-use keyfob_store::{AppRow, Store};
+use keyfob_store::{AccountId, AppRow, Store};
 
 use super::{MAX_NAME_LEN, ServiceError};
 use crate::clock::now_ms;
@@ -40,7 +40,7 @@ pub struct CreatedApp {
 /// Registers an application after checking every URI, origin and permission.
 pub async fn create_app(
     store: &dyn Store,
-    account_id: &str,
+    account_id: &AccountId,
     new: NewApp,
 ) -> Result<CreatedApp, ServiceError> {
     let invalid = |m: String| ServiceError::Invalid(m);

@@ -2,7 +2,7 @@
 //! owns the application.
 
 use keyfob_domain::audit::action;
-use keyfob_store::GrantRow;
+use keyfob_store::{GrantId, GrantRow};
 
 use super::{Caller, ServiceError};
 use crate::audit::AuditEvent;
@@ -38,7 +38,7 @@ pub async fn revoke(
 /// theirs, or to one of their applications); otherwise `ServiceError::NotFound`, whichever it was.
 pub async fn revoke_by_id(
     state: &AppState,
-    id: &str,
+    id: &GrantId,
     theirs: impl FnOnce(&GrantRow) -> bool,
     by: &Caller<'_>,
 ) -> Result<(), ServiceError> {

@@ -2,7 +2,7 @@
 
 use keyfob_domain::ApiKey;
 use keyfob_domain::audit::action;
-use keyfob_store::{ApiKeyRow, KeyId, Store};
+use keyfob_store::{AccountId, ApiKeyRow, KeyId, Store};
 
 use super::{Caller, MAX_NAME_LEN, ServiceError};
 use crate::audit::AuditEvent;
@@ -12,7 +12,7 @@ use crate::state::AppState;
 /// Makes a key in `account_id`. This node accepts it at once.
 pub async fn create(
     state: &AppState,
-    account_id: &str,
+    account_id: &AccountId,
     by: &Caller<'_>,
     name: &str,
 ) -> Result<(ApiKeyRow, ApiKey), ServiceError> {
@@ -32,7 +32,7 @@ pub async fn create(
 /// both at once.
 pub async fn revoke(
     state: &AppState,
-    account_id: &str,
+    account_id: &AccountId,
     by: &Caller<'_>,
     key_id: &KeyId,
 ) -> Result<(), ServiceError> {
@@ -60,7 +60,7 @@ pub async fn revoke(
 /// Makes an API key; the key itself is returned once and never stored.
 pub async fn create_api_key(
     store: &dyn Store,
-    account_id: &str,
+    account_id: &AccountId,
     name: &str,
 ) -> Result<(ApiKeyRow, ApiKey), ServiceError> {
     let name = name.trim();

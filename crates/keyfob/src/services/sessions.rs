@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use keyfob_domain::audit::action;
+use keyfob_domain::ids::{AccountId, UserId};
 
 use super::{Caller, ServiceError};
 use crate::audit::AuditEvent;
@@ -30,11 +31,11 @@ impl EndReason {
 /// ending (one event per account, naming the apps), before they are ended.
 async fn audit_sessions_ended(
     state: &AppState,
-    user_id: &str,
+    user_id: &UserId,
     reason: EndReason,
     by: &Caller<'_>,
 ) -> Result<(), ServiceError> {
-    let mut apps_by_account: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut apps_by_account: BTreeMap<AccountId, Vec<String>> = BTreeMap::new();
     for grant in state
         .store
         .list_user_grants(user_id)
@@ -63,7 +64,7 @@ async fn audit_sessions_ended(
 /// once. Answers how many sessions and logins ended.
 pub async fn log_out_everywhere(
     state: &AppState,
-    user_id: &str,
+    user_id: &UserId,
     keep_login: Option<&str>,
     by: &Caller<'_>,
 ) -> Result<(u64, u64), ServiceError> {
@@ -82,7 +83,7 @@ pub async fn log_out_everywhere(
 /// session and login of the user. This node refuses their access tokens at once.
 pub async fn change_password(
     state: &AppState,
-    user_id: &str,
+    user_id: &UserId,
     hash: &str,
     by: &Caller<'_>,
 ) -> Result<(), ServiceError> {

@@ -1,6 +1,6 @@
 //! Signing keys: the first one, rotation, and retiring a compromised one.
 
-use keyfob_store::{SigningKeyRow, Store};
+use keyfob_store::{Kid, SigningKeyRow, Store};
 
 use super::ServiceError;
 use crate::clock::now_ms;
@@ -45,7 +45,7 @@ pub async fn rotate_signing_key(
 /// A signing key retired at once, and the key that signs in its place if that changed.
 #[derive(Debug)]
 pub struct RetiredSigningKey {
-    pub kid: String,
+    pub kid: Kid,
     pub heir: Option<keyfob_domain::signing::Heir>,
 }
 
@@ -54,7 +54,7 @@ pub struct RetiredSigningKey {
 /// successor signs from now on. Refused, changing nothing, when no other key could sign.
 pub async fn retire_signing_key(
     store: &dyn Store,
-    kid: &str,
+    kid: &Kid,
 ) -> Result<RetiredSigningKey, ServiceError> {
     use keyfob_domain::signing::{KeyTimes, RetireError, plan_retirement};
     let now = now_ms();
@@ -83,7 +83,7 @@ pub async fn retire_signing_key(
         .await?
     {
         return Err(ServiceError::Invalid(
-            RetireError::AlreadyRetired(kid.to_owned()).to_string(),
+            RetireError::AlreadyRetired(kid.to_string()).to_string(),
         ));
     }
     Ok(RetiredSigningKey {

@@ -1,7 +1,7 @@
 //! Minted tokens: revoked one at a time, or every token of one key.
 
 use keyfob_domain::audit::action;
-use keyfob_domain::ids::{Jti, KeyId};
+use keyfob_domain::ids::{AccountId, Jti, KeyId};
 
 use super::{Caller, ServiceError};
 use crate::audit::AuditEvent;
@@ -11,7 +11,7 @@ use crate::state::AppState;
 /// Revokes a live token of `account_id`. This node refuses it at once.
 pub async fn revoke(
     state: &AppState,
-    account_id: &str,
+    account_id: &AccountId,
     by: &Caller<'_>,
     jti: &Jti,
 ) -> Result<(), ServiceError> {
@@ -19,7 +19,7 @@ pub async fn revoke(
         .store
         .find_token(jti)
         .await?
-        .filter(|token| token.account_id == account_id)
+        .filter(|token| token.account_id == *account_id)
         .ok_or_else(|| ServiceError::NotFound(format!("no live token {jti} in this account")))?;
     // The store checks the account again, in the same statement that revokes.
     if !state.store.revoke_token(account_id, jti, now_ms()).await? {
@@ -41,7 +41,7 @@ pub async fn revoke(
 /// tokens it mints afterwards work. This node refuses the old ones at once.
 pub async fn revoke_all_of_key(
     state: &AppState,
-    account_id: &str,
+    account_id: &AccountId,
     by: &Caller<'_>,
     key_id: &KeyId,
 ) -> Result<(), ServiceError> {

@@ -1,7 +1,7 @@
 //! End users made by an operator or a test (users normally sign up on Keyfob's pages).
 
 use keyfob_domain::email::Email;
-use keyfob_store::{Store, UserRow};
+use keyfob_store::{Store, UserId, UserRow};
 
 use super::ServiceError;
 use crate::clock::now_ms;
@@ -25,7 +25,7 @@ pub async fn create_user(
         .map_err(|e| ServiceError::Internal(e.into()))?;
     let now = now_ms();
     let user = UserRow {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: UserId::from(uuid::Uuid::now_v7().to_string()),
         email: email.as_str().to_owned(),
         password_hash,
         created_at: now,

@@ -15,14 +15,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
-use keyfob_store::SigningKeyRow;
+use keyfob_store::{Kid, SigningKeyRow};
 
 use crate::config::SigningAlg;
 use crate::crypto::MasterKey;
 
 /// A key that can sign.
 pub struct Signer {
-    pub kid: String,
+    pub kid: Kid,
     pub alg: Algorithm,
     pub key: EncodingKey,
     pub activates_at: i64,
@@ -38,9 +38,9 @@ pub struct Verifier {
 /// Every key a node knows, as loaded from the database.
 pub struct KeySet {
     signers: Vec<Signer>,
-    verifiers: HashMap<String, Verifier>,
+    verifiers: HashMap<Kid, Verifier>,
     /// Keys the operator retired (compromised): out of the JWKS, every token they signed refused.
-    retired: HashSet<String>,
+    retired: HashSet<Kid>,
     /// The JWKS document, serialised once.
     pub jwks_json: String,
 }
@@ -64,7 +64,7 @@ impl KeySet {
     }
 
     pub fn kids(&self) -> Vec<&str> {
-        self.verifiers.keys().map(String::as_str).collect()
+        self.verifiers.keys().map(Kid::as_str).collect()
     }
 }
 
@@ -88,7 +88,7 @@ pub fn generate_signing_key(
     activates_at: i64,
 ) -> anyhow::Result<SigningKeyRow> {
     let rng = SystemRandom::new();
-    let kid = uuid::Uuid::now_v7().simple().to_string();
+    let kid = Kid::from(uuid::Uuid::now_v7().simple().to_string());
     let (pkcs8, jwk) = match alg {
         SigningAlg::EdDsa => {
             let doc = Ed25519KeyPair::generate_pkcs8(&rng).context("generating an Ed25519 key")?;

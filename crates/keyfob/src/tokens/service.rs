@@ -98,8 +98,9 @@ fn allocation(len: usize) -> usize {
     }
 }
 
-fn string_bytes(s: &String) -> usize {
-    allocation(s.capacity())
+fn string_bytes(s: &str) -> usize {
+    // Text read from a token is allocated to its length.
+    allocation(s.len())
 }
 
 /// The cache's own bookkeeping per entry, beyond the key and the `Arc` it stores: its slab slot
@@ -113,7 +114,7 @@ const ENTRY_OVERHEAD_BYTES: usize = 160;
 fn entry_bytes(verified: &Verified) -> usize {
     let claims = &verified.claims;
     let strings = [
-        &verified.kid,
+        verified.kid.as_str(),
         &claims.iss,
         &claims.sub,
         &claims.aud,
@@ -121,12 +122,16 @@ fn entry_bytes(verified: &Verified) -> usize {
         &claims.account_id,
     ]
     .into_iter()
-    .chain(claims.client_id.as_ref())
-    .chain(claims.sid.as_ref())
+    .chain(claims.client_id.as_deref())
+    .chain(claims.sid.as_deref())
     .map(string_bytes)
     .sum::<usize>();
     let permission_strings = allocation(claims.permissions.capacity() * size_of::<String>())
-        + claims.permissions.iter().map(string_bytes).sum::<usize>();
+        + claims
+            .permissions
+            .iter()
+            .map(|p| string_bytes(p))
+            .sum::<usize>();
     let parsed = match &verified.permission_set {
         PermissionSet::All => 0,
         PermissionSet::Only(list) => {
@@ -186,7 +191,7 @@ impl TokenService {
         let keys = self.keys();
         let signer = keys.signer(now_ms).ok_or(TokenError::NoSigningKey)?;
         let mut header = Header::new(signer.alg);
-        header.kid = Some(signer.kid.clone());
+        header.kid = Some(signer.kid.to_string());
         encode(&header, claims, &signer.key).map_err(|_| TokenError::NoSigningKey)
     }
 
@@ -274,13 +279,13 @@ mod tests {
             iat: now,
             nbf: now,
             exp: now + 3600,
-            jti: uuid::Uuid::now_v7().to_string(),
+            jti: uuid::Uuid::now_v7().to_string().into(),
             permissions: (0..40)
                 .map(|i| format!("resource_with_a_long_name_{i}.read"))
                 .collect(),
-            account_id: uuid::Uuid::now_v7().to_string(),
-            client_id: Some(format!("client-{n:0>40}")),
-            sid: Some(uuid::Uuid::now_v7().to_string()),
+            account_id: uuid::Uuid::now_v7().to_string().into(),
+            client_id: Some(format!("client-{n:0>40}").into()),
+            sid: Some(uuid::Uuid::now_v7().to_string().into()),
         }
     }
 

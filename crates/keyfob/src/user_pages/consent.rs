@@ -12,6 +12,7 @@ use askama::Template;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use keyfob_domain::ids::{GrantId, UserId};
 use keyfob_domain::oauth;
 use keyfob_domain::permission::Permission;
 use keyfob_domain::secret::{hash_secret, random_token};
@@ -131,7 +132,7 @@ async fn checked(
 /// may still ask for.
 async fn live_grant(
     state: &AppState,
-    user_id: &str,
+    user_id: &UserId,
     request: &AuthRequest,
 ) -> Result<Option<(GrantRow, Vec<Permission>)>, UserPageError> {
     let grant = state
@@ -245,8 +246,8 @@ pub async fn decide(
     let grant = state
         .store
         .upsert_grant(&GrantRow {
-            id: uuid::Uuid::now_v7().to_string(),
-            user_id: user.user_id().to_owned(),
+            id: GrantId::from(uuid::Uuid::now_v7().to_string()),
+            user_id: user.user_id().clone(),
             client_id: client_id.clone(),
             account_id: request.client.app.account_id.clone(),
             permissions: Permissions::parse(&stored).map_err(anyhow::Error::from)?,
@@ -274,7 +275,7 @@ pub async fn decide(
 async fn issue(
     state: &AppState,
     request: &AuthRequest,
-    user_id: &str,
+    user_id: &UserId,
     grant: &GrantRow,
     permissions: &[String],
 ) -> Result<Response, UserPageError> {

@@ -12,7 +12,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
 use keyfob_domain::secret::{constant_time_eq, hash_secret, random_token};
-use keyfob_store::{Owner, OwnerLoginRow, UserLoginRow, UserRow};
+use keyfob_store::{AccountId, Owner, OwnerId, OwnerLoginRow, UserId, UserLoginRow, UserRow};
 
 use super::LoginSubject;
 use crate::clock::now_ms;
@@ -137,17 +137,17 @@ impl<T: LoginSubject> Login<T> {
 }
 
 impl OwnerLogin {
-    pub fn owner_id(&self) -> &str {
+    pub fn owner_id(&self) -> &OwnerId {
         &self.row.owner_id
     }
 
-    pub fn account_id(&self) -> &str {
+    pub fn account_id(&self) -> &AccountId {
         &self.row.account_id
     }
 }
 
 impl UserLogin {
-    pub fn user_id(&self) -> &str {
+    pub fn user_id(&self) -> &UserId {
         &self.row.user_id
     }
 }

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use keyfob_domain::ids::AccountId;
+
 use crate::helpers::*;
 
 /// Two nodes sharing a database and a master key.
@@ -66,7 +68,7 @@ async fn revocation_reaches_the_other_node(backend: Backend) {
     let jti = a
         .state
         .store
-        .list_tokens(&account, 10)
+        .list_tokens(&AccountId::from(account.as_str()), 10)
         .await
         .unwrap()
         .into_iter()
@@ -76,7 +78,7 @@ async fn revocation_reaches_the_other_node(backend: Backend) {
     assert!(
         a.state
             .store
-            .revoke_token(&account, &jti, now())
+            .revoke_token(&AccountId::from(account.as_str()), &jti, now())
             .await
             .unwrap()
     );
@@ -91,7 +93,12 @@ async fn revocation_reaches_the_other_node(backend: Backend) {
         "only the revoked token is refused"
     );
 
-    let key_id = a.state.store.list_api_keys(&account).await.unwrap()[0]
+    let key_id = a
+        .state
+        .store
+        .list_api_keys(&AccountId::from(account.as_str()))
+        .await
+        .unwrap()[0]
         .id
         .clone();
     assert!(

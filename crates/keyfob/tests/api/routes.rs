@@ -9,6 +9,7 @@
 //! record, an application with a user's grant and session, a signed-in owner and a logged-in end
 //! user.
 
+use keyfob_domain::ids::{AccountId, GrantId};
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
@@ -566,7 +567,7 @@ pub const PROBE_EMAIL: &str = "nul-probe@example.com";
 
 /// One account with something for every route to act on.
 pub struct Fixture {
-    pub account: String,
+    pub account: AccountId,
     pub key: String,
     pub key_id: String,
     pub jwt: String,
@@ -653,7 +654,7 @@ impl Fixture {
             .state
             .store
             .upsert_grant(&GrantRow {
-                id: uuid::Uuid::now_v7().to_string(),
+                id: GrantId::from(uuid::Uuid::now_v7().to_string()),
                 user_id: user_id.clone(),
                 client_id: client_id.clone(),
                 account_id: account.clone(),
@@ -728,7 +729,7 @@ impl Fixture {
             client_id: client_id.into(),
             client_secret,
             user_email,
-            grant_id: grant.id,
+            grant_id: grant.id.into(),
             refresh_token,
             access_token,
             owner,
@@ -943,7 +944,7 @@ impl Snapshot {
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|g| (g.id, g.revoked_at.is_none()))
+                .map(|g| (g.id.into(), g.revoked_at.is_none()))
                 .collect(),
             records: records.into_iter().map(|r| r.doc).collect(),
             fields: store

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use keyfob::services::apps::{CreatedApp, NewApp};
 use keyfob_domain::oauth::s256;
 use keyfob_domain::secret::{hash_secret, random_token};
-use keyfob_store::{AuthCodeRow, GrantRow};
+use keyfob_store::{AccountId, AuthCodeRow, GrantId, GrantRow, UserId};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
@@ -49,7 +49,7 @@ async fn setup_with_limits(
     let (account, key) = app.account_with_key().await;
     let created = keyfob::services::apps::create_app(
         app.state.store.as_ref(),
-        &account,
+        &AccountId::from(account.as_str()),
         NewApp {
             name: "Dealer portal".into(),
             redirect_uris: vec![REDIRECT.into()],
@@ -84,6 +84,7 @@ async fn add_user(app: &TestApp) -> String {
     .await
     .unwrap()
     .id
+    .into_string()
 }
 
 async fn grant(app: &TestApp, user: &str, client_id: &str, account: &str) -> GrantRow {
@@ -91,7 +92,7 @@ async fn grant(app: &TestApp, user: &str, client_id: &str, account: &str) -> Gra
     app.state
         .store
         .upsert_grant(&GrantRow {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: GrantId::from(uuid::Uuid::now_v7().to_string()),
             user_id: user.into(),
             client_id: client_id.into(),
             account_id: account.into(),
@@ -308,7 +309,7 @@ both_backends! {
             keyfob_store::NewFamily {
                 family: keyfob_store::FamilyRow {
                     id: id.clone().into(),
-                    user_id: s.user_id.clone(),
+                    user_id: UserId::from(s.user_id.clone()),
                     client_id: s.client_id().into(),
                     grant_id: s.grant.id.clone(),
                     created_at: now,
