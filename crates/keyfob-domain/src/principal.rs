@@ -2,6 +2,7 @@
 
 use crate::ids::{AccountId, ClientId, Jti, KeyId, UserId};
 use crate::permission::{Action, PermissionSet, RESERVED_RESOURCES};
+use crate::time::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrincipalKind {
@@ -22,8 +23,8 @@ pub struct Principal {
     pub account_id: AccountId,
     pub subject: String,
     pub permissions: PermissionSet,
-    /// Unix seconds; `None` for API keys, which last until revoked.
-    pub expires_at: Option<i64>,
+    /// When it expires (a JWT's `exp`); `None` for API keys, which last until revoked.
+    pub expires_at: Option<Timestamp>,
 }
 
 impl Principal {
@@ -67,7 +68,7 @@ mod tests {
             account_id: "a".into(),
             subject: "s".into(),
             permissions: PermissionSet::parse(permissions).unwrap(),
-            expires_at: Some(0),
+            expires_at: Some(Timestamp::UNIX_EPOCH),
         }
     }
 

@@ -22,7 +22,7 @@ use keyfob_domain::query::ListQuery;
 use crate::error::Unreachable;
 use crate::model::*;
 use crate::types::Strings;
-use crate::{Result, Store, StoreError};
+use crate::{Result, Store, StoreError, Timestamp};
 use keyfob_domain::ids::{
     AccountId, ClientId, FamilyId, GrantId, Jti, KeyId, Kid, OwnerId, RecordId, UserId,
 };
@@ -292,14 +292,14 @@ impl<S: Store> Store for Guarded<S> {
         &self,
         account_id: Option<&AccountId>,
         id: &KeyId,
-        at: i64,
+        at: Timestamp,
     ) -> Result<bool> {
         self.breaker
             .run(self.inner.revoke_api_key(account_id, id, at))
             .await
     }
 
-    async fn touch_api_keys(&self, uses: &[(KeyId, i64)]) -> Result<()> {
+    async fn touch_api_keys(&self, uses: &[(KeyId, Timestamp)]) -> Result<()> {
         self.breaker.run(self.inner.touch_api_keys(uses)).await
     }
 
@@ -315,7 +315,7 @@ impl<S: Store> Store for Guarded<S> {
         &self,
         account_id: Option<&AccountId>,
         key_id: &KeyId,
-        at: i64,
+        at: Timestamp,
     ) -> Result<bool> {
         self.breaker
             .run(self.inner.revoke_key_tokens(account_id, key_id, at))
@@ -325,7 +325,7 @@ impl<S: Store> Store for Guarded<S> {
     async fn token_cutoffs(
         &self,
         key_id: Option<&KeyId>,
-        now: i64,
+        now: Timestamp,
     ) -> Result<Vec<(KeyId, TokenCutoff)>> {
         self.breaker
             .run(self.inner.token_cutoffs(key_id, now))
@@ -335,7 +335,7 @@ impl<S: Store> Store for Guarded<S> {
     async fn retire_signing_key(
         &self,
         kid: &Kid,
-        at: i64,
+        at: Timestamp,
         heir: Option<&SigningHeir>,
     ) -> Result<bool> {
         self.breaker
@@ -349,13 +349,13 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn revoke_token(&self, account_id: &AccountId, jti: &Jti, at: i64) -> Result<bool> {
+    async fn revoke_token(&self, account_id: &AccountId, jti: &Jti, at: Timestamp) -> Result<bool> {
         self.breaker
             .run(self.inner.revoke_token(account_id, jti, at))
             .await
     }
 
-    async fn revoked_tokens(&self, now: i64) -> Result<Vec<(Jti, i64)>> {
+    async fn revoked_tokens(&self, now: Timestamp) -> Result<Vec<(Jti, Timestamp)>> {
         self.breaker.run(self.inner.revoked_tokens(now)).await
     }
 
@@ -371,7 +371,11 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.list_signing_keys()).await
     }
 
-    async fn rotate_signing_key(&self, next: &SigningKeyRow, keep_public_for: i64) -> Result<()> {
+    async fn rotate_signing_key(
+        &self,
+        next: &SigningKeyRow,
+        keep_public_for: Duration,
+    ) -> Result<()> {
         self.breaker
             .run(self.inner.rotate_signing_key(next, keep_public_for))
             .await
@@ -404,7 +408,7 @@ impl<S: Store> Store for Guarded<S> {
         scope: &RecordScope<'_>,
         id: &RecordId,
         doc: &serde_json::Value,
-        at: i64,
+        at: Timestamp,
     ) -> Result<bool> {
         self.breaker
             .run(self.inner.update_record(scope, id, doc, at))
@@ -453,7 +457,7 @@ impl<S: Store> Store for Guarded<S> {
         &self,
         user_id: &UserId,
         password_hash: &str,
-        at: i64,
+        at: Timestamp,
     ) -> Result<()> {
         self.breaker
             .run(self.inner.change_user_password(user_id, password_hash, at))
@@ -466,7 +470,7 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn find_user_login(&self, id_hash: &str, now: i64) -> Result<Option<UserLoginRow>> {
+    async fn find_user_login(&self, id_hash: &str, now: Timestamp) -> Result<Option<UserLoginRow>> {
         self.breaker
             .run(self.inner.find_user_login(id_hash, now))
             .await
@@ -508,7 +512,7 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn revoke_grant(&self, id: &GrantId, at: i64) -> Result<bool> {
+    async fn revoke_grant(&self, id: &GrantId, at: Timestamp) -> Result<bool> {
         self.breaker.run(self.inner.revoke_grant(id, at)).await
     }
 
@@ -542,7 +546,7 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.rotate_refreshes(items)).await
     }
 
-    async fn revoke_family(&self, id: &FamilyId, at: i64) -> Result<bool> {
+    async fn revoke_family(&self, id: &FamilyId, at: Timestamp) -> Result<bool> {
         self.breaker.run(self.inner.revoke_family(id, at)).await
     }
 
@@ -550,20 +554,20 @@ impl<S: Store> Store for Guarded<S> {
         &self,
         user_id: &UserId,
         client_id: Option<&ClientId>,
-        at: i64,
+        at: Timestamp,
     ) -> Result<u64> {
         self.breaker
             .run(self.inner.revoke_user_families(user_id, client_id, at))
             .await
     }
 
-    async fn revoked_families_since(&self, since: i64) -> Result<Vec<(FamilyId, i64)>> {
+    async fn revoked_families_since(&self, since: Timestamp) -> Result<Vec<(FamilyId, Timestamp)>> {
         self.breaker
             .run(self.inner.revoked_families_since(since))
             .await
     }
 
-    async fn clear_sealed_refresh(&self, before: i64) -> Result<()> {
+    async fn clear_sealed_refresh(&self, before: Timestamp) -> Result<()> {
         self.breaker
             .run(self.inner.clear_sealed_refresh(before))
             .await
@@ -575,7 +579,11 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn find_owner_login(&self, id_hash: &str, now: i64) -> Result<Option<OwnerLoginRow>> {
+    async fn find_owner_login(
+        &self,
+        id_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<OwnerLoginRow>> {
         self.breaker
             .run(self.inner.find_owner_login(id_hash, now))
             .await
@@ -587,15 +595,15 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn prune_expired(&self, now: i64) -> Result<()> {
+    async fn prune_expired(&self, now: Timestamp) -> Result<()> {
         self.breaker.run(self.inner.prune_expired(now)).await
     }
 
-    async fn changes_since(&self, since: i64) -> Result<Vec<Change>> {
+    async fn changes_since(&self, since: Timestamp) -> Result<Vec<Change>> {
         self.breaker.run(self.inner.changes_since(since)).await
     }
 
-    async fn prune_changes(&self, before: i64) -> Result<()> {
+    async fn prune_changes(&self, before: Timestamp) -> Result<()> {
         self.breaker.run(self.inner.prune_changes(before)).await
     }
 
@@ -613,7 +621,7 @@ impl<S: Store> Store for Guarded<S> {
         &self,
         account_id: &AccountId,
         fields: &Strings,
-        at: i64,
+        at: Timestamp,
     ) -> Result<bool> {
         self.breaker
             .run(self.inner.set_sensitive_fields(account_id, fields, at))

@@ -5,6 +5,7 @@ use keyfob_domain::ids::{
     AccountId, ClientId, EventId, FamilyId, GrantId, Jti, KeyId, Kid, OwnerId, RecordId, UserId,
 };
 use keyfob_domain::signing::SigningAlg;
+use keyfob_domain::time::Timestamp;
 use sqlx::FromRow;
 
 use crate::types::{ChangeKind, JsonText, Permissions, Strings};
@@ -13,7 +14,7 @@ use crate::types::{ChangeKind, JsonText, Permissions, Strings};
 pub struct Account {
     pub id: AccountId,
     pub name: String,
-    pub created_at: i64,
+    pub created_at: Timestamp,
 }
 
 #[derive(Clone, PartialEq, Eq, FromRow)]
@@ -23,7 +24,7 @@ pub struct Owner {
     pub email: String,
     /// An argon2id PHC string.
     pub password_hash: String,
-    pub created_at: i64,
+    pub created_at: Timestamp,
 }
 
 impl std::fmt::Debug for Owner {
@@ -45,12 +46,12 @@ pub struct ApiKeyRow {
     pub prefix: String,
     /// SHA-256 of the key, hex.
     pub key_hash: String,
-    pub created_at: i64,
-    pub last_used_at: Option<i64>,
-    pub revoked_at: Option<i64>,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
     /// Tokens the key minted at or before this instant are refused ("revoke all tokens of this
     /// key"); the key itself stays live.
-    pub tokens_revoked_before: Option<i64>,
+    pub tokens_revoked_before: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -60,11 +61,11 @@ pub struct TokenRow {
     pub api_key_id: Option<KeyId>,
     pub subject: String,
     pub permissions: Permissions,
-    pub issued_at: i64,
-    pub expires_at: i64,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
     /// When it was revoked: by itself, by its API key's revocation, or by revoking all of its
     /// key's tokens, whichever came first. Read from the token and its key together.
-    pub revoked_at: Option<i64>,
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// Which tokens of an account to list, newest first.
@@ -77,8 +78,8 @@ pub struct TokenFilter<'a> {
     pub permission: Option<&'a str>,
     /// Only tokens in this state at `now`.
     pub status: Option<TokenStatus>,
-    /// Unix ms, to tell live from expired.
-    pub now: i64,
+    /// To tell live from expired.
+    pub now: Timestamp,
     pub limit: u32,
     pub offset: u64,
 }
@@ -88,11 +89,11 @@ pub use keyfob_domain::token_list::TokenStatus;
 /// What the verify path must refuse of one API key's tokens, and how long that matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenCutoff {
-    /// Tokens minted at or before this instant (Unix ms) are refused; `i64::MAX` when the key is
+    /// Tokens minted at or before this instant are refused; `Timestamp::MAX` when the key is
     /// revoked (every token it minted).
-    pub before: i64,
-    /// When the last token this refuses expires (Unix ms): no need to remember it after that.
-    pub until: i64,
+    pub before: Timestamp,
+    /// When the last token this refuses expires: no need to remember it after that.
+    pub until: Timestamp,
 }
 
 #[derive(Clone, PartialEq, Eq, FromRow)]
@@ -103,16 +104,16 @@ pub struct SigningKeyRow {
     pub private_key: String,
     /// The public key as a JWK (JSON).
     pub public_jwk: String,
-    pub created_at: i64,
+    pub created_at: Timestamp,
     /// From when it signs.
-    pub activates_at: i64,
+    pub activates_at: Timestamp,
     /// From when it no longer signs.
-    pub retires_at: Option<i64>,
+    pub retires_at: Option<Timestamp>,
     /// From when its public key leaves the JWKS (no token it signed is alive).
-    pub expires_at: Option<i64>,
+    pub expires_at: Option<Timestamp>,
     /// When the operator retired it (compromised): it left the JWKS then and every token it
     /// signed is refused.
-    pub revoked_at: Option<i64>,
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// The key that signs after a signing key is retired, and how it changes: see
@@ -121,7 +122,7 @@ pub struct SigningKeyRow {
 pub struct SigningHeir {
     pub kid: Kid,
     /// It signs from this instant (brought forward to the retirement when it was later).
-    pub activates_at: i64,
+    pub activates_at: Timestamp,
     /// It no longer hands over to the retired key: it signs (and stays published) until the next
     /// rotation.
     pub keep_signing: bool,
@@ -148,8 +149,8 @@ pub struct RecordRow {
     /// The end user who created it through a session, if any.
     pub owner_user_id: Option<UserId>,
     pub doc: serde_json::Value,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 /// Which records a caller may touch: an account's resource, and for a user-session token only the
@@ -169,8 +170,8 @@ pub struct OwnerLoginRow {
     pub owner_id: OwnerId,
     pub account_id: AccountId,
     pub csrf_token: String,
-    pub created_at: i64,
-    pub expires_at: i64,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
 }
 
 impl std::fmt::Debug for OwnerLoginRow {
@@ -188,7 +189,7 @@ pub struct Change {
     pub id: i64,
     pub kind: ChangeKind,
     pub subject: String,
-    pub created_at: i64,
+    pub created_at: Timestamp,
 }
 
 /// An application registered for user sessions.
@@ -211,8 +212,8 @@ pub struct AppRow {
     pub refresh_absolute_secs: Option<i64>,
     /// Whether the app may receive tokens in the URL fragment (`response_type=token`).
     pub allow_fragment: bool,
-    pub created_at: i64,
-    pub revoked_at: Option<i64>,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// An end user of the deployment's one user pool.
@@ -221,8 +222,8 @@ pub struct UserRow {
     pub id: UserId,
     pub email: String,
     pub password_hash: String,
-    pub created_at: i64,
-    pub password_changed_at: i64,
+    pub created_at: Timestamp,
+    pub password_changed_at: Timestamp,
 }
 
 impl std::fmt::Debug for UserRow {
@@ -243,9 +244,9 @@ pub struct GrantRow {
     pub account_id: AccountId,
     /// The granted permissions.
     pub permissions: Permissions,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub revoked_at: Option<i64>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// A one-time authorization code, stored by hash.
@@ -260,9 +261,9 @@ pub struct AuthCodeRow {
     /// The PKCE S256 challenge, if the client sent one.
     pub code_challenge: Option<String>,
     pub family_id: Option<FamilyId>,
-    pub created_at: i64,
-    pub expires_at: i64,
-    pub used_at: Option<i64>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub used_at: Option<Timestamp>,
 }
 
 /// One login session of a user in an application: the refresh tokens rotated from one another.
@@ -272,9 +273,9 @@ pub struct FamilyRow {
     pub user_id: UserId,
     pub client_id: ClientId,
     pub grant_id: GrantId,
-    pub created_at: i64,
-    pub last_used_at: i64,
-    pub revoked_at: Option<i64>,
+    pub created_at: Timestamp,
+    pub last_used_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// A refresh token, stored by hash.
@@ -283,8 +284,8 @@ pub struct RefreshRow {
     pub token_hash: String,
     pub family_id: FamilyId,
     pub permissions: Permissions,
-    pub created_at: i64,
-    pub used_at: Option<i64>,
+    pub created_at: Timestamp,
+    pub used_at: Option<Timestamp>,
     /// The pair issued when it was used, sealed; kept through the grace window.
     pub next_sealed: Option<String>,
 }
@@ -304,7 +305,7 @@ pub struct NewFamily {
     pub family: FamilyRow,
     pub first: RefreshRow,
     /// The authorization code exchanged for it (hash) and the time it is used, if any.
-    pub code: Option<(String, i64)>,
+    pub code: Option<(String, Timestamp)>,
 }
 
 /// One use of a refresh token to write: see [`crate::Store::rotate_refreshes`].
@@ -316,7 +317,7 @@ pub struct Rotation {
     pub next: RefreshRow,
     /// The pair issued, sealed, kept on the used row for retries within the grace window.
     pub next_sealed: String,
-    pub now: i64,
+    pub now: Timestamp,
     /// Also set the family's last use to `now`.
     pub touch_family: bool,
 }
@@ -338,8 +339,8 @@ pub struct UserLoginRow {
     pub id_hash: String,
     pub user_id: UserId,
     pub csrf_token: String,
-    pub created_at: i64,
-    pub expires_at: i64,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
 }
 
 impl std::fmt::Debug for UserLoginRow {
@@ -357,7 +358,7 @@ pub struct AuditEventRow {
     /// The account the event belongs to; `None` for events no account owns (a failed login for an
     /// unknown email).
     pub account_id: Option<AccountId>,
-    pub at: i64,
+    pub at: Timestamp,
     pub actor_kind: ActorKind,
     pub actor_id: String,
     pub action: String,
@@ -374,10 +375,10 @@ pub struct AuditFilter<'a> {
     pub account_id: &'a AccountId,
     pub action: Option<&'a str>,
     pub actor_id: Option<&'a str>,
-    /// Unix ms, inclusive.
-    pub since: Option<i64>,
-    /// Unix ms, exclusive.
-    pub until: Option<i64>,
+    /// Inclusive.
+    pub since: Option<Timestamp>,
+    /// Exclusive.
+    pub until: Option<Timestamp>,
     pub limit: u32,
     pub offset: u64,
 }
@@ -390,8 +391,8 @@ pub struct AccountVaultRow {
     pub data_key: String,
     /// The names of the fields whose values are kept sealed.
     pub sensitive_fields: Strings,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 impl std::fmt::Debug for AccountVaultRow {

@@ -4,6 +4,7 @@
 //! listings) lives in `sqlite.rs` and `pg.rs`.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use keyfob_domain::query::{Field, ListQuery};
@@ -16,7 +17,7 @@ use sqlx::{
 
 use crate::model::*;
 use crate::types::{ChangeKind, Permissions, Strings};
-use crate::{Result, Store, StoreError};
+use crate::{Result, Store, StoreError, Timestamp};
 use keyfob_domain::ids::{
     AccountId, ClientId, FamilyId, GrantId, Jti, KeyId, Kid, OwnerId, RecordId, UserId,
 };
@@ -28,8 +29,8 @@ pub(crate) struct RecordDbRow {
     pub resource: String,
     pub owner_user_id: Option<UserId>,
     pub doc: Json<Value>,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 impl From<RecordDbRow> for RecordRow {
@@ -52,15 +53,15 @@ pub(crate) struct RefreshSessionRow {
     token_hash: String,
     family_id: FamilyId,
     permissions: Permissions,
-    created_at: i64,
-    used_at: Option<i64>,
+    created_at: Timestamp,
+    used_at: Option<Timestamp>,
     next_sealed: Option<String>,
     user_id: UserId,
     client_id: ClientId,
     grant_id: GrantId,
-    family_created_at: i64,
-    last_used_at: i64,
-    revoked_at: Option<i64>,
+    family_created_at: Timestamp,
+    last_used_at: Timestamp,
+    revoked_at: Option<Timestamp>,
     grant_permissions: Option<Permissions>,
 }
 
@@ -264,6 +265,7 @@ where
     for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<Timestamp>: Encode<'q, DB> + Type<DB>,
     for<'q> Json<&'q Value>: Encode<'q, DB> + Type<DB>,
     for<'q> Json<Value>: Decode<'q, DB> + Type<DB>,
 {
@@ -272,7 +274,7 @@ where
         tx: &mut Transaction<'_, DB>,
         kind: ChangeKind,
         subject: &str,
-        at: i64,
+        at: Timestamp,
     ) -> Result<()> {
         sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
             .bind(kind)
@@ -284,7 +286,11 @@ where
     }
 
     /// Ends the given live families in `tx` and logs each for the other nodes.
-    async fn end_families(tx: &mut Transaction<'_, DB>, ids: &[FamilyId], at: i64) -> Result<()> {
+    async fn end_families(
+        tx: &mut Transaction<'_, DB>,
+        ids: &[FamilyId],
+        at: Timestamp,
+    ) -> Result<()> {
         for id in ids {
             sqlx::query(
                 "UPDATE refresh_families SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
@@ -308,7 +314,7 @@ where
         table: &str,
         key_column: &str,
         value_column: &str,
-        claims: &[(&str, i64, &str)],
+        claims: &[(&str, Timestamp, &str)],
     ) -> Result<HashSet<String>> {
         if claims.is_empty() {
             return Ok(HashSet::new());
@@ -354,6 +360,7 @@ where
     for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<Timestamp>: Encode<'q, DB> + Type<DB>,
     for<'q> Json<&'q Value>: Encode<'q, DB> + Type<DB>,
     for<'q> Json<Value>: Decode<'q, DB> + Type<DB>,
 {
@@ -468,7 +475,7 @@ where
         &self,
         account_id: Option<&AccountId>,
         id: &KeyId,
-        at: i64,
+        at: Timestamp,
     ) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let done = sqlx::query(
@@ -489,7 +496,7 @@ where
         Ok(done)
     }
 
-    async fn touch_api_keys(&self, uses: &[(KeyId, i64)]) -> Result<()> {
+    async fn touch_api_keys(&self, uses: &[(KeyId, Timestamp)]) -> Result<()> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         for (id, at) in uses {
             sqlx::query(
@@ -546,7 +553,7 @@ where
         )
     }
 
-    async fn revoke_token(&self, account_id: &AccountId, jti: &Jti, at: i64) -> Result<bool> {
+    async fn revoke_token(&self, account_id: &AccountId, jti: &Jti, at: Timestamp) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let done = sqlx::query(
             "UPDATE tokens SET revoked_at = $1 \
@@ -566,7 +573,7 @@ where
         Ok(done)
     }
 
-    async fn revoked_tokens(&self, now: i64) -> Result<Vec<(Jti, i64)>> {
+    async fn revoked_tokens(&self, now: Timestamp) -> Result<Vec<(Jti, Timestamp)>> {
         Ok(sqlx::query_as(
             "SELECT jti, expires_at FROM tokens WHERE revoked_at IS NOT NULL AND expires_at > $1",
         )
@@ -623,7 +630,7 @@ where
         &self,
         account_id: Option<&AccountId>,
         key_id: &KeyId,
-        at: i64,
+        at: Timestamp,
     ) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let done = sqlx::query(
@@ -648,9 +655,9 @@ where
     async fn token_cutoffs(
         &self,
         key_id: Option<&KeyId>,
-        now: i64,
+        now: Timestamp,
     ) -> Result<Vec<(KeyId, TokenCutoff)>> {
-        let rows: Vec<(String, Option<i64>, Option<i64>, i64)> = sqlx::query_as(
+        let rows: Vec<(KeyId, Option<Timestamp>, Option<Timestamp>, Timestamp)> = sqlx::query_as(
             "SELECT k.id, k.revoked_at, k.tokens_revoked_before, MAX(t.expires_at) \
              FROM api_keys k JOIN tokens t ON t.api_key_id = k.id \
              WHERE ($1 IS NULL OR k.id = $1) AND t.expires_at > $2 \
@@ -666,11 +673,11 @@ where
             .into_iter()
             .filter_map(|(id, revoked_at, before, until)| {
                 let before = if revoked_at.is_some() {
-                    Some(i64::MAX)
+                    Some(Timestamp::MAX)
                 } else {
                     before
                 };
-                before.map(|before| (KeyId::from(id), TokenCutoff { before, until }))
+                before.map(|before| (id, TokenCutoff { before, until }))
             })
             .collect())
     }
@@ -688,7 +695,7 @@ where
     async fn retire_signing_key(
         &self,
         kid: &Kid,
-        at: i64,
+        at: Timestamp,
         heir: Option<&SigningHeir>,
     ) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
@@ -765,7 +772,11 @@ where
         .await?)
     }
 
-    async fn rotate_signing_key(&self, next: &SigningKeyRow, keep_public_for: i64) -> Result<()> {
+    async fn rotate_signing_key(
+        &self,
+        next: &SigningKeyRow,
+        keep_public_for: Duration,
+    ) -> Result<()> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         sqlx::query(
             "UPDATE signing_keys SET retires_at = $1, expires_at = $2 \
@@ -873,7 +884,7 @@ where
         scope: &RecordScope<'_>,
         id: &RecordId,
         doc: &Value,
-        at: i64,
+        at: Timestamp,
     ) -> Result<bool> {
         Ok(sqlx::query(
             "UPDATE records SET doc = $1, updated_at = $2 \
@@ -1014,7 +1025,7 @@ where
         &self,
         user_id: &UserId,
         password_hash: &str,
-        at: i64,
+        at: Timestamp,
     ) -> Result<()> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3")
@@ -1053,7 +1064,7 @@ where
         Ok(())
     }
 
-    async fn find_user_login(&self, id_hash: &str, now: i64) -> Result<Option<UserLoginRow>> {
+    async fn find_user_login(&self, id_hash: &str, now: Timestamp) -> Result<Option<UserLoginRow>> {
         Ok(sqlx::query_as(
             "SELECT id_hash, user_id, csrf_token, created_at, expires_at FROM user_sessions \
              WHERE id_hash = $1 AND expires_at > $2",
@@ -1143,7 +1154,7 @@ where
         .await?)
     }
 
-    async fn revoke_grant(&self, id: &GrantId, at: i64) -> Result<bool> {
+    async fn revoke_grant(&self, id: &GrantId, at: Timestamp) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let done =
             sqlx::query("UPDATE grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
@@ -1207,7 +1218,7 @@ where
                     .is_none_or(|(hash, _)| seen.insert(hash.as_str()))
             })
             .collect();
-        let claims: Vec<(&str, i64, &str)> = items
+        let claims: Vec<(&str, Timestamp, &str)> = items
             .iter()
             .zip(&first_use)
             .filter_map(|(item, first)| {
@@ -1316,7 +1327,7 @@ where
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
 
         // Mark the unused ones used, each with its own time and sealed pair.
-        let claims: Vec<(&str, i64, &str)> = items
+        let claims: Vec<(&str, Timestamp, &str)> = items
             .iter()
             .zip(&first_use)
             .filter(|(_, first)| **first)
@@ -1378,7 +1389,7 @@ where
         Ok(rotated)
     }
 
-    async fn revoke_family(&self, id: &FamilyId, at: i64) -> Result<bool> {
+    async fn revoke_family(&self, id: &FamilyId, at: Timestamp) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let live: Option<FamilyId> = sqlx::query_scalar(
             "SELECT id FROM refresh_families WHERE id = $1 AND revoked_at IS NULL",
@@ -1396,7 +1407,7 @@ where
         &self,
         user_id: &UserId,
         client_id: Option<&ClientId>,
-        at: i64,
+        at: Timestamp,
     ) -> Result<u64> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let ids: Vec<FamilyId> = sqlx::query_scalar(
@@ -1412,7 +1423,7 @@ where
         Ok(ids.len() as u64)
     }
 
-    async fn revoked_families_since(&self, since: i64) -> Result<Vec<(FamilyId, i64)>> {
+    async fn revoked_families_since(&self, since: Timestamp) -> Result<Vec<(FamilyId, Timestamp)>> {
         Ok(sqlx::query_as(
             "SELECT id, revoked_at FROM refresh_families WHERE revoked_at IS NOT NULL AND revoked_at > $1",
         )
@@ -1421,7 +1432,7 @@ where
         .await?)
     }
 
-    async fn clear_sealed_refresh(&self, before: i64) -> Result<()> {
+    async fn clear_sealed_refresh(&self, before: Timestamp) -> Result<()> {
         sqlx::query(
             "UPDATE refresh_tokens SET next_sealed = NULL WHERE next_sealed IS NOT NULL AND used_at < $1",
         )
@@ -1447,7 +1458,11 @@ where
         Ok(())
     }
 
-    async fn find_owner_login(&self, id_hash: &str, now: i64) -> Result<Option<OwnerLoginRow>> {
+    async fn find_owner_login(
+        &self,
+        id_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<OwnerLoginRow>> {
         Ok(sqlx::query_as(
             "SELECT id_hash, owner_id, account_id, csrf_token, created_at, expires_at \
              FROM dashboard_sessions WHERE id_hash = $1 AND expires_at > $2",
@@ -1466,7 +1481,7 @@ where
         Ok(())
     }
 
-    async fn prune_expired(&self, now: i64) -> Result<()> {
+    async fn prune_expired(&self, now: Timestamp) -> Result<()> {
         for table in ["dashboard_sessions", "user_sessions", "auth_codes"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE expires_at < $1"))
                 .bind(now)
@@ -1476,7 +1491,7 @@ where
         Ok(())
     }
 
-    async fn changes_since(&self, since: i64) -> Result<Vec<Change>> {
+    async fn changes_since(&self, since: Timestamp) -> Result<Vec<Change>> {
         Ok(sqlx::query_as(
             "SELECT id, kind, subject, created_at FROM changes WHERE created_at >= $1 ORDER BY id",
         )
@@ -1485,7 +1500,7 @@ where
         .await?)
     }
 
-    async fn prune_changes(&self, before: i64) -> Result<()> {
+    async fn prune_changes(&self, before: Timestamp) -> Result<()> {
         sqlx::query("DELETE FROM changes WHERE created_at < $1")
             .bind(before)
             .execute(&self.pool)
@@ -1524,7 +1539,7 @@ where
         &self,
         account_id: &AccountId,
         fields: &Strings,
-        at: i64,
+        at: Timestamp,
     ) -> Result<bool> {
         Ok(sqlx::query(
             "UPDATE account_vaults SET sensitive_fields = $1, updated_at = $2 WHERE account_id = $3",

@@ -4,18 +4,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
+use keyfob_domain::time::Timestamp;
 use keyfob_domain::vault::{
     self, RevealRequest, SensitiveFields, SensitiveKind, VaultError, associated_data, make_envelope,
 };
 use keyfob_store::{AccountId, AccountVaultRow, Store, StoreError};
 use serde_json::{Map, Value};
 
-use crate::clock::now_ms;
 use crate::crypto::{CHECK_SETTING, DataKey, MasterKey};
 
 /// How long a node trusts the field list it read before reading it again.
-const FIELDS_TTL_MS: i64 = 5_000;
+const FIELDS_TTL: Duration = Duration::from_secs(5);
 /// What a value that cannot be decrypted (tampered, moved, or sealed with another key) reads as.
 pub const UNREADABLE: &str = "[unreadable]";
 
@@ -38,7 +39,7 @@ pub struct AccountVault {
     account_id: AccountId,
     key: Arc<DataKey>,
     pub fields: SensitiveFields,
-    loaded_at: i64,
+    loaded_at: Timestamp,
 }
 
 /// Every account's vault this node has used.
@@ -62,7 +63,7 @@ impl Vault {
         &self,
         account_id: &AccountId,
     ) -> Result<Arc<AccountVault>, VaultServiceError> {
-        let now = now_ms();
+        let now = Timestamp::now();
         let cached = self
             .accounts
             .read()
@@ -70,7 +71,7 @@ impl Vault {
             .get(account_id)
             .cloned();
         if let Some(vault) = &cached
-            && now - vault.loaded_at < FIELDS_TTL_MS
+            && now.since(vault.loaded_at) < FIELDS_TTL
         {
             return Ok(vault.clone());
         }
@@ -107,7 +108,7 @@ impl Vault {
     async fn create(
         &self,
         account_id: &AccountId,
-        now: i64,
+        now: Timestamp,
     ) -> Result<AccountVaultRow, VaultServiceError> {
         // A node still running with a master key that was rotated away must not seal a new data
         // key with it: the key would be lost at its next start.
@@ -149,7 +150,11 @@ impl Vault {
     ) -> Result<(), VaultServiceError> {
         self.account(account_id).await?;
         self.store
-            .set_sensitive_fields(account_id, &fields.names().to_vec().into(), now_ms())
+            .set_sensitive_fields(
+                account_id,
+                &fields.names().to_vec().into(),
+                Timestamp::now(),
+            )
             .await?;
         self.accounts
             .write()

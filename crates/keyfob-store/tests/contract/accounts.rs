@@ -19,14 +19,14 @@ contract! {
         let account = Account {
             id: id("acct"),
             name: "Acme Ltd".into(),
-            created_at: T0,
+            created_at: ts(T0),
         };
         let owner = Owner {
             id: id("owner"),
             account_id: account.id.clone(),
             email: "ada@example.com".into(),
             password_hash: "$argon2id$v=19$hash".into(),
-            created_at: T0 + 1,
+            created_at: ts(T0 + 1),
         };
         db.create_account(&account, &owner).await.unwrap();
 
@@ -54,14 +54,14 @@ contract! {
         let account = Account {
             id: id("acct"),
             name: "Second".into(),
-            created_at: T0,
+            created_at: ts(T0),
         };
         let owner = Owner {
             id: id("owner"),
             account_id: account.id.clone(),
             email: taken.email.clone(),
             password_hash: "x".into(),
-            created_at: T0,
+            created_at: ts(T0),
         };
         let err = db.create_account(&account, &owner).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict("email")), "{err:?}");
@@ -80,14 +80,14 @@ contract! {
         let account = Account {
             id: first.clone(),
             name: "Again".into(),
-            created_at: T0 + 5,
+            created_at: ts(T0 + 5),
         };
         let owner = Owner {
             id: id("owner"),
             account_id: first.clone(),
             email: "new@example.com".into(),
             password_hash: "x".into(),
-            created_at: T0,
+            created_at: ts(T0),
         };
         let err = db.create_account(&account, &owner).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict("id")), "{err:?}");

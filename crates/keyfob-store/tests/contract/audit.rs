@@ -5,7 +5,7 @@ use keyfob_store::{AccountId, AuditEventRow, AuditFilter, StoreError};
 use crate::contract;
 use crate::helpers::*;
 
-fn event(account_id: Option<&str>, at: i64, actor_id: &str, action: &str) -> AuditEventRow {
+fn event(account_id: Option<&str>, at: Timestamp, actor_id: &str, action: &str) -> AuditEventRow {
     AuditEventRow {
         id: id("evt"),
         account_id: account_id.map(AccountId::from),
@@ -43,19 +43,19 @@ async fn ids(db: &TestStore, f: AuditFilter<'_>, total: u64) -> Vec<String> {
 contract! {
     async fn events_are_appended_and_listed_newest_first(db) {
         let acct = db.account().await;
-        let a = event(Some(&acct), T0 + 1, "key-1", "record.read");
-        let b = event(Some(&acct), T0 + 2, "key-2", "record.reveal");
-        let c = event(Some(&acct), T0 + 3, "key-1", "record.reveal");
-        let mut operator = event(None, T0 + 4, "cli", "signing_key.rotated");
+        let a = event(Some(&acct), ts(T0 + 1), "key-1", "record.read");
+        let b = event(Some(&acct), ts(T0 + 2), "key-2", "record.reveal");
+        let c = event(Some(&acct), ts(T0 + 3), "key-1", "record.reveal");
+        let mut operator = event(None, ts(T0 + 4), "cli", "signing_key.rotated");
         operator.actor_kind = "operator".parse().unwrap();
         operator.target = None;
         operator.ip = None;
         operator.detail = None;
         // An event no account owns that an operator did not cause (a failed login for an unknown
         // email) is nobody's to read.
-        let mut stray = event(None, T0 + 5, "anon", "login.failed");
+        let mut stray = event(None, ts(T0 + 5), "anon", "login.failed");
         stray.actor_kind = "anonymous".parse().unwrap();
-        let elsewhere = event(Some("other-account"), T0 + 6, "key-9", "record.read");
+        let elsewhere = event(Some("other-account"), ts(T0 + 6), "key-9", "record.read");
         db.insert_audit_events(&[a.clone(), b.clone()])
             .await
             .unwrap();
@@ -98,8 +98,8 @@ contract! {
             ids(
                 &db,
                 AuditFilter {
-                    since: Some(T0 + 2),
-                    until: Some(T0 + 4),
+                    since: Some(ts(T0 + 2)),
+                    until: Some(ts(T0 + 4)),
                     ..base
                 },
                 2
@@ -128,11 +128,11 @@ contract! {
 
     async fn a_batch_with_a_taken_id_appends_none_of_it(db) {
         let acct = db.account().await;
-        let first = event(Some(&acct), T0, "key-1", "record.read");
+        let first = event(Some(&acct), ts(T0), "key-1", "record.read");
         db.insert_audit_events(std::slice::from_ref(&first))
             .await
             .unwrap();
-        let fresh = event(Some(&acct), T0 + 1, "key-1", "record.read");
+        let fresh = event(Some(&acct), ts(T0 + 1), "key-1", "record.read");
         let twin = AuditEventRow {
             action: "forged".into(),
             ..first.clone()
@@ -148,7 +148,7 @@ contract! {
 
     async fn events_cannot_be_changed_or_deleted_even_outside_the_store(db) {
         let acct = db.account().await;
-        let kept = event(Some(&acct), T0, "key-1", "record.reveal");
+        let kept = event(Some(&acct), ts(T0), "key-1", "record.reveal");
         db.insert_audit_events(std::slice::from_ref(&kept))
             .await
             .unwrap();

@@ -215,7 +215,7 @@ pub async fn records(
     let records = rows
         .into_iter()
         .map(|row| {
-            let (id, created) = (row.id.clone(), TimeView::from_ms(row.created_at));
+            let (id, created) = (row.id.clone(), TimeView::from(row.created_at));
             let (doc, _) = present(&vault, row, &none);
             let mut summary = doc.to_string();
             if summary.len() > 160 {
@@ -269,8 +269,8 @@ async fn record_page(
     let vault = state.vault.account(login.account_id()).await?;
     let sealed_paths = AccountVault::sealed_paths(&row.doc);
     let (created, updated) = (
-        TimeView::from_ms(row.created_at),
-        TimeView::from_ms(row.updated_at),
+        TimeView::from(row.created_at),
+        TimeView::from(row.updated_at),
     );
     let (doc, revealed) = present(&vault, row, reveal);
     let json = serde_json::to_string_pretty(&doc).map_err(anyhow::Error::from)?;

@@ -63,8 +63,8 @@ pub async fn list(
                 .iter()
                 .map(|p| (p.to_string(), oauth::describe(p)))
                 .collect(),
-            since: TimeView::from_ms(row.created_at),
-            revoked: row.revoked_at.map(TimeView::from_ms),
+            since: TimeView::from(row.created_at),
+            revoked: row.revoked_at.map(TimeView::from),
         });
     }
     render(&GrantsPage {

@@ -16,7 +16,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::QueryPairs;
 use super::openapi::Unavailable;
 use crate::auth::Auth;
-use crate::clock::format_ms;
+
 use crate::state::AppState;
 
 /// `GET /api/audit`, with its operation.
@@ -55,7 +55,7 @@ impl From<AuditEventRow> for AuditEventView {
     fn from(row: AuditEventRow) -> Self {
         AuditEventView {
             id: row.id.into(),
-            at: format_ms(row.at),
+            at: row.at.rfc3339(),
             actor: AuditActor {
                 kind: row.actor_kind.to_string(),
                 id: row.actor_id,

@@ -13,6 +13,7 @@ use keyfob_domain::audit::action;
 use keyfob_domain::document::{DocumentError, check_depth, check_document, merge_patch};
 use keyfob_domain::permission::RESERVED_RESOURCES;
 use keyfob_domain::query::{Field, ListQuery, valid_resource};
+use keyfob_domain::time::Timestamp;
 use keyfob_domain::vault::{RevealRequest, VaultError};
 use keyfob_store::{RecordId, RecordRow, RecordScope};
 use serde::{Deserialize, Serialize};
@@ -26,7 +27,6 @@ use super::extract::{JsonBody, QueryPairs};
 use super::openapi::Unavailable;
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::auth::Auth;
-use crate::clock::{format_ms, now_ms};
 use crate::state::AppState;
 use crate::vault::{AccountVault, VaultServiceError};
 use crate::web::ClientIp;
@@ -120,8 +120,8 @@ fn to_plain_json(row: RecordRow) -> Value {
         _ => Map::new(),
     };
     doc.insert("id".into(), Value::String(row.id.into()));
-    doc.insert("createdAt".into(), Value::String(format_ms(row.created_at)));
-    doc.insert("updatedAt".into(), Value::String(format_ms(row.updated_at)));
+    doc.insert("createdAt".into(), Value::String(row.created_at.rfc3339()));
+    doc.insert("updatedAt".into(), Value::String(row.updated_at.rfc3339()));
     Value::Object(doc)
 }
 
@@ -223,7 +223,7 @@ pub async fn create(
     let vault = state.vault.account(scope.account_id).await?;
     let id = RecordId::from(uuid::Uuid::now_v7().to_string());
     vault.seal_new(&id, &mut doc)?;
-    let now = now_ms();
+    let now = Timestamp::now();
     let row = RecordRow {
         id,
         account_id: scope.account_id.clone(),
@@ -380,7 +380,7 @@ pub async fn patch(
     if let Value::Object(doc) = &mut row.doc {
         vault.seal_merged(&id, doc)?;
     }
-    row.updated_at = now_ms();
+    row.updated_at = Timestamp::now();
     if !state
         .store
         .update_record(&scope, &id, &row.doc, row.updated_at)
@@ -419,7 +419,7 @@ pub async fn replace(
     let vault = state.vault.account(scope.account_id).await?;
     vault.seal_new(&id, &mut doc)?;
     let doc = Value::Object(doc);
-    let now = now_ms();
+    let now = Timestamp::now();
     if !state.store.update_record(&scope, &id, &doc, now).await? {
         return Err(not_found(&resource));
     }

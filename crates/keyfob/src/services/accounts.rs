@@ -1,10 +1,10 @@
 //! Accounts and their owners.
 
 use keyfob_domain::email::Email;
+use keyfob_domain::time::Timestamp;
 use keyfob_store::{Account, AccountId, Owner, OwnerId, Store};
 
 use super::ServiceError;
-use crate::clock::now_ms;
 use crate::passwords::{Passwords, check_new_password};
 
 /// Makes an account with its first owner.
@@ -23,7 +23,7 @@ pub async fn create_account(
         .hash(password)
         .await
         .map_err(|e| ServiceError::Internal(e.into()))?;
-    let now = now_ms();
+    let now = Timestamp::now();
     let account = Account {
         id: AccountId::from(uuid::Uuid::now_v7().to_string()),
         name: email.as_str().to_owned(),

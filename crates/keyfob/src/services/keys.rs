@@ -2,11 +2,11 @@
 
 use keyfob_domain::ApiKey;
 use keyfob_domain::audit::action;
+use keyfob_domain::time::Timestamp;
 use keyfob_store::{AccountId, ApiKeyRow, KeyId, Store};
 
 use super::{Caller, MAX_NAME_LEN, ServiceError};
 use crate::audit::AuditEvent;
-use crate::clock::now_ms;
 use crate::state::AppState;
 
 /// Makes a key in `account_id`. This node accepts it at once.
@@ -36,7 +36,7 @@ pub async fn revoke(
     by: &Caller<'_>,
     key_id: &KeyId,
 ) -> Result<(), ServiceError> {
-    let at = now_ms();
+    let at = Timestamp::now();
     if !state
         .store
         .revoke_api_key(Some(account_id), key_id, at)
@@ -47,7 +47,7 @@ pub async fn revoke(
         )));
     }
     state.index.remove_key(key_id);
-    crate::auth::note_key_cutoff(state, key_id, i64::MAX, at);
+    crate::auth::note_key_cutoff(state, key_id, Timestamp::MAX, at);
     tracing::info!(%key_id, "API key revoked");
     state.audit.record(
         AuditEvent::new(Some(account_id), by.actor.clone(), action::API_KEY_REVOKED)
@@ -81,7 +81,7 @@ pub async fn create_api_key(
         name: name.to_owned(),
         prefix: key.display_prefix().to_owned(),
         key_hash: key.hash(),
-        created_at: now_ms(),
+        created_at: Timestamp::now(),
         last_used_at: None,
         revoked_at: None,
         tokens_revoked_before: None,

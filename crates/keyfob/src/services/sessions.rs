@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use keyfob_domain::audit::action;
 use keyfob_domain::ids::{AccountId, UserId};
+use keyfob_domain::time::Timestamp;
 
 use super::{Caller, ServiceError};
 use crate::audit::AuditEvent;
-use crate::clock::now_ms;
 use crate::state::AppState;
 
 /// Why a user's sessions end, as the audit events say it.
@@ -71,7 +71,7 @@ pub async fn log_out_everywhere(
     audit_sessions_ended(state, user_id, EndReason::LogoutEverywhere, by).await?;
     let sessions = state
         .store
-        .revoke_user_families(user_id, None, now_ms())
+        .revoke_user_families(user_id, None, Timestamp::now())
         .await?;
     let logins = state.store.delete_user_logins(user_id, keep_login).await?;
     crate::auth::catch_up(state).await?;
@@ -90,7 +90,7 @@ pub async fn change_password(
     audit_sessions_ended(state, user_id, EndReason::PasswordChanged, by).await?;
     state
         .store
-        .change_user_password(user_id, hash, now_ms())
+        .change_user_password(user_id, hash, Timestamp::now())
         .await?;
     crate::auth::catch_up(state).await?;
     tracing::info!("user changed their password");

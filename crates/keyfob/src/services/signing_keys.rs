@@ -1,9 +1,9 @@
 //! Signing keys: the first one, rotation, and retiring a compromised one.
 
+use keyfob_domain::time::{Timestamp, secs};
 use keyfob_store::{Kid, SigningKeyRow, Store};
 
 use super::ServiceError;
-use crate::clock::now_ms;
 use crate::config::SigningAlg;
 use crate::crypto::MasterKey;
 use crate::tokens::generate_signing_key;
@@ -14,7 +14,7 @@ pub async fn ensure_signing_key(
     master: &MasterKey,
     alg: SigningAlg,
 ) -> Result<(), ServiceError> {
-    let now = now_ms();
+    let now = Timestamp::now();
     let keys = store.list_signing_keys().await?;
     if keys.iter().any(|k| k.retires_at.is_none_or(|r| r > now)) {
         return Ok(());
@@ -34,10 +34,10 @@ pub async fn rotate_signing_key(
     publish_secs: i64,
     keep_public_secs: i64,
 ) -> Result<SigningKeyRow, ServiceError> {
-    let now = now_ms();
-    let row = generate_signing_key(alg, master, now, now + publish_secs * 1000)?;
+    let now = Timestamp::now();
+    let row = generate_signing_key(alg, master, now, now + secs(publish_secs))?;
     store
-        .rotate_signing_key(&row, keep_public_secs * 1000)
+        .rotate_signing_key(&row, secs(keep_public_secs))
         .await?;
     Ok(row)
 }
@@ -57,7 +57,7 @@ pub async fn retire_signing_key(
     kid: &Kid,
 ) -> Result<RetiredSigningKey, ServiceError> {
     use keyfob_domain::signing::{KeyTimes, RetireError, plan_retirement};
-    let now = now_ms();
+    let now = Timestamp::now();
     let rows = store.list_signing_keys().await?;
     let times: Vec<KeyTimes<'_>> = rows
         .iter()

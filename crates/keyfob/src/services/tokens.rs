@@ -2,10 +2,10 @@
 
 use keyfob_domain::audit::action;
 use keyfob_domain::ids::{AccountId, Jti, KeyId};
+use keyfob_domain::time::Timestamp;
 
 use super::{Caller, ServiceError};
 use crate::audit::AuditEvent;
-use crate::clock::now_ms;
 use crate::state::AppState;
 
 /// Revokes a live token of `account_id`. This node refuses it at once.
@@ -22,12 +22,16 @@ pub async fn revoke(
         .filter(|token| token.account_id == *account_id)
         .ok_or_else(|| ServiceError::NotFound(format!("no live token {jti} in this account")))?;
     // The store checks the account again, in the same statement that revokes.
-    if !state.store.revoke_token(account_id, jti, now_ms()).await? {
+    if !state
+        .store
+        .revoke_token(account_id, jti, Timestamp::now())
+        .await?
+    {
         return Err(ServiceError::NotFound(format!(
             "no live token {jti} in this account"
         )));
     }
-    state.index.revoke_token(jti, token.expires_at / 1000);
+    state.index.revoke_token(jti, token.expires_at);
     tracing::info!(%jti, "token revoked");
     state.audit.record(
         AuditEvent::new(Some(account_id), by.actor.clone(), action::TOKEN_REVOKED)
@@ -45,7 +49,7 @@ pub async fn revoke_all_of_key(
     by: &Caller<'_>,
     key_id: &KeyId,
 ) -> Result<(), ServiceError> {
-    let at = now_ms();
+    let at = Timestamp::now();
     // The store checks the account in the same statement that revokes.
     if !state
         .store

@@ -8,6 +8,8 @@
 //! the URL fragment (`response_type=token`, only for applications that turn it on): then the user
 //! is asked every time, and told so.
 
+use std::time::Duration;
+
 use askama::Template;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -16,6 +18,7 @@ use keyfob_domain::ids::{GrantId, UserId};
 use keyfob_domain::oauth;
 use keyfob_domain::permission::Permission;
 use keyfob_domain::secret::{hash_secret, random_token};
+use keyfob_domain::time::Timestamp;
 use keyfob_store::{AuthCodeRow, GrantRow, Permissions};
 use serde::Deserialize;
 
@@ -27,14 +30,13 @@ use super::request::{
     error_location,
 };
 use crate::audit::{Actor, AuditEvent};
-use crate::clock::{format_ms, now_ms};
 use crate::dashboard::page::PageError;
 use crate::sessions::{self, ACCESS_TOKEN_SECS, SessionError};
 use crate::state::AppState;
 use crate::web::{ClientIp, UserLogin};
 
 /// How long an authorization code may wait to be exchanged.
-pub const CODE_LIFETIME_MS: i64 = 60_000;
+pub const CODE_LIFETIME: Duration = Duration::from_secs(60);
 
 #[derive(Template)]
 #[template(path = "auth/consent.html")]
@@ -242,7 +244,7 @@ pub async fn decide(
         .map(|(_, granted)| granted)
         .unwrap_or_default();
     let stored = oauth::merged_grant(&before, &request.permissions, &allowed);
-    let now = now_ms();
+    let now = Timestamp::now();
     let grant = state
         .store
         .upsert_grant(&GrantRow {
@@ -284,7 +286,7 @@ async fn issue(
     match request.response_type {
         ResponseType::Code => {
             let code = random_token();
-            let now = now_ms();
+            let now = Timestamp::now();
             state
                 .store
                 .insert_auth_code(&AuthCodeRow {
@@ -297,7 +299,7 @@ async fn issue(
                     code_challenge: request.code_challenge.clone(),
                     family_id: None,
                     created_at: now,
-                    expires_at: now + CODE_LIFETIME_MS,
+                    expires_at: now + CODE_LIFETIME,
                     used_at: None,
                 })
                 .await?;
@@ -322,7 +324,7 @@ async fn issue(
                 SessionError::Store(err) => PageError::from(err),
                 other => PageError::Internal(anyhow::anyhow!(other)),
             })?;
-            let expires = format_ms(pair.expires_at * 1000);
+            let expires = Timestamp::from_unix_secs(pair.expires_at).rfc3339();
             let expires_in = ACCESS_TOKEN_SECS.to_string();
             let mut params = vec![
                 ("token", pair.access_token.as_str()),

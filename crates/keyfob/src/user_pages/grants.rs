@@ -72,7 +72,7 @@ async fn grants_page(
             id: row.id.into(),
             app_name,
             permissions: row.permissions.iter().map(oauth::describe).collect(),
-            since: TimeView::from_ms(row.created_at),
+            since: TimeView::from(row.created_at),
         });
     }
     Ok(GrantsPage {

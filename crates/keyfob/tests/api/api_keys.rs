@@ -7,6 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use keyfob_domain::ids::AccountId;
+use keyfob_domain::time::Timestamp;
 
 use crate::both_backends;
 use crate::helpers::*;
@@ -64,13 +65,13 @@ both_backends! {
     async fn revoked_keys_are_refused(app) {
         let (account, key) = app.account_with_key().await;
         let keys = app.state.store.list_api_keys(&AccountId::from(account.as_str())).await.unwrap();
-        assert!(app.state.store.revoke_api_key(Some(&AccountId::from(account.as_str())), &keys[0].id, keyfob::clock::now_ms()).await.unwrap());
+        assert!(app.state.store.revoke_api_key(Some(&AccountId::from(account.as_str())), &keys[0].id, Timestamp::now()).await.unwrap());
         app.wait_until_status(&key, 401).await;
         // Revoking again, or another account's key, does nothing.
-        assert!(!app.state.store.revoke_api_key(Some(&AccountId::from(account.as_str())), &keys[0].id, keyfob::clock::now_ms()).await.unwrap());
+        assert!(!app.state.store.revoke_api_key(Some(&AccountId::from(account.as_str())), &keys[0].id, Timestamp::now()).await.unwrap());
         let (other_account, other_key) = app.account_with_key().await;
         let other = app.state.store.list_api_keys(&AccountId::from(other_account.as_str())).await.unwrap();
-        assert!(!app.state.store.revoke_api_key(Some(&AccountId::from(account.as_str())), &other[0].id, keyfob::clock::now_ms()).await.unwrap());
+        assert!(!app.state.store.revoke_api_key(Some(&AccountId::from(account.as_str())), &other[0].id, Timestamp::now()).await.unwrap());
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         assert_eq!(app.whoami_status(&other_key).await, 200);
     }

@@ -10,7 +10,7 @@ use keyfob::services::{self, apps::NewApp};
 use keyfob::user_pages::USER_COOKIE;
 use keyfob_domain::oauth;
 use keyfob_domain::secret::hash_secret;
-use keyfob_store::{AccountId, AppRow, GrantRow};
+use keyfob_store::{AccountId, AppRow, GrantRow, Timestamp};
 use reqwest::header::{LOCATION, SET_COOKIE};
 use reqwest::{Client, Response, StatusCode, Url, redirect};
 use serde_json::Value;
@@ -490,7 +490,7 @@ both_backends! {
         }
         let value = cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
         assert_eq!(value.len(), 43, "256 random bits");
-        let now = keyfob::clock::now_ms();
+        let now = Timestamp::now();
         assert!(app.state.store.find_user_login(&hash_secret(&value), now).await.unwrap().is_some());
         assert!(app.state.store.find_user_login(&value, now).await.unwrap().is_none(), "only the hash is kept");
 
@@ -520,7 +520,7 @@ both_backends! {
         assert_eq!(row.redirect_uri, CALLBACK);
         assert_eq!(permissions_of(&row.permissions), ["deals.read", "deals.write"]);
         assert!(row.code_challenge.is_none());
-        assert!((55_000..=61_000).contains(&(row.expires_at - keyfob::clock::now_ms())));
+        assert!((Duration::from_secs(55)..=Duration::from_secs(61)).contains(&row.expires_at.since(Timestamp::now())));
         assert!(app.state.store.find_auth_code(code).await.unwrap().is_none());
         let grant = grant_of(&app, &email, &client).await.expect("a grant");
         assert_eq!(grant.id, row.grant_id);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use keyfob::dashboard::{FORM_COOKIE, LOGIN_COOKIE};
 use keyfob_domain::ids::AccountId;
 use keyfob_domain::secret::hash_secret;
+use keyfob_domain::time::Timestamp;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use reqwest::{Client, Response, StatusCode, redirect};
 use serde_json::Value;
@@ -276,7 +277,7 @@ both_backends! {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        let last_used = keyfob::clock::format_ms(last_used.expect("the use is recorded"));
+        let last_used = last_used.expect("the use is recorded").rfc3339();
         let (_, html) = browser.page("/dashboard/keys").await;
         assert!(html.contains(&format!("<time datetime=\"{last_used}\">")), "{html}");
 
@@ -660,7 +661,7 @@ both_backends! {
         let session = cookie_value(set_cookie(login.headers(), LOGIN_COOKIE).unwrap()).to_owned();
         assert_eq!(session.len(), 43, "256 random bits, base64url");
         // Only the hash is stored.
-        let now = keyfob::clock::now_ms();
+        let now = Timestamp::now();
         assert!(
             app.state
                 .store
@@ -745,7 +746,7 @@ both_backends! {
             let store = app.state.store.clone();
             async move {
                 store
-                    .find_owner_login(&hash_secret(&session), keyfob::clock::now_ms())
+                    .find_owner_login(&hash_secret(&session), Timestamp::now())
                     .await
                     .unwrap()
                     .is_some()
@@ -816,11 +817,11 @@ both_backends! {
         let row = app
             .state
             .store
-            .find_owner_login(&hash_secret(cookie_value(session)), keyfob::clock::now_ms())
+            .find_owner_login(&hash_secret(cookie_value(session)), Timestamp::now())
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(row.expires_at - row.created_at, 12 * 3600 * 1000);
+        assert_eq!(row.expires_at.since(row.created_at), std::time::Duration::from_secs(12 * 3600));
         assert_eq!(row.account_id, account_of(&app, &browser.email).await);
     }
 

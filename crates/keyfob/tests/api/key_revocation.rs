@@ -10,14 +10,15 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use keyfob_domain::ids::AccountId;
+use keyfob_domain::time::Timestamp;
 
 use crate::both_backends;
 use crate::dashboard::{Browser, account_of, location};
 use crate::helpers::*;
 use crate::revocation::{time_until_refused, two_nodes};
 
-fn now() -> i64 {
-    keyfob::clock::now_ms()
+fn now() -> Timestamp {
+    Timestamp::now()
 }
 
 /// The 401 message `node` answers `credential` with.

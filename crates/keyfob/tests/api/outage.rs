@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 
 use keyfob_domain::ids::AccountId;
+use keyfob_domain::time::Timestamp;
 
 use crate::db_proxy::{DbProxy, Mode, upstream_of};
 use crate::helpers::*;
@@ -24,8 +25,8 @@ use crate::helpers::*;
 /// 5-second timeout.)
 const FAST: Duration = Duration::from_millis(1000);
 
-fn now() -> i64 {
-    keyfob::clock::now_ms()
+fn now() -> Timestamp {
+    Timestamp::now()
 }
 
 /// An app on a fresh PostgreSQL schema reached through a proxy, with short database timeouts so

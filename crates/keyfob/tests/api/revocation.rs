@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keyfob_domain::ids::AccountId;
+use keyfob_domain::time::Timestamp;
 
 use crate::helpers::*;
 
@@ -113,8 +114,8 @@ async fn revocation_reaches_the_other_node(backend: Backend) {
     assert_eq!(a.whoami_status(&key).await, 401);
 }
 
-fn now() -> i64 {
-    keyfob::clock::now_ms()
+fn now() -> Timestamp {
+    Timestamp::now()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@
 //! user.
 
 use keyfob_domain::ids::{AccountId, GrantId};
+use keyfob_domain::time::Timestamp;
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
@@ -649,7 +650,7 @@ impl Fixture {
         .await
         .unwrap()
         .id;
-        let now = keyfob::clock::now_ms();
+        let now = Timestamp::now();
         let grant = app
             .state
             .store
@@ -678,7 +679,7 @@ impl Fixture {
                 code_challenge: None,
                 family_id: None,
                 created_at: now,
-                expires_at: now + 60_000,
+                expires_at: now + std::time::Duration::from_secs(60),
                 used_at: None,
             })
             .await

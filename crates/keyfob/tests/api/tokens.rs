@@ -9,6 +9,7 @@ use jwt_simple::prelude::*;
 use keyfob::config::SigningAlg;
 use keyfob_domain::Claims;
 use keyfob_domain::ids::{AccountId, Jti};
+use keyfob_domain::time::Timestamp;
 use serde_json::{Value, json};
 
 use crate::both_backends;
@@ -140,7 +141,7 @@ both_backends! {
 
         // Signed by Keyfob's own key, but expired, not yet valid, for another issuer or audience.
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let sign = |c: &Claims| app.state.tokens.sign(c, keyfob::clock::now_ms()).unwrap();
+        let sign = |c: &Claims| app.state.tokens.sign(c, Timestamp::now()).unwrap();
         let mut c = claims(&app, &account);
         c.exp = now - 3600;
         c.iat = now - 7200;
@@ -172,8 +173,8 @@ both_backends! {
         }).unwrap();
         // Another account cannot revoke it.
         let (stranger, _) = app.account_with_key().await;
-        assert!(!app.state.store.revoke_token(&AccountId::from(stranger.as_str()), &target.jti, keyfob::clock::now_ms()).await.unwrap());
-        assert!(app.state.store.revoke_token(&AccountId::from(account.as_str()), &target.jti, keyfob::clock::now_ms()).await.unwrap());
+        assert!(!app.state.store.revoke_token(&AccountId::from(stranger.as_str()), &target.jti, Timestamp::now()).await.unwrap());
+        assert!(app.state.store.revoke_token(&AccountId::from(account.as_str()), &target.jti, Timestamp::now()).await.unwrap());
         app.wait_until_status(&token, 401).await;
         refused_with(&app, &token, "revoked").await;
         assert_eq!(app.whoami_status(&other).await, 200);

@@ -4,6 +4,7 @@
 
 use keyfob::services::apps::NewApp;
 use keyfob_domain::secret::{hash_secret, random_token};
+use keyfob_domain::time::Timestamp;
 use keyfob_store::{AccountId, AuthCodeRow, GrantId, GrantRow};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -199,7 +200,7 @@ both_backends! {
         let user = keyfob::services::users::create_user(app.state.store.as_ref(), &app.state.passwords, "u@example.com", PASSWORD.into()).await.unwrap();
         // A grant and code carrying the capability, as if written behind Keyfob's back.
         let permissions = r#"["creditApplications.read","creditApplications.write","sensitive.read","audit.read"]"#;
-        let now = keyfob::clock::now_ms();
+        let now = Timestamp::now();
         let grant = app.state.store.upsert_grant(&GrantRow {
             id: GrantId::from(uuid::Uuid::now_v7().to_string()), user_id: user.id.clone(),
             client_id: created.app.client_id.clone(), account_id: AccountId::from(account.clone()),
@@ -210,7 +211,7 @@ both_backends! {
             code_hash: hash_secret(&code), client_id: created.app.client_id.clone(), user_id: user.id.clone(),
             grant_id: grant.id.clone(), redirect_uri: "https://app.example.com/cb".into(),
             permissions: keyfob_store::JsonList::from_json(permissions).unwrap(), code_challenge: None, family_id: None,
-            created_at: now, expires_at: now + 60_000, used_at: None,
+            created_at: now, expires_at: now + std::time::Duration::from_secs(60), used_at: None,
         }).await.unwrap();
         let response = app.client.post(app.url("/auth/token")).form(&[
             ("grant_type", "authorization_code"), ("code", code.as_str()),
@@ -311,8 +312,8 @@ both_backends! {
         let doc_b = json!({"ssn": sealed_ssn});
         let doc_a = json!({"ssn": sealed_tax, "taxId": row_a.doc["taxId"]});
         let scope = keyfob_store::RecordScope { account_id: &row_a.account_id, resource: "creditApplications", owner_user_id: None };
-        assert!(app.state.store.update_record(&scope, &b.into(), &doc_b, 1).await.unwrap());
-        assert!(app.state.store.update_record(&scope, &a.into(), &doc_a, 1).await.unwrap());
+        assert!(app.state.store.update_record(&scope, &b.into(), &doc_b, Timestamp::from_unix_ms(1)).await.unwrap());
+        assert!(app.state.store.update_record(&scope, &a.into(), &doc_a, Timestamp::from_unix_ms(1)).await.unwrap());
         let read_b = get_json(&app, &key, &format!("/api/creditApplications/{b}?reveal=ssn")).await;
         assert_eq!(read_b["ssn"], "[unreadable]");
         let read_a = get_json(&app, &key, &format!("/api/creditApplications/{a}?reveal=ssn,taxId")).await;
