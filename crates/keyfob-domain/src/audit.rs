@@ -3,6 +3,7 @@
 
 use crate::expiry::parse_instant;
 use crate::query::{parse_limit, parse_page};
+use crate::time::Timestamp;
 
 /// The actions the audit log records. Stored and filtered as these exact strings.
 pub mod action {
@@ -137,15 +138,15 @@ pub const MAX_LIMIT: u32 = 100;
 pub const MAX_PAGE: u32 = crate::query::MAX_PAGE;
 const MAX_ACTOR_LEN: usize = 128;
 
-/// A parsed audit listing request. Times are Unix milliseconds; `until` is exclusive.
+/// A parsed audit listing request; `until` is exclusive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditQuery {
     pub limit: u32,
     pub page: u32,
     pub action: Option<&'static str>,
     pub actor: Option<String>,
-    pub since: Option<i64>,
-    pub until: Option<i64>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
 }
 
 impl Default for AuditQuery {
@@ -239,11 +240,11 @@ impl AuditQuery {
                 }
                 "since" | "until" => {
                     let at = parse_instant(value).ok_or(AuditQueryError::Time(name))?;
-                    let ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+                    let at = Timestamp::from(at);
                     if name == "since" {
-                        query.since = Some(ms);
+                        query.since = Some(at);
                     } else {
-                        query.until = Some(ms);
+                        query.until = Some(at);
                     }
                 }
                 _ => unreachable!("every name is matched above"),
@@ -284,8 +285,14 @@ mod tests {
         .unwrap();
         assert_eq!(query.action, Some(action::SENSITIVE_REVEALED));
         assert_eq!(query.actor.as_deref(), Some("0190-abc_d"));
-        assert_eq!(query.since, Some(1_767_225_600_000));
-        assert_eq!(query.until, Some(1_767_312_000_000));
+        assert_eq!(
+            query.since,
+            Some(Timestamp::from_unix_ms(1_767_225_600_000))
+        );
+        assert_eq!(
+            query.until,
+            Some(Timestamp::from_unix_ms(1_767_312_000_000))
+        );
         assert_eq!(query.offset(), 5);
     }
 

@@ -1,7 +1,12 @@
 //! What a Keyfob JWT says. The same claims for minted tokens and for user-session access tokens;
 //! the latter also name the application and the session.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
+
+use crate::ids::{AccountId, ClientId, FamilyId, Jti, KeyId, UserId};
+use crate::time::Timestamp;
 
 /// The claims of every token Keyfob signs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,16 +18,16 @@ pub struct Claims {
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
-    pub jti: String,
+    pub jti: Jti,
     pub permissions: Vec<String>,
     /// The account (tenant) the token acts in.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// For user sessions: the application the user granted access to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
+    pub client_id: Option<ClientId>,
     /// For user sessions: the session (refresh-token family) the token belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sid: Option<String>,
+    pub sid: Option<FamilyId>,
 }
 
 /// Who a new token is for: the API key that mints it, or a user session's access token.
@@ -30,44 +35,44 @@ pub struct Claims {
 pub enum Bearer<'a> {
     /// A token minted with `POST /auth`: its subject is the key.
     Key {
-        account_id: &'a str,
-        key_id: &'a str,
+        account_id: &'a AccountId,
+        key_id: &'a KeyId,
     },
     /// A user session's access token: its subject is the end user, and it names the application
     /// and the session (refresh-token family).
     Session {
-        account_id: &'a str,
-        client_id: &'a str,
-        user_id: &'a str,
-        family_id: &'a str,
+        account_id: &'a AccountId,
+        client_id: &'a ClientId,
+        user_id: &'a UserId,
+        family_id: &'a FamilyId,
     },
 }
 
 impl Claims {
-    /// The claims of a new token from `iss` for `aud`, issued at `issued_ms` (Unix milliseconds:
-    /// `iat` and `nbf` are its second, and the `jti` carries the millisecond, see
-    /// [`Claims::issued_at_ms`]) and expiring at `exp` (Unix seconds).
+    /// The claims of a new token from `iss` for `aud`, issued at `issued` (`iat` and `nbf` are its
+    /// second, and the `jti` carries the millisecond, see [`Claims::issued_at`]) and expiring at
+    /// `expires` (`exp` is its second).
     pub fn new(
         iss: &str,
         aud: &str,
         bearer: Bearer<'_>,
         permissions: Vec<String>,
-        issued_ms: i64,
-        exp: i64,
+        issued: Timestamp,
+        expires: Timestamp,
     ) -> Claims {
-        let iat = issued_ms.div_euclid(1000);
+        let iat = issued.unix_secs();
         let (sub, account_id, client_id, sid) = match bearer {
-            Bearer::Key { account_id, key_id } => (key_id, account_id, None, None),
+            Bearer::Key { account_id, key_id } => (key_id.as_str(), account_id, None, None),
             Bearer::Session {
                 account_id,
                 client_id,
                 user_id,
                 family_id,
             } => (
-                user_id,
+                user_id.as_str(),
                 account_id,
-                Some(client_id.to_owned()),
-                Some(family_id.to_owned()),
+                Some(client_id.clone()),
+                Some(family_id.clone()),
             ),
         };
         Claims {
@@ -76,10 +81,10 @@ impl Claims {
             aud: aud.to_owned(),
             iat,
             nbf: iat,
-            exp,
-            jti: new_jti(issued_ms),
+            exp: expires.unix_secs(),
+            jti: Jti::from(new_jti(issued)),
             permissions,
-            account_id: account_id.to_owned(),
+            account_id: account_id.clone(),
             client_id,
             sid,
         }
@@ -91,23 +96,28 @@ impl Claims {
         (self.sid.is_none() && self.client_id.is_none()).then_some(self.sub.as_str())
     }
 
-    /// When the token was minted, in Unix milliseconds. `iat` has whole seconds only, which cannot
+    /// When the token expires: the start of its `exp` second.
+    pub fn expires_at(&self) -> Timestamp {
+        Timestamp::from_unix_secs(self.exp)
+    }
+
+    /// When the token was minted, to the millisecond. `iat` has whole seconds only, which cannot
     /// tell a token minted just before "revoke all tokens of this key" from one minted just after
     /// in the same second; Keyfob's `jti` is a UUIDv7 whose timestamp is the minting millisecond,
     /// so that is used when it agrees with `iat`. Otherwise the start of `iat`'s second: the
     /// earliest the token can have been minted, so a cutoff never lets an older token through.
-    pub fn issued_at_ms(&self) -> i64 {
-        let floor = self.iat.saturating_mul(1000);
+    pub fn issued_at(&self) -> Timestamp {
+        let floor = Timestamp::from_unix_secs(self.iat);
         uuid::Uuid::parse_str(&self.jti)
             .ok()
             .filter(|id| id.get_version_num() == 7)
             .and_then(|id| id.get_timestamp())
             .map(|ts| {
                 let (secs, nanos) = ts.to_unix();
-                i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000)
-                    + i64::from(nanos / 1_000_000)
+                Timestamp::from_unix_secs(i64::try_from(secs).unwrap_or(i64::MAX))
+                    + Duration::from_nanos(u64::from(nanos))
             })
-            .filter(|ms| (floor..floor.saturating_add(2000)).contains(ms))
+            .filter(|at| (floor..floor + Duration::from_secs(2)).contains(at))
             .unwrap_or(floor)
     }
 }
@@ -115,13 +125,12 @@ impl Claims {
 /// The last millisecond a `jti` was made for, and how many were made for it.
 static LAST_JTI: std::sync::Mutex<(u64, u16)> = std::sync::Mutex::new((0, 0));
 
-/// A fresh `jti` for a token minted at `issued_ms` (Unix ms): a UUIDv7 carrying exactly that
-/// millisecond, so that [`Claims::issued_at_ms`] reads it back. Its 12 `rand_a` bits count the
-/// `jti`s this process made for the same millisecond (RFC 9562's fixed-length counter), so tokens
-/// minted within one millisecond sort in the order they were minted; the other 62 bits are
-/// random.
-pub fn new_jti(issued_ms: i64) -> String {
-    let ms = u64::try_from(issued_ms).unwrap_or(0);
+/// A fresh `jti` for a token minted at `issued`: a UUIDv7 carrying exactly that millisecond, so
+/// that [`Claims::issued_at`] reads it back. Its 12 `rand_a` bits count the `jti`s this process
+/// made for the same millisecond (RFC 9562's fixed-length counter), so tokens minted within one
+/// millisecond sort in the order they were minted; the other 62 bits are random.
+pub fn new_jti(issued: Timestamp) -> String {
+    let ms = u64::try_from(issued.unix_ms()).unwrap_or(0);
     let count = {
         let mut last = LAST_JTI
             .lock()
@@ -160,58 +169,77 @@ mod tests {
         }
     }
 
+    const AT: Timestamp = Timestamp::from_unix_ms(1_767_225_600_123);
+
     #[test]
     fn issued_at_has_the_jti_milliseconds() {
-        let ms = 1_767_225_600_123;
-        assert_eq!(claims(ms / 1000, &new_jti(ms)).issued_at_ms(), ms);
+        assert_eq!(claims(AT.unix_secs(), &new_jti(AT)).issued_at(), AT);
         // Two tokens of one second are told apart.
-        let later = claims(ms / 1000, &new_jti(ms + 500)).issued_at_ms();
-        assert!(later > ms);
+        let later = claims(AT.unix_secs(), &new_jti(AT + Duration::from_millis(500))).issued_at();
+        assert!(later > AT);
     }
 
     #[test]
     fn a_jti_that_disagrees_with_iat_falls_back_to_the_start_of_its_second() {
-        let ms = 1_767_225_600_123;
+        let iat = AT.unix_secs() - 10;
         assert_eq!(
-            claims(ms / 1000 - 10, &new_jti(ms)).issued_at_ms(),
-            (ms / 1000 - 10) * 1000
+            claims(iat, &new_jti(AT)).issued_at(),
+            Timestamp::from_unix_secs(iat)
         );
-        assert_eq!(claims(5, "not-a-uuid").issued_at_ms(), 5000);
+        let five = Timestamp::from_unix_secs(5);
+        assert_eq!(claims(5, "not-a-uuid").issued_at(), five);
         assert_eq!(
-            claims(5, &uuid::Uuid::new_v4().to_string()).issued_at_ms(),
-            5000
+            claims(5, &uuid::Uuid::new_v4().to_string()).issued_at(),
+            five
         );
     }
 
     #[test]
     fn new_claims_say_who_the_token_is_for_and_when_it_was_issued() {
-        let ms = 1_767_225_600_123;
+        let (acc, key_id) = (AccountId::from("acc"), KeyId::from("key-1"));
         let key = Bearer::Key {
-            account_id: "acc",
-            key_id: "key-1",
+            account_id: &acc,
+            key_id: &key_id,
         };
         let minted = Claims::new(
             "iss",
             "aud",
             key,
             vec!["deals.read".into()],
-            ms,
-            ms / 1000 + 60,
+            AT,
+            AT + Duration::from_secs(60),
         );
-        assert_eq!((minted.iat, minted.nbf), (ms / 1000, ms / 1000));
-        assert_eq!(minted.issued_at_ms(), ms);
+        let secs = AT.unix_secs();
+        assert_eq!(
+            (minted.iat, minted.nbf, minted.exp),
+            (secs, secs, secs + 60)
+        );
+        assert_eq!(minted.issued_at(), AT);
+        assert_eq!(minted.expires_at(), Timestamp::from_unix_secs(secs + 60));
         assert_eq!(minted.minting_key(), Some("key-1"));
         assert_eq!((minted.iss.as_str(), minted.aud.as_str()), ("iss", "aud"));
         assert_eq!(minted.account_id, "acc");
         assert_eq!(minted.permissions, ["deals.read"]);
 
+        let (client, user, family) = (
+            ClientId::from("app_1"),
+            UserId::from("user-1"),
+            FamilyId::from("fam-1"),
+        );
         let session = Bearer::Session {
-            account_id: "acc",
-            client_id: "app_1",
-            user_id: "user-1",
-            family_id: "fam-1",
+            account_id: &acc,
+            client_id: &client,
+            user_id: &user,
+            family_id: &family,
         };
-        let access = Claims::new("iss", "aud", session, vec![], ms, ms / 1000 + 600);
+        let access = Claims::new(
+            "iss",
+            "aud",
+            session,
+            vec![],
+            AT,
+            AT + Duration::from_secs(600),
+        );
         assert_eq!(access.sub, "user-1");
         assert_eq!(access.client_id.as_deref(), Some("app_1"));
         assert_eq!(access.sid.as_deref(), Some("fam-1"));
@@ -221,14 +249,13 @@ mod tests {
 
     #[test]
     fn jtis_of_one_millisecond_sort_in_the_order_they_were_made() {
-        let ms = 1_767_225_600_123;
-        let jtis: Vec<String> = (0..1000).map(|_| new_jti(ms)).collect();
+        let jtis: Vec<String> = (0..1000).map(|_| new_jti(AT)).collect();
         assert!(
             jtis.windows(2).all(|w| w[0] < w[1]),
             "made in order, sorted in order"
         );
         for jti in &jtis {
-            assert_eq!(claims(ms / 1000, jti).issued_at_ms(), ms);
+            assert_eq!(claims(AT.unix_secs(), jti).issued_at(), AT);
         }
     }
 

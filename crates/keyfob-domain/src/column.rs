@@ -7,8 +7,11 @@ use sqlx::error::BoxDynError;
 use sqlx::{Database, Decode, Encode, Type};
 
 use crate::audit::ActorKind;
-use crate::ids::{AccountId, ClientId, FamilyId, Jti, KeyId};
+use crate::ids::{
+    AccountId, ClientId, EventId, FamilyId, GrantId, Jti, KeyId, Kid, OwnerId, RecordId, UserId,
+};
 use crate::signing::SigningAlg;
+use crate::time::Timestamp;
 
 macro_rules! text_column {
     ($($ty:ty),* $(,)?) => {$(
@@ -90,4 +93,43 @@ macro_rules! id_column {
     )*};
 }
 
-id_column!(AccountId, KeyId, Jti, ClientId, FamilyId);
+id_column!(
+    AccountId, OwnerId, UserId, GrantId, RecordId, EventId, Kid, KeyId, Jti, ClientId, FamilyId,
+);
+
+/// An instant is its Unix milliseconds, in the same integer column as ever.
+impl<DB: Database> Type<DB> for Timestamp
+where
+    i64: Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <i64 as Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <i64 as Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'q, DB: Database> Encode<'q, DB> for Timestamp
+where
+    i64: Encode<'q, DB>,
+{
+    fn encode_by_ref(
+        &self,
+        buf: &mut <DB as Database>::ArgumentBuffer<'q>,
+    ) -> Result<IsNull, BoxDynError> {
+        <i64 as Encode<'q, DB>>::encode(self.unix_ms(), buf)
+    }
+}
+
+impl<'r, DB: Database> Decode<'r, DB> for Timestamp
+where
+    i64: Decode<'r, DB>,
+{
+    fn decode(value: <DB as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(Timestamp::from_unix_ms(<i64 as Decode<'r, DB>>::decode(
+            value,
+        )?))
+    }
+}

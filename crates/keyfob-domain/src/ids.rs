@@ -1,5 +1,5 @@
 //! Ids as types of their own, so that a key's id cannot be passed where a token's is expected.
-//! Each is text (a UUID, a `jti`, a `client_id`) and reads as a `&str` where one is needed.
+//! Each is text (a UUID, a `jti`, a `client_id`, a `kid`) and reads as a `&str` where one is needed.
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -113,6 +113,18 @@ macro_rules! id_types {
 id_types!(
     /// An account (a tenant).
     AccountId,
+    /// An account owner: the person who signs in to the dashboard.
+    OwnerId,
+    /// An end user of the deployment's user pool, who signs in to applications.
+    UserId,
+    /// A user's consent to an application.
+    GrantId,
+    /// A record of a resource.
+    RecordId,
+    /// An event of the audit log.
+    EventId,
+    /// A signing key's `kid`.
+    Kid,
     /// An API key (not the key itself, which is a secret).
     KeyId,
     /// A minted token's `jti`.

@@ -22,9 +22,11 @@ pub mod query;
 pub mod secret;
 pub mod session;
 pub mod signing;
+pub mod time;
 pub mod token_list;
 pub mod vault;
 
+pub use self::time::Timestamp;
 pub use claims::Claims;
 pub use credential::{ApiKey, Credential, CredentialError};
 pub use expiry::{ExpiryError, ExpiryPolicy};

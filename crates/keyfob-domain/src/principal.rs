@@ -1,7 +1,8 @@
 //! Who is calling: the verified result of a credential, and what it may do.
 
-use crate::ids::{Jti, KeyId};
+use crate::ids::{AccountId, ClientId, Jti, KeyId, UserId};
 use crate::permission::{Action, PermissionSet, RESERVED_RESOURCES};
+use crate::time::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrincipalKind {
@@ -10,8 +11,8 @@ pub enum PrincipalKind {
     /// A JWT, by its `jti`; `user_id` is set for user-session tokens.
     Jwt {
         jti: Jti,
-        user_id: Option<String>,
-        client_id: Option<String>,
+        user_id: Option<UserId>,
+        client_id: Option<ClientId>,
     },
 }
 
@@ -19,11 +20,11 @@ pub enum PrincipalKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub kind: PrincipalKind,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub subject: String,
     pub permissions: PermissionSet,
-    /// Unix seconds; `None` for API keys, which last until revoked.
-    pub expires_at: Option<i64>,
+    /// When it expires (a JWT's `exp`); `None` for API keys, which last until revoked.
+    pub expires_at: Option<Timestamp>,
 }
 
 impl Principal {
@@ -42,7 +43,7 @@ impl Principal {
     }
 
     /// The end user a session token acts for: such a token sees only that user's records.
-    pub fn session_user(&self) -> Option<&str> {
+    pub fn session_user(&self) -> Option<&UserId> {
         match &self.kind {
             PrincipalKind::Jwt {
                 user_id: Some(user),
@@ -61,13 +62,13 @@ mod tests {
         Principal {
             kind: PrincipalKind::Jwt {
                 jti: "j".into(),
-                user_id: user.map(str::to_owned),
-                client_id: user.map(|_| "app".to_owned()),
+                user_id: user.map(UserId::from),
+                client_id: user.map(|_| ClientId::from("app")),
             },
             account_id: "a".into(),
             subject: "s".into(),
             permissions: PermissionSet::parse(permissions).unwrap(),
-            expires_at: Some(0),
+            expires_at: Some(Timestamp::UNIX_EPOCH),
         }
     }
 

@@ -1,29 +1,31 @@
 //! The rule that says what a refresh token is worth right now. The token endpoint acts on it
 //! (rotate, answer a retry, end the session on reuse) and introspection reports it (`active` only
 //! when a refresh would rotate), so the two can never disagree.
-//!
-//! Times are Unix milliseconds.
+
+use std::time::Duration;
+
+use crate::time::Timestamp;
 
 /// The limits an application puts on its sessions (user logins through refresh tokens).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SessionLimits {
-    /// A session ends when its refresh token goes unused this long (seconds).
-    pub idle_secs: Option<i64>,
-    /// A session ends this long after it started, however much it is used (seconds).
-    pub max_age_secs: Option<i64>,
+    /// A session ends when its refresh token goes unused this long.
+    pub idle: Option<Duration>,
+    /// A session ends this long after it started, however much it is used.
+    pub max_age: Option<Duration>,
 }
 
 /// What is known of a refresh token and its session at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefreshFacts {
     /// When this token was used (rotated), if it was.
-    pub used_at: Option<i64>,
+    pub used_at: Option<Timestamp>,
     /// Whether the pair its use produced is still kept for a retry.
     pub retry_answer_kept: bool,
     /// When the session (refresh family) started.
-    pub session_started_at: i64,
+    pub session_started_at: Timestamp,
     /// When a refresh token of the session was last used (or the session started).
-    pub session_last_used_at: i64,
+    pub session_last_used_at: Timestamp,
     /// Whether the session was ended (revoked, logged out, reused, password changed).
     pub session_ended: bool,
     /// Whether the user's grant to the application is still live.
@@ -79,7 +81,7 @@ impl RefreshState {
 }
 
 /// Decides what a refresh token is worth at `now`, given the application's `limits` and the
-/// `grace_ms` during which a used token still gets its answer again.
+/// `grace` during which a used token still gets its answer again.
 ///
 /// An ended session wins over everything (even a retry: its tokens must stop at once). A used
 /// token is a retry or a reuse whatever the limits say, so that two tabs refreshing together
@@ -88,28 +90,28 @@ impl RefreshState {
 pub fn refresh_state(
     facts: &RefreshFacts,
     limits: SessionLimits,
-    grace_ms: i64,
-    now: i64,
+    grace: Duration,
+    now: Timestamp,
 ) -> RefreshState {
     if facts.session_ended {
         return RefreshState::Ended(Ended::Revoked);
     }
     if let Some(used_at) = facts.used_at {
-        return if facts.retry_answer_kept && now - used_at <= grace_ms {
+        return if facts.retry_answer_kept && now.since(used_at) <= grace {
             RefreshState::Retry
         } else {
             RefreshState::Reused
         };
     }
     if limits
-        .idle_secs
-        .is_some_and(|idle| now - facts.session_last_used_at > idle.saturating_mul(1000))
+        .idle
+        .is_some_and(|idle| now.since(facts.session_last_used_at) > idle)
     {
         return RefreshState::Ended(Ended::Idle);
     }
     if limits
-        .max_age_secs
-        .is_some_and(|max| now - facts.session_started_at > max.saturating_mul(1000))
+        .max_age
+        .is_some_and(|max| now.since(facts.session_started_at) > max)
     {
         return RefreshState::Ended(Ended::TooOld);
     }
@@ -124,23 +126,28 @@ mod tests {
     use super::*;
 
     const MIN: i64 = 60_000;
-    const GRACE: i64 = 30_000;
+    const GRACE_MS: i64 = 30_000;
+    const GRACE: Duration = Duration::from_millis(GRACE_MS as u64);
+
+    fn t(ms: i64) -> Timestamp {
+        Timestamp::from_unix_ms(ms)
+    }
 
     fn fresh() -> RefreshFacts {
         RefreshFacts {
             used_at: None,
             retry_answer_kept: false,
-            session_started_at: 0,
-            session_last_used_at: 0,
+            session_started_at: t(0),
+            session_last_used_at: t(0),
             session_ended: false,
             grant_live: true,
         }
     }
 
-    fn limits(idle: Option<i64>, max_age: Option<i64>) -> SessionLimits {
+    fn limits(idle_secs: Option<u64>, max_age_secs: Option<u64>) -> SessionLimits {
         SessionLimits {
-            idle_secs: idle,
-            max_age_secs: max_age,
+            idle: idle_secs.map(Duration::from_secs),
+            max_age: max_age_secs.map(Duration::from_secs),
         }
     }
 
@@ -150,7 +157,7 @@ mod tests {
             &fresh(),
             SessionLimits::default(),
             GRACE,
-            365 * 24 * 60 * MIN,
+            t(365 * 24 * 60 * MIN),
         );
         assert_eq!(state, RefreshState::Live);
         assert!(state.is_active());
@@ -159,13 +166,13 @@ mod tests {
     #[test]
     fn the_idle_limit_counts_from_the_last_use() {
         let mut facts = fresh();
-        facts.session_last_used_at = 10 * MIN;
+        facts.session_last_used_at = t(10 * MIN);
         let idle = limits(Some(300), None);
         assert_eq!(
-            refresh_state(&facts, idle, GRACE, 15 * MIN),
+            refresh_state(&facts, idle, GRACE, t(15 * MIN)),
             RefreshState::Live
         );
-        let late = refresh_state(&facts, idle, GRACE, 15 * MIN + 1);
+        let late = refresh_state(&facts, idle, GRACE, t(15 * MIN + 1));
         assert_eq!(late, RefreshState::Ended(Ended::Idle));
         assert!(!late.is_active());
     }
@@ -173,14 +180,14 @@ mod tests {
     #[test]
     fn the_absolute_limit_counts_from_the_start() {
         let mut facts = fresh();
-        facts.session_last_used_at = 59 * MIN;
+        facts.session_last_used_at = t(59 * MIN);
         let max = limits(None, Some(3600));
         assert_eq!(
-            refresh_state(&facts, max, GRACE, 60 * MIN),
+            refresh_state(&facts, max, GRACE, t(60 * MIN)),
             RefreshState::Live
         );
         assert_eq!(
-            refresh_state(&facts, max, GRACE, 60 * MIN + 1),
+            refresh_state(&facts, max, GRACE, t(60 * MIN + 1)),
             RefreshState::Ended(Ended::TooOld)
         );
     }
@@ -190,15 +197,15 @@ mod tests {
         let mut facts = fresh();
         facts.grant_live = false;
         assert_eq!(
-            refresh_state(&facts, SessionLimits::default(), GRACE, MIN),
+            refresh_state(&facts, SessionLimits::default(), GRACE, t(MIN)),
             RefreshState::Ended(Ended::GrantRevoked)
         );
         let mut facts = fresh();
         facts.session_ended = true;
-        facts.used_at = Some(MIN);
+        facts.used_at = Some(t(MIN));
         facts.retry_answer_kept = true;
         assert_eq!(
-            refresh_state(&facts, SessionLimits::default(), GRACE, MIN),
+            refresh_state(&facts, SessionLimits::default(), GRACE, t(MIN)),
             RefreshState::Ended(Ended::Revoked)
         );
     }
@@ -206,20 +213,20 @@ mod tests {
     #[test]
     fn a_used_token_is_a_retry_within_the_grace_window_then_reuse() {
         let mut facts = fresh();
-        facts.used_at = Some(MIN);
+        facts.used_at = Some(t(MIN));
         facts.retry_answer_kept = true;
         let none = SessionLimits::default();
         assert_eq!(
-            refresh_state(&facts, none, GRACE, MIN + GRACE),
+            refresh_state(&facts, none, GRACE, t(MIN + GRACE_MS)),
             RefreshState::Retry
         );
         assert_eq!(
-            refresh_state(&facts, none, GRACE, MIN + GRACE + 1),
+            refresh_state(&facts, none, GRACE, t(MIN + GRACE_MS + 1)),
             RefreshState::Reused
         );
         facts.retry_answer_kept = false;
         assert_eq!(
-            refresh_state(&facts, none, GRACE, MIN + 1),
+            refresh_state(&facts, none, GRACE, t(MIN + 1)),
             RefreshState::Reused
         );
         // Neither is ever active.
@@ -232,11 +239,11 @@ mod tests {
         // Two tabs: one rotated, the other retries a second later; the limit is not the retry's
         // business (the rotation checked it).
         let mut facts = fresh();
-        facts.used_at = Some(10 * MIN);
+        facts.used_at = Some(t(10 * MIN));
         facts.retry_answer_kept = true;
         let idle = limits(Some(1), None);
         assert_eq!(
-            refresh_state(&facts, idle, GRACE, 10 * MIN + 1_000),
+            refresh_state(&facts, idle, GRACE, t(10 * MIN + 1_000)),
             RefreshState::Retry
         );
     }
@@ -244,9 +251,9 @@ mod tests {
     #[test]
     fn huge_limits_do_not_overflow() {
         let facts = fresh();
-        let huge = limits(Some(i64::MAX), Some(i64::MAX));
+        let huge = limits(Some(u64::MAX), Some(u64::MAX));
         assert_eq!(
-            refresh_state(&facts, huge, GRACE, i64::MAX / 2),
+            refresh_state(&facts, huge, GRACE, t(i64::MAX / 2)),
             RefreshState::Live
         );
     }

@@ -2,6 +2,8 @@
 //! compromised key): which key signs afterwards, and when retiring is refused because nothing
 //! could sign.
 
+use crate::ids::Kid;
+use crate::time::Timestamp;
 use std::fmt;
 use std::str::FromStr;
 
@@ -63,31 +65,31 @@ impl<'de> Deserialize<'de> for SigningAlg {
     }
 }
 
-/// A signing key's times, as the rule needs them (Unix ms).
+/// A signing key's times, as the rule needs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyTimes<'a> {
     pub kid: &'a str,
     /// From when it signs.
-    pub activates_at: i64,
+    pub activates_at: Timestamp,
     /// From when it no longer signs.
-    pub retires_at: Option<i64>,
+    pub retires_at: Option<Timestamp>,
     /// From when it leaves the JWKS.
-    pub expires_at: Option<i64>,
+    pub expires_at: Option<Timestamp>,
     /// When the operator retired it.
-    pub revoked_at: Option<i64>,
+    pub revoked_at: Option<Timestamp>,
 }
 
 impl KeyTimes<'_> {
-    fn signs_at(&self, t: i64) -> bool {
+    fn signs_at(&self, t: Timestamp) -> bool {
         self.activates_at <= t && self.retires_at.is_none_or(|r| r > t)
     }
 
     /// Whether it signs now or will later.
-    fn signs_from(&self, now: i64) -> bool {
+    fn signs_from(&self, now: Timestamp) -> bool {
         self.retires_at.is_none_or(|r| r > now)
     }
 
-    fn usable(&self, now: i64) -> bool {
+    fn usable(&self, now: Timestamp) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
     }
 }
@@ -95,9 +97,9 @@ impl KeyTimes<'_> {
 /// The key that signs once another is retired, and how it changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heir {
-    pub kid: String,
+    pub kid: Kid,
     /// It signs from here (brought forward to now when it would have started later).
-    pub activates_at: i64,
+    pub activates_at: Timestamp,
     /// It was to hand over to the retired key: it now keeps signing until the next rotation.
     pub keep_signing: bool,
 }
@@ -127,7 +129,7 @@ pub enum RetireError {
 pub fn plan_retirement(
     keys: &[KeyTimes<'_>],
     kid: &str,
-    now: i64,
+    now: Timestamp,
 ) -> Result<Option<Heir>, RetireError> {
     let target = keys
         .iter()
@@ -175,7 +177,7 @@ pub fn plan_retirement(
         return Ok(None);
     }
     Ok(Some(Heir {
-        kid: heir.kid.to_owned(),
+        kid: Kid::from(heir.kid),
         activates_at,
         keep_signing,
     }))
@@ -187,12 +189,16 @@ mod tests {
 
     const NOW: i64 = 1_000_000;
 
+    fn t(ms: i64) -> Timestamp {
+        Timestamp::from_unix_ms(ms)
+    }
+
     fn key(kid: &str, activates_at: i64, retires_at: Option<i64>) -> KeyTimes<'_> {
         KeyTimes {
             kid,
-            activates_at,
-            retires_at,
-            expires_at: retires_at.map(|r| r + 500_000),
+            activates_at: t(activates_at),
+            retires_at: retires_at.map(t),
+            expires_at: retires_at.map(|r| t(r + 500_000)),
             revoked_at: None,
         }
     }
@@ -201,7 +207,7 @@ mod tests {
     fn the_only_key_cannot_be_retired() {
         let keys = [key("a", 0, None)];
         assert_eq!(
-            plan_retirement(&keys, "a", NOW),
+            plan_retirement(&keys, "a", t(NOW)),
             Err(RetireError::OnlyKey("a".into()))
         );
         let message = RetireError::OnlyKey("a".into()).to_string();
@@ -213,7 +219,7 @@ mod tests {
         // An old key is still published, but it cannot sign any more.
         let keys = [key("old", 0, Some(NOW - 10)), key("a", NOW - 10, None)];
         assert_eq!(
-            plan_retirement(&keys, "a", NOW),
+            plan_retirement(&keys, "a", t(NOW)),
             Err(RetireError::NoSuccessor("a".into()))
         );
     }
@@ -222,10 +228,10 @@ mod tests {
     fn a_published_successor_signs_from_now() {
         let keys = [key("a", 0, Some(NOW + 300)), key("b", NOW + 300, None)];
         assert_eq!(
-            plan_retirement(&keys, "a", NOW),
+            plan_retirement(&keys, "a", t(NOW)),
             Ok(Some(Heir {
                 kid: "b".into(),
-                activates_at: NOW,
+                activates_at: t(NOW),
                 keep_signing: false
             }))
         );
@@ -235,10 +241,10 @@ mod tests {
     fn retiring_the_pending_successor_keeps_the_active_key_signing() {
         let keys = [key("a", 0, Some(NOW + 300)), key("b", NOW + 300, None)];
         assert_eq!(
-            plan_retirement(&keys, "b", NOW),
+            plan_retirement(&keys, "b", t(NOW)),
             Ok(Some(Heir {
                 kid: "a".into(),
-                activates_at: 0,
+                activates_at: t(0),
                 keep_signing: true
             }))
         );
@@ -247,24 +253,24 @@ mod tests {
     #[test]
     fn an_old_published_key_is_retired_without_changing_anything() {
         let keys = [key("old", 0, Some(NOW - 10)), key("a", NOW - 10, None)];
-        assert_eq!(plan_retirement(&keys, "old", NOW), Ok(None));
+        assert_eq!(plan_retirement(&keys, "old", t(NOW)), Ok(None));
     }
 
     #[test]
     fn unknown_and_retired_keys_are_named() {
         let mut keys = [key("a", 0, None), key("b", 0, None)];
         assert_eq!(
-            plan_retirement(&keys, "zz", NOW),
+            plan_retirement(&keys, "zz", t(NOW)),
             Err(RetireError::Unknown("zz".into()))
         );
-        keys[1].revoked_at = Some(5);
+        keys[1].revoked_at = Some(t(5));
         assert_eq!(
-            plan_retirement(&keys, "b", NOW),
+            plan_retirement(&keys, "b", t(NOW)),
             Err(RetireError::AlreadyRetired("b".into()))
         );
         // A retired key is no successor.
         assert_eq!(
-            plan_retirement(&keys, "a", NOW),
+            plan_retirement(&keys, "a", t(NOW)),
             Err(RetireError::OnlyKey("a".into()))
         );
     }

@@ -22,8 +22,10 @@ use keyfob_domain::query::ListQuery;
 use crate::error::Unreachable;
 use crate::model::*;
 use crate::types::Strings;
-use crate::{Result, Store, StoreError};
-use keyfob_domain::ids::{ClientId, FamilyId, Jti, KeyId};
+use crate::{Result, Store, StoreError, Timestamp};
+use keyfob_domain::ids::{
+    AccountId, ClientId, FamilyId, GrantId, Jti, KeyId, Kid, OwnerId, RecordId, UserId,
+};
 
 /// How long database calls may take, and how often a database that is down is tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,7 +252,7 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn find_account(&self, id: &str) -> Result<Option<Account>> {
+    async fn find_account(&self, id: &AccountId) -> Result<Option<Account>> {
         self.breaker.run(self.inner.find_account(id)).await
     }
 
@@ -260,7 +262,7 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn find_owner(&self, id: &str) -> Result<Option<Owner>> {
+    async fn find_owner(&self, id: &OwnerId) -> Result<Option<Owner>> {
         self.breaker.run(self.inner.find_owner(id)).await
     }
 
@@ -278,7 +280,7 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn list_api_keys(&self, account_id: &str) -> Result<Vec<ApiKeyRow>> {
+    async fn list_api_keys(&self, account_id: &AccountId) -> Result<Vec<ApiKeyRow>> {
         self.breaker.run(self.inner.list_api_keys(account_id)).await
     }
 
@@ -286,13 +288,18 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.active_api_keys()).await
     }
 
-    async fn revoke_api_key(&self, account_id: Option<&str>, id: &KeyId, at: i64) -> Result<bool> {
+    async fn revoke_api_key(
+        &self,
+        account_id: Option<&AccountId>,
+        id: &KeyId,
+        at: Timestamp,
+    ) -> Result<bool> {
         self.breaker
             .run(self.inner.revoke_api_key(account_id, id, at))
             .await
     }
 
-    async fn touch_api_keys(&self, uses: &[(KeyId, i64)]) -> Result<()> {
+    async fn touch_api_keys(&self, uses: &[(KeyId, Timestamp)]) -> Result<()> {
         self.breaker.run(self.inner.touch_api_keys(uses)).await
     }
 
@@ -306,9 +313,9 @@ impl<S: Store> Store for Guarded<S> {
 
     async fn revoke_key_tokens(
         &self,
-        account_id: Option<&str>,
+        account_id: Option<&AccountId>,
         key_id: &KeyId,
-        at: i64,
+        at: Timestamp,
     ) -> Result<bool> {
         self.breaker
             .run(self.inner.revoke_key_tokens(account_id, key_id, at))
@@ -318,7 +325,7 @@ impl<S: Store> Store for Guarded<S> {
     async fn token_cutoffs(
         &self,
         key_id: Option<&KeyId>,
-        now: i64,
+        now: Timestamp,
     ) -> Result<Vec<(KeyId, TokenCutoff)>> {
         self.breaker
             .run(self.inner.token_cutoffs(key_id, now))
@@ -327,8 +334,8 @@ impl<S: Store> Store for Guarded<S> {
 
     async fn retire_signing_key(
         &self,
-        kid: &str,
-        at: i64,
+        kid: &Kid,
+        at: Timestamp,
         heir: Option<&SigningHeir>,
     ) -> Result<bool> {
         self.breaker
@@ -336,19 +343,19 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn list_tokens(&self, account_id: &str, limit: u32) -> Result<Vec<TokenRow>> {
+    async fn list_tokens(&self, account_id: &AccountId, limit: u32) -> Result<Vec<TokenRow>> {
         self.breaker
             .run(self.inner.list_tokens(account_id, limit))
             .await
     }
 
-    async fn revoke_token(&self, account_id: &str, jti: &Jti, at: i64) -> Result<bool> {
+    async fn revoke_token(&self, account_id: &AccountId, jti: &Jti, at: Timestamp) -> Result<bool> {
         self.breaker
             .run(self.inner.revoke_token(account_id, jti, at))
             .await
     }
 
-    async fn revoked_tokens(&self, now: i64) -> Result<Vec<(Jti, i64)>> {
+    async fn revoked_tokens(&self, now: Timestamp) -> Result<Vec<(Jti, Timestamp)>> {
         self.breaker.run(self.inner.revoked_tokens(now)).await
     }
 
@@ -364,7 +371,11 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.list_signing_keys()).await
     }
 
-    async fn rotate_signing_key(&self, next: &SigningKeyRow, keep_public_for: i64) -> Result<()> {
+    async fn rotate_signing_key(
+        &self,
+        next: &SigningKeyRow,
+        keep_public_for: Duration,
+    ) -> Result<()> {
         self.breaker
             .run(self.inner.rotate_signing_key(next, keep_public_for))
             .await
@@ -374,7 +385,11 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.insert_record(record)).await
     }
 
-    async fn get_record(&self, scope: &RecordScope<'_>, id: &str) -> Result<Option<RecordRow>> {
+    async fn get_record(
+        &self,
+        scope: &RecordScope<'_>,
+        id: &RecordId,
+    ) -> Result<Option<RecordRow>> {
         self.breaker.run(self.inner.get_record(scope, id)).await
     }
 
@@ -391,20 +406,20 @@ impl<S: Store> Store for Guarded<S> {
     async fn update_record(
         &self,
         scope: &RecordScope<'_>,
-        id: &str,
+        id: &RecordId,
         doc: &serde_json::Value,
-        at: i64,
+        at: Timestamp,
     ) -> Result<bool> {
         self.breaker
             .run(self.inner.update_record(scope, id, doc, at))
             .await
     }
 
-    async fn delete_record(&self, scope: &RecordScope<'_>, id: &str) -> Result<bool> {
+    async fn delete_record(&self, scope: &RecordScope<'_>, id: &RecordId) -> Result<bool> {
         self.breaker.run(self.inner.delete_record(scope, id)).await
     }
 
-    async fn list_resources(&self, account_id: &str) -> Result<Vec<(String, i64)>> {
+    async fn list_resources(&self, account_id: &AccountId) -> Result<Vec<(String, i64)>> {
         self.breaker
             .run(self.inner.list_resources(account_id))
             .await
@@ -418,7 +433,7 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.find_app(client_id)).await
     }
 
-    async fn list_apps(&self, account_id: &str) -> Result<Vec<AppRow>> {
+    async fn list_apps(&self, account_id: &AccountId) -> Result<Vec<AppRow>> {
         self.breaker.run(self.inner.list_apps(account_id)).await
     }
 
@@ -434,15 +449,15 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.find_user_by_email(email)).await
     }
 
-    async fn find_user(&self, id: &str) -> Result<Option<UserRow>> {
+    async fn find_user(&self, id: &UserId) -> Result<Option<UserRow>> {
         self.breaker.run(self.inner.find_user(id)).await
     }
 
     async fn change_user_password(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         password_hash: &str,
-        at: i64,
+        at: Timestamp,
     ) -> Result<()> {
         self.breaker
             .run(self.inner.change_user_password(user_id, password_hash, at))
@@ -455,7 +470,7 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn find_user_login(&self, id_hash: &str, now: i64) -> Result<Option<UserLoginRow>> {
+    async fn find_user_login(&self, id_hash: &str, now: Timestamp) -> Result<Option<UserLoginRow>> {
         self.breaker
             .run(self.inner.find_user_login(id_hash, now))
             .await
@@ -467,7 +482,7 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn delete_user_logins(&self, user_id: &str, except: Option<&str>) -> Result<u64> {
+    async fn delete_user_logins(&self, user_id: &UserId, except: Option<&str>) -> Result<u64> {
         self.breaker
             .run(self.inner.delete_user_logins(user_id, except))
             .await
@@ -477,27 +492,27 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.upsert_grant(grant)).await
     }
 
-    async fn find_grant(&self, user_id: &str, client_id: &ClientId) -> Result<Option<GrantRow>> {
+    async fn find_grant(&self, user_id: &UserId, client_id: &ClientId) -> Result<Option<GrantRow>> {
         self.breaker
             .run(self.inner.find_grant(user_id, client_id))
             .await
     }
 
-    async fn find_grant_by_id(&self, id: &str) -> Result<Option<GrantRow>> {
+    async fn find_grant_by_id(&self, id: &GrantId) -> Result<Option<GrantRow>> {
         self.breaker.run(self.inner.find_grant_by_id(id)).await
     }
 
-    async fn list_user_grants(&self, user_id: &str) -> Result<Vec<GrantRow>> {
+    async fn list_user_grants(&self, user_id: &UserId) -> Result<Vec<GrantRow>> {
         self.breaker.run(self.inner.list_user_grants(user_id)).await
     }
 
-    async fn list_account_grants(&self, account_id: &str) -> Result<Vec<GrantRow>> {
+    async fn list_account_grants(&self, account_id: &AccountId) -> Result<Vec<GrantRow>> {
         self.breaker
             .run(self.inner.list_account_grants(account_id))
             .await
     }
 
-    async fn revoke_grant(&self, id: &str, at: i64) -> Result<bool> {
+    async fn revoke_grant(&self, id: &GrantId, at: Timestamp) -> Result<bool> {
         self.breaker.run(self.inner.revoke_grant(id, at)).await
     }
 
@@ -531,28 +546,28 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.rotate_refreshes(items)).await
     }
 
-    async fn revoke_family(&self, id: &FamilyId, at: i64) -> Result<bool> {
+    async fn revoke_family(&self, id: &FamilyId, at: Timestamp) -> Result<bool> {
         self.breaker.run(self.inner.revoke_family(id, at)).await
     }
 
     async fn revoke_user_families(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         client_id: Option<&ClientId>,
-        at: i64,
+        at: Timestamp,
     ) -> Result<u64> {
         self.breaker
             .run(self.inner.revoke_user_families(user_id, client_id, at))
             .await
     }
 
-    async fn revoked_families_since(&self, since: i64) -> Result<Vec<(FamilyId, i64)>> {
+    async fn revoked_families_since(&self, since: Timestamp) -> Result<Vec<(FamilyId, Timestamp)>> {
         self.breaker
             .run(self.inner.revoked_families_since(since))
             .await
     }
 
-    async fn clear_sealed_refresh(&self, before: i64) -> Result<()> {
+    async fn clear_sealed_refresh(&self, before: Timestamp) -> Result<()> {
         self.breaker
             .run(self.inner.clear_sealed_refresh(before))
             .await
@@ -564,7 +579,11 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn find_owner_login(&self, id_hash: &str, now: i64) -> Result<Option<OwnerLoginRow>> {
+    async fn find_owner_login(
+        &self,
+        id_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<OwnerLoginRow>> {
         self.breaker
             .run(self.inner.find_owner_login(id_hash, now))
             .await
@@ -576,19 +595,19 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn prune_expired(&self, now: i64) -> Result<()> {
+    async fn prune_expired(&self, now: Timestamp) -> Result<()> {
         self.breaker.run(self.inner.prune_expired(now)).await
     }
 
-    async fn changes_since(&self, since: i64) -> Result<Vec<Change>> {
+    async fn changes_since(&self, since: Timestamp) -> Result<Vec<Change>> {
         self.breaker.run(self.inner.changes_since(since)).await
     }
 
-    async fn prune_changes(&self, before: i64) -> Result<()> {
+    async fn prune_changes(&self, before: Timestamp) -> Result<()> {
         self.breaker.run(self.inner.prune_changes(before)).await
     }
 
-    async fn find_account_vault(&self, account_id: &str) -> Result<Option<AccountVaultRow>> {
+    async fn find_account_vault(&self, account_id: &AccountId) -> Result<Option<AccountVaultRow>> {
         self.breaker
             .run(self.inner.find_account_vault(account_id))
             .await
@@ -600,9 +619,9 @@ impl<S: Store> Store for Guarded<S> {
 
     async fn set_sensitive_fields(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         fields: &Strings,
-        at: i64,
+        at: Timestamp,
     ) -> Result<bool> {
         self.breaker
             .run(self.inner.set_sensitive_fields(account_id, fields, at))

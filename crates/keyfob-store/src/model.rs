@@ -1,27 +1,30 @@
 //! Rows as the store reads and writes them.
 
 use keyfob_domain::audit::ActorKind;
-use keyfob_domain::ids::{ClientId, FamilyId, Jti, KeyId};
+use keyfob_domain::ids::{
+    AccountId, ClientId, EventId, FamilyId, GrantId, Jti, KeyId, Kid, OwnerId, RecordId, UserId,
+};
 use keyfob_domain::signing::SigningAlg;
+use keyfob_domain::time::Timestamp;
 use sqlx::FromRow;
 
 use crate::types::{ChangeKind, JsonText, Permissions, Strings};
 
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct Account {
-    pub id: String,
+    pub id: AccountId,
     pub name: String,
-    pub created_at: i64,
+    pub created_at: Timestamp,
 }
 
 #[derive(Clone, PartialEq, Eq, FromRow)]
 pub struct Owner {
-    pub id: String,
-    pub account_id: String,
+    pub id: OwnerId,
+    pub account_id: AccountId,
     pub email: String,
     /// An argon2id PHC string.
     pub password_hash: String,
-    pub created_at: i64,
+    pub created_at: Timestamp,
 }
 
 impl std::fmt::Debug for Owner {
@@ -37,46 +40,46 @@ impl std::fmt::Debug for Owner {
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct ApiKeyRow {
     pub id: KeyId,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub name: String,
     /// `kf_` and the first characters, to recognise the key in a list.
     pub prefix: String,
     /// SHA-256 of the key, hex.
     pub key_hash: String,
-    pub created_at: i64,
-    pub last_used_at: Option<i64>,
-    pub revoked_at: Option<i64>,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
     /// Tokens the key minted at or before this instant are refused ("revoke all tokens of this
     /// key"); the key itself stays live.
-    pub tokens_revoked_before: Option<i64>,
+    pub tokens_revoked_before: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct TokenRow {
     pub jti: Jti,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub api_key_id: Option<KeyId>,
     pub subject: String,
     pub permissions: Permissions,
-    pub issued_at: i64,
-    pub expires_at: i64,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
     /// When it was revoked: by itself, by its API key's revocation, or by revoking all of its
     /// key's tokens, whichever came first. Read from the token and its key together.
-    pub revoked_at: Option<i64>,
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// Which tokens of an account to list, newest first.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenFilter<'a> {
-    pub account_id: &'a str,
+    pub account_id: &'a AccountId,
     /// Only tokens minted by this API key.
     pub api_key_id: Option<&'a KeyId>,
     /// Only tokens whose permissions include this exact permission string.
     pub permission: Option<&'a str>,
     /// Only tokens in this state at `now`.
     pub status: Option<TokenStatus>,
-    /// Unix ms, to tell live from expired.
-    pub now: i64,
+    /// To tell live from expired.
+    pub now: Timestamp,
     pub limit: u32,
     pub offset: u64,
 }
@@ -86,40 +89,40 @@ pub use keyfob_domain::token_list::TokenStatus;
 /// What the verify path must refuse of one API key's tokens, and how long that matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenCutoff {
-    /// Tokens minted at or before this instant (Unix ms) are refused; `i64::MAX` when the key is
+    /// Tokens minted at or before this instant are refused; `Timestamp::MAX` when the key is
     /// revoked (every token it minted).
-    pub before: i64,
-    /// When the last token this refuses expires (Unix ms): no need to remember it after that.
-    pub until: i64,
+    pub before: Timestamp,
+    /// When the last token this refuses expires: no need to remember it after that.
+    pub until: Timestamp,
 }
 
 #[derive(Clone, PartialEq, Eq, FromRow)]
 pub struct SigningKeyRow {
-    pub kid: String,
+    pub kid: Kid,
     pub alg: SigningAlg,
     /// The PKCS#8 private key, sealed with the master key (base64 of nonce and ciphertext).
     pub private_key: String,
     /// The public key as a JWK (JSON).
     pub public_jwk: String,
-    pub created_at: i64,
+    pub created_at: Timestamp,
     /// From when it signs.
-    pub activates_at: i64,
+    pub activates_at: Timestamp,
     /// From when it no longer signs.
-    pub retires_at: Option<i64>,
+    pub retires_at: Option<Timestamp>,
     /// From when its public key leaves the JWKS (no token it signed is alive).
-    pub expires_at: Option<i64>,
+    pub expires_at: Option<Timestamp>,
     /// When the operator retired it (compromised): it left the JWKS then and every token it
     /// signed is refused.
-    pub revoked_at: Option<i64>,
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// The key that signs after a signing key is retired, and how it changes: see
 /// [`crate::Store::retire_signing_key`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SigningHeir {
-    pub kid: String,
+    pub kid: Kid,
     /// It signs from this instant (brought forward to the retirement when it was later).
-    pub activates_at: i64,
+    pub activates_at: Timestamp,
     /// It no longer hands over to the retired key: it signs (and stays published) until the next
     /// rotation.
     pub keep_signing: bool,
@@ -140,23 +143,23 @@ impl std::fmt::Debug for SigningKeyRow {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordRow {
-    pub id: String,
-    pub account_id: String,
+    pub id: RecordId,
+    pub account_id: AccountId,
     pub resource: String,
     /// The end user who created it through a session, if any.
-    pub owner_user_id: Option<String>,
+    pub owner_user_id: Option<UserId>,
     pub doc: serde_json::Value,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 /// Which records a caller may touch: an account's resource, and for a user-session token only the
 /// records its user created.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordScope<'a> {
-    pub account_id: &'a str,
+    pub account_id: &'a AccountId,
     pub resource: &'a str,
-    pub owner_user_id: Option<&'a str>,
+    pub owner_user_id: Option<&'a UserId>,
 }
 
 /// An account owner's login to the dashboard (a browser cookie); the table is `dashboard_sessions`.
@@ -164,11 +167,11 @@ pub struct RecordScope<'a> {
 pub struct OwnerLoginRow {
     /// SHA-256 of the session cookie's value.
     pub id_hash: String,
-    pub owner_id: String,
-    pub account_id: String,
+    pub owner_id: OwnerId,
+    pub account_id: AccountId,
     pub csrf_token: String,
-    pub created_at: i64,
-    pub expires_at: i64,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
 }
 
 impl std::fmt::Debug for OwnerLoginRow {
@@ -186,14 +189,14 @@ pub struct Change {
     pub id: i64,
     pub kind: ChangeKind,
     pub subject: String,
-    pub created_at: i64,
+    pub created_at: Timestamp,
 }
 
 /// An application registered for user sessions.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct AppRow {
     pub client_id: ClientId,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub name: String,
     /// A public app (SPA, PKCE required) has no secret; a confidential one has.
     pub public: bool,
@@ -209,18 +212,18 @@ pub struct AppRow {
     pub refresh_absolute_secs: Option<i64>,
     /// Whether the app may receive tokens in the URL fragment (`response_type=token`).
     pub allow_fragment: bool,
-    pub created_at: i64,
-    pub revoked_at: Option<i64>,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// An end user of the deployment's one user pool.
 #[derive(Clone, PartialEq, Eq, FromRow)]
 pub struct UserRow {
-    pub id: String,
+    pub id: UserId,
     pub email: String,
     pub password_hash: String,
-    pub created_at: i64,
-    pub password_changed_at: i64,
+    pub created_at: Timestamp,
+    pub password_changed_at: Timestamp,
 }
 
 impl std::fmt::Debug for UserRow {
@@ -235,15 +238,15 @@ impl std::fmt::Debug for UserRow {
 /// A user's consent to an application: what it may do on their behalf.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct GrantRow {
-    pub id: String,
-    pub user_id: String,
+    pub id: GrantId,
+    pub user_id: UserId,
     pub client_id: ClientId,
-    pub account_id: String,
+    pub account_id: AccountId,
     /// The granted permissions.
     pub permissions: Permissions,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub revoked_at: Option<i64>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// A one-time authorization code, stored by hash.
@@ -251,28 +254,28 @@ pub struct GrantRow {
 pub struct AuthCodeRow {
     pub code_hash: String,
     pub client_id: ClientId,
-    pub user_id: String,
-    pub grant_id: String,
+    pub user_id: UserId,
+    pub grant_id: GrantId,
     pub redirect_uri: String,
     pub permissions: Permissions,
     /// The PKCE S256 challenge, if the client sent one.
     pub code_challenge: Option<String>,
     pub family_id: Option<FamilyId>,
-    pub created_at: i64,
-    pub expires_at: i64,
-    pub used_at: Option<i64>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub used_at: Option<Timestamp>,
 }
 
 /// One login session of a user in an application: the refresh tokens rotated from one another.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct FamilyRow {
     pub id: FamilyId,
-    pub user_id: String,
+    pub user_id: UserId,
     pub client_id: ClientId,
-    pub grant_id: String,
-    pub created_at: i64,
-    pub last_used_at: i64,
-    pub revoked_at: Option<i64>,
+    pub grant_id: GrantId,
+    pub created_at: Timestamp,
+    pub last_used_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// A refresh token, stored by hash.
@@ -281,8 +284,8 @@ pub struct RefreshRow {
     pub token_hash: String,
     pub family_id: FamilyId,
     pub permissions: Permissions,
-    pub created_at: i64,
-    pub used_at: Option<i64>,
+    pub created_at: Timestamp,
+    pub used_at: Option<Timestamp>,
     /// The pair issued when it was used, sealed; kept through the grace window.
     pub next_sealed: Option<String>,
 }
@@ -302,7 +305,7 @@ pub struct NewFamily {
     pub family: FamilyRow,
     pub first: RefreshRow,
     /// The authorization code exchanged for it (hash) and the time it is used, if any.
-    pub code: Option<(String, i64)>,
+    pub code: Option<(String, Timestamp)>,
 }
 
 /// One use of a refresh token to write: see [`crate::Store::rotate_refreshes`].
@@ -314,7 +317,7 @@ pub struct Rotation {
     pub next: RefreshRow,
     /// The pair issued, sealed, kept on the used row for retries within the grace window.
     pub next_sealed: String,
-    pub now: i64,
+    pub now: Timestamp,
     /// Also set the family's last use to `now`.
     pub touch_family: bool,
 }
@@ -334,10 +337,10 @@ pub struct RefreshSession {
 #[derive(Clone, PartialEq, Eq, FromRow)]
 pub struct UserLoginRow {
     pub id_hash: String,
-    pub user_id: String,
+    pub user_id: UserId,
     pub csrf_token: String,
-    pub created_at: i64,
-    pub expires_at: i64,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
 }
 
 impl std::fmt::Debug for UserLoginRow {
@@ -351,11 +354,11 @@ impl std::fmt::Debug for UserLoginRow {
 /// One event of the audit log. Never updated or deleted.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct AuditEventRow {
-    pub id: String,
+    pub id: EventId,
     /// The account the event belongs to; `None` for events no account owns (a failed login for an
     /// unknown email).
-    pub account_id: Option<String>,
-    pub at: i64,
+    pub account_id: Option<AccountId>,
+    pub at: Timestamp,
     pub actor_kind: ActorKind,
     pub actor_id: String,
     pub action: String,
@@ -369,13 +372,13 @@ pub struct AuditEventRow {
 /// Which audit events of an account to list, newest first.
 #[derive(Debug, Clone, Copy)]
 pub struct AuditFilter<'a> {
-    pub account_id: &'a str,
+    pub account_id: &'a AccountId,
     pub action: Option<&'a str>,
     pub actor_id: Option<&'a str>,
-    /// Unix ms, inclusive.
-    pub since: Option<i64>,
-    /// Unix ms, exclusive.
-    pub until: Option<i64>,
+    /// Inclusive.
+    pub since: Option<Timestamp>,
+    /// Exclusive.
+    pub until: Option<Timestamp>,
     pub limit: u32,
     pub offset: u64,
 }
@@ -383,13 +386,13 @@ pub struct AuditFilter<'a> {
 /// An account's vault: its data key, sealed with the master key, and its sensitive field names.
 #[derive(Clone, PartialEq, Eq, FromRow)]
 pub struct AccountVaultRow {
-    pub account_id: String,
+    pub account_id: AccountId,
     /// The data key sealed with the master key (base64 of nonce and ciphertext).
     pub data_key: String,
     /// The names of the fields whose values are kept sealed.
     pub sensitive_fields: Strings,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 impl std::fmt::Debug for AccountVaultRow {
@@ -408,9 +411,9 @@ pub struct Resealed {
     /// The new master key's check value.
     pub check: String,
     /// `(kid, private_key)`.
-    pub signing_keys: Vec<(String, String)>,
+    pub signing_keys: Vec<(Kid, String)>,
     /// `(account_id, data_key)`.
-    pub data_keys: Vec<(String, String)>,
+    pub data_keys: Vec<(AccountId, String)>,
     /// `(token_hash, next_sealed)` of refresh tokens whose retry answer is still kept.
     pub refresh_answers: Vec<(String, String)>,
 }

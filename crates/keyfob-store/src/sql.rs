@@ -4,6 +4,7 @@
 //! listings) lives in `sqlite.rs` and `pg.rs`.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use keyfob_domain::query::{Field, ListQuery};
@@ -16,18 +17,20 @@ use sqlx::{
 
 use crate::model::*;
 use crate::types::{ChangeKind, Permissions, Strings};
-use crate::{Result, Store, StoreError};
-use keyfob_domain::ids::{ClientId, FamilyId, Jti, KeyId};
+use crate::{Result, Store, StoreError, Timestamp};
+use keyfob_domain::ids::{
+    AccountId, ClientId, FamilyId, GrantId, Jti, KeyId, Kid, OwnerId, RecordId, UserId,
+};
 
 #[derive(FromRow)]
 pub(crate) struct RecordDbRow {
-    pub id: String,
-    pub account_id: String,
+    pub id: RecordId,
+    pub account_id: AccountId,
     pub resource: String,
-    pub owner_user_id: Option<String>,
+    pub owner_user_id: Option<UserId>,
     pub doc: Json<Value>,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 impl From<RecordDbRow> for RecordRow {
@@ -50,15 +53,15 @@ pub(crate) struct RefreshSessionRow {
     token_hash: String,
     family_id: FamilyId,
     permissions: Permissions,
-    created_at: i64,
-    used_at: Option<i64>,
+    created_at: Timestamp,
+    used_at: Option<Timestamp>,
     next_sealed: Option<String>,
-    user_id: String,
+    user_id: UserId,
     client_id: ClientId,
-    grant_id: String,
-    family_created_at: i64,
-    last_used_at: i64,
-    revoked_at: Option<i64>,
+    grant_id: GrantId,
+    family_created_at: Timestamp,
+    last_used_at: Timestamp,
+    revoked_at: Option<Timestamp>,
     grant_permissions: Option<Permissions>,
 }
 
@@ -171,12 +174,12 @@ pub(crate) struct ListSql {
 /// Builds the WHERE clause, ORDER BY and binds of a listing, shared by both backends.
 pub(crate) fn list_sql<D: Dialect>(scope: &RecordScope<'_>, query: &ListQuery) -> ListSql {
     let mut binds = vec![
-        Bind::Text(scope.account_id.to_owned()),
+        Bind::Text(scope.account_id.as_str().to_owned()),
         Bind::Text(scope.resource.to_owned()),
     ];
     let mut clause = String::from("account_id = $1 AND resource = $2");
     if let Some(owner) = scope.owner_user_id {
-        binds.push(Bind::Text(owner.to_owned()));
+        binds.push(Bind::Text(owner.as_str().to_owned()));
         clause.push_str(&format!(" AND owner_user_id = ${}", binds.len()));
     }
     for (field, value) in &query.filters {
@@ -262,6 +265,7 @@ where
     for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<Timestamp>: Encode<'q, DB> + Type<DB>,
     for<'q> Json<&'q Value>: Encode<'q, DB> + Type<DB>,
     for<'q> Json<Value>: Decode<'q, DB> + Type<DB>,
 {
@@ -270,7 +274,7 @@ where
         tx: &mut Transaction<'_, DB>,
         kind: ChangeKind,
         subject: &str,
-        at: i64,
+        at: Timestamp,
     ) -> Result<()> {
         sqlx::query("INSERT INTO changes (kind, subject, created_at) VALUES ($1, $2, $3)")
             .bind(kind)
@@ -282,7 +286,11 @@ where
     }
 
     /// Ends the given live families in `tx` and logs each for the other nodes.
-    async fn end_families(tx: &mut Transaction<'_, DB>, ids: &[String], at: i64) -> Result<()> {
+    async fn end_families(
+        tx: &mut Transaction<'_, DB>,
+        ids: &[FamilyId],
+        at: Timestamp,
+    ) -> Result<()> {
         for id in ids {
             sqlx::query(
                 "UPDATE refresh_families SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
@@ -306,7 +314,7 @@ where
         table: &str,
         key_column: &str,
         value_column: &str,
-        claims: &[(&str, i64, &str)],
+        claims: &[(&str, Timestamp, &str)],
     ) -> Result<HashSet<String>> {
         if claims.is_empty() {
             return Ok(HashSet::new());
@@ -352,6 +360,7 @@ where
     for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<Timestamp>: Encode<'q, DB> + Type<DB>,
     for<'q> Json<&'q Value>: Encode<'q, DB> + Type<DB>,
     for<'q> Json<Value>: Decode<'q, DB> + Type<DB>,
 {
@@ -387,7 +396,7 @@ where
         Ok(())
     }
 
-    async fn find_account(&self, id: &str) -> Result<Option<Account>> {
+    async fn find_account(&self, id: &AccountId) -> Result<Option<Account>> {
         Ok(
             sqlx::query_as("SELECT id, name, created_at FROM accounts WHERE id = $1")
                 .bind(id)
@@ -405,7 +414,7 @@ where
         .await?)
     }
 
-    async fn find_owner(&self, id: &str) -> Result<Option<Owner>> {
+    async fn find_owner(&self, id: &OwnerId) -> Result<Option<Owner>> {
         Ok(sqlx::query_as(
             "SELECT id, account_id, email, password_hash, created_at FROM owners WHERE id = $1",
         )
@@ -443,7 +452,7 @@ where
         .await?)
     }
 
-    async fn list_api_keys(&self, account_id: &str) -> Result<Vec<ApiKeyRow>> {
+    async fn list_api_keys(&self, account_id: &AccountId) -> Result<Vec<ApiKeyRow>> {
         Ok(sqlx::query_as(
             "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, tokens_revoked_before \
              FROM api_keys WHERE account_id = $1 ORDER BY created_at DESC, id",
@@ -462,7 +471,12 @@ where
         .await?)
     }
 
-    async fn revoke_api_key(&self, account_id: Option<&str>, id: &KeyId, at: i64) -> Result<bool> {
+    async fn revoke_api_key(
+        &self,
+        account_id: Option<&AccountId>,
+        id: &KeyId,
+        at: Timestamp,
+    ) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 \
@@ -470,7 +484,7 @@ where
         )
         .bind(at)
         .bind(id)
-        .bind(account_id)
+        .bind(account_id.map(AccountId::as_str))
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -482,7 +496,7 @@ where
         Ok(done)
     }
 
-    async fn touch_api_keys(&self, uses: &[(KeyId, i64)]) -> Result<()> {
+    async fn touch_api_keys(&self, uses: &[(KeyId, Timestamp)]) -> Result<()> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         for (id, at) in uses {
             sqlx::query(
@@ -519,7 +533,7 @@ where
         Ok(())
     }
 
-    async fn list_tokens(&self, account_id: &str, limit: u32) -> Result<Vec<TokenRow>> {
+    async fn list_tokens(&self, account_id: &AccountId, limit: u32) -> Result<Vec<TokenRow>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {} WHERE t.account_id = $1 ORDER BY t.issued_at DESC, t.jti DESC LIMIT $2",
             TOKEN_FROM
@@ -539,7 +553,7 @@ where
         )
     }
 
-    async fn revoke_token(&self, account_id: &str, jti: &Jti, at: i64) -> Result<bool> {
+    async fn revoke_token(&self, account_id: &AccountId, jti: &Jti, at: Timestamp) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let done = sqlx::query(
             "UPDATE tokens SET revoked_at = $1 \
@@ -559,7 +573,7 @@ where
         Ok(done)
     }
 
-    async fn revoked_tokens(&self, now: i64) -> Result<Vec<(Jti, i64)>> {
+    async fn revoked_tokens(&self, now: Timestamp) -> Result<Vec<(Jti, Timestamp)>> {
         Ok(sqlx::query_as(
             "SELECT jti, expires_at FROM tokens WHERE revoked_at IS NOT NULL AND expires_at > $1",
         )
@@ -614,9 +628,9 @@ where
 
     async fn revoke_key_tokens(
         &self,
-        account_id: Option<&str>,
+        account_id: Option<&AccountId>,
         key_id: &KeyId,
-        at: i64,
+        at: Timestamp,
     ) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let done = sqlx::query(
@@ -626,7 +640,7 @@ where
         )
         .bind(at)
         .bind(key_id)
-        .bind(account_id)
+        .bind(account_id.map(AccountId::as_str))
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -641,9 +655,9 @@ where
     async fn token_cutoffs(
         &self,
         key_id: Option<&KeyId>,
-        now: i64,
+        now: Timestamp,
     ) -> Result<Vec<(KeyId, TokenCutoff)>> {
-        let rows: Vec<(String, Option<i64>, Option<i64>, i64)> = sqlx::query_as(
+        let rows: Vec<(KeyId, Option<Timestamp>, Option<Timestamp>, Timestamp)> = sqlx::query_as(
             "SELECT k.id, k.revoked_at, k.tokens_revoked_before, MAX(t.expires_at) \
              FROM api_keys k JOIN tokens t ON t.api_key_id = k.id \
              WHERE ($1 IS NULL OR k.id = $1) AND t.expires_at > $2 \
@@ -659,11 +673,11 @@ where
             .into_iter()
             .filter_map(|(id, revoked_at, before, until)| {
                 let before = if revoked_at.is_some() {
-                    Some(i64::MAX)
+                    Some(Timestamp::MAX)
                 } else {
                     before
                 };
-                before.map(|before| (KeyId::from(id), TokenCutoff { before, until }))
+                before.map(|before| (id, TokenCutoff { before, until }))
             })
             .collect())
     }
@@ -680,8 +694,8 @@ where
 
     async fn retire_signing_key(
         &self,
-        kid: &str,
-        at: i64,
+        kid: &Kid,
+        at: Timestamp,
         heir: Option<&SigningHeir>,
     ) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
@@ -758,7 +772,11 @@ where
         .await?)
     }
 
-    async fn rotate_signing_key(&self, next: &SigningKeyRow, keep_public_for: i64) -> Result<()> {
+    async fn rotate_signing_key(
+        &self,
+        next: &SigningKeyRow,
+        keep_public_for: Duration,
+    ) -> Result<()> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         sqlx::query(
             "UPDATE signing_keys SET retires_at = $1, expires_at = $2 \
@@ -801,7 +819,7 @@ where
         .bind(&record.id)
         .bind(&record.account_id)
         .bind(&record.resource)
-        .bind(&record.owner_user_id)
+        .bind(record.owner_user_id.as_deref())
         .bind(Json(&record.doc))
         .bind(record.created_at)
         .bind(record.updated_at)
@@ -810,7 +828,11 @@ where
         Ok(())
     }
 
-    async fn get_record(&self, scope: &RecordScope<'_>, id: &str) -> Result<Option<RecordRow>> {
+    async fn get_record(
+        &self,
+        scope: &RecordScope<'_>,
+        id: &RecordId,
+    ) -> Result<Option<RecordRow>> {
         let row: Option<RecordDbRow> = sqlx::query_as(&format!(
             "SELECT {} FROM records WHERE id = $1 AND account_id = $2 AND resource = $3 \
              AND ($4 IS NULL OR owner_user_id = $4)",
@@ -819,7 +841,7 @@ where
         .bind(id)
         .bind(scope.account_id)
         .bind(scope.resource)
-        .bind(scope.owner_user_id)
+        .bind(scope.owner_user_id.map(UserId::as_str))
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(Into::into))
@@ -860,9 +882,9 @@ where
     async fn update_record(
         &self,
         scope: &RecordScope<'_>,
-        id: &str,
+        id: &RecordId,
         doc: &Value,
-        at: i64,
+        at: Timestamp,
     ) -> Result<bool> {
         Ok(sqlx::query(
             "UPDATE records SET doc = $1, updated_at = $2 \
@@ -874,14 +896,14 @@ where
         .bind(id)
         .bind(scope.account_id)
         .bind(scope.resource)
-        .bind(scope.owner_user_id)
+        .bind(scope.owner_user_id.map(UserId::as_str))
         .execute(&self.pool)
         .await?
         .rows_affected()
             > 0)
     }
 
-    async fn delete_record(&self, scope: &RecordScope<'_>, id: &str) -> Result<bool> {
+    async fn delete_record(&self, scope: &RecordScope<'_>, id: &RecordId) -> Result<bool> {
         Ok(sqlx::query(
             "DELETE FROM records WHERE id = $1 AND account_id = $2 AND resource = $3 \
              AND ($4 IS NULL OR owner_user_id = $4)",
@@ -889,14 +911,14 @@ where
         .bind(id)
         .bind(scope.account_id)
         .bind(scope.resource)
-        .bind(scope.owner_user_id)
+        .bind(scope.owner_user_id.map(UserId::as_str))
         .execute(&self.pool)
         .await?
         .rows_affected()
             > 0)
     }
 
-    async fn list_resources(&self, account_id: &str) -> Result<Vec<(String, i64)>> {
+    async fn list_resources(&self, account_id: &AccountId) -> Result<Vec<(String, i64)>> {
         Ok(sqlx::query_as(
             "SELECT resource, COUNT(*) FROM records WHERE account_id = $1 \
              GROUP BY resource ORDER BY resource",
@@ -956,7 +978,7 @@ where
         .await?)
     }
 
-    async fn list_apps(&self, account_id: &str) -> Result<Vec<AppRow>> {
+    async fn list_apps(&self, account_id: &AccountId) -> Result<Vec<AppRow>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {} FROM apps WHERE account_id = $1 ORDER BY created_at DESC, client_id",
             APP_COLUMNS
@@ -990,7 +1012,7 @@ where
         .await?)
     }
 
-    async fn find_user(&self, id: &str) -> Result<Option<UserRow>> {
+    async fn find_user(&self, id: &UserId) -> Result<Option<UserRow>> {
         Ok(sqlx::query_as(
             "SELECT id, email, password_hash, created_at, password_changed_at FROM users WHERE id = $1",
         )
@@ -1001,9 +1023,9 @@ where
 
     async fn change_user_password(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         password_hash: &str,
-        at: i64,
+        at: Timestamp,
     ) -> Result<()> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3")
@@ -1016,7 +1038,7 @@ where
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        let ids: Vec<String> = sqlx::query_scalar(
+        let ids: Vec<FamilyId> = sqlx::query_scalar(
             "SELECT id FROM refresh_families WHERE user_id = $1 AND revoked_at IS NULL",
         )
         .bind(user_id)
@@ -1042,7 +1064,7 @@ where
         Ok(())
     }
 
-    async fn find_user_login(&self, id_hash: &str, now: i64) -> Result<Option<UserLoginRow>> {
+    async fn find_user_login(&self, id_hash: &str, now: Timestamp) -> Result<Option<UserLoginRow>> {
         Ok(sqlx::query_as(
             "SELECT id_hash, user_id, csrf_token, created_at, expires_at FROM user_sessions \
              WHERE id_hash = $1 AND expires_at > $2",
@@ -1061,7 +1083,7 @@ where
         Ok(())
     }
 
-    async fn delete_user_logins(&self, user_id: &str, except: Option<&str>) -> Result<u64> {
+    async fn delete_user_logins(&self, user_id: &UserId, except: Option<&str>) -> Result<u64> {
         Ok(sqlx::query(
             "DELETE FROM user_sessions WHERE user_id = $1 AND ($2 IS NULL OR id_hash <> $2)",
         )
@@ -1091,7 +1113,7 @@ where
         .await?)
     }
 
-    async fn find_grant(&self, user_id: &str, client_id: &ClientId) -> Result<Option<GrantRow>> {
+    async fn find_grant(&self, user_id: &UserId, client_id: &ClientId) -> Result<Option<GrantRow>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {} FROM grants WHERE user_id = $1 AND client_id = $2",
             GRANT_COLUMNS
@@ -1102,7 +1124,7 @@ where
         .await?)
     }
 
-    async fn find_grant_by_id(&self, id: &str) -> Result<Option<GrantRow>> {
+    async fn find_grant_by_id(&self, id: &GrantId) -> Result<Option<GrantRow>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {} FROM grants WHERE id = $1",
             GRANT_COLUMNS
@@ -1112,7 +1134,7 @@ where
         .await?)
     }
 
-    async fn list_user_grants(&self, user_id: &str) -> Result<Vec<GrantRow>> {
+    async fn list_user_grants(&self, user_id: &UserId) -> Result<Vec<GrantRow>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {} FROM grants WHERE user_id = $1 AND revoked_at IS NULL ORDER BY updated_at DESC, id",
             GRANT_COLUMNS
@@ -1122,7 +1144,7 @@ where
         .await?)
     }
 
-    async fn list_account_grants(&self, account_id: &str) -> Result<Vec<GrantRow>> {
+    async fn list_account_grants(&self, account_id: &AccountId) -> Result<Vec<GrantRow>> {
         Ok(sqlx::query_as(&format!(
             "SELECT {} FROM grants WHERE account_id = $1 ORDER BY updated_at DESC, id",
             GRANT_COLUMNS
@@ -1132,7 +1154,7 @@ where
         .await?)
     }
 
-    async fn revoke_grant(&self, id: &str, at: i64) -> Result<bool> {
+    async fn revoke_grant(&self, id: &GrantId, at: Timestamp) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         let done =
             sqlx::query("UPDATE grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
@@ -1142,7 +1164,7 @@ where
                 .await?
                 .rows_affected()
                 > 0;
-        let ids: Vec<String> = sqlx::query_scalar(
+        let ids: Vec<FamilyId> = sqlx::query_scalar(
             "SELECT id FROM refresh_families WHERE grant_id = $1 AND revoked_at IS NULL",
         )
         .bind(id)
@@ -1196,7 +1218,7 @@ where
                     .is_none_or(|(hash, _)| seen.insert(hash.as_str()))
             })
             .collect();
-        let claims: Vec<(&str, i64, &str)> = items
+        let claims: Vec<(&str, Timestamp, &str)> = items
             .iter()
             .zip(&first_use)
             .filter_map(|(item, first)| {
@@ -1305,7 +1327,7 @@ where
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
 
         // Mark the unused ones used, each with its own time and sealed pair.
-        let claims: Vec<(&str, i64, &str)> = items
+        let claims: Vec<(&str, Timestamp, &str)> = items
             .iter()
             .zip(&first_use)
             .filter(|(_, first)| **first)
@@ -1367,15 +1389,15 @@ where
         Ok(rotated)
     }
 
-    async fn revoke_family(&self, id: &FamilyId, at: i64) -> Result<bool> {
+    async fn revoke_family(&self, id: &FamilyId, at: Timestamp) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
-        let live: Option<String> = sqlx::query_scalar(
+        let live: Option<FamilyId> = sqlx::query_scalar(
             "SELECT id FROM refresh_families WHERE id = $1 AND revoked_at IS NULL",
         )
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
-        let ids: Vec<String> = live.into_iter().collect();
+        let ids: Vec<FamilyId> = live.into_iter().collect();
         Self::end_families(&mut tx, &ids, at).await?;
         tx.commit().await?;
         Ok(!ids.is_empty())
@@ -1383,12 +1405,12 @@ where
 
     async fn revoke_user_families(
         &self,
-        user_id: &str,
+        user_id: &UserId,
         client_id: Option<&ClientId>,
-        at: i64,
+        at: Timestamp,
     ) -> Result<u64> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
-        let ids: Vec<String> = sqlx::query_scalar(
+        let ids: Vec<FamilyId> = sqlx::query_scalar(
             "SELECT id FROM refresh_families WHERE user_id = $1 AND revoked_at IS NULL \
              AND ($2 IS NULL OR client_id = $2)",
         )
@@ -1401,7 +1423,7 @@ where
         Ok(ids.len() as u64)
     }
 
-    async fn revoked_families_since(&self, since: i64) -> Result<Vec<(FamilyId, i64)>> {
+    async fn revoked_families_since(&self, since: Timestamp) -> Result<Vec<(FamilyId, Timestamp)>> {
         Ok(sqlx::query_as(
             "SELECT id, revoked_at FROM refresh_families WHERE revoked_at IS NOT NULL AND revoked_at > $1",
         )
@@ -1410,7 +1432,7 @@ where
         .await?)
     }
 
-    async fn clear_sealed_refresh(&self, before: i64) -> Result<()> {
+    async fn clear_sealed_refresh(&self, before: Timestamp) -> Result<()> {
         sqlx::query(
             "UPDATE refresh_tokens SET next_sealed = NULL WHERE next_sealed IS NOT NULL AND used_at < $1",
         )
@@ -1436,7 +1458,11 @@ where
         Ok(())
     }
 
-    async fn find_owner_login(&self, id_hash: &str, now: i64) -> Result<Option<OwnerLoginRow>> {
+    async fn find_owner_login(
+        &self,
+        id_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<OwnerLoginRow>> {
         Ok(sqlx::query_as(
             "SELECT id_hash, owner_id, account_id, csrf_token, created_at, expires_at \
              FROM dashboard_sessions WHERE id_hash = $1 AND expires_at > $2",
@@ -1455,7 +1481,7 @@ where
         Ok(())
     }
 
-    async fn prune_expired(&self, now: i64) -> Result<()> {
+    async fn prune_expired(&self, now: Timestamp) -> Result<()> {
         for table in ["dashboard_sessions", "user_sessions", "auth_codes"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE expires_at < $1"))
                 .bind(now)
@@ -1465,7 +1491,7 @@ where
         Ok(())
     }
 
-    async fn changes_since(&self, since: i64) -> Result<Vec<Change>> {
+    async fn changes_since(&self, since: Timestamp) -> Result<Vec<Change>> {
         Ok(sqlx::query_as(
             "SELECT id, kind, subject, created_at FROM changes WHERE created_at >= $1 ORDER BY id",
         )
@@ -1474,7 +1500,7 @@ where
         .await?)
     }
 
-    async fn prune_changes(&self, before: i64) -> Result<()> {
+    async fn prune_changes(&self, before: Timestamp) -> Result<()> {
         sqlx::query("DELETE FROM changes WHERE created_at < $1")
             .bind(before)
             .execute(&self.pool)
@@ -1482,7 +1508,7 @@ where
         Ok(())
     }
 
-    async fn find_account_vault(&self, account_id: &str) -> Result<Option<AccountVaultRow>> {
+    async fn find_account_vault(&self, account_id: &AccountId) -> Result<Option<AccountVaultRow>> {
         Ok(sqlx::query_as(
             "SELECT account_id, data_key, sensitive_fields, created_at, updated_at \
              FROM account_vaults WHERE account_id = $1",
@@ -1511,9 +1537,9 @@ where
 
     async fn set_sensitive_fields(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         fields: &Strings,
-        at: i64,
+        at: Timestamp,
     ) -> Result<bool> {
         Ok(sqlx::query(
             "UPDATE account_vaults SET sensitive_fields = $1, updated_at = $2 WHERE account_id = $3",
@@ -1584,7 +1610,7 @@ where
         );
         insert.push_values(events, |mut row, e| {
             row.push_bind(&e.id)
-                .push_bind(&e.account_id)
+                .push_bind(e.account_id.as_deref())
                 .push_bind(e.at)
                 .push_bind(e.actor_kind)
                 .push_bind(&e.actor_id)

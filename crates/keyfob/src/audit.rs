@@ -15,12 +15,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keyfob_domain::audit::{ActorKind, action};
+use keyfob_domain::time::Timestamp;
 use keyfob_domain::{Principal, PrincipalKind};
-use keyfob_store::{AuditEventRow, JsonText, Store, StoreError};
+use keyfob_store::{AccountId, AuditEventRow, EventId, JsonText, Store, StoreError};
 use serde_json::Value;
 
 use crate::batch::Batcher;
-use crate::clock::{format_ms, now_ms};
 use crate::http::rate_limit::{Key, key_of};
 
 const MAX_BATCH: usize = 512;
@@ -105,7 +105,7 @@ impl Actor {
 /// One event, built by the code that saw it happen.
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
-    pub account_id: Option<String>,
+    pub account_id: Option<AccountId>,
     pub actor: Actor,
     pub action: &'static str,
     pub target: Option<String>,
@@ -115,9 +115,9 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
-    pub fn new(account_id: Option<&str>, actor: Actor, action: &'static str) -> AuditEvent {
+    pub fn new(account_id: Option<&AccountId>, actor: Actor, action: &'static str) -> AuditEvent {
         AuditEvent {
-            account_id: account_id.map(str::to_owned),
+            account_id: account_id.cloned(),
             actor,
             action,
             target: None,
@@ -165,9 +165,9 @@ impl AuditEvent {
             }
         };
         AuditEventRow {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: EventId::from(uuid::Uuid::now_v7().to_string()),
             account_id: self.account_id,
-            at: now_ms(),
+            at: Timestamp::now(),
             actor_kind: self.actor.kind,
             actor_id: self.actor.id,
             action: self.action.to_owned(),
@@ -239,7 +239,7 @@ impl AuditLog {
                 ticks.tick().await;
                 // Once the log is gone, so is this task.
                 let Some(inner) = inner.upgrade() else { break };
-                for summary in inner.anonymous.close(now_ms(), false) {
+                for summary in inner.anonymous.close(Timestamp::now(), false) {
                     inner.writer.enqueue(summary.into_row());
                 }
             }
@@ -261,7 +261,7 @@ impl AuditLog {
         event.user_agent = event
             .user_agent
             .map(|ua| ua.chars().take(ANONYMOUS_TEXT_LEN).collect());
-        for event in self.0.anonymous.admit(event, now_ms()) {
+        for event in self.0.anonymous.admit(event, Timestamp::now()) {
             self.0.writer.enqueue(event.into_row());
         }
     }
@@ -269,7 +269,7 @@ impl AuditLog {
     /// Closes every throttle window now and waits until their summaries are committed (when the
     /// server stops, so that no count is lost).
     pub async fn close_anonymous_windows(&self) -> Result<(), Arc<StoreError>> {
-        let mut summaries = self.0.anonymous.close(now_ms(), true);
+        let mut summaries = self.0.anonymous.close(Timestamp::now(), true);
         let Some(last) = summaries.pop() else {
             return Ok(());
         };
@@ -288,15 +288,15 @@ impl AuditLog {
 
 /// One account's window for one client address.
 struct Window {
-    account_id: Option<String>,
+    account_id: Option<AccountId>,
     ip: Option<String>,
-    started: i64,
+    started: Timestamp,
     written: u32,
     suppressed: u64,
     /// The actions of the suppressed events, each once.
     actions: Vec<&'static str>,
-    first_suppressed: i64,
-    last_suppressed: i64,
+    first_suppressed: Timestamp,
+    last_suppressed: Timestamp,
 }
 
 impl Window {
@@ -306,15 +306,15 @@ impl Window {
             return None;
         }
         let mut event = AuditEvent::new(
-            self.account_id.as_deref(),
+            self.account_id.as_ref(),
             Actor::anonymous(),
             action::AUDIT_SUPPRESSED,
         )
         .detail(serde_json::json!({
             "suppressed": self.suppressed,
             "actions": self.actions,
-            "first": format_ms(self.first_suppressed),
-            "last": format_ms(self.last_suppressed),
+            "first": self.first_suppressed.rfc3339(),
+            "last": self.last_suppressed.rfc3339(),
             "limit": limit.events,
             "window_secs": limit.window.as_secs(),
         }));
@@ -341,23 +341,19 @@ impl Throttle {
         }
     }
 
-    fn window_ms(&self) -> i64 {
-        i64::try_from(self.limit.window.as_millis()).unwrap_or(i64::MAX / 4)
-    }
-
     /// What to write for `event` at `now`: the event itself while its window has room, and the
     /// summaries of windows that closed to make way.
-    fn admit(&self, event: AuditEvent, now: i64) -> Vec<AuditEvent> {
+    fn admit(&self, event: AuditEvent, now: Timestamp) -> Vec<AuditEvent> {
         let key = key_of(&[
             event.account_id.as_deref().unwrap_or_default().as_bytes(),
             event.ip.as_deref().unwrap_or_default().as_bytes(),
         ]);
-        let window_ms = self.window_ms();
+        let window = self.limit.window;
         let mut out = Vec::new();
         let mut windows = self.windows.lock().expect("audit throttle lock poisoned");
         if windows
             .get(&key)
-            .is_some_and(|w| now - w.started >= window_ms)
+            .is_some_and(|w| now.since(w.started) >= window)
         {
             let ended = windows.remove(&key).expect("just seen");
             out.extend(ended.summary(self.limit));
@@ -393,12 +389,12 @@ impl Throttle {
 
     /// Closes the windows that have ended by `now` (every window, with `all`) and returns their
     /// summaries.
-    fn close(&self, now: i64, all: bool) -> Vec<AuditEvent> {
-        let window_ms = self.window_ms();
+    fn close(&self, now: Timestamp, all: bool) -> Vec<AuditEvent> {
+        let window = self.limit.window;
         let mut out = Vec::new();
         let mut windows = self.windows.lock().expect("audit throttle lock poisoned");
         windows.retain(|_, w| {
-            if all || now - w.started >= window_ms {
+            if all || now.since(w.started) >= window {
                 out.extend(w.summary(self.limit));
                 false
             } else {
@@ -409,10 +405,15 @@ impl Throttle {
     }
 
     /// Closes ended windows, and if the map is still full, the oldest eighth early.
-    fn make_room(&self, windows: &mut HashMap<Key, Window>, now: i64, out: &mut Vec<AuditEvent>) {
-        let window_ms = self.window_ms();
+    fn make_room(
+        &self,
+        windows: &mut HashMap<Key, Window>,
+        now: Timestamp,
+        out: &mut Vec<AuditEvent>,
+    ) {
+        let window = self.limit.window;
         windows.retain(|_, w| {
-            if now - w.started >= window_ms {
+            if now.since(w.started) >= window {
                 out.extend(w.summary(self.limit));
                 false
             } else {
@@ -422,7 +423,7 @@ impl Throttle {
         if windows.len() < self.capacity {
             return;
         }
-        let mut starts: Vec<i64> = windows.values().map(|w| w.started).collect();
+        let mut starts: Vec<Timestamp> = windows.values().map(|w| w.started).collect();
         let cut = (self.capacity / 8).max(1);
         let (_, &mut threshold, _) = starts.select_nth_unstable(cut - 1);
         windows.retain(|_, w| {
@@ -446,7 +447,16 @@ mod tests {
     use super::*;
 
     fn failed_login(account: &str, ip: &str) -> AuditEvent {
-        AuditEvent::new(Some(account), Actor::anonymous(), action::USER_LOGIN_FAILED).ip(ip)
+        AuditEvent::new(
+            Some(&account.into()),
+            Actor::anonymous(),
+            action::USER_LOGIN_FAILED,
+        )
+        .ip(ip)
+    }
+
+    fn t(ms: i64) -> Timestamp {
+        Timestamp::from_unix_ms(ms)
     }
 
     fn limit() -> AnonymousLimit {
@@ -461,27 +471,27 @@ mod tests {
         let throttle = Throttle::new(limit());
         let mut written = 0;
         for n in 0..1_000 {
-            let out = throttle.admit(failed_login("acct", "203.0.113.1"), n);
+            let out = throttle.admit(failed_login("acct", "203.0.113.1"), t(n));
             written += out.len();
         }
         assert_eq!(written, 5);
         // Another address, or another account, has its own window.
         assert_eq!(
             throttle
-                .admit(failed_login("acct", "203.0.113.2"), 1_000)
+                .admit(failed_login("acct", "203.0.113.2"), t(1_000))
                 .len(),
             1
         );
         assert_eq!(
             throttle
-                .admit(failed_login("other", "203.0.113.1"), 1_000)
+                .admit(failed_login("other", "203.0.113.1"), t(1_000))
                 .len(),
             1
         );
         // Nothing closes before the window ends…
-        assert!(throttle.close(59_999, false).is_empty());
+        assert!(throttle.close(t(59_999), false).is_empty());
         // …then the summary counts the rest.
-        let summaries = throttle.close(60_000, false);
+        let summaries = throttle.close(t(60_000), false);
         assert_eq!(summaries.len(), 1);
         let summary = &summaries[0];
         assert_eq!(summary.action, action::AUDIT_SUPPRESSED);
@@ -494,7 +504,7 @@ mod tests {
         // A new window takes events again.
         assert_eq!(
             throttle
-                .admit(failed_login("acct", "203.0.113.1"), 61_000)
+                .admit(failed_login("acct", "203.0.113.1"), t(61_000))
                 .len(),
             1
         );
@@ -504,9 +514,9 @@ mod tests {
     fn an_event_after_the_window_closes_it_first() {
         let throttle = Throttle::new(limit());
         for n in 0..7 {
-            throttle.admit(failed_login("acct", "203.0.113.1"), n);
+            throttle.admit(failed_login("acct", "203.0.113.1"), t(n));
         }
-        let out = throttle.admit(failed_login("acct", "203.0.113.1"), 60_000);
+        let out = throttle.admit(failed_login("acct", "203.0.113.1"), t(60_000));
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].action, action::AUDIT_SUPPRESSED);
         assert_eq!(out[0].detail.as_ref().unwrap()["suppressed"], 2);
@@ -534,10 +544,10 @@ mod tests {
         };
         for n in 0..200_000u32 {
             let ip = format!("198.51.{}.{}", (n / 2) / 256 % 256, (n / 2) % 256);
-            count(throttle.admit(failed_login("acct", &ip), i64::from(n / 100)));
+            count(throttle.admit(failed_login("acct", &ip), t(i64::from(n / 100))));
             assert!(throttle.windows.lock().unwrap().len() <= 1_000);
         }
-        count(throttle.close(i64::MAX / 2, true));
+        count(throttle.close(t(i64::MAX / 2), true));
         assert_eq!(written + suppressed, 200_000);
     }
 }

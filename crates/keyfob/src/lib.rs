@@ -7,7 +7,6 @@ pub mod audit;
 pub mod auth;
 pub mod batch;
 pub mod cli;
-pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod dashboard;

@@ -29,9 +29,9 @@ use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use keyfob_domain::email::Email;
+use keyfob_domain::time::Timestamp;
 use rand::RngCore;
 
-use crate::clock::now_ms;
 use crate::config::Config;
 use crate::crypto::MasterKey;
 use crate::http::rate_limit::{Key, RateLimiter, key_of};
@@ -282,7 +282,7 @@ fn message(context: &[&[u8]], signed: &[u8]) -> Vec<u8> {
 }
 
 fn now_secs() -> u64 {
-    u64::try_from(now_ms() / 1000).unwrap_or(0)
+    u64::try_from(Timestamp::now().unix_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -7,26 +7,31 @@
 //! with the master key on the used row until the window passes. A use after the window is reuse
 //! — a sign the token was copied — and ends that family only.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use keyfob_domain::claims::{Bearer, Claims};
 use keyfob_domain::secret::{hash_secret, random_token};
 use keyfob_domain::session::{Ended, RefreshFacts, RefreshState, SessionLimits, refresh_state};
-use std::sync::Arc;
-
+use keyfob_domain::time::{Timestamp, secs};
 use keyfob_store::{
     AppRow, FamilyId, FamilyRow, GrantRow, NewFamily, Permissions, RefreshRow, RefreshSession,
-    Rotation, Store,
+    Rotation, Store, UserId,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::batch::Batcher;
-use crate::clock::now_ms;
 use crate::state::AppState;
 
-/// How long a session's access token lives.
+/// How long a session's access token lives, in seconds (`expires_in`).
 pub const ACCESS_TOKEN_SECS: i64 = 600;
+/// How long a session's access token lives.
+pub const ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(ACCESS_TOKEN_SECS as u64);
+/// How long an ended session's access tokens are refused: their lifetime and a minute to spare.
+pub const ENDED_SESSION_MEMORY: Duration = Duration::from_secs(ACCESS_TOKEN_SECS as u64 + 60);
 /// How stale a family's last-use time may get before a refresh writes it again (when the app has
 /// no idle limit).
-const TOUCH_EVERY_MS: i64 = 60_000;
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// Every refresh token starts with this.
 pub const REFRESH_PREFIX: &str = "kfr_";
 
@@ -100,13 +105,11 @@ fn new_refresh_token() -> String {
 fn sign_access(
     state: &AppState,
     app: &AppRow,
-    user_id: &str,
-    family_id: &str,
+    user_id: &UserId,
+    family_id: &FamilyId,
     permissions: &[String],
-    now_ms: i64,
+    now: Timestamp,
 ) -> anyhow::Result<(String, i64)> {
-    let now = now_ms / 1000;
-    let exp = now + ACCESS_TOKEN_SECS;
     let bearer = Bearer::Session {
         account_id: &app.account_id,
         client_id: &app.client_id,
@@ -118,11 +121,11 @@ fn sign_access(
         state.tokens.audience(),
         bearer,
         permissions.to_vec(),
-        now_ms,
-        exp,
+        now,
+        now + ACCESS_TOKEN_LIFETIME,
     );
-    let token = state.tokens.sign(&claims, now_ms)?;
-    Ok((token, exp))
+    let token = state.tokens.sign(&claims, now)?;
+    Ok((token, claims.exp))
 }
 
 /// Starts a session for a user who granted `permissions` to `app`: a new family, its first
@@ -132,12 +135,12 @@ fn sign_access(
 pub async fn start(
     state: &AppState,
     app: &AppRow,
-    user_id: &str,
+    user_id: &UserId,
     grant: &GrantRow,
     permissions: &[String],
     code_hash: Option<&str>,
 ) -> Result<IssuedPair, SessionError> {
-    let now = now_ms();
+    let now = Timestamp::now();
     let family = FamilyRow {
         id: uuid::Uuid::now_v7().to_string().into(),
         user_id: user_id.to_owned(),
@@ -190,8 +193,8 @@ pub(crate) fn retry_aad(old_hash: &str) -> Vec<u8> {
 /// The limits `app` puts on its sessions.
 pub fn limits(app: &AppRow) -> SessionLimits {
     SessionLimits {
-        idle_secs: app.refresh_idle_secs,
-        max_age_secs: app.refresh_absolute_secs,
+        idle: app.refresh_idle_secs.map(secs),
+        max_age: app.refresh_absolute_secs.map(secs),
     }
 }
 
@@ -213,7 +216,7 @@ pub fn state_of(
     state: &AppState,
     app: &AppRow,
     session: &RefreshSession,
-    now: i64,
+    now: Timestamp,
 ) -> RefreshState {
     refresh_state(
         &facts(
@@ -222,7 +225,7 @@ pub fn state_of(
             session.grant_permissions.is_some(),
         ),
         limits(app),
-        state.config.refresh_grace_secs * 1000,
+        state.config.refresh_grace(),
         now,
     )
 }
@@ -234,7 +237,7 @@ pub async fn refresh(
     app: &AppRow,
     refresh_token: &str,
 ) -> Result<IssuedPair, SessionError> {
-    let now = now_ms();
+    let now = Timestamp::now();
     let old_hash = hash_secret(refresh_token);
     let session = state
         .store
@@ -264,7 +267,7 @@ pub async fn refresh(
     match refresh_state(
         &facts(&token, &family, grant_live),
         limits(app),
-        state.config.refresh_grace_secs * 1000,
+        state.config.refresh_grace(),
         now,
     ) {
         RefreshState::Retry => {
@@ -303,7 +306,7 @@ async fn rotate(
     app: &AppRow,
     session: &RefreshSession,
     old_hash: &str,
-    now: i64,
+    now: Timestamp,
 ) -> Result<Option<IssuedPair>, SessionError> {
     let family = &session.family;
     let grant_permissions = session
@@ -336,7 +339,7 @@ async fn rotate(
     // The family's last use only matters to an idle limit (to the second) and to the pages
     // that show it (to the minute): skip the write when neither would notice.
     let touch_family =
-        app.refresh_idle_secs.is_some() || now - family.last_used_at >= TOUCH_EVERY_MS;
+        app.refresh_idle_secs.is_some() || now.since(family.last_used_at) >= TOUCH_EVERY;
     let rotation = Rotation {
         old_hash: old_hash.to_owned(),
         next,
@@ -357,11 +360,11 @@ async fn rotate(
 /// Ends one session on every node: its refresh tokens stop working at once, its access tokens
 /// within the sync interval.
 pub async fn end_family(state: &AppState, family_id: &FamilyId) -> Result<bool, SessionError> {
-    let now = now_ms();
+    let now = Timestamp::now();
     let ended = state.store.revoke_family(family_id, now).await?;
     state
         .index
-        .revoke_session(family_id, now / 1000 + ACCESS_TOKEN_SECS + 60, now / 1000);
+        .revoke_session(family_id, now + ENDED_SESSION_MEMORY, now);
     Ok(ended)
 }
 

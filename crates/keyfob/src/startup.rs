@@ -5,12 +5,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use keyfob_domain::time::Timestamp;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 use crate::audit::AuditLog;
 use crate::auth::{AuthIndex, SyncHandle, spawn_sync};
-use crate::clock::now_ms;
 use crate::config::Config;
 use crate::crypto::{CHECK_SETTING, MasterKey};
 use crate::http;
@@ -129,7 +129,7 @@ impl Application {
             config.public_url = Some(format!("http://{local}"));
         }
         let limits = http::serve::Limits::from_config(&config, open_files);
-        let keys = load_key_set(&store.list_signing_keys().await?, &master, now_ms())?;
+        let keys = load_key_set(&store.list_signing_keys().await?, &master, Timestamp::now())?;
         let master = Arc::new(master);
         let tokens = TokenService::new(
             keys,

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
+use keyfob_domain::time::Timestamp;
 use keyfob_store::Store;
 
 use crate::audit::AuditLog;
 use crate::auth::AuthIndex;
-use crate::clock::now_ms;
 use crate::config::Config;
 use crate::crypto::MasterKey;
 use crate::logins::Logins;
@@ -70,7 +70,7 @@ impl Shared {
     /// Reloads the signing keys from the database (after a rotation on any node).
     pub async fn reload_signing_keys(&self) -> anyhow::Result<()> {
         let rows = self.store.list_signing_keys().await?;
-        let keys = load_key_set(&rows, &self.master, now_ms())?;
+        let keys = load_key_set(&rows, &self.master, Timestamp::now())?;
         self.tokens.replace_keys(keys);
         Ok(())
     }

@@ -4,18 +4,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
+use keyfob_domain::time::Timestamp;
 use keyfob_domain::vault::{
     self, RevealRequest, SensitiveFields, SensitiveKind, VaultError, associated_data, make_envelope,
 };
-use keyfob_store::{AccountVaultRow, Store, StoreError};
+use keyfob_store::{AccountId, AccountVaultRow, Store, StoreError};
 use serde_json::{Map, Value};
 
-use crate::clock::now_ms;
 use crate::crypto::{CHECK_SETTING, DataKey, MasterKey};
 
 /// How long a node trusts the field list it read before reading it again.
-const FIELDS_TTL_MS: i64 = 5_000;
+const FIELDS_TTL: Duration = Duration::from_secs(5);
 /// What a value that cannot be decrypted (tampered, moved, or sealed with another key) reads as.
 pub const UNREADABLE: &str = "[unreadable]";
 
@@ -35,17 +36,17 @@ pub enum VaultServiceError {
 
 /// One account's vault, as a node holds it.
 pub struct AccountVault {
-    account_id: String,
+    account_id: AccountId,
     key: Arc<DataKey>,
     pub fields: SensitiveFields,
-    loaded_at: i64,
+    loaded_at: Timestamp,
 }
 
 /// Every account's vault this node has used.
 pub struct Vault {
     store: Arc<dyn Store>,
     master: Arc<MasterKey>,
-    accounts: RwLock<HashMap<String, Arc<AccountVault>>>,
+    accounts: RwLock<HashMap<AccountId, Arc<AccountVault>>>,
 }
 
 impl Vault {
@@ -58,8 +59,11 @@ impl Vault {
     }
 
     /// The account's vault, made on first use (a new data key, the default field list).
-    pub async fn account(&self, account_id: &str) -> Result<Arc<AccountVault>, VaultServiceError> {
-        let now = now_ms();
+    pub async fn account(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<Arc<AccountVault>, VaultServiceError> {
+        let now = Timestamp::now();
         let cached = self
             .accounts
             .read()
@@ -67,7 +71,7 @@ impl Vault {
             .get(account_id)
             .cloned();
         if let Some(vault) = &cached
-            && now - vault.loaded_at < FIELDS_TTL_MS
+            && now.since(vault.loaded_at) < FIELDS_TTL
         {
             return Ok(vault.clone());
         }
@@ -97,14 +101,14 @@ impl Vault {
         self.accounts
             .write()
             .expect("vault cache lock")
-            .insert(account_id.to_owned(), vault.clone());
+            .insert(account_id.clone(), vault.clone());
         Ok(vault)
     }
 
     async fn create(
         &self,
-        account_id: &str,
-        now: i64,
+        account_id: &AccountId,
+        now: Timestamp,
     ) -> Result<AccountVaultRow, VaultServiceError> {
         // A node still running with a master key that was rotated away must not seal a new data
         // key with it: the key would be lost at its next start.
@@ -141,12 +145,16 @@ impl Vault {
     /// Replaces an account's field list; this node uses it at once, the others within seconds.
     pub async fn set_fields(
         &self,
-        account_id: &str,
+        account_id: &AccountId,
         fields: &SensitiveFields,
     ) -> Result<(), VaultServiceError> {
         self.account(account_id).await?;
         self.store
-            .set_sensitive_fields(account_id, &fields.names().to_vec().into(), now_ms())
+            .set_sensitive_fields(
+                account_id,
+                &fields.names().to_vec().into(),
+                Timestamp::now(),
+            )
             .await?;
         self.accounts
             .write()

@@ -19,14 +19,14 @@ contract! {
         let account = Account {
             id: id("acct"),
             name: "Acme Ltd".into(),
-            created_at: T0,
+            created_at: ts(T0),
         };
         let owner = Owner {
             id: id("owner"),
             account_id: account.id.clone(),
             email: "ada@example.com".into(),
             password_hash: "$argon2id$v=19$hash".into(),
-            created_at: T0 + 1,
+            created_at: ts(T0 + 1),
         };
         db.create_account(&account, &owner).await.unwrap();
 
@@ -39,8 +39,8 @@ contract! {
             db.find_owner_by_email("ada@example.com").await.unwrap(),
             Some(owner)
         );
-        assert_eq!(db.find_account("nope").await.unwrap(), None);
-        assert_eq!(db.find_owner("nope").await.unwrap(), None);
+        assert_eq!(db.find_account(&"nope".into()).await.unwrap(), None);
+        assert_eq!(db.find_owner(&"nope".into()).await.unwrap(), None);
         // Emails are matched exactly; normalising them is the caller's rule.
         assert_eq!(
             db.find_owner_by_email("ADA@example.com").await.unwrap(),
@@ -54,14 +54,14 @@ contract! {
         let account = Account {
             id: id("acct"),
             name: "Second".into(),
-            created_at: T0,
+            created_at: ts(T0),
         };
         let owner = Owner {
             id: id("owner"),
             account_id: account.id.clone(),
             email: taken.email.clone(),
             password_hash: "x".into(),
-            created_at: T0,
+            created_at: ts(T0),
         };
         let err = db.create_account(&account, &owner).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict("email")), "{err:?}");
@@ -80,14 +80,14 @@ contract! {
         let account = Account {
             id: first.clone(),
             name: "Again".into(),
-            created_at: T0 + 5,
+            created_at: ts(T0 + 5),
         };
         let owner = Owner {
             id: id("owner"),
             account_id: first.clone(),
             email: "new@example.com".into(),
             password_hash: "x".into(),
-            created_at: T0,
+            created_at: ts(T0),
         };
         let err = db.create_account(&account, &owner).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict("id")), "{err:?}");

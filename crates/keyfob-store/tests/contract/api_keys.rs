@@ -9,9 +9,9 @@ use crate::helpers::*;
 contract! {
     async fn a_key_is_found_by_id_and_hash_listed_and_logged(db) {
         let account = db.account().await;
-        let older = db.key(&account, T0).await;
-        let newer = db.key(&account, T0 + 10).await;
-        let other = db.key(&db.account().await, T0).await;
+        let older = db.key(&account, ts(T0)).await;
+        let newer = db.key(&account, ts(T0 + 10)).await;
+        let other = db.key(&db.account().await, ts(T0)).await;
 
         assert_eq!(
             db.find_api_key(&older.id).await.unwrap(),
@@ -51,27 +51,27 @@ contract! {
 
     async fn a_key_is_revoked_once_and_stays_findable_by_hash(db) {
         let account = db.account().await;
-        let key = db.key(&account, T0).await;
+        let key = db.key(&account, ts(T0)).await;
 
         assert!(
-            db.revoke_api_key(Some(&account), &key.id, T0 + 100)
+            db.revoke_api_key(Some(&account), &key.id, ts(T0 + 100))
                 .await
                 .unwrap()
         );
         // Revoked twice: refused, and the first time stands.
         assert!(
-            !db.revoke_api_key(Some(&account), &key.id, T0 + 200)
+            !db.revoke_api_key(Some(&account), &key.id, ts(T0 + 200))
                 .await
                 .unwrap()
         );
-        assert!(!db.revoke_api_key(None, &key.id, T0 + 300).await.unwrap());
+        assert!(!db.revoke_api_key(None, &key.id, ts(T0 + 300)).await.unwrap());
 
         let stored = db
             .find_api_key_by_hash(&key.key_hash)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(stored.revoked_at, Some(T0 + 100));
+        assert_eq!(stored.revoked_at, Some(ts(T0 + 100)));
         assert!(db.active_api_keys().await.unwrap().is_empty());
         // Listed still, for the dashboard's history.
         assert_eq!(db.list_api_keys(&account).await.unwrap(), [stored]);
@@ -87,10 +87,10 @@ contract! {
     async fn another_accounts_key_is_not_revoked(db) {
         let owner = db.account().await;
         let stranger = db.account().await;
-        let key = db.key(&owner, T0).await;
+        let key = db.key(&owner, ts(T0)).await;
 
         assert!(
-            !db.revoke_api_key(Some(&stranger), &key.id, T0 + 1)
+            !db.revoke_api_key(Some(&stranger), &key.id, ts(T0 + 1))
                 .await
                 .unwrap()
         );
@@ -105,23 +105,23 @@ contract! {
                 .any(|(kind, _)| kind == API_KEY_REVOKED)
         );
         assert!(
-            !db.revoke_api_key(Some(&owner), &"no-such-key".into(), T0 + 1)
+            !db.revoke_api_key(Some(&owner), &"no-such-key".into(), ts(T0 + 1))
                 .await
                 .unwrap()
         );
 
         // Without an account (the operator's CLI) any key may be revoked.
-        assert!(db.revoke_api_key(None, &key.id, T0 + 2).await.unwrap());
+        assert!(db.revoke_api_key(None, &key.id, ts(T0 + 2)).await.unwrap());
         assert_eq!(
             db.find_api_key(&key.id).await.unwrap().unwrap().revoked_at,
-            Some(T0 + 2)
+            Some(ts(T0 + 2))
         );
     }
 
     async fn a_taken_key_hash_is_refused_and_logs_nothing(db) {
         let account = db.account().await;
-        let key = db.key(&account, T0).await;
-        let mut twin = key_row(&account, T0 + 1);
+        let key = db.key(&account, ts(T0)).await;
+        let mut twin = key_row(&account, ts(T0 + 1));
         twin.key_hash = key.key_hash.clone();
 
         let err = db.insert_api_key(&twin).await.unwrap_err();
@@ -132,31 +132,31 @@ contract! {
 
     async fn last_used_times_only_move_forward(db) {
         let account = db.account().await;
-        let a = db.key(&account, T0).await;
-        let b = db.key(&account, T0).await;
+        let a = db.key(&account, ts(T0)).await;
+        let b = db.key(&account, ts(T0)).await;
 
-        db.touch_api_keys(&[(a.id.clone(), T0 + 500), (b.id.clone(), T0 + 10)])
+        db.touch_api_keys(&[(a.id.clone(), ts(T0 + 500)), (b.id.clone(), ts(T0 + 10))])
             .await
             .unwrap();
-        db.touch_api_keys(&[(a.id.clone(), T0 + 100), ("gone".into(), T0 + 1)])
+        db.touch_api_keys(&[(a.id.clone(), ts(T0 + 100)), ("gone".into(), ts(T0 + 1))])
             .await
             .unwrap();
         db.touch_api_keys(&[]).await.unwrap();
         assert_eq!(
             db.find_api_key(&a.id).await.unwrap().unwrap().last_used_at,
-            Some(T0 + 500)
+            Some(ts(T0 + 500))
         );
         assert_eq!(
             db.find_api_key(&b.id).await.unwrap().unwrap().last_used_at,
-            Some(T0 + 10)
+            Some(ts(T0 + 10))
         );
 
-        db.touch_api_keys(&[(b.id.clone(), T0 + 900)])
+        db.touch_api_keys(&[(b.id.clone(), ts(T0 + 900))])
             .await
             .unwrap();
         assert_eq!(
             db.find_api_key(&b.id).await.unwrap().unwrap().last_used_at,
-            Some(T0 + 900)
+            Some(ts(T0 + 900))
         );
         // Last-used times are not changes other nodes must load.
         assert_eq!(db.feed().await.len(), 2);
@@ -164,28 +164,28 @@ contract! {
 
     async fn revoking_a_keys_tokens_sets_a_cutoff_that_only_moves_forward(db) {
         let account = db.account().await;
-        let key = db.key(&account, T0).await;
-        let early = token_row(&account, Some(&key.id), T0 + 10);
-        let at_cutoff = token_row(&account, Some(&key.id), T0 + 20);
-        let late = token_row(&account, Some(&key.id), T0 + 30);
+        let key = db.key(&account, ts(T0)).await;
+        let early = token_row(&account, Some(&key.id), ts(T0 + 10));
+        let at_cutoff = token_row(&account, Some(&key.id), ts(T0 + 20));
+        let late = token_row(&account, Some(&key.id), ts(T0 + 30));
         db.insert_tokens(&[early.clone(), at_cutoff.clone(), late.clone()])
             .await
             .unwrap();
-        let now = T0 + 40;
+        let now = ts(T0 + 40);
         assert!(db.token_cutoffs(None, now).await.unwrap().is_empty());
 
         assert!(
-            db.revoke_key_tokens(Some(&account), &key.id, T0 + 20)
+            db.revoke_key_tokens(Some(&account), &key.id, ts(T0 + 20))
                 .await
                 .unwrap()
         );
         let stored = db.find_api_key(&key.id).await.unwrap().unwrap();
-        assert_eq!(stored.tokens_revoked_before, Some(T0 + 20));
+        assert_eq!(stored.tokens_revoked_before, Some(ts(T0 + 20)));
         assert_eq!(stored.revoked_at, None, "the key itself stays live");
         // Tokens minted up to the instant read as revoked then; later ones do not.
         assert_eq!(
             db.find_token(&early.jti).await.unwrap().unwrap().revoked_at,
-            Some(T0 + 20)
+            Some(ts(T0 + 20))
         );
         assert_eq!(
             db.find_token(&at_cutoff.jti)
@@ -193,7 +193,7 @@ contract! {
                 .unwrap()
                 .unwrap()
                 .revoked_at,
-            Some(T0 + 20)
+            Some(ts(T0 + 20))
         );
         assert_eq!(
             db.find_token(&late.jti).await.unwrap().unwrap().revoked_at,
@@ -201,7 +201,7 @@ contract! {
         );
         // The verify path's cutoff lasts as long as the last refused token lives.
         let cutoff = TokenCutoff {
-            before: T0 + 20,
+            before: ts(T0 + 20),
             until: at_cutoff.expires_at,
         };
         assert_eq!(
@@ -228,24 +228,24 @@ contract! {
 
         // An earlier or equal instant, another account, an unknown key: refused, nothing changes.
         assert!(
-            !db.revoke_key_tokens(Some(&account), &key.id, T0 + 15)
+            !db.revoke_key_tokens(Some(&account), &key.id, ts(T0 + 15))
                 .await
                 .unwrap()
         );
-        assert!(!db.revoke_key_tokens(None, &key.id, T0 + 20).await.unwrap());
+        assert!(!db.revoke_key_tokens(None, &key.id, ts(T0 + 20)).await.unwrap());
         let stranger = db.account().await;
         assert!(
-            !db.revoke_key_tokens(Some(&stranger), &key.id, T0 + 35)
+            !db.revoke_key_tokens(Some(&stranger), &key.id, ts(T0 + 35))
                 .await
                 .unwrap()
         );
         assert!(
-            !db.revoke_key_tokens(None, &"no-such-key".into(), T0 + 35)
+            !db.revoke_key_tokens(None, &"no-such-key".into(), ts(T0 + 35))
                 .await
                 .unwrap()
         );
         let stored = db.find_api_key(&key.id).await.unwrap().unwrap();
-        assert_eq!(stored.tokens_revoked_before, Some(T0 + 20));
+        assert_eq!(stored.tokens_revoked_before, Some(ts(T0 + 20)));
         let logged: Vec<_> = db
             .feed()
             .await
@@ -258,36 +258,36 @@ contract! {
         );
 
         // A later instant moves it forward.
-        assert!(db.revoke_key_tokens(None, &key.id, T0 + 30).await.unwrap());
+        assert!(db.revoke_key_tokens(None, &key.id, ts(T0 + 30)).await.unwrap());
         assert_eq!(
             db.find_token(&late.jti).await.unwrap().unwrap().revoked_at,
-            Some(T0 + 30)
+            Some(ts(T0 + 30))
         );
     }
 
     async fn a_revoked_key_refuses_every_token_it_minted(db) {
         let account = db.account().await;
-        let key = db.key(&account, T0).await;
-        let kept = db.key(&account, T0).await;
-        let first = token_row(&account, Some(&key.id), T0 + 10);
-        let second = token_row(&account, Some(&key.id), T0 + 50);
-        let unrelated = token_row(&account, Some(&kept.id), T0 + 10);
+        let key = db.key(&account, ts(T0)).await;
+        let kept = db.key(&account, ts(T0)).await;
+        let first = token_row(&account, Some(&key.id), ts(T0 + 10));
+        let second = token_row(&account, Some(&key.id), ts(T0 + 50));
+        let unrelated = token_row(&account, Some(&kept.id), ts(T0 + 10));
         db.insert_tokens(&[first.clone(), second.clone(), unrelated.clone()])
             .await
             .unwrap();
 
-        assert!(db.revoke_api_key(None, &key.id, T0 + 60).await.unwrap());
+        assert!(db.revoke_api_key(None, &key.id, ts(T0 + 60)).await.unwrap());
         let cutoff = TokenCutoff {
-            before: i64::MAX,
+            before: Timestamp::MAX,
             until: second.expires_at,
         };
         assert_eq!(
-            db.token_cutoffs(None, T0 + 70).await.unwrap(),
+            db.token_cutoffs(None, ts(T0 + 70)).await.unwrap(),
             [(key.id.clone(), cutoff)]
         );
         assert_eq!(
             db.find_token(&first.jti).await.unwrap().unwrap().revoked_at,
-            Some(T0 + 60)
+            Some(ts(T0 + 60))
         );
         assert_eq!(
             db.find_token(&unrelated.jti)
@@ -298,11 +298,11 @@ contract! {
             None
         );
         // A revoked key's tokens cannot be revoked "all at once" again.
-        assert!(!db.revoke_key_tokens(None, &key.id, T0 + 70).await.unwrap());
+        assert!(!db.revoke_key_tokens(None, &key.id, ts(T0 + 70)).await.unwrap());
     }
 
     async fn a_key_of_an_unknown_account_is_refused_and_logs_nothing(db) {
-        let key = key_row("no-such-account", T0);
+        let key = key_row("no-such-account", ts(T0));
         let err = db.insert_api_key(&key).await.unwrap_err();
         assert!(matches!(err, StoreError::Database(_)), "{err:?}");
         assert_eq!(db.find_api_key(&key.id).await.unwrap(), None);

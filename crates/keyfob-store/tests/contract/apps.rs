@@ -17,7 +17,7 @@ contract! {
         second.refresh_idle_secs = None;
         second.refresh_absolute_secs = Some(86_400);
         second.allow_fragment = true;
-        second.created_at = T0 + 1;
+        second.created_at = ts(T0 + 1);
         db.insert_app(&second).await.unwrap();
         let elsewhere = db.app(&db.account().await).await;
 
@@ -79,7 +79,7 @@ contract! {
             db.find_user_by_email(&user.email).await.unwrap(),
             Some(user.clone())
         );
-        assert_eq!(db.find_user("nope").await.unwrap(), None);
+        assert_eq!(db.find_user(&"nope".into()).await.unwrap(), None);
 
         let twin = UserRow {
             id: id("user"),
@@ -116,8 +116,8 @@ contract! {
         let again = GrantRow {
             id: id("grant"),
             permissions: json(r#"["deals.read","deals.write"]"#),
-            created_at: T0 + 50,
-            updated_at: T0 + 50,
+            created_at: ts(T0 + 50),
+            updated_at: ts(T0 + 50),
             ..grant.clone()
         };
         let stored = db.upsert_grant(&again).await.unwrap();
@@ -125,7 +125,7 @@ contract! {
             stored,
             GrantRow {
                 permissions: again.permissions.clone(),
-                updated_at: T0 + 50,
+                updated_at: ts(T0 + 50),
                 ..grant.clone()
             }
         );
@@ -133,7 +133,7 @@ contract! {
         assert_eq!(db.count("grants").await, 1);
 
         // Revoked, it leaves the user's list but not the account's; granted again, it revives.
-        assert!(db.revoke_grant(&grant.id, T0 + 60).await.unwrap());
+        assert!(db.revoke_grant(&grant.id, ts(T0 + 60)).await.unwrap());
         assert!(
             db.list_user_grants(&grant.user_id)
                 .await
@@ -142,10 +142,10 @@ contract! {
         );
         let listed = db.list_account_grants(&grant.account_id).await.unwrap();
         assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].revoked_at, Some(T0 + 60));
+        assert_eq!(listed[0].revoked_at, Some(ts(T0 + 60)));
         let revived = db
             .upsert_grant(&GrantRow {
-                updated_at: T0 + 70,
+                updated_at: ts(T0 + 70),
                 ..again
             })
             .await
@@ -163,10 +163,10 @@ contract! {
         let (family, refresh) = db.session(&grant).await;
         let (other_family, _) = db.session(&db.grant(r#"["deals.read"]"#).await).await;
 
-        assert!(db.revoke_grant(&grant.id, T0 + 100).await.unwrap());
+        assert!(db.revoke_grant(&grant.id, ts(T0 + 100)).await.unwrap());
         assert_eq!(
             db.find_family(&family).await.unwrap().unwrap().revoked_at,
-            Some(T0 + 100)
+            Some(ts(T0 + 100))
         );
         assert_eq!(
             db.find_family(&other_family)
@@ -182,19 +182,19 @@ contract! {
             "a revoked grant grants nothing"
         );
 
-        assert!(!db.revoke_grant(&grant.id, T0 + 200).await.unwrap());
-        assert!(!db.revoke_grant("nope", T0 + 200).await.unwrap());
+        assert!(!db.revoke_grant(&grant.id, ts(T0 + 200)).await.unwrap());
+        assert!(!db.revoke_grant(&"nope".into(), ts(T0 + 200)).await.unwrap());
         assert_eq!(
             db.find_grant_by_id(&grant.id)
                 .await
                 .unwrap()
                 .unwrap()
                 .revoked_at,
-            Some(T0 + 100)
+            Some(ts(T0 + 100))
         );
         assert_eq!(
             db.find_family(&family).await.unwrap().unwrap().revoked_at,
-            Some(T0 + 100)
+            Some(ts(T0 + 100))
         );
         let ended: Vec<_> = db
             .feed()
@@ -215,26 +215,26 @@ contract! {
                 id_hash: hash.into(),
                 user_id: user.clone(),
                 csrf_token: "csrf".into(),
-                created_at: T0,
-                expires_at: T0 + 60 * MINUTE,
+                created_at: ts(T0),
+                expires_at: ts(T0 + 60 * MINUTE),
             })
             .await
             .unwrap();
         }
 
-        db.change_user_password(&grant.user_id, "$argon2id$new", T0 + 5)
+        db.change_user_password(&grant.user_id, "$argon2id$new", ts(T0 + 5))
             .await
             .unwrap();
         let user = db.find_user(&grant.user_id).await.unwrap().unwrap();
         assert_eq!(
             (user.password_hash.as_str(), user.password_changed_at),
-            ("$argon2id$new", T0 + 5)
+            ("$argon2id$new", ts(T0 + 5))
         );
         assert_eq!(
             db.find_family(&family).await.unwrap().unwrap().revoked_at,
-            Some(T0 + 5)
+            Some(ts(T0 + 5))
         );
-        assert!(db.find_user_login("mine", T0).await.unwrap().is_none());
+        assert!(db.find_user_login("mine", ts(T0)).await.unwrap().is_none());
 
         assert_eq!(
             db.find_family(&other_family)
@@ -244,7 +244,7 @@ contract! {
                 .revoked_at,
             None
         );
-        assert!(db.find_user_login("theirs", T0).await.unwrap().is_some());
+        assert!(db.find_user_login("theirs", ts(T0)).await.unwrap().is_some());
         assert_eq!(
             db.find_user(&other.user_id)
                 .await
@@ -269,41 +269,41 @@ contract! {
             id_hash: hash.into(),
             user_id: user_id.into(),
             csrf_token: format!("csrf-{hash}"),
-            created_at: T0,
+            created_at: ts(T0),
             expires_at,
         };
         for row in [
-            login("a", &user.id, T0 + MINUTE),
-            login("b", &user.id, T0 + MINUTE),
-            login("c", &user.id, T0 + MINUTE),
-            login("d", &other.id, T0 + MINUTE),
+            login("a", &user.id, ts(T0 + MINUTE)),
+            login("b", &user.id, ts(T0 + MINUTE)),
+            login("c", &user.id, ts(T0 + MINUTE)),
+            login("d", &other.id, ts(T0 + MINUTE)),
         ] {
             db.insert_user_login(&row).await.unwrap();
         }
 
-        let found = db.find_user_login("a", T0).await.unwrap().unwrap();
-        assert_eq!(found, login("a", &user.id, T0 + MINUTE));
+        let found = db.find_user_login("a", ts(T0)).await.unwrap().unwrap();
+        assert_eq!(found, login("a", &user.id, ts(T0 + MINUTE)));
         assert!(
-            db.find_user_login("a", T0 + MINUTE)
+            db.find_user_login("a", ts(T0 + MINUTE))
                 .await
                 .unwrap()
                 .is_none(),
             "expired"
         );
-        assert!(db.find_user_login("zz", T0).await.unwrap().is_none());
+        assert!(db.find_user_login("zz", ts(T0)).await.unwrap().is_none());
 
         db.delete_user_login("a").await.unwrap();
-        assert!(db.find_user_login("a", T0).await.unwrap().is_none());
+        assert!(db.find_user_login("a", ts(T0)).await.unwrap().is_none());
         // "Log out everywhere else" keeps the current login.
         assert_eq!(
             db.delete_user_logins(&user.id, Some("b")).await.unwrap(),
             1
         );
-        assert!(db.find_user_login("b", T0).await.unwrap().is_some());
-        assert!(db.find_user_login("c", T0).await.unwrap().is_none());
+        assert!(db.find_user_login("b", ts(T0)).await.unwrap().is_some());
+        assert!(db.find_user_login("c", ts(T0)).await.unwrap().is_none());
         assert_eq!(db.delete_user_logins(&user.id, None).await.unwrap(), 1);
-        assert!(db.find_user_login("b", T0).await.unwrap().is_none());
-        assert!(db.find_user_login("d", T0).await.unwrap().is_some());
+        assert!(db.find_user_login("b", ts(T0)).await.unwrap().is_none());
+        assert!(db.find_user_login("d", ts(T0)).await.unwrap().is_some());
     }
 
     async fn dashboard_sessions_expire_and_are_pruned(db) {
@@ -313,31 +313,31 @@ contract! {
             owner_id: owner.id.clone(),
             account_id: account.id.clone(),
             csrf_token: "csrf".into(),
-            created_at: T0,
+            created_at: ts(T0),
             expires_at,
         };
-        db.insert_owner_login(&session("short", T0 + MINUTE))
+        db.insert_owner_login(&session("short", ts(T0 + MINUTE)))
             .await
             .unwrap();
-        db.insert_owner_login(&session("long", T0 + 60 * MINUTE))
+        db.insert_owner_login(&session("long", ts(T0 + 60 * MINUTE)))
             .await
             .unwrap();
-        db.insert_owner_login(&session("gone", T0 + 60 * MINUTE))
+        db.insert_owner_login(&session("gone", ts(T0 + 60 * MINUTE)))
             .await
             .unwrap();
 
         assert_eq!(
-            db.find_owner_login("short", T0).await.unwrap(),
-            Some(session("short", T0 + MINUTE))
+            db.find_owner_login("short", ts(T0)).await.unwrap(),
+            Some(session("short", ts(T0 + MINUTE)))
         );
-        assert_eq!(db.find_owner_login("short", T0 + MINUTE).await.unwrap(), None);
+        assert_eq!(db.find_owner_login("short", ts(T0 + MINUTE)).await.unwrap(), None);
         db.delete_owner_login("gone").await.unwrap();
-        assert_eq!(db.find_owner_login("gone", T0).await.unwrap(), None);
+        assert_eq!(db.find_owner_login("gone", ts(T0)).await.unwrap(), None);
 
-        db.prune_expired(T0 + 2 * MINUTE).await.unwrap();
+        db.prune_expired(ts(T0 + 2 * MINUTE)).await.unwrap();
         assert_eq!(db.count("dashboard_sessions").await, 1);
         assert!(
-            db.find_owner_login("long", T0 + 2 * MINUTE)
+            db.find_owner_login("long", ts(T0 + 2 * MINUTE))
                 .await
                 .unwrap()
                 .is_some()

@@ -1,14 +1,14 @@
 //! The audit log: appended in batches, listed per account, never changed or deleted.
 
-use keyfob_store::{AuditEventRow, AuditFilter, StoreError};
+use keyfob_store::{AccountId, AuditEventRow, AuditFilter, StoreError};
 
 use crate::contract;
 use crate::helpers::*;
 
-fn event(account_id: Option<&str>, at: i64, actor_id: &str, action: &str) -> AuditEventRow {
+fn event(account_id: Option<&str>, at: Timestamp, actor_id: &str, action: &str) -> AuditEventRow {
     AuditEventRow {
         id: id("evt"),
-        account_id: account_id.map(str::to_owned),
+        account_id: account_id.map(AccountId::from),
         at,
         actor_kind: "api_key".parse().unwrap(),
         actor_id: actor_id.into(),
@@ -21,7 +21,7 @@ fn event(account_id: Option<&str>, at: i64, actor_id: &str, action: &str) -> Aud
     }
 }
 
-fn filter(account_id: &str) -> AuditFilter<'_> {
+fn filter(account_id: &AccountId) -> AuditFilter<'_> {
     AuditFilter {
         account_id,
         action: None,
@@ -37,25 +37,25 @@ fn filter(account_id: &str) -> AuditFilter<'_> {
 async fn ids(db: &TestStore, f: AuditFilter<'_>, total: u64) -> Vec<String> {
     let (rows, counted) = db.list_audit_events(&f).await.unwrap();
     assert_eq!(counted, total);
-    rows.into_iter().map(|e| e.id).collect()
+    rows.into_iter().map(|e| e.id.into()).collect()
 }
 
 contract! {
     async fn events_are_appended_and_listed_newest_first(db) {
         let acct = db.account().await;
-        let a = event(Some(&acct), T0 + 1, "key-1", "record.read");
-        let b = event(Some(&acct), T0 + 2, "key-2", "record.reveal");
-        let c = event(Some(&acct), T0 + 3, "key-1", "record.reveal");
-        let mut operator = event(None, T0 + 4, "cli", "signing_key.rotated");
+        let a = event(Some(&acct), ts(T0 + 1), "key-1", "record.read");
+        let b = event(Some(&acct), ts(T0 + 2), "key-2", "record.reveal");
+        let c = event(Some(&acct), ts(T0 + 3), "key-1", "record.reveal");
+        let mut operator = event(None, ts(T0 + 4), "cli", "signing_key.rotated");
         operator.actor_kind = "operator".parse().unwrap();
         operator.target = None;
         operator.ip = None;
         operator.detail = None;
         // An event no account owns that an operator did not cause (a failed login for an unknown
         // email) is nobody's to read.
-        let mut stray = event(None, T0 + 5, "anon", "login.failed");
+        let mut stray = event(None, ts(T0 + 5), "anon", "login.failed");
         stray.actor_kind = "anonymous".parse().unwrap();
-        let elsewhere = event(Some("other-account"), T0 + 6, "key-9", "record.read");
+        let elsewhere = event(Some("other-account"), ts(T0 + 6), "key-9", "record.read");
         db.insert_audit_events(&[a.clone(), b.clone()])
             .await
             .unwrap();
@@ -98,8 +98,8 @@ contract! {
             ids(
                 &db,
                 AuditFilter {
-                    since: Some(T0 + 2),
-                    until: Some(T0 + 4),
+                    since: Some(ts(T0 + 2)),
+                    until: Some(ts(T0 + 4)),
                     ..base
                 },
                 2
@@ -128,11 +128,11 @@ contract! {
 
     async fn a_batch_with_a_taken_id_appends_none_of_it(db) {
         let acct = db.account().await;
-        let first = event(Some(&acct), T0, "key-1", "record.read");
+        let first = event(Some(&acct), ts(T0), "key-1", "record.read");
         db.insert_audit_events(std::slice::from_ref(&first))
             .await
             .unwrap();
-        let fresh = event(Some(&acct), T0 + 1, "key-1", "record.read");
+        let fresh = event(Some(&acct), ts(T0 + 1), "key-1", "record.read");
         let twin = AuditEventRow {
             action: "forged".into(),
             ..first.clone()
@@ -148,7 +148,7 @@ contract! {
 
     async fn events_cannot_be_changed_or_deleted_even_outside_the_store(db) {
         let acct = db.account().await;
-        let kept = event(Some(&acct), T0, "key-1", "record.reveal");
+        let kept = event(Some(&acct), ts(T0), "key-1", "record.reveal");
         db.insert_audit_events(std::slice::from_ref(&kept))
             .await
             .unwrap();

@@ -17,8 +17,8 @@ async fn code(db: &TestStore, grant: &GrantRow) -> AuthCodeRow {
         permissions: grant.permissions.clone(),
         code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
         family_id: None,
-        created_at: T0,
-        expires_at: T0 + MINUTE,
+        created_at: ts(T0),
+        expires_at: ts(T0 + MINUTE),
         used_at: None,
     };
     db.insert_auth_code(&code).await.unwrap();
@@ -44,14 +44,14 @@ contract! {
             Some(plain)
         );
 
-        db.prune_expired(T0 + MINUTE - 1).await.unwrap();
+        db.prune_expired(ts(T0 + MINUTE - 1)).await.unwrap();
         assert!(
             db.find_auth_code(&stored.code_hash)
                 .await
                 .unwrap()
                 .is_some()
         );
-        db.prune_expired(T0 + MINUTE + 1).await.unwrap();
+        db.prune_expired(ts(T0 + MINUTE + 1)).await.unwrap();
         assert_eq!(db.find_auth_code(&stored.code_hash).await.unwrap(), None);
         assert_eq!(db.count("auth_codes").await, 0);
     }
@@ -68,7 +68,7 @@ contract! {
         );
 
         let used = db.find_auth_code(&stored.code_hash).await.unwrap().unwrap();
-        assert_eq!(used.used_at, Some(T0 + 1_000));
+        assert_eq!(used.used_at, Some(ts(T0 + 1_000)));
         assert_eq!(used.family_id.as_deref(), Some(winner.family.id.as_str()));
         assert_eq!(
             db.find_family(&winner.family.id).await.unwrap(),

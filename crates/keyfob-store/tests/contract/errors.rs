@@ -9,43 +9,43 @@ use crate::helpers::*;
 contract! {
     async fn what_is_not_there_reads_as_none_empty_or_false(db) {
         let none = "nothing";
-        assert!(db.find_account(none).await.unwrap().is_none());
-        assert!(db.find_owner(none).await.unwrap().is_none());
+        assert!(db.find_account(&none.into()).await.unwrap().is_none());
+        assert!(db.find_owner(&none.into()).await.unwrap().is_none());
         assert!(db.find_owner_by_email(none).await.unwrap().is_none());
         assert!(db.find_api_key(&none.into()).await.unwrap().is_none());
         assert!(db.find_api_key_by_hash(none).await.unwrap().is_none());
         assert!(db.find_token(&none.into()).await.unwrap().is_none());
         assert!(db.find_app(&none.into()).await.unwrap().is_none());
-        assert!(db.find_user(none).await.unwrap().is_none());
+        assert!(db.find_user(&none.into()).await.unwrap().is_none());
         assert!(db.find_user_by_email(none).await.unwrap().is_none());
-        assert!(db.find_user_login(none, T0).await.unwrap().is_none());
-        assert!(db.find_owner_login(none, T0).await.unwrap().is_none());
-        assert!(db.find_grant(none, &none.into()).await.unwrap().is_none());
-        assert!(db.find_grant_by_id(none).await.unwrap().is_none());
+        assert!(db.find_user_login(none, ts(T0)).await.unwrap().is_none());
+        assert!(db.find_owner_login(none, ts(T0)).await.unwrap().is_none());
+        assert!(db.find_grant(&none.into(), &none.into()).await.unwrap().is_none());
+        assert!(db.find_grant_by_id(&none.into()).await.unwrap().is_none());
         assert!(db.find_auth_code(none).await.unwrap().is_none());
         assert!(db.find_family(&none.into()).await.unwrap().is_none());
         assert!(db.find_refresh(none).await.unwrap().is_none());
         assert!(db.find_refresh_session(none).await.unwrap().is_none());
-        assert!(db.find_account_vault(none).await.unwrap().is_none());
+        assert!(db.find_account_vault(&none.into()).await.unwrap().is_none());
         assert!(db.get_setting(none).await.unwrap().is_none());
         let scope = RecordScope {
-            account_id: none,
+            account_id: &none.into(),
             resource: "deals",
             owner_user_id: None,
         };
-        assert!(db.get_record(&scope, none).await.unwrap().is_none());
+        assert!(db.get_record(&scope, &none.into()).await.unwrap().is_none());
 
-        assert!(db.list_api_keys(none).await.unwrap().is_empty());
-        assert!(db.list_tokens(none, 10).await.unwrap().is_empty());
-        assert!(db.list_apps(none).await.unwrap().is_empty());
-        assert!(db.list_user_grants(none).await.unwrap().is_empty());
-        assert!(db.list_account_grants(none).await.unwrap().is_empty());
+        assert!(db.list_api_keys(&none.into()).await.unwrap().is_empty());
+        assert!(db.list_tokens(&none.into(), 10).await.unwrap().is_empty());
+        assert!(db.list_apps(&none.into()).await.unwrap().is_empty());
+        assert!(db.list_user_grants(&none.into()).await.unwrap().is_empty());
+        assert!(db.list_account_grants(&none.into()).await.unwrap().is_empty());
         let tokens = TokenFilter {
-            account_id: none,
+            account_id: &none.into(),
             api_key_id: None,
             permission: None,
             status: None,
-            now: T0,
+            now: ts(T0),
             limit: 10,
             offset: 0,
         };
@@ -54,24 +54,24 @@ contract! {
         assert!(db.list_signing_keys().await.unwrap().is_empty());
         assert!(db.list_account_vaults().await.unwrap().is_empty());
         assert!(db.live_app_origins().await.unwrap().is_empty());
-        assert!(db.token_cutoffs(None, T0).await.unwrap().is_empty());
-        assert!(db.revoked_tokens(T0).await.unwrap().is_empty());
-        assert!(db.revoked_families_since(0).await.unwrap().is_empty());
+        assert!(db.token_cutoffs(None, ts(T0)).await.unwrap().is_empty());
+        assert!(db.revoked_tokens(ts(T0)).await.unwrap().is_empty());
+        assert!(db.revoked_families_since(Timestamp::UNIX_EPOCH).await.unwrap().is_empty());
         assert!(db.sealed_refresh_answers().await.unwrap().is_empty());
 
-        assert!(!db.revoke_grant(none, T0).await.unwrap());
+        assert!(!db.revoke_grant(&none.into(), ts(T0)).await.unwrap());
         assert!(
-            !db.update_record(&scope, none, &serde_json::json!({}), T0)
+            !db.update_record(&scope, &none.into(), &serde_json::json!({}), ts(T0))
                 .await
                 .unwrap()
         );
-        assert!(!db.delete_record(&scope, none).await.unwrap());
-        assert!(!db.set_sensitive_fields(none, &json("[]"), T0).await.unwrap());
-        assert_eq!(db.delete_user_logins(none, None).await.unwrap(), 0);
+        assert!(!db.delete_record(&scope, &none.into()).await.unwrap());
+        assert!(!db.set_sensitive_fields(&none.into(), &json("[]"), ts(T0)).await.unwrap());
+        assert_eq!(db.delete_user_logins(&none.into(), None).await.unwrap(), 0);
         // Deleting what is not there is not an error.
         db.delete_owner_login(none).await.unwrap();
         db.delete_user_login(none).await.unwrap();
-        db.change_user_password(none, "x", T0).await.unwrap();
+        db.change_user_password(&none.into(), "x", ts(T0)).await.unwrap();
         assert!(db.feed().await.is_empty());
     }
 
@@ -100,8 +100,8 @@ contract! {
             client_id: "no-such-app".into(),
             account_id: "no-such-account".into(),
             permissions: json("[]"),
-            created_at: T0,
-            updated_at: T0,
+            created_at: ts(T0),
+            updated_at: ts(T0),
             revoked_at: None,
         };
         let err = db.upsert_grant(&grant).await.unwrap_err();
@@ -121,8 +121,8 @@ contract! {
             permissions: real.permissions.clone(),
             code_challenge: None,
             family_id: None,
-            created_at: T0,
-            expires_at: T0 + MINUTE,
+            created_at: ts(T0),
+            expires_at: ts(T0 + MINUTE),
             used_at: None,
         };
         db.insert_auth_code(&code).await.unwrap();
@@ -188,7 +188,7 @@ contract! {
         )
         .await
         .unwrap();
-        let changes = db.changes_since(0).await.unwrap();
+        let changes = db.changes_since(Timestamp::UNIX_EPOCH).await.unwrap();
         assert_eq!(changes.len(), 1);
         assert_eq!(
             changes[0].kind,

@@ -6,15 +6,27 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use keyfob_store::{
-    Account, ApiKeyRow, AppRow, FamilyId, FamilyRow, GrantRow, JsonList, NewFamily, Owner,
-    RefreshRow, Store, Timeouts, TokenRow, UserRow,
+    Account, AccountId, ApiKeyRow, AppRow, FamilyId, FamilyRow, GrantRow, JsonList, NewFamily,
+    Owner, RefreshRow, Store, Timeouts, TokenRow, UserRow,
 };
 use sqlx::Connection;
 use tempfile::TempDir;
 
-/// An instant the tests count from (Unix ms); every time in a test is `T0` plus something.
+pub use keyfob_store::Timestamp;
+
+/// An instant the tests count from (Unix ms); every time in a test is `ts(T0 + something)`.
 pub const T0: i64 = 1_700_000_000_000;
 pub const MINUTE: i64 = 60_000;
+
+/// The instant `ms` Unix milliseconds.
+pub fn ts(ms: i64) -> Timestamp {
+    Timestamp::from_unix_ms(ms)
+}
+
+/// `ms` milliseconds, as a length of time.
+pub fn millis(ms: i64) -> std::time::Duration {
+    std::time::Duration::from_millis(ms.unsigned_abs())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -106,8 +118,8 @@ pub async fn fresh(backend: Backend) -> Option<TestStore> {
 }
 
 /// A new id, unique across tests, starting with `prefix` for legible failures.
-pub fn id(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+pub fn id<T: From<String>>(prefix: &str) -> T {
+    T::from(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()))
 }
 
 impl TestStore {
@@ -150,7 +162,7 @@ impl TestStore {
 
     /// The change feed from the start, as `(kind, subject)`.
     pub async fn feed(&self) -> Vec<(String, String)> {
-        self.changes_since(0)
+        self.changes_since(Timestamp::UNIX_EPOCH)
             .await
             .unwrap()
             .into_iter()
@@ -159,7 +171,7 @@ impl TestStore {
     }
 
     /// A new account with its owner; returns the account's id.
-    pub async fn account(&self) -> String {
+    pub async fn account(&self) -> AccountId {
         self.account_and_owner().await.0.id
     }
 
@@ -168,21 +180,21 @@ impl TestStore {
         let account = Account {
             id: id("acct"),
             name: "Acme".into(),
-            created_at: T0,
+            created_at: ts(T0),
         };
         let owner = Owner {
             id: id("owner"),
             account_id: account.id.clone(),
-            email: format!("{}@example.com", id("owner")),
+            email: format!("{}@example.com", id::<String>("owner")),
             password_hash: "$argon2id$stub".into(),
-            created_at: T0,
+            created_at: ts(T0),
         };
         self.create_account(&account, &owner).await.unwrap();
         (account, owner)
     }
 
     /// A new live API key of `account_id`, made at `created_at`.
-    pub async fn key(&self, account_id: &str, created_at: i64) -> ApiKeyRow {
+    pub async fn key(&self, account_id: &str, created_at: Timestamp) -> ApiKeyRow {
         let key = key_row(account_id, created_at);
         self.insert_api_key(&key).await.unwrap();
         key
@@ -199,10 +211,10 @@ impl TestStore {
     pub async fn user(&self) -> UserRow {
         let user = UserRow {
             id: id("user"),
-            email: format!("{}@example.com", id("user")),
+            email: format!("{}@example.com", id::<String>("user")),
             password_hash: "$argon2id$old".into(),
-            created_at: T0,
-            password_changed_at: T0,
+            created_at: ts(T0),
+            password_changed_at: ts(T0),
         };
         self.insert_user(&user).await.unwrap();
         user
@@ -219,8 +231,8 @@ impl TestStore {
             client_id: app.client_id,
             account_id: account,
             permissions: json(permissions),
-            created_at: T0,
-            updated_at: T0,
+            created_at: ts(T0),
+            updated_at: ts(T0),
             revoked_at: None,
         })
         .await
@@ -236,8 +248,8 @@ impl TestStore {
     }
 }
 
-pub fn key_row(account_id: &str, created_at: i64) -> ApiKeyRow {
-    let key_id = id("key");
+pub fn key_row(account_id: &str, created_at: Timestamp) -> ApiKeyRow {
+    let key_id: String = id("key");
     ApiKeyRow {
         key_hash: id("hash"),
         prefix: "kf_abcd".into(),
@@ -253,7 +265,7 @@ pub fn key_row(account_id: &str, created_at: i64) -> ApiKeyRow {
 
 pub fn app_row(account_id: &str) -> AppRow {
     AppRow {
-        client_id: id("app").into(),
+        client_id: id("app"),
         account_id: account_id.into(),
         name: "Web".into(),
         public: true,
@@ -264,21 +276,21 @@ pub fn app_row(account_id: &str) -> AppRow {
         refresh_idle_secs: Some(3600),
         refresh_absolute_secs: None,
         allow_fragment: false,
-        created_at: T0,
+        created_at: ts(T0),
         revoked_at: None,
     }
 }
 
 /// A token of `account_id` minted by `key_id` at `issued_at`, living ten minutes.
-pub fn token_row(account_id: &str, key_id: Option<&str>, issued_at: i64) -> TokenRow {
+pub fn token_row(account_id: &str, key_id: Option<&str>, issued_at: Timestamp) -> TokenRow {
     TokenRow {
-        jti: id("jti").into(),
+        jti: id("jti"),
         account_id: account_id.into(),
         api_key_id: key_id.map(Into::into),
         subject: "svc".into(),
         permissions: json(r#"["deals.read"]"#),
         issued_at,
-        expires_at: issued_at + 10 * MINUTE,
+        expires_at: ts(issued_at.unix_ms() + 10 * MINUTE),
         revoked_at: None,
     }
 }
@@ -287,26 +299,26 @@ pub fn token_row(account_id: &str, key_id: Option<&str>, issued_at: i64) -> Toke
 /// code `code` (its hash) if given.
 pub fn new_session(grant: &GrantRow, code: Option<&str>) -> NewFamily {
     let family = FamilyRow {
-        id: id("fam").into(),
+        id: id("fam"),
         user_id: grant.user_id.clone(),
         client_id: grant.client_id.clone(),
         grant_id: grant.id.clone(),
-        created_at: T0,
-        last_used_at: T0,
+        created_at: ts(T0),
+        last_used_at: ts(T0),
         revoked_at: None,
     };
     let first = RefreshRow {
         token_hash: id("rt"),
         family_id: family.id.clone(),
         permissions: grant.permissions.clone(),
-        created_at: T0,
+        created_at: ts(T0),
         used_at: None,
         next_sealed: None,
     };
     NewFamily {
         family,
         first,
-        code: code.map(|hash| (hash.to_owned(), T0 + 1_000)),
+        code: code.map(|hash| (hash.to_owned(), ts(T0 + 1_000))),
     }
 }
 

@@ -1,13 +1,13 @@
 //! Records of the generic resource API: create, read, patch, delete and list, within a scope.
 
 use keyfob_domain::query::ListQuery;
-use keyfob_store::{RecordRow, RecordScope, StoreError};
+use keyfob_store::{AccountId, RecordRow, RecordScope, StoreError};
 use serde_json::{Value, json};
 
 use crate::contract;
 use crate::helpers::*;
 
-fn record(account_id: &str, resource: &str, doc: Value, at: i64) -> RecordRow {
+fn record(account_id: &str, resource: &str, doc: Value, at: Timestamp) -> RecordRow {
     RecordRow {
         id: id("rec"),
         account_id: account_id.into(),
@@ -19,7 +19,7 @@ fn record(account_id: &str, resource: &str, doc: Value, at: i64) -> RecordRow {
     }
 }
 
-fn scope<'a>(account_id: &'a str, resource: &'a str) -> RecordScope<'a> {
+fn scope<'a>(account_id: &'a AccountId, resource: &'a str) -> RecordScope<'a> {
     RecordScope {
         account_id,
         resource,
@@ -57,7 +57,7 @@ contract! {
             "tags": ["a", "b"],
             "nested": {"deep": {"x": null}}
         });
-        let row = record(&account, "deals", doc, T0);
+        let row = record(&account, "deals", doc, ts(T0));
         db.insert_record(&row).await.unwrap();
         let deals = scope(&account, "deals");
         assert_eq!(
@@ -67,7 +67,7 @@ contract! {
 
         let patched = json!({"name": "Renamed", "amount": 13});
         assert!(
-            db.update_record(&deals, &row.id, &patched, T0 + 5)
+            db.update_record(&deals, &row.id, &patched, ts(T0 + 5))
                 .await
                 .unwrap()
         );
@@ -76,12 +76,12 @@ contract! {
             stored,
             RecordRow {
                 doc: patched,
-                updated_at: T0 + 5,
+                updated_at: ts(T0 + 5),
                 ..row.clone()
             }
         );
         assert!(
-            !db.update_record(&deals, "nope", &json!({}), T0 + 6)
+            !db.update_record(&deals, &"nope".into(), &json!({}), ts(T0 + 6))
                 .await
                 .unwrap()
         );
@@ -90,7 +90,7 @@ contract! {
         assert_eq!(db.get_record(&deals, &row.id).await.unwrap(), None);
         assert!(!db.delete_record(&deals, &row.id).await.unwrap());
         assert!(
-            !db.update_record(&deals, &row.id, &json!({}), T0 + 7)
+            !db.update_record(&deals, &row.id, &json!({}), ts(T0 + 7))
                 .await
                 .unwrap()
         );
@@ -98,7 +98,7 @@ contract! {
 
     async fn a_taken_record_id_is_a_conflict(db) {
         let account = db.account().await;
-        let row = record(&account, "deals", json!({"name": "first"}), T0);
+        let row = record(&account, "deals", json!({"name": "first"}), ts(T0));
         db.insert_record(&row).await.unwrap();
         let twin = RecordRow {
             doc: json!({"name": "second"}),
@@ -117,24 +117,24 @@ contract! {
     async fn records_are_isolated_by_account_resource_and_owner(db) {
         let account = db.account().await;
         let stranger = db.account().await;
-        let mut mine = record(&account, "deals", json!({"name": "mine"}), T0);
+        let mut mine = record(&account, "deals", json!({"name": "mine"}), ts(T0));
         mine.owner_user_id = Some("user-1".into());
         db.insert_record(&mine).await.unwrap();
         let theirs_scope = scope(&stranger, "deals");
         let notes_scope = scope(&account, "notes");
         let other_user = RecordScope {
-            owner_user_id: Some("user-2"),
+            owner_user_id: Some(&"user-2".into()),
             ..scope(&account, "deals")
         };
         let owner = RecordScope {
-            owner_user_id: Some("user-1"),
+            owner_user_id: Some(&"user-1".into()),
             ..scope(&account, "deals")
         };
 
         for outside in [&theirs_scope, &notes_scope, &other_user] {
             assert_eq!(db.get_record(outside, &mine.id).await.unwrap(), None);
             assert!(
-                !db.update_record(outside, &mine.id, &json!({"name": "x"}), T0 + 1)
+                !db.update_record(outside, &mine.id, &json!({"name": "x"}), ts(T0 + 1))
                     .await
                     .unwrap()
             );
@@ -157,7 +157,7 @@ contract! {
             Some(mine.clone())
         );
         assert!(
-            db.update_record(&owner, &mine.id, &json!({"name": "new"}), T0 + 2)
+            db.update_record(&owner, &mine.id, &json!({"name": "new"}), ts(T0 + 2))
                 .await
                 .unwrap()
         );
@@ -171,31 +171,31 @@ contract! {
                 &account,
                 "deals",
                 json!({"name": "a", "n": 10, "stage": "won", "vip": true, "owner": {"team": "x"}}),
-                T0 + 1,
+                ts(T0 + 1),
             ),
             record(
                 &account,
                 "deals",
                 json!({"name": "b", "n": 9, "stage": "lost", "vip": false, "owner": {"team": "y"}}),
-                T0 + 2,
+                ts(T0 + 2),
             ),
             record(
                 &account,
                 "deals",
                 json!({"name": "c", "n": 100, "stage": "won", "vip": false, "owner": {"team": "x"}}),
-                T0 + 3,
+                ts(T0 + 3),
             ),
             record(
                 &account,
                 "deals",
                 json!({"name": "d", "n": 2.5, "stage": "open"}),
-                T0 + 4,
+                ts(T0 + 4),
             ),
         ];
         for row in &rows {
             db.insert_record(row).await.unwrap();
         }
-        db.insert_record(&record(&account, "notes", json!({"name": "note"}), T0))
+        db.insert_record(&record(&account, "notes", json!({"name": "note"}), ts(T0)))
             .await
             .unwrap();
         let deals = scope(&account, "deals");
@@ -294,12 +294,12 @@ contract! {
         let account = db.account().await;
         for (resource, n) in [("deals", 3), ("notes", 1), ("contacts", 2)] {
             for _ in 0..n {
-                db.insert_record(&record(&account, resource, json!({}), T0))
+                db.insert_record(&record(&account, resource, json!({}), ts(T0)))
                     .await
                     .unwrap();
             }
         }
-        db.insert_record(&record(&db.account().await, "secret", json!({}), T0))
+        db.insert_record(&record(&db.account().await, "secret", json!({}), ts(T0)))
             .await
             .unwrap();
         let listed = db.list_resources(&account).await.unwrap();
@@ -311,6 +311,6 @@ contract! {
                 ("notes".to_owned(), 1)
             ]
         );
-        assert!(db.list_resources("nobody").await.unwrap().is_empty());
+        assert!(db.list_resources(&"nobody".into()).await.unwrap().is_empty());
     }
 }

@@ -9,7 +9,7 @@ use crate::contract;
 use crate::helpers::*;
 
 /// A use of `old` at `now` that replaces it with a new token of `family_id`.
-fn rotation(old: &str, family_id: &str, now: i64, touch_family: bool) -> Rotation {
+fn rotation(old: &str, family_id: &str, now: Timestamp, touch_family: bool) -> Rotation {
     Rotation {
         old_hash: old.into(),
         next: RefreshRow {
@@ -20,7 +20,7 @@ fn rotation(old: &str, family_id: &str, now: i64, touch_family: bool) -> Rotatio
             used_at: None,
             next_sealed: None,
         },
-        next_sealed: format!("sealed-{}", id("pair")),
+        next_sealed: format!("sealed-{}", id::<String>("pair")),
         now,
         touch_family,
     }
@@ -53,7 +53,7 @@ contract! {
     async fn a_refresh_token_rotates_once(db) {
         let grant = db.grant(r#"["deals.read"]"#).await;
         let (family, first) = db.session(&grant).await;
-        let use_it = rotation(&first, &family, T0 + 10, true);
+        let use_it = rotation(&first, &family, ts(T0 + 10), true);
         assert_eq!(
             db.rotate_refreshes(std::slice::from_ref(&use_it))
                 .await
@@ -62,7 +62,7 @@ contract! {
         );
 
         let used = db.find_refresh(&first).await.unwrap().unwrap();
-        assert_eq!(used.used_at, Some(T0 + 10));
+        assert_eq!(used.used_at, Some(ts(T0 + 10)));
         assert_eq!(
             used.next_sealed.as_deref(),
             Some(use_it.next_sealed.as_str())
@@ -73,11 +73,11 @@ contract! {
         );
         assert_eq!(
             db.find_family(&family).await.unwrap().unwrap().last_used_at,
-            T0 + 10
+            ts(T0 + 10)
         );
 
         // Used again (a replay, or the second tab): refused, and nothing is written.
-        let replay = rotation(&first, &family, T0 + 20, true);
+        let replay = rotation(&first, &family, ts(T0 + 20), true);
         assert_eq!(
             db.rotate_refreshes(std::slice::from_ref(&replay))
                 .await
@@ -91,9 +91,9 @@ contract! {
         assert_eq!(db.find_refresh(&first).await.unwrap(), Some(used));
         assert_eq!(
             db.find_family(&family).await.unwrap().unwrap().last_used_at,
-            T0 + 10
+            ts(T0 + 10)
         );
-        let unknown = rotation("no-such-token", &family, T0 + 20, false);
+        let unknown = rotation("no-such-token", &family, ts(T0 + 20), false);
         assert_eq!(db.rotate_refreshes(&[unknown]).await.unwrap(), [false]);
         assert!(db.rotate_refreshes(&[]).await.unwrap().is_empty());
         assert_eq!(db.count("refresh_tokens").await, 2);
@@ -104,9 +104,9 @@ contract! {
         let (a_family, a) = db.session(&grant).await;
         let (b_family, b) = db.session(&grant).await;
         let batch = [
-            rotation(&a, &a_family, T0 + 5, false),
-            rotation(&b, &b_family, T0 + 6, true),
-            rotation(&a, &a_family, T0 + 7, true),
+            rotation(&a, &a_family, ts(T0 + 5), false),
+            rotation(&b, &b_family, ts(T0 + 6), true),
+            rotation(&a, &a_family, ts(T0 + 7), true),
         ];
         assert_eq!(
             db.rotate_refreshes(&batch).await.unwrap(),
@@ -133,7 +133,7 @@ contract! {
         );
         assert_eq!(
             db.find_refresh(&a).await.unwrap().unwrap().used_at,
-            Some(T0 + 5)
+            Some(ts(T0 + 5))
         );
         // The family is touched only when the winning use asks.
         assert_eq!(
@@ -142,7 +142,7 @@ contract! {
                 .unwrap()
                 .unwrap()
                 .last_used_at,
-            T0
+            ts(T0)
         );
         assert_eq!(
             db.find_family(&b_family)
@@ -150,7 +150,7 @@ contract! {
                 .unwrap()
                 .unwrap()
                 .last_used_at,
-            T0 + 6
+            ts(T0 + 6)
         );
     }
 
@@ -161,7 +161,7 @@ contract! {
         let tries: Vec<_> = (0..8)
             .map(|i| {
                 let store = Arc::clone(&store);
-                let item = rotation(&first, &family, T0 + i, true);
+                let item = rotation(&first, &family, ts(T0 + i), true);
                 tokio::spawn(async move {
                     store
                         .rotate_refreshes(std::slice::from_ref(&item))
@@ -183,18 +183,18 @@ contract! {
         let grant = db.grant(r#"["deals.read"]"#).await;
         let (family, _) = db.session(&grant).await;
 
-        assert!(db.revoke_family(&family, T0 + 10).await.unwrap());
-        assert!(!db.revoke_family(&family, T0 + 20).await.unwrap());
-        assert!(!db.revoke_family(&"nope".into(), T0 + 20).await.unwrap());
+        assert!(db.revoke_family(&family, ts(T0 + 10)).await.unwrap());
+        assert!(!db.revoke_family(&family, ts(T0 + 20)).await.unwrap());
+        assert!(!db.revoke_family(&"nope".into(), ts(T0 + 20)).await.unwrap());
         assert_eq!(
             db.find_family(&family).await.unwrap().unwrap().revoked_at,
-            Some(T0 + 10)
+            Some(ts(T0 + 10))
         );
         assert_eq!(
-            db.revoked_families_since(T0).await.unwrap(),
-            [(family.clone(), T0 + 10)]
+            db.revoked_families_since(ts(T0)).await.unwrap(),
+            [(family.clone(), ts(T0 + 10))]
         );
-        assert!(db.revoked_families_since(T0 + 10).await.unwrap().is_empty());
+        assert!(db.revoked_families_since(ts(T0 + 10)).await.unwrap().is_empty());
         let ended: Vec<_> = db
             .feed()
             .await
@@ -221,19 +221,19 @@ contract! {
             .await
             .unwrap();
         let (three, _) = db.session(&elsewhere).await;
-        assert!(db.revoke_family(&two, T0 + 1).await.unwrap());
+        assert!(db.revoke_family(&two, ts(T0 + 1)).await.unwrap());
 
         let ended = db
-            .revoke_user_families(&grant.user_id, Some(&grant.client_id), T0 + 5)
+            .revoke_user_families(&grant.user_id, Some(&grant.client_id), ts(T0 + 5))
             .await;
         assert_eq!(ended.unwrap(), 1, "only the live one in that app");
         assert_eq!(
             db.find_family(&one).await.unwrap().unwrap().revoked_at,
-            Some(T0 + 5)
+            Some(ts(T0 + 5))
         );
         assert_eq!(
             db.find_family(&two).await.unwrap().unwrap().revoked_at,
-            Some(T0 + 1)
+            Some(ts(T0 + 1))
         );
         assert_eq!(
             db.find_family(&three).await.unwrap().unwrap().revoked_at,
@@ -241,24 +241,24 @@ contract! {
         );
 
         assert_eq!(
-            db.revoke_user_families(&grant.user_id, None, T0 + 9)
+            db.revoke_user_families(&grant.user_id, None, ts(T0 + 9))
                 .await
                 .unwrap(),
             1
         );
         assert_eq!(
             db.find_family(&three).await.unwrap().unwrap().revoked_at,
-            Some(T0 + 9)
+            Some(ts(T0 + 9))
         );
         assert_eq!(
-            db.revoke_user_families(&grant.user_id, None, T0 + 9)
+            db.revoke_user_families(&grant.user_id, None, ts(T0 + 9))
                 .await
                 .unwrap(),
             0
         );
-        let mut since = db.revoked_families_since(T0 + 1).await.unwrap();
+        let mut since = db.revoked_families_since(ts(T0 + 1)).await.unwrap();
         since.sort_by_key(|(_, at)| *at);
-        assert_eq!(since, [(one, T0 + 5), (three, T0 + 9)]);
+        assert_eq!(since, [(one, ts(T0 + 5)), (three, ts(T0 + 9))]);
         assert_eq!(
             db.feed()
                 .await
@@ -272,14 +272,14 @@ contract! {
     async fn sealed_retry_answers_are_kept_then_cleared(db) {
         let grant = db.grant(r#"["deals.read"]"#).await;
         let (family, first) = db.session(&grant).await;
-        let early = rotation(&first, &family, T0 + 10, false);
+        let early = rotation(&first, &family, ts(T0 + 10), false);
         assert_eq!(
             db.rotate_refreshes(std::slice::from_ref(&early))
                 .await
                 .unwrap(),
             [true]
         );
-        let late = rotation(&early.next.token_hash, &family, T0 + 50, false);
+        let late = rotation(&early.next.token_hash, &family, ts(T0 + 50), false);
         assert_eq!(
             db.rotate_refreshes(std::slice::from_ref(&late))
                 .await
@@ -297,7 +297,7 @@ contract! {
         assert_eq!(kept, expected);
 
         // Answers of uses before the instant are forgotten; the use itself is not.
-        db.clear_sealed_refresh(T0 + 50).await.unwrap();
+        db.clear_sealed_refresh(ts(T0 + 50)).await.unwrap();
         assert_eq!(
             db.sealed_refresh_answers().await.unwrap(),
             [(early.next.token_hash.clone(), late.next_sealed.clone())]
@@ -305,7 +305,7 @@ contract! {
         let cleared = db.find_refresh(&first).await.unwrap().unwrap();
         assert_eq!(
             (cleared.used_at, cleared.next_sealed),
-            (Some(T0 + 10), None)
+            (Some(ts(T0 + 10)), None)
         );
     }
 }

@@ -10,8 +10,8 @@ fn vault(account_id: &str, data_key: &str) -> AccountVaultRow {
         account_id: account_id.into(),
         data_key: data_key.into(),
         sensitive_fields: json(r#"["ssn"]"#),
-        created_at: T0,
-        updated_at: T0,
+        created_at: ts(T0),
+        updated_at: ts(T0),
     }
 }
 
@@ -38,7 +38,7 @@ contract! {
         let account = db.account().await;
         assert_eq!(db.find_account_vault(&account).await.unwrap(), None);
         assert!(
-            !db.set_sensitive_fields(&account, &json(r#"["card"]"#), T0 + 1)
+            !db.set_sensitive_fields(&account, &json(r#"["card"]"#), ts(T0 + 1))
                 .await
                 .unwrap()
         );
@@ -53,7 +53,7 @@ contract! {
         );
 
         assert!(
-            db.set_sensitive_fields(&account, &json(r#"["ssn","card"]"#), T0 + 5)
+            db.set_sensitive_fields(&account, &json(r#"["ssn","card"]"#), ts(T0 + 5))
                 .await
                 .unwrap()
         );
@@ -62,7 +62,7 @@ contract! {
             stored,
             AccountVaultRow {
                 sensitive_fields: json(r#"["ssn","card"]"#),
-                updated_at: T0 + 5,
+                updated_at: ts(T0 + 5),
                 ..first
             }
         );
@@ -86,8 +86,8 @@ contract! {
             alg: "ES256".parse().unwrap(),
             private_key: "old-private".into(),
             public_jwk: "{}".into(),
-            created_at: T0,
-            activates_at: T0,
+            created_at: ts(T0),
+            activates_at: ts(T0),
             retires_at: None,
             expires_at: None,
             revoked_at: None,
@@ -101,12 +101,12 @@ contract! {
                 token_hash: id("rt"),
                 family_id: family,
                 permissions: json("[]"),
-                created_at: T0,
+                created_at: ts(T0),
                 used_at: None,
                 next_sealed: None,
             },
             next_sealed: "old-pair".into(),
-            now: T0,
+            now: ts(T0),
             touch_family: false,
         };
         db.rotate_refreshes(&[rotation]).await.unwrap();

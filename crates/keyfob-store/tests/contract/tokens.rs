@@ -1,7 +1,7 @@
 //! Minted tokens: recording them in batches, listing and filtering, revoking.
 
 use crate::helpers::change_kind::*;
-use keyfob_store::{StoreError, TokenFilter, TokenRow, TokenStatus};
+use keyfob_store::{AccountId, StoreError, TokenFilter, TokenRow, TokenStatus};
 
 use crate::contract;
 use crate::helpers::*;
@@ -10,13 +10,13 @@ fn jtis(rows: &[TokenRow]) -> Vec<&str> {
     rows.iter().map(|t| t.jti.as_str()).collect()
 }
 
-fn filter(account_id: &str) -> TokenFilter<'_> {
+fn filter(account_id: &AccountId) -> TokenFilter<'_> {
     TokenFilter {
         account_id,
         api_key_id: None,
         permission: None,
         status: None,
-        now: T0 + 5 * MINUTE,
+        now: ts(T0 + 5 * MINUTE),
         limit: 100,
         offset: 0,
     }
@@ -32,9 +32,9 @@ async fn list(db: &TestStore, f: TokenFilter<'_>) -> Vec<String> {
 contract! {
     async fn tokens_are_recorded_in_a_batch_and_read_back(db) {
         let account = db.account().await;
-        let key = db.key(&account, T0).await;
+        let key = db.key(&account, ts(T0)).await;
         let mut batch: Vec<TokenRow> = (0..3)
-            .map(|i| token_row(&account, Some(&key.id), T0 + i))
+            .map(|i| token_row(&account, Some(&key.id), ts(T0 + i)))
             .collect();
         // A token minted by something other than a key (a user session) has no key.
         batch[1].api_key_id = None;
@@ -51,7 +51,7 @@ contract! {
         assert_eq!(db.find_token(&"nope".into()).await.unwrap(), None);
         // Newest first, up to the limit, and only this account's.
         let other = db.account().await;
-        db.insert_tokens(&[token_row(&other, None, T0 + 9)])
+        db.insert_tokens(&[token_row(&other, None, ts(T0 + 9))])
             .await
             .unwrap();
         let listed = db.list_tokens(&account, 2).await.unwrap();
@@ -66,12 +66,12 @@ contract! {
 
     async fn a_batch_with_a_taken_jti_records_none_of_it(db) {
         let account = db.account().await;
-        let first = token_row(&account, None, T0);
+        let first = token_row(&account, None, ts(T0));
         db.insert_tokens(std::slice::from_ref(&first))
             .await
             .unwrap();
-        let fresh = token_row(&account, None, T0 + 1);
-        let mut again = token_row(&account, None, T0 + 2);
+        let fresh = token_row(&account, None, ts(T0 + 1));
+        let mut again = token_row(&account, None, ts(T0 + 2));
         again.jti = first.jti.clone();
 
         let err = db.insert_tokens(&[fresh.clone(), again]).await.unwrap_err();
@@ -83,9 +83,9 @@ contract! {
 
     async fn token_pages_are_newest_first_with_a_total(db) {
         let account = db.account().await;
-        let tokens: Vec<TokenRow> = (0..5).map(|i| token_row(&account, None, T0 + i)).collect();
+        let tokens: Vec<TokenRow> = (0..5).map(|i| token_row(&account, None, ts(T0 + i))).collect();
         db.insert_tokens(&tokens).await.unwrap();
-        db.insert_tokens(&[token_row(&db.account().await, None, T0)])
+        db.insert_tokens(&[token_row(&db.account().await, None, ts(T0))])
             .await
             .unwrap();
 
@@ -105,7 +105,7 @@ contract! {
         let (rows, total) = db.list_tokens_page(&page(10)).await.unwrap();
         assert_eq!((rows.len(), total), (0, 5));
         let (rows, total) = db
-            .list_tokens_page(&filter("no-such-account"))
+            .list_tokens_page(&filter(&"no-such-account".into()))
             .await
             .unwrap();
         assert_eq!((rows.len(), total), (0, 0));
@@ -113,16 +113,16 @@ contract! {
 
     async fn token_pages_filter_by_key_permission_and_status(db) {
         let account = db.account().await;
-        let key = db.key(&account, T0).await;
-        let now = T0 + 5 * MINUTE;
-        let mut by_key = token_row(&account, Some(&key.id), T0);
+        let key = db.key(&account, ts(T0)).await;
+        let now = ts(T0 + 5 * MINUTE);
+        let mut by_key = token_row(&account, Some(&key.id), ts(T0));
         by_key.permissions = json(r#"["deals.read"]"#);
-        let mut writer = token_row(&account, None, T0 + 1);
+        let mut writer = token_row(&account, None, ts(T0 + 1));
         writer.permissions = json(r#"["deals.write","deals_x.read"]"#);
-        let mut expired = token_row(&account, None, T0 + 2);
+        let mut expired = token_row(&account, None, ts(T0 + 2));
         expired.expires_at = now;
         expired.permissions = json(r#"["dealsyx.read"]"#);
-        let revoked = token_row(&account, None, T0 + 3);
+        let revoked = token_row(&account, None, ts(T0 + 3));
         db.insert_tokens(&[
             by_key.clone(),
             writer.clone(),
@@ -132,7 +132,7 @@ contract! {
         .await
         .unwrap();
         assert!(
-            db.revoke_token(&account, &revoked.jti, T0 + 4)
+            db.revoke_token(&account, &revoked.jti, ts(T0 + 4))
                 .await
                 .unwrap()
         );
@@ -228,7 +228,7 @@ contract! {
             [revoked.jti.as_str()]
         );
         // A key's revocation shows in the status of the tokens it minted.
-        assert!(db.revoke_api_key(None, &key.id, T0 + 6).await.unwrap());
+        assert!(db.revoke_api_key(None, &key.id, ts(T0 + 6)).await.unwrap());
         assert_eq!(
             list(
                 &db,
@@ -257,13 +257,13 @@ contract! {
     async fn a_token_is_revoked_by_its_account_only_and_once(db) {
         let account = db.account().await;
         let stranger = db.account().await;
-        let token = token_row(&account, None, T0);
+        let token = token_row(&account, None, ts(T0));
         db.insert_tokens(std::slice::from_ref(&token))
             .await
             .unwrap();
 
         assert!(
-            !db.revoke_token(&stranger, &token.jti, T0 + 1)
+            !db.revoke_token(&stranger, &token.jti, ts(T0 + 1))
                 .await
                 .unwrap()
         );
@@ -271,18 +271,18 @@ contract! {
             db.find_token(&token.jti).await.unwrap().unwrap().revoked_at,
             None
         );
-        assert!(db.revoked_tokens(T0).await.unwrap().is_empty());
+        assert!(db.revoked_tokens(ts(T0)).await.unwrap().is_empty());
 
-        assert!(db.revoke_token(&account, &token.jti, T0 + 2).await.unwrap());
-        assert!(!db.revoke_token(&account, &token.jti, T0 + 3).await.unwrap());
-        assert!(!db.revoke_token(&account, &"nope".into(), T0 + 3).await.unwrap());
+        assert!(db.revoke_token(&account, &token.jti, ts(T0 + 2)).await.unwrap());
+        assert!(!db.revoke_token(&account, &token.jti, ts(T0 + 3)).await.unwrap());
+        assert!(!db.revoke_token(&account, &"nope".into(), ts(T0 + 3)).await.unwrap());
         assert_eq!(
             db.find_token(&token.jti).await.unwrap().unwrap().revoked_at,
-            Some(T0 + 2)
+            Some(ts(T0 + 2))
         );
         // Kept in the revoked set until it expires, then forgotten.
         assert_eq!(
-            db.revoked_tokens(T0 + 4).await.unwrap(),
+            db.revoked_tokens(ts(T0 + 4)).await.unwrap(),
             [(token.jti.clone(), token.expires_at)]
         );
         assert!(

@@ -6,11 +6,12 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use keyfob_domain::ids::UserId;
 use keyfob_domain::secret::constant_time_eq;
+use keyfob_domain::time::Timestamp;
 use keyfob_domain::{Action, Credential, PermissionSet, Principal, PrincipalKind};
 
 use super::KeyCutoffReason;
-use crate::clock::now_ms;
 use crate::http::error::ApiError;
 use crate::state::AppState;
 
@@ -70,7 +71,7 @@ pub async fn authenticate_reading_through(
             let entry = super::lookup::look_up_key(state, &hash)
                 .await?
                 .ok_or_else(|| ApiError::Unauthorized(UNKNOWN_KEY.into()))?;
-            Ok(key_principal(state, entry, now_ms()))
+            Ok(key_principal(state, entry, Timestamp::now()))
         }
     }
 }
@@ -83,7 +84,7 @@ pub fn authenticate(state: &AppState, header: &str) -> Result<Principal, ApiErro
     })
 }
 
-fn key_principal(state: &AppState, entry: super::KeyEntry, now: i64) -> Principal {
+fn key_principal(state: &AppState, entry: super::KeyEntry, now: Timestamp) -> Principal {
     state.index.note_use(&entry.id, now);
     Principal {
         subject: entry.id.to_string(),
@@ -97,7 +98,7 @@ fn key_principal(state: &AppState, entry: super::KeyEntry, now: i64) -> Principa
 fn from_memory(state: &AppState, header: &str) -> Result<Principal, Miss> {
     let credential =
         Credential::from_header(header).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
-    let now = now_ms();
+    let now = Timestamp::now();
     match credential {
         Credential::ApiKey(key) => {
             let hash = key.hash();
@@ -113,7 +114,7 @@ fn from_memory(state: &AppState, header: &str) -> Result<Principal, Miss> {
         Credential::Jwt(token) => {
             let claims = state
                 .tokens
-                .verify(&token, now / 1000)
+                .verify(&token, now)
                 .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
             if state.index.is_revoked(&claims.jti)
                 || claims
@@ -125,7 +126,7 @@ fn from_memory(state: &AppState, header: &str) -> Result<Principal, Miss> {
             }
             // A token minted by an API key dies with the key, or with "revoke all its tokens".
             if let Some(key_id) = claims.minting_key()
-                && let Some(reason) = state.index.key_cutoff(key_id, || claims.issued_at_ms())
+                && let Some(reason) = state.index.key_cutoff(key_id, || claims.issued_at())
             {
                 return Err(Miss::Refused(ApiError::Unauthorized(
                     match reason {
@@ -142,13 +143,16 @@ fn from_memory(state: &AppState, header: &str) -> Result<Principal, Miss> {
             Ok(Principal {
                 kind: PrincipalKind::Jwt {
                     jti: claims.jti.as_str().into(),
-                    user_id: claims.sid.as_ref().map(|_| claims.sub.clone()),
+                    user_id: claims
+                        .sid
+                        .as_ref()
+                        .map(|_| UserId::from(claims.sub.as_str())),
                     client_id: claims.client_id.clone(),
                 },
                 account_id: claims.account_id.clone(),
                 subject: claims.sub.clone(),
                 permissions: claims.permission_set.clone(),
-                expires_at: Some(claims.exp),
+                expires_at: Some(claims.expires_at()),
             })
         }
     }

@@ -6,7 +6,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
-use keyfob_store::{ApiKeyRow, AppRow, ClientId, Jti, KeyId, Strings, TokenCutoff};
+use keyfob_store::{
+    AccountId, ApiKeyRow, AppRow, ClientId, FamilyId, Jti, KeyId, Strings, TokenCutoff,
+};
+
+use keyfob_domain::time::Timestamp;
 
 use super::lookup::KeyLookups;
 
@@ -14,7 +18,7 @@ use super::lookup::KeyLookups;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyEntry {
     pub id: KeyId,
-    pub account_id: String,
+    pub account_id: AccountId,
     pub key_hash: String,
 }
 
@@ -49,18 +53,18 @@ pub struct AuthIndex {
     /// Reads through to the database on an index miss: single-flight, rate-limited, with a
     /// bounded negative cache.
     pub(super) lookups: KeyLookups,
-    /// Revoked token ids and when they expire (Unix seconds): kept until then.
-    revoked: RwLock<HashMap<Jti, i64>>,
-    /// Ended sessions (refresh families) and until when (Unix seconds) their access tokens
-    /// could still be alive.
-    revoked_sessions: RwLock<HashMap<String, i64>>,
+    /// Revoked token ids and when they expire: kept until then.
+    revoked: RwLock<HashMap<Jti, Timestamp>>,
+    /// Ended sessions (refresh families) and until when their access tokens could still be
+    /// alive.
+    revoked_sessions: RwLock<HashMap<FamilyId, Timestamp>>,
     /// Browser origins registered on live applications: the only ones CORS answers.
     origins: RwLock<std::collections::HashSet<String>>,
     /// Applications by `client_id`, filled on first use: the token endpoint reads one per request.
     /// An `app.changed` entry in the change feed drops the entry; a full reload drops them all.
     apps: RwLock<HashMap<ClientId, AppRow>>,
-    /// API key id → last use (ms), written in batches.
-    uses: Mutex<HashMap<KeyId, i64>>,
+    /// API key id → last use, written in batches.
+    uses: Mutex<HashMap<KeyId, Timestamp>>,
 }
 
 impl AuthIndex {
@@ -128,11 +132,17 @@ impl AuthIndex {
         keys.retain(|_, entry| entry.id != id);
     }
 
-    /// Refuses every token `key_id` minted (its revocation), remembered until `until` (Unix ms),
+    /// Refuses every token `key_id` minted up to `before`, remembered until `until`,
     /// and at least until the next full reload has seen any token minted meanwhile elsewhere.
-    pub fn refuse_key_tokens(&self, key_id: &KeyId, before: i64, until: i64, now_ms: i64) {
+    pub fn refuse_key_tokens(
+        &self,
+        key_id: &KeyId,
+        before: Timestamp,
+        until: Timestamp,
+        now: Timestamp,
+    ) {
         let mut cutoffs = self.cutoffs.write().expect("index lock poisoned");
-        cutoffs.retain(|_, c| c.until > now_ms);
+        cutoffs.retain(|_, c| c.until > now);
         let entry = cutoffs
             .entry(key_id.clone())
             .or_insert(TokenCutoff { before, until });
@@ -142,9 +152,9 @@ impl AuthIndex {
 
     /// Adds cutoffs read from the database and forgets those whose tokens have all expired.
     /// Cutoffs only ever grow (a key is never un-revoked), so merging is always right.
-    pub fn merge_cutoffs(&self, items: Vec<(KeyId, TokenCutoff)>, now_ms: i64) {
+    pub fn merge_cutoffs(&self, items: Vec<(KeyId, TokenCutoff)>, now: Timestamp) {
         let mut cutoffs = self.cutoffs.write().expect("index lock poisoned");
-        cutoffs.retain(|_, c| c.until > now_ms);
+        cutoffs.retain(|_, c| c.until > now);
         for (key_id, cutoff) in items {
             let entry = cutoffs.entry(key_id).or_insert(cutoff);
             entry.before = entry.before.max(cutoff.before);
@@ -152,18 +162,18 @@ impl AuthIndex {
         }
     }
 
-    /// Whether a token `key_id` minted at `issued_ms()` (Unix ms, computed only when the key has
-    /// a cutoff) is refused, and why.
+    /// Whether a token `key_id` minted at `issued()` (computed only when the key has a cutoff)
+    /// is refused, and why.
     pub fn key_cutoff(
         &self,
         key_id: &str,
-        issued_ms: impl FnOnce() -> i64,
+        issued: impl FnOnce() -> Timestamp,
     ) -> Option<KeyCutoffReason> {
         let cutoffs = self.cutoffs.read().expect("index lock poisoned");
         let cutoff = cutoffs.get(key_id)?;
-        if cutoff.before == i64::MAX {
+        if cutoff.before == Timestamp::MAX {
             Some(KeyCutoffReason::KeyRevoked)
-        } else if issued_ms() <= cutoff.before {
+        } else if issued() <= cutoff.before {
             Some(KeyCutoffReason::TokensRevoked)
         } else {
             None
@@ -205,7 +215,7 @@ impl AuthIndex {
             .contains_key(jti)
     }
 
-    pub fn revoke_token(&self, jti: &Jti, expires_at: i64) {
+    pub fn revoke_token(&self, jti: &Jti, expires_at: Timestamp) {
         self.revoked
             .write()
             .expect("index lock poisoned")
@@ -213,9 +223,9 @@ impl AuthIndex {
     }
 
     /// Adds revoked tokens and forgets those that have expired.
-    pub fn merge_revoked(&self, items: Vec<(Jti, i64)>, now_secs: i64) {
+    pub fn merge_revoked(&self, items: Vec<(Jti, Timestamp)>, now: Timestamp) {
         let mut revoked = self.revoked.write().expect("index lock poisoned");
-        revoked.retain(|_, exp| *exp > now_secs);
+        revoked.retain(|_, exp| *exp > now);
         revoked.extend(items);
     }
 
@@ -226,12 +236,12 @@ impl AuthIndex {
             .contains_key(sid)
     }
 
-    /// Remembers an ended session until `until` (Unix seconds), when its last access token has
-    /// expired; forgets the ones past theirs.
-    pub fn revoke_session(&self, sid: &str, until: i64, now_secs: i64) {
+    /// Remembers an ended session until `until`, when its last access token has expired; forgets
+    /// the ones past theirs.
+    pub fn revoke_session(&self, sid: &FamilyId, until: Timestamp, now: Timestamp) {
         let mut sessions = self.revoked_sessions.write().expect("index lock poisoned");
-        sessions.retain(|_, t| *t > now_secs);
-        sessions.insert(sid.to_owned(), until);
+        sessions.retain(|_, t| *t > now);
+        sessions.insert(sid.clone(), until);
     }
 
     pub fn origin_allowed(&self, origin: &str) -> bool {
@@ -273,17 +283,17 @@ impl AuthIndex {
         }
     }
 
-    pub fn note_use(&self, key_id: &KeyId, at_ms: i64) {
+    pub fn note_use(&self, key_id: &KeyId, at: Timestamp) {
         let mut uses = self.uses.lock().expect("index lock poisoned");
         match uses.get_mut(key_id) {
-            Some(last) => *last = (*last).max(at_ms),
+            Some(last) => *last = (*last).max(at),
             None => {
-                uses.insert(key_id.clone(), at_ms);
+                uses.insert(key_id.clone(), at);
             }
         }
     }
 
-    pub fn take_uses(&self) -> Vec<(KeyId, i64)> {
+    pub fn take_uses(&self) -> Vec<(KeyId, Timestamp)> {
         std::mem::take(&mut *self.uses.lock().expect("index lock poisoned"))
             .into_iter()
             .collect()

@@ -19,10 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use keyfob_domain::secret::constant_time_eq;
+use keyfob_domain::time::Timestamp;
 use quick_cache::sync::Cache;
 
 use super::index::KeyEntry;
-use crate::clock::now_ms;
 use crate::http::RateLimiter;
 use crate::http::error::ApiError;
 use crate::state::AppState;
@@ -31,14 +31,14 @@ use crate::state::AppState;
 pub const NEGATIVE_CAPACITY: usize = 10_000;
 /// How long "this key is unknown" is believed. A key created since is added to the index by the
 /// change feed, which also drops its negative entry, so this only bounds staleness.
-const NEGATIVE_TTL_MS: i64 = 60_000;
+const NEGATIVE_TTL: Duration = Duration::from_secs(60);
 /// The longest a request waits for a read-through (its own or the one it joined).
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The read-through's bounded state; lives in the [`super::AuthIndex`].
 pub struct KeyLookups {
-    /// Key hash → until when (Unix ms) it is known to be unknown.
-    misses: Cache<String, i64>,
+    /// Key hash → until when it is known to be unknown.
+    misses: Cache<String, Timestamp>,
     limiter: RateLimiter,
     /// Database reads made so far.
     reads: AtomicU64,
@@ -86,7 +86,7 @@ async fn look_up(state: &AppState, hash: &str) -> Result<Option<KeyEntry>, ApiEr
     let lookups = &state.index.lookups;
     loop {
         let guard = match lookups.misses.get_value_or_guard_async(hash).await {
-            Ok(until) if until > now_ms() => return Ok(None),
+            Ok(until) if until > Timestamp::now() => return Ok(None),
             Ok(_) => {
                 lookups.misses.remove(hash);
                 continue;
@@ -122,7 +122,7 @@ async fn look_up(state: &AppState, hash: &str) -> Result<Option<KeyEntry>, ApiEr
             None => {
                 metrics::counter!("keyfob_api_key_lookups_total", "result" => "unknown")
                     .increment(1);
-                let _ = guard.insert(now_ms() + NEGATIVE_TTL_MS);
+                let _ = guard.insert(Timestamp::now() + NEGATIVE_TTL);
                 Ok(None)
             }
         };

@@ -11,17 +11,17 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use keyfob_store::{Change, ChangeKind, Jti, KeyId};
+use keyfob_domain::time::Timestamp;
+use keyfob_store::{Change, ChangeKind, FamilyId, Jti, KeyId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::clock::now_ms;
 use crate::state::AppState;
 
 /// How far back each poll reads. Longer than any transaction, so a change committed late (its id
 /// drawn before a later one's) is still seen.
-const LOOKBACK_MS: i64 = 30_000;
-const KEEP_CHANGES_MS: i64 = 24 * 3600 * 1000;
+const LOOKBACK: Duration = Duration::from_secs(30);
+const KEEP_CHANGES: Duration = Duration::from_secs(24 * 3600);
 
 /// Stops the background tasks when dropped or on [`SyncHandle::stop`].
 pub struct SyncHandle {
@@ -49,7 +49,11 @@ impl Drop for SyncHandle {
 pub async fn spawn_sync(state: AppState) -> anyhow::Result<SyncHandle> {
     let mut seen = HashMap::new();
     // Mark the feed's recent entries as seen before the full load that covers them.
-    for change in state.store.changes_since(now_ms() - LOOKBACK_MS).await? {
+    for change in state
+        .store
+        .changes_since(Timestamp::now() - LOOKBACK)
+        .await?
+    {
         seen.insert(change.id, change.created_at);
     }
     full_reload(&state).await?;
@@ -58,7 +62,7 @@ pub async fn spawn_sync(state: AppState) -> anyhow::Result<SyncHandle> {
     let task = tokio::spawn(async move {
         let mut poll = tokio::time::interval(interval);
         let mut reload =
-            tokio::time::interval(Duration::from_millis(state.config.full_reload_ms.max(10)));
+            tokio::time::interval(state.config.full_reload().max(Duration::from_millis(10)));
         let mut outage = Outage::default();
         let mut flush = tokio::time::interval(Duration::from_millis(
             state.config.last_used_flush_ms.max(10),
@@ -83,15 +87,15 @@ pub async fn spawn_sync(state: AppState) -> anyhow::Result<SyncHandle> {
                         outage.failed(&err, "reloading keys and revocations failed");
                         continue;
                     }
-                    if let Err(err) = state.store.prune_changes(now_ms() - KEEP_CHANGES_MS).await {
+                    if let Err(err) = state.store.prune_changes(Timestamp::now() - KEEP_CHANGES).await {
                         tracing::warn!(error = %err, "pruning the change feed failed");
                     }
                     // Codes are kept a day past expiry so a late replay is still recognised.
-                    if let Err(err) = state.store.prune_expired(now_ms() - KEEP_CHANGES_MS).await {
+                    if let Err(err) = state.store.prune_expired(Timestamp::now() - KEEP_CHANGES).await {
                         tracing::warn!(error = %err, "pruning expired sessions failed");
                     }
-                    let grace_ms = state.config.refresh_grace_secs * 1000;
-                    if let Err(err) = state.store.clear_sealed_refresh(now_ms() - 2 * grace_ms).await {
+                    let grace = state.config.refresh_grace();
+                    if let Err(err) = state.store.clear_sealed_refresh(Timestamp::now() - 2 * grace).await {
                         tracing::warn!(error = %err, "clearing refresh retry answers failed");
                     }
                 }
@@ -113,7 +117,11 @@ pub async fn spawn_sync(state: AppState) -> anyhow::Result<SyncHandle> {
 /// refused by the very next request rather than after the next poll. Applying an entry twice is
 /// harmless, so the background loop's bookkeeping is left alone.
 pub async fn catch_up(state: &AppState) -> anyhow::Result<()> {
-    for change in state.store.changes_since(now_ms() - LOOKBACK_MS).await? {
+    for change in state
+        .store
+        .changes_since(Timestamp::now() - LOOKBACK)
+        .await?
+    {
         apply(state, &change).await?;
     }
     Ok(())
@@ -146,26 +154,14 @@ impl Outage {
 async fn full_reload(state: &AppState) -> anyhow::Result<()> {
     let keys = state.store.active_api_keys().await?;
     state.index.replace_keys(&keys);
-    let now = now_ms();
-    let revoked = state
-        .store
-        .revoked_tokens(now)
-        .await?
-        .into_iter()
-        .map(|(jti, exp_ms)| (jti, exp_ms / 1000))
-        .collect();
-    state.index.merge_revoked(revoked, now / 1000);
+    let now = Timestamp::now();
+    let revoked = state.store.revoked_tokens(now).await?;
+    state.index.merge_revoked(revoked, now);
     let cutoffs = state.store.token_cutoffs(None, now).await?;
     state.index.merge_cutoffs(cutoffs, now);
-    let window = crate::sessions::ACCESS_TOKEN_SECS + 60;
-    for (sid, at) in state
-        .store
-        .revoked_families_since(now - window * 1000)
-        .await?
-    {
-        state
-            .index
-            .revoke_session(&sid, at / 1000 + window, now / 1000);
+    let window = crate::sessions::ENDED_SESSION_MEMORY;
+    for (sid, at) in state.store.revoked_families_since(now - window).await? {
+        state.index.revoke_session(&sid, at + window, now);
     }
     state.reload_signing_keys().await?;
     state.index.forget_apps(None);
@@ -175,10 +171,10 @@ async fn full_reload(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn apply_changes(state: &AppState, seen: &mut HashMap<i64, i64>) -> anyhow::Result<()> {
-    let now = now_ms();
-    let changes = state.store.changes_since(now - LOOKBACK_MS).await?;
-    seen.retain(|_, at| *at >= now - 2 * LOOKBACK_MS);
+async fn apply_changes(state: &AppState, seen: &mut HashMap<i64, Timestamp>) -> anyhow::Result<()> {
+    let now = Timestamp::now();
+    let changes = state.store.changes_since(now - LOOKBACK).await?;
+    seen.retain(|_, at| *at >= now - 2 * LOOKBACK);
     for change in changes {
         if seen.contains_key(&change.id) {
             continue;
@@ -202,7 +198,7 @@ async fn apply(state: &AppState, change: &Change) -> anyhow::Result<()> {
         }
         ChangeKind::ApiKeyRevoked => {
             state.index.remove_key(&change.subject);
-            refuse_key_tokens(state, &KeyId::from(change.subject.as_str()), i64::MAX).await?;
+            refuse_key_tokens(state, &KeyId::from(change.subject.as_str()), Timestamp::MAX).await?;
         }
         // The change is logged at the instant the tokens were revoked up to.
         ChangeKind::ApiKeyTokensRevoked => {
@@ -216,8 +212,8 @@ async fn apply(state: &AppState, change: &Change) -> anyhow::Result<()> {
         ChangeKind::TokenRevoked => {
             let jti = Jti::from(change.subject.as_str());
             let exp = match state.store.find_token(&jti).await? {
-                Some(token) => token.expires_at / 1000,
-                None => (now_ms() + LOOKBACK_MS) / 1000,
+                Some(token) => token.expires_at,
+                None => Timestamp::now() + LOOKBACK,
             };
             state.index.revoke_token(&jti, exp);
         }
@@ -229,19 +225,25 @@ async fn apply(state: &AppState, change: &Change) -> anyhow::Result<()> {
                 .replace_origins(&state.store.live_app_origins().await?);
         }
         ChangeKind::SessionRevoked => {
-            let now = now_ms() / 1000;
-            let until = change.created_at / 1000 + crate::sessions::ACCESS_TOKEN_SECS + 60;
-            state.index.revoke_session(&change.subject, until, now);
+            let now = Timestamp::now();
+            let until = change.created_at + crate::sessions::ENDED_SESSION_MEMORY;
+            state
+                .index
+                .revoke_session(&FamilyId::from(change.subject.as_str()), until, now);
         }
         ChangeKind::Other(kind) => tracing::debug!(kind, "ignoring unknown change"),
     }
     Ok(())
 }
 
-/// Refuses the tokens `key_id` minted at or before `before` (`i64::MAX`: all of them), at once and
-/// for as long as the last of them lives (read from the database).
-async fn refuse_key_tokens(state: &AppState, key_id: &KeyId, before: i64) -> anyhow::Result<()> {
-    let now = now_ms();
+/// Refuses the tokens `key_id` minted at or before `before` (`Timestamp::MAX`: all of them), at
+/// once and for as long as the last of them lives (read from the database).
+async fn refuse_key_tokens(
+    state: &AppState,
+    key_id: &KeyId,
+    before: Timestamp,
+) -> anyhow::Result<()> {
+    let now = Timestamp::now();
     note_key_cutoff(state, key_id, before, now);
     if let Some((_, cutoff)) = state.store.token_cutoffs(Some(key_id), now).await?.pop() {
         state
@@ -251,12 +253,12 @@ async fn refuse_key_tokens(state: &AppState, key_id: &KeyId, before: i64) -> any
     Ok(())
 }
 
-/// Refuses the tokens `key_id` minted at or before `before` (`i64::MAX`: all of them) on this node
-/// now, without a database read: for the node that made the change, so its very next request is
-/// refused. Kept at least two full reloads, by when any token minted elsewhere meanwhile is seen
-/// in the database and keeps the cutoff as long as it lives.
-pub fn note_key_cutoff(state: &AppState, key_id: &KeyId, before: i64, now: i64) {
-    let floor = now + 2 * state.config.full_reload_ms as i64;
+/// Refuses the tokens `key_id` minted at or before `before` (`Timestamp::MAX`: all of them) on
+/// this node now, without a database read: for the node that made the change, so its very next
+/// request is refused. Kept at least two full reloads, by when any token minted elsewhere
+/// meanwhile is seen in the database and keeps the cutoff as long as it lives.
+pub fn note_key_cutoff(state: &AppState, key_id: &KeyId, before: Timestamp, now: Timestamp) {
+    let floor = now + 2 * state.config.full_reload();
     state.index.refuse_key_tokens(key_id, before, floor, now);
 }
 

@@ -5,9 +5,9 @@ use clap::Subcommand;
 
 use keyfob_domain::audit::action;
 use keyfob_domain::ids::KeyId;
+use keyfob_domain::time::Timestamp;
 
 use crate::audit::{self, Actor, AuditEvent};
-use crate::clock::{format_ms, now_ms};
 use crate::config::Config;
 use crate::services;
 use crate::startup::open_storage;
@@ -60,30 +60,29 @@ pub(super) async fn run(config: &Config, command: KeysCommand) -> anyhow::Result
                     key.id,
                     key.name,
                     key.prefix,
-                    format_ms(key.created_at),
+                    key.created_at.rfc3339(),
                     key.last_used_at
-                        .map(format_ms)
+                        .map(Timestamp::rfc3339)
                         .unwrap_or_else(|| "never".into()),
                     key.revoked_at
-                        .map(|t| format!("revoked {}", format_ms(t)))
+                        .map(|t| format!("revoked {}", t.rfc3339()))
                         .unwrap_or_else(|| "active".into()),
                 );
             }
         }
         KeysCommand::Revoke { key_id } => {
             let key_id = KeyId::from(key_id);
-            if !store.revoke_api_key(None, &key_id, now_ms()).await? {
+            if !store
+                .revoke_api_key(None, &key_id, Timestamp::now())
+                .await?
+            {
                 bail!("no live API key with id {key_id}");
             }
             let account = store.find_api_key(&key_id).await?.map(|k| k.account_id);
             audit::record_now(
                 store.as_ref(),
-                AuditEvent::new(
-                    account.as_deref(),
-                    Actor::operator(),
-                    action::API_KEY_REVOKED,
-                )
-                .target(&key_id),
+                AuditEvent::new(account.as_ref(), Actor::operator(), action::API_KEY_REVOKED)
+                    .target(&key_id),
             )
             .await?;
             println!("revoked {key_id}");

@@ -4,9 +4,10 @@ use anyhow::bail;
 use clap::Subcommand;
 
 use keyfob_domain::audit::action;
+use keyfob_domain::ids::Kid;
+use keyfob_domain::time::Timestamp;
 
 use crate::audit::{self, Actor, AuditEvent};
-use crate::clock::{format_ms, now_ms};
 use crate::config::{Config, SigningAlg};
 use crate::services;
 use crate::startup::open_storage;
@@ -30,7 +31,7 @@ pub(super) enum SigningKeysCommand {
     /// (`rotate --activate-in 0`).
     Retire {
         /// The key's id (kid), as `signing-keys list` shows it.
-        kid: String,
+        kid: Kid,
     },
 }
 
@@ -53,26 +54,30 @@ pub(super) async fn run(config: &Config, command: SigningKeysCommand) -> anyhow:
                     store.as_ref(),
                     AuditEvent::new(None, Actor::operator(), action::SIGNING_KEY_ROTATED)
                         .target(&row.kid)
-                        .detail(serde_json::json!({ "alg": row.alg, "activates_at": format_ms(row.activates_at) })),
+                        .detail(serde_json::json!({ "alg": row.alg, "activates_at": row.activates_at.rfc3339() })),
                 )
                 .await?;
             println!(
                 "published {} ({}); it signs from {}",
                 row.kid,
                 row.alg,
-                format_ms(row.activates_at)
+                row.activates_at.rfc3339()
             );
         }
         SigningKeysCommand::List => {
-            let now = now_ms();
+            let now = Timestamp::now();
             for key in store.list_signing_keys().await? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}",
                     key.kid,
                     key.alg,
-                    format_ms(key.activates_at),
-                    key.retires_at.map(format_ms).unwrap_or_else(|| "-".into()),
-                    key.expires_at.map(format_ms).unwrap_or_else(|| "-".into()),
+                    key.activates_at.rfc3339(),
+                    key.retires_at
+                        .map(Timestamp::rfc3339)
+                        .unwrap_or_else(|| "-".into()),
+                    key.expires_at
+                        .map(Timestamp::rfc3339)
+                        .unwrap_or_else(|| "-".into()),
                     signing_key_state(&key, now),
                 );
             }
@@ -82,7 +87,7 @@ pub(super) async fn run(config: &Config, command: SigningKeysCommand) -> anyhow:
             let heir = retired.heir.as_ref().map(|h| {
                 serde_json::json!({
                     "kid": h.kid,
-                    "signs_from": format_ms(h.activates_at),
+                    "signs_from": h.activates_at.rfc3339(),
                     "keeps_signing": h.keep_signing,
                 })
             });
@@ -109,11 +114,11 @@ pub(super) async fn run(config: &Config, command: SigningKeysCommand) -> anyhow:
 }
 
 /// A signing key's state for `signing-keys list`.
-fn signing_key_state(key: &keyfob_store::SigningKeyRow, now: i64) -> String {
+fn signing_key_state(key: &keyfob_store::SigningKeyRow, now: Timestamp) -> String {
     if let Some(at) = key.revoked_at {
         format!(
             "retired {} (compromised; its tokens are refused)",
-            format_ms(at)
+            at.rfc3339()
         )
     } else if key.expires_at.is_some_and(|e| e <= now) {
         "expired".into()

@@ -92,6 +92,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// How long a used refresh token still gets the same new pair.
+    pub fn refresh_grace(&self) -> Duration {
+        keyfob_domain::time::secs(self.refresh_grace_secs)
+    }
+
+    /// How often everything the verify path holds is reloaded.
+    pub fn full_reload(&self) -> Duration {
+        Duration::from_millis(self.full_reload_ms)
+    }
+
     /// Defaults for a data directory: SQLite inside it, loopback on 8080.
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Config {
         let data_dir = data_dir.into();

@@ -120,7 +120,7 @@ pub async fn login(
         LoginOutcome::Refused(owner) => {
             tracing::info!("dashboard login refused");
             let mut event = AuditEvent::new(
-                owner.as_ref().map(|o| o.account_id.as_str()),
+                owner.as_ref().map(|o| &o.account_id),
                 Actor::anonymous(),
                 action::OWNER_LOGIN_FAILED,
             )

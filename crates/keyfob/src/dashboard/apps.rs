@@ -81,7 +81,7 @@ impl From<AppRow> for AppView {
                 .collect::<Vec<_>>()
                 .join(", "),
             session_limits: session_limits(row.refresh_idle_secs, row.refresh_absolute_secs),
-            created: TimeView::from_ms(row.created_at),
+            created: TimeView::from(row.created_at),
             revoked: row.revoked_at.is_some(),
             client_id: row.client_id.into(),
             name: row.name,

@@ -43,7 +43,7 @@ pub struct EventView {
 impl From<AuditEventRow> for EventView {
     fn from(row: AuditEventRow) -> Self {
         EventView {
-            at: TimeView::from_ms(row.at),
+            at: TimeView::from(row.at),
             actor_kind: row.actor_kind.to_string(),
             actor_id: row.actor_id,
             action: row.action,

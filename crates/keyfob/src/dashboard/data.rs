@@ -10,7 +10,7 @@ use axum_extra::extract::CookieJar;
 use keyfob_domain::audit::action;
 use keyfob_domain::query::{ListQuery, parse_page, valid_resource};
 use keyfob_domain::vault::{RevealRequest, SensitiveFields};
-use keyfob_store::{RecordRow, RecordScope};
+use keyfob_store::{RecordId, RecordRow, RecordScope};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -215,7 +215,7 @@ pub async fn records(
     let records = rows
         .into_iter()
         .map(|row| {
-            let (id, created) = (row.id.clone(), TimeView::from_ms(row.created_at));
+            let (id, created) = (row.id.clone(), TimeView::from(row.created_at));
             let (doc, _) = present(&vault, row, &none);
             let mut summary = doc.to_string();
             if summary.len() > 160 {
@@ -227,7 +227,7 @@ pub async fn records(
                 summary.push('…');
             }
             RecordView {
-                id,
+                id: id.into(),
                 created,
                 summary,
             }
@@ -249,7 +249,7 @@ async fn record_page(
     state: &AppState,
     login: &OwnerLogin,
     resource: String,
-    id: String,
+    id: RecordId,
     reveal: &RevealRequest,
     error: Option<&'static str>,
 ) -> Result<(RecordPage, Vec<String>), PageError> {
@@ -269,8 +269,8 @@ async fn record_page(
     let vault = state.vault.account(login.account_id()).await?;
     let sealed_paths = AccountVault::sealed_paths(&row.doc);
     let (created, updated) = (
-        TimeView::from_ms(row.created_at),
-        TimeView::from_ms(row.updated_at),
+        TimeView::from(row.created_at),
+        TimeView::from(row.updated_at),
     );
     let (doc, revealed) = present(&vault, row, reveal);
     let json = serde_json::to_string_pretty(&doc).map_err(anyhow::Error::from)?;
@@ -278,7 +278,7 @@ async fn record_page(
         RecordPage {
             layout: login.layout("data"),
             resource,
-            id,
+            id: id.into(),
             created,
             updated,
             json,
@@ -295,7 +295,7 @@ async fn record_page(
 pub async fn record(
     login: OwnerLogin,
     State(state): State<AppState>,
-    Path((resource, id)): Path<(String, String)>,
+    Path((resource, id)): Path<(String, RecordId)>,
 ) -> Result<Html<String>, PageError> {
     let (page, _) = record_page(
         &state,
@@ -328,7 +328,7 @@ pub async fn reveal(
     ClientIp(ip): ClientIp,
     user_agent: UserAgent,
     jar: CookieJar,
-    Path((resource, id)): Path<(String, String)>,
+    Path((resource, id)): Path<(String, RecordId)>,
     PageForm(form): PageForm<RevealForm>,
 ) -> Result<Response, PageError> {
     login.check_csrf(&form.csrf)?;

@@ -5,7 +5,7 @@ use askama::Template;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{Html, Redirect};
 use keyfob_domain::oauth;
-use keyfob_store::GrantRow;
+use keyfob_store::{GrantId, GrantRow};
 
 use super::page::{Layout, PageError, PageForm, TimeView, render};
 use crate::audit::Actor;
@@ -47,7 +47,7 @@ pub async fn list(
     for row in rows {
         let user_email = match state.store.find_user(&row.user_id).await? {
             Some(user) => user.email,
-            None => row.user_id.clone(),
+            None => row.user_id.to_string(),
         };
         let app_name = apps
             .iter()
@@ -55,7 +55,7 @@ pub async fn list(
             .map(|a| a.name.clone())
             .unwrap_or_else(|| row.client_id.to_string());
         grants.push(GrantView {
-            id: row.id,
+            id: row.id.into(),
             user_email,
             app_name,
             permissions: row
@@ -63,8 +63,8 @@ pub async fn list(
                 .iter()
                 .map(|p| (p.to_string(), oauth::describe(p)))
                 .collect(),
-            since: TimeView::from_ms(row.created_at),
-            revoked: row.revoked_at.map(TimeView::from_ms),
+            since: TimeView::from(row.created_at),
+            revoked: row.revoked_at.map(TimeView::from),
         });
     }
     render(&GrantsPage {
@@ -80,13 +80,13 @@ pub async fn revoke(
     login: OwnerLogin,
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    Path(id): Path<String>,
+    Path(id): Path<GrantId>,
     PageForm(form): PageForm<CsrfForm>,
 ) -> Result<Redirect, PageError> {
     login.check_csrf(&form.csrf)?;
     const NO_SUCH_GRANT: &str = "Your account's applications have no active grant with this id.";
     let by = Caller::new(Actor::owner(login.owner_id()), &ip);
-    let theirs = |g: &GrantRow| g.account_id == login.account_id();
+    let theirs = |g: &GrantRow| g.account_id == *login.account_id();
     services::grants::revoke_by_id(&state, &id, theirs, &by)
         .await
         .map_err(|err| PageError::from_service(err, NO_SUCH_GRANT))?;

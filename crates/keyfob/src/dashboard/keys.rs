@@ -46,9 +46,9 @@ impl From<ApiKeyRow> for KeyView {
             id: row.id.into(),
             name: row.name,
             prefix: row.prefix,
-            created: TimeView::from_ms(row.created_at),
-            last_used: row.last_used_at.map(TimeView::from_ms),
-            revoked: row.revoked_at.map(TimeView::from_ms),
+            created: TimeView::from(row.created_at),
+            last_used: row.last_used_at.map(TimeView::from),
+            revoked: row.revoked_at.map(TimeView::from),
         }
     }
 }

@@ -5,11 +5,11 @@ use askama::Template;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use keyfob_domain::time::Timestamp;
 use keyfob_store::StoreError;
 use serde::de::DeserializeOwned;
 use time::macros::format_description;
 
-use crate::clock::{format_ms, from_ms};
 use crate::http::extract::{Unreadable, form_bytes};
 use crate::services::ServiceError;
 use crate::web::OwnerLogin;
@@ -53,15 +53,16 @@ pub struct TimeView {
     pub text: String,
 }
 
-impl TimeView {
-    pub fn from_ms(ms: i64) -> TimeView {
-        let text = from_ms(ms)
+impl From<Timestamp> for TimeView {
+    fn from(at: Timestamp) -> TimeView {
+        let text = at
+            .to_date_time()
             .format(format_description!(
                 "[year]-[month]-[day] [hour]:[minute] UTC"
             ))
             .unwrap_or_default();
         TimeView {
-            iso: format_ms(ms),
+            iso: at.rfc3339(),
             text,
         }
     }

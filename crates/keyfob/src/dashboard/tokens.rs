@@ -8,13 +8,13 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use keyfob_domain::time::Timestamp;
 use keyfob_domain::token_list::{TokenQuery, TokenStatus};
 use keyfob_store::{ApiKeyRow, Jti, KeyId, TokenFilter, TokenRow};
 use serde::Deserialize;
 
 use super::page::{Layout, PageError, PageForm, TimeView, page_links, render, render_with_status};
 use crate::audit::Actor;
-use crate::clock::now_ms;
 use crate::http::extract::QueryPairs;
 use crate::services::{self, Caller};
 use crate::state::AppState;
@@ -63,7 +63,7 @@ pub struct TokenView {
 }
 
 impl TokenView {
-    fn new(row: TokenRow, key_names: &HashMap<KeyId, String>, now: i64) -> TokenView {
+    fn new(row: TokenRow, key_names: &HashMap<KeyId, String>, now: Timestamp) -> TokenView {
         let permissions = row.permissions.names().join(", ");
         TokenView {
             minted_by: row
@@ -72,9 +72,9 @@ impl TokenView {
                 .and_then(|id| key_names.get(id).cloned()),
             jti: row.jti.into(),
             permissions,
-            issued: TimeView::from_ms(row.issued_at),
-            expires: TimeView::from_ms(row.expires_at),
-            revoked: row.revoked_at.map(TimeView::from_ms),
+            issued: TimeView::from(row.issued_at),
+            expires: TimeView::from(row.expires_at),
+            revoked: row.revoked_at.map(TimeView::from),
             expired: row.expires_at <= now,
         }
     }
@@ -159,7 +159,7 @@ pub async fn list(
             });
         }
     }
-    let now = now_ms();
+    let now = Timestamp::now();
     let permission = query.permission.as_ref().map(ToString::to_string);
     let (rows, total) = state
         .store

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use keyfob_domain::Action;
 use keyfob_domain::audit::AuditQuery;
-use keyfob_store::{AuditEventRow, AuditFilter};
+use keyfob_store::{AccountId, AuditEventRow, AuditFilter};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -16,7 +16,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::QueryPairs;
 use super::openapi::Unavailable;
 use crate::auth::Auth;
-use crate::clock::format_ms;
+
 use crate::state::AppState;
 
 /// `GET /api/audit`, with its operation.
@@ -54,8 +54,8 @@ pub struct AuditEventView {
 impl From<AuditEventRow> for AuditEventView {
     fn from(row: AuditEventRow) -> Self {
         AuditEventView {
-            id: row.id,
-            at: format_ms(row.at),
+            id: row.id.into(),
+            at: row.at.rfc3339(),
             actor: AuditActor {
                 kind: row.actor_kind.to_string(),
                 id: row.actor_id,
@@ -83,7 +83,7 @@ pub struct AuditPage {
 /// Reads an account's events for a query; shared with the dashboard.
 pub async fn events(
     state: &AppState,
-    account_id: &str,
+    account_id: &AccountId,
     query: &AuditQuery,
 ) -> Result<(Vec<AuditEventRow>, u64), keyfob_store::StoreError> {
     state

@@ -6,9 +6,9 @@ use axum::http::StatusCode;
 use keyfob_domain::claims::Bearer;
 use keyfob_domain::expiry::format_instant;
 use keyfob_domain::{Claims, ExpiryPolicy, PermissionSet, PrincipalKind};
-use keyfob_store::{Jti, Permissions, TokenRow};
+use keyfob_store::{Jti, Permissions, Timestamp, TokenRow};
 use serde::{Deserialize, Serialize};
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -128,10 +128,13 @@ pub async fn mint(
     };
     // One instant for `iat`, the `jti` (a UUIDv7 carrying the millisecond, which "revoke all
     // tokens of this key" compares against) and the stored record.
-    let issued_ms = crate::clock::now_ms();
-    let now = crate::clock::from_ms(issued_ms - issued_ms.rem_euclid(1000));
+    let issued = Timestamp::now();
     let expires = policy
-        .resolve(field, requested.as_deref(), now)
+        .resolve(
+            field,
+            requested.as_deref(),
+            issued.whole_secs().to_date_time(),
+        )
         .map_err(|e| ApiError::bad_request("invalid_expires", e.to_string()))?;
     let bearer = Bearer::Key {
         account_id: &auth.0.account_id,
@@ -142,12 +145,12 @@ pub async fn mint(
         state.tokens.audience(),
         bearer,
         permissions.to_strings(),
-        issued_ms,
-        expires.unix_timestamp(),
+        issued,
+        Timestamp::from(expires),
     );
     let token = state
         .tokens
-        .sign(&claims, issued_ms)
+        .sign(&claims, issued)
         .map_err(|e| ApiError::Internal(e.into()))?;
     state
         .recorder
@@ -158,8 +161,8 @@ pub async fn mint(
             subject: claims.sub.clone(),
             permissions: Permissions::parse(&claims.permissions)
                 .map_err(|e| ApiError::Internal(e.into()))?,
-            issued_at: issued_ms,
-            expires_at: claims.exp * 1000,
+            issued_at: issued,
+            expires_at: claims.expires_at(),
             revoked_at: None,
         })
         .await?;
@@ -228,15 +231,15 @@ pub async fn whoami(auth: Auth) -> Json<WhoAmI> {
     };
     Json(WhoAmI {
         kind: kind.to_owned(),
-        account_id: p.account_id,
+        account_id: p.account_id.into(),
         subject: p.subject,
         key_id: key_id.map(Into::into),
         jti: jti.map(Into::into),
-        client_id,
+        client_id: client_id.map(Into::into),
         permissions: p.permissions.to_strings(),
         expires: p
             .expires_at
-            .and_then(|exp| OffsetDateTime::from_unix_timestamp(exp).ok())
+            .and_then(Timestamp::date_time)
             .map(format_instant),
     })
 }

@@ -11,8 +11,9 @@ use base64::Engine;
 use keyfob_domain::expiry::format_instant;
 use keyfob_domain::oauth::pkce_matches;
 use keyfob_domain::secret::{constant_time_eq, hash_secret};
+use keyfob_domain::time::Timestamp;
 use keyfob_domain::{Credential, PrincipalKind};
-use keyfob_store::{AppRow, FamilyId, RefreshSession};
+use keyfob_store::{AccountId, AppRow, FamilyId, RefreshSession};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -21,7 +22,6 @@ use utoipa_axum::routes;
 
 use crate::audit::{Actor, AuditEvent};
 use crate::auth::Auth;
-use crate::clock::now_ms;
 use crate::http::error::ApiError;
 use crate::http::extract::{Unreadable, body_bytes, form_bytes, is_form, is_json, parse_json};
 use crate::http::openapi::OAuthUnavailable;
@@ -425,7 +425,7 @@ async fn exchange_code(
         .as_deref()
         .ok_or_else(|| OAuthError::invalid_request("`redirect_uri` is required"))?;
     let code_hash = hash_secret(code);
-    let now = now_ms();
+    let now = Timestamp::now();
     let stored = state
         .store
         .find_auth_code(&code_hash)
@@ -559,7 +559,7 @@ async fn session_of(
             None => return Ok(None),
         }
     } else {
-        match state.tokens.verify(token, now_ms() / 1000) {
+        match state.tokens.verify(token, Timestamp::now()) {
             Ok(claims) => match &claims.sid {
                 Some(sid) => FamilyId::from(sid.as_str()),
                 None => return Ok(None),
@@ -647,7 +647,7 @@ pub async fn introspect(
 async fn describe_token(
     state: &AppState,
     token: &str,
-    account_id: &str,
+    account_id: &AccountId,
 ) -> Result<Introspection, OAuthError> {
     let inactive = Introspection::default();
     if token.starts_with(REFRESH_PREFIX) {
@@ -662,9 +662,9 @@ async fn describe_token(
             return Ok(inactive);
         };
         // The token endpoint's own rule: active only when a refresh would rotate it now.
-        if app.account_id != account_id
+        if app.account_id != *account_id
             || app.revoked_at.is_some()
-            || !sessions::state_of(state, &app, &session, now_ms()).is_active()
+            || !sessions::state_of(state, &app, &session, Timestamp::now()).is_active()
         {
             return Ok(inactive);
         }
@@ -674,10 +674,10 @@ async fn describe_token(
             active: true,
             scope: Some(permissions.join(" ")),
             client_id: Some(family.client_id.into()),
-            sub: Some(family.user_id),
-            iat: Some(token.created_at / 1000),
+            sub: Some(family.user_id.into()),
+            iat: Some(token.created_at.unix_secs()),
             token_type: Some("refresh_token".into()),
-            account_id: Some(app.account_id),
+            account_id: Some(app.account_id.into()),
             sid: Some(family.id.into()),
             iss: Some(state.tokens.issuer().to_owned()),
             ..inactive
@@ -687,10 +687,10 @@ async fn describe_token(
         let Ok(principal) = crate::auth::authenticate(state, token) else {
             return Ok(inactive);
         };
-        if principal.account_id != account_id {
+        if principal.account_id != *account_id {
             return Ok(inactive);
         }
-        let Ok(claims) = state.tokens.verify(token, now_ms() / 1000) else {
+        let Ok(claims) = state.tokens.verify(token, Timestamp::now()) else {
             return Ok(inactive);
         };
         let jti = match &principal.kind {
@@ -700,7 +700,7 @@ async fn describe_token(
         return Ok(Introspection {
             active: true,
             scope: Some(claims.permissions.join(" ")),
-            client_id: claims.client_id.clone(),
+            client_id: claims.client_id.clone().map(Into::into),
             sub: Some(claims.sub.clone()),
             exp: Some(claims.exp),
             iat: Some(claims.iat),
@@ -708,8 +708,8 @@ async fn describe_token(
             aud: Some(claims.aud.clone()),
             jti: jti.map(Into::into),
             token_type: Some("access_token".into()),
-            account_id: Some(claims.account_id.clone()),
-            sid: claims.sid.clone(),
+            account_id: Some(claims.account_id.to_string()),
+            sid: claims.sid.clone().map(Into::into),
         });
     }
     Ok(inactive)

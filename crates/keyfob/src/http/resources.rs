@@ -13,8 +13,9 @@ use keyfob_domain::audit::action;
 use keyfob_domain::document::{DocumentError, check_depth, check_document, merge_patch};
 use keyfob_domain::permission::RESERVED_RESOURCES;
 use keyfob_domain::query::{Field, ListQuery, valid_resource};
+use keyfob_domain::time::Timestamp;
 use keyfob_domain::vault::{RevealRequest, VaultError};
-use keyfob_store::{RecordRow, RecordScope};
+use keyfob_store::{RecordId, RecordRow, RecordScope};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -26,7 +27,6 @@ use super::extract::{JsonBody, QueryPairs};
 use super::openapi::Unavailable;
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::auth::Auth;
-use crate::clock::{format_ms, now_ms};
 use crate::state::AppState;
 use crate::vault::{AccountVault, VaultServiceError};
 use crate::web::ClientIp;
@@ -119,9 +119,9 @@ fn to_plain_json(row: RecordRow) -> Value {
         Value::Object(map) => map,
         _ => Map::new(),
     };
-    doc.insert("id".into(), Value::String(row.id));
-    doc.insert("createdAt".into(), Value::String(format_ms(row.created_at)));
-    doc.insert("updatedAt".into(), Value::String(format_ms(row.updated_at)));
+    doc.insert("id".into(), Value::String(row.id.into()));
+    doc.insert("createdAt".into(), Value::String(row.created_at.rfc3339()));
+    doc.insert("updatedAt".into(), Value::String(row.updated_at.rfc3339()));
     Value::Object(doc)
 }
 
@@ -221,14 +221,14 @@ pub async fn create(
     let scope = scope(&auth, &resource, Action::Write)?;
     let mut doc = check_document(body)?;
     let vault = state.vault.account(scope.account_id).await?;
-    let id = uuid::Uuid::now_v7().to_string();
+    let id = RecordId::from(uuid::Uuid::now_v7().to_string());
     vault.seal_new(&id, &mut doc)?;
-    let now = now_ms();
+    let now = Timestamp::now();
     let row = RecordRow {
         id,
-        account_id: scope.account_id.to_owned(),
+        account_id: scope.account_id.clone(),
         resource: resource.clone(),
-        owner_user_id: scope.owner_user_id.map(str::to_owned),
+        owner_user_id: scope.owner_user_id.cloned(),
         doc: Value::Object(doc),
         created_at: now,
         updated_at: now,
@@ -267,7 +267,7 @@ pub async fn read(
     auth: Auth,
     ClientIp(ip): ClientIp,
     user_agent: UserAgent,
-    Path((resource, id)): Path<(String, String)>,
+    Path((resource, id)): Path<(String, RecordId)>,
     QueryPairs(pairs): QueryPairs,
 ) -> ApiResult<Json<Value>> {
     let scope = scope(&auth, &resource, Action::Read)?;
@@ -362,7 +362,7 @@ fn refuse_sensitive_query(vault: &AccountVault, query: &ListQuery) -> ApiResult<
 pub async fn patch(
     State(state): State<AppState>,
     auth: Auth,
-    Path((resource, id)): Path<(String, String)>,
+    Path((resource, id)): Path<(String, RecordId)>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<Value>> {
     let scope = scope(&auth, &resource, Action::Write)?;
@@ -380,7 +380,7 @@ pub async fn patch(
     if let Value::Object(doc) = &mut row.doc {
         vault.seal_merged(&id, doc)?;
     }
-    row.updated_at = now_ms();
+    row.updated_at = Timestamp::now();
     if !state
         .store
         .update_record(&scope, &id, &row.doc, row.updated_at)
@@ -410,7 +410,7 @@ pub async fn patch(
 pub async fn replace(
     State(state): State<AppState>,
     auth: Auth,
-    Path((resource, id)): Path<(String, String)>,
+    Path((resource, id)): Path<(String, RecordId)>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<Value>> {
     let scope = scope(&auth, &resource, Action::Write)?;
@@ -419,7 +419,7 @@ pub async fn replace(
     let vault = state.vault.account(scope.account_id).await?;
     vault.seal_new(&id, &mut doc)?;
     let doc = Value::Object(doc);
-    let now = now_ms();
+    let now = Timestamp::now();
     if !state.store.update_record(&scope, &id, &doc, now).await? {
         return Err(not_found(&resource));
     }
@@ -448,7 +448,7 @@ pub async fn replace(
 pub async fn remove(
     State(state): State<AppState>,
     auth: Auth,
-    Path((resource, id)): Path<(String, String)>,
+    Path((resource, id)): Path<(String, RecordId)>,
 ) -> ApiResult<StatusCode> {
     let scope = scope(&auth, &resource, Action::Write)?;
     check_id(&resource, &id)?;

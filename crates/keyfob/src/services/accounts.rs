@@ -1,10 +1,10 @@
 //! Accounts and their owners.
 
 use keyfob_domain::email::Email;
-use keyfob_store::{Account, Owner, Store};
+use keyfob_domain::time::Timestamp;
+use keyfob_store::{Account, AccountId, Owner, OwnerId, Store};
 
 use super::ServiceError;
-use crate::clock::now_ms;
 use crate::passwords::{Passwords, check_new_password};
 
 /// Makes an account with its first owner.
@@ -23,14 +23,14 @@ pub async fn create_account(
         .hash(password)
         .await
         .map_err(|e| ServiceError::Internal(e.into()))?;
-    let now = now_ms();
+    let now = Timestamp::now();
     let account = Account {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: AccountId::from(uuid::Uuid::now_v7().to_string()),
         name: email.as_str().to_owned(),
         created_at: now,
     };
     let owner = Owner {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: OwnerId::from(uuid::Uuid::now_v7().to_string()),
         account_id: account.id.clone(),
         email: email.as_str().to_owned(),
         password_hash,
@@ -57,5 +57,8 @@ pub async fn resolve_account(
             .await?
             .ok_or_else(not_found);
     }
-    store.find_account(id_or_email).await?.ok_or_else(not_found)
+    store
+        .find_account(&AccountId::from(id_or_email))
+        .await?
+        .ok_or_else(not_found)
 }

@@ -2,10 +2,10 @@
 
 use keyfob_domain::oauth;
 use keyfob_domain::secret::{hash_secret, random_token};
-use keyfob_store::{AppRow, Store};
+use keyfob_domain::time::Timestamp;
+use keyfob_store::{AccountId, AppRow, Store};
 
 use super::{MAX_NAME_LEN, ServiceError};
-use crate::clock::now_ms;
 
 /// What registering an application needs.
 #[derive(Debug, Clone, Default)]
@@ -40,7 +40,7 @@ pub struct CreatedApp {
 /// Registers an application after checking every URI, origin and permission.
 pub async fn create_app(
     store: &dyn Store,
-    account_id: &str,
+    account_id: &AccountId,
     new: NewApp,
 ) -> Result<CreatedApp, ServiceError> {
     let invalid = |m: String| ServiceError::Invalid(m);
@@ -100,7 +100,7 @@ pub async fn create_app(
         refresh_idle_secs: new.refresh_idle_secs,
         refresh_absolute_secs: new.refresh_max_age_secs,
         allow_fragment: new.allow_fragment,
-        created_at: now_ms(),
+        created_at: Timestamp::now(),
         revoked_at: None,
     };
     store.insert_app(&app).await?;

@@ -2,11 +2,11 @@
 //! owns the application.
 
 use keyfob_domain::audit::action;
-use keyfob_store::GrantRow;
+use keyfob_domain::time::Timestamp;
+use keyfob_store::{GrantId, GrantRow};
 
 use super::{Caller, ServiceError};
 use crate::audit::AuditEvent;
-use crate::clock::now_ms;
 use crate::state::AppState;
 
 /// Revokes `grant` (which the caller was found allowed to revoke) and ends the sessions it
@@ -16,7 +16,12 @@ pub async fn revoke(
     grant: &GrantRow,
     by: &Caller<'_>,
 ) -> Result<(), ServiceError> {
-    if grant.revoked_at.is_some() || !state.store.revoke_grant(&grant.id, now_ms()).await? {
+    if grant.revoked_at.is_some()
+        || !state
+            .store
+            .revoke_grant(&grant.id, Timestamp::now())
+            .await?
+    {
         return Err(ServiceError::NotFound("no such live grant".into()));
     }
     crate::auth::catch_up(state).await?;
@@ -38,7 +43,7 @@ pub async fn revoke(
 /// theirs, or to one of their applications); otherwise `ServiceError::NotFound`, whichever it was.
 pub async fn revoke_by_id(
     state: &AppState,
-    id: &str,
+    id: &GrantId,
     theirs: impl FnOnce(&GrantRow) -> bool,
     by: &Caller<'_>,
 ) -> Result<(), ServiceError> {

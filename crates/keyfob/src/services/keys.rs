@@ -2,17 +2,17 @@
 
 use keyfob_domain::ApiKey;
 use keyfob_domain::audit::action;
-use keyfob_store::{ApiKeyRow, KeyId, Store};
+use keyfob_domain::time::Timestamp;
+use keyfob_store::{AccountId, ApiKeyRow, KeyId, Store};
 
 use super::{Caller, MAX_NAME_LEN, ServiceError};
 use crate::audit::AuditEvent;
-use crate::clock::now_ms;
 use crate::state::AppState;
 
 /// Makes a key in `account_id`. This node accepts it at once.
 pub async fn create(
     state: &AppState,
-    account_id: &str,
+    account_id: &AccountId,
     by: &Caller<'_>,
     name: &str,
 ) -> Result<(ApiKeyRow, ApiKey), ServiceError> {
@@ -32,11 +32,11 @@ pub async fn create(
 /// both at once.
 pub async fn revoke(
     state: &AppState,
-    account_id: &str,
+    account_id: &AccountId,
     by: &Caller<'_>,
     key_id: &KeyId,
 ) -> Result<(), ServiceError> {
-    let at = now_ms();
+    let at = Timestamp::now();
     if !state
         .store
         .revoke_api_key(Some(account_id), key_id, at)
@@ -47,7 +47,7 @@ pub async fn revoke(
         )));
     }
     state.index.remove_key(key_id);
-    crate::auth::note_key_cutoff(state, key_id, i64::MAX, at);
+    crate::auth::note_key_cutoff(state, key_id, Timestamp::MAX, at);
     tracing::info!(%key_id, "API key revoked");
     state.audit.record(
         AuditEvent::new(Some(account_id), by.actor.clone(), action::API_KEY_REVOKED)
@@ -60,7 +60,7 @@ pub async fn revoke(
 /// Makes an API key; the key itself is returned once and never stored.
 pub async fn create_api_key(
     store: &dyn Store,
-    account_id: &str,
+    account_id: &AccountId,
     name: &str,
 ) -> Result<(ApiKeyRow, ApiKey), ServiceError> {
     let name = name.trim();
@@ -81,7 +81,7 @@ pub async fn create_api_key(
         name: name.to_owned(),
         prefix: key.display_prefix().to_owned(),
         key_hash: key.hash(),
-        created_at: now_ms(),
+        created_at: Timestamp::now(),
         last_used_at: None,
         revoked_at: None,
         tokens_revoked_before: None,

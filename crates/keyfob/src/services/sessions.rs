@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 
 use keyfob_domain::audit::action;
+use keyfob_domain::ids::{AccountId, UserId};
+use keyfob_domain::time::Timestamp;
 
 use super::{Caller, ServiceError};
 use crate::audit::AuditEvent;
-use crate::clock::now_ms;
 use crate::state::AppState;
 
 /// Why a user's sessions end, as the audit events say it.
@@ -30,11 +31,11 @@ impl EndReason {
 /// ending (one event per account, naming the apps), before they are ended.
 async fn audit_sessions_ended(
     state: &AppState,
-    user_id: &str,
+    user_id: &UserId,
     reason: EndReason,
     by: &Caller<'_>,
 ) -> Result<(), ServiceError> {
-    let mut apps_by_account: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut apps_by_account: BTreeMap<AccountId, Vec<String>> = BTreeMap::new();
     for grant in state
         .store
         .list_user_grants(user_id)
@@ -63,14 +64,14 @@ async fn audit_sessions_ended(
 /// once. Answers how many sessions and logins ended.
 pub async fn log_out_everywhere(
     state: &AppState,
-    user_id: &str,
+    user_id: &UserId,
     keep_login: Option<&str>,
     by: &Caller<'_>,
 ) -> Result<(u64, u64), ServiceError> {
     audit_sessions_ended(state, user_id, EndReason::LogoutEverywhere, by).await?;
     let sessions = state
         .store
-        .revoke_user_families(user_id, None, now_ms())
+        .revoke_user_families(user_id, None, Timestamp::now())
         .await?;
     let logins = state.store.delete_user_logins(user_id, keep_login).await?;
     crate::auth::catch_up(state).await?;
@@ -82,14 +83,14 @@ pub async fn log_out_everywhere(
 /// session and login of the user. This node refuses their access tokens at once.
 pub async fn change_password(
     state: &AppState,
-    user_id: &str,
+    user_id: &UserId,
     hash: &str,
     by: &Caller<'_>,
 ) -> Result<(), ServiceError> {
     audit_sessions_ended(state, user_id, EndReason::PasswordChanged, by).await?;
     state
         .store
-        .change_user_password(user_id, hash, now_ms())
+        .change_user_password(user_id, hash, Timestamp::now())
         .await?;
     crate::auth::catch_up(state).await?;
     tracing::info!("user changed their password");

@@ -1,9 +1,9 @@
 //! Signing keys: the first one, rotation, and retiring a compromised one.
 
-use keyfob_store::{SigningKeyRow, Store};
+use keyfob_domain::time::{Timestamp, secs};
+use keyfob_store::{Kid, SigningKeyRow, Store};
 
 use super::ServiceError;
-use crate::clock::now_ms;
 use crate::config::SigningAlg;
 use crate::crypto::MasterKey;
 use crate::tokens::generate_signing_key;
@@ -14,7 +14,7 @@ pub async fn ensure_signing_key(
     master: &MasterKey,
     alg: SigningAlg,
 ) -> Result<(), ServiceError> {
-    let now = now_ms();
+    let now = Timestamp::now();
     let keys = store.list_signing_keys().await?;
     if keys.iter().any(|k| k.retires_at.is_none_or(|r| r > now)) {
         return Ok(());
@@ -34,10 +34,10 @@ pub async fn rotate_signing_key(
     publish_secs: i64,
     keep_public_secs: i64,
 ) -> Result<SigningKeyRow, ServiceError> {
-    let now = now_ms();
-    let row = generate_signing_key(alg, master, now, now + publish_secs * 1000)?;
+    let now = Timestamp::now();
+    let row = generate_signing_key(alg, master, now, now + secs(publish_secs))?;
     store
-        .rotate_signing_key(&row, keep_public_secs * 1000)
+        .rotate_signing_key(&row, secs(keep_public_secs))
         .await?;
     Ok(row)
 }
@@ -45,7 +45,7 @@ pub async fn rotate_signing_key(
 /// A signing key retired at once, and the key that signs in its place if that changed.
 #[derive(Debug)]
 pub struct RetiredSigningKey {
-    pub kid: String,
+    pub kid: Kid,
     pub heir: Option<keyfob_domain::signing::Heir>,
 }
 
@@ -54,10 +54,10 @@ pub struct RetiredSigningKey {
 /// successor signs from now on. Refused, changing nothing, when no other key could sign.
 pub async fn retire_signing_key(
     store: &dyn Store,
-    kid: &str,
+    kid: &Kid,
 ) -> Result<RetiredSigningKey, ServiceError> {
     use keyfob_domain::signing::{KeyTimes, RetireError, plan_retirement};
-    let now = now_ms();
+    let now = Timestamp::now();
     let rows = store.list_signing_keys().await?;
     let times: Vec<KeyTimes<'_>> = rows
         .iter()
@@ -83,7 +83,7 @@ pub async fn retire_signing_key(
         .await?
     {
         return Err(ServiceError::Invalid(
-            RetireError::AlreadyRetired(kid.to_owned()).to_string(),
+            RetireError::AlreadyRetired(kid.to_string()).to_string(),
         ));
     }
     Ok(RetiredSigningKey {

@@ -1,10 +1,10 @@
 //! End users made by an operator or a test (users normally sign up on Keyfob's pages).
 
 use keyfob_domain::email::Email;
-use keyfob_store::{Store, UserRow};
+use keyfob_domain::time::Timestamp;
+use keyfob_store::{Store, UserId, UserRow};
 
 use super::ServiceError;
-use crate::clock::now_ms;
 use crate::passwords::{Passwords, check_new_password};
 
 /// Makes an end user (imports and tests; users normally sign up on Keyfob's pages).
@@ -23,9 +23,9 @@ pub async fn create_user(
         .hash(password)
         .await
         .map_err(|e| ServiceError::Internal(e.into()))?;
-    let now = now_ms();
+    let now = Timestamp::now();
     let user = UserRow {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: UserId::from(uuid::Uuid::now_v7().to_string()),
         email: email.as_str().to_owned(),
         password_hash,
         created_at: now,

@@ -15,18 +15,18 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
-use keyfob_store::SigningKeyRow;
+use keyfob_store::{Kid, SigningKeyRow, Timestamp};
 
 use crate::config::SigningAlg;
 use crate::crypto::MasterKey;
 
 /// A key that can sign.
 pub struct Signer {
-    pub kid: String,
+    pub kid: Kid,
     pub alg: Algorithm,
     pub key: EncodingKey,
-    pub activates_at: i64,
-    pub retires_at: Option<i64>,
+    pub activates_at: Timestamp,
+    pub retires_at: Option<Timestamp>,
 }
 
 /// A key that can verify.
@@ -38,19 +38,19 @@ pub struct Verifier {
 /// Every key a node knows, as loaded from the database.
 pub struct KeySet {
     signers: Vec<Signer>,
-    verifiers: HashMap<String, Verifier>,
+    verifiers: HashMap<Kid, Verifier>,
     /// Keys the operator retired (compromised): out of the JWKS, every token they signed refused.
-    retired: HashSet<String>,
+    retired: HashSet<Kid>,
     /// The JWKS document, serialised once.
     pub jwks_json: String,
 }
 
 impl KeySet {
-    /// The key that signs at `now_ms`: the latest activated one that has not retired.
-    pub fn signer(&self, now_ms: i64) -> Option<&Signer> {
+    /// The key that signs at `now`: the latest activated one that has not retired.
+    pub fn signer(&self, now: Timestamp) -> Option<&Signer> {
         self.signers
             .iter()
-            .filter(|s| s.activates_at <= now_ms && s.retires_at.is_none_or(|r| r > now_ms))
+            .filter(|s| s.activates_at <= now && s.retires_at.is_none_or(|r| r > now))
             .max_by_key(|s| s.activates_at)
     }
 
@@ -64,7 +64,7 @@ impl KeySet {
     }
 
     pub fn kids(&self) -> Vec<&str> {
-        self.verifiers.keys().map(String::as_str).collect()
+        self.verifiers.keys().map(Kid::as_str).collect()
     }
 }
 
@@ -84,11 +84,11 @@ fn jwt_alg(alg: SigningAlg) -> Algorithm {
 pub fn generate_signing_key(
     alg: SigningAlg,
     master: &MasterKey,
-    now_ms: i64,
-    activates_at: i64,
+    now: Timestamp,
+    activates_at: Timestamp,
 ) -> anyhow::Result<SigningKeyRow> {
     let rng = SystemRandom::new();
-    let kid = uuid::Uuid::now_v7().simple().to_string();
+    let kid = Kid::from(uuid::Uuid::now_v7().simple().to_string());
     let (pkcs8, jwk) = match alg {
         SigningAlg::EdDsa => {
             let doc = Ed25519KeyPair::generate_pkcs8(&rng).context("generating an Ed25519 key")?;
@@ -131,7 +131,7 @@ pub fn generate_signing_key(
         public_jwk: serde_json::to_string(&jwk)?,
         kid,
         alg,
-        created_at: now_ms,
+        created_at: now,
         activates_at,
         retires_at: None,
         expires_at: None,
@@ -144,7 +144,7 @@ pub fn generate_signing_key(
 pub fn load_key_set(
     rows: &[SigningKeyRow],
     master: &MasterKey,
-    now_ms: i64,
+    now: Timestamp,
 ) -> anyhow::Result<KeySet> {
     let mut signers = Vec::new();
     let mut verifiers = HashMap::new();
@@ -155,7 +155,7 @@ pub fn load_key_set(
             retired.insert(row.kid.clone());
             continue;
         }
-        if row.expires_at.is_some_and(|e| e <= now_ms) {
+        if row.expires_at.is_some_and(|e| e <= now) {
             continue;
         }
         let alg = jwt_alg(row.alg);
@@ -165,7 +165,7 @@ pub fn load_key_set(
             .with_context(|| format!("public key of {} is unusable", row.kid))?;
         verifiers.insert(row.kid.clone(), Verifier { alg, key: decoding });
         jwks.keys.push(jwk);
-        if row.retires_at.is_none_or(|r| r > now_ms) {
+        if row.retires_at.is_none_or(|r| r > now) {
             let der = master
                 .open(&row.private_key, &signing_key_aad(&row.kid))
                 .with_context(|| format!("cannot open signing key {}", row.kid))?;

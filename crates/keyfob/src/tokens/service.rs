@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Header, Validation, decode, decode_header, encode};
-use keyfob_domain::{Claims, PermissionSet};
+use keyfob_domain::{Claims, PermissionSet, Timestamp};
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 use sha2::{Digest, Sha256};
@@ -98,8 +98,9 @@ fn allocation(len: usize) -> usize {
     }
 }
 
-fn string_bytes(s: &String) -> usize {
-    allocation(s.capacity())
+fn string_bytes(s: &str) -> usize {
+    // Text read from a token is allocated to its length.
+    allocation(s.len())
 }
 
 /// The cache's own bookkeeping per entry, beyond the key and the `Arc` it stores: its slab slot
@@ -113,7 +114,7 @@ const ENTRY_OVERHEAD_BYTES: usize = 160;
 fn entry_bytes(verified: &Verified) -> usize {
     let claims = &verified.claims;
     let strings = [
-        &verified.kid,
+        verified.kid.as_str(),
         &claims.iss,
         &claims.sub,
         &claims.aud,
@@ -121,12 +122,16 @@ fn entry_bytes(verified: &Verified) -> usize {
         &claims.account_id,
     ]
     .into_iter()
-    .chain(claims.client_id.as_ref())
-    .chain(claims.sid.as_ref())
+    .chain(claims.client_id.as_deref())
+    .chain(claims.sid.as_deref())
     .map(string_bytes)
     .sum::<usize>();
     let permission_strings = allocation(claims.permissions.capacity() * size_of::<String>())
-        + claims.permissions.iter().map(string_bytes).sum::<usize>();
+        + claims
+            .permissions
+            .iter()
+            .map(|p| string_bytes(p))
+            .sum::<usize>();
     let parsed = match &verified.permission_set {
         PermissionSet::All => 0,
         PermissionSet::Only(list) => {
@@ -181,17 +186,17 @@ impl TokenService {
         *self.keys.write().expect("key lock poisoned") = Arc::new(keys);
     }
 
-    /// Signs `claims` with the key active at `now_ms`.
-    pub fn sign(&self, claims: &Claims, now_ms: i64) -> Result<String, TokenError> {
+    /// Signs `claims` with the key active at `now`.
+    pub fn sign(&self, claims: &Claims, now: Timestamp) -> Result<String, TokenError> {
         let keys = self.keys();
-        let signer = keys.signer(now_ms).ok_or(TokenError::NoSigningKey)?;
+        let signer = keys.signer(now).ok_or(TokenError::NoSigningKey)?;
         let mut header = Header::new(signer.alg);
-        header.kid = Some(signer.kid.clone());
+        header.kid = Some(signer.kid.to_string());
         encode(&header, claims, &signer.key).map_err(|_| TokenError::NoSigningKey)
     }
 
     /// Verifies a JWT's signature, algorithm, issuer, audience and times.
-    pub fn verify(&self, token: &str, now_secs: i64) -> Result<Arc<Verified>, TokenError> {
+    pub fn verify(&self, token: &str, now: Timestamp) -> Result<Arc<Verified>, TokenError> {
         let fingerprint: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(claims) = self.verified.get(&fingerprint) {
             let keys = self.keys();
@@ -199,7 +204,7 @@ impl TokenService {
                 self.verified.remove(&fingerprint);
                 return Err(unknown_key(&keys, &claims.kid));
             }
-            if claims.exp.saturating_add(LEEWAY_SECS as i64) > now_secs {
+            if claims.exp.saturating_add(LEEWAY_SECS as i64) > now.unix_secs() {
                 return Ok(claims);
             }
             self.verified.remove(&fingerprint);
@@ -260,13 +265,15 @@ mod tests {
 
     fn service(cache_bytes: u64) -> TokenService {
         let master = MasterKey::generate();
-        let row = generate_signing_key(SigningAlg::EdDsa, &master, 0, 0).unwrap();
-        let keys = load_key_set(&[row], &master, 0).unwrap();
+        let epoch = Timestamp::UNIX_EPOCH;
+        let row = generate_signing_key(SigningAlg::EdDsa, &master, epoch, epoch).unwrap();
+        let keys = load_key_set(&[row], &master, epoch).unwrap();
         TokenService::new(keys, ISSUER.to_owned(), "keyfob".to_owned(), cache_bytes)
     }
 
     /// A token as large as a client might make one: many permissions, long names.
-    fn large_claims(n: usize, now: i64) -> Claims {
+    fn large_claims(n: usize, now: Timestamp) -> Claims {
+        let now = now.unix_secs();
         Claims {
             iss: ISSUER.to_owned(),
             sub: format!("{n:0>36}"),
@@ -274,13 +281,13 @@ mod tests {
             iat: now,
             nbf: now,
             exp: now + 3600,
-            jti: uuid::Uuid::now_v7().to_string(),
+            jti: uuid::Uuid::now_v7().to_string().into(),
             permissions: (0..40)
                 .map(|i| format!("resource_with_a_long_name_{i}.read"))
                 .collect(),
-            account_id: uuid::Uuid::now_v7().to_string(),
-            client_id: Some(format!("client-{n:0>40}")),
-            sid: Some(uuid::Uuid::now_v7().to_string()),
+            account_id: uuid::Uuid::now_v7().to_string().into(),
+            client_id: Some(format!("client-{n:0>40}").into()),
+            sid: Some(uuid::Uuid::now_v7().to_string().into()),
         }
     }
 
@@ -288,11 +295,11 @@ mod tests {
     fn the_verified_token_cache_stays_within_its_byte_budget() {
         const BUDGET: u64 = 1024 * 1024;
         let tokens = service(BUDGET);
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now = Timestamp::now();
         let mut largest_entry = 0;
         let mut smallest_entry = usize::MAX;
         for n in 0..3_000 {
-            let token = tokens.sign(&large_claims(n, now), now * 1000).unwrap();
+            let token = tokens.sign(&large_claims(n, now), now).unwrap();
             let verified = tokens.verify(&token, now).unwrap();
             let bytes = entry_bytes(&verified);
             largest_entry = largest_entry.max(bytes);
@@ -325,12 +332,12 @@ mod tests {
     #[test]
     fn a_token_expiring_at_the_end_of_time_verifies_from_the_cache_too() {
         let tokens = service(DEFAULT_CACHE_BYTES);
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now = Timestamp::now();
         let claims = Claims {
             exp: i64::MAX - 1,
             ..large_claims(3, now)
         };
-        let token = tokens.sign(&claims, now * 1000).unwrap();
+        let token = tokens.sign(&claims, now).unwrap();
         assert_eq!(tokens.verify(&token, now).unwrap().exp, i64::MAX - 1);
         assert_eq!(tokens.verify(&token, now).unwrap().exp, i64::MAX - 1);
     }
@@ -338,8 +345,8 @@ mod tests {
     #[test]
     fn an_entry_weighs_at_least_what_it_allocates() {
         let tokens = service(DEFAULT_CACHE_BYTES);
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let token = tokens.sign(&large_claims(1, now), now * 1000).unwrap();
+        let now = Timestamp::now();
+        let token = tokens.sign(&large_claims(1, now), now).unwrap();
         let verified = tokens.verify(&token, now).unwrap();
         let text: usize = verified.permissions.iter().map(String::len).sum::<usize>()
             + verified.sub.len()
@@ -355,7 +362,7 @@ mod tests {
             ..large_claims(2, now)
         };
         let small = tokens
-            .verify(&tokens.sign(&small, now * 1000).unwrap(), now)
+            .verify(&tokens.sign(&small, now).unwrap(), now)
             .unwrap();
         assert!(entry_bytes(&small) > ENTRY_OVERHEAD_BYTES);
         assert!(entry_bytes(&small) < entry_bytes(&verified));

@@ -185,7 +185,7 @@ pub async fn login(
         LoginOutcome::Refused(user) => {
             tracing::info!("user login refused");
             let mut event = AuditEvent::new(
-                account_id.as_deref(),
+                account_id.as_ref(),
                 Actor::anonymous(),
                 action::USER_LOGIN_FAILED,
             )
@@ -214,7 +214,7 @@ pub async fn login(
     tracing::info!(user_id = %user.id, "user login");
     state.audit.record(
         AuditEvent::new(
-            account_id.as_deref(),
+            account_id.as_ref(),
             Actor::user(&user.id),
             action::USER_LOGIN,
         )

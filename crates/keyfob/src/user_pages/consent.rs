@@ -8,13 +8,17 @@
 //! the URL fragment (`response_type=token`, only for applications that turn it on): then the user
 //! is asked every time, and told so.
 
+use std::time::Duration;
+
 use askama::Template;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use keyfob_domain::ids::{GrantId, UserId};
 use keyfob_domain::oauth;
 use keyfob_domain::permission::Permission;
 use keyfob_domain::secret::{hash_secret, random_token};
+use keyfob_domain::time::Timestamp;
 use keyfob_store::{AuthCodeRow, GrantRow, Permissions};
 use serde::Deserialize;
 
@@ -26,14 +30,13 @@ use super::request::{
     error_location,
 };
 use crate::audit::{Actor, AuditEvent};
-use crate::clock::{format_ms, now_ms};
 use crate::dashboard::page::PageError;
 use crate::sessions::{self, ACCESS_TOKEN_SECS, SessionError};
 use crate::state::AppState;
 use crate::web::{ClientIp, UserLogin};
 
 /// How long an authorization code may wait to be exchanged.
-pub const CODE_LIFETIME_MS: i64 = 60_000;
+pub const CODE_LIFETIME: Duration = Duration::from_secs(60);
 
 #[derive(Template)]
 #[template(path = "auth/consent.html")]
@@ -131,7 +134,7 @@ async fn checked(
 /// may still ask for.
 async fn live_grant(
     state: &AppState,
-    user_id: &str,
+    user_id: &UserId,
     request: &AuthRequest,
 ) -> Result<Option<(GrantRow, Vec<Permission>)>, UserPageError> {
     let grant = state
@@ -241,12 +244,12 @@ pub async fn decide(
         .map(|(_, granted)| granted)
         .unwrap_or_default();
     let stored = oauth::merged_grant(&before, &request.permissions, &allowed);
-    let now = now_ms();
+    let now = Timestamp::now();
     let grant = state
         .store
         .upsert_grant(&GrantRow {
-            id: uuid::Uuid::now_v7().to_string(),
-            user_id: user.user_id().to_owned(),
+            id: GrantId::from(uuid::Uuid::now_v7().to_string()),
+            user_id: user.user_id().clone(),
             client_id: client_id.clone(),
             account_id: request.client.app.account_id.clone(),
             permissions: Permissions::parse(&stored).map_err(anyhow::Error::from)?,
@@ -274,7 +277,7 @@ pub async fn decide(
 async fn issue(
     state: &AppState,
     request: &AuthRequest,
-    user_id: &str,
+    user_id: &UserId,
     grant: &GrantRow,
     permissions: &[String],
 ) -> Result<Response, UserPageError> {
@@ -283,7 +286,7 @@ async fn issue(
     match request.response_type {
         ResponseType::Code => {
             let code = random_token();
-            let now = now_ms();
+            let now = Timestamp::now();
             state
                 .store
                 .insert_auth_code(&AuthCodeRow {
@@ -296,7 +299,7 @@ async fn issue(
                     code_challenge: request.code_challenge.clone(),
                     family_id: None,
                     created_at: now,
-                    expires_at: now + CODE_LIFETIME_MS,
+                    expires_at: now + CODE_LIFETIME,
                     used_at: None,
                 })
                 .await?;
@@ -321,7 +324,7 @@ async fn issue(
                 SessionError::Store(err) => PageError::from(err),
                 other => PageError::Internal(anyhow::anyhow!(other)),
             })?;
-            let expires = format_ms(pair.expires_at * 1000);
+            let expires = Timestamp::from_unix_secs(pair.expires_at).rfc3339();
             let expires_in = ACCESS_TOKEN_SECS.to_string();
             let mut params = vec![
                 ("token", pair.access_token.as_str()),

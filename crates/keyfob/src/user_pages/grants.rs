@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
 use keyfob_domain::oauth;
-use keyfob_store::GrantRow;
+use keyfob_store::{GrantId, GrantRow};
 use serde::Deserialize;
 
 use super::account::{PASSWORD_CHANGED, capitalized};
@@ -69,10 +69,10 @@ async fn grants_page(
             None => row.client_id.to_string(),
         };
         grants.push(GrantView {
-            id: row.id,
+            id: row.id.into(),
             app_name,
             permissions: row.permissions.iter().map(oauth::describe).collect(),
-            since: TimeView::from_ms(row.created_at),
+            since: TimeView::from(row.created_at),
         });
     }
     Ok(GrantsPage {
@@ -109,13 +109,13 @@ pub async fn revoke(
     user: UserLogin,
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    Path(id): Path<String>,
+    Path(id): Path<GrantId>,
     UserForm(form): UserForm<CsrfForm>,
 ) -> Result<Response, UserPageError> {
     user.check_csrf(&form.csrf)?;
     const NO_SUCH_GRANT: &str = "You have given no such access.";
     let by = Caller::new(Actor::user(user.user_id()), &ip);
-    let theirs = |g: &GrantRow| g.user_id == user.user_id();
+    let theirs = |g: &GrantRow| g.user_id == *user.user_id();
     services::grants::revoke_by_id(&state, &id, theirs, &by)
         .await
         .map_err(|err| PageError::from_service(err, NO_SUCH_GRANT))?;

@@ -240,7 +240,7 @@ mod tests {
             refresh_idle_secs: None,
             refresh_absolute_secs: None,
             allow_fragment: true,
-            created_at: 0,
+            created_at: keyfob_store::Timestamp::UNIX_EPOCH,
             revoked_at: None,
         }
     }

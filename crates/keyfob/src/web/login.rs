@@ -12,7 +12,7 @@
 use axum::response::IntoResponse;
 use axum_extra::extract::CookieJar;
 use keyfob_domain::email::Email;
-use keyfob_store::{Owner, OwnerLoginRow, StoreError, UserLoginRow, UserRow};
+use keyfob_store::{Owner, OwnerLoginRow, StoreError, Timestamp, UserLoginRow, UserRow};
 
 use super::login_cookie::LoginRow;
 use super::{DASHBOARD, Pages, USER_PAGES};
@@ -68,8 +68,8 @@ pub trait LoginSubject: Sized + Send + Sync + 'static {
         &self,
         id_hash: String,
         csrf_token: String,
-        created_at: i64,
-        expires_at: i64,
+        created_at: Timestamp,
+        expires_at: Timestamp,
     ) -> Self::LoginRow;
 
     /// Stores a new login.
@@ -83,7 +83,7 @@ pub trait LoginSubject: Sized + Send + Sync + 'static {
     fn find_login(
         state: &AppState,
         id_hash: &str,
-        now: i64,
+        now: Timestamp,
     ) -> impl Future<Output = Result<Option<(Self::LoginRow, String)>, StoreError>> + Send;
 
     /// Ends the login whose cookie hashes to `id_hash`.
@@ -139,8 +139,8 @@ impl LoginSubject for Owner {
         &self,
         id_hash: String,
         csrf_token: String,
-        created_at: i64,
-        expires_at: i64,
+        created_at: Timestamp,
+        expires_at: Timestamp,
     ) -> OwnerLoginRow {
         OwnerLoginRow {
             id_hash,
@@ -159,7 +159,7 @@ impl LoginSubject for Owner {
     async fn find_login(
         state: &AppState,
         id_hash: &str,
-        now: i64,
+        now: Timestamp,
     ) -> Result<Option<(OwnerLoginRow, String)>, StoreError> {
         let Some(row) = state.store.find_owner_login(id_hash, now).await? else {
             return Ok(None);
@@ -203,8 +203,8 @@ impl LoginSubject for UserRow {
         &self,
         id_hash: String,
         csrf_token: String,
-        created_at: i64,
-        expires_at: i64,
+        created_at: Timestamp,
+        expires_at: Timestamp,
     ) -> UserLoginRow {
         UserLoginRow {
             id_hash,
@@ -222,7 +222,7 @@ impl LoginSubject for UserRow {
     async fn find_login(
         state: &AppState,
         id_hash: &str,
-        now: i64,
+        now: Timestamp,
     ) -> Result<Option<(UserLoginRow, String)>, StoreError> {
         let Some(row) = state.store.find_user_login(id_hash, now).await? else {
             return Ok(None);

@@ -12,10 +12,10 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
 use keyfob_domain::secret::{constant_time_eq, hash_secret, random_token};
-use keyfob_store::{Owner, OwnerLoginRow, UserLoginRow, UserRow};
+use keyfob_domain::time::Timestamp;
+use keyfob_store::{AccountId, Owner, OwnerId, OwnerLoginRow, UserId, UserLoginRow, UserRow};
 
 use super::LoginSubject;
-use crate::clock::now_ms;
 use crate::dashboard::page::PageError;
 use crate::logins::LoginKind;
 use crate::state::AppState;
@@ -108,12 +108,12 @@ impl<T: LoginSubject> Login<T> {
             T::delete_login(state, &hash_secret(old)).await?;
         }
         let token = random_token();
-        let now = now_ms();
+        let now = Timestamp::now();
         let row = subject.new_login(
             hash_secret(&token),
             random_token(),
             now,
-            now + pages.login_lifetime.whole_seconds() * 1000,
+            now + pages.login_lifetime,
         );
         T::insert_login(state, &row).await?;
         Ok(jar.add(pages.login_cookie(state, token)))
@@ -137,17 +137,17 @@ impl<T: LoginSubject> Login<T> {
 }
 
 impl OwnerLogin {
-    pub fn owner_id(&self) -> &str {
+    pub fn owner_id(&self) -> &OwnerId {
         &self.row.owner_id
     }
 
-    pub fn account_id(&self) -> &str {
+    pub fn account_id(&self) -> &AccountId {
         &self.row.account_id
     }
 }
 
 impl UserLogin {
-    pub fn user_id(&self) -> &str {
+    pub fn user_id(&self) -> &UserId {
         &self.row.user_id
     }
 }
@@ -163,7 +163,7 @@ impl<T: LoginSubject> OptionalFromRequestParts<AppState> for Login<T> {
         let Some(token) = T::PAGES.login_token(&jar) else {
             return Ok(None);
         };
-        let found = T::find_login(state, &hash_secret(token), now_ms())
+        let found = T::find_login(state, &hash_secret(token), Timestamp::now())
             .await
             .map_err(PageError::from)?;
         Ok(found.map(|(row, email)| Login { row, email }))

@@ -6,6 +6,9 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use keyfob_domain::ids::AccountId;
+use keyfob_domain::time::Timestamp;
+
 use crate::both_backends;
 use crate::helpers::*;
 
@@ -61,21 +64,21 @@ both_backends! {
 
     async fn revoked_keys_are_refused(app) {
         let (account, key) = app.account_with_key().await;
-        let keys = app.state.store.list_api_keys(&account).await.unwrap();
-        assert!(app.state.store.revoke_api_key(Some(&account), &keys[0].id, keyfob::clock::now_ms()).await.unwrap());
+        let keys = app.state.store.list_api_keys(&AccountId::from(account.as_str())).await.unwrap();
+        assert!(app.state.store.revoke_api_key(Some(&AccountId::from(account.as_str())), &keys[0].id, Timestamp::now()).await.unwrap());
         app.wait_until_status(&key, 401).await;
         // Revoking again, or another account's key, does nothing.
-        assert!(!app.state.store.revoke_api_key(Some(&account), &keys[0].id, keyfob::clock::now_ms()).await.unwrap());
+        assert!(!app.state.store.revoke_api_key(Some(&AccountId::from(account.as_str())), &keys[0].id, Timestamp::now()).await.unwrap());
         let (other_account, other_key) = app.account_with_key().await;
-        let other = app.state.store.list_api_keys(&other_account).await.unwrap();
-        assert!(!app.state.store.revoke_api_key(Some(&account), &other[0].id, keyfob::clock::now_ms()).await.unwrap());
+        let other = app.state.store.list_api_keys(&AccountId::from(other_account.as_str())).await.unwrap();
+        assert!(!app.state.store.revoke_api_key(Some(&AccountId::from(account.as_str())), &other[0].id, Timestamp::now()).await.unwrap());
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         assert_eq!(app.whoami_status(&other_key).await, 200);
     }
 
     async fn listed_without_the_secret(app) {
         let (account, key) = app.account_with_key().await;
-        let keys = app.state.store.list_api_keys(&account).await.unwrap();
+        let keys = app.state.store.list_api_keys(&AccountId::from(account.as_str())).await.unwrap();
         assert_eq!(keys.len(), 1);
         let row = &keys[0];
         assert!(key.starts_with(&row.prefix));
@@ -124,14 +127,14 @@ both_backends! {
                 }
             }
         }
-        let keys = app.state.store.list_api_keys(&account).await.unwrap();
+        let keys = app.state.store.list_api_keys(&AccountId::from(account.as_str())).await.unwrap();
         assert_eq!(keys.len(), 1, "an HTTP request created a key");
     }
 
     async fn last_used_is_written_in_batches(app) {
         let (account, key) = app.account_with_key().await;
         // Right after use nothing is written: the verify path does not touch the database.
-        let before = app.state.store.list_api_keys(&account).await.unwrap()[0].last_used_at;
+        let before = app.state.store.list_api_keys(&AccountId::from(account.as_str())).await.unwrap()[0].last_used_at;
         for _ in 0..5 {
             assert_eq!(app.whoami_status(&key).await, 200);
         }
@@ -139,7 +142,7 @@ both_backends! {
         let mut last_used = None;
         for _ in 0..60 {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            last_used = app.state.store.list_api_keys(&account).await.unwrap()[0].last_used_at;
+            last_used = app.state.store.list_api_keys(&AccountId::from(account.as_str())).await.unwrap()[0].last_used_at;
             if last_used > before {
                 break;
             }

@@ -10,7 +10,7 @@ use keyfob::services::{self, apps::NewApp};
 use keyfob::user_pages::USER_COOKIE;
 use keyfob_domain::oauth;
 use keyfob_domain::secret::hash_secret;
-use keyfob_store::{AppRow, GrantRow};
+use keyfob_store::{AccountId, AppRow, GrantRow, Timestamp};
 use reqwest::header::{LOCATION, SET_COOKIE};
 use reqwest::{Client, Response, StatusCode, Url, redirect};
 use serde_json::Value;
@@ -199,7 +199,7 @@ async fn register_app_in(
 ) -> AppRow {
     services::apps::create_app(
         app.state.store.as_ref(),
-        account,
+        &account.into(),
         NewApp {
             name: name.into(),
             redirect_uris: uris.iter().map(|u| (*u).to_owned()).collect(),
@@ -490,7 +490,7 @@ both_backends! {
         }
         let value = cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
         assert_eq!(value.len(), 43, "256 random bits");
-        let now = keyfob::clock::now_ms();
+        let now = Timestamp::now();
         assert!(app.state.store.find_user_login(&hash_secret(&value), now).await.unwrap().is_some());
         assert!(app.state.store.find_user_login(&value, now).await.unwrap().is_none(), "only the hash is kept");
 
@@ -520,7 +520,7 @@ both_backends! {
         assert_eq!(row.redirect_uri, CALLBACK);
         assert_eq!(permissions_of(&row.permissions), ["deals.read", "deals.write"]);
         assert!(row.code_challenge.is_none());
-        assert!((55_000..=61_000).contains(&(row.expires_at - keyfob::clock::now_ms())));
+        assert!((Duration::from_secs(55)..=Duration::from_secs(61)).contains(&row.expires_at.since(Timestamp::now())));
         assert!(app.state.store.find_auth_code(code).await.unwrap().is_none());
         let grant = grant_of(&app, &email, &client).await.expect("a grant");
         assert_eq!(grant.id, row.grant_id);
@@ -1043,7 +1043,8 @@ async fn owner(app: &TestApp) -> (Browser, String) {
         .await
         .unwrap()
         .unwrap()
-        .account_id;
+        .account_id
+        .into_string();
     (browser, account)
 }
 
@@ -1087,7 +1088,7 @@ both_backends! {
         let client_id = output(&html, "client-id").expect("the client id");
         let secret = output(&html, "client-secret").expect("the secret, once");
         assert!(secret.starts_with("kfs_"), "{secret}");
-        let apps = app.state.store.list_apps(&account).await.unwrap();
+        let apps = app.state.store.list_apps(&AccountId::from(account.as_str())).await.unwrap();
         assert_eq!(apps.len(), 1);
         let row = &apps[0];
         assert_eq!(row.client_id, client_id);
@@ -1131,7 +1132,7 @@ both_backends! {
             .post("/dashboard/apps", &[("csrf", &csrf), ("name", "Limited"), ("redirect_uris", CALLBACK), ("kind", "public"), ("max_permissions", "deals.read"), ("refresh_idle_secs", "86400"), ("refresh_max_age_secs", " ")])
             .await;
         assert_eq!(response.status(), StatusCode::OK);
-        let limited = app.state.store.list_apps(&account).await.unwrap().into_iter().find(|a| a.name == "Limited").unwrap();
+        let limited = app.state.store.list_apps(&AccountId::from(account.as_str())).await.unwrap().into_iter().find(|a| a.name == "Limited").unwrap();
         assert_eq!((limited.refresh_idle_secs, limited.refresh_absolute_secs), (Some(86_400), None));
         assert!(!limited.allow_fragment, "fragment mode is off unless ticked");
         assert!(browser.expect_page("/dashboard/apps").await.contains("idle 1 day"));
@@ -1141,14 +1142,14 @@ both_backends! {
             .post("/dashboard/apps", &[("csrf", &csrf), ("name", "Fragment"), ("redirect_uris", CALLBACK), ("kind", "public"), ("max_permissions", "deals.read"), ("allow_fragment", "on")])
             .await;
         assert_eq!(response.status(), StatusCode::OK);
-        let fragment = app.state.store.list_apps(&account).await.unwrap().into_iter().find(|a| a.name == "Fragment").unwrap();
+        let fragment = app.state.store.list_apps(&AccountId::from(account.as_str())).await.unwrap().into_iter().find(|a| a.name == "Fragment").unwrap();
         assert!(fragment.allow_fragment);
         assert!(browser.expect_page("/dashboard/apps").await.contains("tokens in the fragment"));
         let response = browser
             .post("/dashboard/apps", &[("name", "Forged"), ("redirect_uris", CALLBACK), ("max_permissions", "deals.read")])
             .await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        assert_eq!(app.state.store.list_apps(&account).await.unwrap().len(), 4);
+        assert_eq!(app.state.store.list_apps(&AccountId::from(account.as_str())).await.unwrap().len(), 4);
 
         // The registered app works for users.
         let (user, _) = Browser::user(&app).await;
@@ -1171,8 +1172,8 @@ both_backends! {
 
         let html = alice.expect_page("/dashboard/grants").await;
         assert!(html.contains(&email) && html.contains("Alice CRM") && html.contains("See your deals"));
-        assert!(html.contains(&alice_grant.id));
-        assert!(!html.contains("Bob Secret Tool") && !html.contains(&bob_grant.id));
+        assert!(html.contains(alice_grant.id.as_str()));
+        assert!(!html.contains("Bob Secret Tool") && !html.contains(bob_grant.id.as_str()));
         let apps = alice.expect_page("/dashboard/apps").await;
         assert!(apps.contains("Alice CRM") && !apps.contains("Bob Secret Tool") && !apps.contains(bob_app.client_id.as_str()));
 

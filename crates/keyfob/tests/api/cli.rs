@@ -5,6 +5,8 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
+use keyfob_domain::ids::AccountId;
+
 use crate::helpers::*;
 
 pub(crate) fn keyfob(db: &TestDb, args: &[&str], stdin: Option<&str>) -> Output {
@@ -365,7 +367,7 @@ async fn apps_and_users(backend: Backend) {
         "--allow-fragment turns fragment mode on"
     );
     assert!(!app.allow_fragment, "off by default");
-    assert_eq!(store.list_apps(account).await.unwrap().len(), 2);
+    assert_eq!(store.list_apps(&account.into()).await.unwrap().len(), 2);
 
     // Bad registrations: one line each, nothing stored.
     let base = ["apps", "create", "--account", account, "--name", "x"];
@@ -428,7 +430,7 @@ async fn apps_and_users(backend: Backend) {
         let args: Vec<&str> = base.iter().copied().chain(extra).collect();
         fails_with(&keyfob(&db, &args, None), needle);
     }
-    assert_eq!(store.list_apps(account).await.unwrap().len(), 2);
+    assert_eq!(store.list_apps(&account.into()).await.unwrap().len(), 2);
 
     // End users.
     let user = stdout(&keyfob(
@@ -590,7 +592,7 @@ async fn retiring_a_signing_key(backend: Backend) {
     ));
     let (events, _) = store
         .list_audit_events(&keyfob_store::AuditFilter {
-            account_id: account.trim(),
+            account_id: &AccountId::from(account.trim()),
             action: Some("signing_key.retired"),
             actor_id: None,
             since: None,

@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use keyfob::dashboard::{FORM_COOKIE, LOGIN_COOKIE};
+use keyfob_domain::ids::AccountId;
 use keyfob_domain::secret::hash_secret;
+use keyfob_domain::time::Timestamp;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use reqwest::{Client, Response, StatusCode, redirect};
 use serde_json::Value;
@@ -221,6 +223,7 @@ pub(crate) async fn account_of(app: &TestApp, email: &str) -> String {
         .unwrap()
         .expect("the owner exists")
         .account_id
+        .into_string()
 }
 
 both_backends! {
@@ -253,7 +256,7 @@ both_backends! {
         assert_eq!(body["account_id"], account.as_str());
 
         // Listed by name and prefix; the key itself is never shown again.
-        let rows = app.state.store.list_api_keys(&account).await.unwrap();
+        let rows = app.state.store.list_api_keys(&AccountId::from(account.as_str())).await.unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].name, "billing service");
         assert_eq!(rows[0].key_hash, hash_secret(&key));
@@ -268,13 +271,13 @@ both_backends! {
         // The use above shows as "last used" once the batch of uses is written.
         let mut last_used = None;
         for _ in 0..60 {
-            last_used = app.state.store.list_api_keys(&account).await.unwrap()[0].last_used_at;
+            last_used = app.state.store.list_api_keys(&AccountId::from(account.as_str())).await.unwrap()[0].last_used_at;
             if last_used.is_some() {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        let last_used = keyfob::clock::format_ms(last_used.expect("the use is recorded"));
+        let last_used = last_used.expect("the use is recorded").rfc3339();
         let (_, html) = browser.page("/dashboard/keys").await;
         assert!(html.contains(&format!("<time datetime=\"{last_used}\">")), "{html}");
 
@@ -293,7 +296,7 @@ both_backends! {
         let id = app
             .state
             .store
-            .list_api_keys(&account)
+            .list_api_keys(&AccountId::from(account.as_str()))
             .await
             .unwrap()
             .into_iter()
@@ -330,7 +333,7 @@ both_backends! {
         let token = app
             .mint_token(&key, &["deals.read", "services.write"])
             .await;
-        let jti = app.state.store.list_tokens(&account, 10).await.unwrap()[0]
+        let jti = app.state.store.list_tokens(&AccountId::from(account.as_str()), 10).await.unwrap()[0]
             .jti
             .clone();
 
@@ -444,14 +447,14 @@ both_backends! {
         assert!(
             app.state
                 .store
-                .list_api_keys(&account)
+                .list_api_keys(&AccountId::from(account.as_str()))
                 .await
                 .unwrap()
                 .is_empty()
         );
 
         let key = owner.create_key("real").await;
-        let id = app.state.store.list_api_keys(&account).await.unwrap()[0]
+        let id = app.state.store.list_api_keys(&AccountId::from(account.as_str())).await.unwrap()[0]
             .id
             .clone();
         let response = owner
@@ -467,13 +470,13 @@ both_backends! {
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         assert_eq!(app.whoami_status(&key).await, 200);
         assert!(
-            app.state.store.list_api_keys(&account).await.unwrap()[0]
+            app.state.store.list_api_keys(&AccountId::from(account.as_str())).await.unwrap()[0]
                 .revoked_at
                 .is_none()
         );
 
         let token = app.mint_token(&key, &["deals.read"]).await;
-        let jti = app.state.store.list_tokens(&account, 10).await.unwrap()[0]
+        let jti = app.state.store.list_tokens(&AccountId::from(account.as_str()), 10).await.unwrap()[0]
             .jti
             .clone();
         let response = owner
@@ -596,11 +599,11 @@ both_backends! {
         let bob_key_row = app
             .state
             .store
-            .list_api_keys(&bob_account)
+            .list_api_keys(&AccountId::from(bob_account.as_str()))
             .await
             .unwrap()
             .remove(0);
-        let bob_jti = app.state.store.list_tokens(&bob_account, 10).await.unwrap()[0]
+        let bob_jti = app.state.store.list_tokens(&AccountId::from(bob_account.as_str()), 10).await.unwrap()[0]
             .jti
             .clone();
         app.mint_token(&alice_key, &["deals.write"]).await;
@@ -631,7 +634,7 @@ both_backends! {
         let row = app
             .state
             .store
-            .list_api_keys(&bob_account)
+            .list_api_keys(&AccountId::from(bob_account.as_str()))
             .await
             .unwrap()
             .remove(0);
@@ -658,7 +661,7 @@ both_backends! {
         let session = cookie_value(set_cookie(login.headers(), LOGIN_COOKIE).unwrap()).to_owned();
         assert_eq!(session.len(), 43, "256 random bits, base64url");
         // Only the hash is stored.
-        let now = keyfob::clock::now_ms();
+        let now = Timestamp::now();
         assert!(
             app.state
                 .store
@@ -743,7 +746,7 @@ both_backends! {
             let store = app.state.store.clone();
             async move {
                 store
-                    .find_owner_login(&hash_secret(&session), keyfob::clock::now_ms())
+                    .find_owner_login(&hash_secret(&session), Timestamp::now())
                     .await
                     .unwrap()
                     .is_some()
@@ -814,11 +817,11 @@ both_backends! {
         let row = app
             .state
             .store
-            .find_owner_login(&hash_secret(cookie_value(session)), keyfob::clock::now_ms())
+            .find_owner_login(&hash_secret(cookie_value(session)), Timestamp::now())
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(row.expires_at - row.created_at, 12 * 3600 * 1000);
+        assert_eq!(row.expires_at.since(row.created_at), std::time::Duration::from_secs(12 * 3600));
         assert_eq!(row.account_id, account_of(&app, &browser.email).await);
     }
 
@@ -909,7 +912,7 @@ both_backends! {
         assert!(html.contains(&format!("value=\"{long}\"")));
         let account = account_of(&app, &browser.email).await;
         assert_eq!(
-            app.state.store.list_api_keys(&account).await.unwrap().len(),
+            app.state.store.list_api_keys(&AccountId::from(account.as_str())).await.unwrap().len(),
             1
         );
     }

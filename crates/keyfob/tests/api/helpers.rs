@@ -1,5 +1,6 @@
 //! `spawn_app()` and typed helpers for the tests.
 
+use keyfob_domain::ids::AccountId;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -228,7 +229,7 @@ impl TestApp {
     }
 
     /// Makes an account (through the same code as the CLI) and returns its id.
-    pub async fn create_account(&self, email: &str) -> String {
+    pub async fn create_account(&self, email: &str) -> AccountId {
         let (account, _) = keyfob::services::accounts::create_account(
             self.state.store.as_ref(),
             &self.state.passwords,
@@ -241,7 +242,7 @@ impl TestApp {
     }
 
     /// Makes an API key and waits until the server knows it.
-    pub async fn create_key(&self, account_id: &str) -> String {
+    pub async fn create_key(&self, account_id: &AccountId) -> String {
         let (_, key) =
             keyfob::services::keys::create_api_key(self.state.store.as_ref(), account_id, "test")
                 .await
@@ -256,7 +257,7 @@ impl TestApp {
         let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
         let account = self.create_account(&email).await;
         let key = self.create_key(&account).await;
-        (account, key)
+        (account.into(), key)
     }
 
     /// Polls `/auth/whoami` until `credential` gets `status`, for up to 3 seconds.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keyfob_domain::ApiKey;
+use keyfob_domain::time::Timestamp;
 
 use crate::helpers::*;
 use crate::revocation::two_nodes_with;
@@ -43,7 +44,7 @@ async fn first_request_works_on_every_node(backend: Backend) {
     assert!(
         b.state
             .store
-            .revoke_api_key(None, &row.id, keyfob::clock::now_ms())
+            .revoke_api_key(None, &row.id, Timestamp::now())
             .await
             .unwrap()
     );
@@ -53,7 +54,7 @@ async fn first_request_works_on_every_node(backend: Backend) {
             .unwrap();
     b.state
         .store
-        .revoke_api_key(None, &revoked_row.id, keyfob::clock::now_ms())
+        .revoke_api_key(None, &revoked_row.id, Timestamp::now())
         .await
         .unwrap();
     let response = a
@@ -240,7 +241,7 @@ async fn a_failing_database_does_not_hang_unknown_keys(backend: Backend) {
             name: "late".into(),
             prefix: late.display_prefix().to_owned(),
             key_hash: late.hash(),
-            created_at: keyfob::clock::now_ms(),
+            created_at: Timestamp::now(),
             last_used_at: None,
             revoked_at: None,
             tokens_revoked_before: None,

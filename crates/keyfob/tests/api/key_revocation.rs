@@ -9,13 +9,16 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 
+use keyfob_domain::ids::AccountId;
+use keyfob_domain::time::Timestamp;
+
 use crate::both_backends;
 use crate::dashboard::{Browser, account_of, location};
 use crate::helpers::*;
 use crate::revocation::{time_until_refused, two_nodes};
 
-fn now() -> i64 {
-    keyfob::clock::now_ms()
+fn now() -> Timestamp {
+    Timestamp::now()
 }
 
 /// The 401 message `node` answers `credential` with.
@@ -28,7 +31,7 @@ async fn key_id_of(app: &TestApp, account: &str, key: &str) -> keyfob_store::Key
     let hash = keyfob_domain::secret::hash_secret(key);
     app.state
         .store
-        .list_api_keys(account)
+        .list_api_keys(&account.into())
         .await
         .unwrap()
         .into_iter()
@@ -80,7 +83,7 @@ async fn tokens_die_with_their_key(backend: Backend) {
         return;
     };
     let (account, key) = a.account_with_key().await;
-    let other_key = a.create_key(&account).await;
+    let other_key = a.create_key(&AccountId::from(account.as_str())).await;
     b.wait_until_status(&key, 200).await;
     let token = a.mint_token(&key, &["deals.read"]).await;
     let spare = a.mint_token(&key, &["deals.write"]).await;
@@ -120,7 +123,12 @@ async fn tokens_die_with_their_key(backend: Backend) {
         assert_eq!(node.whoami_status(&key).await, 401);
     }
     // The dashboard's list says so too.
-    let rows = a.state.store.list_tokens(&account, 10).await.unwrap();
+    let rows = a
+        .state
+        .store
+        .list_tokens(&AccountId::from(account.as_str()), 10)
+        .await
+        .unwrap();
     let token_rows: Vec<_> = rows
         .iter()
         .filter(|r| r.api_key_id.as_deref() == Some(key_id.as_str()))
@@ -153,7 +161,7 @@ async fn revoke_all_tokens_of_one_key(backend: Backend) {
         return;
     };
     let (account, key) = a.account_with_key().await;
-    let other_key = a.create_key(&account).await;
+    let other_key = a.create_key(&AccountId::from(account.as_str())).await;
     b.wait_until_status(&key, 200).await;
     b.wait_until_status(&other_key, 200).await;
     let old: Vec<String> = futures_mint(&a, &key, 3).await;
@@ -175,7 +183,7 @@ async fn revoke_all_tokens_of_one_key(backend: Backend) {
     assert!(
         a.state
             .store
-            .revoke_key_tokens(Some(&account), &key_id, now())
+            .revoke_key_tokens(Some(&AccountId::from(account.as_str())), &key_id, now())
             .await
             .unwrap()
     );
@@ -206,7 +214,7 @@ async fn revoke_all_tokens_of_one_key(backend: Backend) {
     assert!(
         a.state
             .store
-            .revoke_api_key(Some(&account), &key_id, now())
+            .revoke_api_key(Some(&AccountId::from(account.as_str())), &key_id, now())
             .await
             .unwrap()
     );
@@ -220,7 +228,7 @@ async fn revoke_all_tokens_of_one_key(backend: Backend) {
     assert!(
         !a.state
             .store
-            .revoke_key_tokens(Some(&account), &key_id, now())
+            .revoke_key_tokens(Some(&AccountId::from(account.as_str())), &key_id, now())
             .await
             .unwrap()
     );
@@ -282,7 +290,7 @@ async fn retire_a_compromised_signing_key(backend: Backend) {
     .unwrap();
     for node in [&a, &b] {
         within_the_bound("the successor is published", || async {
-            jwks_kids(node).await.contains(&next.kid)
+            jwks_kids(node).await.contains(&next.kid.to_string())
         })
         .await;
     }
@@ -293,7 +301,7 @@ async fn retire_a_compromised_signing_key(backend: Backend) {
     assert_eq!(retired.heir.as_ref().unwrap().kid, next.kid);
     for node in [&a, &b] {
         let took = within_the_bound("the retired key leaves the JWKS", || async {
-            !jwks_kids(node).await.contains(&old_kid)
+            !jwks_kids(node).await.contains(&old_kid.to_string())
         })
         .await;
         assert!(took < Duration::from_secs(2));
@@ -333,7 +341,7 @@ async fn retire_a_compromised_signing_key(backend: Backend) {
         .unwrap();
     assert!(old_row.expires_at.unwrap() <= now());
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(!jwks_kids(&b).await.contains(&old_kid));
+    assert!(!jwks_kids(&b).await.contains(&old_kid.to_string()));
     assert!(refusal(&b, &token).await.contains("retired"));
 }
 
@@ -371,7 +379,7 @@ fn listed_jtis(html: &str) -> Vec<String> {
 async fn jtis(app: &TestApp, account: &str) -> Vec<String> {
     app.state
         .store
-        .list_tokens(account, 1000)
+        .list_tokens(&account.into(), 1000)
         .await
         .unwrap()
         .into_iter()
@@ -453,7 +461,7 @@ both_backends! {
 
         // Bad filters and pages: a 400 page naming the parameter, never a 500.
         let (stranger, _) = app.account_with_key().await;
-        let strangers_key = app.create_key(&stranger).await;
+        let strangers_key = app.create_key(&AccountId::from(stranger.as_str())).await;
         let strangers_key_id = key_id_of(&app, &stranger, &strangers_key).await;
         for (query, needle) in [
             ("page=0", "`page`"),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use keyfob::config::Config;
 use keyfob::services::{self, apps::NewApp};
 use keyfob_domain::secret::random_token;
-use keyfob_store::AuditFilter;
+use keyfob_store::{AccountId, AuditFilter};
 use reqwest::header::{RETRY_AFTER, SET_COOKIE};
 use reqwest::{Response, StatusCode, redirect};
 use serde_json::Value;
@@ -473,7 +473,7 @@ async fn account_with_app(app: &TestApp) -> (String, String, String, String) {
     )
     .await
     .unwrap();
-    (email, account, key, created.app.client_id.into())
+    (email, account.into(), key, created.app.client_id.into())
 }
 
 /// `count` failed logins on `/auth/login` naming `client_id`, from one address, `workers` at a
@@ -575,7 +575,7 @@ async fn anonymous_failed_logins_cannot_flood_an_accounts_audit_log(backend: Bac
     for _ in 0..100 {
         let (rows, _) = store
             .list_audit_events(&AuditFilter {
-                account_id: &account,
+                account_id: &AccountId::from(account.as_str()),
                 action: Some("audit.suppressed"),
                 actor_id: None,
                 since: None,

@@ -5,6 +5,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use keyfob_domain::ids::AccountId;
+
 use crate::both_backends;
 use crate::helpers::*;
 
@@ -28,7 +30,7 @@ both_backends! {
         assert_eq!(who["permissions"], json!(["deals.read", "services.read"]));
         assert_eq!(who["expires"], body["expires"]);
         // The token is recorded, with its permissions and minting key.
-        let tokens = app.state.store.list_tokens(&account, 10).await.unwrap();
+        let tokens = app.state.store.list_tokens(&AccountId::from(account.as_str()), 10).await.unwrap();
         assert_eq!(tokens.len(), 1);
         assert_eq!(tokens[0].jti, who["jti"].as_str().unwrap());
         assert_eq!(tokens[0].permissions.to_json(), r#"["deals.read","services.read"]"#);
@@ -111,7 +113,7 @@ both_backends! {
         assert!(message.contains("larger"), "{message}");
 
         // Nothing was minted by any of these.
-        assert!(app.state.store.list_tokens(&account, 100).await.unwrap().is_empty());
+        assert!(app.state.store.list_tokens(&AccountId::from(account.as_str()), 100).await.unwrap().is_empty());
     }
 
     async fn a_jwt_cannot_mint(app) {
@@ -119,7 +121,7 @@ both_backends! {
         let token = app.mint_token(&key, &["*.read", "*.write"]).await;
         let message = expect_error(app.mint(&token, json!({"permissions": ["deals.read"]})).await, 403, "forbidden").await;
         assert!(message.contains("API key"), "{message}");
-        assert_eq!(app.state.store.list_tokens(&account, 100).await.unwrap().len(), 1);
+        assert_eq!(app.state.store.list_tokens(&AccountId::from(account.as_str()), 100).await.unwrap().len(), 1);
         let response = app.request(Method::POST, "/auth", None).json(&json!({"permissions": ["deals.read"]})).send().await.unwrap();
         expect_error(response, 401, "unauthorized").await;
     }
@@ -140,7 +142,7 @@ both_backends! {
             let who: Value = app.get("/auth/whoami", token["token"].as_str().unwrap()).send().await.unwrap().json().await.unwrap();
             jtis.insert(who["jti"].as_str().unwrap().to_owned());
         }
-        let recorded: std::collections::HashSet<String> = app.state.store.list_tokens(&account, 100).await.unwrap().into_iter().map(|t| t.jti.into()).collect();
+        let recorded: std::collections::HashSet<String> = app.state.store.list_tokens(&AccountId::from(account.as_str()), 100).await.unwrap().into_iter().map(|t| t.jti.into()).collect();
         assert_eq!(jtis.len(), 40);
         assert_eq!(recorded, jtis);
     }

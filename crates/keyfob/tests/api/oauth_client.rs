@@ -2,7 +2,8 @@
 //! code with PKCE and refreshes against Keyfob, using only the metadata document's URLs.
 
 use keyfob_domain::secret::{hash_secret, random_token};
-use keyfob_store::{AuthCodeRow, GrantRow};
+use keyfob_domain::time::Timestamp;
+use keyfob_store::{AccountId, AuthCodeRow, GrantId, GrantRow};
 use oauth2::basic::BasicClient;
 use oauth2::{
     AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, PkceCodeChallenge, RedirectUrl,
@@ -20,7 +21,7 @@ both_backends! {
         let (account, _key) = app.account_with_key().await;
         let created = keyfob::services::apps::create_app(
             app.state.store.as_ref(),
-            &account,
+            &AccountId::from(account.as_str()),
             keyfob::services::apps::NewApp {
                 name: "Stock client".into(),
                 redirect_uris: vec![REDIRECT.into()],
@@ -54,16 +55,16 @@ both_backends! {
         // The user consents (as the consent page does): a grant and a code bound to the challenge.
         let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
         let user = keyfob::services::users::create_user(app.state.store.as_ref(), &app.state.passwords, &email, PASSWORD.into()).await.unwrap();
-        let now = keyfob::clock::now_ms();
+        let now = Timestamp::now();
         let grant = app.state.store.upsert_grant(&GrantRow {
-            id: uuid::Uuid::now_v7().to_string(), user_id: user.id.clone(), client_id: created.app.client_id.clone(),
-            account_id: account.clone(), permissions: keyfob_store::JsonList::from_json(r#"["deals.read"]"#).unwrap(), created_at: now, updated_at: now, revoked_at: None,
+            id: GrantId::from(uuid::Uuid::now_v7().to_string()), user_id: user.id.clone(), client_id: created.app.client_id.clone(),
+            account_id: AccountId::from(account.clone()), permissions: keyfob_store::JsonList::from_json(r#"["deals.read"]"#).unwrap(), created_at: now, updated_at: now, revoked_at: None,
         }).await.unwrap();
         let code = random_token();
         app.state.store.insert_auth_code(&AuthCodeRow {
             code_hash: hash_secret(&code), client_id: created.app.client_id.clone(), user_id: user.id.clone(),
             grant_id: grant.id, redirect_uri: REDIRECT.into(), permissions: keyfob_store::JsonList::from_json(r#"["deals.read"]"#).unwrap(),
-            code_challenge: Some(param("code_challenge")), family_id: None, created_at: now, expires_at: now + 60_000, used_at: None,
+            code_challenge: Some(param("code_challenge")), family_id: None, created_at: now, expires_at: now + std::time::Duration::from_secs(60), used_at: None,
         }).await.unwrap();
 
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();

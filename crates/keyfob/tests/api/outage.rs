@@ -13,6 +13,9 @@ use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
+use keyfob_domain::ids::AccountId;
+use keyfob_domain::time::Timestamp;
+
 use crate::db_proxy::{DbProxy, Mode, upstream_of};
 use crate::helpers::*;
 
@@ -22,8 +25,8 @@ use crate::helpers::*;
 /// 5-second timeout.)
 const FAST: Duration = Duration::from_millis(1000);
 
-fn now() -> i64 {
-    keyfob::clock::now_ms()
+fn now() -> Timestamp {
+    Timestamp::now()
 }
 
 /// An app on a fresh PostgreSQL schema reached through a proxy, with short database timeouts so
@@ -188,7 +191,7 @@ async fn outage(mode: Mode) {
     let jti = app
         .state
         .store
-        .list_tokens(&account, 10)
+        .list_tokens(&AccountId::from(account.as_str()), 10)
         .await
         .unwrap()
         .into_iter()
@@ -198,15 +201,15 @@ async fn outage(mode: Mode) {
     assert!(
         app.state
             .store
-            .revoke_token(&account, &jti, now())
+            .revoke_token(&AccountId::from(account.as_str()), &jti, now())
             .await
             .unwrap()
     );
-    let revoked_key = app.create_key(&account).await;
+    let revoked_key = app.create_key(&AccountId::from(account.as_str())).await;
     let revoked_id = app
         .state
         .store
-        .list_api_keys(&account)
+        .list_api_keys(&AccountId::from(account.as_str()))
         .await
         .unwrap()
         .into_iter()
@@ -216,7 +219,7 @@ async fn outage(mode: Mode) {
     assert!(
         app.state
             .store
-            .revoke_api_key(Some(&account), &revoked_id, now())
+            .revoke_api_key(Some(&AccountId::from(account.as_str())), &revoked_id, now())
             .await
             .unwrap()
     );

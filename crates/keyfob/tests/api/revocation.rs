@@ -4,6 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use keyfob_domain::ids::AccountId;
+use keyfob_domain::time::Timestamp;
+
 use crate::helpers::*;
 
 /// Two nodes sharing a database and a master key.
@@ -66,7 +69,7 @@ async fn revocation_reaches_the_other_node(backend: Backend) {
     let jti = a
         .state
         .store
-        .list_tokens(&account, 10)
+        .list_tokens(&AccountId::from(account.as_str()), 10)
         .await
         .unwrap()
         .into_iter()
@@ -76,7 +79,7 @@ async fn revocation_reaches_the_other_node(backend: Backend) {
     assert!(
         a.state
             .store
-            .revoke_token(&account, &jti, now())
+            .revoke_token(&AccountId::from(account.as_str()), &jti, now())
             .await
             .unwrap()
     );
@@ -91,7 +94,12 @@ async fn revocation_reaches_the_other_node(backend: Backend) {
         "only the revoked token is refused"
     );
 
-    let key_id = a.state.store.list_api_keys(&account).await.unwrap()[0]
+    let key_id = a
+        .state
+        .store
+        .list_api_keys(&AccountId::from(account.as_str()))
+        .await
+        .unwrap()[0]
         .id
         .clone();
     assert!(
@@ -106,8 +114,8 @@ async fn revocation_reaches_the_other_node(backend: Backend) {
     assert_eq!(a.whoami_status(&key).await, 401);
 }
 
-fn now() -> i64 {
-    keyfob::clock::now_ms()
+fn now() -> Timestamp {
+    Timestamp::now()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

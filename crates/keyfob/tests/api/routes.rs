@@ -9,6 +9,8 @@
 //! record, an application with a user's grant and session, a signed-in owner and a logged-in end
 //! user.
 
+use keyfob_domain::ids::{AccountId, GrantId};
+use keyfob_domain::time::Timestamp;
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
@@ -566,7 +568,7 @@ pub const PROBE_EMAIL: &str = "nul-probe@example.com";
 
 /// One account with something for every route to act on.
 pub struct Fixture {
-    pub account: String,
+    pub account: AccountId,
     pub key: String,
     pub key_id: String,
     pub jwt: String,
@@ -648,12 +650,12 @@ impl Fixture {
         .await
         .unwrap()
         .id;
-        let now = keyfob::clock::now_ms();
+        let now = Timestamp::now();
         let grant = app
             .state
             .store
             .upsert_grant(&GrantRow {
-                id: uuid::Uuid::now_v7().to_string(),
+                id: GrantId::from(uuid::Uuid::now_v7().to_string()),
                 user_id: user_id.clone(),
                 client_id: client_id.clone(),
                 account_id: account.clone(),
@@ -677,7 +679,7 @@ impl Fixture {
                 code_challenge: None,
                 family_id: None,
                 created_at: now,
-                expires_at: now + 60_000,
+                expires_at: now + std::time::Duration::from_secs(60),
                 used_at: None,
             })
             .await
@@ -728,7 +730,7 @@ impl Fixture {
             client_id: client_id.into(),
             client_secret,
             user_email,
-            grant_id: grant.id,
+            grant_id: grant.id.into(),
             refresh_token,
             access_token,
             owner,
@@ -943,7 +945,7 @@ impl Snapshot {
                 .await
                 .unwrap()
                 .into_iter()
-                .map(|g| (g.id, g.revoked_at.is_none()))
+                .map(|g| (g.id.into(), g.revoked_at.is_none()))
                 .collect(),
             records: records.into_iter().map(|r| r.doc).collect(),
             fields: store

@@ -16,7 +16,7 @@ use axum::routing::get;
 use fantoccini::{Client, Locator};
 use keyfob::services::apps::NewApp;
 use keyfob_domain::query::ListQuery;
-use keyfob_store::RecordScope;
+use keyfob_store::{AccountId, RecordScope};
 use reqwest::Method;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -205,7 +205,7 @@ impl AppSite {
         let redirect_uri = format!("{origin}/callback");
         let client_id = keyfob::services::apps::create_app(
             app.state.store.as_ref(),
-            account,
+            &account.into(),
             NewApp {
                 name: name.into(),
                 redirect_uris: vec![redirect_uri.clone()],
@@ -326,7 +326,7 @@ async fn a_new_user_signs_up_through_a_single_page_app_in_a_real_browser() {
         filters: vec![],
     };
     let scope = RecordScope {
-        account_id: &account,
+        account_id: &AccountId::from(account.as_str()),
         resource: "deals",
         owner_user_id: Some(&stored_user.id),
     };

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use keyfob::services::apps::{CreatedApp, NewApp};
 use keyfob_domain::oauth::s256;
 use keyfob_domain::secret::{hash_secret, random_token};
-use keyfob_store::{AuthCodeRow, GrantRow};
+use keyfob_store::{AccountId, AuthCodeRow, GrantId, GrantRow, Timestamp, UserId};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
 
@@ -49,7 +49,7 @@ async fn setup_with_limits(
     let (account, key) = app.account_with_key().await;
     let created = keyfob::services::apps::create_app(
         app.state.store.as_ref(),
-        &account,
+        &AccountId::from(account.as_str()),
         NewApp {
             name: "Dealer portal".into(),
             redirect_uris: vec![REDIRECT.into()],
@@ -84,14 +84,15 @@ async fn add_user(app: &TestApp) -> String {
     .await
     .unwrap()
     .id
+    .into_string()
 }
 
 async fn grant(app: &TestApp, user: &str, client_id: &str, account: &str) -> GrantRow {
-    let now = keyfob::clock::now_ms();
+    let now = Timestamp::now();
     app.state
         .store
         .upsert_grant(&GrantRow {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: GrantId::from(uuid::Uuid::now_v7().to_string()),
             user_id: user.into(),
             client_id: client_id.into(),
             account_id: account.into(),
@@ -115,7 +116,7 @@ async fn code_for(
     ttl_ms: i64,
 ) -> String {
     let code = random_token();
-    let now = keyfob::clock::now_ms();
+    let now = Timestamp::now();
     app.state
         .store
         .insert_auth_code(&AuthCodeRow {
@@ -129,7 +130,7 @@ async fn code_for(
             code_challenge: challenge,
             family_id: None,
             created_at: now,
-            expires_at: now + ttl_ms,
+            expires_at: Timestamp::from_unix_ms(now.unix_ms() + ttl_ms),
             used_at: None,
         })
         .await
@@ -253,7 +254,7 @@ both_backends! {
         let current = session(&app, &s).await;
         let token = current["refresh_token"].as_str().unwrap().to_owned();
         assert!(active(s.key.clone(), token.clone()).await);
-        assert!(app.state.store.revoke_grant(&s.grant.id, keyfob::clock::now_ms()).await.unwrap());
+        assert!(app.state.store.revoke_grant(&s.grant.id, Timestamp::now()).await.unwrap());
         assert!(!active(s.key.clone(), token.clone()).await, "grant revoked: inactive");
         oauth_error(refresh(&app, &s, &token).await, 400, "invalid_grant").await;
     }
@@ -266,7 +267,7 @@ both_backends! {
         let family_one = store.find_refresh(&hash_secret(one)).await.unwrap().unwrap().family_id;
         let family_two = store.find_refresh(&hash_secret(two)).await.unwrap().unwrap().family_id;
         let rotation = |old: &str, family_id: &str, seal: &str| {
-            let now = keyfob::clock::now_ms();
+            let now = Timestamp::now();
             keyfob_store::Rotation {
                 old_hash: hash_secret(old),
                 next: keyfob_store::RefreshRow {
@@ -303,12 +304,12 @@ both_backends! {
         let store = app.state.store.as_ref();
         let code = code_for(&app, &s, &s.user_id, &s.grant, None, 60_000).await;
         let start = |code: Option<&str>| {
-            let now = keyfob::clock::now_ms();
+            let now = Timestamp::now();
             let id = uuid::Uuid::now_v7().to_string();
             keyfob_store::NewFamily {
                 family: keyfob_store::FamilyRow {
                     id: id.clone().into(),
-                    user_id: s.user_id.clone(),
+                    user_id: UserId::from(s.user_id.clone()),
                     client_id: s.client_id().into(),
                     grant_id: s.grant.id.clone(),
                     created_at: now,
@@ -564,7 +565,7 @@ both_backends! {
             iss: app.state.tokens.issuer().into(), sub: "x".into(), aud: "keyfob".into(),
             iat: now - 7200, nbf: now - 7200, exp: now - 3600, jti: "old".into(),
             permissions: vec!["deals.read".into()], account_id: account, client_id: None, sid: None,
-        }, keyfob::clock::now_ms()).unwrap();
+        }, Timestamp::now()).unwrap();
         for token in [expired, "garbage".to_owned(), "kfr_unknown".to_owned()] {
             let body: Value = introspect(s.key.clone(), token).await.json().await.unwrap();
             assert_eq!(body, json!({"active": false}));
@@ -740,7 +741,7 @@ both_backends! {
         let s = setup(&app, false).await;
         let stale = code_for(&app, &s, &s.user_id, &s.grant, None, -10_000).await;
         let fresh = code_for(&app, &s, &s.user_id, &s.grant, None, 60_000).await;
-        app.state.store.prune_expired(keyfob::clock::now_ms() - 5_000).await.unwrap();
+        app.state.store.prune_expired(Timestamp::now() - Duration::from_secs(5)).await.unwrap();
         assert!(app.state.store.find_auth_code(&hash_secret(&stale)).await.unwrap().is_none());
         assert!(app.state.store.find_auth_code(&hash_secret(&fresh)).await.unwrap().is_some());
     }

@@ -8,6 +8,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jwt_simple::prelude::*;
 use keyfob::config::SigningAlg;
 use keyfob_domain::Claims;
+use keyfob_domain::ids::{AccountId, Jti};
+use keyfob_domain::time::Timestamp;
 use serde_json::{Value, json};
 
 use crate::both_backends;
@@ -65,9 +67,9 @@ fn claims(app: &TestApp, account: &str) -> Claims {
         iat: now,
         nbf: now,
         exp: now + 600,
-        jti: uuid::Uuid::now_v7().to_string(),
+        jti: Jti::from(uuid::Uuid::now_v7().to_string()),
         permissions: vec!["deals.read".into()],
-        account_id: account.to_owned(),
+        account_id: AccountId::from(account.to_owned()),
         client_id: None,
         sid: None,
     }
@@ -139,7 +141,7 @@ both_backends! {
 
         // Signed by Keyfob's own key, but expired, not yet valid, for another issuer or audience.
         let now = OffsetDateTime::now_utc().unix_timestamp();
-        let sign = |c: &Claims| app.state.tokens.sign(c, keyfob::clock::now_ms()).unwrap();
+        let sign = |c: &Claims| app.state.tokens.sign(c, Timestamp::now()).unwrap();
         let mut c = claims(&app, &account);
         c.exp = now - 3600;
         c.iat = now - 7200;
@@ -163,7 +165,7 @@ both_backends! {
         let (account, key) = app.account_with_key().await;
         let token = app.mint_token(&key, &["deals.read"]).await;
         let other = app.mint_token(&key, &["deals.read"]).await;
-        let jti = app.state.store.list_tokens(&account, 10).await.unwrap();
+        let jti = app.state.store.list_tokens(&AccountId::from(account.as_str()), 10).await.unwrap();
         let target = jti.iter().find(|t| {
             let payload = token.split('.').nth(1).unwrap();
             let claims: Value = serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap();
@@ -171,8 +173,8 @@ both_backends! {
         }).unwrap();
         // Another account cannot revoke it.
         let (stranger, _) = app.account_with_key().await;
-        assert!(!app.state.store.revoke_token(&stranger, &target.jti, keyfob::clock::now_ms()).await.unwrap());
-        assert!(app.state.store.revoke_token(&account, &target.jti, keyfob::clock::now_ms()).await.unwrap());
+        assert!(!app.state.store.revoke_token(&AccountId::from(stranger.as_str()), &target.jti, Timestamp::now()).await.unwrap());
+        assert!(app.state.store.revoke_token(&AccountId::from(account.as_str()), &target.jti, Timestamp::now()).await.unwrap());
         app.wait_until_status(&token, 401).await;
         refused_with(&app, &token, "revoked").await;
         assert_eq!(app.whoami_status(&other).await, 200);

@@ -4,7 +4,8 @@
 
 use keyfob::services::apps::NewApp;
 use keyfob_domain::secret::{hash_secret, random_token};
-use keyfob_store::{AuthCodeRow, GrantRow};
+use keyfob_domain::time::Timestamp;
+use keyfob_store::{AccountId, AuthCodeRow, GrantId, GrantRow};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -175,7 +176,7 @@ both_backends! {
     async fn session_tokens_never_reveal_even_if_granted(app) {
         let (account, key) = app.account_with_key().await;
         // An application cannot even list the capability as one it may ask for.
-        let refused = keyfob::services::apps::create_app(app.state.store.as_ref(), &account, NewApp {
+        let refused = keyfob::services::apps::create_app(app.state.store.as_ref(), &AccountId::from(account.as_str()), NewApp {
             name: "Greedy".into(),
             redirect_uris: vec!["https://app.example.com/cb".into()],
             origins: vec![],
@@ -186,7 +187,7 @@ both_backends! {
             allow_fragment: false,
         }).await;
         assert!(refused.unwrap_err().to_string().contains("sensitive.read"));
-        let created = keyfob::services::apps::create_app(app.state.store.as_ref(), &account, NewApp {
+        let created = keyfob::services::apps::create_app(app.state.store.as_ref(), &AccountId::from(account.as_str()), NewApp {
             name: "Portal".into(),
             redirect_uris: vec!["https://app.example.com/cb".into()],
             origins: vec![],
@@ -199,10 +200,10 @@ both_backends! {
         let user = keyfob::services::users::create_user(app.state.store.as_ref(), &app.state.passwords, "u@example.com", PASSWORD.into()).await.unwrap();
         // A grant and code carrying the capability, as if written behind Keyfob's back.
         let permissions = r#"["creditApplications.read","creditApplications.write","sensitive.read","audit.read"]"#;
-        let now = keyfob::clock::now_ms();
+        let now = Timestamp::now();
         let grant = app.state.store.upsert_grant(&GrantRow {
-            id: uuid::Uuid::now_v7().to_string(), user_id: user.id.clone(),
-            client_id: created.app.client_id.clone(), account_id: account.clone(),
+            id: GrantId::from(uuid::Uuid::now_v7().to_string()), user_id: user.id.clone(),
+            client_id: created.app.client_id.clone(), account_id: AccountId::from(account.clone()),
             permissions: keyfob_store::JsonList::from_json(permissions).unwrap(), created_at: now, updated_at: now, revoked_at: None,
         }).await.unwrap();
         let code = random_token();
@@ -210,7 +211,7 @@ both_backends! {
             code_hash: hash_secret(&code), client_id: created.app.client_id.clone(), user_id: user.id.clone(),
             grant_id: grant.id.clone(), redirect_uri: "https://app.example.com/cb".into(),
             permissions: keyfob_store::JsonList::from_json(permissions).unwrap(), code_challenge: None, family_id: None,
-            created_at: now, expires_at: now + 60_000, used_at: None,
+            created_at: now, expires_at: now + std::time::Duration::from_secs(60), used_at: None,
         }).await.unwrap();
         let response = app.client.post(app.url("/auth/token")).form(&[
             ("grant_type", "authorization_code"), ("code", code.as_str()),
@@ -304,15 +305,15 @@ both_backends! {
         let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
         // An intruder with write access to the database copies A's sealed SSN into B, and A's
         // sealed taxId over A's SSN.
-        let row_a = app.state.store.get_record(&keyfob_store::RecordScope { account_id: &app.state.store.find_api_key(&key_id(&app, &key).await.into()).await.unwrap().unwrap().account_id, resource: "creditApplications", owner_user_id: None }, a).await.unwrap().unwrap();
+        let row_a = app.state.store.get_record(&keyfob_store::RecordScope { account_id: &app.state.store.find_api_key(&key_id(&app, &key).await.into()).await.unwrap().unwrap().account_id, resource: "creditApplications", owner_user_id: None }, &a.into()).await.unwrap().unwrap();
         let sealed_ssn = row_a.doc["ssn"].clone();
         let sealed_tax = row_a.doc["taxId"].clone();
         assert!(sealed_ssn["$kfenc"].is_string());
         let doc_b = json!({"ssn": sealed_ssn});
         let doc_a = json!({"ssn": sealed_tax, "taxId": row_a.doc["taxId"]});
         let scope = keyfob_store::RecordScope { account_id: &row_a.account_id, resource: "creditApplications", owner_user_id: None };
-        assert!(app.state.store.update_record(&scope, b, &doc_b, 1).await.unwrap());
-        assert!(app.state.store.update_record(&scope, a, &doc_a, 1).await.unwrap());
+        assert!(app.state.store.update_record(&scope, &b.into(), &doc_b, Timestamp::from_unix_ms(1)).await.unwrap());
+        assert!(app.state.store.update_record(&scope, &a.into(), &doc_a, Timestamp::from_unix_ms(1)).await.unwrap());
         let read_b = get_json(&app, &key, &format!("/api/creditApplications/{b}?reveal=ssn")).await;
         assert_eq!(read_b["ssn"], "[unreadable]");
         let read_a = get_json(&app, &key, &format!("/api/creditApplications/{a}?reveal=ssn,taxId")).await;
