@@ -204,7 +204,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Some(mut answer) = this.answer.as_pin_mut() else {
-            let response = this.panicked.take().expect("a traced answer polled after it ended");
+            let response = this
+                .panicked
+                .take()
+                .expect("a traced answer polled after it ended");
             return Poll::Ready(Ok(response));
         };
         let polled = panic::catch_unwind(AssertUnwindSafe(|| answer.as_mut().poll(cx)));
@@ -359,14 +362,13 @@ mod tests {
     #[tokio::test]
     async fn a_handler_that_panics_is_answered_500_with_the_request_id() {
         // Panics while it answers (in its future).
-        let in_future = TraceRequestsLayer { panic_answer }.layer(tower::service_fn(
-            |_: Request| async move {
+        let in_future =
+            TraceRequestsLayer { panic_answer }.layer(tower::service_fn(|_: Request| async move {
                 if true {
                     panic!("a handler's bug");
                 }
                 Ok::<Response, Infallible>(Response::new(axum::body::Body::empty()))
-            },
-        ));
+            }));
         let response = in_future.oneshot(get("panics-later")).await.unwrap();
         assert_eq!(response.status(), 500);
         assert_eq!(response.headers()[REQUEST_ID_HEADER], "panics-later");
