@@ -68,7 +68,6 @@ impl From<Timestamp> for TimeView {
     }
 }
 
-/// Renders a page with status 200.
 /// The query strings of the pages before and after `page` of a list of `total` items shown
 /// `limit` at a time; `link` makes the query string of a page with the list's filters.
 pub fn page_links(
@@ -87,6 +86,7 @@ pub fn page_links(
     (prev, next)
 }
 
+/// Renders a page with status 200.
 pub fn render<T: Template>(page: &T) -> Result<Html<String>, PageError> {
     Ok(Html(page.render()?))
 }

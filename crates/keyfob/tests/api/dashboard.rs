@@ -146,7 +146,7 @@ impl Browser {
         .await
     }
 
-    /// Whether this browser's session is live.
+    /// Whether this browser's login is live.
     pub(crate) async fn signed_in(&self) -> bool {
         let response = self.get("/dashboard/keys").await;
         match response.status() {
@@ -166,7 +166,7 @@ pub(crate) fn csrf_in(html: &str) -> String {
     let start = html.find(marker).expect("a CSRF field") + marker.len();
     let end = start + html[start..].find('"').unwrap();
     let token = html[start..end].to_owned();
-    // A session's token (256 random bits), or a signed pre-login form token.
+    // A login's token (256 random bits), or a signed pre-login form token.
     assert!(matches!(token.len(), 43 | 75), "CSRF token {token:?}");
     token
 }
@@ -431,7 +431,7 @@ both_backends! {
         assert!(set_cookie(response.headers(), LOGIN_COOKIE).is_none());
         assert!(!other.signed_in().await);
 
-        // Signed in: the session's token. Missing, wrong, or another session's.
+        // Signed in: the login's token. Missing, wrong, or another login's.
         let intruder = Browser::signed_up(&app).await;
         let foreign = intruder.csrf("/dashboard/keys").await;
         for csrf in [None, Some(wrong.as_str()), Some(""), Some(foreign.as_str())] {
@@ -494,7 +494,7 @@ both_backends! {
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         assert!(
             owner.signed_in().await,
-            "a forged logout does not end the session"
+            "a forged logout does not end the login"
         );
     }
 
@@ -620,7 +620,7 @@ both_backends! {
             assert!(!html.contains(&bob.email));
         }
 
-        // Posting Bob's ids from Alice's session finds nothing and changes nothing.
+        // Posting Bob's ids from Alice's login finds nothing and changes nothing.
         assert_eq!(
             alice.revoke("keys", &bob_key_row.id).await.status(),
             StatusCode::NOT_FOUND
@@ -654,18 +654,18 @@ both_backends! {
         assert_eq!(app.whoami_status(&alice_key).await, 200);
     }
 
-    async fn logout_ends_the_session_on_the_server(app) {
+    async fn logout_ends_the_login_on_the_server(app) {
         let browser = Browser::signed_up(&app).await;
         browser.logout().await;
         let login = browser.login(PASSWORD).await;
-        let session = cookie_value(set_cookie(login.headers(), LOGIN_COOKIE).unwrap()).to_owned();
-        assert_eq!(session.len(), 43, "256 random bits, base64url");
+        let token = cookie_value(set_cookie(login.headers(), LOGIN_COOKIE).unwrap()).to_owned();
+        assert_eq!(token.len(), 43, "256 random bits, base64url");
         // Only the hash is stored.
         let now = Timestamp::now();
         assert!(
             app.state
                 .store
-                .find_owner_login(&hash_secret(&session), now)
+                .find_owner_login(&hash_secret(&token), now)
                 .await
                 .unwrap()
                 .is_some()
@@ -673,7 +673,7 @@ both_backends! {
         assert!(
             app.state
                 .store
-                .find_owner_login(&session, now)
+                .find_owner_login(&token, now)
                 .await
                 .unwrap()
                 .is_none()
@@ -693,7 +693,7 @@ both_backends! {
         assert!(
             app.state
                 .store
-                .find_owner_login(&hash_secret(&session), now)
+                .find_owner_login(&hash_secret(&token), now)
                 .await
                 .unwrap()
                 .is_none()
@@ -706,7 +706,7 @@ both_backends! {
             .unwrap();
         let response = replay
             .get(app.url("/dashboard/keys"))
-            .header("Cookie", format!("{LOGIN_COOKIE}={session}"))
+            .header("Cookie", format!("{LOGIN_COOKIE}={token}"))
             .send()
             .await
             .unwrap();
@@ -714,7 +714,7 @@ both_backends! {
         assert_eq!(location(&response), "/dashboard/login");
     }
 
-    async fn each_login_starts_a_new_session(app) {
+    async fn signing_in_again_starts_a_new_login(app) {
         let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
         app.create_account(&email).await;
         // By hand, so the test chooses which cookies go with each request.
@@ -724,10 +724,10 @@ both_backends! {
             .unwrap();
         let page = http.get(app.url("/dashboard/login")).send().await.unwrap();
         let csrf = cookie_value(set_cookie(page.headers(), FORM_COOKIE).unwrap()).to_owned();
-        let login = |session: Option<String>| {
+        let login = |token: Option<String>| {
             let mut cookies = format!("{FORM_COOKIE}={csrf}");
-            if let Some(session) = session {
-                cookies.push_str(&format!("; {LOGIN_COOKIE}={session}"));
+            if let Some(token) = token {
+                cookies.push_str(&format!("; {LOGIN_COOKIE}={token}"));
             }
             http.post(app.url("/dashboard/login"))
                 .header("Cookie", cookies)
@@ -742,11 +742,11 @@ both_backends! {
             assert_eq!(response.status(), StatusCode::SEE_OTHER);
             cookie_value(set_cookie(response.headers(), LOGIN_COOKIE).unwrap()).to_owned()
         };
-        let live = |session: String| {
+        let live = |token: String| {
             let store = app.state.store.clone();
             async move {
                 store
-                    .find_owner_login(&hash_secret(&session), Timestamp::now())
+                    .find_owner_login(&hash_secret(&token), Timestamp::now())
                     .await
                     .unwrap()
                     .is_some()
@@ -755,12 +755,12 @@ both_backends! {
 
         let first = issued(&login(None).await.unwrap());
         assert!(live(first.clone()).await);
-        // Logging in again replaces the session the browser had.
+        // Signing in again replaces the login the browser had.
         let second = issued(&login(Some(first.clone())).await.unwrap());
         assert_ne!(second, first);
         assert!(!live(first).await);
         assert!(live(second.clone()).await);
-        // A session id chosen by someone else is never adopted.
+        // A login token chosen by someone else is never adopted.
         let planted = "P".repeat(43);
         let third = issued(&login(Some(planted.clone())).await.unwrap());
         assert_ne!(third, planted);
@@ -799,25 +799,25 @@ both_backends! {
             )
             .await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
-        let session = set_cookie(response.headers(), LOGIN_COOKIE).expect("the session cookie");
-        let attributes = cookie_attributes(session);
+        let token = set_cookie(response.headers(), LOGIN_COOKIE).expect("the login cookie");
+        let attributes = cookie_attributes(token);
         for expected in [
             "httponly",
             "samesite=lax",
             "path=/dashboard",
             "max-age=43200",
         ] {
-            assert!(attributes.contains(&expected.to_owned()), "{session}");
+            assert!(attributes.contains(&expected.to_owned()), "{token}");
         }
         assert!(
             !attributes.contains(&"secure".to_owned()),
-            "plain HTTP: {session}"
+            "plain HTTP: {token}"
         );
-        // The stored session lasts as long as the cookie.
+        // The stored login lasts as long as the cookie.
         let row = app
             .state
             .store
-            .find_owner_login(&hash_secret(cookie_value(session)), Timestamp::now())
+            .find_owner_login(&hash_secret(cookie_value(token)), Timestamp::now())
             .await
             .unwrap()
             .unwrap();
@@ -994,7 +994,7 @@ both_backends! {
         assert_eq!(location(&response), "/dashboard/login");
         let response = browser.post("/dashboard/keys/anything/revoke", &[]).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
-        // A bogus session cookie is no session either.
+        // A bogus login cookie is no login either.
         let response = Client::builder()
             .redirect(redirect::Policy::none())
             .build()
@@ -1072,10 +1072,10 @@ async fn cookies_are_secure_behind_https() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let session = set_cookie(response.headers(), LOGIN_COOKIE).unwrap();
-    let attributes = cookie_attributes(session);
+    let token = set_cookie(response.headers(), LOGIN_COOKIE).unwrap();
+    let attributes = cookie_attributes(token);
     for expected in ["secure", "httponly", "samesite=lax", "path=/dashboard"] {
-        assert!(attributes.contains(&expected.to_owned()), "{session}");
+        assert!(attributes.contains(&expected.to_owned()), "{token}");
     }
 }
 

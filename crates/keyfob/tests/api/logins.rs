@@ -83,7 +83,7 @@ impl Pages {
         }
     }
 
-    fn session_cookie(self) -> &'static str {
+    fn login_cookie(self) -> &'static str {
         match self {
             Pages::Dashboard => keyfob::dashboard::LOGIN_COOKIE,
             Pages::Auth => keyfob::user_pages::USER_COOKIE,
@@ -231,7 +231,7 @@ async fn failures_from_one_address_do_not_lock_the_owner_out_elsewhere(backend: 
                 "{pages:?}: {}",
                 response.status()
             );
-            assert!(cookie_set(&response, pages.session_cookie()).is_none());
+            assert!(cookie_set(&response, pages.login_cookie()).is_none());
             last = Some(response);
         }
         // The attacker is slowed…
@@ -245,7 +245,7 @@ async fn failures_from_one_address_do_not_lock_the_owner_out_elsewhere(backend: 
         let owner = Client::at(&app, "198.51.100.7");
         let response = owner.login(pages, &email, PASSWORD).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "{pages:?}");
-        assert!(cookie_set(&response, pages.session_cookie()).is_some());
+        assert!(cookie_set(&response, pages.login_cookie()).is_some());
     }
 }
 
@@ -289,7 +289,7 @@ async fn a_device_cookie_gets_the_owner_in_once_the_emails_budget_is_spent(backe
         let owner = Client::with_cookies(&app, "192.0.2.50", pages, &[&device]);
         let response = owner.login(pages, &email, PASSWORD).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "{pages:?}");
-        assert!(cookie_set(&response, pages.session_cookie()).is_some());
+        assert!(cookie_set(&response, pages.login_cookie()).is_some());
         // The cookie speaks for its own email only.
         let other = pages.person(&app).await;
         for n in 1..=2 {
@@ -326,13 +326,13 @@ async fn the_reveal_forms_password_check_shares_the_login_budgets(backend: Backe
         .unwrap()
         .to_owned();
 
-    // Someone with the owner's session (but not the owner's browser) guesses the password.
+    // Someone with the owner's login cookie (but not the owner's browser) guesses the password.
     let owner = Client::at(&app, "198.51.100.7");
     let response = owner.login(Pages::Dashboard, &email, PASSWORD).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    let session = cookie_set(&response, Pages::Dashboard.session_cookie()).unwrap();
+    let login = cookie_set(&response, Pages::Dashboard.login_cookie()).unwrap();
     let device = cookie_set(&response, Pages::Dashboard.device_cookie()).unwrap();
-    let thief = Client::with_cookies(&app, "203.0.113.9", Pages::Dashboard, &[&session]);
+    let thief = Client::with_cookies(&app, "203.0.113.9", Pages::Dashboard, &[&login]);
     let path = format!("/dashboard/data/applicants/{id}");
     let csrf = csrf_in(&thief.page(&path).await);
     let reveal = format!("{path}/reveal");
@@ -356,7 +356,7 @@ async fn the_reveal_forms_password_check_shares_the_login_budgets(backend: Backe
         "the login form from the guessing address",
     );
     // The owner's own browser reveals.
-    let owner = Client::with_cookies(&app, "203.0.113.9", Pages::Dashboard, &[&session, &device]);
+    let owner = Client::with_cookies(&app, "203.0.113.9", Pages::Dashboard, &[&login, &device]);
     let right = [
         ("csrf", csrf.as_str()),
         ("field", "ssn"),
@@ -412,7 +412,7 @@ async fn pre_login_forms_refuse_tokens_the_server_did_not_sign(backend: Backend)
             for (path, form) in [(&login_path, &login), (&signup_path, &signup)] {
                 let response = post(path.clone(), token.clone(), form.clone()).await;
                 assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path} {token}");
-                assert!(cookie_set(&response, pages.session_cookie()).is_none());
+                assert!(cookie_set(&response, pages.login_cookie()).is_none());
                 assert!(
                     response
                         .text()
@@ -447,7 +447,7 @@ async fn pre_login_forms_refuse_tokens_the_server_did_not_sign(backend: Backend)
         assert_eq!(cookie, format!("{}={token}", pages.form_cookie()));
         let response = post(login_path.clone(), token, login.clone()).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "{pages:?}");
-        assert!(cookie_set(&response, pages.session_cookie()).is_some());
+        assert!(cookie_set(&response, pages.login_cookie()).is_some());
     }
 }
 
