@@ -7,8 +7,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use crate::dashboard::page::PageError;
 use crate::http::extract::{Unreadable, form_bytes};
+use crate::web::PageError;
+use crate::web::error::{ErrorFace, respond};
 
 /// Pages load only Keyfob's stylesheet, run no script, and cannot be framed.
 const CSP_BASE: &str = "default-src 'self'; script-src 'none'; object-src 'none'; \
@@ -123,30 +124,28 @@ struct ErrorPage<'a> {
     message: String,
 }
 
-impl IntoResponse for UserPageError {
-    fn into_response(self) -> Response {
-        let err = self.0.outage_as_unavailable();
-        if let PageError::Internal(inner) = &err {
-            tracing::error!(error = ?inner, "internal error on a user page");
-        }
-        let (status, title) = err.status_and_title();
-        let page = ErrorPage {
+/// The end users' pages' face for [`PageError`]: their error page, under their own policy.
+pub struct UserPageErrors;
+
+impl ErrorFace for UserPageErrors {
+    // The pages' policy on the page itself: an error may be answered outside the end users'
+    // router (an unknown page, an unreadable address).
+    const CSP: &'static str = DEFAULT_CSP;
+    const WHERE: &'static str = "the end users' pages";
+
+    fn render(title: &str, message: String) -> askama::Result<String> {
+        ErrorPage {
             layout: UserLayout::anonymous(),
             title,
-            message: err.to_string(),
-        };
-        let body = page.render().unwrap_or_else(|_| title.to_owned());
-        // The pages' policy on the page itself: an error may be answered outside the end users'
-        // router (an unknown page, an unreadable address).
-        let csp = HeaderValue::from_static(DEFAULT_CSP);
-        let mut response =
-            (status, [(header::CONTENT_SECURITY_POLICY, csp)], Html(body)).into_response();
-        if let Some(secs) = err.retry_after() {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            message,
         }
-        response
+        .render()
+    }
+}
+
+impl IntoResponse for UserPageError {
+    fn into_response(self) -> Response {
+        respond::<UserPageErrors>(self.0)
     }
 }
 

@@ -16,9 +16,9 @@ use keyfob_domain::time::Timestamp;
 use keyfob_store::{AccountId, Owner, OwnerId, OwnerLoginRow, UserId, UserLoginRow, UserRow};
 
 use super::LoginSubject;
-use crate::dashboard::page::PageError;
 use crate::logins::LoginKind;
 use crate::state::AppState;
+use crate::web::PageError;
 
 /// A login's row in the database, whoever it names.
 pub trait LoginRow: Send + Sync + 'static {

@@ -4,6 +4,7 @@
 //! in, sign up and log out through the same code, which [`LoginSubject`] makes each kind's.
 
 pub mod client_ip;
+pub mod error;
 pub mod login;
 pub mod login_cookie;
 pub mod pages;
@@ -12,6 +13,7 @@ pub mod signup;
 use serde::Deserialize;
 
 pub use client_ip::ClientIp;
+pub use error::PageError;
 pub use login::{LoginFields, LoginOutcome, LoginSubject, check_login};
 pub use login_cookie::{Login, OwnerLogin, UserLogin};
 pub use pages::{DASHBOARD, Pages, USER_PAGES};

@@ -8,9 +8,9 @@ use axum_extra::extract::CookieJar;
 use keyfob_store::StoreError;
 
 use super::{Login, LoginSubject};
-use crate::dashboard::page::PageError;
 use crate::services::ServiceError;
 use crate::state::AppState;
+use crate::web::PageError;
 
 /// What a sign-up form sends.
 pub struct SignupFields<'a> {
