@@ -1,5 +1,9 @@
 //! What a Keyfob JWT says. The same claims for minted tokens and for user-session access tokens;
-//! the latter also name the application and the session.
+//! the latter also name the session. Both are access tokens in the sense of RFC 9068 (the JWT
+//! profile for OAuth 2.0 access tokens): `iss`, `sub`, `aud`, `exp`, `iat`, `jti`, `client_id` and
+//! `scope`, and the header's `typ` is `at+jwt` ([`ACCESS_TOKEN_TYP`]). Tokens signed before
+//! Keyfob followed RFC 9068 have neither `scope` nor `client_id` for minted tokens, and still
+//! verify.
 
 use std::time::Duration;
 
@@ -7,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{AccountId, ClientId, FamilyId, Jti, KeyId, UserId};
 use crate::time::Timestamp;
+
+/// The `typ` header of every access token Keyfob signs (RFC 9068 §2.1).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
 /// The claims of every token Keyfob signs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,11 +27,19 @@ pub struct Claims {
     pub exp: i64,
     pub jti: Jti,
     pub permissions: Vec<String>,
+    /// The permissions again, space-separated: RFC 9068's `scope`. `permissions` is the one
+    /// Keyfob reads; tokens signed before RFC 9068 have no `scope`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
     /// The account (tenant) the token acts in.
     pub account_id: AccountId,
-    /// For user sessions: the application the user granted access to.
+    /// RFC 9068's `client_id`, the client that asked for the token: for a user session, the
+    /// application the user granted access to; for a token minted with `POST /auth`, the API key
+    /// that minted it (the same as `sub`). Text rather than an id type, since it is one of two
+    /// kinds of id; [`Claims::application`] reads the application's. Minted tokens signed before
+    /// RFC 9068 have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<ClientId>,
+    pub client_id: Option<String>,
     /// For user sessions: the session (refresh-token family) the token belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<FamilyId>,
@@ -62,7 +77,9 @@ impl Claims {
     ) -> Claims {
         let iat = issued.unix_secs();
         let (sub, account_id, client_id, sid) = match bearer {
-            Bearer::Key { account_id, key_id } => (key_id.as_str(), account_id, None, None),
+            Bearer::Key { account_id, key_id } => {
+                (key_id.as_str(), account_id, key_id.as_str(), None)
+            }
             Bearer::Session {
                 account_id,
                 client_id,
@@ -71,10 +88,11 @@ impl Claims {
             } => (
                 user_id.as_str(),
                 account_id,
-                Some(client_id.clone()),
+                client_id.as_str(),
                 Some(family_id.clone()),
             ),
         };
+        let scope = Some(permissions.join(" "));
         Claims {
             iss: iss.to_owned(),
             sub: sub.to_owned(),
@@ -84,16 +102,28 @@ impl Claims {
             exp: expires.unix_secs(),
             jti: Jti::from(new_jti(issued)),
             permissions,
+            scope,
             account_id: account_id.clone(),
-            client_id,
+            client_id: Some(client_id.to_owned()),
             sid,
         }
     }
 
     /// The API key that minted this token, or `None` for a user-session token (which names its
-    /// session and application instead, and whose `sub` is an end user, not a key).
+    /// session and application instead, and whose `sub` is an end user, not a key). A minted
+    /// token's `client_id` is its key, as its `sub` is, or absent in tokens signed before
+    /// RFC 9068.
     pub fn minting_key(&self) -> Option<&str> {
-        (self.sid.is_none() && self.client_id.is_none()).then_some(self.sub.as_str())
+        (self.sid.is_none() && self.client_id.as_deref().is_none_or(|c| c == self.sub))
+            .then_some(self.sub.as_str())
+    }
+
+    /// For a user-session token, the application the user granted access to.
+    pub fn application(&self) -> Option<ClientId> {
+        self.sid
+            .as_ref()
+            .and(self.client_id.as_deref())
+            .map(ClientId::from)
     }
 
     /// When the token expires: the start of its `exp` second.
@@ -163,6 +193,7 @@ mod tests {
             exp: iat + 60,
             jti: jti.into(),
             permissions: vec![],
+            scope: None,
             account_id: "acc".into(),
             client_id: None,
             sid: None,
@@ -220,6 +251,10 @@ mod tests {
         assert_eq!((minted.iss.as_str(), minted.aud.as_str()), ("iss", "aud"));
         assert_eq!(minted.account_id, "acc");
         assert_eq!(minted.permissions, ["deals.read"]);
+        // RFC 9068: the client is the key, the scope the permissions.
+        assert_eq!(minted.client_id.as_deref(), Some("key-1"));
+        assert_eq!(minted.scope.as_deref(), Some("deals.read"));
+        assert_eq!(minted.application(), None);
 
         let (client, user, family) = (
             ClientId::from("app_1"),
@@ -236,12 +271,14 @@ mod tests {
             "iss",
             "aud",
             session,
-            vec![],
+            vec!["deals.read".into(), "deals.write".into()],
             AT,
             AT + Duration::from_secs(600),
         );
         assert_eq!(access.sub, "user-1");
         assert_eq!(access.client_id.as_deref(), Some("app_1"));
+        assert_eq!(access.application(), Some(ClientId::from("app_1")));
+        assert_eq!(access.scope.as_deref(), Some("deals.read deals.write"));
         assert_eq!(access.sid.as_deref(), Some("fam-1"));
         assert_eq!(access.minting_key(), None);
         assert_ne!(access.jti, minted.jti, "every token has its own jti");
@@ -261,10 +298,42 @@ mod tests {
 
     #[test]
     fn only_api_key_tokens_name_a_minting_key() {
+        // Signed before RFC 9068: no client_id.
         let mut c = claims(1, "x");
+        assert_eq!(c.minting_key(), Some("key-1"));
+        // Signed since: the key is the client too.
+        c.client_id = Some("key-1".into());
         assert_eq!(c.minting_key(), Some("key-1"));
         c.sid = Some("family".into());
         c.client_id = Some("app_1".into());
         assert_eq!(c.minting_key(), None);
+    }
+
+    #[test]
+    fn a_token_signed_before_rfc_9068_reads_without_scope_or_client_id() {
+        let old = serde_json::json!({
+            "iss": "i", "sub": "key-1", "aud": "a", "iat": 1, "nbf": 1, "exp": 61,
+            "jti": "x", "permissions": ["deals.read"], "account_id": "acc",
+        });
+        let c: Claims = serde_json::from_value(old).unwrap();
+        assert_eq!((c.scope.as_deref(), c.client_id.as_deref()), (None, None));
+        assert_eq!(c.minting_key(), Some("key-1"));
+        // And a new one writes both.
+        let (acc, key_id) = (AccountId::from("acc"), KeyId::from("key-1"));
+        let key = Bearer::Key {
+            account_id: &acc,
+            key_id: &key_id,
+        };
+        let new = Claims::new(
+            "i",
+            "a",
+            key,
+            vec!["a.read".into(), "b.write".into()],
+            AT,
+            AT,
+        );
+        let json = serde_json::to_value(&new).unwrap();
+        assert_eq!(json["scope"], "a.read b.write");
+        assert_eq!(json["client_id"], "key-1");
     }
 }

@@ -16,23 +16,27 @@ pub enum SigningAlg {
     EdDsa,
     /// ECDSA on P-256 with SHA-256 (`ES256`).
     Es256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (`RS256`), on a 2048-bit key: what many gateways and
+    /// relying parties accept and nothing else.
+    Rs256,
 }
 
 impl SigningAlg {
-    pub const ALL: [SigningAlg; 2] = [SigningAlg::EdDsa, SigningAlg::Es256];
+    pub const ALL: [SigningAlg; 3] = [SigningAlg::EdDsa, SigningAlg::Es256, SigningAlg::Rs256];
 
     /// Its JOSE name, as in a JWT header and a JWK.
     pub fn as_str(self) -> &'static str {
         match self {
             SigningAlg::EdDsa => "EdDSA",
             SigningAlg::Es256 => "ES256",
+            SigningAlg::Rs256 => "RS256",
         }
     }
 }
 
 /// A signing algorithm Keyfob does not sign with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown signing algorithm `{0}`: use EdDSA or ES256")]
+#[error("unknown signing algorithm `{0}`: use EdDSA, ES256 or RS256")]
 pub struct UnknownAlg(pub String);
 
 impl FromStr for SigningAlg {
@@ -281,11 +285,16 @@ mod tests {
             assert_eq!(alg.as_str().parse::<SigningAlg>(), Ok(alg));
             assert_eq!(alg.to_string(), alg.as_str());
         }
-        for bad in ["", "eddsa", "RS256", "none", "ES256 "] {
+        for bad in [
+            "", "eddsa", "rs256", "RS512", "PS256", "HS256", "none", "ES256 ",
+        ] {
             assert_eq!(bad.parse::<SigningAlg>(), Err(UnknownAlg(bad.to_owned())));
         }
         let json = serde_json::to_string(&SigningAlg::Es256).unwrap();
         assert_eq!(json, "\"ES256\"");
+        assert_eq!("RS256".parse::<SigningAlg>(), Ok(SigningAlg::Rs256));
+        let refused = "RS512".parse::<SigningAlg>().unwrap_err().to_string();
+        assert!(refused.contains("EdDSA, ES256 or RS256"), "{refused}");
         assert!(serde_json::from_str::<SigningAlg>("\"HS256\"").is_err());
     }
 }

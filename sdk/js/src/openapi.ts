@@ -31,8 +31,31 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Authorization server metadata. */
+        /**
+         * Authorization server metadata.
+         * @description RFC 8414; the same document as OpenID Connect Discovery's.
+         */
         get: operations["metadata"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/.well-known/openid-configuration": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * OpenID Provider metadata.
+         * @description OpenID Connect Discovery 1.0; the same document as RFC 8414's.
+         */
+        get: operations["openid_configuration"];
         put?: never;
         post?: never;
         delete?: never;
@@ -389,21 +412,36 @@ export interface components {
             /** @description `refresh_token` or `access_token`; a hint only. */
             token_type_hint?: string | null;
         };
-        /** @description Authorization server metadata (RFC 8414). */
+        /**
+         * @description What Keyfob serves, as OpenID Connect Discovery 1.0 and RFC 8414 describe a server. Every value
+         *     is true of the server as it runs: a client may rely on each.
+         */
         ServerMetadata: {
             authorization_endpoint: string;
             /** @description Always `true`: every authorization response carries `iss` (RFC 9207). */
             authorization_response_iss_parameter_supported: boolean;
+            /** @description The claims of Keyfob's access tokens. */
+            claims_supported: string[];
             code_challenge_methods_supported: string[];
             grant_types_supported: string[];
+            /** @description The algorithms of the keys that sign now or will sign next. */
+            id_token_signing_alg_values_supported: string[];
             introspection_endpoint: string;
             introspection_endpoint_auth_methods_supported: string[];
+            /** @description Exactly the `iss` of Keyfob's tokens. */
             issuer: string;
             jwks_uri: string;
             response_modes_supported: string[];
             response_types_supported: string[];
             revocation_endpoint: string;
             revocation_endpoint_auth_methods_supported: string[];
+            /**
+             * @description `<resource>.read` and `<resource>.write` for any resource are scopes too; these are the
+             *     ones that hold for every resource.
+             */
+            scopes_supported: string[];
+            /** @description `public`: a user's `sub` is the same for every application. */
+            subject_types_supported: string[];
             token_endpoint: string;
             token_endpoint_auth_methods_supported: string[];
         };
@@ -576,6 +614,27 @@ export interface operations {
         requestBody?: never;
         responses: {
             /** @description RFC 8414 metadata */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServerMetadata"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+        };
+    };
+    openid_configuration: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OpenID Provider metadata */
             200: {
                 headers: {
                     [name: string]: unknown;

@@ -147,7 +147,7 @@ fn from_memory(state: &AppState, header: &str) -> Result<Principal, Miss> {
                         .sid
                         .as_ref()
                         .map(|_| UserId::from(claims.sub.as_str())),
-                    client_id: claims.client_id.clone(),
+                    client_id: claims.application(),
                 },
                 account_id: claims.account_id.clone(),
                 subject: claims.sub.clone(),

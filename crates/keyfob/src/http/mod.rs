@@ -38,8 +38,11 @@ use crate::state::AppState;
 
 /// The JSON API: every route with its OpenAPI operation, by area.
 pub struct Api {
-    /// What browser apps on registered origins call directly: served with CORS.
+    /// What browser apps on registered origins call directly: served with CORS for those origins.
     pub browser: OpenApiRouter<AppState>,
+    /// What anyone may read, the discovery documents and the JWKS: served with CORS for every
+    /// origin.
+    pub public: OpenApiRouter<AppState>,
     /// The rest of the API.
     pub other: OpenApiRouter<AppState>,
 }
@@ -50,11 +53,11 @@ pub fn api() -> Api {
         browser: OpenApiRouter::new()
             .merge(oauth::browser_router())
             .merge(resources::router()),
+        public: wellknown::router(),
         other: OpenApiRouter::new()
             .merge(auth::router())
             .merge(audit::router())
             .merge(oauth::router())
-            .merge(wellknown::router())
             .merge(health::router())
             .merge(openapi::router()),
     }
@@ -84,7 +87,11 @@ pub fn app(state: AppState, max_body_bytes: usize) -> App {
 /// its route's chain of them, so what does not need the route goes around the whole router in
 /// [`app`] instead.
 pub fn router(state: AppState) -> Router {
-    let Api { browser, other } = api();
+    let Api {
+        browser,
+        public,
+        other,
+    } = api();
     // A router with layers of its own sets the 405 answer before them (the root's would replace
     // the layered default): here CORS must see it, to answer preflights.
     let browser = Router::from(browser)
@@ -93,6 +100,7 @@ pub fn router(state: AppState) -> Router {
     let router = Router::new()
         .merge(Router::from(other))
         .merge(browser)
+        .merge(wellknown::with_cors(Router::from(public)))
         .merge(crate::dashboard::router())
         .merge(crate::user_pages::router())
         .fallback(guard::not_found)

@@ -1,7 +1,7 @@
 //! The OAuth 2.1 endpoints a client library talks to: `POST /auth/token` (authorization code and
 //! refresh token grants), `POST /auth/revoke` (RFC 7009), `POST /auth/introspect` (RFC 7662, for
-//! API keys) and `GET /.well-known/oauth-authorization-server` (RFC 8414). Errors follow RFC 6749
-//! §5.2: `{"error", "error_description"}`.
+//! API keys). Errors follow RFC 6749 §5.2: `{"error", "error_description"}`. The discovery
+//! documents that name them are in [`super::wellknown`].
 
 use axum::Json;
 use axum::extract::{FromRequest, Request, State};
@@ -35,11 +35,9 @@ pub fn browser_router() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke))
 }
 
-/// The endpoints for back ends and discovery.
+/// The endpoints for back ends.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(introspect))
-        .routes(routes!(metadata))
+    OpenApiRouter::new().routes(routes!(introspect))
 }
 
 /// An RFC 6749 §5.2 error.
@@ -700,7 +698,7 @@ async fn describe_token(
         return Ok(Introspection {
             active: true,
             scope: Some(claims.permissions.join(" ")),
-            client_id: claims.client_id.clone().map(Into::into),
+            client_id: claims.client_id.clone(),
             sub: Some(claims.sub.clone()),
             exp: Some(claims.exp),
             iat: Some(claims.iat),
@@ -713,60 +711,4 @@ async fn describe_token(
         });
     }
     Ok(inactive)
-}
-
-/// Authorization server metadata (RFC 8414).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ServerMetadata {
-    pub issuer: String,
-    pub authorization_endpoint: String,
-    pub token_endpoint: String,
-    pub revocation_endpoint: String,
-    pub introspection_endpoint: String,
-    pub jwks_uri: String,
-    pub response_types_supported: Vec<String>,
-    pub response_modes_supported: Vec<String>,
-    pub grant_types_supported: Vec<String>,
-    pub code_challenge_methods_supported: Vec<String>,
-    pub token_endpoint_auth_methods_supported: Vec<String>,
-    pub revocation_endpoint_auth_methods_supported: Vec<String>,
-    pub introspection_endpoint_auth_methods_supported: Vec<String>,
-    /// Always `true`: every authorization response carries `iss` (RFC 9207).
-    pub authorization_response_iss_parameter_supported: bool,
-}
-
-/// Authorization server metadata.
-#[utoipa::path(
-    get,
-    path = "/.well-known/oauth-authorization-server",
-    tag = "sessions",
-    responses((status = 200, description = "RFC 8414 metadata", body = ServerMetadata))
-)]
-pub async fn metadata(State(state): State<AppState>) -> Json<ServerMetadata> {
-    let issuer = state.tokens.issuer().to_owned();
-    let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    Json(ServerMetadata {
-        authorization_endpoint: format!("{issuer}/auth"),
-        token_endpoint: format!("{issuer}/auth/token"),
-        revocation_endpoint: format!("{issuer}/auth/revoke"),
-        introspection_endpoint: format!("{issuer}/auth/introspect"),
-        jwks_uri: format!("{issuer}/.well-known/jwks.json"),
-        response_types_supported: strings(&["code", "token"]),
-        response_modes_supported: strings(&["query", "fragment"]),
-        grant_types_supported: strings(&["authorization_code", "refresh_token"]),
-        code_challenge_methods_supported: strings(&["S256"]),
-        token_endpoint_auth_methods_supported: strings(&[
-            "client_secret_basic",
-            "client_secret_post",
-            "none",
-        ]),
-        revocation_endpoint_auth_methods_supported: strings(&[
-            "client_secret_basic",
-            "client_secret_post",
-            "none",
-        ]),
-        introspection_endpoint_auth_methods_supported: strings(&["bearer"]),
-        authorization_response_iss_parameter_supported: true,
-        issuer,
-    })
 }

@@ -213,6 +213,7 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
         let api = super::api();
         let mut document = ApiDoc::openapi();
         document.merge(api.browser.into_openapi());
+        document.merge(api.public.into_openapi());
         document.merge(api.other.into_openapi());
         SharedErrors.modify(&mut document);
         document

@@ -1,16 +1,52 @@
-//! `GET /.well-known/jwks.json`: the public keys that verify Keyfob's tokens.
+//! What anyone may read to use Keyfob without being told: the public keys that verify its tokens
+//! (`GET /.well-known/jwks.json`) and the discovery documents that say what it serves, OpenID
+//! Connect Discovery's (`GET /.well-known/openid-configuration`) and RFC 8414's
+//! (`GET /.well-known/oauth-authorization-server`). Both documents are one, built by
+//! [`server_metadata`], so they cannot disagree.
+//!
+//! These are the only routes any origin may read from a browser (CORS `*`, without credentials):
+//! nothing here depends on who asks.
 
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
+use keyfob_domain::signing::SigningAlg;
+use serde::{Deserialize, Serialize};
+use tower_http::cors::{Any, CorsLayer};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::state::AppState;
 
-/// `GET /.well-known/jwks.json`, with its operation.
+/// The public documents, with their operations.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(jwks))
+    OpenApiRouter::new()
+        .routes(routes!(jwks))
+        .routes(routes!(openid_configuration))
+        .routes(routes!(metadata))
+}
+
+/// CORS for the public documents: any origin may read them, and a preflight is answered. No
+/// credentials are allowed, and none is needed.
+pub fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::HEAD])
+        .max_age(Duration::from_secs(600))
+}
+
+/// [`router`]'s routes with [`cors`] around them alone.
+pub fn with_cors(routes: Router<AppState>) -> Router<AppState> {
+    // A router with layers of its own sets the 405 answer before them (the root's would replace
+    // the layered default): CORS must see it, to answer preflights.
+    routes
+        .method_not_allowed_fallback(super::guard::method_not_allowed)
+        .layer(cors())
 }
 
 /// The JSON Web Key Set.
@@ -35,4 +71,113 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
         HeaderValue::from_static("public, max-age=300"),
     );
     response
+}
+
+/// What Keyfob serves, as OpenID Connect Discovery 1.0 and RFC 8414 describe a server. Every value
+/// is true of the server as it runs: a client may rely on each.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ServerMetadata {
+    /// Exactly the `iss` of Keyfob's tokens.
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub revocation_endpoint: String,
+    pub introspection_endpoint: String,
+    pub jwks_uri: String,
+    /// `<resource>.read` and `<resource>.write` for any resource are scopes too; these are the
+    /// ones that hold for every resource.
+    pub scopes_supported: Vec<String>,
+    pub response_types_supported: Vec<String>,
+    pub response_modes_supported: Vec<String>,
+    pub grant_types_supported: Vec<String>,
+    /// `public`: a user's `sub` is the same for every application.
+    pub subject_types_supported: Vec<String>,
+    /// The algorithms of the keys that sign now or will sign next.
+    pub id_token_signing_alg_values_supported: Vec<String>,
+    pub code_challenge_methods_supported: Vec<String>,
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    pub revocation_endpoint_auth_methods_supported: Vec<String>,
+    pub introspection_endpoint_auth_methods_supported: Vec<String>,
+    /// The claims of Keyfob's access tokens.
+    pub claims_supported: Vec<String>,
+    /// Always `true`: every authorization response carries `iss` (RFC 9207).
+    pub authorization_response_iss_parameter_supported: bool,
+}
+
+/// The one description of what Keyfob serves, for both discovery documents.
+///
+/// OpenID Connect's parts that Keyfob does not serve yet are left out rather than announced:
+/// the `openid` scope (and `profile`, `email`) in `scopes_supported`, `userinfo_endpoint`,
+/// `end_session_endpoint`, `id_token` response types, the `client_credentials` grant, `prompt`
+/// and the id_token's claims in `claims_supported`. Each is added here, with its field in
+/// [`ServerMetadata`], when it is served (see docs/OIDC.md).
+pub fn server_metadata(state: &AppState) -> ServerMetadata {
+    let issuer = state.tokens.issuer().to_owned();
+    let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let client_auth = strings(&["client_secret_basic", "client_secret_post", "none"]);
+    let mut algs: Vec<SigningAlg> = state.tokens.keys().signing_algs();
+    algs.sort_by_key(|alg| alg.as_str());
+    algs.dedup();
+    ServerMetadata {
+        authorization_endpoint: format!("{issuer}/auth"),
+        token_endpoint: format!("{issuer}/auth/token"),
+        revocation_endpoint: format!("{issuer}/auth/revoke"),
+        introspection_endpoint: format!("{issuer}/auth/introspect"),
+        jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+        scopes_supported: strings(&["*.read", "*.write"]),
+        response_types_supported: strings(&["code", "token"]),
+        response_modes_supported: strings(&["query", "fragment"]),
+        grant_types_supported: strings(&["authorization_code", "refresh_token"]),
+        subject_types_supported: strings(&["public"]),
+        id_token_signing_alg_values_supported: algs
+            .iter()
+            .map(|alg| alg.as_str().to_owned())
+            .collect(),
+        code_challenge_methods_supported: strings(&["S256"]),
+        token_endpoint_auth_methods_supported: client_auth.clone(),
+        revocation_endpoint_auth_methods_supported: client_auth,
+        introspection_endpoint_auth_methods_supported: strings(&["bearer"]),
+        claims_supported: strings(&[
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "nbf",
+            "jti",
+            "client_id",
+            "scope",
+            "permissions",
+            "account_id",
+            "sid",
+        ]),
+        authorization_response_iss_parameter_supported: true,
+        issuer,
+    }
+}
+
+/// OpenID Provider metadata.
+///
+/// OpenID Connect Discovery 1.0; the same document as RFC 8414's.
+#[utoipa::path(
+    get,
+    path = "/.well-known/openid-configuration",
+    tag = "sessions",
+    responses((status = 200, description = "OpenID Provider metadata", body = ServerMetadata))
+)]
+pub async fn openid_configuration(State(state): State<AppState>) -> Json<ServerMetadata> {
+    Json(server_metadata(&state))
+}
+
+/// Authorization server metadata.
+///
+/// RFC 8414; the same document as OpenID Connect Discovery's.
+#[utoipa::path(
+    get,
+    path = "/.well-known/oauth-authorization-server",
+    tag = "sessions",
+    responses((status = 200, description = "RFC 8414 metadata", body = ServerMetadata))
+)]
+pub async fn metadata(State(state): State<AppState>) -> Json<ServerMetadata> {
+    Json(server_metadata(&state))
 }

@@ -7,9 +7,12 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context, bail};
+use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair,
+    RsaPublicKeyComponents,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -24,6 +27,8 @@ use crate::crypto::MasterKey;
 pub struct Signer {
     pub kid: Kid,
     pub alg: Algorithm,
+    /// The same algorithm, by Keyfob's name for it.
+    pub signing_alg: SigningAlg,
     pub key: EncodingKey,
     pub activates_at: Timestamp,
     pub retires_at: Option<Timestamp>,
@@ -63,6 +68,11 @@ impl KeySet {
         self.retired.contains(kid)
     }
 
+    /// The algorithms of the keys that sign now or will sign later (a published successor).
+    pub fn signing_algs(&self) -> Vec<SigningAlg> {
+        self.signers.iter().map(|s| s.signing_alg).collect()
+    }
+
     pub fn kids(&self) -> Vec<&str> {
         self.verifiers.keys().map(Kid::as_str).collect()
     }
@@ -77,8 +87,16 @@ fn jwt_alg(alg: SigningAlg) -> Algorithm {
     match alg {
         SigningAlg::EdDsa => Algorithm::EdDSA,
         SigningAlg::Es256 => Algorithm::ES256,
+        SigningAlg::Rs256 => Algorithm::RS256,
     }
 }
+
+/// The size of a new RS256 key. 2048 bits is what the large providers publish and every RS256
+/// verifier accepts, good (NIST SP 800-57: 112 bits of security) through 2030; a signing key
+/// lives for weeks to months between rotations. 3072 bits would make every signature some three
+/// times as slow (RSA's private operation grows with the cube of the key size), on the token
+/// endpoint's path, for a margin that rotation already gives.
+const RSA_KEY_SIZE: KeySize = KeySize::Rsa2048;
 
 /// Makes a new key pair, sealed with the master key. It signs from `activates_at`.
 pub fn generate_signing_key(
@@ -118,6 +136,20 @@ pub fn generate_signing_key(
                 "crv": "P-256",
                 "x": B64URL.encode(&point[1..33]),
                 "y": B64URL.encode(&point[33..65]),
+                "kid": kid,
+                "use": "sig",
+                "alg": alg.as_str(),
+            });
+            (doc.as_ref().to_vec(), jwk)
+        }
+        SigningAlg::Rs256 => {
+            let pair = RsaKeyPair::generate(RSA_KEY_SIZE).context("generating an RSA key")?;
+            let doc = pair.as_der().context("encoding the new RSA key")?;
+            let public = RsaPublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+            let jwk = serde_json::json!({
+                "kty": "RSA",
+                "n": B64URL.encode(&public.n),
+                "e": B64URL.encode(&public.e),
                 "kid": kid,
                 "use": "sig",
                 "alg": alg.as_str(),
@@ -169,13 +201,18 @@ pub fn load_key_set(
             let der = master
                 .open(&row.private_key, &signing_key_aad(&row.kid))
                 .with_context(|| format!("cannot open signing key {}", row.kid))?;
-            let key = match alg {
-                Algorithm::EdDSA => EncodingKey::from_ed_der(&der),
-                _ => EncodingKey::from_ec_der(&der),
+            let key = match row.alg {
+                SigningAlg::EdDsa => EncodingKey::from_ed_der(&der),
+                SigningAlg::Es256 => EncodingKey::from_ec_der(&der),
+                SigningAlg::Rs256 => EncodingKey::from_rsa_der(
+                    &rsa_private_key(&der)
+                        .with_context(|| format!("signing key {} is not an RSA key", row.kid))?,
+                ),
             };
             signers.push(Signer {
                 kid: row.kid.clone(),
                 alg,
+                signing_alg: row.alg,
                 key,
                 activates_at: row.activates_at,
                 retires_at: row.retires_at,
@@ -188,4 +225,118 @@ pub fn load_key_set(
         retired,
         jwks_json: serde_json::to_string(&jwks)?,
     })
+}
+
+/// The PKCS #1 `RSAPrivateKey` inside an RSA key's PKCS #8 document, which is what jsonwebtoken
+/// signs with. The key is stored as PKCS #8, as the other algorithms' keys are; this reads the
+/// `privateKey` octet string of its `PrivateKeyInfo` (RFC 5208: a sequence of the version, the
+/// algorithm and that string) and checks that aws-lc-rs reads it as an RSA key, so a damaged key
+/// fails when it is loaded rather than at its first signature.
+fn rsa_private_key(pkcs8: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let (tag, info, _) = der_element(pkcs8)?;
+    if tag != 0x30 {
+        bail!("not a PKCS #8 document");
+    }
+    let (tag, _version, rest) = der_element(info)?;
+    if tag != 0x02 {
+        bail!("PKCS #8 without a version");
+    }
+    let (tag, _algorithm, rest) = der_element(rest)?;
+    if tag != 0x30 {
+        bail!("PKCS #8 without an algorithm");
+    }
+    let (tag, key, _) = der_element(rest)?;
+    if tag != 0x04 {
+        bail!("PKCS #8 without a private key");
+    }
+    RsaKeyPair::from_der(key).map_err(|e| anyhow::anyhow!("unreadable RSA key: {e}"))?;
+    Ok(key.to_vec())
+}
+
+/// One DER element at the start of `input`: its tag, its contents and what follows it.
+fn der_element(input: &[u8]) -> anyhow::Result<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first().context("truncated DER")?;
+    let (&first, rest) = rest.split_first().context("truncated DER")?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            bail!("unsupported DER length");
+        }
+        let len = rest[..count]
+            .iter()
+            .fold(0usize, |len, &b| (len << 8) | usize::from(b));
+        (len, &rest[count..])
+    };
+    if rest.len() < len {
+        bail!("truncated DER");
+    }
+    Ok((tag, &rest[..len], &rest[len..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_algorithm_makes_a_key_that_signs_and_is_published() {
+        let master = MasterKey::generate();
+        let epoch = Timestamp::UNIX_EPOCH;
+        for alg in SigningAlg::ALL {
+            let row = generate_signing_key(alg, &master, epoch, epoch).unwrap();
+            assert_eq!(row.alg, alg);
+            let jwk: serde_json::Value = serde_json::from_str(&row.public_jwk).unwrap();
+            assert_eq!(jwk["alg"], alg.as_str());
+            assert_eq!(jwk["use"], "sig");
+            assert_eq!(jwk["kid"], row.kid.as_str());
+            let set = load_key_set(&[row], &master, epoch).unwrap();
+            let signer = set.signer(epoch).expect("the new key signs");
+            assert_eq!(signer.alg, jwt_alg(alg));
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(signer.alg),
+                &serde_json::json!({"sub": "x"}),
+                &signer.key,
+            )
+            .unwrap();
+            let verifier = set.verifier(&signer.kid).unwrap();
+            let mut validation = jsonwebtoken::Validation::new(verifier.alg);
+            validation.required_spec_claims.clear();
+            validation.validate_exp = false;
+            validation.validate_aud = false;
+            jsonwebtoken::decode::<serde_json::Value>(&token, &verifier.key, &validation)
+                .unwrap_or_else(|e| panic!("{alg}: {e}"));
+        }
+    }
+
+    #[test]
+    fn an_rsa_key_is_published_with_its_modulus_and_exponent() {
+        let master = MasterKey::generate();
+        let epoch = Timestamp::UNIX_EPOCH;
+        let row = generate_signing_key(SigningAlg::Rs256, &master, epoch, epoch).unwrap();
+        let jwk: serde_json::Value = serde_json::from_str(&row.public_jwk).unwrap();
+        assert_eq!(jwk["kty"], "RSA");
+        let n = B64URL.decode(jwk["n"].as_str().unwrap()).unwrap();
+        assert_eq!(n.len() * 8, 2048);
+        assert_eq!(jwk["e"], "AQAB");
+        // The private half is sealed like the others' keys, bound to its kid.
+        assert!(
+            master
+                .open(&row.private_key, &signing_key_aad("another"))
+                .is_err()
+        );
+        let pkcs8 = master
+            .open(&row.private_key, &signing_key_aad(&row.kid))
+            .unwrap();
+        assert!(rsa_private_key(&pkcs8).is_ok());
+    }
+
+    #[test]
+    fn a_damaged_rsa_key_is_refused() {
+        assert!(rsa_private_key(b"").is_err());
+        assert!(rsa_private_key(&[0x30, 0x82, 0xff]).is_err());
+        assert!(rsa_private_key(&[0x30, 0x03, 0x02, 0x01, 0x00]).is_err());
+        let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        assert!(rsa_private_key(doc.as_ref()).is_err());
+    }
 }

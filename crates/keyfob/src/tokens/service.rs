@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Header, Validation, decode, decode_header, encode};
+use keyfob_domain::claims::ACCESS_TOKEN_TYP;
 use keyfob_domain::{Claims, PermissionSet, Timestamp};
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
@@ -122,6 +123,7 @@ fn entry_bytes(verified: &Verified) -> usize {
         &claims.account_id,
     ]
     .into_iter()
+    .chain(claims.scope.as_deref())
     .chain(claims.client_id.as_deref())
     .chain(claims.sid.as_deref())
     .map(string_bytes)
@@ -186,16 +188,19 @@ impl TokenService {
         *self.keys.write().expect("key lock poisoned") = Arc::new(keys);
     }
 
-    /// Signs `claims` with the key active at `now`.
+    /// Signs `claims` as an access token (`typ: at+jwt`, RFC 9068) with the key active at `now`.
     pub fn sign(&self, claims: &Claims, now: Timestamp) -> Result<String, TokenError> {
         let keys = self.keys();
         let signer = keys.signer(now).ok_or(TokenError::NoSigningKey)?;
         let mut header = Header::new(signer.alg);
+        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
         header.kid = Some(signer.kid.to_string());
         encode(&header, claims, &signer.key).map_err(|_| TokenError::NoSigningKey)
     }
 
-    /// Verifies a JWT's signature, algorithm, issuer, audience and times.
+    /// Verifies a JWT's signature, algorithm, issuer, audience and times. Its `typ` is not
+    /// checked: tokens signed before RFC 9068 say `JWT`, and every token signed with Keyfob's keys
+    /// for this audience is an access token.
     pub fn verify(&self, token: &str, now: Timestamp) -> Result<Arc<Verified>, TokenError> {
         let fingerprint: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(claims) = self.verified.get(&fingerprint) {
@@ -285,8 +290,9 @@ mod tests {
             permissions: (0..40)
                 .map(|i| format!("resource_with_a_long_name_{i}.read"))
                 .collect(),
+            scope: None,
             account_id: uuid::Uuid::now_v7().to_string().into(),
-            client_id: Some(format!("client-{n:0>40}").into()),
+            client_id: Some(format!("client-{n:0>40}")),
             sid: Some(uuid::Uuid::now_v7().to_string().into()),
         }
     }

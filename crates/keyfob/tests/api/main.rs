@@ -22,6 +22,7 @@ mod logins;
 mod metrics;
 mod mint;
 mod oauth_client;
+mod oidc;
 mod openapi;
 mod outage;
 mod resources;

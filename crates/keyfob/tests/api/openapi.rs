@@ -141,6 +141,7 @@ async fn answer_is_documented(
 const MEMORY_ONLY: &[(&str, &str)] = &[
     ("/.well-known/jwks.json", "get"),
     ("/.well-known/oauth-authorization-server", "get"),
+    ("/.well-known/openid-configuration", "get"),
     ("/healthz", "get"),
     ("/metrics", "get"),
     ("/openapi.json", "get"),

@@ -564,7 +564,7 @@ both_backends! {
         let expired = app.state.tokens.sign(&keyfob_domain::Claims {
             iss: app.state.tokens.issuer().into(), sub: "x".into(), aud: "keyfob".into(),
             iat: now - 7200, nbf: now - 7200, exp: now - 3600, jti: "old".into(),
-            permissions: vec!["deals.read".into()], account_id: account, client_id: None, sid: None,
+            permissions: vec!["deals.read".into()], scope: None, account_id: account, client_id: None, sid: None,
         }, Timestamp::now()).unwrap();
         for token in [expired, "garbage".to_owned(), "kfr_unknown".to_owned()] {
             let body: Value = introspect(s.key.clone(), token).await.json().await.unwrap();
@@ -652,6 +652,25 @@ both_backends! {
         for alice in [alice_token, alice_elsewhere] {
             let list: Value = app.get("/api/deals", alice).send().await.unwrap().json().await.unwrap();
             assert_eq!(list["totalDocs"], 1);
+        }
+    }
+
+    async fn session_access_tokens_are_rfc_9068_access_tokens(app) {
+        let s = setup(&app, false).await;
+        let pair = session(&app, &s).await;
+        let refreshed = tokens(refresh(&app, &s, pair["refresh_token"].as_str().unwrap()).await).await;
+        for answer in [&pair, &refreshed] {
+            let access = answer["access_token"].as_str().unwrap();
+            let claims = crate::oidc::validate_as_resource_server(&app, access).await;
+            assert_eq!(claims["_header"]["typ"], "at+jwt");
+            assert_eq!(claims["client_id"], s.client_id());
+            assert_eq!(claims["sub"], s.user_id.as_str());
+            assert_eq!(claims["scope"], "deals.read deals.write");
+            assert_eq!(claims["scope"], answer["scope"]);
+            assert!(claims["sid"].is_string());
+            // Keyfob takes it, and names the application.
+            let who: Value = app.get("/auth/whoami", access).send().await.unwrap().json().await.unwrap();
+            assert_eq!(who["client_id"], s.client_id());
         }
     }
 

@@ -69,6 +69,7 @@ fn claims(app: &TestApp, account: &str) -> Claims {
         exp: now + 600,
         jti: Jti::from(uuid::Uuid::now_v7().to_string()),
         permissions: vec!["deals.read".into()],
+        scope: None,
         account_id: AccountId::from(account.to_owned()),
         client_id: None,
         sid: None,
