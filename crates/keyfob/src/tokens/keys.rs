@@ -227,52 +227,27 @@ pub fn load_key_set(
     })
 }
 
+/// `rsaEncryption` (RFC 8017, appendix C): the algorithm of an RSA key's PKCS #8 document.
+const RSA_ENCRYPTION: pkcs8::ObjectIdentifier =
+    pkcs8::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+
 /// The PKCS #1 `RSAPrivateKey` inside an RSA key's PKCS #8 document, which is what jsonwebtoken
 /// signs with. The key is stored as PKCS #8, as the other algorithms' keys are; this reads the
-/// `privateKey` octet string of its `PrivateKeyInfo` (RFC 5208: a sequence of the version, the
-/// algorithm and that string) and checks that aws-lc-rs reads it as an RSA key, so a damaged key
-/// fails when it is loaded rather than at its first signature.
-fn rsa_private_key(pkcs8: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let (tag, info, _) = der_element(pkcs8)?;
-    if tag != 0x30 {
-        bail!("not a PKCS #8 document");
+/// `privateKey` of its `PrivateKeyInfo` (RFC 5208) with the `pkcs8` crate and checks that
+/// aws-lc-rs reads it as an RSA key, so a damaged key fails when it is loaded rather than at its
+/// first signature.
+fn rsa_private_key(document: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let info = pkcs8::PrivateKeyInfo::try_from(document)
+        .map_err(|e| anyhow::anyhow!("not a PKCS #8 document: {e}"))?;
+    if info.algorithm.oid != RSA_ENCRYPTION {
+        bail!(
+            "a PKCS #8 document of another algorithm ({})",
+            info.algorithm.oid
+        );
     }
-    let (tag, _version, rest) = der_element(info)?;
-    if tag != 0x02 {
-        bail!("PKCS #8 without a version");
-    }
-    let (tag, _algorithm, rest) = der_element(rest)?;
-    if tag != 0x30 {
-        bail!("PKCS #8 without an algorithm");
-    }
-    let (tag, key, _) = der_element(rest)?;
-    if tag != 0x04 {
-        bail!("PKCS #8 without a private key");
-    }
-    RsaKeyPair::from_der(key).map_err(|e| anyhow::anyhow!("unreadable RSA key: {e}"))?;
-    Ok(key.to_vec())
-}
-
-/// One DER element at the start of `input`: its tag, its contents and what follows it.
-fn der_element(input: &[u8]) -> anyhow::Result<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first().context("truncated DER")?;
-    let (&first, rest) = rest.split_first().context("truncated DER")?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 || rest.len() < count {
-            bail!("unsupported DER length");
-        }
-        let len = rest[..count]
-            .iter()
-            .fold(0usize, |len, &b| (len << 8) | usize::from(b));
-        (len, &rest[count..])
-    };
-    if rest.len() < len {
-        bail!("truncated DER");
-    }
-    Ok((tag, &rest[..len], &rest[len..]))
+    RsaKeyPair::from_der(info.private_key)
+        .map_err(|e| anyhow::anyhow!("unreadable RSA key: {e}"))?;
+    Ok(info.private_key.to_vec())
 }
 
 #[cfg(test)]
