@@ -4,7 +4,7 @@
 #   bench/run.sh [--postgres] [--no-build] [--records-only]
 #
 # It builds the release binary, makes a throw-away data directory with one account and one API
-# key, starts `keyfob serve` on a free loopback port and runs twelve scenarios against it:
+# key, starts `keyfob serve` on a free loopback port and runs thirteen scenarios against it:
 #
 #   1. GET /healthz                         the bare HTTP stack: the baseline for the ratios
 #   2. GET /auth/whoami, API key            SHA-256 of the key + in-memory lookup
@@ -21,6 +21,9 @@
 #                                           sensitive fields: checked, encrypted (AES-256-GCM)
 #  11. GET /api/plainRecords/{id}           read a record without sensitive fields
 #  12. GET /api/vaultRecords/{id}           read it with both values decrypted and masked
+#  13. POST /auth/token, client_credentials  a confidential application gets a token for itself
+#                                           (HTTP Basic, scope=deals.read): secret check, sign,
+#                                           record the token in the database, audit
 #
 # Scenarios 9-12 run right after scenario 2, with the API key; the documents have the same shape
 # and size (the plain one keeps the same values in fields that are not sensitive). The report
@@ -31,6 +34,9 @@
 # (unmeasured) with GET /auth and the user's cookie, which answers 302 with a new code. Codes live
 # 60 s, so they are harvested right before scenario 6. Scenario 6 saves the refresh tokens it gets;
 # scenario 7 uses each once, and goes on with the rotated ones it receives if they run out.
+#
+# Scenario 13 runs right after scenario 7, with the same application (client_secret_basic); every
+# request is the same and every answer a new token (bench/wrk/client_credentials.lua).
 #
 # Scenario 5 runs before 4 and saves the tokens it receives; more are minted (unmeasured) if
 # scenario 4 needs more, so every request of scenario 4 carries a token never seen before.
@@ -617,6 +623,9 @@ log "$REFRESH_TOKENS refresh tokens for the refresh scenario"
 run_wrk refresh token_grant.lua "$DURATION" KF_GRANT=refresh_token \
     KF_GRANTS_FILE="$WORK/refresh-list" KF_CLIENT_ID="$CLIENT_ID" KF_CLIENT_SECRET="$CLIENT_SECRET"
 
+run_wrk client_credentials client_credentials.lua "$DURATION" KF_CLIENT_ID="$CLIENT_ID" \
+    KF_CLIENT_SECRET="$CLIENT_SECRET"
+
 # Scenario 8: scenario 2 again, with a login flood running for the same time.
 env KF_WRK_DIR="$WRK_DIR" KF_CSRF="$LOGIN_CSRF" \
     wrk -t1 -c"$FLOOD_CONNECTIONS" -d"${DURATION}s" -s "$WRK_DIR/login_flood.lua" "$BASE" \
@@ -653,13 +662,14 @@ row code_exchange "6. POST /auth/token, code" none
 row refresh "7. POST /auth/token, refresh" refresh2k
 row whoami_flood "8. whoami, API key, login flood" none
 record_rows
+row client_credentials "13. POST /auth/token, client_cred." none
 echo
 echo "vs hz = requests/s relative to GET /healthz in this run; CPU us/req = server CPU time (user +"
 echo "system) per request; other = share of all $NCPU cores used by anything but the server and wrk"
 echo "(other programs, steal); errors = wrk socket errors and timeouts."
 ((USE_POSTGRES)) && echo "With --postgres, PostgreSQL's own CPU time counts as other."
 ALL_SCENARIOS=(healthz whoami_key whoami_jwt whoami_fresh_jwt mint code_exchange refresh whoami_flood
-    record_create_plain record_create_vault record_read_plain record_read_vault)
+    record_create_plain record_create_vault record_read_plain record_read_vault client_credentials)
 record_notes
 for name in "${ALL_SCENARIOS[@]}"; do
     if [[ -n ${BUSY[$name]} ]]; then

@@ -11,12 +11,17 @@ pub mod action {
     pub const API_KEY_REVOKED: &str = "api_key.revoked";
     /// Every token an API key minted so far was revoked; the key stays live.
     pub const API_KEY_TOKENS_REVOKED: &str = "api_key.tokens_revoked";
+    /// A token minted with `POST /auth`, or one an application got for itself with the
+    /// `client_credentials` grant (actor `app`, `grant_type` in the detail).
     pub const TOKEN_MINTED: &str = "token.minted";
     pub const TOKEN_REVOKED: &str = "token.revoked";
     pub const OWNER_LOGIN: &str = "owner.login";
     pub const OWNER_LOGIN_FAILED: &str = "owner.login_failed";
     pub const USER_LOGIN: &str = "user.login";
     pub const USER_LOGIN_FAILED: &str = "user.login_failed";
+    /// A client failed to authenticate as a known application at the token or revocation
+    /// endpoint (wrong or missing secret). Actor `anonymous`; the application is the target.
+    pub const APP_AUTH_FAILED: &str = "app.auth_failed";
     pub const GRANT_GIVEN: &str = "grant.given";
     pub const GRANT_REVOKED: &str = "grant.revoked";
     pub const REFRESH_REUSE: &str = "refresh.reuse_detected";
@@ -44,6 +49,7 @@ pub mod action {
         OWNER_LOGIN_FAILED,
         USER_LOGIN,
         USER_LOGIN_FAILED,
+        APP_AUTH_FAILED,
         GRANT_GIVEN,
         GRANT_REVOKED,
         REFRESH_REUSE,

@@ -1,5 +1,6 @@
-//! What a Keyfob JWT says. The same claims for minted tokens and for user-session access tokens;
-//! the latter also name the session. Both are access tokens in the sense of RFC 9068 (the JWT
+//! What a Keyfob JWT says. The same claims for minted tokens, user-session access tokens and the
+//! tokens an application gets for itself with the `client_credentials` grant; the second also name
+//! the session, the third say what they are with `gty`. All are access tokens in the sense of RFC 9068 (the JWT
 //! profile for OAuth 2.0 access tokens): `iss`, `sub`, `aud`, `exp`, `iat`, `jti`, `client_id` and
 //! `scope`, and the header's `typ` is `at+jwt` ([`ACCESS_TOKEN_TYP`]). Tokens signed before
 //! Keyfob followed RFC 9068 have neither `scope` nor `client_id` for minted tokens, and still
@@ -15,11 +16,18 @@ use crate::time::Timestamp;
 /// The `typ` header of every access token Keyfob signs (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
+/// The `gty` claim of a token an application got for itself with the `client_credentials` grant
+/// (the name Auth0 and others give the grant-type claim). Its `sub` and `client_id` are both the
+/// application's `client_id`, which alone would read like a minted token's (whose `sub` and
+/// `client_id` are both the minting key): `gty` is what tells them apart.
+pub const CLIENT_CREDENTIALS_GTY: &str = "client_credentials";
+
 /// The claims of every token Keyfob signs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     pub iss: String,
-    /// The subject: the API key that minted the token, or the end user of a session.
+    /// The subject: the API key that minted the token, the end user of a session, or the
+    /// application itself for a `client_credentials` token.
     pub sub: String,
     pub aud: String,
     pub iat: i64,
@@ -34,7 +42,8 @@ pub struct Claims {
     /// The account (tenant) the token acts in.
     pub account_id: AccountId,
     /// RFC 9068's `client_id`, the client that asked for the token: for a user session, the
-    /// application the user granted access to; for a token minted with `POST /auth`, the API key
+    /// application the user granted access to; for a `client_credentials` token, the application
+    /// (the same as `sub`); for a token minted with `POST /auth`, the API key
     /// that minted it (the same as `sub`). Text rather than an id type, since it is one of two
     /// kinds of id; [`Claims::application`] reads the application's. Minted tokens signed before
     /// RFC 9068 have none.
@@ -43,6 +52,9 @@ pub struct Claims {
     /// For user sessions: the session (refresh-token family) the token belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<FamilyId>,
+    /// [`CLIENT_CREDENTIALS_GTY`] for a token an application got for itself; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gty: Option<String>,
 }
 
 /// Who a new token is for: the API key that mints it, or a user session's access token.
@@ -60,6 +72,12 @@ pub enum Bearer<'a> {
         client_id: &'a ClientId,
         user_id: &'a UserId,
         family_id: &'a FamilyId,
+    },
+    /// A token an application got for itself (`client_credentials`): no user is involved, so its
+    /// subject is the application.
+    App {
+        account_id: &'a AccountId,
+        client_id: &'a ClientId,
     },
 }
 
@@ -80,6 +98,10 @@ impl Claims {
             Bearer::Key { account_id, key_id } => {
                 (key_id.as_str(), account_id, key_id.as_str(), None)
             }
+            Bearer::App {
+                account_id,
+                client_id,
+            } => (client_id.as_str(), account_id, client_id.as_str(), None),
             Bearer::Session {
                 account_id,
                 client_id,
@@ -106,23 +128,33 @@ impl Claims {
             account_id: account_id.clone(),
             client_id: Some(client_id.to_owned()),
             sid,
+            gty: matches!(bearer, Bearer::App { .. }).then(|| CLIENT_CREDENTIALS_GTY.to_owned()),
         }
     }
 
     /// The API key that minted this token, or `None` for a user-session token (which names its
-    /// session and application instead, and whose `sub` is an end user, not a key). A minted
-    /// token's `client_id` is its key, as its `sub` is, or absent in tokens signed before
-    /// RFC 9068.
+    /// session and application instead, and whose `sub` is an end user, not a key) and for an
+    /// application's own token (marked by `gty`). A minted token's `client_id` is its key, as its
+    /// `sub` is, or absent in tokens signed before RFC 9068.
     pub fn minting_key(&self) -> Option<&str> {
-        (self.sid.is_none() && self.client_id.as_deref().is_none_or(|c| c == self.sub))
-            .then_some(self.sub.as_str())
+        (self.sid.is_none()
+            && self.gty.is_none()
+            && self.client_id.as_deref().is_none_or(|c| c == self.sub))
+        .then_some(self.sub.as_str())
     }
 
-    /// For a user-session token, the application the user granted access to.
+    /// Whether an application got this token for itself with the `client_credentials` grant.
+    pub fn is_app_token(&self) -> bool {
+        self.gty.as_deref() == Some(CLIENT_CREDENTIALS_GTY)
+    }
+
+    /// The application the token was issued to: for a user-session token, the one the user
+    /// granted access to; for a `client_credentials` token, the application itself. `None` for
+    /// a minted token.
     pub fn application(&self) -> Option<ClientId> {
-        self.sid
-            .as_ref()
-            .and(self.client_id.as_deref())
+        (self.sid.is_some() || self.is_app_token())
+            .then_some(self.client_id.as_deref())
+            .flatten()
             .map(ClientId::from)
     }
 
@@ -197,6 +229,7 @@ mod tests {
             account_id: "acc".into(),
             client_id: None,
             sid: None,
+            gty: None,
         }
     }
 
@@ -307,6 +340,37 @@ mod tests {
         c.sid = Some("family".into());
         c.client_id = Some("app_1".into());
         assert_eq!(c.minting_key(), None);
+    }
+
+    #[test]
+    fn an_application_token_names_the_app_and_no_key() {
+        let (acc, client) = (AccountId::from("acc"), ClientId::from("app_1"));
+        let bearer = Bearer::App {
+            account_id: &acc,
+            client_id: &client,
+        };
+        let token = Claims::new(
+            "i",
+            "a",
+            bearer,
+            vec!["deals.read".into()],
+            AT,
+            AT + Duration::from_secs(600),
+        );
+        assert_eq!(token.sub, "app_1");
+        assert_eq!(token.client_id.as_deref(), Some("app_1"));
+        assert_eq!(token.sid, None);
+        assert!(token.is_app_token());
+        // `sub` equals `client_id`, as in a minted token; `gty` says it is not one.
+        assert_eq!(token.minting_key(), None);
+        assert_eq!(token.application(), Some(client));
+        let json = serde_json::to_value(&token).unwrap();
+        assert_eq!(json["gty"], "client_credentials");
+        // Other tokens carry no `gty`.
+        let mut minted = claims(1, "x");
+        minted.client_id = Some("key-1".into());
+        assert!(!minted.is_app_token());
+        assert!(serde_json::to_value(&minted).unwrap().get("gty").is_none());
     }
 
     #[test]

@@ -40,6 +40,44 @@ pub fn within(max: &[Permission], wanted: &Permission) -> bool {
     })
 }
 
+/// Why the scope a `client_credentials` request asks for cannot be granted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    #[error("{0}")]
+    Invalid(#[from] PermissionError),
+    /// The permissions asked for beyond the application's maximum, by name.
+    #[error("outside the application's maximum permissions: {}", .0.join(", "))]
+    Outside(Vec<String>),
+}
+
+/// The permissions an application gets for itself with the `client_credentials` grant: its whole
+/// ceiling `max` when it names none (`scope` absent, or empty), else what it names (parsed as
+/// [`parse_scope`] does), every one [`within`] the ceiling; otherwise the error names each that
+/// is not.
+pub fn app_scope(
+    max: &[Permission],
+    requested: Option<&str>,
+) -> Result<Vec<Permission>, ScopeError> {
+    let asked = parse_scope(requested.unwrap_or_default())?;
+    if asked.is_empty() {
+        return Ok(max
+            .iter()
+            .filter(|p| !crate::permission::RESERVED_RESOURCES.contains(&p.resource()))
+            .cloned()
+            .collect());
+    }
+    let outside: Vec<String> = asked
+        .iter()
+        .filter(|p| !within(max, p))
+        .map(ToString::to_string)
+        .collect();
+    if outside.is_empty() {
+        Ok(asked)
+    } else {
+        Err(ScopeError::Outside(outside))
+    }
+}
+
 /// Why a redirect URI or origin cannot be registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UriError {
@@ -248,6 +286,41 @@ mod tests {
         );
         assert_eq!(perms(" , "), Vec::<String>::new());
         assert!(parse_scope("deals.read,bogus").is_err());
+    }
+
+    #[test]
+    fn an_app_gets_its_ceiling_or_what_it_names_within_it() {
+        let max = parse_scope("deals.read *.write").unwrap();
+        let names = |v: Vec<Permission>| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            names(app_scope(&max, None).unwrap()),
+            ["deals.read", "*.write"]
+        );
+        assert_eq!(
+            names(app_scope(&max, Some(" ")).unwrap()),
+            ["deals.read", "*.write"]
+        );
+        assert_eq!(
+            names(app_scope(&max, Some("cars.write deals.read")).unwrap()),
+            ["cars.write", "deals.read"]
+        );
+        assert_eq!(
+            app_scope(&max, Some("deals.read cars.read sensitive.write *.read")),
+            Err(ScopeError::Outside(vec![
+                "cars.read".into(),
+                "sensitive.write".into(),
+                "*.read".into()
+            ]))
+        );
+        let message = app_scope(&max, Some("cars.read")).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "outside the application's maximum permissions: cars.read"
+        );
+        assert!(matches!(
+            app_scope(&max, Some("deals.read bogus")),
+            Err(ScopeError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -8,7 +8,8 @@ use crate::time::Timestamp;
 pub enum PrincipalKind {
     /// An API key, by its id.
     ApiKey { key_id: KeyId },
-    /// A JWT, by its `jti`; `user_id` is set for user-session tokens.
+    /// A JWT, by its `jti`; `user_id` is set for user-session tokens, `client_id` for tokens
+    /// issued to an application (user sessions and the application's own tokens).
     Jwt {
         jti: Jti,
         user_id: Option<UserId>,
@@ -32,14 +33,25 @@ impl Principal {
         matches!(self.kind, PrincipalKind::ApiKey { .. })
     }
 
-    /// Whether the caller may do `action` on `resource`. A user-session token never holds a
+    /// Whether the caller may do `action` on `resource`. A token issued to an application (a
+    /// user-session token, or the application's own `client_credentials` token) never holds a
     /// reserved capability (`sensitive`, `audit`), whatever its claims say: those are for the
-    /// account's own credentials, not for what an end user consented to.
+    /// account's own credentials, not for what an end user consented to or an application's
+    /// ceiling allows.
     pub fn allows(&self, resource: &str, action: Action) -> bool {
-        if self.session_user().is_some() && RESERVED_RESOURCES.contains(&resource) {
+        if self.application().is_some() && RESERVED_RESOURCES.contains(&resource) {
             return false;
         }
         self.permissions.allows(resource, action)
+    }
+
+    /// The application a token was issued to: a user session's, or the application itself for a
+    /// `client_credentials` token. `None` for API keys and the tokens they mint.
+    pub fn application(&self) -> Option<&ClientId> {
+        match &self.kind {
+            PrincipalKind::Jwt { client_id, .. } => client_id.as_ref(),
+            PrincipalKind::ApiKey { .. } => None,
+        }
     }
 
     /// The end user a session token acts for: such a token sees only that user's records.
@@ -84,5 +96,15 @@ mod tests {
         assert!(!session.allows("sensitive", Action::Read));
         assert!(!session.allows("audit", Action::Read));
         assert!(session.allows("deals", Action::Read));
+        // An application's own token neither.
+        let mut app = jwt(None, &["sensitive.read", "deals.read"]);
+        app.kind = PrincipalKind::Jwt {
+            jti: "j".into(),
+            user_id: None,
+            client_id: Some(ClientId::from("app")),
+        };
+        assert!(!app.allows("sensitive", Action::Read));
+        assert!(app.allows("deals", Action::Read));
+        assert_eq!(app.session_user(), None);
     }
 }

@@ -193,7 +193,12 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Exchange an authorization code or a refresh token. */
+        /**
+         * Exchange an authorization code or a refresh token, or get an application's own token.
+         * @description `client_credentials` is for confidential applications acting for themselves (machine to
+         *     machine): the token carries `scope` if given, else the application's maximum permissions,
+         *     and comes without a refresh token.
+         */
         post: operations["token"];
         delete?: never;
         options?: never;
@@ -452,11 +457,14 @@ export interface components {
             client_secret?: string | null;
             code?: string | null;
             code_verifier?: string | null;
-            /** @description `authorization_code` or `refresh_token`. */
+            /** @description `authorization_code`, `refresh_token` or `client_credentials`. */
             grant_type?: string | null;
             redirect_uri?: string | null;
             refresh_token?: string | null;
-            /** @description Ignored on refresh: a session keeps what the user granted. */
+            /**
+             * @description For `client_credentials`: the permissions wanted, within the app's maximum (default: all
+             *     of it). Ignored on refresh: a session keeps what the user granted.
+             */
             scope?: string | null;
         };
         /** @description A successful token response (RFC 6749 §5.1), with Keyfob's `token`/`expires` aliases. */
@@ -469,7 +477,8 @@ export interface components {
              * @description Seconds: 600.
              */
             expires_in: number;
-            refresh_token: string;
+            /** @description For user sessions; never for `client_credentials`, which needs none (the app asks again). */
+            refresh_token?: string | null;
             /** @description The granted permissions, space-separated. */
             scope: string;
             /** @description Same as `access_token`. */
@@ -480,7 +489,10 @@ export interface components {
         /** @description Who the caller is. */
         WhoAmI: {
             account_id: string;
-            /** @description The application, for a user-session token. */
+            /**
+             * @description The application, for a user-session token or an application's own
+             *     (`client_credentials`) token.
+             */
             client_id?: string | null;
             /** @description When the credential expires (RFC 3339); null for API keys. */
             expires?: string | null;
@@ -492,7 +504,7 @@ export interface components {
             kind: string;
             /** @description `["*"]` stands for an API key's full access. */
             permissions: string[];
-            /** @description The API key's id, or the token's `sub`. */
+            /** @description The API key's id, or the token's `sub` (for an application's own token, its `client_id`). */
             subject: string;
         };
     };

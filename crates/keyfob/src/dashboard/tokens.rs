@@ -54,7 +54,8 @@ pub struct KeyChoice {
 pub struct TokenView {
     jti: String,
     permissions: String,
-    /// The API key that minted it, by name and prefix.
+    /// The API key that minted it, by name and prefix, or the application that got it for itself
+    /// (`client_credentials`), by `client_id`.
     minted_by: Option<String>,
     issued: TimeView,
     expires: TimeView,
@@ -66,10 +67,10 @@ impl TokenView {
     fn new(row: TokenRow, key_names: &HashMap<KeyId, String>, now: Timestamp) -> TokenView {
         let permissions = row.permissions.names().join(", ");
         TokenView {
-            minted_by: row
-                .api_key_id
-                .as_ref()
-                .and_then(|id| key_names.get(id).cloned()),
+            minted_by: match &row.api_key_id {
+                Some(id) => key_names.get(id).cloned(),
+                None => Some(format!("application {}", row.subject)),
+            },
             jti: row.jti.into(),
             permissions,
             issued: TimeView::from(row.issued_at),

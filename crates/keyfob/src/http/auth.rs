@@ -191,7 +191,7 @@ pub struct WhoAmI {
     /// `api_key` or `jwt`.
     pub kind: String,
     pub account_id: String,
-    /// The API key's id, or the token's `sub`.
+    /// The API key's id, or the token's `sub` (for an application's own token, its `client_id`).
     pub subject: String,
     /// The API key's id, for an API key.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -199,7 +199,8 @@ pub struct WhoAmI {
     /// The token's id, for a JWT.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
-    /// The application, for a user-session token.
+    /// The application, for a user-session token or an application's own
+    /// (`client_credentials`) token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     /// `["*"]` stands for an API key's full access.

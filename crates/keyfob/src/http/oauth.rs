@@ -1,5 +1,5 @@
-//! The OAuth 2.1 endpoints a client library talks to: `POST /auth/token` (authorization code and
-//! refresh token grants), `POST /auth/revoke` (RFC 7009), `POST /auth/introspect` (RFC 7662, for
+//! The OAuth 2.1 endpoints a client library talks to: `POST /auth/token` (authorization code,
+//! refresh token and client credentials grants), `POST /auth/revoke` (RFC 7009), `POST /auth/introspect` (RFC 7662, for
 //! API keys). Errors follow RFC 6749 §5.2: `{"error", "error_description"}`. The discovery
 //! documents that name them are in [`super::wellknown`].
 
@@ -8,12 +8,13 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use keyfob_domain::claims::Bearer;
 use keyfob_domain::expiry::format_instant;
-use keyfob_domain::oauth::pkce_matches;
+use keyfob_domain::oauth::{ScopeError, app_scope, pkce_matches};
 use keyfob_domain::secret::{constant_time_eq, hash_secret};
 use keyfob_domain::time::Timestamp;
-use keyfob_domain::{Credential, PrincipalKind};
-use keyfob_store::{AccountId, AppRow, FamilyId, RefreshSession};
+use keyfob_domain::{Claims, Credential, PrincipalKind};
+use keyfob_store::{AccountId, AppRow, FamilyId, Jti, Permissions, RefreshSession, TokenRow};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -25,8 +26,12 @@ use crate::auth::Auth;
 use crate::http::error::ApiError;
 use crate::http::extract::{Unreadable, body_bytes, form_bytes, is_form, is_json, parse_json};
 use crate::http::openapi::OAuthUnavailable;
-use crate::sessions::{self, ACCESS_TOKEN_SECS, IssuedPair, REFRESH_PREFIX, SessionError};
+use crate::services::{Caller, ServiceError};
+use crate::sessions::{
+    self, ACCESS_TOKEN_LIFETIME, ACCESS_TOKEN_SECS, IssuedPair, REFRESH_PREFIX, SessionError,
+};
 use crate::state::AppState;
+use crate::web::client_ip::ClientIp;
 
 /// The endpoints a browser app calls (CORS applies).
 pub fn browser_router() -> OpenApiRouter<AppState> {
@@ -88,6 +93,10 @@ impl OAuthError {
 
     fn invalid_grant(description: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
+    }
+
+    fn invalid_scope(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
     }
 
     fn invalid_client(basic: bool) -> Self {
@@ -213,7 +222,7 @@ impl From<Unreadable> for OAuthError {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
-    /// `authorization_code` or `refresh_token`.
+    /// `authorization_code`, `refresh_token` or `client_credentials`.
     pub grant_type: Option<String>,
     pub code: Option<String>,
     pub redirect_uri: Option<String>,
@@ -222,7 +231,8 @@ pub struct TokenRequest {
     pub client_id: Option<String>,
     /// For `client_secret_post`; HTTP Basic is accepted too.
     pub client_secret: Option<String>,
-    /// Ignored on refresh: a session keeps what the user granted.
+    /// For `client_credentials`: the permissions wanted, within the app's maximum (default: all
+    /// of it). Ignored on refresh: a session keeps what the user granted.
     pub scope: Option<String>,
 }
 
@@ -234,7 +244,9 @@ pub struct TokenResponse {
     pub token_type: String,
     /// Seconds: 600.
     pub expires_in: i64,
-    pub refresh_token: String,
+    /// For user sessions; never for `client_credentials`, which needs none (the app asks again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
     /// The granted permissions, space-separated.
     pub scope: String,
     /// Same as `access_token`.
@@ -253,7 +265,7 @@ impl From<IssuedPair> for TokenResponse {
             access_token: pair.access_token,
             token_type: "Bearer".into(),
             expires_in: ACCESS_TOKEN_SECS,
-            refresh_token: pair.refresh_token,
+            refresh_token: Some(pair.refresh_token),
             scope: pair.scope,
             expires,
         }
@@ -339,10 +351,12 @@ fn form_decode(s: &str) -> Option<String> {
 }
 
 /// Finds and authenticates the client: a confidential app must present its secret; a public
-/// app must not have one to present.
+/// app must not have one to present. A failure to authenticate as a known application is written
+/// to its account's audit log (as an unauthenticated client's event, throttled per address).
 async fn authenticate_client(
     state: &AppState,
     credentials: ClientCredentials,
+    ip: &str,
 ) -> Result<AppRow, OAuthError> {
     let invalid = || OAuthError::invalid_client(credentials.basic);
     if credentials.client_id.len() > 128 {
@@ -353,14 +367,35 @@ async fn authenticate_client(
         .await?
         .filter(|a| a.revoked_at.is_none())
         .ok_or_else(invalid)?;
-    match (&app.client_secret_hash, &credentials.secret) {
-        (Some(stored), Some(given)) if constant_time_eq(stored, &hash_secret(given)) => Ok(app),
-        (None, None) => Ok(app),
-        _ => Err(invalid()),
-    }
+    let failure = match (&app.client_secret_hash, &credentials.secret) {
+        (Some(stored), Some(given)) if constant_time_eq(stored, &hash_secret(given)) => None,
+        (None, None) => None,
+        (Some(_), Some(_)) => Some("wrong_secret"),
+        (Some(_), None) => Some("no_secret"),
+        (None, Some(_)) => Some("public_app_sent_a_secret"),
+    };
+    let Some(reason) = failure else {
+        return Ok(app);
+    };
+    tracing::info!(client_id = %app.client_id, reason, "client authentication failed");
+    state.audit.record_unauthenticated(
+        AuditEvent::new(
+            Some(&app.account_id),
+            Actor::anonymous(),
+            keyfob_domain::audit::action::APP_AUTH_FAILED,
+        )
+        .target(&app.client_id)
+        .ip(ip)
+        .detail(serde_json::json!({ "reason": reason })),
+    );
+    Err(invalid())
 }
 
-/// Exchange an authorization code or a refresh token.
+/// Exchange an authorization code or a refresh token, or get an application's own token.
+///
+/// `client_credentials` is for confidential applications acting for themselves (machine to
+/// machine): the token carries `scope` if given, else the application's maximum permissions,
+/// and comes without a refresh token.
 #[utoipa::path(
     post,
     path = "/auth/token",
@@ -377,6 +412,7 @@ async fn authenticate_client(
 #[tracing::instrument(skip_all)]
 pub async fn token(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     OAuthParams(request): OAuthParams<TokenRequest>,
 ) -> Result<Response, OAuthError> {
@@ -389,14 +425,19 @@ pub async fn token(
         .grant_type
         .clone()
         .ok_or_else(|| OAuthError::invalid_request("`grant_type` is required"))?;
-    if grant_type != "authorization_code" && grant_type != "refresh_token" {
+    if !["authorization_code", "refresh_token", "client_credentials"].contains(&grant_type.as_str())
+    {
         return Err(OAuthError::new(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
-            "use `authorization_code` or `refresh_token`",
+            "use `authorization_code`, `refresh_token` or `client_credentials`",
         ));
     }
-    let app = authenticate_client(&state, credentials).await?;
+    let app = authenticate_client(&state, credentials, &ip).await?;
+    if grant_type == "client_credentials" {
+        let answer = grant_client_credentials(&state, &app, &request, &ip).await?;
+        return Ok(no_store(Json(answer)));
+    }
     let pair = if grant_type == "authorization_code" {
         exchange_code(&state, &app, &request).await?
     } else {
@@ -407,6 +448,106 @@ pub async fn token(
         sessions::refresh(&state, &app, refresh_token).await?
     };
     Ok(no_store(Json(TokenResponse::from(pair))))
+}
+
+/// The `client_credentials` grant: an access token for `app` itself, within its maximum
+/// permissions, recorded (so that it can be listed, revoked and refused on every node) and
+/// audited. Only a confidential application, authenticated by its secret, may ask.
+async fn grant_client_credentials(
+    state: &AppState,
+    app: &AppRow,
+    request: &TokenRequest,
+    ip: &str,
+) -> Result<TokenResponse, OAuthError> {
+    if app.public || app.client_secret_hash.is_none() {
+        return Err(OAuthError::new(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "a public application cannot use `client_credentials`: it has no secret to prove \
+             who it is",
+        ));
+    }
+    for (name, value) in [
+        ("code", &request.code),
+        ("code_verifier", &request.code_verifier),
+        ("redirect_uri", &request.redirect_uri),
+        ("refresh_token", &request.refresh_token),
+    ] {
+        if value.is_some() {
+            return Err(OAuthError::invalid_request(format!(
+                "`{name}` is not a parameter of the `client_credentials` grant"
+            )));
+        }
+    }
+    let permissions: Vec<String> = app_scope(&app.max_permissions, request.scope.as_deref())
+        .map_err(|err| match err {
+            ScopeError::Invalid(e) => OAuthError::invalid_scope(format!("`scope`: {e}")),
+            outside @ ScopeError::Outside(_) => OAuthError::invalid_scope(outside.to_string()),
+        })?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let issued = Timestamp::now();
+    let bearer = Bearer::App {
+        account_id: &app.account_id,
+        client_id: &app.client_id,
+    };
+    let claims = Claims::new(
+        state.tokens.issuer(),
+        state.tokens.audience(),
+        bearer,
+        permissions,
+        issued,
+        issued + ACCESS_TOKEN_LIFETIME,
+    );
+    let token = state
+        .tokens
+        .sign(&claims, issued)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    state
+        .recorder
+        .record(TokenRow {
+            jti: Jti::from(claims.jti.as_str()),
+            account_id: app.account_id.clone(),
+            api_key_id: None,
+            subject: claims.sub.clone(),
+            permissions: Permissions::parse(&claims.permissions)
+                .map_err(|e| ApiError::Internal(e.into()))?,
+            issued_at: issued,
+            expires_at: claims.expires_at(),
+            revoked_at: None,
+        })
+        .await
+        .map_err(ApiError::from)?;
+    // Queued, not awaited: the token's own record above is what the grant waits for.
+    state.audit.record(
+        AuditEvent::new(
+            Some(&app.account_id),
+            Actor::app(&app.client_id),
+            keyfob_domain::audit::action::TOKEN_MINTED,
+        )
+        .target(&claims.jti)
+        .ip(ip)
+        .detail(serde_json::json!({
+            "grant_type": "client_credentials",
+            "permissions": claims.permissions,
+            "expires": claims.exp,
+        })),
+    );
+    let scope = claims.permissions.join(" ");
+    Ok(TokenResponse {
+        token: token.clone(),
+        access_token: token,
+        token_type: "Bearer".into(),
+        expires_in: ACCESS_TOKEN_SECS,
+        refresh_token: None,
+        scope,
+        expires: claims
+            .expires_at()
+            .date_time()
+            .map(format_instant)
+            .unwrap_or_default(),
+    })
 }
 
 async fn exchange_code(
@@ -517,6 +658,7 @@ pub struct RevokeRequest {
 )]
 pub async fn revoke(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     OAuthParams(request): OAuthParams<RevokeRequest>,
 ) -> Result<Response, OAuthError> {
@@ -528,7 +670,17 @@ pub async fn revoke(
     let token = request
         .token
         .ok_or_else(|| OAuthError::invalid_request("`token` is required"))?;
-    let app = authenticate_client(&state, credentials).await?;
+    let app = authenticate_client(&state, credentials, &ip).await?;
+    if let Some(jti) = own_app_token(&state, &app, &token) {
+        let by = Caller::new(Actor::app(&app.client_id), &ip);
+        match crate::services::tokens::revoke(&state, &app.account_id, &by, &jti).await {
+            // Revoked already (or expired and pruned): nothing to do, and RFC 7009 says 200.
+            Ok(()) | Err(ServiceError::NotFound(_)) => {}
+            Err(ServiceError::Store(e)) => return Err(e.into()),
+            Err(other) => return Err(ApiError::Internal(other.into()).into()),
+        }
+        return Ok(no_store(StatusCode::OK));
+    }
     if let Some(family) = session_of(&state, &token).await?
         && family.client_id == app.client_id
         && sessions::end_family(&state, &family.id).await?
@@ -544,6 +696,19 @@ pub async fn revoke(
         );
     }
     Ok(no_store(StatusCode::OK))
+}
+
+/// The `jti` of `token` when it is a live `client_credentials` token of `app` itself: an
+/// application revokes only its own tokens.
+fn own_app_token(state: &AppState, app: &AppRow, token: &str) -> Option<Jti> {
+    if token.starts_with(REFRESH_PREFIX) {
+        return None;
+    }
+    let claims = state.tokens.verify(token, Timestamp::now()).ok()?;
+    (claims.is_app_token()
+        && claims.client_id.as_deref() == Some(app.client_id.as_str())
+        && claims.account_id == app.account_id)
+        .then(|| Jti::from(claims.jti.as_str()))
 }
 
 /// The session a refresh token or session access token belongs to.

@@ -108,7 +108,7 @@ pub struct ServerMetadata {
 ///
 /// OpenID Connect's parts that Keyfob does not serve yet are left out rather than announced:
 /// the `openid` scope (and `profile`, `email`) in `scopes_supported`, `userinfo_endpoint`,
-/// `end_session_endpoint`, `id_token` response types, the `client_credentials` grant, `prompt`
+/// `end_session_endpoint`, `id_token` response types, `prompt`
 /// and the id_token's claims in `claims_supported`. Each is added here, with its field in
 /// [`ServerMetadata`], when it is served (see docs/OIDC.md).
 pub fn server_metadata(state: &AppState) -> ServerMetadata {
@@ -127,7 +127,11 @@ pub fn server_metadata(state: &AppState) -> ServerMetadata {
         scopes_supported: strings(&["*.read", "*.write"]),
         response_types_supported: strings(&["code", "token"]),
         response_modes_supported: strings(&["query", "fragment"]),
-        grant_types_supported: strings(&["authorization_code", "refresh_token"]),
+        grant_types_supported: strings(&[
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+        ]),
         subject_types_supported: strings(&["public"]),
         id_token_signing_alg_values_supported: algs
             .iter()

@@ -294,6 +294,7 @@ mod tests {
             account_id: uuid::Uuid::now_v7().to_string().into(),
             client_id: Some(format!("client-{n:0>40}")),
             sid: Some(uuid::Uuid::now_v7().to_string().into()),
+            gty: None,
         }
     }
 

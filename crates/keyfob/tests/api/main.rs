@@ -11,6 +11,7 @@ mod authorize;
 mod browser;
 mod chrome;
 mod cli;
+mod client_credentials;
 mod connections;
 mod dashboard;
 mod error_bodies;

@@ -128,6 +128,7 @@ fn old_style_token(app: &TestApp, account: &str, key_id: &str, typ: Option<&str>
         account_id: AccountId::from(account),
         client_id: None,
         sid: None,
+        gty: None,
     };
     let keys = app.state.tokens.keys();
     let signer = keys.signer(Timestamp::now()).unwrap();
@@ -174,7 +175,7 @@ both_backends! {
         assert_eq!(oidc["response_types_supported"], json!(["code", "token"]));
         assert_eq!(oidc["subject_types_supported"], json!(["public"]));
         assert_eq!(oidc["id_token_signing_alg_values_supported"], json!(["EdDSA"]));
-        assert_eq!(oidc["grant_types_supported"], json!(["authorization_code", "refresh_token"]));
+        assert_eq!(oidc["grant_types_supported"], json!(["authorization_code", "refresh_token", "client_credentials"]));
         assert_eq!(oidc["code_challenge_methods_supported"], json!(["S256"]));
         assert_eq!(oidc["scopes_supported"], json!(["*.read", "*.write"]));
         // Nothing announced that is not served yet.

@@ -564,7 +564,7 @@ both_backends! {
         let expired = app.state.tokens.sign(&keyfob_domain::Claims {
             iss: app.state.tokens.issuer().into(), sub: "x".into(), aud: "keyfob".into(),
             iat: now - 7200, nbf: now - 7200, exp: now - 3600, jti: "old".into(),
-            permissions: vec!["deals.read".into()], scope: None, account_id: account, client_id: None, sid: None,
+            permissions: vec!["deals.read".into()], scope: None, account_id: account, client_id: None, sid: None, gty: None,
         }, Timestamp::now()).unwrap();
         for token in [expired, "garbage".to_owned(), "kfr_unknown".to_owned()] {
             let body: Value = introspect(s.key.clone(), token).await.json().await.unwrap();

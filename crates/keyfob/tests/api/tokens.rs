@@ -73,6 +73,7 @@ fn claims(app: &TestApp, account: &str) -> Claims {
         account_id: AccountId::from(account.to_owned()),
         client_id: None,
         sid: None,
+        gty: None,
     }
 }
 
