@@ -1,7 +1,12 @@
 //! The rules of an authorization request (`GET /auth?…`), apart from HTTP and storage: which
 //! redirect URI answers it, what is checked after the client (response type, fragment mode,
-//! permissions within the application's maximum, PKCE), the errors reported to the application, and
-//! how the redirect that carries an answer is built.
+//! permissions within the application's maximum, PKCE, then `prompt`, `max_age` and `login_hint`),
+//! the errors reported to the application, and how the redirect that carries an answer is built.
+//! Which pages the user is shown is [`interaction`]'s.
+
+pub mod interaction;
+
+pub use interaction::{ConsentNeed, Interaction, LoginFacts, LoginNeed, Prompt};
 
 use crate::oauth;
 use crate::permission::Permission;
@@ -30,7 +35,7 @@ pub struct AuthError {
 }
 
 impl AuthError {
-    fn new(code: &'static str, description: impl Into<String>) -> AuthError {
+    pub(crate) fn new(code: &'static str, description: impl Into<String>) -> AuthError {
         AuthError {
             code,
             description: description.into(),
@@ -64,6 +69,11 @@ pub struct RequestParams<'a> {
     pub scope: Option<&'a str>,
     pub code_challenge: Option<&'a str>,
     pub code_challenge_method: Option<&'a str>,
+    /// Space-separated `none`, `login`, `consent`, `select_account` (OpenID Connect).
+    pub prompt: Option<&'a str>,
+    /// Seconds.
+    pub max_age: Option<&'a str>,
+    pub login_hint: Option<&'a str>,
 }
 
 /// A request that passed [`check_request`].
@@ -74,9 +84,12 @@ pub struct Checked {
     pub permissions: Vec<Permission>,
     /// The PKCE S256 challenge, for `response_type=code`.
     pub code_challenge: Option<String>,
+    /// What decides the pages shown: `prompt`, `max_age`, `login_hint`.
+    pub interaction: Interaction,
 }
 
-/// Checks everything after the client: response type, permissions, PKCE, in that order. The error
+/// Checks everything after the client: response type, permissions, PKCE, `prompt`, `max_age`, in
+/// that order (`login_hint` is never an error: a hint Keyfob cannot use is dropped). The error
 /// carries the response type to answer with (the query when the response type itself is unknown).
 pub fn check_request(
     policy: &ClientPolicy<'_>,
@@ -153,10 +166,15 @@ pub fn check_request(
             ));
         }
     }
+    let interaction = match Interaction::parse(params.prompt, params.max_age, params.login_hint) {
+        Ok(interaction) => interaction,
+        Err(error) => return fail(error),
+    };
     Ok(Checked {
         response_type,
         permissions,
         code_challenge,
+        interaction,
     })
 }
 
@@ -304,6 +322,7 @@ mod tests {
                 response_type: ResponseType::Code,
                 permissions: vec!["deals.read".parse().unwrap()],
                 code_challenge: None,
+                interaction: Interaction::default(),
             }
         );
         let by_scope = RequestParams {
@@ -562,6 +581,58 @@ mod tests {
         let ok = check_request(&policy(&max), &p).unwrap();
         assert_eq!(ok.response_type, ResponseType::Token);
         assert_eq!(ok.code_challenge, None);
+    }
+
+    #[test]
+    fn prompt_and_max_age_are_checked_last_and_reported_where_the_app_looks() {
+        let max = max("deals.read");
+        let with = |prompt: Option<&'static str>, max_age: Option<&'static str>| RequestParams {
+            prompt,
+            max_age,
+            login_hint: Some("Ada@Example.com"),
+            ..perms("deals.read")
+        };
+        let ok = check_request(&policy(&max), &with(Some("login consent"), Some("300"))).unwrap();
+        assert!(ok.interaction.prompt.login && ok.interaction.prompt.consent);
+        assert_eq!(
+            ok.interaction.max_age,
+            Some(std::time::Duration::from_secs(300))
+        );
+        assert_eq!(
+            ok.interaction.login_hint.as_ref().map(|e| e.as_str()),
+            Some("ada@example.com")
+        );
+        // Absent, the request is as it always was.
+        let plain = check_request(&policy(&max), &perms("deals.read")).unwrap();
+        assert_eq!(plain.interaction, Interaction::default());
+
+        for (p, m, named) in [
+            (Some("none login"), None, "prompt=none"),
+            (Some("bogus"), None, "prompt `bogus`"),
+            (None, Some("abc"), "max_age"),
+            (None, Some("-1"), "max_age"),
+            (None, Some("99999999999"), "max_age"),
+        ] {
+            let (mode, error) = refused(&policy(&max), &with(p, m));
+            assert_eq!((mode, error.code), (ResponseType::Code, "invalid_request"));
+            assert!(
+                error.description.starts_with(named),
+                "{}",
+                error.description
+            );
+        }
+        // In the fragment for the token flow.
+        let token = RequestParams {
+            response_type: Some("token"),
+            ..with(None, Some("abc"))
+        };
+        assert_eq!(refused(&policy(&max), &token).0, ResponseType::Token);
+        // After the permissions.
+        let both = RequestParams {
+            max_age: Some("abc"),
+            ..perms("cars.read")
+        };
+        assert_eq!(refused(&policy(&max), &both).1.code, "invalid_scope");
     }
 
     #[test]

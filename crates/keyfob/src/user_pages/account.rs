@@ -8,11 +8,13 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::CookieJar;
 use keyfob_domain::audit::action;
+use keyfob_domain::authorize::interaction::parse_login_hint;
+use keyfob_domain::time::Timestamp;
 use keyfob_store::UserRow;
 use serde::Deserialize;
 
 use super::page::{UserForm, UserLayout, UserPageError, content_security_policy, page, see_other};
-use super::request::{AuthorizeParams, check_client};
+use super::request::{AuthorizeParams, check_client, facts};
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::dashboard::page::PageError;
 use crate::state::AppState;
@@ -26,6 +28,8 @@ pub const LOGIN_FAILED: &str = "The email or password is incorrect.";
 /// `?done=` values the login page explains.
 pub const PASSWORD_CHANGED: &str = "password-changed";
 pub const LOGGED_OUT: &str = "logged-out";
+/// What the login page says to a logged-in user the application wants to log in again.
+const LOG_IN_AGAIN: &str = "Log in again to continue.";
 
 #[derive(Template)]
 #[template(path = "auth/login.html")]
@@ -112,7 +116,27 @@ fn request_field(request: &str) -> Result<AuthorizeParams, UserPageError> {
     })
 }
 
-/// `GET /auth/login`: the login form, or straight on for a user already logged in.
+/// Whether a logged-in user must log in again before the request goes on: it asks for a login
+/// (`prompt=login`), finds theirs older than `max_age`, or hints at someone else (`login_hint`).
+/// A request whose parameters cannot be read goes on, to be refused by `GET /auth`.
+fn must_log_in_again(params: &AuthorizeParams, user: &UserLogin) -> bool {
+    params
+        .interaction()
+        .and_then(|i| i.login_need(Some(facts(user)), Timestamp::now()))
+        .is_some()
+}
+
+/// What the email field starts with: the request's `login_hint` when it is an email address,
+/// else, for a user logging in again, their own email. Only ever shown (escaped) in the form.
+fn email_to_fill(params: &AuthorizeParams, user: Option<&UserLogin>) -> String {
+    match parse_login_hint(params.login_hint.as_deref()) {
+        Some(hint) => hint.as_str().to_owned(),
+        None => user.map(|u| u.email.clone()).unwrap_or_default(),
+    }
+}
+
+/// `GET /auth/login`: the login form, or straight on for a user already logged in (unless the
+/// request wants them to log in again).
 #[tracing::instrument(skip_all)]
 pub async fn login_page(
     State(state): State<AppState>,
@@ -122,7 +146,9 @@ pub async fn login_page(
 ) -> Result<Response, UserPageError> {
     let query = query.unwrap_or_default();
     let params = AuthorizeParams::from_query(&query).unwrap_or_default();
-    if user.is_some() {
+    if let Some(user) = &user
+        && !must_log_in_again(&params, user)
+    {
         return see_other(&params.continue_path());
     }
     let done: Done = serde_urlencoded::from_str(&query).unwrap_or_default();
@@ -131,6 +157,7 @@ pub async fn login_page(
             Some("Your password was changed and every session ended. Log in with the new one.")
         }
         Some(LOGGED_OUT) => Some("You are logged out."),
+        _ if user.is_some() => Some(LOG_IN_AGAIN),
         _ => None,
     };
     let (app_name, csp) = context(&state, &params).await?;
@@ -138,7 +165,7 @@ pub async fn login_page(
     let login = LoginPage {
         layout: UserLayout::anonymous(),
         csrf,
-        email: String::new(),
+        email: email_to_fill(&params, user.as_ref()),
         error: None,
         notice,
         app_name,
@@ -212,6 +239,8 @@ pub async fn login(
     let jar = UserLogin::start(&state, jar, &user).await?;
     let jar = USER_PAGES.remember_device(&state, jar, &user.email);
     tracing::info!(user_id = %user.id, "user login");
+    // This login answers what the request asked of one (prompt=login, max_age, login_hint).
+    let params = params.after_login();
     state.audit.record(
         AuditEvent::new(
             account_id.as_ref(),
@@ -234,7 +263,9 @@ pub async fn signup_page(
     RawQuery(query): RawQuery,
 ) -> Result<Response, UserPageError> {
     let params = AuthorizeParams::from_query(&query.unwrap_or_default()).unwrap_or_default();
-    if user.is_some() {
+    if let Some(user) = &user
+        && !must_log_in_again(&params, user)
+    {
         return see_other(&params.continue_path());
     }
     let (app_name, csp) = context(&state, &params).await?;
@@ -242,7 +273,9 @@ pub async fn signup_page(
     let signup = SignupPage {
         layout: UserLayout::anonymous(),
         csrf,
-        email: String::new(),
+        email: parse_login_hint(params.login_hint.as_deref())
+            .map(|hint| hint.as_str().to_owned())
+            .unwrap_or_default(),
         error: None,
         app_name,
         request: params.to_query(),
@@ -292,7 +325,7 @@ pub async fn signup(
         }
     };
     tracing::info!(user_id = %user.id, "user signed up");
-    Ok((jar, see_other(&params.continue_path())?).into_response())
+    Ok((jar, see_other(&params.after_login().continue_path())?).into_response())
 }
 
 /// `POST /auth/logout`. Without a live login only the cookie is cleared; with one, the form must

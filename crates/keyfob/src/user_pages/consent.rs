@@ -27,7 +27,7 @@ use super::page::{
 };
 use super::request::{
     AuthError, AuthRequest, AuthorizeParams, ResponseType, add_params, check_client, check_request,
-    error_location,
+    error_location, facts,
 };
 use crate::audit::{Actor, AuditEvent};
 use crate::dashboard::page::PageError;
@@ -97,6 +97,11 @@ impl ConsentForm {
             response_type: self.response_type.clone(),
             code_challenge: self.code_challenge.clone(),
             code_challenge_method: self.code_challenge_method.clone(),
+            // Not carried: `prompt`, `max_age` and `login_hint` have decided which pages to show
+            // by the time this one is answered, and the answer is the user's.
+            prompt: None,
+            max_age: None,
+            login_hint: None,
         }
     }
 }
@@ -154,9 +159,12 @@ async fn live_grant(
     }))
 }
 
-/// `GET /auth`: checks the request, sends a user who is not logged in to the login page (and back
-/// here afterwards), skips consent when a grant covers the request, and shows the consent page
-/// otherwise.
+/// `GET /auth`: checks the request; sends a user who is not logged in, or must log in again
+/// (`prompt=login`, a login older than `max_age`, a `login_hint` naming someone else), to the
+/// login page and back here afterwards; skips consent when a grant covers the request (unless
+/// `prompt=consent`), and shows the consent page otherwise. With `prompt=none` no page is shown:
+/// where one would be, the application gets `login_required`, `consent_required` or
+/// `interaction_required` instead, and nothing is stored.
 #[tracing::instrument(skip_all)]
 pub async fn authorize(
     State(state): State<AppState>,
@@ -174,7 +182,16 @@ pub async fn authorize(
         Ok(request) => request,
         Err(redirect) => return Ok(redirect),
     };
-    let Some(user) = user else {
+    let now = Timestamp::now();
+    let login_need = match request
+        .interaction
+        .login_step(user.as_ref().map(facts), now)
+    {
+        Ok(need) => need,
+        Err(error) => return refuse(&state, &request, &error),
+    };
+    let (Some(user), None) = (user, login_need) else {
+        tracing::info!(need = ?login_need, client_id = %request.client.app.client_id, "login asked");
         return see_other(&format!(
             "{}?{}",
             super::LOGIN_PATH,
@@ -182,14 +199,25 @@ pub async fn authorize(
         ));
     };
     let granted = live_grant(&state, user.user_id(), &request).await?;
-    // Tokens in the fragment are never handed out silently: the user confirms each time.
-    if let Some((grant, granted)) = &granted
-        && request.response_type == ResponseType::Code
-        && request.permissions.iter().all(|p| granted.contains(p))
-    {
-        let permissions: Vec<String> = request.permissions.iter().map(|p| p.to_string()).collect();
-        tracing::info!(user_id = %user.user_id(), client_id = %request.client.app.client_id, "consent remembered");
-        return issue(&state, &request, user.user_id(), grant, &permissions).await;
+    let covering = granted
+        .as_ref()
+        .filter(|(_, granted)| request.permissions.iter().all(|p| granted.contains(p)))
+        .map(|(grant, _)| grant);
+    match (
+        request
+            .interaction
+            .consent_step(request.response_type, covering.is_some()),
+        covering,
+    ) {
+        (Err(error), _) => return refuse(&state, &request, &error),
+        (Ok(None), Some(grant)) => {
+            let permissions: Vec<String> =
+                request.permissions.iter().map(|p| p.to_string()).collect();
+            tracing::info!(user_id = %user.user_id(), client_id = %request.client.app.client_id, "consent remembered");
+            return issue(&state, &request, user.user_id(), grant, &permissions).await;
+        }
+        // The consent page (no grant covers the request, or it must be asked anyway).
+        _ => {}
     }
     let already: &[Permission] = granted.as_ref().map(|(_, g)| g.as_slice()).unwrap_or(&[]);
     let consent = ConsentPage {
@@ -213,6 +241,16 @@ pub async fn authorize(
         &consent,
         content_security_policy(Some(&request.client.redirect_uri)),
     )
+}
+
+/// Sends `error` back to the application (a page was needed and `prompt=none` allows none).
+fn refuse(
+    state: &AppState,
+    request: &AuthRequest,
+    error: &AuthError,
+) -> Result<Response, UserPageError> {
+    tracing::info!(client_id = %request.client.app.client_id, error = error.code, "authorization request answered without a page");
+    found(&request.error_redirect(state.tokens.issuer(), error))
 }
 
 /// `POST /auth/consent`: the user's answer.

@@ -10,7 +10,9 @@
 //! hidden fields of the consent form), and is checked again in full wherever it comes back: the
 //! browser can change it, so nothing in it is trusted without checking.
 
-use keyfob_domain::authorize::{self, ClientPolicy, RedirectError, RequestParams};
+use keyfob_domain::authorize::{
+    self, ClientPolicy, Interaction, LoginFacts, RedirectError, RequestParams,
+};
 pub use keyfob_domain::authorize::{AuthError, ResponseType, add_params, error_location};
 use keyfob_domain::input::InputError;
 use keyfob_domain::permission::Permission;
@@ -18,6 +20,7 @@ use keyfob_store::AppRow;
 use serde::{Deserialize, Serialize};
 
 use crate::state::AppState;
+use crate::web::UserLogin;
 
 /// The parameters of `GET /auth`, as sent. Unknown parameters are ignored (RFC 6749 §3.1).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +42,15 @@ pub struct AuthorizeParams {
     pub code_challenge: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_challenge_method: Option<String>,
+    /// OpenID Connect's `none`, `login`, `consent`, `select_account`, space-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// The oldest login the application accepts, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+    /// The email the application expects the user to log in with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_hint: Option<String>,
 }
 
 impl AuthorizeParams {
@@ -60,6 +72,30 @@ impl AuthorizeParams {
     /// The parameters as a query string, every value percent-encoded.
     pub fn to_query(&self) -> String {
         serde_urlencoded::to_string(self).unwrap_or_default()
+    }
+
+    /// The request as it carries on once the user has logged in (or signed up) for it: that login
+    /// answers `prompt=login` (and `select_account`), `max_age` and `login_hint`, so they are
+    /// taken out; kept, they would send the user back to the login page. (The browser could take
+    /// them out itself, so they never proved anything: the login's time is what does.)
+    pub fn after_login(&self) -> AuthorizeParams {
+        AuthorizeParams {
+            prompt: authorize::interaction::prompt_after_login(self.prompt.as_deref()),
+            max_age: None,
+            login_hint: None,
+            ..self.clone()
+        }
+    }
+
+    /// What the request says about the pages to show, if it can be read (else `GET /auth` reports
+    /// the error to the application).
+    pub fn interaction(&self) -> Option<Interaction> {
+        Interaction::parse(
+            self.prompt.as_deref(),
+            self.max_age.as_deref(),
+            self.login_hint.as_deref(),
+        )
+        .ok()
     }
 
     /// Whether no parameter was given at all (a plain visit to the login page).
@@ -158,6 +194,8 @@ pub struct AuthRequest {
     pub state: Option<String>,
     /// The PKCE S256 challenge, for `response_type=code`.
     pub code_challenge: Option<String>,
+    /// What decides the pages shown: `prompt`, `max_age`, `login_hint`.
+    pub interaction: Interaction,
 }
 
 impl AuthRequest {
@@ -172,6 +210,16 @@ impl AuthRequest {
             response_type: Some(self.response_type.as_str().to_owned()),
             code_challenge: self.code_challenge.clone(),
             code_challenge_method: self.code_challenge.as_ref().map(|_| "S256".to_owned()),
+            prompt: self.interaction.prompt.to_param(),
+            max_age: self
+                .interaction
+                .max_age
+                .map(|age| age.as_secs().to_string()),
+            login_hint: self
+                .interaction
+                .login_hint
+                .as_ref()
+                .map(|email| email.as_str().to_owned()),
         }
     }
 
@@ -196,6 +244,14 @@ impl AuthRequest {
     }
 }
 
+/// What the rules of `prompt`, `max_age` and `login_hint` read of a login.
+pub fn facts(user: &UserLogin) -> LoginFacts<'_> {
+    LoginFacts {
+        authenticated_at: user.authenticated_at(),
+        email: &user.email,
+    }
+}
+
 /// Checks everything after the client (see [`authorize::check_request`]). The error carries the
 /// response type to answer with (the query when the response type itself is unknown).
 pub fn check_request(
@@ -208,6 +264,9 @@ pub fn check_request(
         scope: params.scope.as_deref(),
         code_challenge: params.code_challenge.as_deref(),
         code_challenge_method: params.code_challenge_method.as_deref(),
+        prompt: params.prompt.as_deref(),
+        max_age: params.max_age.as_deref(),
+        login_hint: params.login_hint.as_deref(),
     };
     match authorize::check_request(&client.policy(), &raw) {
         Ok(checked) => Ok(AuthRequest {
@@ -216,6 +275,7 @@ pub fn check_request(
             permissions: checked.permissions,
             state: params.state.clone().filter(|s| !s.is_empty()),
             code_challenge: checked.code_challenge,
+            interaction: checked.interaction,
         }),
         Err((mode, error)) => Err((Box::new(client), mode, error)),
     }
@@ -316,5 +376,48 @@ mod tests {
         assert!(AuthorizeParams::from_query("state=a&state=b").is_none());
         assert!(AuthorizeParams::default().is_empty());
         assert_eq!(AuthorizeParams::default().continue_path(), "/auth/grants");
+    }
+
+    #[test]
+    fn prompt_max_age_and_login_hint_carry_on_until_a_login_answers_them() {
+        let client = resolve_redirect(app(false, &[CB], "deals.read"), None).unwrap();
+        let p = params(
+            "client_id=app_1&scope=deals.read&prompt=consent+login&max_age=060\
+             &login_hint=Ada%40Example.com",
+        );
+        let request = check_request(client.clone(), &p).unwrap();
+        let onward = request.params();
+        assert_eq!(onward.prompt.as_deref(), Some("login consent"));
+        assert_eq!(onward.max_age.as_deref(), Some("60"));
+        assert_eq!(onward.login_hint.as_deref(), Some("ada@example.com"));
+        assert_eq!(
+            check_request(client.clone(), &onward).unwrap().params(),
+            onward
+        );
+
+        let after = onward.after_login();
+        assert_eq!(after.prompt.as_deref(), Some("consent"));
+        assert_eq!((after.max_age, after.login_hint), (None, None));
+        assert_eq!(after.scope, onward.scope);
+        assert_eq!(
+            params("client_id=app_1&prompt=login").after_login(),
+            params("client_id=app_1")
+        );
+
+        // A hint that is no email is not carried on.
+        let request = check_request(client.clone(), &params("scope=deals.read&login_hint=ada"));
+        assert_eq!(request.unwrap().params().login_hint, None);
+
+        // Unreadable values are reported to the application, naming the parameter.
+        for (query, named) in [
+            ("scope=deals.read&max_age=abc", "max_age"),
+            ("scope=deals.read&prompt=none+login", "prompt"),
+        ] {
+            let (_, _, error) = check_request(client.clone(), &params(query)).expect_err(query);
+            assert_eq!(error.code, "invalid_request");
+            assert!(error.description.contains(named), "{}", error.description);
+        }
+        assert!(params("max_age=abc").interaction().is_none());
+        assert!(params("max_age=5").interaction().is_some());
     }
 }

@@ -28,6 +28,9 @@ pub trait LoginRow: Send + Sync + 'static {
     fn csrf_token(&self) -> &str;
     /// The id of whom it names.
     fn subject_id(&self) -> &str;
+    /// When it was made: when whom it names typed their password (or signed up). Every login
+    /// form makes a new one, so this is the time of the latest authentication in the browser.
+    fn created_at(&self) -> Timestamp;
 }
 
 impl LoginRow for OwnerLoginRow {
@@ -40,6 +43,9 @@ impl LoginRow for OwnerLoginRow {
     fn subject_id(&self) -> &str {
         &self.owner_id
     }
+    fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
 }
 
 impl LoginRow for UserLoginRow {
@@ -51,6 +57,9 @@ impl LoginRow for UserLoginRow {
     }
     fn subject_id(&self) -> &str {
         &self.user_id
+    }
+    fn created_at(&self) -> Timestamp {
+        self.created_at
     }
 }
 
@@ -77,6 +86,13 @@ impl<T: LoginSubject> Login<T> {
     /// The CSRF token to put in the forms of the pages shown after login.
     pub fn csrf(&self) -> &str {
         self.row.csrf_token()
+    }
+
+    /// When whom it names last authenticated in this browser (typed their password or signed up):
+    /// the login's creation, since a login form always starts a new login. What `max_age` is
+    /// measured against, and an ID token's `auth_time`.
+    pub fn authenticated_at(&self) -> Timestamp {
+        self.row.created_at()
     }
 
     /// Checks a submitted CSRF token against this login's, in constant time.

@@ -18,6 +18,8 @@ use serde_json::Value;
 use crate::both_backends;
 use crate::helpers::*;
 
+mod prompt;
+
 const CALLBACK: &str = "https://client.example.com/cb";
 const LOGIN_FAILED: &str = "The email or password is incorrect.";
 

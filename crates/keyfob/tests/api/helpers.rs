@@ -328,6 +328,23 @@ pub async fn raw_execute(url: &str, sql: &str) -> Result<u64, sqlx::Error> {
     }
 }
 
+/// Counts the rows of `table` on the app's database directly, to see that a refusal wrote
+/// nothing.
+pub async fn raw_count(url: &str, table: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let count: i64 = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        count
+    } else {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        let count: i64 = sqlx::query_scalar(&sql).fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        count
+    }
+}
+
 /// Polls `GET /api/audit?{query}` with `credential` until `ready` holds for the answer, for up to
 /// 3 seconds (events from busy paths are written a moment after the request that caused them).
 pub async fn audit_until(
