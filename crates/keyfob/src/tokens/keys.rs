@@ -178,6 +178,7 @@ pub fn load_key_set(
     master: &MasterKey,
     now: Timestamp,
 ) -> anyhow::Result<KeySet> {
+    super::provider::install();
     let mut signers = Vec::new();
     let mut verifiers = HashMap::new();
     let mut retired = HashSet::new();

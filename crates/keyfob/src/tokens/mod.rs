@@ -1,6 +1,7 @@
 //! Signing and verifying Keyfob's JWTs.
 
 mod keys;
+mod provider;
 mod recorder;
 mod service;
 
