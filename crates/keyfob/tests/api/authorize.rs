@@ -20,6 +20,7 @@ use crate::helpers::*;
 
 mod openid;
 mod prompt;
+mod relying_party;
 
 const CALLBACK: &str = "https://client.example.com/cb";
 const LOGIN_FAILED: &str = "The email or password is incorrect.";
