@@ -31,6 +31,8 @@ export interface IdTokenClaims extends JWTPayload {
   /** With the `email` scope. */
   email?: string;
   email_verified?: boolean;
+  /** With the `profile` scope: when the user's profile last changed (seconds since the epoch). */
+  updated_at?: number;
 }
 
 /** What `GET /auth/userinfo` answers: `sub` always, the rest as the session's scopes allow. */
