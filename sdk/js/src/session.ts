@@ -22,7 +22,7 @@ import type { KeyValueStorage } from "./storage.js";
  * What `POST /auth/token` answers; `id_token` when the grant includes the `openid` scope (code
  * exchange and refresh).
  */
-export type TokenResponse = components["schemas"]["TokenResponse"] & { id_token?: string };
+export type TokenResponse = components["schemas"]["TokenResponse"];
 
 /** A logged-in user's tokens, as the SDK stores them. */
 export interface Session {
