@@ -584,14 +584,15 @@ export class Keyfob {
   /**
    * A refresh's answer, before it is stored: a new ID token is checked like the login's (but for
    * the nonce) and must name the same user; without one, the session keeps the claims it had.
-   * When the JWKS cannot be fetched, the new tokens are kept with the claims checked before.
+   * When the JWKS cannot be fetched, the new tokens are kept with the claims checked before. A
+   * session whose login brought no checked ID token (no `openid`) takes none from a refresh.
    */
   async #acceptRefreshed(next: Session, previous: Session): Promise<Session> {
     const kept: Session = { ...next };
     delete kept.idToken;
     if (previous.idToken !== undefined) kept.idToken = previous.idToken;
     if (previous.user !== undefined) kept.user = previous.user;
-    if (next.idToken === undefined) return kept;
+    if (next.idToken === undefined || previous.user === undefined) return kept;
     try {
       const user = await verifyIdToken(this.#keys(), next.idToken, {
         issuer: this.#issuer(),

@@ -146,8 +146,8 @@ test("a session without openid sends no nonce and exposes no user claims", async
   const { session } = await keyfob.handleRedirect(`${REDIRECT_URI}?code=c0de&state=${url.searchParams.get("state")}`);
   assert.deepEqual(Object.keys(session).sort(), ["accessToken", "expiresAt", "refreshToken", "scope"]);
   assert.equal(keyfob.user, null);
-  provider.withIdToken = false;
   const refreshed = await keyfob.refresh();
+  assert.equal(refreshed.idToken, undefined);
   assert.equal(refreshed.user, undefined);
   assert.equal(keyfob.user, null);
   keyfob.close();
