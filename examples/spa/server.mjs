@@ -21,13 +21,15 @@ const TYPES = {
 
 /**
  * Starts the example on `host:port` (port 0: any free one). Answers its URL and a `close()`.
- * @param {{ keyfob: string, clientId: string, port?: number, host?: string, permissions?: string[] }} options
+ * @param {{ keyfob: string, clientId: string, port?: number, host?: string, permissions?: string[], scopes?: string[] }} options
  */
-export async function startExample({ keyfob, clientId, port = 3000, host = "localhost", permissions }) {
+export async function startExample({ keyfob, clientId, port = 3000, host = "localhost", permissions, scopes }) {
   const settings = {
     keyfob: keyfob.replace(/\/+$/, ""),
     clientId,
     permissions: permissions ?? ["deals.read", "deals.write"],
+    // OpenID Connect: an ID token telling who logged in, with their email.
+    scopes: scopes ?? ["openid", "email"],
   };
   const server = createServer(async (request, response) => {
     const path = new URL(request.url ?? "/", "http://localhost").pathname;

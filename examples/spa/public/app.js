@@ -1,6 +1,7 @@
-// The example app: a single-page app that logs its user in through Keyfob, lists and adds the
-// user's deals with the user's own token, and lets the SDK keep the session alive (refresh ahead
-// of expiry, after a 401, across tabs).
+// The example app: a single-page app that logs its user in through Keyfob (with OpenID Connect:
+// it knows who is signed in from the checked ID token), lists and adds the user's deals with the
+// user's own token, and lets the SDK keep the session alive (refresh ahead of expiry, after a 401,
+// across tabs).
 import { Keyfob } from "/sdk/keyfob.js";
 import config from "/config.js";
 
@@ -39,6 +40,19 @@ function render() {
   }
   const left = Math.round((session.expiresAt - Date.now()) / 1000);
   $("status").textContent = `Logged in (${session.scope}). Access token expires in ${Math.max(0, left)} s.`;
+  // Who: the claims of the ID token the SDK checked (signature, issuer, audience, nonce, expiry).
+  const user = keyfob.user;
+  $("user").textContent = user
+    ? `Signed in as ${user.email ?? user.sub}${user.email ? ` (${user.email_verified ? "verified" : "not verified"})` : ""} · sub ${user.sub}`
+    : "";
+}
+
+/** Asks Keyfob who the token belongs to, now (`GET /auth/userinfo`). */
+async function whoAmI() {
+  const info = await keyfob.getUser();
+  $("userinfo").hidden = false;
+  $("userinfo").textContent = JSON.stringify(info, null, 2);
+  return info;
 }
 
 async function listDeals() {
@@ -78,10 +92,13 @@ keyfob.on("session-ended", ({ reason }) => {
 });
 keyfob.on("refresh-error", ({ error, retryInMs }) => log(`refresh failed (${error.code}), retrying in ${retryInMs} ms`));
 
-$("login").addEventListener("click", () => keyfob.login({ permissions: config.permissions, state: "/" }).catch(showError));
+$("login").addEventListener("click", () =>
+  keyfob.login({ permissions: config.permissions, scopes: config.scopes, state: "/" }).catch(showError),
+);
 $("logout").addEventListener("click", () => keyfob.logout().catch(showError));
 $("reload").addEventListener("click", () => listDeals().then(() => showError(null), showError));
 $("expire").addEventListener("click", () => expireAccessToken());
+$("whoami").addEventListener("click", () => whoAmI().then(() => showError(null), showError));
 $("new-deal").addEventListener("submit", (event) => {
   event.preventDefault();
   addDeal($("title").value, Number($("amount").value)).then(() => {
@@ -105,5 +122,5 @@ async function start() {
 
 setInterval(render, 1000);
 // For trying things in the console (and for the SDK's browser test).
-window.demo = { keyfob, listDeals, addDeal, expireAccessToken, events };
+window.demo = { keyfob, listDeals, addDeal, expireAccessToken, whoAmI, events };
 start();

@@ -7,15 +7,19 @@ import { defaultChannel, defaultLocks } from "./coordination.js";
 import { KeyfobError, errorFromResponse, networkError } from "./errors.js";
 import { JwksCache, hasPermission } from "./jwks.js";
 import type { KeyfobClaims } from "./jwks.js";
+import { hasOpenId, verifyIdToken } from "./oidc.js";
+import type { IdTokenClaims, UserInfo } from "./oidc.js";
 import type { components } from "./openapi.js";
-import { pkcePair, randomString } from "./pkce.js";
-import type { KeyfobEvents, Session } from "./session.js";
+import { base64, pkcePair, randomString } from "./pkce.js";
+import type { KeyfobEvents, Session, TokenResponse } from "./session.js";
 import { SessionManager, requestTokens, sessionFromTokens } from "./session.js";
 import type { KeyValueStorage, StorageOption } from "./storage.js";
 import { resolveStorage } from "./storage.js";
 
 export type MintResponse = components["schemas"]["MintResponse"];
 export type WhoAmI = components["schemas"]["WhoAmI"];
+/** What `clientCredentials()` answers: an access token for the application itself, no refresh token. */
+export type ClientCredentialsResponse = Omit<TokenResponse, "refresh_token" | "id_token">;
 
 export interface KeyfobOptions {
   /** Where Keyfob answers, e.g. `https://keyfob.example.com` (no trailing path). */
@@ -64,6 +68,11 @@ export interface LoginOptions {
   /** What to ask the user for, e.g. `["deals.read", "deals.write"]`; within the app's maximum. */
   permissions: string[];
   /**
+   * OpenID Connect scopes to ask for beside the permissions: `openid` (an ID token, checked by
+   * the SDK, whose claims become `session.user`), `email` (the user's email in it), `profile`.
+   */
+  scopes?: string[];
+  /**
    * Anything the app wants back after the login (the page to return to, say); `handleRedirect()`
    * answers it. The SDK adds its own random value to the OAuth `state` against forgery.
    */
@@ -85,6 +94,8 @@ export interface LoginResult {
 interface LoginTransaction {
   state: string;
   verifier?: string;
+  /** Sent with the `openid` scope; the ID token must carry it back. */
+  nonce?: string;
   redirectUri: string;
   appState?: string;
 }
@@ -143,6 +154,7 @@ export class Keyfob {
         autoRefresh: options.autoRefresh ?? true,
         random: options.random ?? Math.random,
         emit: (type, detail) => this.#emit(type, detail),
+        accept: (next, previous) => this.#acceptRefreshed(next, previous),
       });
     } else {
       this.#sessions = null;
@@ -268,14 +280,8 @@ export class Keyfob {
    * `forbidden` for a missing permission). It cannot know of a revocation: ask `whoami` for that.
    */
   async verifyToken(jwt: string, options: { permissions?: string[] } = {}): Promise<KeyfobClaims> {
-    this.#jwks ??= new JwksCache(
-      `${this.baseUrl}/.well-known/jwks.json`,
-      this.#fetch,
-      this.#clock,
-      this.#options.jwksRefetchIntervalMs ?? 30_000,
-    );
-    const claims = await this.#jwks.verify(jwt, {
-      issuer: this.#options.issuer ?? this.baseUrl,
+    const claims = await this.#keys().verify(jwt, {
+      issuer: this.#issuer(),
       audience: this.#options.audience ?? "keyfob",
     });
     for (const needed of options.permissions ?? []) {
@@ -284,6 +290,66 @@ export class Keyfob {
       }
     }
     return claims;
+  }
+
+  #keys(): JwksCache {
+    this.#jwks ??= new JwksCache(
+      `${this.baseUrl}/.well-known/jwks.json`,
+      this.#fetch,
+      this.#clock,
+      this.#options.jwksRefetchIntervalMs ?? 30_000,
+    );
+    return this.#jwks;
+  }
+
+  #issuer(): string {
+    return this.#options.issuer ?? this.baseUrl;
+  }
+
+  // ---- Applications (back ends) ------------------------------------------------------------
+
+  /**
+   * `POST /auth/token` with `grant_type=client_credentials`: an access token for the application
+   * itself (no user), for a confidential application (`clientId` and `clientSecret`, sent as HTTP
+   * Basic). `permissions` within the application's maximum; all of them when left out. The token
+   * lasts 10 minutes and comes with no refresh token: ask again when it expires. Throws
+   * `KeyfobError` with the OAuth error: `invalid_client` (401: a wrong secret, an unknown
+   * application), `invalid_scope` (a permission beyond the maximum), `unauthorized_client` (a
+   * public application).
+   */
+  async clientCredentials(options: { permissions?: string[] } = {}): Promise<ClientCredentialsResponse> {
+    const { clientId, clientSecret } = this.#options;
+    if (!clientId || clientSecret === undefined) {
+      throw new TypeError("clientCredentials needs a confidential application: clientId and clientSecret in the Keyfob options");
+    }
+    const body = new URLSearchParams({ grant_type: "client_credentials" });
+    if (options.permissions?.length) body.set("scope", options.permissions.join(" "));
+    let response: Response;
+    try {
+      response = await this.#fetch(`${this.baseUrl}/auth/token`, {
+        method: "POST",
+        headers: {
+          // RFC 6749 §2.3.1: each part form-encoded, then Base64.
+          Authorization: `Basic ${basicCredentials(clientId, clientSecret)}`,
+          "Content-Type": "application/x-www-form-urlencoded",
+          Accept: "application/json",
+        },
+        body,
+      });
+    } catch (err) {
+      throw networkError(err);
+    }
+    if (!response.ok) throw await errorFromResponse(response);
+    let answer: ClientCredentialsResponse;
+    try {
+      answer = (await response.json()) as ClientCredentialsResponse;
+    } catch (err) {
+      throw new KeyfobError(response.status, "invalid_response", "the token response is not JSON", { cause: err });
+    }
+    if (typeof answer?.access_token !== "string" || !answer.access_token) {
+      throw new KeyfobError(response.status, "invalid_response", "the token response has no access token");
+    }
+    return answer;
   }
 
   // ---- User sessions -----------------------------------------------------------------------
@@ -311,7 +377,8 @@ export class Keyfob {
    */
   async loginUrl(options: LoginOptions): Promise<string> {
     this.#requireSessions();
-    if (!Array.isArray(options?.permissions) || options.permissions.length === 0) {
+    const scopes = options?.scopes ?? [];
+    if (!Array.isArray(options?.permissions) || !Array.isArray(scopes) || options.permissions.length + scopes.length === 0) {
       throw new TypeError("login needs the permissions to ask for, e.g. [\"deals.read\"]");
     }
     const responseType = options.responseType ?? "code";
@@ -324,9 +391,19 @@ export class Keyfob {
       client_id: this.#options.clientId!,
       redirect_uri: transaction.redirectUri,
       response_type: responseType,
-      permissions: options.permissions.join(","),
-      state: transaction.state,
     });
+    if (scopes.length === 0) {
+      query.set("permissions", options.permissions.join(","));
+    } else {
+      // OpenID Connect scopes and permissions together, in the one `scope` parameter.
+      query.set("scope", [...scopes, ...options.permissions].join(" "));
+    }
+    query.set("state", transaction.state);
+    if (hasOpenId(scopes)) {
+      // Binds the ID token to this login: a token replayed from another one is refused.
+      transaction.nonce = randomString(16);
+      query.set("nonce", transaction.nonce);
+    }
     if (responseType === "code") {
       const { verifier, challenge } = await pkcePair();
       transaction.verifier = verifier;
@@ -388,7 +465,7 @@ export class Keyfob {
     }
     // RFC 9207: Keyfob names itself in every login answer; one from another server is a mix-up.
     const issuer = params.get("iss");
-    const expectedIssuer = (this.#options.issuer ?? this.baseUrl).replace(/\/+$/, "");
+    const expectedIssuer = this.#issuer().replace(/\/+$/, "");
     if (issuer !== null && issuer.replace(/\/+$/, "") !== expectedIssuer) {
       throw new KeyfobError(0, "invalid_issuer", `this login answer comes from ${issuer}, not from ${expectedIssuer}`);
     }
@@ -415,6 +492,9 @@ export class Keyfob {
         },
         exchange,
       );
+      if (transaction.nonce !== undefined && !session.idToken && hasOpenId(session.scope)) {
+        throw new KeyfobError(0, "invalid_id_token", "Keyfob granted the openid scope but answered no ID token");
+      }
     } else {
       const expiresIn = params.get("expires_in");
       session = sessionFromTokens(
@@ -427,6 +507,18 @@ export class Keyfob {
         },
         this.#clock.now(),
       );
+    }
+    if (session.idToken !== undefined) {
+      if (transaction.nonce === undefined) {
+        // The login did not ask for one: nothing to compare it with, so nothing to believe.
+        delete session.idToken;
+      } else {
+        session.user = await verifyIdToken(this.#keys(), session.idToken, {
+          issuer: this.#issuer(),
+          clientId: this.#options.clientId!,
+          nonce: transaction.nonce,
+        });
+      }
     }
     sessions.start(session);
     return { session, ...optional("state", transaction.appState) };
@@ -444,6 +536,74 @@ export class Keyfob {
   /** The current session, or null. */
   get session(): Session | null {
     return this.#sessions?.current() ?? null;
+  }
+
+  /**
+   * Who is logged in: the claims of the session's checked ID token (`sub`, `email`,
+   * `email_verified`, `auth_time`, …), or null without a session or without the `openid` scope.
+   */
+  get user(): IdTokenClaims | null {
+    return this.session?.user ?? null;
+  }
+
+  /**
+   * `GET /auth/userinfo` with the session's access token: the user's claims as Keyfob has them
+   * now (`sub`, and `email`, `email_verified`, `updated_at` as the scopes allow). Throws
+   * `KeyfobError` 401 (`invalid_token`) for an access token Keyfob refuses even after a refresh,
+   * 403 `insufficient_scope` for a session without the `openid` scope, and `invalid_response`
+   * when the answer names another user than the session's ID token.
+   */
+  async getUser(): Promise<UserInfo> {
+    const response = await this.fetch("/auth/userinfo", { headers: { Accept: "application/json" } });
+    if (!response.ok) {
+      const error = await errorFromResponse(response);
+      if (error.code === "insufficient_scope") {
+        throw new KeyfobError(error.status, error.code, "the session has no openid scope: log in with scopes: [\"openid\"]", {
+          body: error.body,
+        });
+      }
+      throw error;
+    }
+    let info: UserInfo;
+    try {
+      info = (await response.json()) as UserInfo;
+    } catch (err) {
+      throw new KeyfobError(response.status, "invalid_response", "the userinfo answer is not JSON", { cause: err });
+    }
+    if (!info || typeof info.sub !== "string") {
+      throw new KeyfobError(response.status, "invalid_response", "the userinfo answer names no subject");
+    }
+    // OpenID Connect Core §5.3.2: not the session's user, not to be used.
+    const expected = this.user?.sub;
+    if (expected !== undefined && info.sub !== expected) {
+      throw new KeyfobError(response.status, "invalid_response", "the userinfo answer names another user than the session's");
+    }
+    return info;
+  }
+
+  /**
+   * A refresh's answer, before it is stored: a new ID token is checked like the login's (but for
+   * the nonce) and must name the same user; without one, the session keeps the claims it had.
+   * When the JWKS cannot be fetched, the new tokens are kept with the claims checked before. A
+   * session whose login brought no checked ID token (no `openid`) takes none from a refresh.
+   */
+  async #acceptRefreshed(next: Session, previous: Session): Promise<Session> {
+    const kept: Session = { ...next };
+    delete kept.idToken;
+    if (previous.idToken !== undefined) kept.idToken = previous.idToken;
+    if (previous.user !== undefined) kept.user = previous.user;
+    if (next.idToken === undefined || previous.user === undefined) return kept;
+    try {
+      const user = await verifyIdToken(this.#keys(), next.idToken, {
+        issuer: this.#issuer(),
+        clientId: this.#options.clientId!,
+        ...optional("sub", previous.user?.sub),
+      });
+      return { ...next, user };
+    } catch (err) {
+      if (err instanceof KeyfobError && err.code === "invalid_id_token") throw err;
+      return kept;
+    }
   }
 
   /** Whether a user is logged in (a session is stored). */
@@ -495,6 +655,12 @@ export class Keyfob {
   close(): void {
     this.#sessions?.close();
   }
+}
+
+/** HTTP Basic credentials of a client (RFC 6749 §2.3.1: form-encoded, then Base64). */
+function basicCredentials(clientId: string, clientSecret: string): string {
+  const encode = (value: string) => new URLSearchParams([["", value]]).toString().slice(1);
+  return base64(new TextEncoder().encode(`${encode(clientId)}:${encode(clientSecret)}`));
 }
 
 function optional<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } {

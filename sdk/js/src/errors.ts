@@ -9,7 +9,8 @@ export class KeyfobError extends Error {
   /**
    * The machine code: Keyfob's `error` (`unauthorized`, `forbidden`, `invalid_permission`, …),
    * an OAuth error (`invalid_grant`, `invalid_client`, …), or one of the SDK's:
-   * `network_error`, `not_logged_in`, `invalid_state`, `invalid_response`, `invalid_token`.
+   * `network_error`, `not_logged_in`, `invalid_state`, `invalid_issuer`, `invalid_response`,
+   * `invalid_token`, `invalid_id_token`.
    */
   readonly code: string;
   /** The parsed response body, when there was one. */
@@ -59,9 +60,27 @@ export async function errorFromResponse(response: Response): Promise<KeyfobError
     const detail = fields.message ?? fields.error_description;
     if (typeof detail === "string" && detail) message = detail;
   }
+  if (code === `http_${response.status}`) {
+    // RFC 6750 §3: a protected resource (userinfo) may say what is wrong in the challenge only.
+    const challenge = bearerChallenge(response.headers.get("www-authenticate"));
+    if (challenge.error) code = challenge.error;
+    if (challenge.error_description) message = challenge.error_description;
+  }
   const retryAfter = response.headers.get("retry-after");
   const retryAfterMs = retryAfter === null ? undefined : parseRetryAfter(retryAfter);
   return new KeyfobError(response.status, code, message, { body, retryAfterMs });
+}
+
+/** The parameters of a `Bearer` challenge in `WWW-Authenticate` (`error`, `error_description`, …). */
+export function bearerChallenge(header: string | null): Record<string, string> {
+  const params: Record<string, string> = {};
+  const bearer = header?.match(/(?:^|,)\s*Bearer\s+(.*)$/i)?.[1];
+  if (!bearer) return params;
+  for (const match of bearer.matchAll(/([\w-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))/g)) {
+    const name = match[1]!;
+    if (!(name in params)) params[name] = match[2]?.replace(/\\(.)/g, "$1") ?? match[3] ?? "";
+  }
+  return params;
 }
 
 /** `Retry-After` as milliseconds (seconds or an HTTP date); undefined when unreadable. */

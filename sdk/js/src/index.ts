@@ -1,10 +1,11 @@
 export { Keyfob } from "./client.js";
-export type { KeyfobOptions, LoginOptions, LoginResult, MintResponse, WhoAmI } from "./client.js";
+export type { ClientCredentialsResponse, KeyfobOptions, LoginOptions, LoginResult, MintResponse, WhoAmI } from "./client.js";
 export { Collection, findQuery } from "./collection.js";
 export type { FilterValue, FindOptions, ListResponse, RecordMeta, StoredRecord } from "./collection.js";
 export { KeyfobError } from "./errors.js";
 export { hasPermission } from "./jwks.js";
 export type { KeyfobClaims } from "./jwks.js";
+export type { IdTokenClaims, UserInfo } from "./oidc.js";
 export type { KeyfobEvents, Session, SessionEndReason, TokenResponse } from "./session.js";
 export { MemoryStorage } from "./storage.js";
 export type { KeyValueStorage, StorageOption } from "./storage.js";

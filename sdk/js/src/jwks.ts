@@ -4,7 +4,7 @@
  * its signing key) triggers one refetch, at most once per `minRefetchMs`.
  */
 import { createLocalJWKSet, errors as joseErrors, jwtVerify } from "jose";
-import type { JSONWebKeySet, JWTPayload } from "jose";
+import type { JSONWebKeySet, JWTHeaderParameters, JWTPayload } from "jose";
 import type { Clock } from "./clock.js";
 import { KeyfobError, errorFromResponse, networkError } from "./errors.js";
 
@@ -25,8 +25,8 @@ export interface KeyfobClaims extends JWTPayload {
   sid?: string;
 }
 
-/** The algorithms Keyfob signs with. */
-const ALGORITHMS = ["EdDSA", "ES256"];
+/** The algorithms Keyfob signs with (`--signing-alg`: EdDSA by default, ES256 or RS256). */
+export const ALGORITHMS = ["EdDSA", "ES256", "RS256"];
 
 /** Capabilities a wildcard never grants. */
 const RESERVED = new Set(["sensitive", "audit"]);
@@ -62,23 +62,41 @@ export class JwksCache {
 
   /** Verifies `jwt`'s signature, `iss`, `aud`, `exp` and `nbf`; answers its claims. */
   async verify(jwt: string, expected: { issuer: string; audience: string }): Promise<KeyfobClaims> {
+    const { payload } = await this.verifyJwt(jwt, expected, "invalid_token", "token");
+    if (!Array.isArray(payload.permissions) || typeof payload.account_id !== "string") {
+      throw new KeyfobError(0, "invalid_token", "the token is not a Keyfob token: it lacks permissions or account_id");
+    }
+    return payload as KeyfobClaims;
+  }
+
+  /**
+   * Verifies any JWT Keyfob signed: the signature against the key set, `iss`, `aud`, `exp` and
+   * `nbf` (with `clockToleranceSec` of leeway), and that `requiredClaims` are present. Failures are
+   * `KeyfobError`s with `code`, their message naming the `what` that failed; a JWKS that cannot
+   * be fetched is `network_error` (or Keyfob's error), so that callers can tell "not valid" from
+   * "could not check".
+   */
+  async verifyJwt(
+    jwt: string,
+    expected: { issuer: string; audience: string; clockToleranceSec?: number; requiredClaims?: string[] },
+    code: string,
+    what: string,
+  ): Promise<{ payload: JWTPayload; protectedHeader: JWTHeaderParameters }> {
     try {
-      const { payload } = await jwtVerify(jwt, (header, token) => this.#key(header, token), {
+      return await jwtVerify(jwt, (header, token) => this.#key(header, token), {
         algorithms: ALGORITHMS,
         issuer: expected.issuer,
         audience: expected.audience,
         currentDate: new Date(this.#clock.now()),
+        ...(expected.clockToleranceSec === undefined ? {} : { clockTolerance: expected.clockToleranceSec }),
+        ...(expected.requiredClaims === undefined ? {} : { requiredClaims: expected.requiredClaims }),
       });
-      if (!Array.isArray(payload.permissions) || typeof payload.account_id !== "string") {
-        throw new KeyfobError(0, "invalid_token", "the token is not a Keyfob token: it lacks permissions or account_id");
-      }
-      return payload as KeyfobClaims;
     } catch (err) {
       if (err instanceof KeyfobError) throw err;
       if (err instanceof joseErrors.JOSEError) {
-        throw new KeyfobError(0, "invalid_token", `the token is not valid: ${err.message}`, { cause: err });
+        throw new KeyfobError(0, code, `the ${what} is not valid: ${err.message}`, { cause: err });
       }
-      throw new KeyfobError(0, "invalid_token", "the token is not valid", { cause: err });
+      throw new KeyfobError(0, code, `the ${what} is not valid`, { cause: err });
     }
   }
 

@@ -14,10 +14,14 @@ import { sleep } from "./clock.js";
 import type { ChannelFactory, ChannelLike, LockManagerLike } from "./coordination.js";
 import { LocalMutex } from "./coordination.js";
 import { KeyfobError, errorFromResponse, networkError } from "./errors.js";
+import type { IdTokenClaims } from "./oidc.js";
 import type { components } from "./openapi.js";
 import type { KeyValueStorage } from "./storage.js";
 
-/** What `POST /auth/token` answers. */
+/**
+ * What `POST /auth/token` answers; `id_token` when the grant includes the `openid` scope (code
+ * exchange and refresh).
+ */
 export type TokenResponse = components["schemas"]["TokenResponse"];
 
 /** A logged-in user's tokens, as the SDK stores them. */
@@ -28,12 +32,16 @@ export interface Session {
   refreshToken: string | null;
   /** When the access token expires: milliseconds since the epoch, by this machine's clock. */
   expiresAt: number;
-  /** The granted permissions, space-separated. */
+  /** The granted permissions (and OpenID Connect scopes), space-separated. */
   scope: string;
+  /** The last checked ID token, for a session started with the `openid` scope. */
+  idToken?: string;
+  /** Who the user is: the claims of the checked ID token (`sub`, `email`, `auth_time`, …). */
+  user?: IdTokenClaims;
 }
 
 /** Why a session ended. */
-export type SessionEndReason = "invalid_grant" | "logout" | "elsewhere";
+export type SessionEndReason = "invalid_grant" | "invalid_id_token" | "logout" | "elsewhere";
 
 /** The events a {@link Keyfob} client emits, and what each carries. */
 export interface KeyfobEvents {
@@ -41,7 +49,8 @@ export interface KeyfobEvents {
   session: { session: Session; reason: "login" | "refresh" | "peer" };
   /**
    * The session is gone: Keyfob refused its refresh token (`invalid_grant`: revoked, reused or
-   * expired), the app called `logout()`, or another tab logged out (`elsewhere`).
+   * expired), a refresh brought an ID token that failed its checks (`invalid_id_token`: another
+   * user, a bad signature), the app called `logout()`, or another tab logged out (`elsewhere`).
    */
   "session-ended": { reason: SessionEndReason; error?: KeyfobError };
   /** A refresh failed for a reason worth retrying; the next try is in `retryInMs`. */
@@ -87,6 +96,11 @@ export interface SessionManagerOptions {
   autoRefresh: boolean;
   random: () => number;
   emit: Emit;
+  /**
+   * Checks what a refresh brought before it is stored: its ID token, against the session it
+   * replaces. Throws `invalid_id_token` to end the session.
+   */
+  accept?: (next: Session, previous: Session) => Promise<Session>;
 }
 
 /** Calls `POST /auth/token` with `params` (plus the client's credentials) and reads a session. */
@@ -132,12 +146,15 @@ export function sessionFromTokens(answer: Partial<TokenResponse>, started: numbe
   } else {
     expiresAt = started + 600_000;
   }
-  return {
+  const session: Session = {
     accessToken,
     refreshToken: typeof answer.refresh_token === "string" && answer.refresh_token ? answer.refresh_token : null,
     expiresAt,
     scope: typeof answer.scope === "string" ? answer.scope : "",
   };
+  // Not believed yet: the client checks it (and adds `user`) before the session is stored.
+  if (typeof answer.id_token === "string" && answer.id_token) session.idToken = answer.id_token;
+  return session;
 }
 
 function parseSession(raw: string | null): Session | null {
@@ -145,12 +162,15 @@ function parseSession(raw: string | null): Session | null {
   try {
     const value = JSON.parse(raw) as Partial<Session>;
     if (typeof value.accessToken !== "string" || typeof value.expiresAt !== "number") return null;
-    return {
+    const session: Session = {
       accessToken: value.accessToken,
       refreshToken: typeof value.refreshToken === "string" ? value.refreshToken : null,
       expiresAt: value.expiresAt,
       scope: typeof value.scope === "string" ? value.scope : "",
     };
+    if (typeof value.idToken === "string") session.idToken = value.idToken;
+    if (value.user && typeof value.user === "object" && typeof value.user.sub === "string") session.user = value.user;
+    return session;
   } catch {
     return null;
   }
@@ -311,7 +331,8 @@ export class SessionManager {
       if (!this.#o.locks) this.#post({ type: "refreshing", from: refreshToken });
       let error: KeyfobError;
       try {
-        const next = await requestTokens(this.#o, { grant_type: "refresh_token", refresh_token: refreshToken });
+        const answered = await requestTokens(this.#o, { grant_type: "refresh_token", refresh_token: refreshToken });
+        const next = this.#o.accept ? await this.#o.accept(answered, session) : answered;
         if (this.#closed) return next;
         this.#write(next);
         this.#post({ type: "rotated", from: refreshToken, session: next });
@@ -324,6 +345,11 @@ export class SessionManager {
         const now = this.current();
         if (now && now.refreshToken !== refreshToken) return now;
         this.end("invalid_grant", error);
+        throw error;
+      }
+      if (error.code === "invalid_id_token") {
+        // Keyfob answered, but with an ID token that fails its checks: believe nothing of it.
+        this.end("invalid_id_token", error);
         throw error;
       }
       if (!error.transient || this.#closed) throw error;

@@ -1,6 +1,7 @@
 // The example app (examples/spa) in real headless Chromium: a user logs in through Keyfob's own
-// pages, then two tabs of the app, on another origin than Keyfob, refresh the shared session at
-// the same moment. Both stay logged in, only one refresh reaches Keyfob, and Keyfob sees no reuse.
+// pages with OpenID Connect (the app shows who from the checked ID token, and asks userinfo), then
+// two tabs of the app, on another origin than Keyfob, refresh the shared session at the same
+// moment. Both stay logged in, only one refresh reaches Keyfob, and Keyfob sees no reuse.
 // Last, a logout in one tab revokes the session and ends it in the other.
 //
 // Skipped with a note when Chromium is missing, unless KEYFOB_REQUIRE_BROWSER is set.
@@ -89,7 +90,20 @@ test("two tabs on another origin refresh one session at the same moment and both
   await Promise.all([first.waitForNavigation(), first.click("button[name=decision][value=allow]")]);
   await first.waitForSelector("body[data-ready=true]", { timeout: 20_000 });
   assert.equal(first.url(), `${example.url}/`, "the code left the address bar");
-  assert.match(await first.$eval("#status", (el) => el.textContent), /^Logged in \(deals\.read deals\.write\)/);
+  const status = await first.$eval("#status", (el) => el.textContent);
+  assert.match(status, /^Logged in \((.* )?deals\.read deals\.write\)/);
+  assert.match(status, /\bopenid\b/);
+
+  // Who: the claims of the ID token the SDK checked, and Keyfob's userinfo, across origins.
+  const user = await first.evaluate(() => window.demo.keyfob.user);
+  assert.equal(user.email, setup.user);
+  assert.ok(user.sub);
+  assert.match(await first.$eval("#user", (el) => el.textContent), new RegExp(`Signed in as ${setup.user.replace(/[.]/g, "\\.")}`));
+  await first.click("#whoami");
+  await first.waitForFunction(() => !document.getElementById("userinfo").hidden, { polling: 50, timeout: 10_000 });
+  const info = JSON.parse(await first.$eval("#userinfo", (el) => el.textContent));
+  assert.equal(info.sub, user.sub);
+  assert.equal(info.email, setup.user);
 
   // A protected resource, with the user's token, across origins.
   const created = await first.evaluate(() => window.demo.addDeal("Fleet renewal", 1200));

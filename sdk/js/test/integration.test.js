@@ -115,6 +115,61 @@ describe("server use with an API key", () => {
   });
 });
 
+describe("an application's own token (client_credentials)", () => {
+  let app;
+  before(async () => {
+    app = await provision(keyfob, { redirectUri: REDIRECT_URI, confidential: true });
+  });
+
+  test("a confidential app gets a token for itself, within its permissions", async () => {
+    const server = new Keyfob({ baseUrl: keyfob.base, clientId: app.clientId, clientSecret: app.clientSecret });
+    const token = await server.clientCredentials();
+    assert.equal(token.token_type, "Bearer");
+    assert.equal(token.expires_in, 600);
+    assert.equal(token.scope, "deals.read deals.write");
+    assert.equal(token.refresh_token, undefined);
+    const claims = await server.verifyToken(token.access_token, { permissions: ["deals.write"] });
+    assert.equal(claims.sub, app.clientId);
+    assert.equal(claims.client_id, app.clientId);
+    assert.equal(claims.gty, "client_credentials");
+
+    const narrow = await server.clientCredentials({ permissions: ["deals.read"] });
+    assert.equal(narrow.scope, "deals.read");
+    const reader = new Keyfob({ baseUrl: keyfob.base, token: narrow.access_token });
+    const me = await reader.whoami();
+    assert.equal(me.subject, app.clientId);
+    assert.deepEqual(me.permissions, ["deals.read"]);
+    assert.equal((await reader.collection("deals").find()).page, 1);
+    await assert.rejects(reader.collection("deals").create({ title: "nope" }), { status: 403, code: "forbidden" });
+    server.close();
+  });
+
+  test("OAuth errors come back typed: invalid_client, invalid_scope, unauthorized_client", async () => {
+    const wrong = new Keyfob({ baseUrl: keyfob.base, clientId: app.clientId, clientSecret: "not the secret" });
+    await assert.rejects(wrong.clientCredentials(), (err) => {
+      assert.ok(err instanceof KeyfobError);
+      assert.equal(err.status, 401);
+      assert.equal(err.code, "invalid_client");
+      assert.ok(err.message);
+      return true;
+    });
+    const server = new Keyfob({ baseUrl: keyfob.base, clientId: app.clientId, clientSecret: app.clientSecret });
+    await assert.rejects(server.clientCredentials({ permissions: ["cars.read"] }), (err) => {
+      assert.equal(err.status, 400);
+      assert.equal(err.code, "invalid_scope");
+      assert.match(err.message, /cars\.read/);
+      return true;
+    });
+    // A public application has no secret to authenticate with.
+    const spa = new Keyfob({ baseUrl: keyfob.base, clientId: setup.clientId, clientSecret: "" });
+    await assert.rejects(spa.clientCredentials(), (err) => {
+      assert.ok(["unauthorized_client", "invalid_client"].includes(err.code), err.code);
+      return true;
+    });
+    for (const c of [wrong, server, spa]) c.close();
+  });
+});
+
 describe("user sessions", () => {
   test("login with PKCE, records of the user, refresh, logout", async () => {
     const { client, result, back } = await loggedIn();
@@ -318,5 +373,100 @@ describe("user sessions", () => {
     } finally {
       await quick.close();
     }
+  });
+});
+
+describe("OpenID Connect", () => {
+  /** A client for the test app, logged in with `scopes` beside deals.read. */
+  async function loggedInWith(scopes, options = {}) {
+    const client = new Keyfob({
+      baseUrl: keyfob.base,
+      clientId: setup.clientId,
+      redirectUri: REDIRECT_URI,
+      transactionStorage: new MemoryStorage(),
+      ...options,
+    });
+    const url = new URL(await client.loginUrl({ permissions: ["deals.read"], scopes, state: "/me" }));
+    const back = await authorize(url.href, { email: setup.user, password: setup.password });
+    const result = await client.handleRedirect(back);
+    return { client, result, url };
+  }
+
+  test("the checked ID token says who logged in; userinfo agrees; a refresh keeps the user", async () => {
+    const started = Math.floor(Date.now() / 1000);
+    const { client, result, url } = await loggedInWith(["openid", "email"]);
+    assert.equal(url.searchParams.get("scope"), "openid email deals.read");
+    assert.ok(url.searchParams.get("nonce"));
+    assert.equal(result.state, "/me");
+    const { session } = result;
+    assert.match(session.scope, /\bopenid\b/);
+    assert.match(session.idToken, /^[\w-]+\.[\w-]+\.[\w-]+$/);
+
+    const user = client.user;
+    assert.deepEqual(user, session.user);
+    assert.equal(user.iss, keyfob.base);
+    assert.equal(user.aud, setup.clientId);
+    assert.equal(user.nonce, url.searchParams.get("nonce"));
+    assert.equal(user.email, setup.user);
+    assert.equal(typeof user.email_verified, "boolean");
+    assert.ok(user.auth_time >= started - 5 && user.auth_time <= Math.ceil(Date.now() / 1000) + 5, String(user.auth_time));
+    // The same user as the access token's, in the same session.
+    const access = await client.verifyToken(session.accessToken);
+    assert.equal(user.sub, access.sub);
+    assert.equal(user.sid, access.sid);
+
+    const info = await client.getUser();
+    assert.equal(info.sub, user.sub);
+    assert.equal(info.email, setup.user);
+    assert.equal(info.email_verified, user.email_verified);
+
+    const refreshed = await client.refresh();
+    assert.notEqual(refreshed.idToken, session.idToken, "a refresh brings a new ID token");
+    assert.equal(refreshed.user.sub, user.sub);
+    assert.equal(refreshed.user.nonce, undefined);
+    assert.equal(refreshed.user.auth_time, user.auth_time, "the time of the login, not of the refresh");
+    assert.equal((await client.getUser()).sub, user.sub);
+
+    await client.logout();
+    assert.equal(client.user, null);
+    await assert.rejects(client.getUser(), { code: "not_logged_in" });
+    client.close();
+  });
+
+  test("without the email scope the ID token and userinfo carry no email", async () => {
+    const { client } = await loggedInWith(["openid"]);
+    assert.ok(client.user.sub);
+    assert.equal(client.user.email, undefined);
+    const info = await client.getUser();
+    assert.equal(info.sub, client.user.sub);
+    assert.equal(info.email, undefined);
+    client.close();
+  });
+
+  test("a session without openid has no user, needs no nonce, and userinfo answers insufficient_scope", async () => {
+    const { client, result } = await loggedIn();
+    assert.equal(client.user, null);
+    assert.deepEqual(Object.keys(result.session).sort(), ["accessToken", "expiresAt", "refreshToken", "scope"]);
+    assert.equal(result.session.scope, "deals.read deals.write");
+    await assert.rejects(client.getUser(), (err) => {
+      assert.ok(err instanceof KeyfobError);
+      assert.equal(err.status, 403);
+      assert.equal(err.code, "insufficient_scope");
+      assert.match(err.message, /openid/);
+      return true;
+    });
+    const refreshed = await client.refresh();
+    assert.equal(refreshed.idToken, undefined);
+    assert.equal(client.user, null);
+    client.close();
+  });
+
+  test("userinfo refuses a token it does not know with 401", async () => {
+    const stranger = new Keyfob({ baseUrl: keyfob.base, token: "eyJhbGciOiJFZERTQSJ9.e30.AAAA" });
+    await assert.rejects(stranger.getUser(), (err) => {
+      assert.equal(err.status, 401);
+      assert.ok(["invalid_token", "unauthorized"].includes(err.code), err.code);
+      return true;
+    });
   });
 });

@@ -96,3 +96,18 @@ test("hasPermission follows Keyfob's rules", () => {
   assert.ok(!hasPermission(["*.read"], "audit.read"));
   assert.ok(hasPermission(["sensitive.read"], "sensitive.read"));
 });
+
+test("verifies tokens of a Keyfob that signs with ES256 or RS256", async () => {
+  for (const [alg, options] of [["ES256", {}], ["RS256", { modulusLength: 2048 }]]) {
+    const clock = new FakeClock();
+    const { publicKey, privateKey } = await generateKeyPair(alg, options);
+    const jwk = { ...(await exportJWK(publicKey)), kid: `k-${alg}`, alg, use: "sig" };
+    const fetch = async () => new Response(JSON.stringify({ keys: [jwk] }));
+    const keyfob = new Keyfob({ baseUrl: BASE, fetch, clock });
+    const now = Math.floor(clock.now() / 1000);
+    const token = await new SignJWT({ iss: BASE, aud: "keyfob", sub: "key_1", jti: "tok_1", iat: now, exp: now + 60, permissions: [], account_id: "acc_1" })
+      .setProtectedHeader({ alg, kid: jwk.kid, typ: "at+jwt" })
+      .sign(privateKey);
+    assert.equal((await keyfob.verifyToken(token)).sub, "key_1", alg);
+  }
+});

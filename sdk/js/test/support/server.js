@@ -108,11 +108,12 @@ let counter = 0;
 
 /**
  * An account with an API key, a public application allowed `origin` and `redirectUri` (and tokens
- * in the URL fragment with `allowFragment`), and an end user, all made with the command line.
+ * in the URL fragment with `allowFragment`; a confidential one with a `clientSecret` with
+ * `confidential`), and an end user, all made with the command line.
  */
 export async function provision(
   keyfob,
-  { redirectUri, origin, maxPermissions = "deals.read,deals.write", allowFragment = false },
+  { redirectUri, origin, maxPermissions = "deals.read,deals.write", allowFragment = false, confidential = false },
 ) {
   counter += 1;
   const tag = `${process.pid}-${counter}`;
@@ -121,9 +122,10 @@ export async function provision(
   const apiKey = await keyfob.cli(["keys", "create", "--account", owner, "--name", "sdk tests"]);
   const args = ["apps", "create", "--account", owner, "--name", "Dealer portal", "--redirect-uri", redirectUri];
   if (origin) args.push("--origin", origin);
-  args.push("--public", "--max-permissions", maxPermissions);
+  if (!confidential) args.push("--public");
+  args.push("--max-permissions", maxPermissions);
   if (allowFragment) args.push("--allow-fragment");
-  const { client_id: clientId } = JSON.parse(await keyfob.cli(args));
+  const { client_id: clientId, client_secret: clientSecret } = JSON.parse(await keyfob.cli(args));
   const user = `user-${tag}@example.com`;
   await keyfob.cli(["users", "create", "--email", user], `${PASSWORD}\n`);
   // A running server learns of keys and origins made on the command line within its sync interval.
@@ -140,7 +142,7 @@ export async function provision(
       return response.headers.get("access-control-allow-origin") === origin;
     });
   }
-  return { owner, apiKey, clientId, user, password: PASSWORD };
+  return { owner, apiKey, clientId, clientSecret, user, password: PASSWORD };
 }
 
 /** Polls `check` until it answers true, for up to 15 s. */
