@@ -4,7 +4,7 @@
 #   bench/run.sh [--postgres] [--no-build] [--records-only]
 #
 # It builds the release binary, makes a throw-away data directory with one account and one API
-# key, starts `keyfob serve` on a free loopback port and runs thirteen scenarios against it:
+# key, starts `keyfob serve` on a free loopback port and runs fourteen scenarios against it:
 #
 #   1. GET /healthz                         the bare HTTP stack: the baseline for the ratios
 #   2. GET /auth/whoami, API key            SHA-256 of the key + in-memory lookup
@@ -24,6 +24,9 @@
 #  13. POST /auth/token, client_credentials  a confidential application gets a token for itself
 #                                           (HTTP Basic, scope=deals.read): secret check, sign,
 #                                           record the token in the database, audit
+#  14. POST /auth/token, authorization_code with `openid email` granted: scenario 6 plus an
+#                                           id_token (the user read, a second signature); the
+#                                           report gives 14/6 (target: at least 0.80)
 #
 # Scenarios 9-12 run right after scenario 2, with the API key; the documents have the same shape
 # and size (the plain one keeps the same values in fields that are not sensitive). The report
@@ -37,6 +40,10 @@
 #
 # Scenario 13 runs right after scenario 7, with the same application (client_secret_basic); every
 # request is the same and every answer a new token (bench/wrk/client_credentials.lua).
+#
+# Scenario 14 runs right after 13: the user allowed `openid email deals.read` at the start, so the
+# grant covers both requests; codes asking for `scope=openid email deals.read` with a nonce are
+# harvested the same way, and every answer must carry an id_token.
 #
 # Scenario 5 runs before 4 and saves the tokens it receives; more are minted (unmeasured) if
 # scenario 4 needs more, so every request of scenario 4 carries a token never seen before.
@@ -313,6 +320,9 @@ code=$(http_code GET /auth/whoami -H "Authorization: Bearer $JWT")
 # Log the end user in and allow the application once, as a browser would.
 JAR="$WORK/cookies"
 AUTH_QUERY="client_id=$CLIENT_ID&redirect_uri=http%3A%2F%2Flocalhost%3A9%2Fcb&permissions=deals.read&state=x"
+# The same with OpenID Connect's scopes and a nonce (scenario 14); the user allows this one, whose
+# grant covers the other too.
+OIDC_QUERY="client_id=$CLIENT_ID&redirect_uri=http%3A%2F%2Flocalhost%3A9%2Fcb&scope=openid+email+deals.read&nonce=n-0S6&state=x"
 browse() { # METHOD-ARGS... URL -> prints the headers (body in $WORK/page)
     curl -s --max-time 5 -c "$JAR" -b "$JAR" -D - -o "$WORK/page" "$@"
 }
@@ -322,7 +332,7 @@ hidden_fields() { # FORM-ACTION -> curl --data-urlencode arguments, one per line
     sed -n "/action=\"${1//\//\\/}\"/,/<\/form>/p" "$WORK/page" |
         sed -n 's/.*<input type="hidden" name="\([^"]*\)" value="\([^"]*\)".*/\1=\2/p' | unescape
 }
-to_login=$(browse "$BASE/auth?$AUTH_QUERY" | location)
+to_login=$(browse "$BASE/auth?$OIDC_QUERY" | location)
 [[ $to_login == /auth/login* ]] || die "GET /auth did not redirect to the login page: '$to_login'"
 browse "$BASE$to_login" >/dev/null
 mapfile -t form < <(hidden_fields /auth/login)
@@ -583,34 +593,40 @@ log "$TOKENS distinct tokens for the fresh-JWT scenario"
 
 run_wrk whoami_fresh_jwt fresh_jwt.lua "$DURATION" KF_TOKENS_FILE="$WORK/tokens"
 
-# Codes for scenario 6, harvested just before it (they live 60 s): GET /auth with the user's cookie.
+# Codes for scenarios 6 and 14, harvested just before each (they live 60 s): GET /auth with the
+# user's cookie. Sets HARVESTED.
 if [[ -z $CODES ]]; then
     CODES=$((DURATION * 5000 > 5000 ? DURATION * 5000 : 5000))
 fi
 HARVEST_MAX=$((55 - DURATION))
-log "harvesting $CODES authorization codes (unmeasured, at most ${HARVEST_MAX} s)"
-env KF_WRK_DIR="$WRK_DIR" KF_THREADS="$THREADS" KF_QUERY="$AUTH_QUERY" KF_COOKIE="$USER_COOKIE" \
-    KF_CODES_OUT="$WORK/codes" \
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${HARVEST_MAX}s" -s "$WRK_DIR/harvest_codes.lua" "$BASE" \
-    >"$WORK/wrk-harvest.log" 2>&1 &
-WRK_PID=$!
-harvest_start=$SECONDS
-while kill -0 "$WRK_PID" 2>/dev/null; do
-    sleep 0.5
-    if (($(cat "$WORK"/codes.* 2>/dev/null | wc -l) >= CODES)); then
-        kill -INT "$WRK_PID" 2>/dev/null || true
-        break
-    fi
-done
-wait "$WRK_PID" || die "harvesting codes failed: $(cat "$WORK/wrk-harvest.log")"
-WRK_PID=""
-line=$(grep '^KFBENCH ' "$WORK/wrk-harvest.log" || true)
-[[ $(field non2xx "$line") == 0 ]] || die "harvesting codes got answers other than a 302 with a code: $line"
-cat "$WORK"/codes.* | grep -E '^[A-Za-z0-9_-]+$' >"$WORK/code-list" || true
-HARVESTED=$(wc -l <"$WORK/code-list")
-(($(sort -u "$WORK/code-list" | wc -l) == HARVESTED)) || die "the harvested codes are not all distinct"
-((HARVESTED >= THREADS)) || die "no codes were harvested"
-log "$HARVESTED distinct codes in $((SECONDS - harvest_start)) s ($(field rps "$line") req/s)"
+harvest_codes() { # QUERY OUT-FILE
+    local query=$1 list=$2 harvest_start line
+    rm -f "$WORK"/codes.*
+    log "harvesting $CODES authorization codes (unmeasured, at most ${HARVEST_MAX} s)"
+    env KF_WRK_DIR="$WRK_DIR" KF_THREADS="$THREADS" KF_QUERY="$query" KF_COOKIE="$USER_COOKIE" \
+        KF_CODES_OUT="$WORK/codes" \
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"${HARVEST_MAX}s" -s "$WRK_DIR/harvest_codes.lua" "$BASE" \
+        >"$WORK/wrk-harvest.log" 2>&1 &
+    WRK_PID=$!
+    harvest_start=$SECONDS
+    while kill -0 "$WRK_PID" 2>/dev/null; do
+        sleep 0.5
+        if (($(cat "$WORK"/codes.* 2>/dev/null | wc -l) >= CODES)); then
+            kill -INT "$WRK_PID" 2>/dev/null || true
+            break
+        fi
+    done
+    wait "$WRK_PID" || die "harvesting codes failed: $(cat "$WORK/wrk-harvest.log")"
+    WRK_PID=""
+    line=$(grep '^KFBENCH ' "$WORK/wrk-harvest.log" || true)
+    [[ $(field non2xx "$line") == 0 ]] || die "harvesting codes got answers other than a 302 with a code: $line"
+    cat "$WORK"/codes.* | grep -E '^[A-Za-z0-9_-]+$' >"$list" || true
+    HARVESTED=$(wc -l <"$list")
+    (($(sort -u "$list" | wc -l) == HARVESTED)) || die "the harvested codes are not all distinct"
+    ((HARVESTED >= THREADS)) || die "no codes were harvested"
+    log "$HARVESTED distinct codes in $((SECONDS - harvest_start)) s ($(field rps "$line") req/s)"
+}
+harvest_codes "$AUTH_QUERY" "$WORK/code-list"
 
 run_wrk code_exchange token_grant.lua "$DURATION" KF_GRANT=authorization_code \
     KF_GRANTS_FILE="$WORK/code-list" KF_REDIRECT_URI="$REDIRECT_URI" KF_CLIENT_ID="$CLIENT_ID" \
@@ -625,6 +641,12 @@ run_wrk refresh token_grant.lua "$DURATION" KF_GRANT=refresh_token \
 
 run_wrk client_credentials client_credentials.lua "$DURATION" KF_CLIENT_ID="$CLIENT_ID" \
     KF_CLIENT_SECRET="$CLIENT_SECRET"
+
+PLAIN_HARVESTED=$HARVESTED
+harvest_codes "$OIDC_QUERY" "$WORK/oidc-code-list"
+run_wrk code_exchange_openid token_grant.lua "$DURATION" KF_GRANT=authorization_code \
+    KF_GRANTS_FILE="$WORK/oidc-code-list" KF_REDIRECT_URI="$REDIRECT_URI" KF_CLIENT_ID="$CLIENT_ID" \
+    KF_CLIENT_SECRET="$CLIENT_SECRET" KF_EXPECT_ID_TOKEN=1
 
 # Scenario 8: scenario 2 again, with a login flood running for the same time.
 env KF_WRK_DIR="$WRK_DIR" KF_CSRF="$LOGIN_CSRF" \
@@ -663,13 +685,15 @@ row refresh "7. POST /auth/token, refresh" refresh2k
 row whoami_flood "8. whoami, API key, login flood" none
 record_rows
 row client_credentials "13. POST /auth/token, client_cred." none
+row code_exchange_openid "14. POST /auth/token, code, openid" none
 echo
 echo "vs hz = requests/s relative to GET /healthz in this run; CPU us/req = server CPU time (user +"
 echo "system) per request; other = share of all $NCPU cores used by anything but the server and wrk"
 echo "(other programs, steal); errors = wrk socket errors and timeouts."
 ((USE_POSTGRES)) && echo "With --postgres, PostgreSQL's own CPU time counts as other."
 ALL_SCENARIOS=(healthz whoami_key whoami_jwt whoami_fresh_jwt mint code_exchange refresh whoami_flood
-    record_create_plain record_create_vault record_read_plain record_read_vault client_credentials)
+    record_create_plain record_create_vault record_read_plain record_read_vault client_credentials
+    code_exchange_openid)
 record_notes
 for name in "${ALL_SCENARIOS[@]}"; do
     if [[ -n ${BUSY[$name]} ]]; then
@@ -678,7 +702,9 @@ for name in "${ALL_SCENARIOS[@]}"; do
     fi
 done
 echo "scenario 4 used $TOKENS distinct tokens; requests that reused one: ${REUSED[whoami_fresh_jwt]}."
-echo "scenario 6 had $HARVESTED distinct codes, each sent once; requests after they ran out: ${REUSED[code_exchange]}."
+echo "scenario 6 had $PLAIN_HARVESTED distinct codes, each sent once; requests after they ran out: ${REUSED[code_exchange]}."
+echo "scenario 14 had $HARVESTED distinct codes; requests after they ran out: ${REUSED[code_exchange_openid]}."
+echo "14/6 (a code exchange with an id_token against one without): $(awk -v a="${RPS[code_exchange_openid]}" -v b="${RPS[code_exchange]}" 'BEGIN{r = a / b; printf "%.2f (%s)", r, (r >= 0.8) ? "target 0.80: met" : "target 0.80: MISSED"}')"
 echo "scenario 7 had $REFRESH_TOKENS refresh tokens from scenario 6, each sent once; requests that used a"
 echo "token rotated during scenario 7 instead (also each once): ${REUSED[refresh]}."
 echo "scenario 8: whoami ${RPS[whoami_flood]%.*} req/s, p99 $(awk -v u="${P99[whoami_flood]}" 'BEGIN{print u/1000}') ms under the flood, against ${RPS[whoami_key]%.*} req/s, p99 $(awk -v u="${P99[whoami_key]}" 'BEGIN{print u/1000}') ms alone (scenario 2);"
@@ -697,8 +723,8 @@ fi
 if ((${REUSED[whoami_fresh_jwt]} > 0)); then
     echo "WARNING: scenario 4 ran out of fresh tokens and reused some (cache hits); raise FRESH_TOKENS." >&2
 fi
-if ((${REUSED[code_exchange]} > 0)); then
-    echo "WARNING: scenario 6 ran out of codes (a thread stopped early, so its req/s is understated); raise CODES." >&2
+if ((${REUSED[code_exchange]} > 0 || ${REUSED[code_exchange_openid]} > 0)); then
+    echo "WARNING: scenario 6 or 14 ran out of codes (a thread stopped early, so its req/s is understated); raise CODES." >&2
 fi
 if ((${REUSED[refresh]} > 0)); then
     echo "NOTE: scenario 7 had too few refresh tokens from scenario 6 and used ${REUSED[refresh]} rotated ones." >&2

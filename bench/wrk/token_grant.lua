@@ -2,7 +2,8 @@
 -- `authorization_code` (lines are codes) or `refresh_token` (lines are refresh tokens); the client
 -- authenticates with KF_CLIENT_ID and KF_CLIENT_SECRET in the body. Thread i of n takes lines i,
 -- i+n, i+2n, … When KF_REFRESH_OUT is set, the refresh token of each 200 answer is appended to
--- KF_REFRESH_OUT.<thread_no>.
+-- KF_REFRESH_OUT.<thread_no>. With KF_EXPECT_ID_TOKEN=1, a 200 answer without an `id_token` is
+-- counted in `non2xx` (the openid code exchange of scenario 14).
 --
 -- Codes and refresh tokens are single-use, and a second use ends the session, so nothing is ever
 -- sent twice. A refresh_token thread that has used up its lines goes on with the new refresh
@@ -19,6 +20,7 @@ local extra = {}
 local out = nil
 local written = 0
 local prefix, suffix
+local expect_id_token = os.getenv("KF_EXPECT_ID_TOKEN") == "1"
 
 local function urlencode(s)
    return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
@@ -78,6 +80,10 @@ end
 
 function response(status, headers, body)
    if status < 200 or status > 299 then
+      non2xx = non2xx + 1
+      return
+   end
+   if expect_id_token and not body:find('"id_token"%s*:%s*"') then
       non2xx = non2xx + 1
       return
    end
