@@ -84,6 +84,9 @@ pub struct ServerMetadata {
     pub revocation_endpoint: String,
     pub introspection_endpoint: String,
     pub jwks_uri: String,
+    /// Where an application logs its user out (OpenID Connect RP-Initiated Logout 1.0):
+    /// `GET` or `POST /auth/end-session`.
+    pub end_session_endpoint: String,
     /// `<resource>.read` and `<resource>.write` for any resource are scopes too; these are the
     /// ones that hold for every resource.
     pub scopes_supported: Vec<String>,
@@ -108,7 +111,7 @@ pub struct ServerMetadata {
 ///
 /// OpenID Connect's parts that Keyfob does not serve yet are left out rather than announced:
 /// the `openid` scope (and `profile`, `email`) in `scopes_supported`, `userinfo_endpoint`,
-/// `end_session_endpoint`, `id_token` response types, `prompt`
+/// `id_token` response types, `prompt`
 /// and the id_token's claims in `claims_supported`. Each is added here, with its field in
 /// [`ServerMetadata`], when it is served (see docs/OIDC.md).
 pub fn server_metadata(state: &AppState) -> ServerMetadata {
@@ -124,6 +127,7 @@ pub fn server_metadata(state: &AppState) -> ServerMetadata {
         revocation_endpoint: format!("{issuer}/auth/revoke"),
         introspection_endpoint: format!("{issuer}/auth/introspect"),
         jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+        end_session_endpoint: format!("{issuer}{}", crate::user_pages::END_SESSION_PATH),
         scopes_supported: strings(&["*.read", "*.write"]),
         response_types_supported: strings(&["code", "token"]),
         response_modes_supported: strings(&["query", "fragment"]),

@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::both_backends;
 use crate::helpers::*;
 
+mod logout;
 mod prompt;
 
 const CALLBACK: &str = "https://client.example.com/cb";

@@ -171,6 +171,7 @@ both_backends! {
         assert_eq!(oidc["jwks_uri"], format!("{issuer}/.well-known/jwks.json"));
         assert_eq!(oidc["revocation_endpoint"], format!("{issuer}/auth/revoke"));
         assert_eq!(oidc["introspection_endpoint"], format!("{issuer}/auth/introspect"));
+        assert_eq!(oidc["end_session_endpoint"], format!("{issuer}/auth/end-session"));
         // What OpenID Connect Discovery requires, as served now.
         assert_eq!(oidc["response_types_supported"], json!(["code", "token"]));
         assert_eq!(oidc["subject_types_supported"], json!(["public"]));
@@ -179,7 +180,7 @@ both_backends! {
         assert_eq!(oidc["code_challenge_methods_supported"], json!(["S256"]));
         assert_eq!(oidc["scopes_supported"], json!(["*.read", "*.write"]));
         // Nothing announced that is not served yet.
-        for absent in ["userinfo_endpoint", "end_session_endpoint", "registration_endpoint"] {
+        for absent in ["userinfo_endpoint", "registration_endpoint"] {
             assert!(oidc.get(absent).is_none(), "{absent}");
         }
         let scopes = oidc["scopes_supported"].as_array().unwrap();
@@ -195,6 +196,7 @@ both_backends! {
         for (field, method) in [
             ("jwks_uri", Method::GET),
             ("authorization_endpoint", Method::GET),
+            ("end_session_endpoint", Method::GET),
             ("token_endpoint", Method::POST),
             ("revocation_endpoint", Method::POST),
             ("introspection_endpoint", Method::POST),
