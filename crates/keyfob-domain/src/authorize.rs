@@ -8,8 +8,12 @@ pub mod interaction;
 
 pub use interaction::{ConsentNeed, Interaction, LoginFacts, LoginNeed, Prompt};
 
+use crate::identity::{self, IdentityScopes};
 use crate::oauth;
 use crate::permission::Permission;
+
+/// The longest `nonce` kept, in characters.
+pub const MAX_NONCE_LEN: usize = 512;
 
 /// How the answer travels back: in the query (`code`) or in the fragment (`token`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +78,8 @@ pub struct RequestParams<'a> {
     /// Seconds.
     pub max_age: Option<&'a str>,
     pub login_hint: Option<&'a str>,
+    /// OpenID Connect's `nonce`, returned in the id_token.
+    pub nonce: Option<&'a str>,
 }
 
 /// A request that passed [`check_request`].
@@ -82,10 +88,14 @@ pub struct Checked {
     pub response_type: ResponseType,
     /// What the application asks for, each within its maximum, duplicates dropped.
     pub permissions: Vec<Permission>,
+    /// The identity scopes asked for (`openid`, `profile`, `email`): any application may.
+    pub identity: IdentityScopes,
     /// The PKCE S256 challenge, for `response_type=code`.
     pub code_challenge: Option<String>,
     /// What decides the pages shown: `prompt`, `max_age`, `login_hint`.
     pub interaction: Interaction,
+    /// The `nonce` to return in the id_token (empty is none).
+    pub nonce: Option<String>,
 }
 
 /// Checks everything after the client: response type, permissions, PKCE, `prompt`, `max_age`, in
@@ -118,14 +128,14 @@ pub fn check_request(
         ));
     }
     let requested = params.permissions.or(params.scope).unwrap_or_default();
-    let permissions = match oauth::parse_scope(requested) {
-        Ok(p) if p.is_empty() => {
+    let (permissions, identity) = match identity::parse_requested(requested) {
+        Ok(asked) if asked.is_empty() => {
             return fail(AuthError::new(
                 "invalid_scope",
                 "no permissions were requested: send `permissions` (or `scope`)",
             ));
         }
-        Ok(p) => p,
+        Ok(asked) => (asked.permissions, asked.identity),
         Err(err) => return fail(AuthError::new("invalid_scope", err.to_string())),
     };
     if let Some(beyond) = permissions
@@ -170,11 +180,20 @@ pub fn check_request(
         Ok(interaction) => interaction,
         Err(error) => return fail(error),
     };
+    let nonce = params.nonce.filter(|n| !n.is_empty());
+    if nonce.is_some_and(|n| n.chars().count() > MAX_NONCE_LEN) {
+        return fail(AuthError::new(
+            "invalid_request",
+            format!("nonce is longer than {MAX_NONCE_LEN} characters"),
+        ));
+    }
     Ok(Checked {
         response_type,
         permissions,
+        identity,
         code_challenge,
         interaction,
+        nonce: nonce.map(str::to_owned),
     })
 }
 
@@ -321,8 +340,10 @@ mod tests {
             Checked {
                 response_type: ResponseType::Code,
                 permissions: vec!["deals.read".parse().unwrap()],
+                identity: IdentityScopes::NONE,
                 code_challenge: None,
                 interaction: Interaction::default(),
+                nonce: None,
             }
         );
         let by_scope = RequestParams {
@@ -581,6 +602,45 @@ mod tests {
         let ok = check_request(&policy(&max), &p).unwrap();
         assert_eq!(ok.response_type, ResponseType::Token);
         assert_eq!(ok.code_challenge, None);
+    }
+
+    #[test]
+    fn identity_scopes_need_no_permission_and_any_application_may_ask() {
+        let max = max("deals.read");
+        let p = RequestParams {
+            scope: Some("openid email"),
+            nonce: Some("n-0S6_WzA2Mj"),
+            ..RequestParams::default()
+        };
+        let ok = check_request(&policy(&max), &p).unwrap();
+        assert!(ok.permissions.is_empty());
+        assert_eq!(ok.identity.as_str(), "openid email");
+        assert_eq!(ok.nonce.as_deref(), Some("n-0S6_WzA2Mj"));
+        let both = RequestParams {
+            scope: Some("openid deals.read profile"),
+            nonce: Some(""),
+            ..RequestParams::default()
+        };
+        let ok = check_request(&policy(&max), &both).unwrap();
+        assert_eq!(scope_of(&ok), ["deals.read"]);
+        assert_eq!(ok.identity.as_str(), "openid profile");
+        assert_eq!(ok.nonce, None, "an empty nonce is none");
+        // A permission beyond the maximum is still refused beside them.
+        let beyond = RequestParams {
+            scope: Some("openid deals.write"),
+            ..RequestParams::default()
+        };
+        assert_eq!(refused(&policy(&max), &beyond).1.code, "invalid_scope");
+        // A nonce too long to keep is refused, naming it.
+        let long = "n".repeat(MAX_NONCE_LEN + 1);
+        let p = RequestParams {
+            scope: Some("openid"),
+            nonce: Some(&long),
+            ..RequestParams::default()
+        };
+        let (_, error) = refused(&policy(&max), &p);
+        assert_eq!(error.code, "invalid_request");
+        assert_eq!(error.description, "nonce is longer than 512 characters");
     }
 
     #[test]

@@ -132,6 +132,26 @@ impl Claims {
         }
     }
 
+    /// The token with the identity scopes of its session in `scope`, before the permissions
+    /// (`openid email deals.read`): what the userinfo endpoint reads. `permissions` is unchanged.
+    pub fn with_identity(mut self, identity: crate::identity::IdentityScopes) -> Claims {
+        if !identity.is_empty() {
+            self.scope = Some(crate::identity::scope_string(identity, &self.permissions));
+        }
+        self
+    }
+
+    /// The identity scopes the token's `scope` names (none for tokens without `scope`).
+    pub fn identity(&self) -> crate::identity::IdentityScopes {
+        let mut scopes = crate::identity::IdentityScopes::NONE;
+        for word in self.scope.as_deref().unwrap_or_default().split(' ') {
+            if let Ok(one) = word.parse::<crate::identity::IdentityScopes>() {
+                scopes = scopes.union(one);
+            }
+        }
+        scopes
+    }
+
     /// The API key that minted this token, or `None` for a user-session token (which names its
     /// session and application instead, and whose `sub` is an end user, not a key) and for an
     /// application's own token (marked by `gty`). A minted token's `client_id` is its key, as its

@@ -7,6 +7,7 @@ use sqlx::error::BoxDynError;
 use sqlx::{Database, Decode, Encode, Type};
 
 use crate::audit::ActorKind;
+use crate::identity::IdentityScopes;
 use crate::ids::{
     AccountId, ClientId, EventId, FamilyId, GrantId, Jti, KeyId, Kid, OwnerId, RecordId, UserId,
 };
@@ -52,7 +53,7 @@ macro_rules! text_column {
     )*};
 }
 
-text_column!(ActorKind, SigningAlg);
+text_column!(ActorKind, SigningAlg, IdentityScopes);
 
 /// Ids are any text: they read back as they were written.
 macro_rules! id_column {

@@ -12,6 +12,8 @@ pub mod credential;
 pub mod document;
 pub mod email;
 pub mod expiry;
+pub mod id_token;
+pub mod identity;
 pub mod ids;
 pub mod input;
 pub mod logout;

@@ -84,6 +84,7 @@ pub struct TokenFilter<'a> {
     pub offset: u64,
 }
 
+pub use keyfob_domain::identity::IdentityScopes;
 pub use keyfob_domain::token_list::TokenStatus;
 
 /// What the verify path must refuse of one API key's tokens, and how long that matters.
@@ -246,6 +247,8 @@ pub struct GrantRow {
     pub account_id: AccountId,
     /// The granted permissions.
     pub permissions: Permissions,
+    /// The granted identity scopes (`openid`, `profile`, `email`).
+    pub identity: IdentityScopes,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
@@ -260,6 +263,12 @@ pub struct AuthCodeRow {
     pub grant_id: GrantId,
     pub redirect_uri: String,
     pub permissions: Permissions,
+    /// The identity scopes the code answers for: with `openid`, its exchange returns an id_token.
+    pub identity: IdentityScopes,
+    /// The authorization request's `nonce`, for the id_token.
+    pub nonce: Option<String>,
+    /// When the user logged in (the id_token's `auth_time`); none in codes from before it was kept.
+    pub auth_time: Option<Timestamp>,
     /// The PKCE S256 challenge, if the client sent one.
     pub code_challenge: Option<String>,
     pub family_id: Option<FamilyId>,
@@ -275,6 +284,10 @@ pub struct FamilyRow {
     pub user_id: UserId,
     pub client_id: ClientId,
     pub grant_id: GrantId,
+    /// The identity scopes of the session: with `openid`, each refresh returns an id_token.
+    pub identity: IdentityScopes,
+    /// When the user logged in for it; none in sessions from before it was kept.
+    pub auth_time: Option<Timestamp>,
     pub created_at: Timestamp,
     pub last_used_at: Timestamp,
     pub revoked_at: Option<Timestamp>,

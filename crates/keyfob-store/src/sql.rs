@@ -59,6 +59,8 @@ pub(crate) struct RefreshSessionRow {
     user_id: UserId,
     client_id: ClientId,
     grant_id: GrantId,
+    identity: IdentityScopes,
+    auth_time: Option<Timestamp>,
     family_created_at: Timestamp,
     last_used_at: Timestamp,
     revoked_at: Option<Timestamp>,
@@ -73,6 +75,8 @@ impl From<RefreshSessionRow> for RefreshSession {
                 user_id: row.user_id,
                 client_id: row.client_id,
                 grant_id: row.grant_id,
+                identity: row.identity,
+                auth_time: row.auth_time,
                 created_at: row.family_created_at,
                 last_used_at: row.last_used_at,
                 revoked_at: row.revoked_at,
@@ -95,10 +99,10 @@ pub(crate) const APP_COLUMNS: &str = "client_id, account_id, name, public, clien
      refresh_absolute_secs, allow_fragment, created_at, revoked_at";
 
 pub(crate) const GRANT_COLUMNS: &str =
-    "id, user_id, client_id, account_id, permissions, created_at, updated_at, revoked_at";
+    "id, user_id, client_id, account_id, permissions, identity, created_at, updated_at, revoked_at";
 
 pub(crate) const CODE_COLUMNS: &str = "code_hash, client_id, user_id, grant_id, redirect_uri, \
-     permissions, code_challenge, family_id, created_at, expires_at, used_at";
+     permissions, identity, nonce, auth_time, code_challenge, family_id, created_at, expires_at, used_at";
 
 /// A token's columns and the tables they are read from: its own row and the key that minted it,
 /// so that `revoked_at` also says when the key, or all of its tokens, were revoked.
@@ -1099,10 +1103,10 @@ where
 
     async fn upsert_grant(&self, g: &GrantRow) -> Result<GrantRow> {
         Ok(sqlx::query_as(&format!(
-            "INSERT INTO grants (id, user_id, client_id, account_id, permissions, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6) \
+            "INSERT INTO grants (id, user_id, client_id, account_id, permissions, identity, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $7, $6, $6) \
              ON CONFLICT (user_id, client_id) DO UPDATE SET permissions = excluded.permissions, \
-             updated_at = excluded.updated_at, revoked_at = NULL \
+             identity = excluded.identity, updated_at = excluded.updated_at, revoked_at = NULL \
              RETURNING {}",
             GRANT_COLUMNS
         ))
@@ -1112,6 +1116,7 @@ where
         .bind(&g.account_id)
         .bind(&g.permissions)
         .bind(g.updated_at)
+        .bind(g.identity)
         .fetch_one(&self.pool)
         .await?)
     }
@@ -1181,7 +1186,8 @@ where
     async fn insert_auth_code(&self, c: &AuthCodeRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO auth_codes (code_hash, client_id, user_id, grant_id, redirect_uri, permissions, \
-             code_challenge, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             code_challenge, created_at, expires_at, identity, nonce, auth_time) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&c.code_hash)
         .bind(&c.client_id)
@@ -1192,6 +1198,9 @@ where
         .bind(&c.code_challenge)
         .bind(c.created_at)
         .bind(c.expires_at)
+        .bind(c.identity)
+        .bind(&c.nonce)
+        .bind(c.auth_time)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -1252,7 +1261,8 @@ where
 
         if !winners.is_empty() {
             let mut families = QueryBuilder::<DB>::new(
-                "INSERT INTO refresh_families (id, user_id, client_id, grant_id, created_at, last_used_at) ",
+                "INSERT INTO refresh_families (id, user_id, client_id, grant_id, identity, auth_time, \
+                 created_at, last_used_at) ",
             );
             families.push_values(&winners, |mut row, item| {
                 let f = &item.family;
@@ -1260,6 +1270,8 @@ where
                     .push_bind(&f.user_id)
                     .push_bind(&f.client_id)
                     .push_bind(&f.grant_id)
+                    .push_bind(f.identity)
+                    .push_bind(f.auth_time)
                     .push_bind(f.created_at)
                     .push_bind(f.last_used_at);
             });
@@ -1282,8 +1294,8 @@ where
 
     async fn find_family(&self, id: &FamilyId) -> Result<Option<FamilyRow>> {
         Ok(sqlx::query_as(
-            "SELECT id, user_id, client_id, grant_id, created_at, last_used_at, revoked_at \
-             FROM refresh_families WHERE id = $1",
+            "SELECT id, user_id, client_id, grant_id, identity, auth_time, created_at, last_used_at, \
+             revoked_at FROM refresh_families WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -1303,7 +1315,8 @@ where
     async fn find_refresh_session(&self, token_hash: &str) -> Result<Option<RefreshSession>> {
         let row: Option<RefreshSessionRow> = sqlx::query_as(
             "SELECT r.token_hash, r.family_id, r.permissions, r.created_at, r.used_at, r.next_sealed, \
-                    f.user_id, f.client_id, f.grant_id, f.created_at AS family_created_at, \
+                    f.user_id, f.client_id, f.grant_id, f.identity, f.auth_time, \
+                    f.created_at AS family_created_at, \
                     f.last_used_at, f.revoked_at, \
                     CASE WHEN g.revoked_at IS NULL THEN g.permissions END AS grant_permissions \
              FROM refresh_tokens r \

@@ -11,12 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyfob_domain::claims::{Bearer, Claims};
+use keyfob_domain::id_token::{IdTokenFor, UserFacts};
+use keyfob_domain::identity::{IdentityScopes, scope_string};
 use keyfob_domain::secret::{hash_secret, random_token};
 use keyfob_domain::session::{Ended, RefreshFacts, RefreshState, SessionLimits, refresh_state};
 use keyfob_domain::time::{Timestamp, secs};
 use keyfob_store::{
     AppRow, FamilyId, FamilyRow, GrantRow, NewFamily, Permissions, RefreshRow, RefreshSession,
-    Rotation, Store, UserId,
+    Rotation, Store, UserId, UserRow,
 };
 use serde::{Deserialize, Serialize};
 
@@ -42,10 +44,26 @@ pub struct IssuedPair {
     pub refresh_token: String,
     /// Unix seconds.
     pub expires_at: i64,
-    /// Space-separated permissions.
+    /// Space-separated identity scopes and permissions.
     pub scope: String,
     /// The family (session) id, the tokens' `sid`.
     pub session_id: String,
+    /// With the `openid` scope: who the user is, for the application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+}
+
+/// How the user signed in to a session: what an id_token says beyond who they are.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SignIn<'a> {
+    /// The identity scopes granted for the session.
+    pub identity: IdentityScopes,
+    /// When the user logged in (an id_token's `auth_time`).
+    pub auth_time: Option<Timestamp>,
+    /// The authorization request's `nonce`.
+    pub nonce: Option<&'a str>,
+    /// Whether the answer carries an id_token (with `openid`; never in the URL fragment).
+    pub id_token: bool,
 }
 
 /// Why a refresh was refused. Each is `invalid_grant` to the client; the detail is for logs.
@@ -107,6 +125,7 @@ fn sign_access(
     app: &AppRow,
     user_id: &UserId,
     family_id: &FamilyId,
+    identity: IdentityScopes,
     permissions: &[String],
     now: Timestamp,
 ) -> anyhow::Result<(String, i64)> {
@@ -123,21 +142,65 @@ fn sign_access(
         permissions.to_vec(),
         now,
         now + ACCESS_TOKEN_LIFETIME,
-    );
+    )
+    .with_identity(identity);
     let token = state.tokens.sign(&claims, now)?;
     Ok((token, claims.exp))
 }
 
+/// What an id_token or userinfo may tell of `user`. Email addresses are not verified yet, and say
+/// so; the profile's `updated_at` is the last change Keyfob keeps (the password's).
+pub fn user_facts(user: &UserRow) -> UserFacts<'_> {
+    UserFacts {
+        user_id: &user.id,
+        email: &user.email,
+        email_verified: false,
+        updated_at: user.password_changed_at.max(user.created_at),
+    }
+}
+
+/// Signs the id_token of a session's answer: the user is read for the claims the scopes release.
+async fn sign_id_token(
+    state: &AppState,
+    app: &AppRow,
+    user_id: &UserId,
+    family_id: &FamilyId,
+    sign_in: &SignIn<'_>,
+    access_token: &str,
+    now: Timestamp,
+) -> Result<String, SessionError> {
+    let user = state
+        .store
+        .find_user(user_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the session's user {user_id} is gone"))?;
+    let to = IdTokenFor {
+        issuer: state.tokens.issuer(),
+        client_id: &app.client_id,
+        user: user_facts(&user),
+        scopes: sign_in.identity,
+        auth_time: sign_in.auth_time.unwrap_or(now),
+        nonce: sign_in.nonce,
+        session: Some(family_id),
+        access_token: Some(access_token),
+    };
+    Ok(state
+        .tokens
+        .sign_id_token(&to, now, ACCESS_TOKEN_LIFETIME)
+        .map_err(anyhow::Error::from)?)
+}
+
 /// Starts a session for a user who granted `permissions` to `app`: a new family, its first
-/// refresh token and an access token. `code_hash` is the authorization code being exchanged: it
-/// is used up in the same transaction, and a code someone else used first ends in
-/// [`SessionError::CodeUsed`].
+/// refresh token and an access token, and with `openid` an id_token. `code_hash` is the
+/// authorization code being exchanged: it is used up in the same transaction, and a code someone
+/// else used first ends in [`SessionError::CodeUsed`].
 pub async fn start(
     state: &AppState,
     app: &AppRow,
     user_id: &UserId,
     grant: &GrantRow,
     permissions: &[String],
+    sign_in: SignIn<'_>,
     code_hash: Option<&str>,
 ) -> Result<IssuedPair, SessionError> {
     let now = Timestamp::now();
@@ -146,6 +209,8 @@ pub async fn start(
         user_id: user_id.to_owned(),
         client_id: app.client_id.clone(),
         grant_id: grant.id.clone(),
+        identity: sign_in.identity,
+        auth_time: sign_in.auth_time,
         created_at: now,
         last_used_at: now,
         revoked_at: None,
@@ -175,14 +240,38 @@ pub async fn start(
     {
         return Err(SessionError::CodeUsed);
     }
-    let (access_token, expires_at) =
-        sign_access(state, app, user_id, &session_id, permissions, now)?;
+    let (access_token, expires_at) = sign_access(
+        state,
+        app,
+        user_id,
+        &session_id,
+        sign_in.identity,
+        permissions,
+        now,
+    )?;
+    let id_token = if sign_in.id_token && sign_in.identity.openid {
+        Some(
+            sign_id_token(
+                state,
+                app,
+                user_id,
+                &session_id,
+                &sign_in,
+                &access_token,
+                now,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     Ok(IssuedPair {
         access_token,
         refresh_token,
         expires_at,
-        scope: permissions.join(" "),
+        scope: scope_string(sign_in.identity, permissions),
         session_id: session_id.into(),
+        id_token,
     })
 }
 
@@ -315,14 +404,46 @@ async fn rotate(
         .ok_or(SessionError::Ended(Ended::GrantRevoked))?;
     let permissions = narrowed(&session.token.permissions, grant_permissions);
     let next_token = new_refresh_token();
-    let (access_token, expires_at) =
-        sign_access(state, app, &family.user_id, &family.id, &permissions, now)?;
+    let (access_token, expires_at) = sign_access(
+        state,
+        app,
+        &family.user_id,
+        &family.id,
+        family.identity,
+        &permissions,
+        now,
+    )?;
+    // A refresh answers with a new id_token too (OpenID Connect Core 1.0 §12.2): the same user
+    // and login time, no nonce.
+    let id_token = if family.identity.openid {
+        let sign_in = SignIn {
+            identity: family.identity,
+            auth_time: family.auth_time.or(Some(family.created_at)),
+            nonce: None,
+            id_token: true,
+        };
+        Some(
+            sign_id_token(
+                state,
+                app,
+                &family.user_id,
+                &family.id,
+                &sign_in,
+                &access_token,
+                now,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let pair = IssuedPair {
         access_token,
         refresh_token: next_token.clone(),
         expires_at,
-        scope: permissions.join(" "),
+        scope: scope_string(family.identity, &permissions),
         session_id: family.id.to_string(),
+        id_token,
     };
     let sealed = state.master.seal(
         &serde_json::to_vec(&pair).map_err(anyhow::Error::from)?,

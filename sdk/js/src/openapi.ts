@@ -206,6 +206,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/auth/userinfo": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The user of a session.
+         * @description With a session's access token whose scope includes `openid`: `sub` always; `email` and
+         *     `email_verified` with `email`; `updated_at` with `profile`. GET and POST alike.
+         */
+        get: operations["userinfo"];
+        put?: never;
+        /** The user of a session, asked with POST (the same answer as GET). */
+        post: operations["userinfo_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/auth/whoami": {
         parameters: {
             query?: never;
@@ -404,7 +426,8 @@ export interface components {
         OAuthErrorBody: {
             /**
              * @description `invalid_request`, `invalid_client`, `invalid_grant`, `unauthorized_client`,
-             *     `unsupported_grant_type` or `invalid_scope`.
+             *     `unsupported_grant_type` or `invalid_scope`; at userinfo, `invalid_token` or
+             *     `insufficient_scope` (RFC 6750).
              */
             error: string;
             error_description: string;
@@ -425,7 +448,11 @@ export interface components {
             authorization_endpoint: string;
             /** @description Always `true`: every authorization response carries `iss` (RFC 9207). */
             authorization_response_iss_parameter_supported: boolean;
-            /** @description The claims of Keyfob's access tokens. */
+            /** @description `normal`: claims come in the id_token and from userinfo, never from elsewhere. */
+            claim_types_supported: string[];
+            /** @description `false`: the `claims` request parameter is not read. */
+            claims_parameter_supported: boolean;
+            /** @description The claims of Keyfob's id_tokens, userinfo answers and access tokens. */
             claims_supported: string[];
             code_challenge_methods_supported: string[];
             /**
@@ -441,19 +468,27 @@ export interface components {
             /** @description Exactly the `iss` of Keyfob's tokens. */
             issuer: string;
             jwks_uri: string;
+            /** @description The `prompt` values `GET /auth` takes. */
+            prompt_values_supported: string[];
+            /** @description `false`: request objects (`request`) are not read. */
+            request_parameter_supported: boolean;
+            /** @description `false`: request objects by reference (`request_uri`) are not read. */
+            request_uri_parameter_supported: boolean;
             response_modes_supported: string[];
             response_types_supported: string[];
             revocation_endpoint: string;
             revocation_endpoint_auth_methods_supported: string[];
             /**
-             * @description `<resource>.read` and `<resource>.write` for any resource are scopes too; these are the
-             *     ones that hold for every resource.
+             * @description The identity scopes (`openid`, `profile`, `email`), then the permissions that hold for
+             *     every resource; `<resource>.read` and `<resource>.write` for any resource are scopes too.
              */
             scopes_supported: string[];
             /** @description `public`: a user's `sub` is the same for every application. */
             subject_types_supported: string[];
             token_endpoint: string;
             token_endpoint_auth_methods_supported: string[];
+            /** @description OpenID Connect's UserInfo endpoint (GET and POST, Bearer access token). */
+            userinfo_endpoint: string;
         };
         /** @description `POST /auth/token` parameters. */
         TokenRequest: {
@@ -482,9 +517,17 @@ export interface components {
              * @description Seconds: 600.
              */
             expires_in: number;
+            /**
+             * @description With the `openid` scope, from a code exchange or a refresh: who the user is (OpenID
+             *     Connect Core 1.0 §3.1.3.3), for the application to check and read.
+             */
+            id_token?: string | null;
             /** @description For user sessions; never for `client_credentials`, which needs none (the app asks again). */
             refresh_token?: string | null;
-            /** @description The granted permissions, space-separated. */
+            /**
+             * @description What was granted, space-separated: identity scopes (`openid`, `profile`, `email`), then
+             *     permissions.
+             */
             scope: string;
             /** @description Same as `access_token`. */
             token: string;
@@ -1258,6 +1301,86 @@ export interface operations {
                 };
             };
             413: components["responses"]["OAuthPayloadTooLarge"];
+            503: components["responses"]["OAuthUnavailable"];
+        };
+    };
+    userinfo: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The user's claims */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": Record<string, never>;
+                };
+            };
+            400: components["responses"]["OAuthBadRequest"];
+            /** @description No token, or an invalid, expired or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OAuthErrorBody"];
+                };
+            };
+            /** @description Not a user's token, or granted without `openid` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OAuthErrorBody"];
+                };
+            };
+            503: components["responses"]["OAuthUnavailable"];
+        };
+    };
+    userinfo_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The user's claims */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": Record<string, never>;
+                };
+            };
+            400: components["responses"]["OAuthBadRequest"];
+            /** @description No token, or an invalid, expired or revoked one */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OAuthErrorBody"];
+                };
+            };
+            /** @description Not a user's token, or granted without `openid` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OAuthErrorBody"];
+                };
+            };
             503: components["responses"]["OAuthUnavailable"];
         };
     };

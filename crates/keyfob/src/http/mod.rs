@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod rate_limit;
 pub mod resources;
 pub mod serve;
+pub mod userinfo;
 pub mod wellknown;
 
 use std::convert::Infallible;

@@ -38,6 +38,10 @@ pub fn browser_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(token))
         .routes(routes!(revoke))
+        .routes(routes!(
+            super::userinfo::userinfo,
+            super::userinfo::userinfo_post
+        ))
 }
 
 /// The endpoints for back ends.
@@ -58,7 +62,8 @@ pub struct OAuthError {
 #[derive(Serialize, ToSchema)]
 pub struct OAuthErrorBody {
     /// `invalid_request`, `invalid_client`, `invalid_grant`, `unauthorized_client`,
-    /// `unsupported_grant_type` or `invalid_scope`.
+    /// `unsupported_grant_type` or `invalid_scope`; at userinfo, `invalid_token` or
+    /// `insufficient_scope` (RFC 6750).
     pub error: String,
     pub error_description: String,
 }
@@ -247,12 +252,17 @@ pub struct TokenResponse {
     /// For user sessions; never for `client_credentials`, which needs none (the app asks again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
-    /// The granted permissions, space-separated.
+    /// What was granted, space-separated: identity scopes (`openid`, `profile`, `email`), then
+    /// permissions.
     pub scope: String,
     /// Same as `access_token`.
     pub token: String,
     /// When the access token expires, RFC 3339.
     pub expires: String,
+    /// With the `openid` scope, from a code exchange or a refresh: who the user is (OpenID
+    /// Connect Core 1.0 §3.1.3.3), for the application to check and read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 impl From<IssuedPair> for TokenResponse {
@@ -268,6 +278,7 @@ impl From<IssuedPair> for TokenResponse {
             refresh_token: Some(pair.refresh_token),
             scope: pair.scope,
             expires,
+            id_token: pair.id_token,
         }
     }
 }
@@ -547,6 +558,7 @@ async fn grant_client_credentials(
             .date_time()
             .map(format_instant)
             .unwrap_or_default(),
+        id_token: None,
     })
 }
 
@@ -618,12 +630,19 @@ async fn exchange_code(
         .filter(|g| g.revoked_at.is_none())
         .ok_or_else(|| OAuthError::invalid_grant("the grant has been revoked"))?;
     let permissions = stored.permissions.names();
+    let sign_in = sessions::SignIn {
+        identity: stored.identity,
+        auth_time: stored.auth_time,
+        nonce: stored.nonce.as_deref(),
+        id_token: true,
+    };
     Ok(sessions::start(
         state,
         app,
         &stored.user_id,
         &grant,
         &permissions,
+        sign_in,
         Some(&code_hash),
     )
     .await?)

@@ -83,12 +83,14 @@ pub struct ServerMetadata {
     pub token_endpoint: String,
     pub revocation_endpoint: String,
     pub introspection_endpoint: String,
+    /// OpenID Connect's UserInfo endpoint (GET and POST, Bearer access token).
+    pub userinfo_endpoint: String,
     pub jwks_uri: String,
     /// Where an application logs its user out (OpenID Connect RP-Initiated Logout 1.0):
     /// `GET` or `POST /auth/end-session`.
     pub end_session_endpoint: String,
-    /// `<resource>.read` and `<resource>.write` for any resource are scopes too; these are the
-    /// ones that hold for every resource.
+    /// The identity scopes (`openid`, `profile`, `email`), then the permissions that hold for
+    /// every resource; `<resource>.read` and `<resource>.write` for any resource are scopes too.
     pub scopes_supported: Vec<String>,
     pub response_types_supported: Vec<String>,
     pub response_modes_supported: Vec<String>,
@@ -101,19 +103,27 @@ pub struct ServerMetadata {
     pub token_endpoint_auth_methods_supported: Vec<String>,
     pub revocation_endpoint_auth_methods_supported: Vec<String>,
     pub introspection_endpoint_auth_methods_supported: Vec<String>,
-    /// The claims of Keyfob's access tokens.
+    /// The claims of Keyfob's id_tokens, userinfo answers and access tokens.
     pub claims_supported: Vec<String>,
+    /// `normal`: claims come in the id_token and from userinfo, never from elsewhere.
+    pub claim_types_supported: Vec<String>,
+    /// The `prompt` values `GET /auth` takes.
+    pub prompt_values_supported: Vec<String>,
+    /// `false`: the `claims` request parameter is not read.
+    pub claims_parameter_supported: bool,
+    /// `false`: request objects (`request`) are not read.
+    pub request_parameter_supported: bool,
+    /// `false`: request objects by reference (`request_uri`) are not read.
+    pub request_uri_parameter_supported: bool,
     /// Always `true`: every authorization response carries `iss` (RFC 9207).
     pub authorization_response_iss_parameter_supported: bool,
 }
 
 /// The one description of what Keyfob serves, for both discovery documents.
 ///
-/// OpenID Connect's parts that Keyfob does not serve yet are left out rather than announced:
-/// the `openid` scope (and `profile`, `email`) in `scopes_supported`, `userinfo_endpoint`,
-/// `id_token` response types, `prompt`
-/// and the id_token's claims in `claims_supported`. Each is added here, with its field in
-/// [`ServerMetadata`], when it is served (see docs/OIDC.md).
+/// What Keyfob does not serve is left out rather than announced: `id_token` response types (the
+/// implicit and hybrid flows), request objects, the `claims` parameter. Each is added here, with
+/// its field in [`ServerMetadata`], when it is served (see docs/OIDC.md).
 pub fn server_metadata(state: &AppState) -> ServerMetadata {
     let issuer = state.tokens.issuer().to_owned();
     let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
@@ -126,9 +136,10 @@ pub fn server_metadata(state: &AppState) -> ServerMetadata {
         token_endpoint: format!("{issuer}/auth/token"),
         revocation_endpoint: format!("{issuer}/auth/revoke"),
         introspection_endpoint: format!("{issuer}/auth/introspect"),
+        userinfo_endpoint: format!("{issuer}/auth/userinfo"),
         jwks_uri: format!("{issuer}/.well-known/jwks.json"),
         end_session_endpoint: format!("{issuer}{}", crate::user_pages::END_SESSION_PATH),
-        scopes_supported: strings(&["*.read", "*.write"]),
+        scopes_supported: strings(&["openid", "profile", "email", "*.read", "*.write"]),
         response_types_supported: strings(&["code", "token"]),
         response_modes_supported: strings(&["query", "fragment"]),
         grant_types_supported: strings(&[
@@ -151,14 +162,26 @@ pub fn server_metadata(state: &AppState) -> ServerMetadata {
             "aud",
             "exp",
             "iat",
+            "auth_time",
+            "nonce",
+            "azp",
+            "at_hash",
+            "sid",
+            "email",
+            "email_verified",
+            "updated_at",
             "nbf",
             "jti",
             "client_id",
             "scope",
             "permissions",
             "account_id",
-            "sid",
         ]),
+        claim_types_supported: strings(&["normal"]),
+        prompt_values_supported: strings(&["none", "login", "consent", "select_account"]),
+        claims_parameter_supported: false,
+        request_parameter_supported: false,
+        request_uri_parameter_supported: false,
         authorization_response_iss_parameter_supported: true,
         issuer,
     }

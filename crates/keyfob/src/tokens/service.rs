@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Header, Validation, decode, decode_header, encode};
 use keyfob_domain::claims::ACCESS_TOKEN_TYP;
+use keyfob_domain::id_token::{ID_TOKEN_TYP, IdTokenClaims, IdTokenFor};
 use keyfob_domain::{Claims, PermissionSet, Timestamp};
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
@@ -198,6 +199,23 @@ impl TokenService {
         header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
         header.kid = Some(signer.kid.to_string());
         encode(&header, claims, &signer.key).map_err(|_| TokenError::NoSigningKey)
+    }
+
+    /// Signs an id_token for `to` (`typ: JWT`) with the key active at `now`, valid for `lifetime`;
+    /// its `at_hash` is made with that key's algorithm.
+    pub fn sign_id_token(
+        &self,
+        to: &IdTokenFor<'_>,
+        now: Timestamp,
+        lifetime: std::time::Duration,
+    ) -> Result<String, TokenError> {
+        let keys = self.keys();
+        let signer = keys.signer(now).ok_or(TokenError::NoSigningKey)?;
+        let claims = IdTokenClaims::new(to, signer.signing_alg, now, now + lifetime);
+        let mut header = Header::new(signer.alg);
+        header.typ = Some(ID_TOKEN_TYP.to_owned());
+        header.kid = Some(signer.kid.to_string());
+        encode(&header, &claims, &signer.key).map_err(|_| TokenError::NoSigningKey)
     }
 
     /// Verifies a JWT's signature, algorithm, issuer, audience and times. Its `typ` is not

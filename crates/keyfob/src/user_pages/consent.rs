@@ -14,6 +14,7 @@ use askama::Template;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use keyfob_domain::identity::IdentityScopes;
 use keyfob_domain::ids::{GrantId, UserId};
 use keyfob_domain::oauth;
 use keyfob_domain::permission::Permission;
@@ -47,6 +48,8 @@ struct ConsentPage {
     destination: String,
     /// The answer carries the tokens themselves, in the address (`response_type=token`).
     in_fragment: bool,
+    /// What the application learns about the user (identity scopes), in words.
+    identity: Vec<&'static str>,
     permissions: Vec<PermissionView>,
     params: AuthorizeParams,
 }
@@ -78,6 +81,8 @@ pub struct ConsentForm {
     code_challenge: Option<String>,
     #[serde(default)]
     code_challenge_method: Option<String>,
+    #[serde(default)]
+    nonce: Option<String>,
     /// The ticked permissions.
     #[serde(default)]
     permission: Vec<String>,
@@ -102,6 +107,7 @@ impl ConsentForm {
             prompt: None,
             max_age: None,
             login_hint: None,
+            nonce: self.nonce.clone(),
         }
     }
 }
@@ -136,7 +142,7 @@ async fn checked(
 }
 
 /// The user's live grant to the request's application, and what it grants that the application
-/// may still ask for.
+/// may still ask for (its identity scopes are in the row).
 async fn live_grant(
     state: &AppState,
     user_id: &UserId,
@@ -201,7 +207,10 @@ pub async fn authorize(
     let granted = live_grant(&state, user.user_id(), &request).await?;
     let covering = granted
         .as_ref()
-        .filter(|(_, granted)| request.permissions.iter().all(|p| granted.contains(p)))
+        .filter(|(grant, granted)| {
+            request.permissions.iter().all(|p| granted.contains(p))
+                && grant.identity.covers(request.identity)
+        })
         .map(|(grant, _)| grant);
     match (
         request
@@ -214,7 +223,15 @@ pub async fn authorize(
             let permissions: Vec<String> =
                 request.permissions.iter().map(|p| p.to_string()).collect();
             tracing::info!(user_id = %user.user_id(), client_id = %request.client.app.client_id, "consent remembered");
-            return issue(&state, &request, user.user_id(), grant, &permissions).await;
+            return issue(
+                &state,
+                &request,
+                &user,
+                grant,
+                request.identity,
+                &permissions,
+            )
+            .await;
         }
         // The consent page (no grant covers the request, or it must be asked anyway).
         _ => {}
@@ -225,6 +242,12 @@ pub async fn authorize(
         app_name: request.client.app.name.clone(),
         destination: destination(&request.client.redirect_uri),
         in_fragment: request.response_type == ResponseType::Token,
+        identity: request
+            .identity
+            .describe()
+            .into_iter()
+            .map(|(_, words)| words)
+            .collect(),
         permissions: request
             .permissions
             .iter()
@@ -273,15 +296,17 @@ pub async fn decide(
     };
     let client_id = request.client.app.client_id.clone();
     let allowed = oauth::consented(&request.permissions, &form.permission);
-    if form.decision != "allow" || allowed.is_empty() {
+    // Identity scopes are allowed with the answer as a whole; permissions one by one.
+    if form.decision != "allow" || (allowed.is_empty() && request.identity.is_empty()) {
         tracing::info!(user_id = %user.user_id(), %client_id, "consent denied");
         return found(&request.error_redirect(state.tokens.issuer(), &AuthError::access_denied()));
     }
-    let before = live_grant(&state, user.user_id(), &request)
+    let (before, identity_before) = live_grant(&state, user.user_id(), &request)
         .await?
-        .map(|(_, granted)| granted)
+        .map(|(grant, granted)| (granted, grant.identity))
         .unwrap_or_default();
     let stored = oauth::merged_grant(&before, &request.permissions, &allowed);
+    let identity = identity_before.union(request.identity);
     let now = Timestamp::now();
     let grant = state
         .store
@@ -291,6 +316,7 @@ pub async fn decide(
             client_id: client_id.clone(),
             account_id: request.client.app.account_id.clone(),
             permissions: Permissions::parse(&stored).map_err(anyhow::Error::from)?,
+            identity,
             created_at: now,
             updated_at: now,
             revoked_at: None,
@@ -305,20 +331,36 @@ pub async fn decide(
         )
         .target(&grant.id)
         .ip(&ip)
-        .detail(serde_json::json!({ "client_id": client_id, "permissions": stored })),
+        .detail(serde_json::json!({
+            "client_id": client_id,
+            "permissions": stored,
+            "identity": identity.as_str(),
+        })),
     );
     let permissions: Vec<String> = allowed.iter().map(ToString::to_string).collect();
-    issue(&state, &request, user.user_id(), &grant, &permissions).await
+    issue(
+        &state,
+        &request,
+        &user,
+        &grant,
+        request.identity,
+        &permissions,
+    )
+    .await
 }
 
 /// Answers the application: a one-time code in the query, or a session's tokens in the fragment.
+/// The code keeps what its exchange needs for an id_token: the identity scopes, the `nonce` and
+/// when the user logged in.
 async fn issue(
     state: &AppState,
     request: &AuthRequest,
-    user_id: &UserId,
+    user: &UserLogin,
     grant: &GrantRow,
+    identity: IdentityScopes,
     permissions: &[String],
 ) -> Result<Response, UserPageError> {
+    let user_id = user.user_id();
     let redirect_uri = &request.client.redirect_uri;
     let state_param = request.state.as_deref();
     match request.response_type {
@@ -334,6 +376,9 @@ async fn issue(
                     grant_id: grant.id.clone(),
                     redirect_uri: redirect_uri.clone(),
                     permissions: Permissions::parse(permissions).map_err(anyhow::Error::from)?,
+                    identity,
+                    nonce: request.nonce.clone(),
+                    auth_time: Some(user.authenticated_at()),
                     code_challenge: request.code_challenge.clone(),
                     family_id: None,
                     created_at: now,
@@ -355,6 +400,14 @@ async fn issue(
                 user_id,
                 grant,
                 permissions,
+                // The URL fragment carries no id_token (`response_type=token` is OAuth's, not
+                // OpenID Connect's); the session's scopes still open userinfo.
+                sessions::SignIn {
+                    identity,
+                    auth_time: Some(user.authenticated_at()),
+                    nonce: None,
+                    id_token: false,
+                },
                 None,
             )
             .await

@@ -14,6 +14,7 @@ use keyfob_domain::authorize::{
     self, ClientPolicy, Interaction, LoginFacts, RedirectError, RequestParams,
 };
 pub use keyfob_domain::authorize::{AuthError, ResponseType, add_params, error_location};
+use keyfob_domain::identity::{IdentityScopes, scope_string};
 use keyfob_domain::input::InputError;
 use keyfob_domain::permission::Permission;
 use keyfob_store::AppRow;
@@ -51,6 +52,9 @@ pub struct AuthorizeParams {
     /// The email the application expects the user to log in with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_hint: Option<String>,
+    /// OpenID Connect's `nonce`, returned in the id_token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
 }
 
 impl AuthorizeParams {
@@ -191,6 +195,10 @@ pub struct AuthRequest {
     pub response_type: ResponseType,
     /// What the application asks for, each within its maximum, duplicates dropped.
     pub permissions: Vec<Permission>,
+    /// The identity scopes asked for (`openid`, `profile`, `email`).
+    pub identity: IdentityScopes,
+    /// The `nonce` for the id_token.
+    pub nonce: Option<String>,
     pub state: Option<String>,
     /// The PKCE S256 challenge, for `response_type=code`.
     pub code_challenge: Option<String>,
@@ -220,16 +228,13 @@ impl AuthRequest {
                 .login_hint
                 .as_ref()
                 .map(|email| email.as_str().to_owned()),
+            nonce: self.nonce.clone(),
         }
     }
 
-    /// The requested permissions, space-separated.
+    /// What is requested, space-separated: the identity scopes, then the permissions.
     pub fn scope(&self) -> String {
-        self.permissions
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(" ")
+        scope_string(self.identity, &self.permissions)
     }
 
     /// The redirect that reports `error` to the application, from `issuer`.
@@ -267,12 +272,15 @@ pub fn check_request(
         prompt: params.prompt.as_deref(),
         max_age: params.max_age.as_deref(),
         login_hint: params.login_hint.as_deref(),
+        nonce: params.nonce.as_deref(),
     };
     match authorize::check_request(&client.policy(), &raw) {
         Ok(checked) => Ok(AuthRequest {
             client,
             response_type: checked.response_type,
             permissions: checked.permissions,
+            identity: checked.identity,
+            nonce: checked.nonce,
             state: params.state.clone().filter(|s| !s.is_empty()),
             code_challenge: checked.code_challenge,
             interaction: checked.interaction,

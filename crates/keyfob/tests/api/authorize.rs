@@ -19,6 +19,7 @@ use crate::both_backends;
 use crate::helpers::*;
 
 mod logout;
+mod openid;
 mod prompt;
 
 const CALLBACK: &str = "https://client.example.com/cb";

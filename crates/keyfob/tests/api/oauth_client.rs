@@ -59,12 +59,13 @@ both_backends! {
         let now = Timestamp::now();
         let grant = app.state.store.upsert_grant(&GrantRow {
             id: GrantId::from(uuid::Uuid::now_v7().to_string()), user_id: user.id.clone(), client_id: created.app.client_id.clone(),
-            account_id: AccountId::from(account.clone()), permissions: keyfob_store::JsonList::from_json(r#"["deals.read"]"#).unwrap(), created_at: now, updated_at: now, revoked_at: None,
+            account_id: AccountId::from(account.clone()), permissions: keyfob_store::JsonList::from_json(r#"["deals.read"]"#).unwrap(), identity: Default::default(), created_at: now, updated_at: now, revoked_at: None,
         }).await.unwrap();
         let code = random_token();
         app.state.store.insert_auth_code(&AuthCodeRow {
             code_hash: hash_secret(&code), client_id: created.app.client_id.clone(), user_id: user.id.clone(),
             grant_id: grant.id, redirect_uri: REDIRECT.into(), permissions: keyfob_store::JsonList::from_json(r#"["deals.read"]"#).unwrap(),
+            identity: Default::default(), nonce: None, auth_time: None,
             code_challenge: Some(param("code_challenge")), family_id: None, created_at: now, expires_at: now + std::time::Duration::from_secs(60), used_at: None,
         }).await.unwrap();
 

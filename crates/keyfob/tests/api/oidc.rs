@@ -20,18 +20,18 @@ use crate::both_backends;
 use crate::cli::fails_with;
 use crate::helpers::*;
 
-fn header_of(token: &str) -> Value {
+pub(crate) fn header_of(token: &str) -> Value {
     let part = token.split('.').next().unwrap();
     serde_json::from_slice(&B64.decode(part).unwrap()).unwrap()
 }
 
-fn payload_of(token: &str) -> Value {
+pub(crate) fn payload_of(token: &str) -> Value {
     let part = token.split('.').nth(1).unwrap();
     serde_json::from_slice(&B64.decode(part).unwrap()).unwrap()
 }
 
 /// The JWK `kid` names in `jwks`.
-fn jwk<'a>(jwks: &'a Value, kid: &str) -> &'a Value {
+pub(crate) fn jwk<'a>(jwks: &'a Value, kid: &str) -> &'a Value {
     jwks["keys"]
         .as_array()
         .unwrap()
@@ -91,7 +91,7 @@ pub(crate) async fn validate_as_resource_server(app: &TestApp, token: &str) -> V
 }
 
 /// Verifies `token` with jwt-simple and the one JWK given.
-fn verify_with_jwk(
+pub(crate) fn verify_with_jwk(
     jwk: &Value,
     token: &str,
     options: VerificationOptions,
@@ -172,24 +172,29 @@ both_backends! {
         assert_eq!(oidc["revocation_endpoint"], format!("{issuer}/auth/revoke"));
         assert_eq!(oidc["introspection_endpoint"], format!("{issuer}/auth/introspect"));
         assert_eq!(oidc["end_session_endpoint"], format!("{issuer}/auth/end-session"));
+        assert_eq!(oidc["userinfo_endpoint"], format!("{issuer}/auth/userinfo"));
         // What OpenID Connect Discovery requires, as served now.
         assert_eq!(oidc["response_types_supported"], json!(["code", "token"]));
         assert_eq!(oidc["subject_types_supported"], json!(["public"]));
         assert_eq!(oidc["id_token_signing_alg_values_supported"], json!(["EdDSA"]));
         assert_eq!(oidc["grant_types_supported"], json!(["authorization_code", "refresh_token", "client_credentials"]));
         assert_eq!(oidc["code_challenge_methods_supported"], json!(["S256"]));
-        assert_eq!(oidc["scopes_supported"], json!(["*.read", "*.write"]));
-        // Nothing announced that is not served yet.
-        for absent in ["userinfo_endpoint", "registration_endpoint"] {
+        assert_eq!(oidc["scopes_supported"], json!(["openid", "profile", "email", "*.read", "*.write"]));
+        assert_eq!(oidc["prompt_values_supported"], json!(["none", "login", "consent", "select_account"]));
+        // What is not served is said so, or not announced.
+        for unserved in ["claims_parameter_supported", "request_parameter_supported", "request_uri_parameter_supported"] {
+            assert_eq!(oidc[unserved], false, "{unserved}");
+        }
+        for absent in ["registration_endpoint", "check_session_iframe"] {
             assert!(oidc.get(absent).is_none(), "{absent}");
         }
-        let scopes = oidc["scopes_supported"].as_array().unwrap();
-        assert!(!scopes.contains(&json!("openid")));
-        // Every claim listed is in the tokens Keyfob signs (sid in a session's).
+        // Every claim listed is in the tokens Keyfob signs: a minted token's, or a session's
+        // id_token's and access token's (`authorize::openid` checks those).
         let claims = payload_of(&token);
+        let of_sessions = ["sid", "auth_time", "nonce", "azp", "at_hash", "email", "email_verified", "updated_at"];
         for claim in oidc["claims_supported"].as_array().unwrap() {
             let claim = claim.as_str().unwrap();
-            assert!(claim == "sid" || claims.get(claim).is_some(), "{claim}");
+            assert!(of_sessions.contains(&claim) || claims.get(claim).is_some(), "{claim}");
         }
         // Every endpoint it names answers (a GET where that is what a client does, else a POST
         // that is refused for what it lacks, not for its address).
@@ -200,6 +205,7 @@ both_backends! {
             ("token_endpoint", Method::POST),
             ("revocation_endpoint", Method::POST),
             ("introspection_endpoint", Method::POST),
+            ("userinfo_endpoint", Method::GET),
         ] {
             let url = oidc[field].as_str().unwrap();
             let response = app.client.request(method, url).send().await.unwrap();

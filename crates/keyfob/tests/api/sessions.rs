@@ -99,6 +99,7 @@ async fn grant(app: &TestApp, user: &str, client_id: &str, account: &str) -> Gra
             account_id: account.into(),
             permissions: keyfob_store::JsonList::from_json(r#"["deals.read","deals.write"]"#)
                 .unwrap(),
+            identity: Default::default(),
             created_at: now,
             updated_at: now,
             revoked_at: None,
@@ -128,6 +129,9 @@ async fn code_for(
             redirect_uri: REDIRECT.into(),
             permissions: keyfob_store::JsonList::from_json(r#"["deals.read","deals.write"]"#)
                 .unwrap(),
+            identity: Default::default(),
+            nonce: None,
+            auth_time: None,
             code_challenge: challenge,
             family_id: None,
             created_at: now,
@@ -313,6 +317,8 @@ both_backends! {
                     user_id: UserId::from(s.user_id.clone()),
                     client_id: s.client_id().into(),
                     grant_id: s.grant.id.clone(),
+                    identity: Default::default(),
+                    auth_time: None,
                     created_at: now,
                     last_used_at: now,
                     revoked_at: None,

@@ -207,12 +207,16 @@ both_backends! {
             id: GrantId::from(uuid::Uuid::now_v7().to_string()), user_id: user.id.clone(),
             client_id: created.app.client_id.clone(), account_id: AccountId::from(account.clone()),
             permissions: keyfob_store::JsonList::from_json(permissions).unwrap(), created_at: now, updated_at: now, revoked_at: None,
+            identity: Default::default(),
         }).await.unwrap();
         let code = random_token();
         app.state.store.insert_auth_code(&AuthCodeRow {
             code_hash: hash_secret(&code), client_id: created.app.client_id.clone(), user_id: user.id.clone(),
             grant_id: grant.id.clone(), redirect_uri: "https://app.example.com/cb".into(),
             permissions: keyfob_store::JsonList::from_json(permissions).unwrap(), code_challenge: None, family_id: None,
+            identity: Default::default(),
+            nonce: None,
+            auth_time: None,
             created_at: now, expires_at: now + std::time::Duration::from_secs(60), used_at: None,
         }).await.unwrap();
         let response = app.client.post(app.url("/auth/token")).form(&[

@@ -1,0 +1,163 @@
+//! The UserInfo endpoint (OpenID Connect Core 1.0 §5.3): who the user of a session is, told to
+//! the application holding the session's access token, with the claims its identity scopes
+//! release. The token is checked as on every other route (signature, expiry, revocation, an
+//! ended session), from memory; the user is then read for the claims.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keyfob_domain::id_token::UserClaims;
+use keyfob_domain::time::Timestamp;
+use keyfob_domain::{Credential, PrincipalKind};
+use crate::auth::authenticate;
+use crate::http::error::ApiError;
+use crate::http::oauth::{OAuthError, OAuthErrorBody};
+use crate::http::openapi::OAuthUnavailable;
+use crate::state::AppState;
+
+/// Why userinfo was refused (RFC 6750 §3.1): the error goes in `WWW-Authenticate` and in the
+/// body.
+#[derive(Debug)]
+pub enum UserInfoError {
+    /// No token, or one that does not verify, has expired or was revoked: 401 `invalid_token`.
+    InvalidToken(String),
+    /// A good token that is not a user's, or not issued with `openid`: 403 `insufficient_scope`.
+    InsufficientScope(&'static str),
+    Api(ApiError),
+}
+
+impl From<ApiError> for UserInfoError {
+    fn from(err: ApiError) -> Self {
+        UserInfoError::Api(err)
+    }
+}
+
+impl From<keyfob_store::StoreError> for UserInfoError {
+    fn from(err: keyfob_store::StoreError) -> Self {
+        UserInfoError::Api(err.into())
+    }
+}
+
+impl IntoResponse for UserInfoError {
+    fn into_response(self) -> Response {
+        let (status, error, description) = match self {
+            UserInfoError::InvalidToken(why) => (StatusCode::UNAUTHORIZED, "invalid_token", why),
+            UserInfoError::InsufficientScope(why) => {
+                (StatusCode::FORBIDDEN, "insufficient_scope", why.to_owned())
+            }
+            // An outage or a failure: in the OAuth endpoints' format (`temporarily_unavailable`).
+            UserInfoError::Api(err) => return OAuthError::from(err).into_response(),
+        };
+        let challenge = format!(
+            "Bearer error=\"{error}\", error_description=\"{}\"",
+            description.replace(['"', '\\'], "'")
+        );
+        let mut response = (
+            status,
+            Json(OAuthErrorBody {
+                error: error.to_owned(),
+                error_description: description,
+            }),
+        )
+            .into_response();
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}
+
+const NOT_A_USERS: &str =
+    "userinfo answers only the access token of a user's session that was granted `openid`";
+
+/// The user of a session.
+///
+/// With a session's access token whose scope includes `openid`: `sub` always; `email` and
+/// `email_verified` with `email`; `updated_at` with `profile`. GET and POST alike.
+#[utoipa::path(
+    get,
+    path = "/auth/userinfo",
+    tag = "sessions",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user's claims", content_type = "application/json", body = Object),
+        (status = 401, description = "No token, or an invalid, expired or revoked one", body = OAuthErrorBody),
+        (status = 403, description = "Not a user's token, or granted without `openid`", body = OAuthErrorBody),
+        (status = 503, response = OAuthUnavailable),
+    )
+)]
+pub async fn userinfo(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, UserInfoError> {
+    answer(&state, &headers).await
+}
+
+/// The user of a session, asked with POST (the same answer as GET).
+#[utoipa::path(
+    post,
+    path = "/auth/userinfo",
+    tag = "sessions",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user's claims", content_type = "application/json", body = Object),
+        (status = 401, description = "No token, or an invalid, expired or revoked one", body = OAuthErrorBody),
+        (status = 403, description = "Not a user's token, or granted without `openid`", body = OAuthErrorBody),
+        (status = 503, response = OAuthUnavailable),
+    )
+)]
+pub async fn userinfo_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, UserInfoError> {
+    answer(&state, &headers).await
+}
+
+async fn answer(state: &AppState, headers: &HeaderMap) -> Result<Response, UserInfoError> {
+    let header = headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| {
+            UserInfoError::InvalidToken(
+                "send the access token as `Authorization: Bearer <token>`".into(),
+            )
+        })?
+        .to_str()
+        .map_err(|_| UserInfoError::InvalidToken("the Authorization header is not text".into()))?;
+    let principal = authenticate(state, header).map_err(|err| match err {
+        ApiError::Unauthorized(why) => UserInfoError::InvalidToken(why),
+        other => UserInfoError::Api(other),
+    })?;
+    let user_id = match principal.kind {
+        PrincipalKind::Jwt {
+            user_id: Some(user_id),
+            ..
+        } => user_id,
+        _ => return Err(UserInfoError::InsufficientScope(NOT_A_USERS)),
+    };
+    // Verified a moment ago: this reads the verified-token cache.
+    let Ok(Credential::Jwt(token)) = Credential::from_header(header) else {
+        return Err(UserInfoError::InsufficientScope(NOT_A_USERS));
+    };
+    let verified = state
+        .tokens
+        .verify(&token, Timestamp::now())
+        .map_err(|err| UserInfoError::InvalidToken(err.to_string()))?;
+    let scopes = verified.claims.identity();
+    if !scopes.openid {
+        return Err(UserInfoError::InsufficientScope(NOT_A_USERS));
+    }
+    let user =
+        state.store.find_user(&user_id).await?.ok_or_else(|| {
+            UserInfoError::InvalidToken("the token's user no longer exists".into())
+        })?;
+    let claims = UserClaims::new(&crate::sessions::user_facts(&user), scopes);
+    let mut response = Json(claims).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
