@@ -40,7 +40,9 @@ impl Surface {
     /// The surface of a request, by its method and path.
     pub fn of(method: &Method, path: &str) -> Surface {
         match path {
-            "/auth/token" | "/auth/revoke" | "/auth/introspect" | "/auth/userinfo" => Surface::OAuth,
+            "/auth/token" | "/auth/revoke" | "/auth/introspect" | "/auth/userinfo" => {
+                Surface::OAuth
+            }
             "/auth/whoami" => Surface::Api,
             // `GET /auth` starts a user session; anything else sent there is for the API's mint.
             "/auth" if method != Method::GET && method != Method::HEAD => Surface::Api,

@@ -3,6 +3,11 @@
 //! release. The token is checked as on every other route (signature, expiry, revocation, an
 //! ended session), from memory; the user is then read for the claims.
 
+use crate::auth::authenticate;
+use crate::http::error::ApiError;
+use crate::http::oauth::{OAuthError, OAuthErrorBody};
+use crate::http::openapi::OAuthUnavailable;
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::header::AUTHORIZATION;
@@ -11,11 +16,6 @@ use axum::response::{IntoResponse, Response};
 use keyfob_domain::id_token::UserClaims;
 use keyfob_domain::time::Timestamp;
 use keyfob_domain::{Credential, PrincipalKind};
-use crate::auth::authenticate;
-use crate::http::error::ApiError;
-use crate::http::oauth::{OAuthError, OAuthErrorBody};
-use crate::http::openapi::OAuthUnavailable;
-use crate::state::AppState;
 
 /// Why userinfo was refused (RFC 6750 §3.1): the error goes in `WWW-Authenticate` and in the
 /// body.
