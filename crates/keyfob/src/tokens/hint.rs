@@ -11,14 +11,12 @@
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Validation, decode, decode_header};
 use keyfob_domain::Timestamp;
+use keyfob_domain::id_token::ID_TOKEN_TYP;
 use keyfob_domain::ids::{ClientId, FamilyId, UserId};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::{TokenError, TokenService};
-
-/// The header `typ` of an ID token.
-pub const ID_TOKEN_TYP: &str = "JWT";
 
 /// What a hint is read for; the rest of an ID token's claims are not needed.
 #[derive(Debug, Deserialize)]

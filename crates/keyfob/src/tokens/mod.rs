@@ -6,7 +6,7 @@ mod provider;
 mod recorder;
 mod service;
 
-pub use hint::{ID_TOKEN_TYP, IdTokenHint};
+pub use hint::IdTokenHint;
 pub use keys::{KeySet, generate_signing_key, load_key_set, signing_key_aad};
 pub use recorder::TokenRecorder;
 pub use service::{DEFAULT_CACHE_BYTES, TokenError, TokenService, Verified};

@@ -67,7 +67,8 @@ fn payload_of(token: &str) -> Value {
 }
 
 /// A JWT signed with the server's own signing key, with header `typ`: what the tests use to make
-/// tokens Keyfob would never issue (another issuer) or has not yet (an expired ID token).
+/// tokens Keyfob would never issue (another issuer, an ID token's claims under an access token's
+/// header) or not now (an ID token expired a day ago).
 fn signed_by_keyfob(app: &TestApp, typ: &str, claims: &Value) -> String {
     let keys = app.state.tokens.keys();
     let signer = keys.signer(Timestamp::now()).unwrap();
@@ -95,21 +96,10 @@ fn id_token_claims(app: &TestApp, user_id: &str, client_id: &str, sid: &str, exp
 /// Runs the code flow for the browser's user and exchanges the code: the session's tokens and
 /// its ID token.
 async fn session(app: &TestApp, browser: &Browser, rp: &Rp) -> Session {
-    // Where the server serves the `openid` scope, the ID token is the one the token endpoint
-    // issues; until then, one of the same shape signed with the server's key stands in for it.
-    let openid = app.public_json("/.well-known/openid-configuration").await["scopes_supported"]
-        .as_array()
-        .unwrap()
-        .contains(&json!("openid"));
-    let scope = if openid {
-        "openid deals.read"
-    } else {
-        "deals.read"
-    };
     let q = query(&[
         ("client_id", &rp.row.client_id),
         ("redirect_uri", CALLBACK),
-        ("scope", scope),
+        ("scope", "openid deals.read"),
         ("state", "st8"),
     ]);
     // A user whose grant covers the request is sent straight back; else they consent.
@@ -139,21 +129,11 @@ async fn session(app: &TestApp, browser: &Browser, rp: &Rp) -> Session {
     let claims = payload_of(&access_token);
     let user_id = claims["sub"].as_str().unwrap().to_owned();
     let sid = claims["sid"].as_str().unwrap().to_owned();
-    let id_token = match body["id_token"].as_str() {
-        Some(token) => token.to_owned(),
-        None if openid => panic!("no id_token for scope=openid: {body}"),
-        None => signed_by_keyfob(
-            app,
-            "JWT",
-            &id_token_claims(
-                app,
-                &user_id,
-                &rp.row.client_id,
-                &sid,
-                claims["exp"].as_i64().unwrap(),
-            ),
-        ),
-    };
+    let id_token = body["id_token"].as_str().expect("an id_token").to_owned();
+    // The ID token names the user and the session the access token does.
+    let id_claims = payload_of(&id_token);
+    assert_eq!(id_claims["sub"].as_str(), Some(user_id.as_str()));
+    assert_eq!(id_claims["sid"].as_str(), Some(sid.as_str()));
     Session {
         user_id,
         sid,
