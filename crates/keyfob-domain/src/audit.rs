@@ -19,6 +19,10 @@ pub mod action {
     pub const OWNER_LOGIN_FAILED: &str = "owner.login_failed";
     pub const USER_LOGIN: &str = "user.login";
     pub const USER_LOGIN_FAILED: &str = "user.login_failed";
+    /// An end user logged out of Keyfob at an application's request (the end-session endpoint,
+    /// RP-initiated logout). Actor the user; `client_id` and the session ended, if any, in the
+    /// detail.
+    pub const USER_LOGOUT: &str = "user.logout";
     /// A client failed to authenticate as a known application at the token or revocation
     /// endpoint (wrong or missing secret). Actor `anonymous`; the application is the target.
     pub const APP_AUTH_FAILED: &str = "app.auth_failed";
@@ -49,6 +53,7 @@ pub mod action {
         OWNER_LOGIN_FAILED,
         USER_LOGIN,
         USER_LOGIN_FAILED,
+        USER_LOGOUT,
         APP_AUTH_FAILED,
         GRANT_GIVEN,
         GRANT_REVOKED,

@@ -1,7 +1,7 @@
 //! Keyfob's domain rules, in plain Rust: what a permission is and what it grants, how a credential
 //! is told apart and hashed, what an expiry may be, what a token claims, how a resource query is
-//! read, and what an authorization request may ask for and how it is answered. Nothing here knows
-//! about HTTP or SQL, so every rule is unit-tested on its own.
+//! read, what an authorization request may ask for and how it is answered, and where a logout
+//! may lead. Nothing here knows about HTTP or SQL, so every rule is unit-tested on its own.
 
 pub mod audit;
 pub mod authorize;
@@ -16,6 +16,7 @@ pub mod id_token;
 pub mod identity;
 pub mod ids;
 pub mod input;
+pub mod logout;
 pub mod net;
 pub mod oauth;
 pub mod permission;

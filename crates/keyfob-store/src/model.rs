@@ -205,6 +205,8 @@ pub struct AppRow {
     pub client_secret_hash: Option<String>,
     /// Exact redirect URIs.
     pub redirect_uris: Strings,
+    /// Exact addresses the browser may be sent to after logging out (RP-initiated logout).
+    pub post_logout_redirect_uris: Strings,
     /// Browser origins allowed by CORS.
     pub origins: Strings,
     /// The most permissions the app may ask a user for.

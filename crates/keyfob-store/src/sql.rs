@@ -95,7 +95,8 @@ impl From<RefreshSessionRow> for RefreshSession {
 }
 
 pub(crate) const APP_COLUMNS: &str = "client_id, account_id, name, public, client_secret_hash, \
-     redirect_uris, origins, max_permissions, refresh_idle_secs, refresh_absolute_secs, allow_fragment, created_at, revoked_at";
+     redirect_uris, post_logout_redirect_uris, origins, max_permissions, refresh_idle_secs, \
+     refresh_absolute_secs, allow_fragment, created_at, revoked_at";
 
 pub(crate) const GRANT_COLUMNS: &str =
     "id, user_id, client_id, account_id, permissions, identity, created_at, updated_at, revoked_at";
@@ -936,8 +937,9 @@ where
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
         sqlx::query(
             "INSERT INTO apps (client_id, account_id, name, public, client_secret_hash, redirect_uris, \
-             origins, max_permissions, refresh_idle_secs, refresh_absolute_secs, allow_fragment, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             post_logout_redirect_uris, origins, max_permissions, refresh_idle_secs, \
+             refresh_absolute_secs, allow_fragment, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&app.client_id)
         .bind(&app.account_id)
@@ -945,6 +947,7 @@ where
         .bind(app.public)
         .bind(&app.client_secret_hash)
         .bind(&app.redirect_uris)
+        .bind(&app.post_logout_redirect_uris)
         .bind(&app.origins)
         .bind(&app.max_permissions)
         .bind(app.refresh_idle_secs)

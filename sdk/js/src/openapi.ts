@@ -455,6 +455,11 @@ export interface components {
             /** @description The claims of Keyfob's id_tokens, userinfo answers and access tokens. */
             claims_supported: string[];
             code_challenge_methods_supported: string[];
+            /**
+             * @description Where an application logs its user out (OpenID Connect RP-Initiated Logout 1.0):
+             *     `GET` or `POST /auth/end-session`.
+             */
+            end_session_endpoint: string;
             grant_types_supported: string[];
             /** @description The algorithms of the keys that sign now or will sign next. */
             id_token_signing_alg_values_supported: string[];

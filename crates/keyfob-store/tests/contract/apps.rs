@@ -14,6 +14,8 @@ contract! {
         second.public = false;
         second.client_secret_hash = Some("secret-hash".into());
         second.origins = json(r#"["https://admin.example","http://localhost:3000"]"#);
+        second.post_logout_redirect_uris =
+            json(r#"["https://admin.example/bye","http://localhost:3000/bye?x=1"]"#);
         second.refresh_idle_secs = None;
         second.refresh_absolute_secs = Some(86_400);
         second.allow_fragment = true;
@@ -47,6 +49,36 @@ contract! {
             .collect();
         assert_eq!(logged.len(), 3);
         assert_eq!(logged[1], (APP_CHANGED.to_owned(), second.client_id.to_string()));
+    }
+
+    async fn an_app_registered_before_logout_addresses_has_none(db) {
+        let account = db.account().await;
+        let app = db.app(&account).await;
+        // A row written before the column existed takes its default: an empty list.
+        db.raw(&format!(
+            "INSERT INTO apps (client_id, account_id, name, public, redirect_uris, origins, \
+             max_permissions, created_at) SELECT 'app_old', account_id, 'Old', public, \
+             redirect_uris, origins, max_permissions, created_at FROM apps WHERE client_id = '{}'",
+            app.client_id
+        ))
+        .await
+        .unwrap();
+        let old = db.find_app(&"app_old".into()).await.unwrap().unwrap();
+        assert!(old.post_logout_redirect_uris.is_empty());
+        assert_eq!(old.redirect_uris, app.redirect_uris);
+
+        db.raw(&format!(
+            "UPDATE apps SET post_logout_redirect_uris = 'not json' WHERE client_id = '{}'",
+            app.client_id
+        ))
+        .await
+        .unwrap();
+        match db.find_app(&app.client_id).await {
+            Err(StoreError::Corrupt(what)) => {
+                assert!(what.contains("post_logout_redirect_uris"), "{what}")
+            }
+            other => panic!("expected corrupt data, got {other:?}"),
+        }
     }
 
     async fn a_taken_client_id_is_refused_and_logs_nothing(db) {

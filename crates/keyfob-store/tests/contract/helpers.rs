@@ -272,6 +272,7 @@ pub fn app_row(account_id: &str) -> AppRow {
         public: true,
         client_secret_hash: None,
         redirect_uris: json(r#"["https://app.example/cb"]"#),
+        post_logout_redirect_uris: json("[]"),
         origins: json(r#"["https://app.example"]"#),
         max_permissions: json(r#"["deals.read","deals.write"]"#),
         refresh_idle_secs: Some(3600),

@@ -19,6 +19,10 @@ pub(super) enum AppsCommand {
         /// An exact redirect URI; repeat for several.
         #[arg(long = "redirect-uri", required = true)]
         redirect_uris: Vec<String>,
+        /// An exact address the app may send the browser to after logging the user out
+        /// (OpenID Connect RP-initiated logout); repeat for several.
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Vec<String>,
         /// A browser origin allowed to call Keyfob from the page (CORS); repeat for several.
         #[arg(long = "origin")]
         origins: Vec<String>,
@@ -45,6 +49,7 @@ pub(super) async fn run(config: &Config, command: AppsCommand) -> anyhow::Result
         account,
         name,
         redirect_uris,
+        post_logout_redirect_uris,
         origins,
         public,
         max_permissions,
@@ -60,6 +65,7 @@ pub(super) async fn run(config: &Config, command: AppsCommand) -> anyhow::Result
         services::apps::NewApp {
             name,
             redirect_uris,
+            post_logout_redirect_uris,
             origins,
             public,
             max_permissions,

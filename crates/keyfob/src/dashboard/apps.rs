@@ -33,6 +33,8 @@ pub struct AppView {
     /// May receive tokens in the URL fragment.
     allow_fragment: bool,
     redirect_uris: Vec<String>,
+    /// Where the app may send the browser after logging out.
+    post_logout_redirect_uris: Vec<String>,
     origins: Vec<String>,
     max_permissions: String,
     /// The session limits in words, e.g. "idle 30 days, at most 90 days".
@@ -73,6 +75,7 @@ impl From<AppRow> for AppView {
             public: row.public,
             allow_fragment: row.allow_fragment,
             redirect_uris: row.redirect_uris.into_vec(),
+            post_logout_redirect_uris: row.post_logout_redirect_uris.into_vec(),
             origins: row.origins.into_vec(),
             max_permissions: row
                 .max_permissions
@@ -107,6 +110,8 @@ pub struct AppForm {
     name: String,
     #[serde(default)]
     redirect_uris: String,
+    #[serde(default)]
+    post_logout_redirect_uris: String,
     #[serde(default)]
     origins: String,
     #[serde(default)]
@@ -198,6 +203,7 @@ pub async fn create(
     let new = NewApp {
         name: form.name.clone(),
         redirect_uris: lines(&form.redirect_uris),
+        post_logout_redirect_uris: lines(&form.post_logout_redirect_uris),
         origins: lines(&form.origins),
         public: form.kind == "public",
         max_permissions: form.max_permissions.clone(),

@@ -86,6 +86,9 @@ pub struct ServerMetadata {
     /// OpenID Connect's UserInfo endpoint (GET and POST, Bearer access token).
     pub userinfo_endpoint: String,
     pub jwks_uri: String,
+    /// Where an application logs its user out (OpenID Connect RP-Initiated Logout 1.0):
+    /// `GET` or `POST /auth/end-session`.
+    pub end_session_endpoint: String,
     /// The identity scopes (`openid`, `profile`, `email`), then the permissions that hold for
     /// every resource; `<resource>.read` and `<resource>.write` for any resource are scopes too.
     pub scopes_supported: Vec<String>,
@@ -135,6 +138,7 @@ pub fn server_metadata(state: &AppState) -> ServerMetadata {
         introspection_endpoint: format!("{issuer}/auth/introspect"),
         userinfo_endpoint: format!("{issuer}/auth/userinfo"),
         jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+        end_session_endpoint: format!("{issuer}{}", crate::user_pages::END_SESSION_PATH),
         scopes_supported: strings(&["openid", "profile", "email", "*.read", "*.write"]),
         response_types_supported: strings(&["code", "token"]),
         response_modes_supported: strings(&["query", "fragment"]),

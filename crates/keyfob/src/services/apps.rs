@@ -1,4 +1,5 @@
-//! Applications: registered with every URI, origin and permission checked.
+//! Applications: registered with every URI (redirect and post-logout redirect), origin and
+//! permission checked.
 
 use keyfob_domain::oauth;
 use keyfob_domain::secret::{hash_secret, random_token};
@@ -12,6 +13,9 @@ use super::{MAX_NAME_LEN, ServiceError};
 pub struct NewApp {
     pub name: String,
     pub redirect_uris: Vec<String>,
+    /// Where the app may send the browser after logging the user out (RP-initiated logout):
+    /// exact addresses, by the rules of redirect URIs. May be empty.
+    pub post_logout_redirect_uris: Vec<String>,
     pub origins: Vec<String>,
     /// A public app (a single-page or mobile app) has no secret and must use PKCE.
     pub public: bool,
@@ -54,11 +58,20 @@ pub async fn create_app(
     if new.redirect_uris.is_empty() {
         return Err(invalid("give at least one redirect URI".into()));
     }
-    if new.redirect_uris.len() > 20 || new.origins.len() > 20 {
-        return Err(invalid("at most 20 redirect URIs and 20 origins".into()));
+    if new.redirect_uris.len() > 20
+        || new.post_logout_redirect_uris.len() > 20
+        || new.origins.len() > 20
+    {
+        return Err(invalid(
+            "at most 20 redirect URIs, 20 post-logout redirect URIs and 20 origins".into(),
+        ));
     }
     for uri in &new.redirect_uris {
         oauth::check_redirect_uri(uri).map_err(|e| invalid(e.to_string()))?;
+    }
+    for uri in &new.post_logout_redirect_uris {
+        oauth::check_redirect_uri(uri)
+            .map_err(|e| invalid(format!("post-logout redirect URI: {e}")))?;
     }
     for origin in &new.origins {
         oauth::check_origin(origin).map_err(|e| invalid(e.to_string()))?;
@@ -95,6 +108,7 @@ pub async fn create_app(
         public: new.public,
         client_secret_hash: client_secret.as_deref().map(hash_secret),
         redirect_uris: new.redirect_uris.clone().into(),
+        post_logout_redirect_uris: new.post_logout_redirect_uris.clone().into(),
         origins: new.origins.clone().into(),
         max_permissions: max.iter().cloned().collect(),
         refresh_idle_secs: new.refresh_idle_secs,

@@ -54,6 +54,8 @@ pub enum TokenError {
     NoSigningKey,
     #[error("the token's permissions are malformed")]
     BadPermissions,
+    #[error("the token is not an ID token")]
+    NotAnIdToken,
 }
 
 /// A token whose signature and claims checked out, with its permissions already parsed.

@@ -1,6 +1,7 @@
 //! End users' pages on Keyfob's own origin: `GET /auth` (where an application's session starts),
-//! login, sign-up and logout, the consent page, and the page where a user sees and revokes their
-//! grants and changes their password.
+//! login, sign-up and logout (the pages' own, and an application's at `/auth/end-session`), the
+//! consent page, and the page where a user sees and revokes their grants and changes their
+//! password.
 //!
 //! Every page works without JavaScript, every form carries a CSRF token (see
 //! `crate::web::login_cookie`), and every answer forbids framing (`frame-ancestors 'none'`,
@@ -8,6 +9,7 @@
 
 mod account;
 mod consent;
+mod end_session;
 mod grants;
 mod page;
 mod request;
@@ -32,6 +34,9 @@ pub const USER_FORM_COOKIE: &str = USER_PAGES.form_cookie;
 pub const USER_DEVICE_COOKIE: &str = USER_PAGES.device_cookie;
 /// Where a request without a login is sent.
 pub const LOGIN_PATH: &str = USER_PAGES.login_path;
+/// The end-session endpoint (OpenID Connect RP-Initiated Logout), where applications log users
+/// out.
+pub const END_SESSION_PATH: &str = "/auth/end-session";
 /// A logged-in user's own page.
 pub const GRANTS_PATH: &str = "/auth/grants";
 
@@ -46,6 +51,11 @@ pub fn router() -> Router<AppState> {
             get(account::signup_page).post(account::signup),
         )
         .route("/auth/logout", post(account::logout))
+        .route(
+            END_SESSION_PATH,
+            get(end_session::end_session).post(end_session::end_session_form),
+        )
+        .route("/auth/end-session/confirm", post(end_session::confirm))
         .route("/auth/grants", get(grants::list))
         .route("/auth/grants/{id}/revoke", post(grants::revoke))
         .route("/auth/logout-everywhere", post(grants::logout_everywhere))

@@ -303,6 +303,7 @@ mod tests {
             public,
             client_secret_hash: None,
             redirect_uris: uris.iter().map(|u| u.to_string()).collect(),
+            post_logout_redirect_uris: Default::default(),
             origins: Default::default(),
             max_permissions: max.split(',').map(|p| p.parse().unwrap()).collect(),
             refresh_idle_secs: None,

@@ -146,6 +146,19 @@ impl<T: LoginSubject> Login<T> {
     ) -> Result<CookieJar, PageError> {
         if let Some(login) = login {
             login.check_csrf(csrf)?;
+        }
+        Self::end(state, jar, login).await
+    }
+
+    /// Ends `login` (if any) and clears the cookie, without a form's CSRF token: only for a
+    /// request the caller has shown to be the user's own by other means (an application's ID
+    /// token naming them, at the end-session endpoint).
+    pub async fn end(
+        state: &AppState,
+        jar: CookieJar,
+        login: Option<&Self>,
+    ) -> Result<CookieJar, PageError> {
+        if let Some(login) = login {
             T::delete_login(state, login.id_hash()).await?;
         }
         Ok(T::PAGES.clear_login(state, jar))

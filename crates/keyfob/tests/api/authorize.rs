@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::both_backends;
 use crate::helpers::*;
 
+mod logout;
 mod openid;
 mod prompt;
 mod relying_party;
@@ -207,6 +208,7 @@ async fn register_app_in(
         NewApp {
             name: name.into(),
             redirect_uris: uris.iter().map(|u| (*u).to_owned()).collect(),
+            post_logout_redirect_uris: vec![],
             origins: vec![],
             public,
             max_permissions: max.into(),
@@ -804,6 +806,7 @@ both_backends! {
         let new_app = |allow_fragment: bool| NewApp {
             name: "Portal".into(),
             redirect_uris: vec![CALLBACK.into()],
+            post_logout_redirect_uris: vec![],
             origins: vec![],
             public: true,
             max_permissions: "deals.read".into(),
@@ -1066,6 +1069,10 @@ async fn register_in_dashboard(browser: &Browser, name: &str, kind: &str) -> Res
                     &format!("{CALLBACK}\r\n\r\nhttp://localhost:3000/cb\n"),
                 ),
                 ("origins", "https://client.example.com"),
+                (
+                    "post_logout_redirect_uris",
+                    "https://client.example.com/logged-out\n",
+                ),
                 ("kind", kind),
                 ("max_permissions", "deals.read, deals.write"),
             ],
@@ -1100,9 +1107,11 @@ both_backends! {
         assert_eq!(row.client_secret_hash.as_deref(), Some(hash_secret(&secret).as_str()));
         assert_eq!(row.redirect_uris.to_vec(), [CALLBACK, "http://localhost:3000/cb"]);
         assert_eq!(row.max_permissions.names(), ["deals.read", "deals.write"]);
+        assert_eq!(row.post_logout_redirect_uris.to_vec(), ["https://client.example.com/logged-out"]);
 
         let html = browser.expect_page("/dashboard/apps").await;
         assert!(html.contains("Back office") && html.contains(&client_id) && html.contains(CALLBACK));
+        assert!(html.contains("After logout") && html.contains("https://client.example.com/logged-out"));
         assert!(!html.contains(&secret), "the secret is shown once");
 
         let response = register_in_dashboard(&browser, "Single page", "public").await;
@@ -1117,6 +1126,13 @@ both_backends! {
             .await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert!(response.text().await.unwrap().contains("http://evil.test/cb"));
+        let csrf = browser.csrf("/dashboard/apps").await;
+        let response = browser
+            .post("/dashboard/apps", &[("csrf", &csrf), ("name", "Bad"), ("redirect_uris", CALLBACK), ("post_logout_redirect_uris", "https://client.example.com/bye#x"), ("kind", "public"), ("max_permissions", "deals.read")])
+            .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let html = response.text().await.unwrap();
+        assert!(html.contains("post-logout redirect URI") && html.contains("https://client.example.com/bye#x"), "{html}");
         for (field, value, needle) in [
             ("refresh_idle_secs", "soon", "idle limit"),
             ("refresh_max_age_secs", "-5", "maximum session age"),

@@ -294,6 +294,10 @@ async fn apps_and_users(backend: Backend) {
             "http://localhost:3000/callback",
             "--origin",
             "https://portal.example.com",
+            "--post-logout-redirect-uri",
+            "https://portal.example.com/logged-out",
+            "--post-logout-redirect-uri",
+            "http://localhost:3000/bye",
             "--max-permissions",
             "deals.read,deals.write",
         ],
@@ -319,6 +323,10 @@ async fn apps_and_users(backend: Backend) {
     assert_eq!(
         app.redirect_uris.to_json(),
         r#"["https://portal.example.com/callback","http://localhost:3000/callback"]"#
+    );
+    assert_eq!(
+        app.post_logout_redirect_uris.to_json(),
+        r#"["https://portal.example.com/logged-out","http://localhost:3000/bye"]"#
     );
     assert_ne!(app.client_secret_hash.as_deref(), Some(secret));
     assert_eq!(
@@ -389,6 +397,24 @@ async fn apps_and_users(backend: Backend) {
                 "https://a.example.com/path",
             ],
             "not an origin",
+        ),
+        (
+            vec![
+                "--redirect-uri",
+                "https://a.example.com/cb",
+                "--post-logout-redirect-uri",
+                "http://a.example.com/bye",
+            ],
+            "post-logout redirect URI: `http://a.example.com/bye` uses plain http",
+        ),
+        (
+            vec![
+                "--redirect-uri",
+                "https://a.example.com/cb",
+                "--post-logout-redirect-uri",
+                "https://a.example.com/bye#x",
+            ],
+            "post-logout redirect URI",
         ),
         (
             vec![

@@ -39,6 +39,7 @@ async fn register(app: &TestApp, account: &AccountId, public: bool) -> CreatedAp
         NewApp {
             name: "Billing worker".into(),
             redirect_uris: vec!["https://worker.example.com/cb".into()],
+            post_logout_redirect_uris: vec![],
             origins: vec![],
             public,
             max_permissions: "deals.read,deals.write,cars.read".into(),

@@ -204,7 +204,9 @@ both_backends! {
         let before = Snapshot::take(&app, &f).await;
         // Routes that end a login go last, so that were one to act, the others would still be
         // walked with a live login.
-        let ends_login = |r: &&Route| r.path.contains("logout") || r.path == "/auth/password";
+        let ends_login = |r: &&Route| {
+            r.path.contains("logout") || r.path.contains("end-session") || r.path == "/auth/password"
+        };
         for route in ROUTES.iter().filter(|r| !ends_login(r)).chain(ROUTES.iter().filter(ends_login)) {
             walk_route(&f, route).await;
         }

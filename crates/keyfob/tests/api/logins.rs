@@ -463,6 +463,7 @@ async fn account_with_app(app: &TestApp) -> (String, String, String, String) {
         NewApp {
             name: "Deal Tracker".into(),
             redirect_uris: vec!["https://client.example.com/cb".into()],
+            post_logout_redirect_uris: vec![],
             origins: vec![],
             public: true,
             max_permissions: "deals.read".into(),

@@ -25,6 +25,7 @@ both_backends! {
             keyfob::services::apps::NewApp {
                 name: "Stock client".into(),
                 redirect_uris: vec![REDIRECT.into()],
+                post_logout_redirect_uris: vec![],
                 origins: vec![],
                 public: false,
                 max_permissions: "deals.read,deals.write".into(),

@@ -171,6 +171,7 @@ both_backends! {
         assert_eq!(oidc["jwks_uri"], format!("{issuer}/.well-known/jwks.json"));
         assert_eq!(oidc["revocation_endpoint"], format!("{issuer}/auth/revoke"));
         assert_eq!(oidc["introspection_endpoint"], format!("{issuer}/auth/introspect"));
+        assert_eq!(oidc["end_session_endpoint"], format!("{issuer}/auth/end-session"));
         assert_eq!(oidc["userinfo_endpoint"], format!("{issuer}/auth/userinfo"));
         // What OpenID Connect Discovery requires, as served now.
         assert_eq!(oidc["response_types_supported"], json!(["code", "token"]));
@@ -200,6 +201,7 @@ both_backends! {
         for (field, method) in [
             ("jwks_uri", Method::GET),
             ("authorization_endpoint", Method::GET),
+            ("end_session_endpoint", Method::GET),
             ("token_endpoint", Method::POST),
             ("revocation_endpoint", Method::POST),
             ("introspection_endpoint", Method::POST),

@@ -102,6 +102,14 @@ use Face as F;
 use Who as W;
 
 const CSRF: &[&str] = &["csrf"];
+/// What an application's logout request reads (`GET` or `POST /auth/end-session`).
+const END_SESSION_PARAMS: &[&str] = &[
+    "id_token_hint",
+    "client_id",
+    "post_logout_redirect_uri",
+    "state",
+    "end_app_session",
+];
 
 /// The dashboard's and the end users' routes, every method: HTML pages, not in the OpenAPI
 /// document.
@@ -376,6 +384,37 @@ pub const PAGE_ROUTES: &[Route] = &[
     ),
     route(
         "GET",
+        "/auth/end-session",
+        F::UserPage,
+        W::User,
+        END_SESSION_PARAMS,
+        B::None,
+    ),
+    route(
+        "POST",
+        "/auth/end-session",
+        F::UserPage,
+        W::User,
+        &["x"],
+        B::Form(END_SESSION_PARAMS),
+    ),
+    route(
+        "POST",
+        "/auth/end-session/confirm",
+        F::UserPage,
+        W::User,
+        &["x"],
+        B::Form(&[
+            "csrf",
+            "id_token_hint",
+            "client_id",
+            "post_logout_redirect_uri",
+            "state",
+            "end_app_session",
+        ]),
+    ),
+    route(
+        "GET",
         "/auth/grants",
         F::UserPage,
         W::User,
@@ -628,6 +667,7 @@ impl Fixture {
             NewApp {
                 name: "Probe app".into(),
                 redirect_uris: vec![CALLBACK.into()],
+                post_logout_redirect_uris: vec![],
                 origins: vec![],
                 public: false,
                 max_permissions: "deals.read,deals.write".into(),
@@ -855,6 +895,9 @@ impl Fixture {
             "refresh_token" => self.refresh_token.clone(),
             "token" => self.refresh_token.clone(),
             "token_type_hint" => "refresh_token".to_owned(),
+            // A logout request without a hint or an address: it only asks the user.
+            "id_token_hint" | "post_logout_redirect_uri" => String::new(),
+            "end_app_session" => "false".to_owned(),
             other => panic!("no valid value for `{other}`"),
         }
     }

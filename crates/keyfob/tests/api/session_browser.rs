@@ -209,6 +209,7 @@ impl AppSite {
             NewApp {
                 name: name.into(),
                 redirect_uris: vec![redirect_uri.clone()],
+                post_logout_redirect_uris: vec![],
                 origins: vec![origin.clone()],
                 public: true,
                 max_permissions: max_permissions.into(),

@@ -53,6 +53,7 @@ async fn setup_with_limits(
         NewApp {
             name: "Dealer portal".into(),
             redirect_uris: vec![REDIRECT.into()],
+            post_logout_redirect_uris: vec![],
             origins: vec![ORIGIN.into()],
             public,
             max_permissions: "deals.read,deals.write".into(),
@@ -614,6 +615,7 @@ both_backends! {
             NewApp {
                 name: "Other".into(),
                 redirect_uris: vec![REDIRECT.into()],
+                post_logout_redirect_uris: vec![],
                 origins: vec![],
                 public: false,
                 max_permissions: "deals.read,deals.write".into(),

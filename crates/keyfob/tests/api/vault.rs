@@ -179,6 +179,7 @@ both_backends! {
         let refused = keyfob::services::apps::create_app(app.state.store.as_ref(), &AccountId::from(account.as_str()), NewApp {
             name: "Greedy".into(),
             redirect_uris: vec!["https://app.example.com/cb".into()],
+            post_logout_redirect_uris: vec![],
             origins: vec![],
             public: false,
             max_permissions: "creditApplications.read,sensitive.read".into(),
@@ -190,6 +191,7 @@ both_backends! {
         let created = keyfob::services::apps::create_app(app.state.store.as_ref(), &AccountId::from(account.as_str()), NewApp {
             name: "Portal".into(),
             redirect_uris: vec!["https://app.example.com/cb".into()],
+            post_logout_redirect_uris: vec![],
             origins: vec![],
             public: false,
             max_permissions: "creditApplications.read,creditApplications.write".into(),
