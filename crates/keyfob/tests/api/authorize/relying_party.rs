@@ -1,7 +1,8 @@
 //! A stock OpenID Connect relying party, the `openidconnect` crate, signs a user in with Keyfob
 //! using nothing but the issuer's address: discovery, the authorization code flow with PKCE and a
 //! nonce, the id_token validated by the crate (signature against the JWKS, `iss`, `aud`, `exp`,
-//! nonce, `at_hash`), userinfo, and a refresh whose new id_token validates too. The browser part
+//! nonce, `at_hash`), userinfo, a refresh whose new id_token validates too, and RP-initiated
+//! logout with the id_token as the hint. The browser part
 //! (login and consent) is driven as in the parent module. Once with the default EdDSA keys (the
 //! relying party told to accept them, as it must be for anything but RS256) and once with RS256,
 //! which the crate accepts with its defaults.
@@ -11,14 +12,18 @@ use std::sync::Arc;
 use keyfob::config::SigningAlg;
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreIdTokenVerifier, CoreJwsSigningAlgorithm,
-    CoreProviderMetadata, CoreUserInfoClaims,
+    CoreUserInfoClaims,
 };
 use openidconnect::{
-    AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
+    AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl,
+    LogoutRequest, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PostLogoutRedirectUrl,
+    ProviderMetadataWithLogout, RedirectUrl, Scope, TokenResponse,
 };
 
 use super::*;
+
+/// Where the relying party asks to be sent after logging out.
+const LOGGED_OUT: &str = "https://client.example.com/logged-out";
 
 async fn a_stock_relying_party_signs_a_user_in(app: TestApp, alg: SigningAlg) {
     let account = app
@@ -36,6 +41,7 @@ async fn a_stock_relying_party_signs_a_user_in(app: TestApp, alg: SigningAlg) {
             refresh_idle_secs: None,
             refresh_max_age_secs: None,
             allow_fragment: false,
+            post_logout_redirect_uris: vec![LOGGED_OUT.to_owned()],
         },
     )
     .await
@@ -55,9 +61,14 @@ async fn a_stock_relying_party_signs_a_user_in(app: TestApp, alg: SigningAlg) {
         .build()
         .unwrap();
     let issuer = IssuerUrl::new(app.state.tokens.issuer().to_owned()).unwrap();
-    let metadata = CoreProviderMetadata::discover_async(issuer, &http)
+    let metadata = ProviderMetadataWithLogout::discover_async(issuer, &http)
         .await
         .expect("discovery");
+    let end_session = metadata
+        .additional_metadata()
+        .end_session_endpoint
+        .clone()
+        .expect("an end_session_endpoint");
     let client = CoreClient::from_provider_metadata(
         metadata,
         ClientId::new(created.app.client_id.to_string()),
@@ -168,6 +179,24 @@ async fn a_stock_relying_party_signs_a_user_in(app: TestApp, alg: SigningAlg) {
         refreshed.refresh_token().unwrap().secret(),
         tokens.refresh_token().unwrap().secret()
     );
+
+    // RP-initiated logout, as the crate builds the request: the hint names the user logged in,
+    // so Keyfob logs them out at once and sends the browser back with the state.
+    let logout = LogoutRequest::from(end_session)
+        .set_id_token_hint(id_token)
+        .set_client_id(ClientId::new(created.app.client_id.to_string()))
+        .set_post_logout_redirect_uri(PostLogoutRedirectUrl::new(LOGGED_OUT.to_owned()).unwrap())
+        .set_state(CsrfToken::new("bye".to_owned()))
+        .http_get_url();
+    assert!(browser.signed_in().await);
+    let response = browser
+        .get(&format!("{}?{}", logout.path(), logout.query().unwrap()))
+        .await;
+    assert!(response.status().is_redirection(), "{}", response.status());
+    let to = Url::parse(location(&response)).unwrap();
+    assert!(to.as_str().starts_with(LOGGED_OUT), "{to}");
+    assert_eq!(param(&query_of(&to), "state"), Some("bye"));
+    assert!(!browser.signed_in().await, "the Keyfob login has ended");
 }
 
 both_backends! {
