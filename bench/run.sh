@@ -322,7 +322,7 @@ JAR="$WORK/cookies"
 AUTH_QUERY="client_id=$CLIENT_ID&redirect_uri=http%3A%2F%2Flocalhost%3A9%2Fcb&permissions=deals.read&state=x"
 # The same with OpenID Connect's scopes and a nonce (scenario 14); the user allows this one, whose
 # grant covers the other too.
-OIDC_QUERY="client_id=$CLIENT_ID&redirect_uri=http%3A%2F%2Flocalhost%3A9%2Fcb&scope=openid+email+deals.read&nonce=n-0S6&state=x"
+OIDC_QUERY="client_id=$CLIENT_ID&redirect_uri=http%3A%2F%2Flocalhost%3A9%2Fcb&scope=openid+email+deals.read&response_type=code&nonce=n-0S6&state=x"
 browse() { # METHOD-ARGS... URL -> prints the headers (body in $WORK/page)
     curl -s --max-time 5 -c "$JAR" -b "$JAR" -D - -o "$WORK/page" "$@"
 }

@@ -80,6 +80,11 @@ pub struct RequestParams<'a> {
     pub login_hint: Option<&'a str>,
     /// OpenID Connect's `nonce`, returned in the id_token.
     pub nonce: Option<&'a str>,
+    /// OpenID Connect's request objects, which Keyfob does not read: present, they are refused
+    /// (`request_not_supported`, `request_uri_not_supported`) rather than ignored, since what
+    /// they hold would be taken for what the query says.
+    pub request: Option<&'a str>,
+    pub request_uri: Option<&'a str>,
 }
 
 /// A request that passed [`check_request`].
@@ -106,6 +111,16 @@ pub fn check_request(
     params: &RequestParams<'_>,
 ) -> Result<Checked, (ResponseType, AuthError)> {
     let response_type = match params.response_type {
+        // The guide's requests name no response type: a code. OpenID Connect's always do.
+        None | Some("") if asks_openid(params) => {
+            return Err((
+                ResponseType::Code,
+                AuthError::new(
+                    "invalid_request",
+                    "response_type is required with the openid scope: use `code`",
+                ),
+            ));
+        }
         None | Some("") | Some("code") => ResponseType::Code,
         Some("token") => ResponseType::Token,
         Some(other) => {
@@ -120,6 +135,19 @@ pub fn check_request(
         }
     };
     let fail = |error: AuthError| Err((response_type, error));
+    if params.request.is_some_and(|r| !r.is_empty()) {
+        return fail(AuthError::new(
+            "request_not_supported",
+            "request objects (`request`) are not supported: send the parameters in the query",
+        ));
+    }
+    if params.request_uri.is_some_and(|r| !r.is_empty()) {
+        return fail(AuthError::new(
+            "request_uri_not_supported",
+            "request objects by reference (`request_uri`) are not supported: send the parameters \
+             in the query",
+        ));
+    }
     if response_type == ResponseType::Token && !policy.allow_fragment {
         return fail(AuthError::new(
             "unauthorized_client",
@@ -195,6 +223,16 @@ pub fn check_request(
         interaction,
         nonce: nonce.map(str::to_owned),
     })
+}
+
+/// Whether the request's scope names `openid` (read loosely: the scope is checked in full later).
+fn asks_openid(params: &RequestParams<'_>) -> bool {
+    params
+        .permissions
+        .or(params.scope)
+        .unwrap_or_default()
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .any(|word| word == "openid")
 }
 
 /// Why no redirect URI could be settled on.
@@ -641,6 +679,46 @@ mod tests {
         let (_, error) = refused(&policy(&max), &p);
         assert_eq!(error.code, "invalid_request");
         assert_eq!(error.description, "nonce is longer than 512 characters");
+    }
+
+    #[test]
+    fn an_openid_request_names_its_response_type_and_request_objects_are_refused() {
+        let max = max("deals.read");
+        let p = RequestParams {
+            scope: Some("openid deals.read"),
+            ..RequestParams::default()
+        };
+        let (mode, error) = refused(&policy(&max), &p);
+        assert_eq!((mode, error.code), (ResponseType::Code, "invalid_request"));
+        assert!(error.description.starts_with("response_type is required"));
+        // The guide's requests, without openid, still default to a code.
+        assert!(check_request(&policy(&max), &perms("deals.read")).is_ok());
+        for (request, request_uri, code) in [
+            (
+                Some("eyJhbGciOiJub25lIn0.e30."),
+                None,
+                "request_not_supported",
+            ),
+            (
+                None,
+                Some("https://app.example/r/1"),
+                "request_uri_not_supported",
+            ),
+        ] {
+            let p = RequestParams {
+                response_type: Some("code"),
+                request,
+                request_uri,
+                ..perms("deals.read")
+            };
+            assert_eq!(refused(&policy(&max), &p).1.code, code);
+        }
+        // Empty is absent.
+        let p = RequestParams {
+            request: Some(""),
+            ..perms("deals.read")
+        };
+        assert!(check_request(&policy(&max), &p).is_ok());
     }
 
     #[test]

@@ -166,8 +166,15 @@ pub fn scope_string<P: fmt::Display>(identity: IdentityScopes, permissions: &[P]
         .join(" ")
 }
 
+/// OpenID Connect's other standard scopes, which Keyfob does not serve and ignores, as OpenID
+/// Connect Core 1.0 §5.4 asks of scopes a server does not understand: `address` and `phone`
+/// (Keyfob holds neither) and `offline_access` (every session has a refresh token). They are not
+/// granted, so the answer's `scope` leaves them out; any other unknown word is refused, since it
+/// would otherwise be a misspelt permission silently dropped.
+pub const IGNORED_SCOPES: [&str; 3] = ["address", "phone", "offline_access"];
+
 /// Reads a requested scope: words separated by spaces or commas, each an identity scope or a
-/// permission. The first word that is neither is the error.
+/// permission ([`IGNORED_SCOPES`] are skipped). The first word that is neither is the error.
 pub fn parse_requested(input: &str) -> Result<RequestedScope, PermissionError> {
     let mut identity = IdentityScopes::NONE;
     let mut rest = String::new();
@@ -175,6 +182,9 @@ pub fn parse_requested(input: &str) -> Result<RequestedScope, PermissionError> {
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
     {
+        if IGNORED_SCOPES.contains(&word) {
+            continue;
+        }
         if !identity.take(word) {
             rest.push_str(word);
             rest.push(' ');
@@ -209,6 +219,10 @@ mod tests {
         assert!(only.permissions.is_empty());
         assert_eq!(only.identity, IdentityScopes::OPENID);
         assert!(parse_requested(" , ").unwrap().is_empty());
+        // OpenID Connect's scopes that Keyfob does not serve are ignored, not granted.
+        let ignored = parse_requested("openid address phone offline_access deals.read").unwrap();
+        assert_eq!(ignored.to_scope(), "openid deals.read");
+        assert!(parse_requested("address").unwrap().is_empty());
         // Case matters, as for every scope word.
         assert!(parse_requested("OpenID").is_err());
         assert!(parse_requested("openid bogus").is_err());

@@ -5,11 +5,11 @@
 
 use crate::auth::authenticate;
 use crate::http::error::ApiError;
-use crate::http::oauth::{OAuthError, OAuthErrorBody};
+use crate::http::oauth::{OAuthError, OAuthErrorBody, OAuthParams};
 use crate::http::openapi::OAuthUnavailable;
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -21,10 +21,15 @@ use keyfob_domain::{Credential, PrincipalKind};
 /// body.
 #[derive(Debug)]
 pub enum UserInfoError {
+    /// The token sent twice, or a form that cannot be read: 400 `invalid_request`.
+    InvalidRequest(String),
     /// No token, or one that does not verify, has expired or was revoked: 401 `invalid_token`.
     InvalidToken(String),
     /// A good token that is not a user's, or not issued with `openid`: 403 `insufficient_scope`.
     InsufficientScope(&'static str),
+    /// A body refused before it was read (too large, unreadable text), as the OAuth endpoints
+    /// refuse one.
+    Refused(OAuthError),
     Api(ApiError),
 }
 
@@ -43,12 +48,14 @@ impl From<keyfob_store::StoreError> for UserInfoError {
 impl IntoResponse for UserInfoError {
     fn into_response(self) -> Response {
         let (status, error, description) = match self {
+            UserInfoError::InvalidRequest(why) => (StatusCode::BAD_REQUEST, "invalid_request", why),
             UserInfoError::InvalidToken(why) => (StatusCode::UNAUTHORIZED, "invalid_token", why),
             UserInfoError::InsufficientScope(why) => {
                 (StatusCode::FORBIDDEN, "insufficient_scope", why.to_owned())
             }
             // An outage or a failure: in the OAuth endpoints' format (`temporarily_unavailable`).
             UserInfoError::Api(err) => return OAuthError::from(err).into_response(),
+            UserInfoError::Refused(err) => return err.into_response(),
         };
         let challenge = format!(
             "Bearer error=\"{error}\", error_description=\"{}\"",
@@ -69,6 +76,14 @@ impl IntoResponse for UserInfoError {
         }
         response
     }
+}
+
+/// `POST /auth/userinfo`'s optional form (or JSON) body.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserInfoForm {
+    /// The access token, when it is not in the `Authorization` header (RFC 6750 §2.2).
+    pub access_token: Option<String>,
 }
 
 const NOT_A_USERS: &str =
@@ -98,13 +113,19 @@ pub async fn userinfo(
 }
 
 /// The user of a session, asked with POST (the same answer as GET).
+///
+/// The access token goes in `Authorization: Bearer`, or (RFC 6750 §2.2) as `access_token` in a
+/// form body; never both.
 #[utoipa::path(
     post,
     path = "/auth/userinfo",
     tag = "sessions",
     security(("bearer" = [])),
+    request_body(content = UserInfoForm, content_type = "application/x-www-form-urlencoded",
+        description = "Optional: the access token as `access_token`, instead of the header"),
     responses(
         (status = 200, description = "The user's claims", content_type = "application/json", body = Object),
+        (status = 400, description = "The token sent twice, or an unreadable form", body = OAuthErrorBody),
         (status = 401, description = "No token, or an invalid, expired or revoked one", body = OAuthErrorBody),
         (status = 403, description = "Not a user's token, or granted without `openid`", body = OAuthErrorBody),
         (status = 503, response = OAuthUnavailable),
@@ -112,9 +133,34 @@ pub async fn userinfo(
 )]
 pub async fn userinfo_post(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, UserInfoError> {
-    answer(&state, &headers).await
+    let headers = request.headers().clone();
+    // A body is read only when it says what it is; then, as at the other OAuth endpoints, a form
+    // or JSON within the size limit, every field text Keyfob accepts (else refused by name).
+    let in_body = if headers.contains_key(header::CONTENT_TYPE) {
+        let OAuthParams(form) = OAuthParams::<UserInfoForm>::from_request(request, &state)
+            .await
+            .map_err(UserInfoError::Refused)?;
+        form.access_token.filter(|t| !t.is_empty())
+    } else {
+        None
+    };
+    match (in_body, headers.contains_key(AUTHORIZATION)) {
+        (Some(_), true) => Err(UserInfoError::InvalidRequest(
+            "send the access token once: in the Authorization header or in the body, not both"
+                .into(),
+        )),
+        (Some(token), false) => {
+            let mut headers = headers;
+            let value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                UserInfoError::InvalidToken("the access token is not a token".into())
+            })?;
+            headers.insert(AUTHORIZATION, value);
+            answer(&state, &headers).await
+        }
+        (None, _) => answer(&state, &headers).await,
+    }
 }
 
 async fn answer(state: &AppState, headers: &HeaderMap) -> Result<Response, UserInfoError> {
@@ -122,7 +168,9 @@ async fn answer(state: &AppState, headers: &HeaderMap) -> Result<Response, UserI
         .get(AUTHORIZATION)
         .ok_or_else(|| {
             UserInfoError::InvalidToken(
-                "send the access token as `Authorization: Bearer <token>`".into(),
+                "send the access token as `Authorization: Bearer <token>` (or, with POST, as \
+                 `access_token` in a form body)"
+                    .into(),
             )
         })?
         .to_str()

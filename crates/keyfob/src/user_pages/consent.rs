@@ -108,6 +108,8 @@ impl ConsentForm {
             max_age: None,
             login_hint: None,
             nonce: self.nonce.clone(),
+            request: None,
+            request_uri: None,
         }
     }
 }

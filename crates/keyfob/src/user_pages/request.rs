@@ -55,6 +55,11 @@ pub struct AuthorizeParams {
     /// OpenID Connect's `nonce`, returned in the id_token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+    /// OpenID Connect's request objects: read only to be refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_uri: Option<String>,
 }
 
 impl AuthorizeParams {
@@ -229,6 +234,8 @@ impl AuthRequest {
                 .as_ref()
                 .map(|email| email.as_str().to_owned()),
             nonce: self.nonce.clone(),
+            request: None,
+            request_uri: None,
         }
     }
 
@@ -273,6 +280,8 @@ pub fn check_request(
         max_age: params.max_age.as_deref(),
         login_hint: params.login_hint.as_deref(),
         nonce: params.nonce.as_deref(),
+        request: params.request.as_deref(),
+        request_uri: params.request_uri.as_deref(),
     };
     match authorize::check_request(&client.policy(), &raw) {
         Ok(checked) => Ok(AuthRequest {

@@ -898,6 +898,8 @@ impl Fixture {
             // A logout request without a hint or an address: it only asks the user.
             "id_token_hint" | "post_logout_redirect_uri" => String::new(),
             "end_app_session" => "false".to_owned(),
+            // Userinfo's token in a form body: any text will do, the token is checked after.
+            "access_token" => "not-a-token".to_owned(),
             other => panic!("no valid value for `{other}`"),
         }
     }

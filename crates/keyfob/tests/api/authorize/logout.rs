@@ -100,6 +100,7 @@ async fn session(app: &TestApp, browser: &Browser, rp: &Rp) -> Session {
         ("client_id", &rp.row.client_id),
         ("redirect_uri", CALLBACK),
         ("scope", "openid deals.read"),
+        ("response_type", "code"),
         ("state", "st8"),
     ]);
     // A user whose grant covers the request is sent straight back; else they consent.

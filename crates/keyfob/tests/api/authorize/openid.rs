@@ -22,6 +22,7 @@ fn oidc_request(client: &AppRow, scope: &str, nonce: Option<&str>) -> String {
         ("client_id", client.client_id.as_str()),
         ("redirect_uri", CALLBACK),
         ("scope", scope),
+        ("response_type", "code"),
         ("state", "st8"),
         ("code_challenge", CHALLENGE),
         ("code_challenge_method", "S256"),
@@ -189,6 +190,30 @@ both_backends! {
             assert_eq!(body, json!({ "sub": user_id, "email": email, "email_verified": false }));
         }
 
+        // POST with the token in a form body (RFC 6750 §2.2); never in both places.
+        let response = app
+            .client
+            .post(app.url("/auth/userinfo"))
+            .form(&[("access_token", access)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["sub"], user_id.as_str());
+        let response = app
+            .client
+            .post(app.url("/auth/userinfo"))
+            .bearer_auth(access)
+            .form(&[("access_token", access)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request");
+        assert!(body["error_description"].as_str().unwrap().contains("not both"));
+
         // A refresh brings a new id_token: the same user and login time, no nonce.
         let again = refresh(&app, &client, tokens["refresh_token"].as_str().unwrap()).await;
         assert_eq!(again["scope"], "openid email deals.read");
@@ -206,8 +231,19 @@ both_backends! {
 
         // The grant remembers the identity scopes: asked again, no page; with `profile` added,
         // the page again, naming it.
+        // Parameters Keyfob does not use are ignored (OpenID Connect's `display`, `ui_locales`,
+        // `claims_locales`, `acr_values`, `claims`, `id_token_hint`, and anything unknown).
+        let extra = query(&[
+            ("display", "popup"),
+            ("ui_locales", "fr-CA fr en"),
+            ("claims_locales", "fr"),
+            ("acr_values", "1 2"),
+            ("claims", r#"{"id_token":{"name":{"essential":true}}}"#),
+            ("id_token_hint", id_token),
+            ("x_custom", "1"),
+        ]);
         let url = browser
-            .get(&format!("/auth?{}", oidc_request(&client, "openid deals.read email", Some("n2"))))
+            .get(&format!("/auth?{}&{extra}", oidc_request(&client, "email openid deals.read", Some("n2"))))
             .await;
         let tokens = exchange(&app, &client, &redirect_to_client(&url)).await;
         let claims = payload_of(tokens["id_token"].as_str().unwrap());
@@ -294,6 +330,31 @@ both_backends! {
         let pairs = query_of(&redirect_to_client(&response));
         assert_eq!(param(&pairs, "error"), Some("invalid_request"));
         assert!(param(&pairs, "error_description").unwrap().contains("nonce"));
+        // OpenID Connect's requests name their response type; the guide's need not.
+        let without = query(&[
+            ("client_id", client.client_id.as_str()),
+            ("redirect_uri", CALLBACK),
+            ("scope", "openid"),
+            ("state", "st8"),
+        ]);
+        let response = browser.get(&format!("/auth?{without}")).await;
+        let pairs = query_of(&redirect_to_client(&response));
+        assert_eq!(param(&pairs, "error"), Some("invalid_request"));
+        assert!(param(&pairs, "error_description").unwrap().contains("response_type"));
+        // Request objects are refused, never read nor ignored.
+        for (name, code) in [("request", "request_not_supported"), ("request_uri", "request_uri_not_supported")] {
+            let q = format!("{}&{name}=eyJhbGciOiJub25lIn0.e30.", oidc_request(&client, "openid", None));
+            let response = browser.get(&format!("/auth?{q}")).await;
+            let pairs = query_of(&redirect_to_client(&response));
+            assert_eq!(param(&pairs, "error"), Some(code));
+        }
+        // OpenID Connect's scopes Keyfob does not serve are ignored, not granted.
+        // (The grant covers `openid` already: no page.)
+        let response = browser
+            .get(&format!("/auth?{}", oidc_request(&client, "openid address phone offline_access", None)))
+            .await;
+        let tokens = exchange(&app, &client, &redirect_to_client(&response)).await;
+        assert_eq!(tokens["scope"], "openid");
         // An identity scope spelled otherwise is no scope.
         let response = browser.get(&format!("/auth?{}", oidc_request(&client, "OpenID", None))).await;
         let pairs = query_of(&redirect_to_client(&response));
