@@ -20,6 +20,7 @@ use crate::helpers::*;
 
 mod openid;
 mod prompt;
+mod recipes;
 mod relying_party;
 
 const CALLBACK: &str = "https://client.example.com/cb";
