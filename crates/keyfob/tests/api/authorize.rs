@@ -21,6 +21,7 @@ use crate::helpers::*;
 mod logout;
 mod openid;
 mod prompt;
+mod recipes;
 mod relying_party;
 
 const CALLBACK: &str = "https://client.example.com/cb";
