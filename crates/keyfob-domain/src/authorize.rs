@@ -646,6 +646,7 @@ mod tests {
     fn identity_scopes_need_no_permission_and_any_application_may_ask() {
         let max = max("deals.read");
         let p = RequestParams {
+            response_type: Some("code"),
             scope: Some("openid email"),
             nonce: Some("n-0S6_WzA2Mj"),
             ..RequestParams::default()
@@ -655,6 +656,7 @@ mod tests {
         assert_eq!(ok.identity.as_str(), "openid email");
         assert_eq!(ok.nonce.as_deref(), Some("n-0S6_WzA2Mj"));
         let both = RequestParams {
+            response_type: Some("code"),
             scope: Some("openid deals.read profile"),
             nonce: Some(""),
             ..RequestParams::default()
@@ -665,6 +667,7 @@ mod tests {
         assert_eq!(ok.nonce, None, "an empty nonce is none");
         // A permission beyond the maximum is still refused beside them.
         let beyond = RequestParams {
+            response_type: Some("code"),
             scope: Some("openid deals.write"),
             ..RequestParams::default()
         };
@@ -672,6 +675,7 @@ mod tests {
         // A nonce too long to keep is refused, naming it.
         let long = "n".repeat(MAX_NONCE_LEN + 1);
         let p = RequestParams {
+            response_type: Some("code"),
             scope: Some("openid"),
             nonce: Some(&long),
             ..RequestParams::default()

@@ -220,7 +220,11 @@ export interface paths {
          */
         get: operations["userinfo"];
         put?: never;
-        /** The user of a session, asked with POST (the same answer as GET). */
+        /**
+         * The user of a session, asked with POST (the same answer as GET).
+         * @description The access token goes in `Authorization: Bearer`, or (RFC 6750 §2.2) as `access_token` in a
+         *     form body; never both.
+         */
         post: operations["userinfo_post"];
         delete?: never;
         options?: never;
@@ -533,6 +537,11 @@ export interface components {
             token: string;
             /** @description Always `Bearer`. */
             token_type: string;
+        };
+        /** @description `POST /auth/userinfo`'s optional form (or JSON) body. */
+        UserInfoForm: {
+            /** @description The access token, when it is not in the `Authorization` header (RFC 6750 §2.2). */
+            access_token?: string | null;
         };
         /** @description Who the caller is. */
         WhoAmI: {
@@ -1351,7 +1360,12 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        /** @description Optional: the access token as `access_token`, instead of the header */
+        requestBody: {
+            content: {
+                "application/x-www-form-urlencoded": components["schemas"]["UserInfoForm"];
+            };
+        };
         responses: {
             /** @description The user's claims */
             200: {
@@ -1362,7 +1376,15 @@ export interface operations {
                     "application/json": Record<string, never>;
                 };
             };
-            400: components["responses"]["OAuthBadRequest"];
+            /** @description The token sent twice, or an unreadable form */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OAuthErrorBody"];
+                };
+            };
             /** @description No token, or an invalid, expired or revoked one */
             401: {
                 headers: {
@@ -1381,6 +1403,7 @@ export interface operations {
                     "application/json": components["schemas"]["OAuthErrorBody"];
                 };
             };
+            413: components["responses"]["OAuthPayloadTooLarge"];
             503: components["responses"]["OAuthUnavailable"];
         };
     };

@@ -136,9 +136,15 @@ pub async fn userinfo_post(
     request: Request,
 ) -> Result<Response, UserInfoError> {
     let headers = request.headers().clone();
-    // A body is read only when it says what it is; then, as at the other OAuth endpoints, a form
-    // or JSON within the size limit, every field text Keyfob accepts (else refused by name).
-    let in_body = if headers.contains_key(header::CONTENT_TYPE) {
+    // A POST without a body carries the token in its header. A body is read as at the other OAuth
+    // endpoints: a form or JSON within the size limit, every field text Keyfob accepts (else
+    // refused by name); a body of another type, or of none, is refused.
+    let has_body = headers.contains_key(header::CONTENT_TYPE)
+        || headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
+    let in_body = if has_body {
         let OAuthParams(form) = OAuthParams::<UserInfoForm>::from_request(request, &state)
             .await
             .map_err(UserInfoError::Refused)?;

@@ -227,6 +227,7 @@ async fn apache_recipe(app: TestApp) {
             refresh_idle_secs: None,
             refresh_max_age_secs: None,
             allow_fragment: false,
+            post_logout_redirect_uris: vec![],
         },
     )
     .await
