@@ -43,6 +43,8 @@ function run(dataDir, args, input = "") {
       if (code === 0) resolveRun(stdout.trim());
       else reject(new Error(`keyfob ${args.join(" ")} exited with ${code}: ${stderr.trim()}`));
     });
+    // A command that reads nothing may exit before its input is written: the exit code tells.
+    child.stdin.on("error", () => {});
     child.stdin.end(input);
   });
 }
