@@ -71,7 +71,14 @@ async fn grants_page(
         grants.push(GrantView {
             id: row.id.into(),
             app_name,
-            permissions: row.permissions.iter().map(oauth::describe).collect(),
+            // What the application learns about the user, then what it may do.
+            permissions: row
+                .identity
+                .describe()
+                .into_iter()
+                .map(|(_, words)| words.to_owned())
+                .chain(row.permissions.iter().map(oauth::describe))
+                .collect(),
             since: TimeView::from(row.created_at),
         });
     }

@@ -266,6 +266,10 @@ both_backends! {
         assert_eq!(body["sub"], user_id.as_str());
         assert!(body.get("email").is_none());
         assert!(body["updated_at"].as_i64().is_some());
+        // The user's apps page says what the application learns about them.
+        let apps_page = browser.expect_page("/auth/grants").await;
+        assert!(apps_page.contains("Know who you are"), "{apps_page}");
+        assert!(apps_page.contains("See your email address"));
         let grant = grant_of(&app, &email, &client).await.unwrap();
         assert_eq!(grant.identity.as_str(), "openid profile email");
         assert_eq!(permissions_of(&grant.permissions), ["deals.read"]);
