@@ -11,6 +11,7 @@ use crate::identity::IdentityScopes;
 use crate::ids::{
     AccountId, ClientId, EventId, FamilyId, GrantId, Jti, KeyId, Kid, OwnerId, RecordId, UserId,
 };
+use crate::mail::{LinkPurpose, PersonKind};
 use crate::signing::SigningAlg;
 use crate::time::Timestamp;
 
@@ -53,7 +54,13 @@ macro_rules! text_column {
     )*};
 }
 
-text_column!(ActorKind, SigningAlg, IdentityScopes);
+text_column!(
+    ActorKind,
+    SigningAlg,
+    IdentityScopes,
+    LinkPurpose,
+    PersonKind
+);
 
 /// Ids are any text: they read back as they were written.
 macro_rules! id_column {

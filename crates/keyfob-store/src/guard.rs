@@ -17,6 +17,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use keyfob_domain::mail::LinkPurpose;
 use keyfob_domain::query::ListQuery;
 
 use crate::error::Unreachable;
@@ -592,6 +593,94 @@ impl<S: Store> Store for Guarded<S> {
     async fn delete_owner_login(&self, id_hash: &str) -> Result<()> {
         self.breaker
             .run(self.inner.delete_owner_login(id_hash))
+            .await
+    }
+
+    async fn list_owner_logins(
+        &self,
+        owner_id: &OwnerId,
+        now: Timestamp,
+    ) -> Result<Vec<OwnerLoginRow>> {
+        self.breaker
+            .run(self.inner.list_owner_logins(owner_id, now))
+            .await
+    }
+
+    async fn delete_owner_login_of(&self, owner_id: &OwnerId, id_hash: &str) -> Result<bool> {
+        self.breaker
+            .run(self.inner.delete_owner_login_of(owner_id, id_hash))
+            .await
+    }
+
+    async fn delete_owner_logins(&self, owner_id: &OwnerId, except: Option<&str>) -> Result<u64> {
+        self.breaker
+            .run(self.inner.delete_owner_logins(owner_id, except))
+            .await
+    }
+
+    async fn change_owner_password(
+        &self,
+        owner_id: &OwnerId,
+        password_hash: &str,
+        keep: Option<&str>,
+    ) -> Result<Option<u64>> {
+        self.breaker
+            .run(
+                self.inner
+                    .change_owner_password(owner_id, password_hash, keep),
+            )
+            .await
+    }
+
+    async fn set_require_verified_users(&self, account_id: &AccountId, on: bool) -> Result<bool> {
+        self.breaker
+            .run(self.inner.set_require_verified_users(account_id, on))
+            .await
+    }
+
+    async fn insert_email_link(&self, link: &EmailLinkRow) -> Result<()> {
+        self.breaker.run(self.inner.insert_email_link(link)).await
+    }
+
+    async fn find_email_link(
+        &self,
+        token_hash: &str,
+        purpose: LinkPurpose,
+        now: Timestamp,
+    ) -> Result<Option<EmailLinkRow>> {
+        self.breaker
+            .run(self.inner.find_email_link(token_hash, purpose, now))
+            .await
+    }
+
+    async fn use_verify_link(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<EmailLinkRow>> {
+        self.breaker
+            .run(self.inner.use_verify_link(token_hash, now))
+            .await
+    }
+
+    async fn use_reset_link(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<EmailLinkRow>> {
+        self.breaker
+            .run(self.inner.use_reset_link(token_hash, password_hash, now))
+            .await
+    }
+
+    async fn use_change_email_link(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<EmailLinkRow>> {
+        self.breaker
+            .run(self.inner.use_change_email_link(token_hash, now))
             .await
     }
 

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use keyfob_domain::mail::LinkPurpose;
 use keyfob_domain::query::ListQuery;
 
 pub use error::{StoreError, Unreachable};
@@ -214,6 +215,62 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Option<OwnerLoginRow>>;
     async fn delete_owner_login(&self, id_hash: &str) -> Result<()>;
+    /// An owner's live logins, newest first.
+    async fn list_owner_logins(
+        &self,
+        owner_id: &OwnerId,
+        now: Timestamp,
+    ) -> Result<Vec<OwnerLoginRow>>;
+    /// Ends one login of an owner; `false` when the owner has no such login.
+    async fn delete_owner_login_of(&self, owner_id: &OwnerId, id_hash: &str) -> Result<bool>;
+    /// Ends every login of an owner, except the one whose hash is `except`; returns how many.
+    async fn delete_owner_logins(&self, owner_id: &OwnerId, except: Option<&str>) -> Result<u64>;
+    /// Sets an owner's new password hash and ends their other logins (all but `keep`); returns
+    /// how many were ended, or `None` when there is no such owner.
+    async fn change_owner_password(
+        &self,
+        owner_id: &OwnerId,
+        password_hash: &str,
+        keep: Option<&str>,
+    ) -> Result<Option<u64>>;
+    /// Whether end users whose email is not verified are kept from the account's applications;
+    /// `false` when there is no such account.
+    async fn set_require_verified_users(&self, account_id: &AccountId, on: bool) -> Result<bool>;
+
+    // Links mailed to owners and end users, kept as hashes; each works once.
+    /// Stores a link and uses up every earlier unused link of the same person and purpose, so
+    /// that only the newest one works.
+    async fn insert_email_link(&self, link: &EmailLinkRow) -> Result<()>;
+    /// A link for `purpose` that is unused and live at `now`, without using it.
+    async fn find_email_link(
+        &self,
+        token_hash: &str,
+        purpose: LinkPurpose,
+        now: Timestamp,
+    ) -> Result<Option<EmailLinkRow>>;
+    /// Uses a verification link: the person's address is verified if it is still the one the
+    /// link was sent to. `None` when the link is unknown, used, expired or for another purpose.
+    async fn use_verify_link(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<EmailLinkRow>>;
+    /// Uses a reset link, in one transaction: the new password hash, the address verified, and
+    /// every login (and, for an end user, every session, logged) ended. `None` as for
+    /// [`Store::use_verify_link`].
+    async fn use_reset_link(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<EmailLinkRow>>;
+    /// Uses a change-of-email link: the owner's email becomes the link's, verified. A
+    /// `Conflict` when another owner has that email by now (the link stays unused).
+    async fn use_change_email_link(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<EmailLinkRow>>;
 
     /// Deletes expired owner and user logins and authorization codes.
     async fn prune_expired(&self, now: Timestamp) -> Result<()>;

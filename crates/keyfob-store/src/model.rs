@@ -4,6 +4,7 @@ use keyfob_domain::audit::ActorKind;
 use keyfob_domain::ids::{
     AccountId, ClientId, EventId, FamilyId, GrantId, Jti, KeyId, Kid, OwnerId, RecordId, UserId,
 };
+use keyfob_domain::mail::{LinkPurpose, PersonKind};
 use keyfob_domain::signing::SigningAlg;
 use keyfob_domain::time::Timestamp;
 use sqlx::FromRow;
@@ -15,6 +16,8 @@ pub struct Account {
     pub id: AccountId,
     pub name: String,
     pub created_at: Timestamp,
+    /// Whether end users whose email is not verified are kept from the account's applications.
+    pub require_verified_users: bool,
 }
 
 #[derive(Clone, PartialEq, Eq, FromRow)]
@@ -25,6 +28,8 @@ pub struct Owner {
     /// An argon2id PHC string.
     pub password_hash: String,
     pub created_at: Timestamp,
+    /// When the owner followed a verification link mailed to `email` (or a reset link).
+    pub email_verified_at: Option<Timestamp>,
 }
 
 impl std::fmt::Debug for Owner {
@@ -173,6 +178,9 @@ pub struct OwnerLoginRow {
     pub csrf_token: String,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+    /// The client address and browser that logged in, shown on the owner's own security page.
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
 }
 
 impl std::fmt::Debug for OwnerLoginRow {
@@ -227,6 +235,8 @@ pub struct UserRow {
     pub password_hash: String,
     pub created_at: Timestamp,
     pub password_changed_at: Timestamp,
+    /// When the user followed a verification link mailed to `email` (or a reset link).
+    pub email_verified_at: Option<Timestamp>,
 }
 
 impl std::fmt::Debug for UserRow {
@@ -439,6 +449,38 @@ impl std::fmt::Debug for Resealed {
             .field("signing_keys", &self.signing_keys.len())
             .field("data_keys", &self.data_keys.len())
             .field("refresh_answers", &self.refresh_answers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A link mailed to someone (verification, password reset, change of email), kept as the hash of
+/// its token; the table is `email_tokens`.
+#[derive(Clone, PartialEq, Eq, FromRow)]
+pub struct EmailLinkRow {
+    /// SHA-256 of the link's token.
+    pub token_hash: String,
+    pub purpose: LinkPurpose,
+    #[sqlx(rename = "subject_kind")]
+    pub person: PersonKind,
+    /// The owner's or the user's id.
+    pub subject_id: String,
+    /// The address the link was mailed to: for a change of email, the new one.
+    pub email: String,
+    /// Where the person goes on afterwards: an end user's authorization request, as a query.
+    pub next: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub used_at: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for EmailLinkRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailLinkRow")
+            .field("purpose", &self.purpose)
+            .field("person", &self.person)
+            .field("subject_id", &self.subject_id)
+            .field("expires_at", &self.expires_at)
+            .field("used_at", &self.used_at)
             .finish_non_exhaustive()
     }
 }

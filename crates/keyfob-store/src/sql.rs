@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use keyfob_domain::mail::{LinkPurpose, PersonKind};
 use keyfob_domain::query::{Field, ListQuery};
 use serde_json::Value;
 use sqlx::types::Json;
@@ -111,6 +112,18 @@ pub(crate) const TOKEN_FROM: &str = "t.jti, t.account_id, t.api_key_id, t.subjec
      WHEN k.tokens_revoked_before IS NOT NULL AND t.issued_at <= k.tokens_revoked_before \
      THEN k.tokens_revoked_before ELSE k.revoked_at END AS revoked_at \
      FROM tokens t LEFT JOIN api_keys k ON k.id = t.api_key_id";
+
+pub(crate) const OWNER_COLUMNS: &str =
+    "id, account_id, email, password_hash, created_at, email_verified_at";
+
+pub(crate) const USER_COLUMNS: &str =
+    "id, email, password_hash, created_at, password_changed_at, email_verified_at";
+
+pub(crate) const OWNER_LOGIN_COLUMNS: &str =
+    "id_hash, owner_id, account_id, csrf_token, created_at, expires_at, ip, user_agent";
+
+pub(crate) const EMAIL_LINK_COLUMNS: &str = "token_hash, purpose, subject_kind, subject_id, email, \
+     next, created_at, expires_at, used_at";
 
 pub(crate) const RECORD_COLUMNS: &str =
     "id, account_id, resource, owner_user_id, doc, created_at, updated_at";
@@ -309,6 +322,32 @@ where
         Ok(())
     }
 
+    /// Uses up a mailed link for `purpose` that is unused and live at `now`, in `tx`.
+    async fn use_link(
+        tx: &mut Transaction<'_, DB>,
+        token_hash: &str,
+        purpose: LinkPurpose,
+        now: Timestamp,
+    ) -> Result<Option<EmailLinkRow>> {
+        Ok(sqlx::query_as(&format!(
+            "UPDATE email_tokens SET used_at = $1 WHERE token_hash = $2 AND purpose = $3 \
+             AND used_at IS NULL AND expires_at > $1 RETURNING {EMAIL_LINK_COLUMNS}"
+        ))
+        .bind(now)
+        .bind(token_hash)
+        .bind(purpose)
+        .fetch_optional(&mut **tx)
+        .await?)
+    }
+
+    /// The table that keeps people of `kind`.
+    fn people_table(kind: PersonKind) -> &'static str {
+        match kind {
+            PersonKind::Owner => "owners",
+            PersonKind::User => "users",
+        }
+    }
+
     /// Marks unused one-time secrets used, in `tx`, in one statement: for each
     /// `(key, at, value)` of `claims` (keys distinct), the row of `table` whose `key_column`
     /// is `key` and whose `used_at` is still NULL gets `used_at = at` and
@@ -380,21 +419,26 @@ where
 
     async fn create_account(&self, account: &Account, owner: &Owner) -> Result<()> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
-        sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ($1, $2, $3)")
-            .bind(&account.id)
-            .bind(&account.name)
-            .bind(account.created_at)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query(
-            "INSERT INTO owners (id, account_id, email, password_hash, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO accounts (id, name, created_at, require_verified_users) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&account.id)
+        .bind(&account.name)
+        .bind(account.created_at)
+        .bind(account.require_verified_users)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO owners (id, account_id, email, password_hash, created_at, email_verified_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&owner.id)
         .bind(&owner.account_id)
         .bind(&owner.email)
         .bind(&owner.password_hash)
         .bind(owner.created_at)
+        .bind(owner.email_verified_at)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -402,30 +446,30 @@ where
     }
 
     async fn find_account(&self, id: &AccountId) -> Result<Option<Account>> {
-        Ok(
-            sqlx::query_as("SELECT id, name, created_at FROM accounts WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?,
+        Ok(sqlx::query_as(
+            "SELECT id, name, created_at, require_verified_users FROM accounts WHERE id = $1",
         )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     async fn find_owner_by_email(&self, email: &str) -> Result<Option<Owner>> {
-        Ok(sqlx::query_as(
-            "SELECT id, account_id, email, password_hash, created_at FROM owners WHERE email = $1",
-        )
+        Ok(sqlx::query_as(&format!(
+            "SELECT {OWNER_COLUMNS} FROM owners WHERE email = $1"
+        ))
         .bind(email)
         .fetch_optional(&self.pool)
         .await?)
     }
 
     async fn find_owner(&self, id: &OwnerId) -> Result<Option<Owner>> {
-        Ok(sqlx::query_as(
-            "SELECT id, account_id, email, password_hash, created_at FROM owners WHERE id = $1",
+        Ok(
+            sqlx::query_as(&format!("SELECT {OWNER_COLUMNS} FROM owners WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
         )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
     }
 
     async fn insert_api_key(&self, key: &ApiKeyRow) -> Result<()> {
@@ -997,35 +1041,36 @@ where
 
     async fn insert_user(&self, user: &UserRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO users (id, email, password_hash, created_at, password_changed_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO users (id, email, password_hash, created_at, password_changed_at, \
+             email_verified_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&user.id)
         .bind(&user.email)
         .bind(&user.password_hash)
         .bind(user.created_at)
         .bind(user.password_changed_at)
+        .bind(user.email_verified_at)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     async fn find_user_by_email(&self, email: &str) -> Result<Option<UserRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, email, password_hash, created_at, password_changed_at FROM users WHERE email = $1",
-        )
+        Ok(sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
+        ))
         .bind(email)
         .fetch_optional(&self.pool)
         .await?)
     }
 
     async fn find_user(&self, id: &UserId) -> Result<Option<UserRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, email, password_hash, created_at, password_changed_at FROM users WHERE id = $1",
+        Ok(
+            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
         )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?)
     }
 
     async fn change_user_password(
@@ -1460,8 +1505,8 @@ where
 
     async fn insert_owner_login(&self, s: &OwnerLoginRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO dashboard_sessions (id_hash, owner_id, account_id, csrf_token, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO dashboard_sessions (id_hash, owner_id, account_id, csrf_token, created_at, \
+             expires_at, ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&s.id_hash)
         .bind(&s.owner_id)
@@ -1469,6 +1514,8 @@ where
         .bind(&s.csrf_token)
         .bind(s.created_at)
         .bind(s.expires_at)
+        .bind(s.ip.as_deref())
+        .bind(s.user_agent.as_deref())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -1479,10 +1526,10 @@ where
         id_hash: &str,
         now: Timestamp,
     ) -> Result<Option<OwnerLoginRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id_hash, owner_id, account_id, csrf_token, created_at, expires_at \
-             FROM dashboard_sessions WHERE id_hash = $1 AND expires_at > $2",
-        )
+        Ok(sqlx::query_as(&format!(
+            "SELECT {OWNER_LOGIN_COLUMNS} FROM dashboard_sessions \
+             WHERE id_hash = $1 AND expires_at > $2"
+        ))
         .bind(id_hash)
         .bind(now)
         .fetch_optional(&self.pool)
@@ -1497,8 +1544,240 @@ where
         Ok(())
     }
 
+    async fn list_owner_logins(
+        &self,
+        owner_id: &OwnerId,
+        now: Timestamp,
+    ) -> Result<Vec<OwnerLoginRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {OWNER_LOGIN_COLUMNS} FROM dashboard_sessions \
+             WHERE owner_id = $1 AND expires_at > $2 ORDER BY created_at DESC, id_hash"
+        ))
+        .bind(owner_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn delete_owner_login_of(&self, owner_id: &OwnerId, id_hash: &str) -> Result<bool> {
+        let done =
+            sqlx::query("DELETE FROM dashboard_sessions WHERE owner_id = $1 AND id_hash = $2")
+                .bind(owner_id)
+                .bind(id_hash)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_owner_logins(&self, owner_id: &OwnerId, except: Option<&str>) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM dashboard_sessions WHERE owner_id = $1 AND ($2 IS NULL OR id_hash <> $2)",
+        )
+        .bind(owner_id)
+        .bind(except)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn change_owner_password(
+        &self,
+        owner_id: &OwnerId,
+        password_hash: &str,
+        keep: Option<&str>,
+    ) -> Result<Option<u64>> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let changed = sqlx::query("UPDATE owners SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(owner_id)
+            .execute(&mut *tx)
+            .await?;
+        if changed.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let ended = sqlx::query(
+            "DELETE FROM dashboard_sessions WHERE owner_id = $1 AND ($2 IS NULL OR id_hash <> $2)",
+        )
+        .bind(owner_id)
+        .bind(keep)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(ended.rows_affected()))
+    }
+
+    async fn set_require_verified_users(&self, account_id: &AccountId, on: bool) -> Result<bool> {
+        let changed = sqlx::query("UPDATE accounts SET require_verified_users = $1 WHERE id = $2")
+            .bind(on)
+            .bind(account_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(changed.rows_affected() > 0)
+    }
+
+    async fn insert_email_link(&self, link: &EmailLinkRow) -> Result<()> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        sqlx::query(
+            "UPDATE email_tokens SET used_at = $1 \
+             WHERE subject_id = $2 AND subject_kind = $3 AND purpose = $4 AND used_at IS NULL",
+        )
+        .bind(link.created_at)
+        .bind(&link.subject_id)
+        .bind(link.person)
+        .bind(link.purpose)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&format!(
+            "INSERT INTO email_tokens ({EMAIL_LINK_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(&link.token_hash)
+        .bind(link.purpose)
+        .bind(link.person)
+        .bind(&link.subject_id)
+        .bind(&link.email)
+        .bind(link.next.as_deref())
+        .bind(link.created_at)
+        .bind(link.expires_at)
+        .bind(link.used_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_email_link(
+        &self,
+        token_hash: &str,
+        purpose: LinkPurpose,
+        now: Timestamp,
+    ) -> Result<Option<EmailLinkRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {EMAIL_LINK_COLUMNS} FROM email_tokens WHERE token_hash = $1 \
+             AND purpose = $2 AND used_at IS NULL AND expires_at > $3"
+        ))
+        .bind(token_hash)
+        .bind(purpose)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn use_verify_link(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<EmailLinkRow>> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let Some(link) = Self::use_link(&mut tx, token_hash, LinkPurpose::Verify, now).await?
+        else {
+            return Ok(None);
+        };
+        let table = Self::people_table(link.person);
+        sqlx::query(&format!(
+            "UPDATE {table} SET email_verified_at = $1 \
+             WHERE id = $2 AND email = $3 AND email_verified_at IS NULL"
+        ))
+        .bind(now)
+        .bind(&link.subject_id)
+        .bind(&link.email)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(link))
+    }
+
+    async fn use_reset_link(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<EmailLinkRow>> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let Some(link) = Self::use_link(&mut tx, token_hash, LinkPurpose::Reset, now).await? else {
+            return Ok(None);
+        };
+        // The link proves the address, so it is verified too; a person whose address changed
+        // since the link was sent is not reset.
+        let changed = match link.person {
+            PersonKind::Owner => sqlx::query(
+                "UPDATE owners SET password_hash = $1, \
+                 email_verified_at = COALESCE(email_verified_at, $2) WHERE id = $3 AND email = $4",
+            ),
+            PersonKind::User => sqlx::query(
+                "UPDATE users SET password_hash = $1, password_changed_at = $2, \
+                 email_verified_at = COALESCE(email_verified_at, $2) WHERE id = $3 AND email = $4",
+            ),
+        }
+        .bind(password_hash)
+        .bind(now)
+        .bind(&link.subject_id)
+        .bind(&link.email)
+        .execute(&mut *tx)
+        .await?;
+        if changed.rows_affected() == 0 {
+            tx.commit().await?; // the link is used up all the same
+            return Ok(None);
+        }
+        match link.person {
+            PersonKind::Owner => {
+                sqlx::query("DELETE FROM dashboard_sessions WHERE owner_id = $1")
+                    .bind(&link.subject_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            PersonKind::User => {
+                sqlx::query("DELETE FROM user_sessions WHERE user_id = $1")
+                    .bind(&link.subject_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let ids: Vec<FamilyId> = sqlx::query_scalar(
+                    "SELECT id FROM refresh_families WHERE user_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(&link.subject_id)
+                .fetch_all(&mut *tx)
+                .await?;
+                Self::end_families(&mut tx, &ids, now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(Some(link))
+    }
+
+    async fn use_change_email_link(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<EmailLinkRow>> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let Some(link) = Self::use_link(&mut tx, token_hash, LinkPurpose::ChangeEmail, now).await?
+        else {
+            return Ok(None);
+        };
+        if link.person != PersonKind::Owner {
+            return Ok(None);
+        }
+        let changed =
+            sqlx::query("UPDATE owners SET email = $1, email_verified_at = $2 WHERE id = $3")
+                .bind(&link.email)
+                .bind(now)
+                .bind(&link.subject_id)
+                .execute(&mut *tx)
+                .await?;
+        if changed.rows_affected() == 0 {
+            return Ok(None);
+        }
+        tx.commit().await?;
+        Ok(Some(link))
+    }
+
     async fn prune_expired(&self, now: Timestamp) -> Result<()> {
-        for table in ["dashboard_sessions", "user_sessions", "auth_codes"] {
+        for table in [
+            "dashboard_sessions",
+            "user_sessions",
+            "auth_codes",
+            "email_tokens",
+        ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE expires_at < $1"))
                 .bind(now)
                 .execute(&self.pool)

@@ -20,6 +20,7 @@ contract! {
             id: id("acct"),
             name: "Acme Ltd".into(),
             created_at: ts(T0),
+            require_verified_users: false,
         };
         let owner = Owner {
             id: id("owner"),
@@ -27,6 +28,7 @@ contract! {
             email: "ada@example.com".into(),
             password_hash: "$argon2id$v=19$hash".into(),
             created_at: ts(T0 + 1),
+            email_verified_at: None,
         };
         db.create_account(&account, &owner).await.unwrap();
 
@@ -55,6 +57,7 @@ contract! {
             id: id("acct"),
             name: "Second".into(),
             created_at: ts(T0),
+            require_verified_users: false,
         };
         let owner = Owner {
             id: id("owner"),
@@ -62,6 +65,7 @@ contract! {
             email: taken.email.clone(),
             password_hash: "x".into(),
             created_at: ts(T0),
+            email_verified_at: None,
         };
         let err = db.create_account(&account, &owner).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict("email")), "{err:?}");
@@ -81,6 +85,7 @@ contract! {
             id: first.clone(),
             name: "Again".into(),
             created_at: ts(T0 + 5),
+            require_verified_users: false,
         };
         let owner = Owner {
             id: id("owner"),
@@ -88,6 +93,7 @@ contract! {
             email: "new@example.com".into(),
             password_hash: "x".into(),
             created_at: ts(T0),
+            email_verified_at: None,
         };
         let err = db.create_account(&account, &owner).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict("id")), "{err:?}");

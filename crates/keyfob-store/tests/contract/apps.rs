@@ -347,6 +347,8 @@ contract! {
             csrf_token: "csrf".into(),
             created_at: ts(T0),
             expires_at,
+            ip: None,
+            user_agent: None,
         };
         db.insert_owner_login(&session("short", ts(T0 + MINUTE)))
             .await

@@ -181,6 +181,7 @@ impl TestStore {
             id: id("acct"),
             name: "Acme".into(),
             created_at: ts(T0),
+            require_verified_users: false,
         };
         let owner = Owner {
             id: id("owner"),
@@ -188,6 +189,7 @@ impl TestStore {
             email: format!("{}@example.com", id::<String>("owner")),
             password_hash: "$argon2id$stub".into(),
             created_at: ts(T0),
+            email_verified_at: None,
         };
         self.create_account(&account, &owner).await.unwrap();
         (account, owner)
@@ -215,6 +217,7 @@ impl TestStore {
             password_hash: "$argon2id$old".into(),
             created_at: ts(T0),
             password_changed_at: ts(T0),
+            email_verified_at: None,
         };
         self.insert_user(&user).await.unwrap();
         user

@@ -10,6 +10,7 @@ mod apps;
 mod audit;
 mod changes;
 mod codes;
+mod email;
 mod errors;
 mod records;
 mod refresh;
