@@ -38,6 +38,25 @@ pub mod action {
     /// A signing key retired at once (compromised): out of the JWKS, its tokens refused.
     pub const SIGNING_KEY_RETIRED: &str = "signing_key.retired";
     pub const MASTER_KEY_ROTATED: &str = "master_key.rotated";
+    /// Someone followed a verification link: their address is verified. Actor the owner or user.
+    pub const EMAIL_VERIFIED: &str = "email.verified";
+    /// A verification link was mailed again at the owner's or user's request.
+    pub const EMAIL_VERIFICATION_SENT: &str = "email.verification_sent";
+    /// A reset link was mailed to an owner or user after "Forgot password?". Actor `anonymous`;
+    /// the person is the target.
+    pub const PASSWORD_RESET_REQUESTED: &str = "password.reset_requested";
+    /// An owner or user chose a new password with a reset link; every login (and session) ended.
+    pub const PASSWORD_RESET: &str = "password.reset";
+    /// An owner changed their password on their account page (the current one given).
+    pub const PASSWORD_CHANGED: &str = "password.changed";
+    /// An owner asked to move to a new address; a link went to it and a note to the old one.
+    pub const EMAIL_CHANGE_REQUESTED: &str = "email.change_requested";
+    /// An owner followed the link at their new address: their email changed.
+    pub const EMAIL_CHANGED: &str = "email.changed";
+    /// An owner ended one or all other of their own dashboard logins.
+    pub const OWNER_LOGINS_ENDED: &str = "owner.logins_ended";
+    /// An owner changed the account's settings (`require_verified_users` in the detail).
+    pub const ACCOUNT_SETTINGS_CHANGED: &str = "account.settings_changed";
     /// How many events from unauthenticated clients (failed logins) one account's log did not
     /// take from one client address in a window, past its limit.
     pub const AUDIT_SUPPRESSED: &str = "audit.suppressed";
@@ -64,6 +83,15 @@ pub mod action {
         SIGNING_KEY_ROTATED,
         SIGNING_KEY_RETIRED,
         MASTER_KEY_ROTATED,
+        EMAIL_VERIFIED,
+        EMAIL_VERIFICATION_SENT,
+        PASSWORD_RESET_REQUESTED,
+        PASSWORD_RESET,
+        PASSWORD_CHANGED,
+        EMAIL_CHANGE_REQUESTED,
+        EMAIL_CHANGED,
+        OWNER_LOGINS_ENDED,
+        ACCOUNT_SETTINGS_CHANGED,
         AUDIT_SUPPRESSED,
     ];
 }

@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use percent_encoding::percent_decode_str;
+use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 /// What a mailed link does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -229,12 +229,23 @@ impl SmtpUrl {
 
     /// The URL without its password, for logs and `keyfob settings`.
     pub fn redacted(&self) -> String {
+        self.format(true)
+    }
+
+    /// The URL in full, password included, as [`SmtpUrl::parse`] reads it back.
+    pub fn to_url(&self) -> String {
+        self.format(false)
+    }
+
+    fn format(&self, hide_password: bool) -> String {
         let scheme = match self.security {
             SmtpSecurity::ImplicitTls => "smtps",
             _ => "smtp",
         };
+        let encode = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
         let user = match &self.credentials {
-            Some((user, _)) => format!("{user}:***@"),
+            Some((user, _)) if hide_password => format!("{}:***@", encode(user)),
+            Some((user, password)) => format!("{}:{}@", encode(user), encode(password)),
             None => String::new(),
         };
         let host = if self.host.contains(':') {

@@ -340,6 +340,25 @@ where
         .await?)
     }
 
+    /// Forgets the unused reset and change-of-email links of a person whose password just
+    /// changed: a link asked for before the change (perhaps by whoever knew the old password)
+    /// must not outlive it.
+    async fn void_password_links(
+        tx: &mut Transaction<'_, DB>,
+        person: PersonKind,
+        subject_id: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM email_tokens WHERE subject_kind = $1 AND subject_id = $2 \
+             AND used_at IS NULL AND purpose IN ('reset', 'change_email')",
+        )
+        .bind(person)
+        .bind(subject_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
     /// The table that keeps people of `kind`.
     fn people_table(kind: PersonKind) -> &'static str {
         match kind {
@@ -1602,6 +1621,7 @@ where
         .bind(keep)
         .execute(&mut *tx)
         .await?;
+        Self::void_password_links(&mut tx, PersonKind::Owner, owner_id.as_str()).await?;
         tx.commit().await?;
         Ok(Some(ended.rows_affected()))
     }
@@ -1719,6 +1739,7 @@ where
             tx.commit().await?; // the link is used up all the same
             return Ok(None);
         }
+        Self::void_password_links(&mut tx, link.person, &link.subject_id).await?;
         match link.person {
             PersonKind::Owner => {
                 sqlx::query("DELETE FROM dashboard_sessions WHERE owner_id = $1")

@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod dashboard;
 pub mod http;
 pub mod logins;
+pub mod mail;
 pub mod passwords;
 pub mod services;
 pub mod sessions;

@@ -60,6 +60,7 @@ const ADDRESS_WINDOW: Duration = Duration::from_secs(60);
 const EMAIL_AND_ADDRESS_WINDOW: Duration = Duration::from_secs(15 * 60);
 const EMAIL_WINDOW: Duration = Duration::from_secs(60 * 60);
 const DEVICE_WINDOW: Duration = Duration::from_secs(15 * 60);
+const MAIL_WINDOW: Duration = Duration::from_secs(60 * 60);
 
 /// The login budgets, the limiter of sign-ups, and the keys that sign device cookies and form
 /// tokens.
@@ -71,6 +72,9 @@ pub struct Logins {
     email_and_address: RateLimiter,
     email: RateLimiter,
     device: RateLimiter,
+    /// Mail the forms send, per client address and per email address (see [`Logins::mail`]).
+    mail_address: RateLimiter,
+    mail_email: RateLimiter,
     devices: Signer,
     forms: Signer,
 }
@@ -88,6 +92,8 @@ impl Logins {
             ),
             email: RateLimiter::new(config.login_attempts_per_email, EMAIL_WINDOW),
             device: RateLimiter::new(config.login_attempts_per_device, DEVICE_WINDOW),
+            mail_address: RateLimiter::new(config.mail_per_address_per_hour, MAIL_WINDOW),
+            mail_email: RateLimiter::new(config.mail_per_email_per_hour, MAIL_WINDOW),
             devices: Signer(master.derive_hmac_key(b"keyfob device cookie v1")),
             forms: Signer(master.derive_hmac_key(b"keyfob pre-login form token v1")),
         }
@@ -97,6 +103,18 @@ impl Logins {
     /// retry.
     pub fn check(&self, key: &str) -> Result<(), u64> {
         self.general.check(key)
+    }
+
+    /// Counts one message a form is about to send to `email` for a client at `address`, or
+    /// refuses it with the seconds to wait: `mail_per_address_per_hour` per client address (an
+    /// IPv6 /64), `mail_per_email_per_hour` per email, whether or not anyone has that email, so
+    /// that the answer says nothing about it. Keeps Keyfob from being used to flood an inbox.
+    pub fn mail(&self, address: &str, email: &str) -> Result<(), u64> {
+        let address = network_of(address);
+        self.mail_address
+            .take(key_of(&[b"mail+address", &address]))?;
+        self.mail_email
+            .take(key_of(&[b"mail+email", normalized(email).as_bytes()]))
     }
 
     /// Takes one attempt at checking `email`'s password from `address` (with the browser's device

@@ -148,13 +148,14 @@ fn sign_access(
     Ok((token, claims.exp))
 }
 
-/// What an id_token or userinfo may tell of `user`. Email addresses are not verified yet, and say
-/// so; the profile's `updated_at` is the last change Keyfob keeps (the password's).
+/// What an id_token or userinfo may tell of `user`: `email_verified` once they followed a link
+/// mailed to the address; the profile's `updated_at` is the last change Keyfob keeps (the
+/// password's).
 pub fn user_facts(user: &UserRow) -> UserFacts<'_> {
     UserFacts {
         user_id: &user.id,
         email: &user.email,
-        email_verified: false,
+        email_verified: user.email_verified_at.is_some(),
         updated_at: user.password_changed_at.max(user.created_at),
     }
 }

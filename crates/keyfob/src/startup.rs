@@ -147,6 +147,7 @@ impl Application {
             passwords: Passwords::new(config.password_workers),
             logins: Arc::new(Logins::new(&config, &master)),
             metrics: metrics_handle(),
+            mail: crate::mail::Mailer::start(&config)?,
             master,
             store,
             config: Arc::new(config.clone()),

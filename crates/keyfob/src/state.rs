@@ -49,6 +49,8 @@ pub struct Shared {
     /// Login budgets, device cookies and pre-login form tokens.
     pub logins: Arc<Logins>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The queue of outgoing mail.
+    pub mail: crate::mail::Mailer,
 }
 
 impl Shared {

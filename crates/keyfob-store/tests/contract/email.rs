@@ -141,6 +141,8 @@ contract! {
         db.insert_email_link(&verify).await.unwrap();
         db.use_verify_link(&verify.token_hash, ts(T0)).await.unwrap().unwrap();
         db.insert_owner_login(&login(&owner, "a")).await.unwrap();
+        let moving = link(LinkPurpose::ChangeEmail, PersonKind::Owner, owner.id.as_str(), "x@example.com", T0);
+        db.insert_email_link(&moving).await.unwrap();
         let sent = link(LinkPurpose::Reset, PersonKind::Owner, owner.id.as_str(), &owner.email, T0);
         db.insert_email_link(&sent).await.unwrap();
 
@@ -149,6 +151,7 @@ contract! {
         assert_eq!(after.password_hash, "$argon2id$new");
         assert_eq!(after.email_verified_at, Some(ts(T0)));
         assert_eq!(db.find_owner_login("a", ts(T0)).await.unwrap(), None);
+        assert_eq!(db.use_change_email_link(&moving.token_hash, ts(T0)).await.unwrap(), None);
     }
 
     async fn a_change_of_email_link_moves_the_owner_to_the_new_address_unless_it_is_taken(db) {
@@ -194,7 +197,15 @@ contract! {
         assert!(db.delete_owner_login_of(&owner.id, "c").await.unwrap());
         assert!(!db.delete_owner_login_of(&owner.id, "c").await.unwrap());
 
+        let pending = link(LinkPurpose::ChangeEmail, PersonKind::Owner, owner.id.as_str(), "new@example.com", T0);
+        db.insert_email_link(&pending).await.unwrap();
+        let verify = link(LinkPurpose::Verify, PersonKind::Owner, owner.id.as_str(), &owner.email, T0);
+        db.insert_email_link(&verify).await.unwrap();
         assert_eq!(db.change_owner_password(&owner.id, "$argon2id$new", Some("a")).await.unwrap(), Some(1));
+        // A change of email (or a reset) asked for before the new password does not outlive it;
+        // a verification link does.
+        assert_eq!(db.use_change_email_link(&pending.token_hash, ts(T0)).await.unwrap(), None);
+        assert!(db.find_email_link(&verify.token_hash, LinkPurpose::Verify, ts(T0)).await.unwrap().is_some());
         assert_eq!(db.find_owner(&owner.id).await.unwrap().unwrap().password_hash, "$argon2id$new");
         assert!(db.find_owner_login("a", ts(T0)).await.unwrap().is_some());
         assert!(db.find_owner_login("b", ts(T0)).await.unwrap().is_none());

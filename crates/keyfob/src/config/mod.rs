@@ -10,6 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The `From` of mail when `mail_from` is not set.
+pub const DEFAULT_MAIL_FROM: &str = "Keyfob <keyfob@localhost>";
+
 /// Which algorithm new signing keys use.
 pub use keyfob_domain::signing::SigningAlg;
 
@@ -89,6 +92,14 @@ pub struct Config {
     pub token_cache_bytes: u64,
     /// Log lines as JSON rather than text.
     pub log_json: bool,
+    /// Where mail goes out; `None` writes every message to `DATA_DIR/outbox/` instead.
+    pub smtp_url: Option<keyfob_domain::mail::SmtpUrl>,
+    /// The `From` of every message, `Name <address>` or an address.
+    pub mail_from: String,
+    /// Messages the mail-sending forms (sign-up, forgot password, verification, change of
+    /// email) send per hour for one client address, and for one email address.
+    pub mail_per_address_per_hour: u32,
+    pub mail_per_email_per_hour: u32,
 }
 
 impl Config {
@@ -141,6 +152,10 @@ impl Config {
             max_connections_per_ip: 256,
             token_cache_bytes: crate::tokens::DEFAULT_CACHE_BYTES,
             log_json: false,
+            smtp_url: None,
+            mail_from: DEFAULT_MAIL_FROM.to_owned(),
+            mail_per_address_per_hour: 20,
+            mail_per_email_per_hour: 5,
         }
     }
 

@@ -127,6 +127,20 @@ pub struct Settings {
     /// [default: false].
     #[arg(long, global = true, env = "KEYFOB_LOG_JSON", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub log_json: Option<bool>,
+    /// Where mail goes out: `smtp://[user:password@]host[:port]` (STARTTLS when offered;
+    /// `?tls=required` or `?tls=none`) or `smtps://…` (TLS from the start) [default: none: mail is
+    /// written to DATA_DIR/outbox/ and its link logged].
+    #[arg(long, global = true, env = "KEYFOB_SMTP_URL", value_name = "URL")]
+    pub smtp_url: Option<String>,
+    /// The sender of every message, `Name <address>` or an address [default: Keyfob <keyfob@localhost>].
+    #[arg(long, global = true, env = "KEYFOB_MAIL_FROM", value_name = "MAILBOX")]
+    pub mail_from: Option<String>,
+    /// Messages the mail-sending forms send per hour for one client address [default: 20].
+    #[arg(long, global = true, env = "KEYFOB_MAIL_PER_ADDRESS_PER_HOUR", value_name = "N")]
+    pub mail_per_address_per_hour: Option<u32>,
+    /// Messages the mail-sending forms send per hour to one email address [default: 5].
+    #[arg(long, global = true, env = "KEYFOB_MAIL_PER_EMAIL_PER_HOUR", value_name = "N")]
+    pub mail_per_email_per_hour: Option<u32>,
 }
 
 /// Where a setting's value came from.
@@ -243,7 +257,7 @@ impl Layers {
                     let mut value = toml::Value::try_from(value)
                         .with_context(|| format!("{key} as TOML"))?
                         .to_string();
-                    if key == "database_url" {
+                    if key == "database_url" || key == "smtp_url" {
                         value = without_password(&value);
                     }
                     lines.push(format!("{key} = {value}  # {origin}"));
@@ -394,6 +408,10 @@ impl Check<'_> {
             max_connections,
             max_connections_per_ip,
             log_json,
+            smtp_url,
+            mail_from,
+            mail_per_address_per_hour,
+            mail_per_email_per_hour,
         } = settings;
 
         let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
@@ -555,6 +573,32 @@ impl Check<'_> {
         if let Some(v) = log_json {
             c.log_json = v;
         }
+        if let Some(url) = smtp_url.filter(|u| !u.is_empty()) {
+            c.smtp_url = Some(
+                keyfob_domain::mail::SmtpUrl::parse(&url)
+                    .map_err(|e| self.refuse("smtp_url", e))?,
+            );
+        }
+        if let Some(from) = mail_from {
+            if from.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(self.refuse("mail_from", "must be a mail address, or `Name <address>`"));
+            }
+            c.mail_from = from;
+        }
+        if let Some(v) = self.within(
+            "mail_per_address_per_hour",
+            mail_per_address_per_hour,
+            AtLeast(1),
+        )? {
+            c.mail_per_address_per_hour = v;
+        }
+        if let Some(v) = self.within(
+            "mail_per_email_per_hour",
+            mail_per_email_per_hour,
+            AtLeast(1),
+        )? {
+            c.mail_per_email_per_hour = v;
+        }
         Ok(c)
     }
 }
@@ -596,6 +640,10 @@ impl Settings {
             max_connections: c.max_connections,
             max_connections_per_ip: Some(c.max_connections_per_ip),
             log_json: Some(c.log_json),
+            smtp_url: c.smtp_url.as_ref().map(|u| u.to_url()),
+            mail_from: Some(c.mail_from.clone()),
+            mail_per_address_per_hour: Some(c.mail_per_address_per_hour),
+            mail_per_email_per_hour: Some(c.mail_per_email_per_hour),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Owner sign-up, login and logout.
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
@@ -14,8 +14,8 @@ use super::page::{Layout, PageError, PageForm, render, render_with_status};
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::state::AppState;
 use crate::web::{
-    ClientIp, CsrfForm, DASHBOARD, LoginFields, LoginOutcome, LoginSubject, OwnerLogin,
-    SignupFields, SignupOutcome, check_login, sign_up,
+    ClientIp, CsrfForm, DASHBOARD, LoginClient, LoginFields, LoginOutcome, LoginSubject,
+    OwnerLogin, SignupFields, SignupOutcome, check_login, sign_up,
 };
 
 /// Where an owner lands after login.
@@ -31,6 +31,7 @@ pub struct LoginPage {
     csrf: String,
     email: String,
     error: Option<String>,
+    notice: Option<&'static str>,
     signup_open: bool,
 }
 
@@ -73,21 +74,43 @@ pub async fn home(login: Option<OwnerLogin>) -> Redirect {
     }
 }
 
+/// `?done=` of the login page.
+#[derive(Deserialize, Default)]
+pub struct Done {
+    #[serde(default)]
+    pub done: Option<String>,
+}
+
+/// `?done=` values the login page explains.
+pub const EMAIL_CHANGED: &str = "email-changed";
+pub const PASSWORD_CHANGED: &str = "password-changed";
+
 #[tracing::instrument(skip_all)]
 pub async fn login_page(
     State(state): State<AppState>,
     login: Option<OwnerLogin>,
     jar: CookieJar,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
+    let done: Done = serde_urlencoded::from_str(&query.unwrap_or_default()).unwrap_or_default();
     if login.is_some() {
         return Ok(Redirect::to(HOME_PATH).into_response());
     }
+    let notice = match done.done.as_deref() {
+        Some(super::recovery::PASSWORD_RESET) => {
+            Some("Your new password is saved and every login ended. Log in with it.")
+        }
+        Some(PASSWORD_CHANGED) => Some("Your password was changed. Log in with the new one."),
+        Some(EMAIL_CHANGED) => Some("Your email address was changed. Log in with the new one."),
+        _ => None,
+    };
     let (jar, csrf) = DASHBOARD.form_token(&state, jar);
     let page = LoginPage {
         layout: Layout::anonymous(),
         csrf,
         email: String::new(),
         error: None,
+        notice,
         signup_open: state.config.signup_open,
     };
     Ok((jar, render(&page)?).into_response())
@@ -135,12 +158,22 @@ pub async fn login(
                 csrf: form.csrf,
                 email: form.email,
                 error: Some(LOGIN_FAILED.into()),
+                notice: None,
                 signup_open: state.config.signup_open,
             };
             return render_with_status(StatusCode::BAD_REQUEST, &page);
         }
     };
-    let jar = OwnerLogin::start(&state, jar, &owner).await?;
+    let jar = OwnerLogin::start_from(
+        &state,
+        jar,
+        &owner,
+        LoginClient {
+            ip: Some(&ip),
+            user_agent: user_agent.0.as_deref(),
+        },
+    )
+    .await?;
     let jar = DASHBOARD.remember_device(&state, jar, &owner.email);
     tracing::info!(owner_id = %owner.id, account_id = %owner.account_id, "dashboard login");
     state.audit.record(
@@ -176,7 +209,8 @@ pub async fn signup_page(
 }
 
 /// Makes an account and its owner (the rules are [`crate::services::accounts::create_account`]'s)
-/// and logs them in, through the sign-up shared with the end users' pages ([`sign_up`]).
+/// and mails a verification link, through the sign-up shared with the end users' pages
+/// ([`sign_up`]). The answer is the same whether or not the email had an account.
 #[tracing::instrument(skip_all, fields(ip = %ip))]
 pub async fn signup(
     State(state): State<AppState>,
@@ -186,18 +220,25 @@ pub async fn signup(
 ) -> Result<Response, PageError> {
     let outcome = sign_up::<Owner>(
         &state,
-        jar,
+        &jar,
         &ip,
         SignupFields {
             csrf: &form.csrf,
             email: &form.email,
             password: form.password,
             confirm: &form.confirm,
+            next: "",
         },
     )
     .await?;
-    let (jar, owner) = match outcome {
-        SignupOutcome::SignedUp(jar, owner) => (jar, owner),
+    match outcome {
+        SignupOutcome::Sent(email) => {
+            let page = super::recovery::check_your_inbox(
+                &email,
+                "with a link to confirm the address; then log in with the password you chose",
+            );
+            render(&page).map(IntoResponse::into_response)
+        }
         SignupOutcome::Refused(status, error) => {
             let page = SignupPage {
                 layout: Layout::anonymous(),
@@ -205,15 +246,9 @@ pub async fn signup(
                 email: form.email,
                 error: Some(error),
             };
-            return render_with_status(status, &page);
+            render_with_status(status, &page)
         }
-    };
-    tracing::info!(
-        owner_id = %owner.id,
-        account_id = %owner.account_id,
-        "account created in the dashboard"
-    );
-    Ok((jar, Redirect::to(HOME_PATH)).into_response())
+    }
 }
 
 /// Ends the login. Without a live login there is nothing to protect, so only the cookie is

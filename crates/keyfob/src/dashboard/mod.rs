@@ -11,6 +11,8 @@ mod data;
 mod grants;
 mod keys;
 pub(crate) mod page;
+mod profile;
+mod recovery;
 mod tokens;
 
 use axum::Router;
@@ -54,6 +56,38 @@ pub fn router() -> Router<AppState> {
             get(account::login_page).post(account::login),
         )
         .route("/dashboard/logout", post(account::logout))
+        .route(
+            "/dashboard/forgot",
+            get(recovery::forgot_page).post(recovery::forgot),
+        )
+        .route(
+            "/dashboard/reset",
+            get(recovery::reset_page).post(recovery::reset),
+        )
+        .route("/dashboard/verify", get(recovery::verify))
+        .route("/dashboard/account", get(profile::show))
+        .route(
+            "/dashboard/account/password",
+            post(profile::change_password),
+        )
+        .route("/dashboard/account/email", post(profile::change_email))
+        .route(
+            "/dashboard/account/email/confirm",
+            get(profile::confirm_email),
+        )
+        .route(
+            "/dashboard/account/verify",
+            post(profile::resend_verification),
+        )
+        .route(
+            "/dashboard/account/logins/end-others",
+            post(profile::end_other_logins),
+        )
+        .route(
+            "/dashboard/account/logins/{id}/end",
+            post(profile::end_login),
+        )
+        .route("/dashboard/account/settings", post(profile::save_settings))
         .route("/dashboard/keys", get(keys::list).post(keys::create))
         .route("/dashboard/keys/{id}/revoke", post(keys::revoke))
         .route(

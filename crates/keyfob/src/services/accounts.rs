@@ -28,6 +28,7 @@ pub async fn create_account(
         id: AccountId::from(uuid::Uuid::now_v7().to_string()),
         name: email.as_str().to_owned(),
         created_at: now,
+        require_verified_users: false,
     };
     let owner = Owner {
         id: OwnerId::from(uuid::Uuid::now_v7().to_string()),
@@ -35,6 +36,7 @@ pub async fn create_account(
         email: email.as_str().to_owned(),
         password_hash,
         created_at: now,
+        email_verified_at: None,
     };
     store.create_account(&account, &owner).await?;
     Ok((account, owner))

@@ -30,6 +30,7 @@ pub async fn create_user(
         password_hash,
         created_at: now,
         password_changed_at: now,
+        email_verified_at: None,
     };
     store.insert_user(&user).await?;
     Ok(user)

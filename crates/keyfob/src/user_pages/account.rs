@@ -157,6 +157,9 @@ pub async fn login_page(
             Some("Your password was changed and every session ended. Log in with the new one.")
         }
         Some(LOGGED_OUT) => Some("You are logged out."),
+        Some(super::recovery::PASSWORD_RESET) => {
+            Some("Your new password is saved and every session ended. Log in with it.")
+        }
         _ if user.is_some() => Some(LOG_IN_AGAIN),
         _ => None,
     };
@@ -284,8 +287,9 @@ pub async fn signup_page(
 }
 
 /// `POST /auth/signup`: makes a user (the rules are [`crate::services::users::create_user`]'s,
-/// common passwords included) and logs them in, through the sign-up shared with the dashboard
-/// ([`sign_up`]).
+/// common passwords included) and mails a verification link that leads back into the
+/// authorization request, through the sign-up shared with the dashboard ([`sign_up`]). The answer
+/// is the same whether or not the email had an account; the user then logs in.
 #[tracing::instrument(skip_all, fields(ip = %ip))]
 pub async fn signup(
     State(state): State<AppState>,
@@ -297,20 +301,27 @@ pub async fn signup(
     // budget is spent.
     USER_PAGES.check_form_token(&state, &jar, &form.csrf)?;
     let params = request_field(&form.request)?;
+    let request = params.after_login().to_query();
     let outcome = sign_up::<UserRow>(
         &state,
-        jar,
+        &jar,
         &ip,
         SignupFields {
             csrf: &form.csrf,
             email: &form.email,
             password: form.password,
             confirm: &form.confirm,
+            next: &request,
         },
     )
     .await?;
-    let (jar, user) = match outcome {
-        SignupOutcome::SignedUp(jar, user) => (jar, user),
+    match outcome {
+        SignupOutcome::Sent(email) => super::recovery::check_your_inbox(
+            &email,
+            "with a link to confirm the address; then log in with the password you chose",
+            &params.to_query(),
+        )
+        .show(StatusCode::OK),
         SignupOutcome::Refused(status, error) => {
             let (app_name, csp) = context(&state, &params).await?;
             let again = SignupPage {
@@ -321,11 +332,9 @@ pub async fn signup(
                 app_name,
                 request: params.to_query(),
             };
-            return page(status, &again, csp);
+            page(status, &again, csp)
         }
-    };
-    tracing::info!(user_id = %user.id, "user signed up");
-    Ok((jar, see_other(&params.after_login().continue_path())?).into_response())
+    }
 }
 
 /// `POST /auth/logout`. Without a live login only the cookie is cleared; with one, the form must

@@ -206,6 +206,16 @@ pub async fn authorize(
             request.params().to_query()
         ));
     };
+    if let Some(gate) = super::recovery::verification_gate(
+        &state,
+        &user,
+        &request.client.app,
+        &request.params().to_query(),
+    )
+    .await?
+    {
+        return Ok(gate);
+    }
     let granted = live_grant(&state, user.user_id(), &request).await?;
     let covering = granted
         .as_ref()
@@ -296,6 +306,16 @@ pub async fn decide(
         Ok(request) => request,
         Err(redirect) => return Ok(redirect),
     };
+    if let Some(gate) = super::recovery::verification_gate(
+        &state,
+        &user,
+        &request.client.app,
+        &request.params().to_query(),
+    )
+    .await?
+    {
+        return Ok(gate);
+    }
     let client_id = request.client.app.client_id.clone();
     let allowed = oauth::consented(&request.permissions, &form.permission);
     // Identity scopes are allowed with the answer as a whole; permissions one by one.

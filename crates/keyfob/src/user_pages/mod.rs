@@ -12,6 +12,7 @@ mod consent;
 mod end_session;
 mod grants;
 mod page;
+mod recovery;
 mod request;
 
 use axum::Router;
@@ -19,6 +20,7 @@ use axum::http::{HeaderValue, header};
 use axum::routing::{get, post};
 use tower_http::set_header::SetResponseHeaderLayer;
 
+pub(crate) use account::capitalized;
 pub use page::DEFAULT_CSP;
 pub(crate) use page::UserPageError;
 pub use request::AuthorizeParams;
@@ -51,6 +53,16 @@ pub fn router() -> Router<AppState> {
             get(account::signup_page).post(account::signup),
         )
         .route("/auth/logout", post(account::logout))
+        .route(
+            "/auth/forgot",
+            get(recovery::forgot_page).post(recovery::forgot),
+        )
+        .route(
+            "/auth/reset",
+            get(recovery::reset_page).post(recovery::reset),
+        )
+        .route("/auth/verify", get(recovery::verify))
+        .route("/auth/verify/resend", post(recovery::resend))
         .route(
             END_SESSION_PATH,
             get(end_session::end_session).post(end_session::end_session_form),

@@ -12,6 +12,7 @@
 use axum::response::IntoResponse;
 use axum_extra::extract::CookieJar;
 use keyfob_domain::email::Email;
+use keyfob_domain::mail::PersonKind;
 use keyfob_store::{Owner, OwnerLoginRow, StoreError, Timestamp, UserLoginRow, UserRow};
 
 use super::login_cookie::LoginRow;
@@ -38,8 +39,23 @@ pub trait LoginSubject: Sized + Send + Sync + 'static {
     /// Their logins' rows in the database.
     type LoginRow: LoginRow;
 
+    /// Which kind of person they are, for the links mailed to them.
+    const PERSON: PersonKind;
+
+    /// Their id, as text.
+    fn id_str(&self) -> &str;
+
     /// Their email.
     fn email(&self) -> &str;
+
+    /// Whether they have followed a link mailed to their address.
+    fn email_verified(&self) -> bool;
+
+    /// The one with this id, if any.
+    fn find_by_id(
+        state: &AppState,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Self>, StoreError>> + Send;
 
     /// The PHC string of their password.
     fn password_hash(&self) -> &str;
@@ -63,13 +79,14 @@ pub trait LoginSubject: Sized + Send + Sync + 'static {
         password: String,
     ) -> impl Future<Output = Result<Self, ServiceError>> + Send;
 
-    /// The row of a new login of theirs.
+    /// The row of a new login of theirs, from `client`.
     fn new_login(
         &self,
         id_hash: String,
         csrf_token: String,
         created_at: Timestamp,
         expires_at: Timestamp,
+        client: &LoginClient<'_>,
     ) -> Self::LoginRow;
 
     /// Stores a new login.
@@ -98,9 +115,22 @@ impl LoginSubject for Owner {
     const SIGNUP_BUDGET: &'static str = "dashboard-signup-ip";
     type Error = PageError;
     type LoginRow = OwnerLoginRow;
+    const PERSON: PersonKind = PersonKind::Owner;
+
+    fn id_str(&self) -> &str {
+        self.id.as_str()
+    }
 
     fn email(&self) -> &str {
         &self.email
+    }
+
+    fn email_verified(&self) -> bool {
+        self.email_verified_at.is_some()
+    }
+
+    async fn find_by_id(state: &AppState, id: &str) -> Result<Option<Owner>, StoreError> {
+        state.store.find_owner(&id.into()).await
     }
 
     fn password_hash(&self) -> &str {
@@ -141,6 +171,7 @@ impl LoginSubject for Owner {
         csrf_token: String,
         created_at: Timestamp,
         expires_at: Timestamp,
+        client: &LoginClient<'_>,
     ) -> OwnerLoginRow {
         OwnerLoginRow {
             id_hash,
@@ -149,6 +180,8 @@ impl LoginSubject for Owner {
             csrf_token,
             created_at,
             expires_at,
+            ip: client.ip.map(str::to_owned),
+            user_agent: client.user_agent.map(str::to_owned),
         }
     }
 
@@ -178,9 +211,22 @@ impl LoginSubject for UserRow {
     const SIGNUP_BUDGET: &'static str = "user-signup-ip";
     type Error = UserPageError;
     type LoginRow = UserLoginRow;
+    const PERSON: PersonKind = PersonKind::User;
+
+    fn id_str(&self) -> &str {
+        self.id.as_str()
+    }
 
     fn email(&self) -> &str {
         &self.email
+    }
+
+    fn email_verified(&self) -> bool {
+        self.email_verified_at.is_some()
+    }
+
+    async fn find_by_id(state: &AppState, id: &str) -> Result<Option<UserRow>, StoreError> {
+        state.store.find_user(&id.into()).await
     }
 
     fn password_hash(&self) -> &str {
@@ -205,6 +251,7 @@ impl LoginSubject for UserRow {
         csrf_token: String,
         created_at: Timestamp,
         expires_at: Timestamp,
+        _client: &LoginClient<'_>,
     ) -> UserLoginRow {
         UserLoginRow {
             id_hash,
@@ -234,6 +281,13 @@ impl LoginSubject for UserRow {
     async fn delete_login(state: &AppState, id_hash: &str) -> Result<(), StoreError> {
         state.store.delete_user_login(id_hash).await
     }
+}
+
+/// The browser a login is started from, as an owner sees it among their logins.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoginClient<'a> {
+    pub ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
 }
 
 /// What a login form's password check found.

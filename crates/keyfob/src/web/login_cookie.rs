@@ -15,7 +15,7 @@ use keyfob_domain::secret::{constant_time_eq, hash_secret, random_token};
 use keyfob_domain::time::Timestamp;
 use keyfob_store::{AccountId, Owner, OwnerId, OwnerLoginRow, UserId, UserLoginRow, UserRow};
 
-use super::LoginSubject;
+use super::{LoginClient, LoginSubject};
 use crate::logins::LoginKind;
 use crate::state::AppState;
 use crate::web::PageError;
@@ -119,6 +119,16 @@ impl<T: LoginSubject> Login<T> {
         jar: CookieJar,
         subject: &T,
     ) -> Result<CookieJar, PageError> {
+        Self::start_from(state, jar, subject, LoginClient::default()).await
+    }
+
+    /// [`Login::start`], recording the browser it is started from.
+    pub async fn start_from(
+        state: &AppState,
+        jar: CookieJar,
+        subject: &T,
+        client: LoginClient<'_>,
+    ) -> Result<CookieJar, PageError> {
         let pages = T::PAGES;
         if let Some(old) = pages.login_token(&jar) {
             T::delete_login(state, &hash_secret(old)).await?;
@@ -130,6 +140,7 @@ impl<T: LoginSubject> Login<T> {
             random_token(),
             now,
             now + pages.login_lifetime,
+            &client,
         );
         T::insert_login(state, &row).await?;
         Ok(jar.add(pages.login_cookie(state, token)))

@@ -8,13 +8,14 @@ pub mod error;
 pub mod login;
 pub mod login_cookie;
 pub mod pages;
+pub mod recovery;
 pub mod signup;
 
 use serde::Deserialize;
 
 pub use client_ip::ClientIp;
 pub use error::PageError;
-pub use login::{LoginFields, LoginOutcome, LoginSubject, check_login};
+pub use login::{LoginClient, LoginFields, LoginOutcome, LoginSubject, check_login};
 pub use login_cookie::{Login, OwnerLogin, UserLogin};
 pub use pages::{DASHBOARD, Pages, USER_PAGES};
 pub use signup::{SignupFields, SignupOutcome, sign_up};
