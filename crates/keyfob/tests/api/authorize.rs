@@ -552,22 +552,44 @@ both_backends! {
         assert!(response.text().await.unwrap().contains("at least 10 characters"));
         assert!(app.state.store.find_user_by_email(&email).await.unwrap().is_none());
 
+        // Sign-up logs no one in: it mails a link that confirms the address and leads back into
+        // the request; the user then logs in with the password they chose.
         let response = browser.signup(&email, PASSWORD, &q).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let page = response.text().await.unwrap();
+        assert!(page.contains("Check your inbox"), "{page}");
+        assert!(page.contains("href=\"/auth/login?client_id="), "the page leads to the login, with the request: {page}");
+        let user = app.state.store.find_user_by_email(&email).await.unwrap().expect("the user");
+        assert_eq!(user.email_verified_at, None);
+        let mail = crate::mailbox::outbox_mail(&app, &email, "Confirm your email address").await;
+        let link = mail.link("/auth/verify?token=");
+        let response = browser.get(&link).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
-        assert_eq!(location(&response), format!("/auth?{}", query(&[
+        let back = location(&response).to_owned();
+        assert_eq!(back, format!("/auth?{}", query(&[
             ("client_id", &client.client_id),
             ("redirect_uri", CALLBACK),
             ("permissions", "deals.read"),
             ("state", "st8"),
         ])));
-        assert!(app.state.store.find_user_by_email(&email).await.unwrap().is_some());
+        let user = app.state.store.find_user_by_email(&email).await.unwrap().unwrap();
+        assert!(user.email_verified_at.is_some());
+        // The link works once.
+        assert_eq!(browser.get(&link).await.status(), StatusCode::NOT_FOUND);
+        // Not logged in yet: the request asks for a login, which then goes on to consent.
+        assert!(location(&browser.get(&back).await).starts_with("/auth/login?"));
+        assert_eq!(browser.login(&email, PASSWORD, &q).await.status(), StatusCode::SEE_OTHER);
         let url = browser.authorize_all(&q).await;
         assert!(param(&query_of(&url), "code").is_some());
 
-        // The same email again is refused; the first account is untouched.
+        // The same email again answers as a new sign-up; the holder is mailed, the first account
+        // is untouched, and the second password opens nothing.
         let other = Browser::new(&app);
         let response = other.signup(&email, "another long password", "").await;
-        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.text().await.unwrap().contains("Check your inbox"));
+        crate::mailbox::outbox_mail(&app, &email, "You already have an account").await;
+        assert_eq!(other.login(&email, "another long password", "").await.status(), StatusCode::BAD_REQUEST);
         assert_eq!(other.login(&email, PASSWORD, "").await.status(), StatusCode::SEE_OTHER);
     }
 
@@ -1041,6 +1063,14 @@ async fn owner(app: &TestApp) -> (Browser, String) {
                 ("password", PASSWORD),
                 ("confirm", PASSWORD),
             ],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let csrf = browser.csrf("/dashboard/login").await;
+    let response = browser
+        .post(
+            "/dashboard/login",
+            &[("csrf", &csrf), ("email", &email), ("password", PASSWORD)],
         )
         .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);

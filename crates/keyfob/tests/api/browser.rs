@@ -44,6 +44,24 @@ async fn sign_up_and_use_a_key(browser: Client, base: String) -> Outcome {
     )
     .await?;
 
+    // Sign-up mails a confirmation link and logs no one in: log in with the new password.
+    browser
+        .wait()
+        .for_element(Locator::LinkText("Back to log in"))
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait()
+        .for_element(Locator::Css("form[action='/dashboard/login']"))
+        .await?;
+    fill_in_and_submit(
+        &browser,
+        &[("email", &email), ("password", PASSWORD)],
+        "form[action='/dashboard/login'] button[type=submit]",
+    )
+    .await?;
+
     // Signed in, on the keys page.
     let name = browser.wait().for_element(Locator::Id("name")).await?;
     assert_eq!(browser.current_url().await?.path(), "/dashboard/keys");

@@ -56,10 +56,14 @@ impl Browser {
         }
     }
 
-    /// A browser that has signed up (and is therefore logged in).
+    /// A browser that has signed up, then logged in with the password it chose (sign-up itself
+    /// logs no one in: it mails a confirmation link).
     pub(crate) async fn signed_up(app: &TestApp) -> Browser {
         let browser = Browser::new(app);
         let response = browser.signup(PASSWORD, PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.text().await.unwrap().contains("Check your inbox"));
+        let response = browser.login(PASSWORD).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         assert_eq!(location(&response), "/dashboard/keys");
         browser
@@ -798,6 +802,9 @@ both_backends! {
                 ],
             )
             .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(set_cookie(response.headers(), LOGIN_COOKIE).is_none(), "sign-up logs no one in");
+        let response = browser.login(PASSWORD).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         let token = set_cookie(response.headers(), LOGIN_COOKIE).expect("the login cookie");
         let attributes = cookie_attributes(token);
@@ -970,11 +977,16 @@ both_backends! {
                 .contains("not a valid email address")
         );
 
+        // A taken email is not said to be taken: the answer is a new sign-up's, and the holder
+        // of the address is told by mail instead.
         app.create_account(&browser.email).await;
         let response = browser.signup(PASSWORD, PASSWORD).await;
-        assert_eq!(response.status(), StatusCode::CONFLICT);
-        assert!(response.text().await.unwrap().contains("already exists"));
+        assert_eq!(response.status(), StatusCode::OK);
+        let html = response.text().await.unwrap();
+        assert!(html.contains("Check your inbox") && !html.contains("already"), "{html}");
         assert!(!browser.signed_in().await);
+        let mail = crate::mailbox::outbox_mail(&app, &browser.email, "You already have an account").await;
+        assert!(mail.link("/dashboard/login").starts_with("/dashboard/login"));
     }
 
     async fn signed_out_visitors_are_sent_to_the_login_page(app) {

@@ -3,6 +3,7 @@
 
 mod db_proxy;
 mod helpers;
+mod mailbox;
 mod routes;
 
 mod api_keys;

@@ -400,6 +400,25 @@ async fn sign_up_and_allow(
         "form[action='/auth/signup'] button[type=submit]",
     )
     .await?;
+    // Sign-up mails a confirmation link and logs no one in: the page leads to the login, which
+    // keeps the request.
+    browser
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::LinkText("Log in"))
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait()
+        .for_element(Locator::Css("form[action='/auth/login']"))
+        .await?;
+    fill_in_and_submit(
+        &browser,
+        &[("email", &user.email), ("password", &user.password)],
+        "form[action='/auth/login'] button[type=submit]",
+    )
+    .await?;
 
     // Signed up and logged in: the consent page lists the permissions in words, all ticked.
     browser

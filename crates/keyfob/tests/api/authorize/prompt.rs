@@ -270,10 +270,12 @@ both_backends! {
         let response = browser.get(&format!("/auth?{q}")).await;
         assert!(location(&response).starts_with("/auth/login?"));
 
-        // A sign-up made for the request answers it as well.
+        // A sign-up made for the request, then the login it asks for, answers it as well.
         let fresh = format!("{}@example.com", uuid::Uuid::new_v4().simple());
         let q = format!("{}&prompt=login&max_age=0&login_hint={fresh}", request(&client, "deals.read"));
         let response = browser.signup(&fresh, PASSWORD, &q).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let response = browser.login(&fresh, PASSWORD, &q).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         let back = location(&response).to_owned();
         assert!(!back.contains("prompt") && !back.contains("max_age") && !back.contains("login_hint"), "{back}");
