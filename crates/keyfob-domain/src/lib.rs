@@ -17,6 +17,7 @@ pub mod identity;
 pub mod ids;
 pub mod input;
 pub mod logout;
+pub mod mfa;
 pub mod net;
 pub mod oauth;
 pub mod permission;

@@ -12,6 +12,7 @@
 
 mod error;
 mod guard;
+mod mfa;
 mod model;
 mod pg;
 mod sql;
@@ -26,6 +27,7 @@ use keyfob_domain::query::ListQuery;
 
 pub use error::{StoreError, Unreachable};
 pub use guard::{Guarded, Timeouts};
+pub use mfa::{FactorHolder, MfaStore, TotpFactorRow};
 pub use keyfob_domain::ids::{
     AccountId, ClientId, EventId, FamilyId, GrantId, Jti, KeyId, Kid, OwnerId, RecordId, UserId,
 };
@@ -38,9 +40,9 @@ pub use types::{ChangeKind, JsonList, JsonText, Permissions, Strings};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Everything Keyfob keeps. One implementation per database.
+/// Everything Keyfob keeps. One implementation per database. Second factors are [`MfaStore`]'s.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: MfaStore + Send + Sync + 'static {
     /// Which database this is, for logs and `/readyz`.
     fn backend(&self) -> &'static str;
     /// A cheap round trip, for `/readyz`.

@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod dashboard;
 pub mod http;
 pub mod logins;
+pub mod mfa;
 pub mod passwords;
 pub mod services;
 pub mod sessions;

@@ -11,6 +11,7 @@ mod audit;
 mod changes;
 mod codes;
 mod errors;
+mod mfa;
 mod records;
 mod refresh;
 mod settings;

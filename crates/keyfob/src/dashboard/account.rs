@@ -140,6 +140,10 @@ pub async fn login(
             return render_with_status(StatusCode::BAD_REQUEST, &page);
         }
     };
+    // With a second factor the login waits for its code (`super::totp`).
+    if super::totp::needs_code(&state, &owner).await? {
+        return Ok(super::totp::ask_code(&state, jar, &owner));
+    }
     let jar = OwnerLogin::start(&state, jar, &owner).await?;
     let jar = DASHBOARD.remember_device(&state, jar, &owner.email);
     tracing::info!(owner_id = %owner.id, account_id = %owner.account_id, "dashboard login");
