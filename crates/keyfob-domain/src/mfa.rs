@@ -237,8 +237,14 @@ mod tests {
     fn the_uri_names_issuer_and_account() {
         let secret = TotpSecret::generate();
         let uri = secret.otpauth_uri("Keyfob", "ada@example.com");
-        assert!(uri.starts_with("otpauth://totp/Keyfob:ada%40example.com?"), "{uri}");
-        assert!(uri.contains(&format!("secret={}", secret.base32())), "{uri}");
+        assert!(
+            uri.starts_with("otpauth://totp/Keyfob:ada%40example.com?"),
+            "{uri}"
+        );
+        assert!(
+            uri.contains(&format!("secret={}", secret.base32())),
+            "{uri}"
+        );
         assert!(uri.contains("issuer=Keyfob"), "{uri}");
         assert_eq!(secret.base32().len(), 32);
         // A colon in a label cannot break the URI.
@@ -249,7 +255,10 @@ mod tests {
 
     #[test]
     fn codes_are_read_as_typed() {
-        assert_eq!(parse_code(" 123 456 "), Ok(SecondFactorCode::Totp("123456".into())));
+        assert_eq!(
+            parse_code(" 123 456 "),
+            Ok(SecondFactorCode::Totp("123456".into()))
+        );
         assert_eq!(parse_code(""), Err(CodeError::Missing));
         assert_eq!(parse_code("  "), Err(CodeError::Missing));
         assert_eq!(parse_code("12345"), Err(CodeError::Malformed));

@@ -27,11 +27,11 @@ use keyfob_domain::query::ListQuery;
 
 pub use error::{StoreError, Unreachable};
 pub use guard::{Guarded, Timeouts};
-pub use mfa::{FactorHolder, MfaStore, TotpFactorRow};
 pub use keyfob_domain::ids::{
     AccountId, ClientId, EventId, FamilyId, GrantId, Jti, KeyId, Kid, OwnerId, RecordId, UserId,
 };
 pub use keyfob_domain::time::Timestamp;
+pub use mfa::{FactorHolder, MfaStore, TotpFactorRow};
 pub use model::*;
 pub use pg::PgStore;
 pub use sql::{Dialect, SqlStore};

@@ -112,8 +112,11 @@ pub trait MfaStore: Send + Sync + 'static {
     /// Whether the account requires a second factor of its owners.
     async fn account_requires_mfa(&self, account_id: &AccountId) -> Result<bool>;
     /// Sets it; `false` when there is no such account.
-    async fn set_account_requires_mfa(&self, account_id: &AccountId, required: bool)
-    -> Result<bool>;
+    async fn set_account_requires_mfa(
+        &self,
+        account_id: &AccountId,
+        required: bool,
+    ) -> Result<bool>;
     /// Whether the owner's account requires a second factor and the owner has none.
     async fn owner_must_enrol(&self, owner_id: &OwnerId) -> Result<bool>;
 }
@@ -314,15 +317,14 @@ where
 
     async fn delete_totp_factor(&self, holder: &FactorHolder) -> Result<bool> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
-        let deleted = sqlx::query(
-            "DELETE FROM totp_factors WHERE holder_kind = $1 AND holder_id = $2",
-        )
-        .bind(holder.kind())
-        .bind(holder.id())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            > 0;
+        let deleted =
+            sqlx::query("DELETE FROM totp_factors WHERE holder_kind = $1 AND holder_id = $2")
+                .bind(holder.kind())
+                .bind(holder.id())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                > 0;
         sqlx::query("DELETE FROM totp_recovery_codes WHERE holder_kind = $1 AND holder_id = $2")
             .bind(holder.kind())
             .bind(holder.id())
@@ -436,7 +438,8 @@ impl<S: Store> MfaStore for Guarded<S> {
     }
 
     async fn account_requires_mfa(&self, account_id: &AccountId) -> Result<bool> {
-        self.run(self.inner().account_requires_mfa(account_id)).await
+        self.run(self.inner().account_requires_mfa(account_id))
+            .await
     }
 
     async fn set_account_requires_mfa(

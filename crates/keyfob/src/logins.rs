@@ -202,7 +202,11 @@ impl Logins {
             return None;
         }
         self.pending
-            .verify(signed, &[b"mfa pending", kind.tag(), id.as_bytes()], PENDING_LIFETIME)
+            .verify(
+                signed,
+                &[b"mfa pending", kind.tag(), id.as_bytes()],
+                PENDING_LIFETIME,
+            )
             .map(|_| id.to_owned())
     }
 }
@@ -495,7 +499,11 @@ mod tests {
             None
         );
         for planted in ["", ".", "owner-1", "owner-1.", ".abc", "owner-1.AAAA"] {
-            assert_eq!(logins.pending_subject(LoginKind::Owner, planted), None, "{planted}");
+            assert_eq!(
+                logins.pending_subject(LoginKind::Owner, planted),
+                None,
+                "{planted}"
+            );
         }
         // Expired after five minutes.
         let old = logins.pending.sign_at(

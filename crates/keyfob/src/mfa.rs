@@ -24,12 +24,11 @@ use keyfob_store::{FactorHolder, Owner, StoreError, TotpFactorRow, UserRow};
 use crate::audit::AuditEvent;
 use crate::logins::{LoginKind, PENDING_LIFETIME};
 use crate::state::AppState;
-use crate::web::{LoginSubject, Pages, PageError};
+use crate::web::{LoginSubject, PageError, Pages};
 
 /// The one answer to a wrong code, whichever way it was wrong (not this step's, used already, no
 /// such recovery code).
-pub const CODE_REFUSED: &str =
-    "The code is incorrect or was already used. Enter the current code from your authenticator \
+pub const CODE_REFUSED: &str = "The code is incorrect or was already used. Enter the current code from your authenticator \
      app, or an unused recovery code.";
 
 /// The answer to an empty code field.
@@ -78,22 +77,40 @@ fn enrolment_aad(holder: &FactorHolder) -> Vec<u8> {
     format!("keyfob totp enrolment v1:{}:{}", holder.kind(), holder.id()).into_bytes()
 }
 
-/// The issuer authenticator apps show beside the code: `Keyfob`, or the host of the configured
-/// public URL (without a port: the otpauth label reserves the colon).
+/// The issuer authenticator apps show beside the code: the host name of the public URL (what
+/// tells one deployment from another), or `Keyfob` when that is an address or `localhost`, as
+/// on a developer's machine. Never a port: the otpauth label reserves the colon.
 pub fn issuer(state: &AppState) -> String {
-    let Some(url) = &state.config.public_url else {
-        return "Keyfob".to_owned();
-    };
-    let host = url
-        .split_once("://")
-        .map_or(url.as_str(), |(_, rest)| rest)
-        .split(['/', ':', '?', '#'])
-        .next()
+    issuer_of(&state.config)
+}
+
+fn issuer_of(config: &crate::config::Config) -> String {
+    let host = config
+        .public_url
+        .as_deref()
+        .map(|url| {
+            url.split_once("://")
+                .map_or(url, |(_, rest)| rest)
+                .split(['/', '?', '#'])
+                .next()
+                .unwrap_or_default()
+        })
+        .map(|authority| {
+            // `[v6]:port`, `host:port`, `host`.
+            match authority.rsplit_once(':') {
+                Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+                _ => authority,
+            }
+        })
         .unwrap_or_default();
-    if host.is_empty() {
-        "Keyfob".to_owned()
-    } else {
+    let named = !host.is_empty()
+        && !host.starts_with('[')
+        && host.parse::<std::net::IpAddr>().is_err()
+        && !host.eq_ignore_ascii_case("localhost");
+    if named {
         host.to_owned()
+    } else {
+        "Keyfob".to_owned()
     }
 }
 
@@ -152,7 +169,11 @@ fn qr_svg(text: &str) -> String {
         .quiet_zone(true)
         .build();
     match svg.find("<svg") {
-        Some(start) => svg[start..].replacen("<svg ", "<svg role=\"img\" aria-label=\"QR code of the secret\" ", 1),
+        Some(start) => svg[start..].replacen(
+            "<svg ",
+            "<svg role=\"img\" aria-label=\"QR code of the secret\" ",
+            1,
+        ),
         None => svg,
     }
 }
@@ -377,9 +398,8 @@ pub fn defer_login<T: MfaSubject>(state: &AppState, jar: CookieJar, subject: &T)
     let value = state
         .logins
         .pending_cookie(pages.kind, subject.holder().id());
-    let lifetime = time::Duration::seconds(
-        i64::try_from(PENDING_LIFETIME.as_secs()).unwrap_or(i64::MAX),
-    );
+    let lifetime =
+        time::Duration::seconds(i64::try_from(PENDING_LIFETIME.as_secs()).unwrap_or(i64::MAX));
     jar.add(pages.cookie(
         state,
         pending_cookie_name(pages),
@@ -399,7 +419,10 @@ pub async fn pending_subject<T: MfaSubject>(
         return Ok(None);
     };
     let Some(id) = state.logins.pending_subject(pages.kind, cookie.value()) else {
-        tracing::info!(pages = pages.form_scope, "pending login refused: bad or expired cookie");
+        tracing::info!(
+            pages = pages.form_scope,
+            "pending login refused: bad or expired cookie"
+        );
         return Ok(None);
     };
     Ok(T::find_by_id(state, &id).await?)
@@ -430,4 +453,28 @@ pub fn pending_expired() -> PageError {
 
 fn now_secs() -> u64 {
     u64::try_from(Timestamp::now().unix_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_issuer_is_the_public_host_or_keyfob() {
+        let issuer = |url: &str| {
+            let mut config = crate::config::Config::for_data_dir("unused");
+            config.public_url = Some(url.to_owned());
+            super::issuer_of(&config)
+        };
+        assert_eq!(issuer("https://auth.example.com"), "auth.example.com");
+        assert_eq!(
+            issuer("https://auth.example.com:8443/base/"),
+            "auth.example.com"
+        );
+        assert_eq!(issuer("http://127.0.0.1:8080"), "Keyfob");
+        assert_eq!(issuer("http://[::1]:8080"), "Keyfob");
+        assert_eq!(issuer("http://localhost:8080"), "Keyfob");
+        assert_eq!(
+            super::issuer_of(&crate::config::Config::for_data_dir("unused")),
+            "Keyfob"
+        );
+    }
 }

@@ -165,7 +165,9 @@ where
     F: Fn(std::sync::Arc<dyn keyfob_store::Store>) -> Fut,
     Fut: std::future::Future<Output = keyfob_store::Result<bool>> + Send + 'static,
 {
-    let tasks: Vec<_> = (0..8).map(|_| tokio::spawn(call(db.store.clone()))).collect();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| tokio::spawn(call(db.store.clone())))
+        .collect();
     let mut won = 0;
     for task in tasks {
         if task.await.unwrap().unwrap() {

@@ -20,7 +20,8 @@ use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_sta
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::logins::LoginKind;
 use crate::mfa::{
-    self, Accepted, Attempt, CODE_MISSING, CODE_REFUSED, CodeCheck, Confirmation, Enrolment, MfaSubject,
+    self, Accepted, Attempt, CODE_MISSING, CODE_REFUSED, CodeCheck, Confirmation, Enrolment,
+    MfaSubject,
 };
 use crate::state::AppState;
 use crate::web::{ClientIp, DASHBOARD, OwnerLogin};
@@ -438,7 +439,11 @@ pub async fn code_page(
     jar: CookieJar,
 ) -> Result<Response, PageError> {
     if mfa::pending_subject::<Owner>(&state, &jar).await?.is_none() {
-        return Ok((mfa::clear_pending::<Owner>(&state, jar), mfa::pending_expired()).into_response());
+        return Ok((
+            mfa::clear_pending::<Owner>(&state, jar),
+            mfa::pending_expired(),
+        )
+            .into_response());
     }
     let (jar, csrf) = DASHBOARD.form_token(&state, jar);
     let page = CodePage {
@@ -461,7 +466,11 @@ pub async fn code(
 ) -> Result<Response, PageError> {
     DASHBOARD.check_form_token(&state, &jar, &form.csrf)?;
     let Some(owner) = mfa::pending_subject::<Owner>(&state, &jar).await? else {
-        return Ok((mfa::clear_pending::<Owner>(&state, jar), mfa::pending_expired()).into_response());
+        return Ok((
+            mfa::clear_pending::<Owner>(&state, jar),
+            mfa::pending_expired(),
+        )
+            .into_response());
     };
     let attempt = Attempt {
         kind: LoginKind::Owner,
@@ -472,9 +481,11 @@ pub async fn code(
     let how = match mfa::check_code(&state, &owner.holder(), attempt, &form.code).await? {
         CodeCheck::Accepted(how) => how,
         CodeCheck::NoFactor => {
-            return Ok(
-                (mfa::clear_pending::<Owner>(&state, jar), mfa::pending_expired()).into_response(),
-            );
+            return Ok((
+                mfa::clear_pending::<Owner>(&state, jar),
+                mfa::pending_expired(),
+            )
+                .into_response());
         }
         check => {
             if check == CodeCheck::Refused {
@@ -529,7 +540,10 @@ pub async fn code(
 fn open_without_factor(path: &str) -> bool {
     matches!(
         path,
-        "/dashboard/login" | "/dashboard/signup" | "/dashboard/logout" | "/dashboard/static/app.css"
+        "/dashboard/login"
+            | "/dashboard/signup"
+            | "/dashboard/logout"
+            | "/dashboard/static/app.css"
     ) || path == CODE_PATH
         || path == PAGE_PATH
         || path

@@ -399,7 +399,10 @@ pub async fn code_page(
     jar: CookieJar,
     RawQuery(query): RawQuery,
 ) -> Result<Response, UserPageError> {
-    if mfa::pending_subject::<UserRow>(&state, &jar).await?.is_none() {
+    if mfa::pending_subject::<UserRow>(&state, &jar)
+        .await?
+        .is_none()
+    {
         return Ok(expired(&state, jar));
     }
     let params = AuthorizeParams::from_query(&query.unwrap_or_default()).unwrap_or_default();
