@@ -12,7 +12,7 @@
 //!   anything else of a recovery code's shape is one (case, dashes and spaces ignored).
 
 use rand::RngCore;
-use totp_rs::{Algorithm, Builder, Totp};
+use totp_rs::{Algorithm, TOTP};
 
 use crate::secret::hash_secret;
 
@@ -23,7 +23,7 @@ pub const STEP_SECS: u64 = 30;
 /// Digits in a code.
 pub const DIGITS: u8 = 6;
 /// Steps of drift accepted either way.
-pub const SKEW: u16 = 1;
+pub const SKEW: u8 = 1;
 /// Recovery codes in a set.
 pub const RECOVERY_CODES: usize = 10;
 /// Characters in a recovery code (without its dashes).
@@ -69,41 +69,51 @@ impl TotpSecret {
         &self.0
     }
 
-    fn totp(&self, issuer: Option<&str>, account: &str) -> Totp {
-        Builder::new()
-            .with_algorithm(Algorithm::SHA1)
-            .with_digits(DIGITS)
-            .with_skew(SKEW)
-            .with_step_duration(STEP_SECS)
-            .with_secret(self.0.clone())
-            .with_issuer(issuer.map(label_part))
-            .with_account_name(label_part(account))
-            .build()
-            .expect("a 160-bit secret with RFC 6238's settings is valid")
+    /// The code generator for single steps (no skew: [`TotpSecret::check`] walks the window
+    /// itself, to know the step a code belongs to).
+    fn totp(&self, issuer: Option<&str>, account: &str) -> TOTP {
+        TOTP::new(
+            Algorithm::SHA1,
+            usize::from(DIGITS),
+            0,
+            STEP_SECS,
+            self.0.clone(),
+            issuer.map(label_part),
+            label_part(account),
+        )
+        .expect("a 160-bit secret with RFC 6238's settings and labels without a colon are valid")
     }
 
     /// The secret in base32 without padding, for typing into an authenticator app by hand.
     pub fn base32(&self) -> String {
-        self.totp(None, "").secret().to_base32()
+        self.totp(None, "").get_secret_base32()
     }
 
     /// The `otpauth://totp/…` URI an authenticator app reads from a QR code: the issuer and the
     /// account's label (its email), SHA-1, 6 digits, 30 s.
     pub fn otpauth_uri(&self, issuer: &str, account: &str) -> String {
-        self.totp(Some(issuer), account)
-            .to_url()
-            .expect("a label without a colon is valid")
+        self.totp(Some(issuer), account).get_url()
     }
 
     /// The time step `code` belongs to, if it is this secret's code for the step of `unix_secs`
-    /// or the one before or after (compared in constant time); `None` otherwise.
+    /// or the one before or after (each compared in constant time); `None` otherwise.
     pub fn check(&self, code: &str, unix_secs: u64) -> Option<u64> {
-        self.totp(None, "").check(code, unix_secs)
+        let totp = self.totp(None, "");
+        let now = step_of(unix_secs);
+        let skew = u64::from(SKEW);
+        let mut matched = None;
+        // Every step of the window is computed and compared, whichever matches.
+        for step in now.saturating_sub(skew)..=now + skew {
+            if totp.check(code, step * STEP_SECS) {
+                matched = Some(step);
+            }
+        }
+        matched
     }
 
     /// The code for the step of `unix_secs`.
     pub fn code_at(&self, unix_secs: u64) -> String {
-        self.totp(None, "").generate(unix_secs).to_string()
+        self.totp(None, "").generate(unix_secs)
     }
 }
 
