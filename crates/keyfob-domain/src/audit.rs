@@ -60,6 +60,21 @@ pub mod action {
     /// How many events from unauthenticated clients (failed logins) one account's log did not
     /// take from one client address in a window, past its limit.
     pub const AUDIT_SUPPRESSED: &str = "audit.suppressed";
+    /// An owner or end user confirmed a second factor (TOTP). Actor the owner or user.
+    pub const MFA_ENROLLED: &str = "mfa.enrolled";
+    /// An owner or end user removed their second factor (with a code and their password).
+    pub const MFA_REMOVED: &str = "mfa.removed";
+    /// A wrong second-factor code: at login (actor `anonymous`, the owner or user the target),
+    /// or when removing the factor or revealing a sensitive value (actor the owner or user).
+    /// `at` in the detail says where; never the code.
+    pub const MFA_FAILED: &str = "mfa.failed";
+    /// A recovery code was used in place of a code (one fewer left: `remaining` in the detail).
+    pub const MFA_RECOVERY_USED: &str = "mfa.recovery_used";
+    /// A new set of recovery codes replaced the old one.
+    pub const MFA_RECOVERY_REGENERATED: &str = "mfa.recovery_regenerated";
+    /// An owner changed whether the account requires a second factor of its owners
+    /// (`required` in the detail).
+    pub const ACCOUNT_MFA_REQUIRED_CHANGED: &str = "account.mfa_required_changed";
 
     /// Every action, for validating filters and listing choices in the dashboard.
     pub const ALL: &[&str] = &[
@@ -93,6 +108,12 @@ pub mod action {
         OWNER_LOGINS_ENDED,
         ACCOUNT_SETTINGS_CHANGED,
         AUDIT_SUPPRESSED,
+        MFA_ENROLLED,
+        MFA_REMOVED,
+        MFA_FAILED,
+        MFA_RECOVERY_USED,
+        MFA_RECOVERY_REGENERATED,
+        ACCOUNT_MFA_REQUIRED_CHANGED,
     ];
 }
 

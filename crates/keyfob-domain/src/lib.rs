@@ -18,6 +18,7 @@ pub mod ids;
 pub mod input;
 pub mod logout;
 pub mod mail;
+pub mod mfa;
 pub mod net;
 pub mod oauth;
 pub mod permission;

@@ -235,6 +235,16 @@ impl<S: Store> Guarded<S> {
     pub(crate) fn new(inner: S, breaker: Arc<Breaker>) -> Guarded<S> {
         Guarded { inner, breaker }
     }
+
+    /// The store it guards, for the forwarding impls kept in other files.
+    pub(crate) fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Runs one call of the guarded store through the breaker.
+    pub(crate) async fn run<T>(&self, call: impl Future<Output = Result<T>>) -> Result<T> {
+        self.breaker.run(call).await
+    }
 }
 
 #[async_trait]

@@ -12,6 +12,7 @@
 
 mod error;
 mod guard;
+mod mfa;
 mod model;
 mod pg;
 mod sql;
@@ -31,6 +32,7 @@ pub use keyfob_domain::ids::{
     AccountId, ClientId, EventId, FamilyId, GrantId, Jti, KeyId, Kid, OwnerId, RecordId, UserId,
 };
 pub use keyfob_domain::time::Timestamp;
+pub use mfa::{FactorHolder, MfaStore, TotpFactorRow};
 pub use model::*;
 pub use pg::PgStore;
 pub use sql::{Dialect, SqlStore};
@@ -39,9 +41,9 @@ pub use types::{ChangeKind, JsonList, JsonText, Permissions, Strings};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Everything Keyfob keeps. One implementation per database.
+/// Everything Keyfob keeps. One implementation per database. Second factors are [`MfaStore`]'s.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: MfaStore + Send + Sync + 'static {
     /// Which database this is, for logs and `/readyz`.
     fn backend(&self) -> &'static str;
     /// A cheap round trip, for `/readyz`.

@@ -441,6 +441,8 @@ pub struct Resealed {
     pub data_keys: Vec<(AccountId, String)>,
     /// `(token_hash, next_sealed)` of refresh tokens whose retry answer is still kept.
     pub refresh_answers: Vec<(String, String)>,
+    /// `(holder, secret)` of second factors (TOTP secrets).
+    pub totp_secrets: Vec<(crate::FactorHolder, String)>,
 }
 
 impl std::fmt::Debug for Resealed {
@@ -449,6 +451,7 @@ impl std::fmt::Debug for Resealed {
             .field("signing_keys", &self.signing_keys.len())
             .field("data_keys", &self.data_keys.len())
             .field("refresh_answers", &self.refresh_answers.len())
+            .field("totp_secrets", &self.totp_secrets.len())
             .finish_non_exhaustive()
     }
 }

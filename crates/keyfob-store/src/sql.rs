@@ -1908,6 +1908,7 @@ where
                 .execute(&mut *tx)
                 .await?;
         }
+        crate::mfa::write_resealed_totp(&mut tx, &r.totp_secrets).await?;
         sqlx::query("UPDATE settings SET value = $1 WHERE name = $2")
             .bind(&r.check)
             .bind("master_key_check")

@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod http;
 pub mod logins;
 pub mod mail;
+pub mod mfa;
 pub mod passwords;
 pub mod services;
 pub mod sessions;

@@ -77,6 +77,8 @@ pub struct Logins {
     mail_email: RateLimiter,
     devices: Signer,
     forms: Signer,
+    /// Signs the cookie that holds a login between its password and its second factor.
+    pending: Signer,
 }
 
 impl Logins {
@@ -96,6 +98,7 @@ impl Logins {
             mail_email: RateLimiter::new(config.mail_per_email_per_hour, MAIL_WINDOW),
             devices: Signer(master.derive_hmac_key(b"keyfob device cookie v1")),
             forms: Signer(master.derive_hmac_key(b"keyfob pre-login form token v1")),
+            pending: Signer(master.derive_hmac_key(b"keyfob second-factor pending login v1")),
         }
     }
 
@@ -193,6 +196,36 @@ impl Logins {
         self.forms
             .verify(token, &[b"form", pages.as_bytes()], max_age)
             .is_some()
+    }
+}
+
+/// How long a login waits for its second factor's code after the password was right.
+pub const PENDING_LIFETIME: Duration = Duration::from_secs(5 * 60);
+
+impl Logins {
+    /// The value of the cookie that says `subject_id`'s password was right a moment ago and their
+    /// login waits for a second factor's code: the id, then a signed value bound to it.
+    pub fn pending_cookie(&self, kind: LoginKind, subject_id: &str) -> String {
+        let signed = self
+            .pending
+            .sign(&[b"mfa pending", kind.tag(), subject_id.as_bytes()]);
+        format!("{subject_id}.{signed}")
+    }
+
+    /// The id a pending-login cookie names, if this service signed it for that id less than
+    /// [`PENDING_LIFETIME`] ago.
+    pub fn pending_subject(&self, kind: LoginKind, cookie: &str) -> Option<String> {
+        let (id, signed) = cookie.rsplit_once('.')?;
+        if id.is_empty() || id.len() > 128 {
+            return None;
+        }
+        self.pending
+            .verify(
+                signed,
+                &[b"mfa pending", kind.tag(), id.as_bytes()],
+                PENDING_LIFETIME,
+            )
+            .map(|_| id.to_owned())
     }
 }
 
@@ -455,6 +488,51 @@ mod tests {
 
     fn logins_again(master: &MasterKey) -> Logins {
         logins(master, |_| {})
+    }
+
+    #[test]
+    fn pending_cookies_name_whom_they_were_made_for() {
+        let master = MasterKey::generate();
+        let logins = logins(&master, |_| {});
+        let cookie = logins.pending_cookie(LoginKind::Owner, "owner-1");
+        assert_eq!(
+            logins.pending_subject(LoginKind::Owner, &cookie).as_deref(),
+            Some("owner-1")
+        );
+        assert_eq!(
+            logins_again(&master)
+                .pending_subject(LoginKind::Owner, &cookie)
+                .as_deref(),
+            Some("owner-1")
+        );
+        // Not for end users, not for another id, not under another key, not made up.
+        assert_eq!(logins.pending_subject(LoginKind::User, &cookie), None);
+        let (_, signed) = cookie.split_once('.').unwrap();
+        assert_eq!(
+            logins.pending_subject(LoginKind::Owner, &format!("owner-2.{signed}")),
+            None
+        );
+        assert_eq!(
+            logins_with_other_key().pending_subject(LoginKind::Owner, &cookie),
+            None
+        );
+        for planted in ["", ".", "owner-1", "owner-1.", ".abc", "owner-1.AAAA"] {
+            assert_eq!(
+                logins.pending_subject(LoginKind::Owner, planted),
+                None,
+                "{planted}"
+            );
+        }
+        // Expired after five minutes.
+        let old = logins.pending.sign_at(
+            &[b"mfa pending", LoginKind::Owner.tag(), b"owner-1"],
+            [1; NONCE_LEN],
+            now_secs() - 301,
+        );
+        assert_eq!(
+            logins.pending_subject(LoginKind::Owner, &format!("owner-1.{old}")),
+            None
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod changes;
 mod codes;
 mod email;
 mod errors;
+mod mfa;
 mod records;
 mod refresh;
 mod settings;

@@ -116,6 +116,7 @@ contract! {
             signing_keys: vec![(key.kid.clone(), "new-private".into())],
             data_keys: vec![(account.clone(), "new-data-key".into())],
             refresh_answers: vec![(first.clone(), "new-pair".into())],
+            ..Default::default()
         })
         .await
         .unwrap();

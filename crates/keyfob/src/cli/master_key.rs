@@ -51,6 +51,7 @@ pub(super) async fn run(config: &Config, command: MasterKeyCommand) -> anyhow::R
                 "signing_keys": done.signing_keys,
                 "data_keys": done.data_keys,
                 "refresh_answers": done.refresh_answers,
+                "totp_secrets": done.totp_secrets,
             }),
         ),
     )
@@ -61,8 +62,8 @@ pub(super) async fn run(config: &Config, command: MasterKeyCommand) -> anyhow::R
         format!("it is in {}", config.master_key_path().display())
     };
     eprintln!(
-        "master key rotated: sealed again {} signing keys, {} data keys and {} refresh answers; {place}, and restart every node with it",
-        done.signing_keys, done.data_keys, done.refresh_answers
+        "master key rotated: sealed again {} signing keys, {} data keys, {} refresh answers and {} TOTP secrets; {place}, and restart every node with it",
+        done.signing_keys, done.data_keys, done.refresh_answers, done.totp_secrets
     );
     Ok(())
 }

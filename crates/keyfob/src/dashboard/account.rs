@@ -164,6 +164,10 @@ pub async fn login(
             return render_with_status(StatusCode::BAD_REQUEST, &page);
         }
     };
+    // With a second factor the login waits for its code (`super::totp`).
+    if super::totp::needs_code(&state, &owner).await? {
+        return Ok(super::totp::ask_code(&state, jar, &owner));
+    }
     let jar = OwnerLogin::start_from(
         &state,
         jar,

@@ -24,6 +24,8 @@ use crate::web::{ClientIp, DASHBOARD, OwnerLogin};
 const PAGE_SIZE: u32 = 20;
 const FIELDS_SAVED: &str = "fields-saved";
 const REVEAL_REFUSED: &str = "The password is incorrect. Nothing was revealed.";
+const REVEAL_CODE_REFUSED: &str =
+    "The code is incorrect or was already used. Nothing was revealed.";
 
 impl From<VaultServiceError> for PageError {
     fn from(err: VaultServiceError) -> Self {
@@ -78,6 +80,8 @@ pub struct RecordPage {
     sealed_paths: Vec<String>,
     revealed: Vec<String>,
     error: Option<&'static str>,
+    /// Whether the reveal form asks for a second factor's code too (the owner has one).
+    ask_code: bool,
 }
 
 fn check_resource(resource: &str) -> Result<(), PageError> {
@@ -274,6 +278,7 @@ async fn record_page(
     );
     let (doc, revealed) = present(&vault, row, reveal);
     let json = serde_json::to_string_pretty(&doc).map_err(anyhow::Error::from)?;
+    let ask_code = crate::mfa::has_factor(state, &owner_holder(login)).await?;
     Ok((
         RecordPage {
             layout: login.layout("data"),
@@ -285,6 +290,7 @@ async fn record_page(
             sealed_paths,
             revealed: revealed.clone(),
             error,
+            ask_code,
         },
         revealed,
     ))
@@ -317,10 +323,18 @@ pub struct RevealForm {
     field: String,
     #[serde(default)]
     password: String,
+    /// A second factor's code, for an owner who has one.
+    #[serde(default)]
+    code: String,
+}
+
+fn owner_holder(login: &OwnerLogin) -> keyfob_store::FactorHolder {
+    keyfob_store::FactorHolder::Owner(login.owner_id().clone())
 }
 
 /// `POST /dashboard/data/{resource}/{id}/reveal`: shows one sensitive field in clear, once the
-/// owner has typed their password again; every reveal is written to the audit log first.
+/// owner has typed their password again (and, if they have a second factor, a current code);
+/// every reveal is written to the audit log first.
 #[tracing::instrument(skip_all, fields(account_id = %login.account_id()))]
 pub async fn reveal(
     login: OwnerLogin,
@@ -371,6 +385,40 @@ pub async fn reveal(
         return render_with_status(StatusCode::FORBIDDEN, &page);
     }
     attempt.succeeded();
+    // Step-up: an owner with a second factor gives a current code too (`crate::mfa`).
+    let holder = owner_holder(&login);
+    if crate::mfa::has_factor(&state, &holder).await? {
+        let attempt = crate::mfa::Attempt {
+            kind: LoginKind::Owner,
+            email: &login.email,
+            ip: &ip,
+            device: DASHBOARD.device_token(&jar),
+        };
+        let check = crate::mfa::check_code(&state, &holder, attempt, &form.code).await?;
+        crate::mfa::audit_check(&state, check, "reveal", |action| {
+            AuditEvent::new(
+                Some(login.account_id()),
+                Actor::owner(login.owner_id()),
+                action,
+            )
+            .target(login.owner_id().as_str())
+            .ip(&ip)
+            .user_agent(&user_agent)
+        });
+        if !matches!(check, crate::mfa::CodeCheck::Accepted(_)) {
+            tracing::info!("dashboard reveal refused: no valid second-factor code");
+            let (page, _) = record_page(
+                &state,
+                &login,
+                resource,
+                id,
+                &RevealRequest::default(),
+                Some(REVEAL_CODE_REFUSED),
+            )
+            .await?;
+            return render_with_status(StatusCode::FORBIDDEN, &page);
+        }
+    }
     let (page, revealed) =
         record_page(&state, &login, resource.clone(), id.clone(), &request, None).await?;
     if revealed.is_empty() {

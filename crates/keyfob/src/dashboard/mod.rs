@@ -14,9 +14,11 @@ pub(crate) mod page;
 mod profile;
 mod recovery;
 mod tokens;
+mod totp;
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -42,8 +44,9 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'none'
 
 const STYLESHEET: &str = include_str!("app.css");
 
-/// Every dashboard route, under `/dashboard`.
-pub fn router() -> Router<AppState> {
+/// Every dashboard route, under `/dashboard`. `state` serves the gate that sends an owner who
+/// must set up a second factor to do so first (`totp::require_enrolment`).
+pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/dashboard", get(account::home))
         .route("/dashboard/", get(account::home))
@@ -105,10 +108,23 @@ pub fn router() -> Router<AppState> {
         .route("/dashboard/data/{resource}", get(data::records))
         .route("/dashboard/data/{resource}/{id}", get(data::record))
         .route("/dashboard/data/{resource}/{id}/reveal", post(data::reveal))
+        .route("/dashboard/security/totp", get(totp::page))
+        .route("/dashboard/security/totp/confirm", post(totp::confirm))
+        .route(
+            "/dashboard/security/totp/recovery-codes",
+            post(totp::recovery_codes),
+        )
+        .route("/dashboard/security/totp/remove", post(totp::remove))
+        .route("/dashboard/security/totp/required", post(totp::required))
+        .route(totp::CODE_PATH, get(totp::code_page).post(totp::code))
         .route("/dashboard/static/app.css", get(stylesheet))
         .route("/dashboard/{*rest}", any(not_found))
         // Before the layers, so that a 405 page carries the pages' policy too.
         .method_not_allowed_fallback(crate::http::guard::method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state,
+            totp::require_enrolment,
+        ))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),

@@ -102,7 +102,7 @@ pub fn router(state: AppState) -> Router {
         .merge(Router::from(other))
         .merge(browser)
         .merge(wellknown::with_cors(Router::from(public)))
-        .merge(crate::dashboard::router())
+        .merge(crate::dashboard::router(state.clone()))
         .merge(crate::user_pages::router())
         .fallback(guard::not_found)
         .method_not_allowed_fallback(guard::method_not_allowed)

@@ -11,11 +11,12 @@ pub struct MasterKeyRotation {
     pub signing_keys: usize,
     pub data_keys: usize,
     pub refresh_answers: usize,
+    pub totp_secrets: usize,
 }
 
 /// Seals everything the master key protects under `new`, in one transaction: the signing keys,
-/// the accounts' data keys (not the values they encrypt, which stay as they are) and the refresh
-/// retry answers still kept, and stores `new`'s check value. Fails, changing nothing, if `old` is
+/// the accounts' data keys (not the values they encrypt, which stay as they are), the refresh
+/// retry answers still kept and the second factors' TOTP secrets, and stores `new`'s check value. Fails, changing nothing, if `old` is
 /// not the database's master key or anything it sealed does not open.
 pub async fn rotate_master_key(
     store: &dyn Store,
@@ -59,10 +60,21 @@ pub async fn rotate_master_key(
             ));
         }
     }
+    for (holder, sealed) in store.list_totp_secrets().await? {
+        let aad = crate::mfa::secret_aad(&holder);
+        let plain = secrecy::SecretBox::new(Box::new(old.open(&sealed, &aad).map_err(|e| {
+            anyhow::anyhow!("TOTP secret of {} {}: {e}", holder.kind(), holder.id())
+        })?));
+        resealed.totp_secrets.push((
+            holder,
+            new.seal(secrecy::ExposeSecret::expose_secret(&plain), &aad),
+        ));
+    }
     store.write_resealed(&resealed).await?;
     Ok(MasterKeyRotation {
         signing_keys: resealed.signing_keys.len(),
         data_keys: resealed.data_keys.len(),
         refresh_answers: resealed.refresh_answers.len(),
+        totp_secrets: resealed.totp_secrets.len(),
     })
 }

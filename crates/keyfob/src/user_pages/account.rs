@@ -90,7 +90,7 @@ struct Done {
 
 /// The application an authorization request names (when it checks out), and the policy that lets
 /// the page's form lead back to it.
-async fn context(
+pub(super) async fn context(
     state: &AppState,
     params: &AuthorizeParams,
 ) -> Result<(Option<String>, HeaderValue), UserPageError> {
@@ -107,7 +107,7 @@ async fn context(
 }
 
 /// The authorization request carried in a form's `request` field.
-fn request_field(request: &str) -> Result<AuthorizeParams, UserPageError> {
+pub(super) fn request_field(request: &str) -> Result<AuthorizeParams, UserPageError> {
     AuthorizeParams::from_form_field(request).map_err(|err| {
         PageError::BadRequest(format!(
             "The form field `request` is not valid: its parameter {err}. Nothing was changed."
@@ -239,6 +239,10 @@ pub async fn login(
             return page(StatusCode::BAD_REQUEST, &again, csp);
         }
     };
+    // With a second factor the login waits for its code (`super::totp`), the request with it.
+    if super::totp::needs_code(&state, &user).await? {
+        return super::totp::ask_code(&state, jar, &user, &params);
+    }
     let jar = UserLogin::start(&state, jar, &user).await?;
     let jar = USER_PAGES.remember_device(&state, jar, &user.email);
     tracing::info!(user_id = %user.id, "user login");

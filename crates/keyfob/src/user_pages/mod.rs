@@ -14,6 +14,7 @@ mod grants;
 mod page;
 mod recovery;
 mod request;
+mod totp;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -72,6 +73,14 @@ pub fn router() -> Router<AppState> {
         .route("/auth/grants/{id}/revoke", post(grants::revoke))
         .route("/auth/logout-everywhere", post(grants::logout_everywhere))
         .route("/auth/password", post(grants::change_password))
+        .route(totp::PAGE_PATH, get(totp::manage))
+        .route("/auth/security/totp/confirm", post(totp::confirm))
+        .route(
+            "/auth/security/totp/recovery-codes",
+            post(totp::recovery_codes),
+        )
+        .route("/auth/security/totp/remove", post(totp::remove))
+        .route(totp::CODE_PATH, get(totp::code_page).post(totp::code))
         // Before the layer, so that a 405 page carries the pages' policy too.
         .method_not_allowed_fallback(crate::http::guard::method_not_allowed)
         // A page that names an application's origin in `form-action` sets its own policy.

@@ -34,6 +34,7 @@ mod sessions;
 mod settings;
 mod telemetry;
 mod tokens;
+mod totp;
 mod vault;
 mod vault_browser;
 mod vault_dashboard;
