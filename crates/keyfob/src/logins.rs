@@ -113,11 +113,12 @@ impl Logins {
     /// IPv6 /64), `mail_per_email_per_hour` per email, whether or not anyone has that email, so
     /// that the answer says nothing about it. Keeps Keyfob from being used to flood an inbox.
     pub fn mail(&self, address: &str, email: &str) -> Result<(), u64> {
+        // The email's budget first: a refusal there leaves the address's budget to other emails.
+        self.mail_email
+            .take(key_of(&[b"mail+email", normalized(email).as_bytes()]))?;
         let address = network_of(address);
         self.mail_address
-            .take(key_of(&[b"mail+address", &address]))?;
-        self.mail_email
-            .take(key_of(&[b"mail+email", normalized(email).as_bytes()]))
+            .take(key_of(&[b"mail+address", &address]))
     }
 
     /// Takes one attempt at checking `email`'s password from `address` (with the browser's device

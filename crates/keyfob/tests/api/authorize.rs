@@ -22,6 +22,7 @@ mod logout;
 mod openid;
 mod prompt;
 mod recipes;
+mod recovery;
 mod relying_party;
 
 const CALLBACK: &str = "https://client.example.com/cb";

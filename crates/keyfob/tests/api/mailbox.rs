@@ -145,18 +145,24 @@ impl SmtpSink {
     /// Starts the server, requiring AUTH with `credentials` if given. `None` (the test is
     /// skipped) when aiosmtpd is not installed, unless `KEYFOB_REQUIRE_SMTP=1`, as CI sets.
     pub async fn start(credentials: Option<(&str, &str)>) -> Option<SmtpSink> {
-        let Some(python) = python_with_aiosmtpd() else {
+        if python_with_aiosmtpd().is_none() {
             if std::env::var("KEYFOB_REQUIRE_SMTP").as_deref() == Ok("1") {
                 panic!("aiosmtpd is not installed (apt-get install python3-aiosmtpd)");
             }
             eprintln!("skipped: aiosmtpd is not installed (apt-get install python3-aiosmtpd)");
             return None;
-        };
+        }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        Some(SmtpSink::start_on(port, credentials).await)
+    }
+
+    /// Starts the server on `port` (aiosmtpd must be installed).
+    pub async fn start_on(port: u16, credentials: Option<(&str, &str)>) -> SmtpSink {
+        let python = python_with_aiosmtpd().expect("aiosmtpd is installed");
         let dir = tempfile::tempdir().unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/smtp_sink.py");
         let mut command = Command::new(python);
@@ -177,12 +183,12 @@ impl SmtpSink {
             .expect("the SMTP server is ready in time")
             .unwrap();
         assert_eq!(ready.as_deref(), Some("ready"));
-        Some(SmtpSink {
+        SmtpSink {
             _child: child,
             dir,
             port,
             credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
-        })
+        }
     }
 
     /// The URL Keyfob sends through: `smtp://` (STARTTLS if offered, which it is not here),

@@ -21,6 +21,7 @@ mod hostile_input;
 mod key_lookup;
 mod key_revocation;
 mod logins;
+mod mail;
 mod metrics;
 mod mint;
 mod oauth_client;
