@@ -331,8 +331,9 @@ mod tests {
         );
         assert_eq!(
             url.redacted(),
-            "smtps://me@example.com:***@smtp.example.com:465"
+            "smtps://me%40example%2Ecom:***@smtp.example.com:465"
         );
+        assert_eq!(SmtpUrl::parse(&url.to_url()), Ok(url.clone()));
         assert!(!format!("{url:?}").contains("p:ss"));
 
         let url = SmtpUrl::parse("smtp://127.0.0.1:2525/?tls=none").unwrap();

@@ -117,8 +117,7 @@ impl Logins {
         self.mail_email
             .take(key_of(&[b"mail+email", normalized(email).as_bytes()]))?;
         let address = network_of(address);
-        self.mail_address
-            .take(key_of(&[b"mail+address", &address]))
+        self.mail_address.take(key_of(&[b"mail+address", &address]))
     }
 
     /// Takes one attempt at checking `email`'s password from `address` (with the browser's device

@@ -289,16 +289,22 @@ async fn write_to_outbox(dir: &std::path::Path, bytes: &[u8]) -> anyhow::Result<
         time::OffsetDateTime::now_utc().unix_timestamp_nanos(),
         uuid::Uuid::new_v4().simple()
     );
-    let path = dir.join(name);
+    let path = dir.join(&name);
+    // Written under another name and renamed, so that a reader never sees half a message.
+    let partial = dir.join(format!(".{name}.part"));
     let mut options = tokio::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     options.mode(0o600);
     let mut file = options
-        .open(&path)
+        .open(&partial)
         .await
-        .with_context(|| format!("creating {}", path.display()))?;
+        .with_context(|| format!("creating {}", partial.display()))?;
     tokio::io::AsyncWriteExt::write_all(&mut file, bytes).await?;
     tokio::io::AsyncWriteExt::flush(&mut file).await?;
+    drop(file);
+    tokio::fs::rename(&partial, &path)
+        .await
+        .with_context(|| format!("renaming {}", partial.display()))?;
     Ok(path)
 }

@@ -63,23 +63,26 @@ fn parse(bytes: &[u8]) -> Mail {
     }
 }
 
-/// Every message in the files of `dirs`, oldest first.
+/// Every message in the files of `dirs`, oldest first: by name (the outbox's names and a
+/// Maildir's start with the time), then by when they were written.
 fn read_dirs(dirs: &[PathBuf]) -> Vec<Mail> {
-    let mut files: Vec<(std::time::SystemTime, PathBuf)> = dirs
+    let mut files: Vec<(String, std::time::SystemTime, PathBuf)> = dirs
         .iter()
         .filter_map(|dir| std::fs::read_dir(dir).ok())
         .flatten()
         .filter_map(|entry| entry.ok())
         .filter(|entry| entry.path().is_file())
+        .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
         .map(|entry| {
             let modified = entry.metadata().and_then(|m| m.modified()).unwrap();
-            (modified, entry.path())
+            let name = entry.file_name().to_string_lossy().into_owned();
+            (name, modified, entry.path())
         })
         .collect();
     files.sort();
     files
         .into_iter()
-        .map(|(_, path)| parse(&std::fs::read(path).unwrap()))
+        .map(|(_, _, path)| parse(&std::fs::read(path).unwrap()))
         .collect()
 }
 
@@ -103,6 +106,24 @@ pub async fn wait_for(read: impl Fn() -> Vec<Mail>, to: &str, subject: &str) -> 
     }
     panic!(
         "no message to {to} about {subject:?}; there are: {:#?}",
+        read()
+    );
+}
+
+/// The `n`th message (from 1) to `to` whose subject holds `subject`, once `read` finds it.
+pub async fn wait_for_nth(read: impl Fn() -> Vec<Mail>, to: &str, subject: &str, n: usize) -> Mail {
+    for _ in 0..200 {
+        let matching: Vec<Mail> = read()
+            .into_iter()
+            .filter(|m| m.to == to && m.subject.contains(subject))
+            .collect();
+        if let Some(mail) = matching.into_iter().nth(n - 1) {
+            return mail;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "no message {n} to {to} about {subject:?}; there are: {:#?}",
         read()
     );
 }
