@@ -1105,6 +1105,7 @@ where
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
+        Self::void_password_links(&mut tx, PersonKind::User, user_id.as_str()).await?;
         sqlx::query("DELETE FROM user_sessions WHERE user_id = $1")
             .bind(user_id)
             .execute(&mut *tx)

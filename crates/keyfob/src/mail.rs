@@ -17,7 +17,7 @@ use askama::Template;
 use keyfob_domain::mail::{SmtpSecurity, SmtpUrl};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio::sync::mpsc;
 
@@ -118,7 +118,7 @@ impl Mailer {
             .with_context(|| format!("mail_from `{}` is not a mail address", config.mail_from))?;
         let transport = match &config.smtp_url {
             Some(url) => Transport::Smtp {
-                transport: smtp_transport(url)?,
+                transport: smtp_transport(url, config.smtp_ca_file.as_deref())?,
                 shown: url.redacted(),
             },
             None => Transport::Outbox(config.data_dir.join("outbox")),
@@ -181,9 +181,29 @@ impl Mailer {
 }
 
 /// An SMTP transport for `url`: STARTTLS when offered (or required), implicit TLS for
-/// `smtps://`, with the system's trusted roots; login when the URL carries a user.
-fn smtp_transport(url: &SmtpUrl) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
-    let tls = || TlsParameters::new(url.host.clone()).context("TLS settings for the SMTP host");
+/// `smtps://`, with the system's trusted roots and those of `ca_file`; login when the URL
+/// carries a user.
+fn smtp_transport(
+    url: &SmtpUrl,
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
+    let extra = match ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("smtp_ca_file: cannot read {}", path.display()))?;
+            Some(Certificate::from_pem(&pem).with_context(|| {
+                format!("smtp_ca_file: {} holds no PEM certificate", path.display())
+            })?)
+        }
+        None => None,
+    };
+    let tls = || {
+        let mut builder = TlsParameters::builder(url.host.clone());
+        if let Some(cert) = extra.clone() {
+            builder = builder.add_root_certificate(cert);
+        }
+        builder.build().context("TLS settings for the SMTP host")
+    };
     let tls = match url.security {
         SmtpSecurity::ImplicitTls => Tls::Wrapper(tls()?),
         SmtpSecurity::Opportunistic => Tls::Opportunistic(tls()?),

@@ -94,6 +94,9 @@ pub struct Config {
     pub log_json: bool,
     /// Where mail goes out; `None` writes every message to `DATA_DIR/outbox/` instead.
     pub smtp_url: Option<keyfob_domain::mail::SmtpUrl>,
+    /// A PEM file of certificates to trust for the SMTP server besides the system's roots (a
+    /// relay with a private CA).
+    pub smtp_ca_file: Option<PathBuf>,
     /// The `From` of every message, `Name <address>` or an address.
     pub mail_from: String,
     /// Messages the mail-sending forms (sign-up, forgot password, verification, change of
@@ -153,6 +156,7 @@ impl Config {
             token_cache_bytes: crate::tokens::DEFAULT_CACHE_BYTES,
             log_json: false,
             smtp_url: None,
+            smtp_ca_file: None,
             mail_from: DEFAULT_MAIL_FROM.to_owned(),
             mail_per_address_per_hour: 20,
             mail_per_email_per_hour: 5,

@@ -132,6 +132,9 @@ pub struct Settings {
     /// written to DATA_DIR/outbox/ and its link logged].
     #[arg(long, global = true, env = "KEYFOB_SMTP_URL", value_name = "URL")]
     pub smtp_url: Option<String>,
+    /// A PEM file of certificates to trust for the SMTP server, besides the system's roots.
+    #[arg(long, global = true, env = "KEYFOB_SMTP_CA_FILE", value_name = "PATH")]
+    pub smtp_ca_file: Option<PathBuf>,
     /// The sender of every message, `Name <address>` or an address [default: Keyfob <keyfob@localhost>].
     #[arg(long, global = true, env = "KEYFOB_MAIL_FROM", value_name = "MAILBOX")]
     pub mail_from: Option<String>,
@@ -409,6 +412,7 @@ impl Check<'_> {
             max_connections_per_ip,
             log_json,
             smtp_url,
+            smtp_ca_file,
             mail_from,
             mail_per_address_per_hour,
             mail_per_email_per_hour,
@@ -579,6 +583,7 @@ impl Check<'_> {
                     .map_err(|e| self.refuse("smtp_url", e))?,
             );
         }
+        c.smtp_ca_file = smtp_ca_file;
         if let Some(from) = mail_from {
             if from.parse::<lettre::message::Mailbox>().is_err() {
                 return Err(self.refuse("mail_from", "must be a mail address, or `Name <address>`"));
@@ -641,6 +646,7 @@ impl Settings {
             max_connections_per_ip: Some(c.max_connections_per_ip),
             log_json: Some(c.log_json),
             smtp_url: c.smtp_url.as_ref().map(|u| u.to_url()),
+            smtp_ca_file: c.smtp_ca_file.clone(),
             mail_from: Some(c.mail_from.clone()),
             mail_per_address_per_hour: Some(c.mail_per_address_per_hour),
             mail_per_email_per_hour: Some(c.mail_per_email_per_hour),

@@ -34,6 +34,8 @@ struct GrantsPage {
     grants: Vec<GrantView>,
     notice: Option<&'static str>,
     password_error: Option<String>,
+    /// Whether the user has confirmed their address (a link mailed to it).
+    email_verified: bool,
 }
 
 struct GrantView {
@@ -82,11 +84,17 @@ async fn grants_page(
             since: TimeView::from(row.created_at),
         });
     }
+    let email_verified = state
+        .store
+        .find_user(user.user_id())
+        .await?
+        .is_some_and(|u| u.email_verified_at.is_some());
     Ok(GrantsPage {
         layout: UserLayout::of(user),
         grants,
         notice,
         password_error,
+        email_verified,
     })
 }
 

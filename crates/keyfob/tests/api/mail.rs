@@ -203,6 +203,39 @@ async fn smtp_login_is_used_when_the_url_carries_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_goes_over_starttls_checked_against_the_trusted_ca() {
+    let Some((sink, ca)) = SmtpSink::start_tls().await else {
+        return;
+    };
+    // The server takes nothing before STARTTLS, so a message that arrives went over TLS, with
+    // the certificate checked against the CA given (and `tls=required` refuses plain text).
+    for url in [sink.url(), format!("{}?tls=required", sink.url())] {
+        let ca = ca.clone();
+        let app = spawn_sending_to(Backend::Sqlite, &url, |c| c.smtp_ca_file = Some(ca))
+            .await
+            .unwrap();
+        let browser = Browser::new(&app);
+        assert_eq!(
+            browser.signup(PASSWORD, PASSWORD).await.status(),
+            StatusCode::OK
+        );
+        sink.mail(&browser.email, "Confirm your email address")
+            .await;
+    }
+    // Without the CA the certificate is not trusted, and nothing is sent in the clear instead.
+    let app = spawn_sending_to(Backend::Sqlite, &sink.url(), |_| {})
+        .await
+        .unwrap();
+    let browser = Browser::new(&app);
+    assert_eq!(
+        browser.signup(PASSWORD, PASSWORD).await.status(),
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(count_to(&sink.messages(), &browser.email), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_waits_for_a_server_that_is_down_and_goes_out_when_it_is_up() {
     let Some(probe) = SmtpSink::start(None).await else {
         return;

@@ -162,15 +162,24 @@ fn python_with_aiosmtpd() -> Option<String> {
     })
 }
 
+/// Whether aiosmtpd is there; without it a test is skipped with a note, or fails under
+/// `KEYFOB_REQUIRE_SMTP=1`.
+fn available() -> bool {
+    if python_with_aiosmtpd().is_some() {
+        return true;
+    }
+    if std::env::var("KEYFOB_REQUIRE_SMTP").as_deref() == Ok("1") {
+        panic!("aiosmtpd is not installed (apt-get install python3-aiosmtpd)");
+    }
+    eprintln!("skipped: aiosmtpd is not installed (apt-get install python3-aiosmtpd)");
+    false
+}
+
 impl SmtpSink {
     /// Starts the server, requiring AUTH with `credentials` if given. `None` (the test is
     /// skipped) when aiosmtpd is not installed, unless `KEYFOB_REQUIRE_SMTP=1`, as CI sets.
     pub async fn start(credentials: Option<(&str, &str)>) -> Option<SmtpSink> {
-        if python_with_aiosmtpd().is_none() {
-            if std::env::var("KEYFOB_REQUIRE_SMTP").as_deref() == Ok("1") {
-                panic!("aiosmtpd is not installed (apt-get install python3-aiosmtpd)");
-            }
-            eprintln!("skipped: aiosmtpd is not installed (apt-get install python3-aiosmtpd)");
+        if !available() {
             return None;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -181,8 +190,106 @@ impl SmtpSink {
         Some(SmtpSink::start_on(port, credentials).await)
     }
 
+    /// Starts a server that offers STARTTLS with a certificate for 127.0.0.1 from a CA of its
+    /// own, and takes no message before it; also returns the CA's PEM file, for
+    /// `smtp_ca_file`. `None` as for [`SmtpSink::start`].
+    pub async fn start_tls() -> Option<(SmtpSink, PathBuf)> {
+        if !available() {
+            return None;
+        }
+        let pki = tempfile::tempdir().unwrap().keep();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&pki)
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Keyfob test CA",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            pki.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let sink = SmtpSink::start_with(
+            port,
+            None,
+            &[
+                ("SINK_TLS_CERT", pki.join("server.pem")),
+                ("SINK_TLS_KEY", pki.join("server.key")),
+            ],
+        )
+        .await;
+        Some((sink, pki.join("ca.pem")))
+    }
+
     /// Starts the server on `port` (aiosmtpd must be installed).
     pub async fn start_on(port: u16, credentials: Option<(&str, &str)>) -> SmtpSink {
+        SmtpSink::start_with(port, credentials, &[]).await
+    }
+
+    async fn start_with(
+        port: u16,
+        credentials: Option<(&str, &str)>,
+        env: &[(&str, PathBuf)],
+    ) -> SmtpSink {
         let python = python_with_aiosmtpd().expect("aiosmtpd is installed");
         let dir = tempfile::tempdir().unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/smtp_sink.py");
@@ -193,6 +300,7 @@ impl SmtpSink {
             .arg(dir.path().join("maildir"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
             .kill_on_drop(true);
         if let Some((user, password)) = credentials {
             command.args([user, password]);

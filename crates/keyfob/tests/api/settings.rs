@@ -86,6 +86,7 @@ const TABLE: &[Row] = &[
     number("max_connections_per_ip", "KEYFOB_MAX_CONNECTIONS_PER_IP", "--max-connections-per-ip", ["4", "5", "6"]),
     row("log_json", "KEYFOB_LOG_JSON", "--log-json", ["true", "false", "false", "true", "true"]),
     row("smtp_url", "KEYFOB_SMTP_URL", "--smtp-url", [r#""smtp://a.example:25""#, "smtps://u:pw@b.example", r#""smtps://u:***@b.example:465""#, "smtp://c.example:2525?tls=required", r#""smtp://c.example:2525?tls=required""#]),
+    row("smtp_ca_file", "KEYFOB_SMTP_CA_FILE", "--smtp-ca-file", [r#""/srv/a.pem""#, "/srv/b.pem", r#""/srv/b.pem""#, "/srv/c.pem", r#""/srv/c.pem""#]),
     row("mail_from", "KEYFOB_MAIL_FROM", "--mail-from", [r#""a@example.com""#, "Keyfob <b@example.com>", r#""Keyfob <b@example.com>""#, "c@example.com", r#""c@example.com""#]),
     number("mail_per_address_per_hour", "KEYFOB_MAIL_PER_ADDRESS_PER_HOUR", "--mail-per-address-per-hour", ["21", "22", "23"]),
     number("mail_per_email_per_hour", "KEYFOB_MAIL_PER_EMAIL_PER_HOUR", "--mail-per-email-per-hour", ["6", "7", "8"]),

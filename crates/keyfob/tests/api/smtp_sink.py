@@ -3,10 +3,13 @@ every message it accepts in a Maildir.
 
     python3 smtp_sink.py PORT MAILDIR [USER PASSWORD]
 
-With USER and PASSWORD, AUTH (PLAIN or LOGIN) is required before a message is taken. Prints
-`ready` once it listens; stops when its standard input closes.
+With USER and PASSWORD, AUTH (PLAIN or LOGIN) is required before a message is taken. With
+SINK_TLS_CERT and SINK_TLS_KEY in the environment it offers STARTTLS and takes no message before
+it. Prints `ready` once it listens; stops when its standard input closes.
 """
 
+import os
+import ssl
 import sys
 
 from aiosmtpd.controller import Controller
@@ -33,6 +36,11 @@ def main():
         options = dict(
             authenticator=authenticate, auth_required=True, auth_require_tls=False
         )
+    cert, key = os.environ.get("SINK_TLS_CERT"), os.environ.get("SINK_TLS_KEY")
+    if cert and key:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        options.update(tls_context=context, require_starttls=True)
     controller = Controller(
         Mailbox(maildir), hostname="127.0.0.1", port=port, **options
     )
