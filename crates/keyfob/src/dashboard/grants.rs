@@ -26,6 +26,8 @@ pub struct GrantsPage {
 pub struct GrantView {
     id: String,
     user_email: String,
+    /// Whether the user confirmed their address.
+    user_verified: bool,
     app_name: String,
     permissions: Vec<(String, String)>,
     since: TimeView,
@@ -45,9 +47,9 @@ pub async fn list(
     let rows = state.store.list_account_grants(login.account_id()).await?;
     let mut grants = Vec::with_capacity(rows.len());
     for row in rows {
-        let user_email = match state.store.find_user(&row.user_id).await? {
-            Some(user) => user.email,
-            None => row.user_id.to_string(),
+        let (user_email, user_verified) = match state.store.find_user(&row.user_id).await? {
+            Some(user) => (user.email, user.email_verified_at.is_some()),
+            None => (row.user_id.to_string(), false),
         };
         let app_name = apps
             .iter()
@@ -57,6 +59,7 @@ pub async fn list(
         grants.push(GrantView {
             id: row.id.into(),
             user_email,
+            user_verified,
             app_name,
             permissions: row
                 .permissions

@@ -1224,6 +1224,7 @@ both_backends! {
 
         let html = alice.expect_page("/dashboard/grants").await;
         assert!(html.contains(&email) && html.contains("Alice CRM") && html.contains("See your deals"));
+        assert!(html.contains("not confirmed"), "the user's address is not confirmed yet");
         assert!(html.contains(alice_grant.id.as_str()));
         assert!(!html.contains("Bob Secret Tool") && !html.contains(bob_grant.id.as_str()));
         let apps = alice.expect_page("/dashboard/apps").await;
