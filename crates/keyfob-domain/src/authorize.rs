@@ -50,6 +50,15 @@ impl AuthError {
     pub fn access_denied() -> AuthError {
         AuthError::new("access_denied", "the user denied the request")
     }
+
+    /// The application's account takes only users who confirmed their email, and this one has
+    /// not: a page would ask them to, which `prompt=none` does not allow.
+    pub fn email_not_verified() -> AuthError {
+        AuthError::new(
+            "interaction_required",
+            "the user must confirm their email address before signing in to this application",
+        )
+    }
 }
 
 /// What the request is checked against: the application's settings.

@@ -214,6 +214,9 @@ pub async fn authorize(
     )
     .await?
     {
+        if request.interaction.prompt.none {
+            return refuse(&state, &request, &AuthError::email_not_verified());
+        }
         return Ok(gate);
     }
     let granted = live_grant(&state, user.user_id(), &request).await?;

@@ -144,6 +144,10 @@ both_backends! {
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         let gate = response.text().await.unwrap();
         assert!(gate.contains("Confirm your email first"), "{gate}");
+        // With prompt=none no page may be shown: the application is told instead.
+        let response = browser.get(&format!("/auth?{q}&prompt=none")).await;
+        let url = redirect_to_client(&response);
+        assert_eq!(param(&query_of(&url), "error"), Some("interaction_required"));
         // Posting the consent form directly is refused the same way, and grants nothing.
         let response = browser.answer(&consent, &["deals.read"], "allow").await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
