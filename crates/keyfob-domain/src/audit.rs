@@ -75,6 +75,16 @@ pub mod action {
     /// An owner changed whether the account requires a second factor of its owners
     /// (`required` in the detail).
     pub const ACCOUNT_MFA_REQUIRED_CHANGED: &str = "account.mfa_required_changed";
+    /// An owner or end user registered a passkey (its name in the detail). Actor the owner or user.
+    pub const PASSKEY_REGISTERED: &str = "passkey.registered";
+    /// An owner or end user removed one of their passkeys.
+    pub const PASSKEY_REMOVED: &str = "passkey.removed";
+    /// An owner or end user signed in with a passkey (both factors at once).
+    pub const PASSKEY_LOGIN: &str = "passkey.login";
+    /// A passkey sign-in was refused after its credential was found: a bad signature, or a
+    /// signature counter that did not move forward (a cloned authenticator). Actor `anonymous`,
+    /// the owner or user the target, `reason` in the detail.
+    pub const PASSKEY_FAILED: &str = "passkey.failed";
 
     /// Every action, for validating filters and listing choices in the dashboard.
     pub const ALL: &[&str] = &[
@@ -108,6 +118,10 @@ pub mod action {
         OWNER_LOGINS_ENDED,
         ACCOUNT_SETTINGS_CHANGED,
         AUDIT_SUPPRESSED,
+        PASSKEY_REGISTERED,
+        PASSKEY_REMOVED,
+        PASSKEY_LOGIN,
+        PASSKEY_FAILED,
         MFA_ENROLLED,
         MFA_REMOVED,
         MFA_FAILED,

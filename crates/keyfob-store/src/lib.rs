@@ -13,6 +13,7 @@
 mod error;
 mod guard;
 mod mfa;
+mod passkey;
 mod model;
 mod pg;
 mod sql;
@@ -33,6 +34,7 @@ pub use keyfob_domain::ids::{
 };
 pub use keyfob_domain::time::Timestamp;
 pub use mfa::{FactorHolder, MfaStore, TotpFactorRow};
+pub use passkey::{PasskeyRow, PasskeyStore, PasskeyUse};
 pub use model::*;
 pub use pg::PgStore;
 pub use sql::{Dialect, SqlStore};
@@ -41,9 +43,10 @@ pub use types::{ChangeKind, JsonList, JsonText, Permissions, Strings};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Everything Keyfob keeps. One implementation per database. Second factors are [`MfaStore`]'s.
+/// Everything Keyfob keeps. One implementation per database. Second factors are [`MfaStore`]'s, passkeys
+/// [`PasskeyStore`]'s.
 #[async_trait]
-pub trait Store: MfaStore + Send + Sync + 'static {
+pub trait Store: MfaStore + PasskeyStore + Send + Sync + 'static {
     /// Which database this is, for logs and `/readyz`.
     fn backend(&self) -> &'static str;
     /// A cheap round trip, for `/readyz`.

@@ -38,7 +38,7 @@ impl FactorHolder {
         }
     }
 
-    fn from_parts(kind: &str, id: String) -> Result<FactorHolder> {
+    pub(crate) fn from_parts(kind: &str, id: String) -> Result<FactorHolder> {
         match kind {
             "owner" => Ok(FactorHolder::Owner(id.into())),
             "user" => Ok(FactorHolder::User(id.into())),

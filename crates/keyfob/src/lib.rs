@@ -14,6 +14,7 @@ pub mod http;
 pub mod logins;
 pub mod mail;
 pub mod mfa;
+pub mod passkeys;
 pub mod passwords;
 pub mod services;
 pub mod sessions;

@@ -148,6 +148,7 @@ impl Application {
             logins: Arc::new(Logins::new(&config, &master)),
             metrics: metrics_handle(),
             mail: crate::mail::Mailer::start(&config)?,
+            passkeys: crate::passkeys::Ceremonies::default(),
             master,
             store,
             config: Arc::new(config.clone()),

@@ -51,6 +51,8 @@ pub struct Shared {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The queue of outgoing mail.
     pub mail: crate::mail::Mailer,
+    /// Passkey ceremonies in progress on this node.
+    pub passkeys: crate::passkeys::Ceremonies,
 }
 
 impl Shared {

@@ -13,6 +13,7 @@ mod codes;
 mod email;
 mod errors;
 mod mfa;
+mod passkeys;
 mod records;
 mod refresh;
 mod settings;

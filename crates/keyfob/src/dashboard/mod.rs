@@ -10,6 +10,7 @@ mod audit;
 mod data;
 mod grants;
 mod keys;
+mod passkeys;
 pub(crate) mod page;
 mod profile;
 mod recovery;
@@ -117,6 +118,19 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/dashboard/security/totp/remove", post(totp::remove))
         .route("/dashboard/security/totp/required", post(totp::required))
         .route(totp::CODE_PATH, get(totp::code_page).post(totp::code))
+        .route(
+            passkeys::PAGE_PATH,
+            get(passkeys::page).post(passkeys::add),
+        )
+        .route("/dashboard/security/passkeys/remove", post(passkeys::remove))
+        .route(
+            passkeys::SIGN_IN_PATH,
+            get(passkeys::sign_in_form).post(passkeys::sign_in),
+        )
+        .route(
+            "/dashboard/static/passkeys.js",
+            get(crate::passkeys::script),
+        )
         .route("/dashboard/static/app.css", get(stylesheet))
         .route("/dashboard/{*rest}", any(not_found))
         // Before the layers, so that a 405 page carries the pages' policy too.
@@ -125,7 +139,8 @@ pub fn router(state: AppState) -> Router<AppState> {
             state,
             totp::require_enrolment,
         ))
-        .layer(SetResponseHeaderLayer::overriding(
+        // Unless the page set its own: the passkey pages allow Keyfob's own script.
+        .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
         ))

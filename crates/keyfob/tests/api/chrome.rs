@@ -121,6 +121,12 @@ impl Chrome {
         Some(Chrome { chromium, driver })
     }
 
+    /// The address of chromedriver, for the WebDriver commands fantoccini has no call for (the
+    /// virtual authenticators of WebAuthn).
+    pub fn driver_url(&self) -> &str {
+        &self.driver.url
+    }
+
     /// Runs `flow` in a new headless Chromium session with a fresh profile, then closes the
     /// browser and chromedriver, whether the flow succeeded, failed or panicked; a failure or
     /// panic is passed on. Answers what the flow answered.

@@ -28,6 +28,7 @@ mod oauth_client;
 mod oidc;
 mod openapi;
 mod outage;
+mod passkeys;
 mod resources;
 mod revocation;
 mod session_browser;

@@ -1,0 +1,292 @@
+//! Passkeys. In headless Chromium with a virtual authenticator (WebDriver's WebAuthn
+//! extension), on each backend: an owner registers a passkey and names it, logs out, signs in
+//! with it (no password, no second factor) and removes it. Without a browser: bad input to the
+//! registration, removal and sign-in forms (missing CSRF token, garbage or forged responses, an
+//! unknown credential, a challenge answered twice) is a clear 4xx and changes nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use fantoccini::{Client, Locator};
+use keyfob_store::FactorHolder;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::chrome::{Chrome, Outcome, fill_in_and_submit, free_port};
+use crate::dashboard::{Browser, csrf_in, location};
+use crate::helpers::*;
+
+const OWNER_PAGE: &str = "/dashboard/security/passkeys";
+const OWNER_SIGN_IN: &str = "/dashboard/login/passkey";
+
+/// A server whose public URL is `http://localhost:PORT`: browsers accept `localhost`, and not an
+/// IP address, as a relying party id.
+async fn spawn_on_localhost(backend: Backend) -> Option<TestApp> {
+    let db = fresh_db(backend).await?;
+    let mut config = test_config(&db);
+    let port = free_port();
+    config.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    config.public_url = Some(format!("http://localhost:{port}"));
+    let mut app = spawn_with(config, Arc::new(db)).await;
+    app.base = format!("http://localhost:{port}");
+    Some(app)
+}
+
+/// Adds a virtual authenticator (CTAP2, platform, resident keys, user verification that
+/// succeeds) to the browser's session.
+async fn add_authenticator(driver: &str, browser: &Client) -> Outcome {
+    let session = browser.session_id().await?.expect("a session");
+    let response = reqwest::Client::new()
+        .post(format!("{driver}/session/{session}/webauthn/authenticator"))
+        .json(&json!({
+            "protocol": "ctap2",
+            "transport": "internal",
+            "hasResidentKey": true,
+            "hasUserVerification": true,
+            "isUserVerified": true,
+        }))
+        .send()
+        .await?;
+    assert!(response.status().is_success(), "{}", response.text().await?);
+    Ok(())
+}
+
+/// Waits for the element `css`; on a timeout the error says where the browser was and what it
+/// showed.
+async fn wait_for(browser: &Client, css: &str) -> Outcome<fantoccini::elements::Element> {
+    match browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+    {
+        Ok(element) => Ok(element),
+        Err(err) => {
+            let url = browser.current_url().await?;
+            let body = browser.find(Locator::Css("body")).await?.text().await?;
+            Err(format!("waiting for {css} at {url}: {err}; the page says: {body}").into())
+        }
+    }
+}
+
+async fn owner_holder(app: &TestApp, email: &str) -> FactorHolder {
+    let owner = app
+        .state
+        .store
+        .find_owner_by_email(email)
+        .await
+        .unwrap()
+        .unwrap();
+    FactorHolder::Owner(owner.id)
+}
+
+async fn owner_in_browser(backend: Backend) {
+    let Some(chrome) = Chrome::launch().await else {
+        return;
+    };
+    let Some(app) = spawn_on_localhost(backend).await else {
+        eprintln!("skipped: KEYFOB_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+    let account = app.create_account(&email).await;
+    let key = app.create_key(&account).await;
+    let holder = owner_holder(&app, &email).await;
+    let driver = chrome.driver_url().to_owned();
+    let base = app.base.clone();
+    let store = app.state.store.clone();
+    let flow_email = email.clone();
+    chrome
+        .run(move |browser| async move {
+            add_authenticator(&driver, &browser).await?;
+            browser.goto(&format!("{base}/dashboard/login")).await?;
+            fill_in_and_submit(
+                &browser,
+                &[("email", &flow_email), ("password", PASSWORD)],
+                "form[action='/dashboard/login'] button[type=submit]",
+            )
+            .await?;
+            wait_for(&browser, "#keys, form[action='/dashboard/keys']").await?;
+
+            // Register a passkey and name it.
+            browser.goto(&format!("{base}{OWNER_PAGE}")).await?;
+            wait_for(&browser, "#add-passkey:enabled").await?;
+            fill_in_and_submit(&browser, &[("name", "Work laptop")], "#add-passkey").await?;
+            let notice = wait_for(&browser, "#notice").await?;
+            assert_eq!(notice.text().await?, "The passkey was added.");
+            let table = browser.find(Locator::Id("passkeys")).await?.text().await?;
+            assert!(table.contains("Work laptop"), "{table}");
+            assert!(table.contains("Never"), "{table}");
+            let stored = store.list_passkeys(&holder).await.unwrap();
+            assert_eq!(stored.len(), 1);
+            assert_eq!(stored[0].name, "Work laptop");
+
+            // Log out, then sign in with the passkey alone.
+            browser
+                .find(Locator::Css("form.logout button[type=submit]"))
+                .await?
+                .click()
+                .await?;
+            wait_for(&browser, "#passkey-sign-in").await?.click().await?;
+            wait_for(&browser, "#use-passkey:enabled").await?.click().await?;
+            wait_for(&browser, "#keys, form[action='/dashboard/keys']").await?;
+            let used = store.list_passkeys(&holder).await.unwrap();
+            assert!(used[0].last_used_at.is_some());
+
+            // The list shows when it was used; remove it.
+            browser.goto(&format!("{base}{OWNER_PAGE}")).await?;
+            let table = browser.find(Locator::Id("passkeys")).await?.text().await?;
+            assert!(!table.contains("Never"), "{table}");
+            browser
+                .find(Locator::Css("#passkeys form button[type=submit]"))
+                .await?
+                .click()
+                .await?;
+            let notice = wait_for(&browser, "#notice").await?;
+            assert_eq!(notice.text().await?, "The passkey was removed.");
+            browser.find(Locator::Id("no-passkeys")).await?;
+            assert!(store.list_passkeys(&holder).await.unwrap().is_empty());
+            Ok(())
+        })
+        .await;
+    for action in ["passkey.registered", "passkey.login", "passkey.removed"] {
+        audit_until(&app, &key, &format!("action={action}"), |docs| !docs.is_empty()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_registers_signs_in_with_and_removes_a_passkey_sqlite() {
+    owner_in_browser(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_registers_signs_in_with_and_removes_a_passkey_postgres() {
+    owner_in_browser(Backend::Postgres).await;
+}
+
+/// The `data-options` JSON of the passkey form on `html`.
+fn options_in(html: &str) -> Value {
+    let marker = "data-options=\"";
+    let start = html.find(marker).expect("passkey options") + marker.len();
+    let end = start + html[start..].find('"').unwrap();
+    let text = html[start..end]
+        .replace("&quot;", "\"")
+        .replace("&#34;", "\"")
+        .replace("&#x22;", "\"")
+        .replace("&amp;", "&");
+    let value: Value = serde_json::from_str(&text).unwrap();
+    value.get("publicKey").cloned().unwrap_or(value)
+}
+
+/// An assertion for `challenge` from the server's origin, by a credential no one registered,
+/// with no valid signature.
+fn forged_assertion(app: &TestApp, challenge: &str) -> String {
+    // In the order browsers write it.
+    let client_data = format!(
+        r#"{{"type":"webauthn.get","challenge":"{challenge}","origin":"{}","crossOrigin":false}}"#,
+        app.base
+    );
+    let mut authenticator_data = vec![0u8; 37];
+    authenticator_data[32] = 0b101;
+    json!({
+        "id": "AAAAAAAAAAAAAAAAAAAAAA",
+        "rawId": "AAAAAAAAAAAAAAAAAAAAAA",
+        "response": {
+            "clientDataJSON": URL_SAFE_NO_PAD.encode(client_data),
+            "authenticatorData": URL_SAFE_NO_PAD.encode(authenticator_data),
+            "signature": URL_SAFE_NO_PAD.encode([0u8; 64]),
+            "userHandle": URL_SAFE_NO_PAD.encode([0u8; 16]),
+        },
+        "clientExtensionResults": {},
+        "type": "public-key",
+    })
+    .to_string()
+}
+
+both_backends! {
+    async fn bad_registrations_and_removals_change_nothing(app) {
+        let owner = Browser::signed_up(&app).await;
+        let holder = owner_holder(&app, &owner.email).await;
+        let (status, html) = owner.page(OWNER_PAGE).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("<script src=\"/dashboard/static/passkeys.js\"></script>"));
+        let csrf = csrf_in(&html);
+        let challenge = options_in(&html)["challenge"].as_str().unwrap().to_owned();
+        assert_eq!(URL_SAFE_NO_PAD.decode(&challenge).unwrap().len(), 16);
+
+        let garbage = "{\"id\": 1}";
+        for (csrf, name, credential, status) in [
+            ("", "Laptop", garbage, StatusCode::FORBIDDEN),
+            ("forged", "Laptop", garbage, StatusCode::FORBIDDEN),
+            (csrf.as_str(), "Laptop", garbage, StatusCode::BAD_REQUEST),
+            (csrf.as_str(), "Laptop", "not json", StatusCode::BAD_REQUEST),
+            (csrf.as_str(), "", garbage, StatusCode::BAD_REQUEST),
+            (csrf.as_str(), &"x".repeat(65), garbage, StatusCode::BAD_REQUEST),
+        ] {
+            let response = owner.post(OWNER_PAGE, &[("csrf", csrf), ("name", name), ("credential", credential)]).await;
+            assert_eq!(response.status(), status, "{csrf:?} {name:?} {credential:?}");
+        }
+        for (csrf, status) in [("", StatusCode::FORBIDDEN), (csrf.as_str(), StatusCode::NOT_FOUND)] {
+            let response = owner.post(&format!("{OWNER_PAGE}/remove"), &[("csrf", csrf), ("id", "AAAA")]).await;
+            assert_eq!(response.status(), status);
+        }
+        assert!(app.state.store.list_passkeys(&holder).await.unwrap().is_empty());
+    }
+
+    async fn bad_sign_ins_are_refused_and_log_no_one_in(app) {
+        let stranger = Browser::new(&app);
+        let (status, html) = stranger.page(OWNER_SIGN_IN).await;
+        assert_eq!(status, StatusCode::OK);
+        let csrf = csrf_in(&html);
+        let challenge = options_in(&html)["challenge"].as_str().unwrap().to_owned();
+        let forged = forged_assertion(&app, &challenge);
+
+        // Without the form's token nothing is looked at, and the challenge stays.
+        let response = stranger.post(OWNER_SIGN_IN, &[("csrf", ""), ("credential", &forged)]).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        for garbage in ["", "not json", "{}", "{\"type\": \"public-key\"}"] {
+            let response = stranger.post(OWNER_SIGN_IN, &[("csrf", &csrf), ("credential", garbage)]).await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{garbage:?}");
+        }
+        // A challenge never given.
+        let unknown = forged_assertion(&app, &URL_SAFE_NO_PAD.encode([7u8; 16]));
+        let response = stranger.post(OWNER_SIGN_IN, &[("csrf", &csrf), ("credential", &unknown)]).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let text = response.text().await.unwrap();
+        assert!(text.contains("expired or was already used"), "{}", &text[text.find("form-error").unwrap_or(0)..][..200]);
+        // The page's challenge, with a credential no one registered: refused, and the
+        // challenge is used up, so the same response again is refused as a replay.
+        let response = stranger.post(OWNER_SIGN_IN, &[("csrf", &csrf), ("credential", &forged)]).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let text = response.text().await.unwrap();
+        assert!(text.contains("not registered here"), "{text}");
+        let response = stranger.post(OWNER_SIGN_IN, &[("csrf", &csrf), ("credential", &forged)]).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let text = response.text().await.unwrap();
+        assert!(text.contains("expired or was already used"), "{text}");
+
+        // Still logged out.
+        let response = stranger.get("/dashboard/keys").await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert_eq!(location(&response), "/dashboard/login");
+    }
+
+    async fn the_passkey_pages_alone_may_run_keyfobs_own_script(app) {
+        let stranger = Browser::new(&app);
+        let csp = |response: &reqwest::Response| {
+            response.headers()["content-security-policy"].to_str().unwrap().to_owned()
+        };
+        let response = stranger.get(OWNER_SIGN_IN).await;
+        assert!(csp(&response).contains("script-src 'self'"));
+        let response = stranger.get("/dashboard/login").await;
+        assert!(csp(&response).contains("script-src 'none'"));
+        let script = stranger.get("/dashboard/static/passkeys.js").await;
+        assert_eq!(script.status(), StatusCode::OK);
+        assert!(script.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+        assert!(script.text().await.unwrap().contains("navigator.credentials.get"));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
