@@ -393,6 +393,25 @@ pub async fn finish_sign_in(
     Ok(row)
 }
 
+/// A passkey as the list shows it.
+pub struct PasskeyView {
+    pub id: String,
+    pub name: String,
+    pub created: crate::dashboard::page::TimeView,
+    pub last_used: Option<crate::dashboard::page::TimeView>,
+}
+
+impl From<keyfob_store::PasskeyRow> for PasskeyView {
+    fn from(row: keyfob_store::PasskeyRow) -> Self {
+        PasskeyView {
+            id: row.credential_id,
+            name: row.name,
+            created: row.created_at.into(),
+            last_used: row.last_used_at.map(Into::into),
+        }
+    }
+}
+
 /// The Content-Security-Policy of the pages that run the passkey script: the pages' own, with
 /// scripts from Keyfob itself allowed (no inline script, no other origin).
 pub const SCRIPT_CSP: &str = "default-src 'self'; script-src 'self'; object-src 'none'; \

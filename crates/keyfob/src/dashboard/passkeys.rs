@@ -14,10 +14,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::account::HOME_PATH;
-use super::page::{Layout, PageError, PageForm, TimeView, render_with_status};
+use super::page::{Layout, PageError, PageForm, render_with_status};
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::logins::LoginKind;
-use crate::passkeys::{self, PasskeyError};
+use crate::passkeys::{self, PasskeyError, PasskeyView};
 use crate::state::AppState;
 use crate::web::{ClientIp, DASHBOARD, LoginClient, LoginSubject, OwnerLogin};
 
@@ -28,25 +28,6 @@ pub const SIGN_IN_PATH: &str = "/dashboard/login/passkey";
 
 const ADDED: &str = "added";
 const REMOVED: &str = "removed";
-
-/// A passkey as the list shows it.
-pub struct PasskeyView {
-    pub id: String,
-    pub name: String,
-    pub created: TimeView,
-    pub last_used: Option<TimeView>,
-}
-
-impl From<keyfob_store::PasskeyRow> for PasskeyView {
-    fn from(row: keyfob_store::PasskeyRow) -> Self {
-        PasskeyView {
-            id: row.credential_id,
-            name: row.name,
-            created: row.created_at.into(),
-            last_used: row.last_used_at.map(TimeView::from),
-        }
-    }
-}
 
 #[derive(Template)]
 #[template(path = "security_passkeys.html")]

@@ -12,6 +12,7 @@ mod consent;
 mod end_session;
 mod grants;
 mod page;
+mod passkeys;
 mod recovery;
 mod request;
 mod totp;
@@ -81,6 +82,15 @@ pub fn router() -> Router<AppState> {
         )
         .route("/auth/security/totp/remove", post(totp::remove))
         .route(totp::CODE_PATH, get(totp::code_page).post(totp::code))
+        .route(
+            passkeys::PAGE_PATH,
+            get(passkeys::manage).post(passkeys::add),
+        )
+        .route("/auth/security/passkeys/remove", post(passkeys::remove))
+        .route(
+            passkeys::SIGN_IN_PATH,
+            get(passkeys::sign_in_form).post(passkeys::sign_in),
+        )
         // Before the layer, so that a 405 page carries the pages' policy too.
         .method_not_allowed_fallback(crate::http::guard::method_not_allowed)
         // A page that names an application's origin in `form-action` sets its own policy.

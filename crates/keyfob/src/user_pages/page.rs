@@ -24,6 +24,15 @@ pub fn content_security_policy(redirect_uri: Option<&str>) -> HeaderValue {
     HeaderValue::from_str(&policy).unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CSP))
 }
 
+/// `csp` with Keyfob's own scripts allowed, for the pages that run the passkey script.
+pub fn allowing_own_script(csp: &HeaderValue) -> HeaderValue {
+    csp.to_str()
+        .ok()
+        .map(|policy| policy.replace("script-src 'none'", "script-src 'self'"))
+        .and_then(|policy| HeaderValue::from_str(&policy).ok())
+        .unwrap_or_else(|| HeaderValue::from_static(crate::passkeys::SCRIPT_CSP))
+}
+
 /// The policy of pages that lead nowhere but Keyfob.
 pub const DEFAULT_CSP: &str = "default-src 'self'; script-src 'none'; object-src 'none'; \
      base-uri 'none'; frame-ancestors 'none'; form-action 'self'";

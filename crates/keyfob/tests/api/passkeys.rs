@@ -10,6 +10,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use fantoccini::{Client, Locator};
+use keyfob::services::apps::NewApp;
 use keyfob_store::FactorHolder;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -21,6 +22,9 @@ use crate::helpers::*;
 
 const OWNER_PAGE: &str = "/dashboard/security/passkeys";
 const OWNER_SIGN_IN: &str = "/dashboard/login/passkey";
+const USER_PAGE: &str = "/auth/security/passkeys";
+const USER_SIGN_IN: &str = "/auth/login/passkey";
+const CALLBACK: &str = "https://client.example.com/cb";
 
 /// A server whose public URL is `http://localhost:PORT`: browsers accept `localhost`, and not an
 /// IP address, as a relying party id.
@@ -167,6 +171,113 @@ async fn an_owner_registers_signs_in_with_and_removes_a_passkey_postgres() {
     owner_in_browser(Backend::Postgres).await;
 }
 
+async fn user_in_browser(backend: Backend) {
+    let Some(chrome) = Chrome::launch().await else {
+        return;
+    };
+    let Some(app) = spawn_on_localhost(backend).await else {
+        eprintln!("skipped: KEYFOB_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let account = app
+        .create_account(&format!("{}@example.com", uuid::Uuid::new_v4().simple()))
+        .await;
+    let key = app.create_key(&account).await;
+    let client = keyfob::services::apps::create_app(
+        app.state.store.as_ref(),
+        &account,
+        NewApp {
+            name: "Deal Tracker".into(),
+            redirect_uris: vec![CALLBACK.into()],
+            post_logout_redirect_uris: vec![],
+            origins: vec![],
+            public: false,
+            max_permissions: "deals.read".into(),
+            refresh_idle_secs: None,
+            refresh_max_age_secs: None,
+            allow_fragment: false,
+        },
+    )
+    .await
+    .unwrap()
+    .app;
+    let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+    let user = keyfob::services::users::create_user(
+        app.state.store.as_ref(),
+        &app.state.passwords,
+        &email,
+        PASSWORD.into(),
+    )
+    .await
+    .unwrap();
+    let holder = FactorHolder::User(user.id.clone());
+    let request = serde_urlencoded::to_string([
+        ("client_id", client.client_id.as_str()),
+        ("redirect_uri", CALLBACK),
+        ("permissions", "deals.read"),
+        ("state", "st8"),
+    ])
+    .unwrap();
+    let driver = chrome.driver_url().to_owned();
+    let base = app.base.clone();
+    let store = app.state.store.clone();
+    chrome
+        .run(move |browser| async move {
+            add_authenticator(&driver, &browser).await?;
+            browser.goto(&format!("{base}/auth/login")).await?;
+            fill_in_and_submit(
+                &browser,
+                &[("email", &email), ("password", PASSWORD)],
+                "form[action='/auth/login'] button[type=submit]",
+            )
+            .await?;
+            wait_for(&browser, "#passkeys-link").await?.click().await?;
+            wait_for(&browser, "#add-passkey:enabled").await?;
+            fill_in_and_submit(&browser, &[("name", "Phone")], "#add-passkey").await?;
+            let notice = wait_for(&browser, "#notice").await?;
+            assert_eq!(notice.text().await?, "The passkey was added.");
+            assert_eq!(store.list_passkeys(&holder).await.unwrap().len(), 1);
+            browser
+                .find(Locator::Css("form.logout button[type=submit]"))
+                .await?
+                .click()
+                .await?;
+            wait_for(&browser, "form[action='/auth/login']").await?;
+
+            // The application sends the user to log in; the passkey alone leads to consent.
+            browser.goto(&format!("{base}/auth?{request}")).await?;
+            wait_for(&browser, "#passkey-sign-in").await?.click().await?;
+            wait_for(&browser, "#use-passkey:enabled").await?.click().await?;
+            wait_for(&browser, "form[action='/auth/consent']").await?;
+            let page = browser.find(Locator::Css("main")).await?.text().await?;
+            assert!(page.contains("Deal Tracker"), "{page}");
+            assert!(store.list_passkeys(&holder).await.unwrap()[0].last_used_at.is_some());
+
+            browser.goto(&format!("{base}{USER_PAGE}")).await?;
+            browser
+                .find(Locator::Css("#passkeys form button[type=submit]"))
+                .await?
+                .click()
+                .await?;
+            let notice = wait_for(&browser, "#notice").await?;
+            assert_eq!(notice.text().await?, "The passkey was removed.");
+            assert!(store.list_passkeys(&holder).await.unwrap().is_empty());
+            Ok(())
+        })
+        .await;
+    audit_until(&app, &key, "action=passkey.login", |docs| !docs.is_empty()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_user_signs_in_with_a_passkey_during_an_authorization_request_sqlite() {
+    user_in_browser(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_user_signs_in_with_a_passkey_during_an_authorization_request_postgres() {
+    user_in_browser(Backend::Postgres).await;
+}
+
 /// The `data-options` JSON of the passkey form on `html`.
 fn options_in(html: &str) -> Value {
     let marker = "data-options=\"";
@@ -272,6 +383,45 @@ both_backends! {
         let response = stranger.get("/dashboard/keys").await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         assert_eq!(location(&response), "/dashboard/login");
+    }
+
+    async fn bad_input_to_the_end_users_passkey_forms_changes_nothing(app) {
+        let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+        let row = keyfob::services::users::create_user(app.state.store.as_ref(), &app.state.passwords, &email, PASSWORD.into()).await.unwrap();
+        let holder = FactorHolder::User(row.id.clone());
+        let user = Browser::new(&app);
+        let (status, html) = user.page(USER_SIGN_IN).await;
+        assert_eq!(status, StatusCode::OK);
+        let csp = user.get(USER_SIGN_IN).await.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        let csrf = csrf_in(&html);
+        let challenge = options_in(&html)["challenge"].as_str().unwrap().to_owned();
+        let forged = forged_assertion(&app, &challenge);
+        let response = user.post(USER_SIGN_IN, &[("csrf", ""), ("credential", &forged), ("request", "")]).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let response = user.post(USER_SIGN_IN, &[("csrf", &csrf), ("credential", "garbage"), ("request", "")]).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let response = user.post(USER_SIGN_IN, &[("csrf", &csrf), ("credential", &forged), ("request", "")]).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let response = user.post(USER_SIGN_IN, &[("csrf", &csrf), ("credential", &forged), ("request", "")]).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "a replayed challenge");
+        assert_eq!(user.get("/auth/grants").await.status(), StatusCode::SEE_OTHER, "no login");
+
+        // Logged in: registration and removal want the login's token and a real response.
+        let html = user.page("/auth/login").await.1;
+        let login_csrf = csrf_in(&html);
+        let response = user.post("/auth/login", &[("csrf", &login_csrf), ("email", &email), ("password", PASSWORD), ("request", "")]).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let grants = user.page("/auth/grants").await.1;
+        assert!(grants.contains("href=\"/auth/security/passkeys\""), "linked from the grants page");
+        let csrf = user.csrf(USER_PAGE).await;
+        for (csrf, status) in [("", StatusCode::FORBIDDEN), (csrf.as_str(), StatusCode::BAD_REQUEST)] {
+            let response = user.post(USER_PAGE, &[("csrf", csrf), ("name", "Phone"), ("credential", "{}")]).await;
+            assert_eq!(response.status(), status);
+        }
+        let response = user.post(&format!("{USER_PAGE}/remove"), &[("csrf", &csrf), ("id", "AAAA")]).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert!(app.state.store.list_passkeys(&holder).await.unwrap().is_empty());
     }
 
     async fn the_passkey_pages_alone_may_run_keyfobs_own_script(app) {
