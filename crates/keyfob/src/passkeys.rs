@@ -475,6 +475,36 @@ mod tests {
     }
 
     #[test]
+    fn a_ceremony_is_taken_once_and_not_after_it_expires() {
+        let map: Mutex<HashMap<u128, Pending<(), LoginKind>>> = Mutex::default();
+        let live = Pending {
+            server: (),
+            bound: LoginKind::Owner,
+            expires: Instant::now() + CEREMONY_LIFETIME,
+        };
+        assert!(insert(&map, 1, live));
+        assert!(take(&map, 2).is_none(), "another challenge");
+        assert_eq!(take(&map, 1).map(|(_, kind)| kind), Some(LoginKind::Owner));
+        assert!(take(&map, 1).is_none(), "answered once");
+        let expired = Pending {
+            server: (),
+            bound: LoginKind::User,
+            expires: Instant::now(),
+        };
+        assert!(insert(&map, 3, expired));
+        assert!(take(&map, 3).is_none(), "expired");
+    }
+
+    #[test]
+    fn the_relying_party_is_the_public_urls_host_and_origin() {
+        let mut config = crate::config::Config::for_data_dir(std::path::Path::new("/tmp"));
+        config.public_url = Some("https://Auth.Example.com:8443/base/".into());
+        let rp = RelyingParty::of(&config).unwrap();
+        assert_eq!(rp.origin(), "https://auth.example.com:8443");
+        assert!(matches!(&rp.id, RpId::Domain(d) if d.as_ref() == "auth.example.com"));
+    }
+
+    #[test]
     fn a_holder_has_one_user_handle_and_owners_differ_from_users() {
         let owner = FactorHolder::Owner("o1".to_owned().into());
         let user = FactorHolder::User("o1".to_owned().into());

@@ -1,6 +1,7 @@
 //! The dashboard: server-rendered pages where an account owner signs up, logs in, and manages the
 //! account's API keys, minted tokens, applications and the grants its users gave them. Every page
-//! works without JavaScript; every form carries a CSRF token (see `crate::web::login_cookie`);
+//! but the passkey pages (which need the browser's WebAuthn API) works without JavaScript; every
+//! form carries a CSRF token (see `crate::web::login_cookie`);
 //! every page is sent with a strict Content-Security-Policy on top of the headers the HTTP layer
 //! adds to every answer.
 

@@ -76,6 +76,26 @@ async fn wait_for(browser: &Client, css: &str) -> Outcome<fantoccini::elements::
     }
 }
 
+/// The counter [`clone_ahead`] stores.
+const CLONED_COUNT: i64 = 1_000_000;
+
+/// Sets the stored signature counter of the holder's one passkey far ahead, as if a copy of the
+/// authenticator had been used many times.
+async fn clone_ahead(db_url: &str, store: &Arc<dyn keyfob_store::Store>, holder: &FactorHolder) {
+    let row = store.list_passkeys(holder).await.unwrap().remove(0);
+    let mut state = base64::engine::general_purpose::STANDARD
+        .decode(&row.dynamic_state)
+        .unwrap();
+    state[2..6].copy_from_slice(&u32::try_from(CLONED_COUNT).unwrap().to_le_bytes());
+    let state = base64::engine::general_purpose::STANDARD.encode(state);
+    let sql = format!(
+        "UPDATE passkeys SET dynamic_state = '{state}', sign_count = {CLONED_COUNT} \
+         WHERE credential_id = '{}'",
+        row.credential_id
+    );
+    assert_eq!(raw_execute(db_url, &sql).await.unwrap(), 1);
+}
+
 async fn owner_holder(app: &TestApp, email: &str) -> FactorHolder {
     let owner = app
         .state
@@ -103,6 +123,7 @@ async fn owner_in_browser(backend: Backend) {
     let base = app.base.clone();
     let store = app.state.store.clone();
     let flow_email = email.clone();
+    let db_url = app.db.url.clone();
     chrome
         .run(move |browser| async move {
             add_authenticator(&driver, &browser).await?;
@@ -140,7 +161,29 @@ async fn owner_in_browser(backend: Backend) {
             let used = store.list_passkeys(&holder).await.unwrap();
             assert!(used[0].last_used_at.is_some());
 
-            // The list shows when it was used; remove it.
+            // A copy of the authenticator elsewhere has signed since: the stored counter is
+            // ahead of this one's. Its next assertion is refused and changes nothing.
+            clone_ahead(&db_url, &store, &holder).await;
+            browser
+                .find(Locator::Css("form.logout button[type=submit]"))
+                .await?
+                .click()
+                .await?;
+            wait_for(&browser, "#passkey-sign-in").await?.click().await?;
+            wait_for(&browser, "#use-passkey:enabled").await?.click().await?;
+            let error = wait_for(&browser, "#form-error").await?.text().await?;
+            assert!(error.contains("counter went backwards"), "{error}");
+            assert_eq!(store.list_passkeys(&holder).await.unwrap()[0].sign_count, CLONED_COUNT);
+
+            // Back in with the password: the list shows when it was used; remove it.
+            browser.goto(&format!("{base}/dashboard/login")).await?;
+            fill_in_and_submit(
+                &browser,
+                &[("email", &flow_email), ("password", PASSWORD)],
+                "form[action='/dashboard/login'] button[type=submit]",
+            )
+            .await?;
+            wait_for(&browser, "#keys, form[action='/dashboard/keys']").await?;
             browser.goto(&format!("{base}{OWNER_PAGE}")).await?;
             let table = browser.find(Locator::Id("passkeys")).await?.text().await?;
             assert!(!table.contains("Never"), "{table}");
@@ -156,7 +199,7 @@ async fn owner_in_browser(backend: Backend) {
             Ok(())
         })
         .await;
-    for action in ["passkey.registered", "passkey.login", "passkey.removed"] {
+    for action in ["passkey.registered", "passkey.login", "passkey.failed", "passkey.removed"] {
         audit_until(&app, &key, &format!("action={action}"), |docs| !docs.is_empty()).await;
     }
 }
