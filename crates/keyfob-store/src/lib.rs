@@ -13,8 +13,8 @@
 mod error;
 mod guard;
 mod mfa;
-mod passkey;
 mod model;
+mod passkey;
 mod pg;
 mod sql;
 mod sqlite;
@@ -34,8 +34,8 @@ pub use keyfob_domain::ids::{
 };
 pub use keyfob_domain::time::Timestamp;
 pub use mfa::{FactorHolder, MfaStore, TotpFactorRow};
-pub use passkey::{PasskeyRow, PasskeyStore, PasskeyUse};
 pub use model::*;
+pub use passkey::{PasskeyRow, PasskeyStore, PasskeyUse};
 pub use pg::PgStore;
 pub use sql::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;

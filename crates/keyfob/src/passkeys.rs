@@ -29,8 +29,8 @@ use webauthn_rp::request::auth::{
     DiscoverableCredentialRequestOptions,
 };
 use webauthn_rp::request::register::{
-    CredProtect, PublicKeyCredentialCreationOptions, PublicKeyCredentialUserEntity, RegistrationServerState,
-    RegistrationVerificationOptions, UserHandle16, Username,
+    CredProtect, PublicKeyCredentialCreationOptions, PublicKeyCredentialUserEntity,
+    RegistrationServerState, RegistrationVerificationOptions, UserHandle16, Username,
 };
 use webauthn_rp::request::{AsciiDomain, ExtensionInfo, RpId};
 use webauthn_rp::response::auth::DiscoverableAuthentication16;
@@ -132,8 +132,14 @@ pub struct Ceremonies {
     sign_ins: Mutex<SignIns>,
 }
 
-fn insert<T, B>(map: &Mutex<HashMap<u128, Pending<T, B>>>, key: u128, pending: Pending<T, B>) -> bool {
-    let mut map = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+fn insert<T, B>(
+    map: &Mutex<HashMap<u128, Pending<T, B>>>,
+    key: u128,
+    pending: Pending<T, B>,
+) -> bool {
+    let mut map = map
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if map.len() >= MAX_CEREMONIES {
         let now = Instant::now();
         map.retain(|_, p| p.expires > now);
@@ -146,7 +152,9 @@ fn insert<T, B>(map: &Mutex<HashMap<u128, Pending<T, B>>>, key: u128, pending: P
 }
 
 fn take<T, B>(map: &Mutex<HashMap<u128, Pending<T, B>>>, key: u128) -> Option<(T, B)> {
-    let mut map = map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut map = map
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let pending = map.remove(&key)?;
     (pending.expires > Instant::now()).then_some((pending.server, pending.bound))
 }
@@ -155,7 +163,11 @@ fn take<T, B>(map: &Mutex<HashMap<u128, Pending<T, B>>>, key: u128) -> Option<(T
 /// passkeys share it (an authenticator keeps one passkey per user and site) and nothing about
 /// them is stored on the authenticator but this hash.
 fn user_handle(holder: &FactorHolder) -> UserHandle16 {
-    let digest = Sha256::digest(format!("keyfob passkey user v1:{}:{}", holder.kind(), holder.id()));
+    let digest = Sha256::digest(format!(
+        "keyfob passkey user v1:{}:{}",
+        holder.kind(),
+        holder.id()
+    ));
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     UserHandle16::from(bytes)
@@ -171,7 +183,9 @@ fn holder_kind(holder: &FactorHolder) -> LoginKind {
 /// Checks and trims a passkey's name.
 pub fn parse_name(name: &str) -> Result<String, PasskeyError> {
     let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control)
+    if name.is_empty()
+        || name.chars().count() > MAX_NAME_CHARS
+        || name.chars().any(char::is_control)
     {
         return Err(PasskeyError::BadName);
     }
@@ -217,7 +231,8 @@ pub fn start_registration(
 
 /// The challenge of options the crate serialised, as the response will name it.
 fn challenge_of_options(json: &str) -> Result<u128, PasskeyError> {
-    let value: serde_json::Value = serde_json::from_str(json).map_err(|_| PasskeyError::Unavailable)?;
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|_| PasskeyError::Unavailable)?;
     let encoded = value
         .get("publicKey")
         .unwrap_or(&value)
@@ -249,8 +264,8 @@ pub async fn finish_registration(
     let challenge = registration
         .challenge()
         .map_err(|_| PasskeyError::Malformed)?;
-    let (server, bound) = take(&state.passkeys.registrations, key_of(challenge))
-        .ok_or(PasskeyError::NoCeremony)?;
+    let (server, bound) =
+        take(&state.passkeys.registrations, key_of(challenge)).ok_or(PasskeyError::NoCeremony)?;
     if &bound != holder {
         return Err(PasskeyError::NoCeremony);
     }

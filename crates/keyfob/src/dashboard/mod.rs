@@ -11,8 +11,8 @@ mod audit;
 mod data;
 mod grants;
 mod keys;
-mod passkeys;
 pub(crate) mod page;
+mod passkeys;
 mod profile;
 mod recovery;
 mod tokens;
@@ -119,11 +119,11 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/dashboard/security/totp/remove", post(totp::remove))
         .route("/dashboard/security/totp/required", post(totp::required))
         .route(totp::CODE_PATH, get(totp::code_page).post(totp::code))
+        .route(passkeys::PAGE_PATH, get(passkeys::page).post(passkeys::add))
         .route(
-            passkeys::PAGE_PATH,
-            get(passkeys::page).post(passkeys::add),
+            "/dashboard/security/passkeys/remove",
+            post(passkeys::remove),
         )
-        .route("/dashboard/security/passkeys/remove", post(passkeys::remove))
         .route(
             passkeys::SIGN_IN_PATH,
             get(passkeys::sign_in_form).post(passkeys::sign_in),

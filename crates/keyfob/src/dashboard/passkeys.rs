@@ -148,8 +148,7 @@ pub async fn add(
     PageForm(form): PageForm<AddForm>,
 ) -> Result<Response, PageError> {
     login.check_csrf(&form.csrf)?;
-    match passkeys::finish_registration(&state, &holder(&login), &form.name, &form.credential)
-        .await
+    match passkeys::finish_registration(&state, &holder(&login), &form.name, &form.credential).await
     {
         Ok(row) => {
             tracing::info!("passkey registered");
@@ -178,7 +177,11 @@ pub async fn remove(
     PageForm(form): PageForm<RemoveForm>,
 ) -> Result<Response, PageError> {
     login.check_csrf(&form.csrf)?;
-    if !state.store.delete_passkey(&holder(&login), &form.id).await? {
+    if !state
+        .store
+        .delete_passkey(&holder(&login), &form.id)
+        .await?
+    {
         return Err(PageError::NotFound("You have no such passkey.".into()));
     }
     state.audit.record(

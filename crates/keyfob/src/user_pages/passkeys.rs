@@ -148,8 +148,7 @@ pub async fn add(
     UserForm(form): UserForm<AddForm>,
 ) -> Result<Response, UserPageError> {
     user.check_csrf(&form.csrf)?;
-    match passkeys::finish_registration(&state, &holder(&user), &form.name, &form.credential)
-        .await
+    match passkeys::finish_registration(&state, &holder(&user), &form.name, &form.credential).await
     {
         Ok(row) => {
             tracing::info!("passkey registered");
@@ -247,12 +246,15 @@ pub async fn sign_in(
         Err(err) => {
             tracing::info!(error = %err, "passkey sign-in refused");
             if let Some((holder, reason)) = err.audited() {
-                let event =
-                    AuditEvent::new(account_id.as_ref(), Actor::anonymous(), action::PASSKEY_FAILED)
-                        .target(holder.id())
-                        .ip(&ip)
-                        .user_agent(&user_agent)
-                        .detail(json!({ "reason": reason, "client_id": client_id }));
+                let event = AuditEvent::new(
+                    account_id.as_ref(),
+                    Actor::anonymous(),
+                    action::PASSKEY_FAILED,
+                )
+                .target(holder.id())
+                .ip(&ip)
+                .user_agent(&user_agent)
+                .detail(json!({ "reason": reason, "client_id": client_id }));
                 state.audit.record_unauthenticated(event);
             }
             let (again, csp) =
@@ -268,11 +270,15 @@ pub async fn sign_in(
     tracing::info!(user_id = %user.id, "user passkey login");
     let params = params.after_login();
     state.audit.record(
-        AuditEvent::new(account_id.as_ref(), Actor::user(&user.id), action::PASSKEY_LOGIN)
-            .target(user.id.as_str())
-            .ip(&ip)
-            .user_agent(&user_agent)
-            .detail(json!({ "name": row.name, "client_id": client_id })),
+        AuditEvent::new(
+            account_id.as_ref(),
+            Actor::user(&user.id),
+            action::PASSKEY_LOGIN,
+        )
+        .target(user.id.as_str())
+        .ip(&ip)
+        .user_agent(&user_agent)
+        .detail(json!({ "name": row.name, "client_id": client_id })),
     );
     Ok((jar, see_other(&params.continue_path())?).into_response())
 }

@@ -155,8 +155,14 @@ async fn owner_in_browser(backend: Backend) {
                 .await?
                 .click()
                 .await?;
-            wait_for(&browser, "#passkey-sign-in").await?.click().await?;
-            wait_for(&browser, "#use-passkey:enabled").await?.click().await?;
+            wait_for(&browser, "#passkey-sign-in")
+                .await?
+                .click()
+                .await?;
+            wait_for(&browser, "#use-passkey:enabled")
+                .await?
+                .click()
+                .await?;
             wait_for(&browser, "#keys, form[action='/dashboard/keys']").await?;
             let used = store.list_passkeys(&holder).await.unwrap();
             assert!(used[0].last_used_at.is_some());
@@ -169,11 +175,20 @@ async fn owner_in_browser(backend: Backend) {
                 .await?
                 .click()
                 .await?;
-            wait_for(&browser, "#passkey-sign-in").await?.click().await?;
-            wait_for(&browser, "#use-passkey:enabled").await?.click().await?;
+            wait_for(&browser, "#passkey-sign-in")
+                .await?
+                .click()
+                .await?;
+            wait_for(&browser, "#use-passkey:enabled")
+                .await?
+                .click()
+                .await?;
             let error = wait_for(&browser, "#form-error").await?.text().await?;
             assert!(error.contains("counter went backwards"), "{error}");
-            assert_eq!(store.list_passkeys(&holder).await.unwrap()[0].sign_count, CLONED_COUNT);
+            assert_eq!(
+                store.list_passkeys(&holder).await.unwrap()[0].sign_count,
+                CLONED_COUNT
+            );
 
             // Back in with the password: the list shows when it was used; remove it.
             browser.goto(&format!("{base}/dashboard/login")).await?;
@@ -199,8 +214,16 @@ async fn owner_in_browser(backend: Backend) {
             Ok(())
         })
         .await;
-    for action in ["passkey.registered", "passkey.login", "passkey.failed", "passkey.removed"] {
-        audit_until(&app, &key, &format!("action={action}"), |docs| !docs.is_empty()).await;
+    for action in [
+        "passkey.registered",
+        "passkey.login",
+        "passkey.failed",
+        "passkey.removed",
+    ] {
+        audit_until(&app, &key, &format!("action={action}"), |docs| {
+            !docs.is_empty()
+        })
+        .await;
     }
 }
 
@@ -289,12 +312,22 @@ async fn user_in_browser(backend: Backend) {
 
             // The application sends the user to log in; the passkey alone leads to consent.
             browser.goto(&format!("{base}/auth?{request}")).await?;
-            wait_for(&browser, "#passkey-sign-in").await?.click().await?;
-            wait_for(&browser, "#use-passkey:enabled").await?.click().await?;
+            wait_for(&browser, "#passkey-sign-in")
+                .await?
+                .click()
+                .await?;
+            wait_for(&browser, "#use-passkey:enabled")
+                .await?
+                .click()
+                .await?;
             wait_for(&browser, "form[action='/auth/consent']").await?;
             let page = browser.find(Locator::Css("main")).await?.text().await?;
             assert!(page.contains("Deal Tracker"), "{page}");
-            assert!(store.list_passkeys(&holder).await.unwrap()[0].last_used_at.is_some());
+            assert!(
+                store.list_passkeys(&holder).await.unwrap()[0]
+                    .last_used_at
+                    .is_some()
+            );
 
             browser.goto(&format!("{base}{USER_PAGE}")).await?;
             browser
