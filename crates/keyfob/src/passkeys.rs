@@ -44,8 +44,8 @@ use crate::state::AppState;
 
 /// How long a started ceremony may be answered.
 pub const CEREMONY_LIFETIME: Duration = Duration::from_secs(300);
-/// How many ceremonies of each kind a node keeps at once; past that a new one is refused until
-/// older ones expire.
+/// How many ceremonies of each kind a node keeps at once; past that a new one replaces the
+/// oldest.
 const MAX_CEREMONIES: usize = 10_000;
 /// The longest name a passkey may be given.
 pub const MAX_NAME_CHARS: usize = 64;
@@ -79,7 +79,8 @@ pub enum PasskeyError {
     /// The name is empty or too long.
     #[error("give the passkey a name of 1 to {MAX_NAME_CHARS} characters")]
     BadName,
-    /// Too many ceremonies are in progress, or the public URL cannot be a relying party.
+    /// Passkeys cannot be offered: the public URL's host is no domain, or the options could not
+    /// be made for this account's email.
     #[error("passkeys are unavailable right now")]
     Unavailable,
     #[error(transparent)]
@@ -132,23 +133,23 @@ pub struct Ceremonies {
     sign_ins: Mutex<SignIns>,
 }
 
-fn insert<T, B>(
-    map: &Mutex<HashMap<u128, Pending<T, B>>>,
-    key: u128,
-    pending: Pending<T, B>,
-) -> bool {
+fn insert<T, B>(map: &Mutex<HashMap<u128, Pending<T, B>>>, key: u128, pending: Pending<T, B>) {
     let mut map = map
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if map.len() >= MAX_CEREMONIES {
         let now = Instant::now();
         map.retain(|_, p| p.expires > now);
-        if map.len() >= MAX_CEREMONIES {
-            return false;
+        // Still full: the oldest goes. A flood of page loads must then outpace a person between
+        // loading a page and answering it to take their ceremony, rather than only fill the map
+        // to stop every new one.
+        if map.len() >= MAX_CEREMONIES
+            && let Some(oldest) = map.iter().min_by_key(|(_, p)| p.expires).map(|(k, _)| *k)
+        {
+            map.remove(&oldest);
         }
     }
     map.insert(key, pending);
-    true
 }
 
 fn take<T, B>(map: &Mutex<HashMap<u128, Pending<T, B>>>, key: u128) -> Option<(T, B)> {
@@ -223,9 +224,7 @@ pub fn start_registration(
         bound: holder.clone(),
         expires: Instant::now() + CEREMONY_LIFETIME,
     };
-    if !insert(&state.passkeys.registrations, challenge, pending) {
-        return Err(PasskeyError::Unavailable);
-    }
+    insert(&state.passkeys.registrations, challenge, pending);
     Ok(json)
 }
 
@@ -313,9 +312,7 @@ pub fn start_sign_in(state: &AppState, kind: LoginKind) -> Result<String, Passke
         bound: kind,
         expires: Instant::now() + CEREMONY_LIFETIME,
     };
-    if !insert(&state.passkeys.sign_ins, challenge, pending) {
-        return Err(PasskeyError::Unavailable);
-    }
+    insert(&state.passkeys.sign_ins, challenge, pending);
     Ok(json)
 }
 
@@ -497,7 +494,7 @@ mod tests {
             bound: LoginKind::Owner,
             expires: Instant::now() + CEREMONY_LIFETIME,
         };
-        assert!(insert(&map, 1, live));
+        insert(&map, 1, live);
         assert!(take(&map, 2).is_none(), "another challenge");
         assert_eq!(take(&map, 1).map(|(_, kind)| kind), Some(LoginKind::Owner));
         assert!(take(&map, 1).is_none(), "answered once");
@@ -506,8 +503,35 @@ mod tests {
             bound: LoginKind::User,
             expires: Instant::now(),
         };
-        assert!(insert(&map, 3, expired));
+        insert(&map, 3, expired);
         assert!(take(&map, 3).is_none(), "expired");
+    }
+
+    #[test]
+    fn a_full_set_of_ceremonies_drops_the_oldest() {
+        let map: Mutex<HashMap<u128, Pending<(), LoginKind>>> = Mutex::default();
+        let start = Instant::now() + CEREMONY_LIFETIME;
+        for key in 0..MAX_CEREMONIES {
+            let expires = start + Duration::from_millis(u64::try_from(key).unwrap());
+            insert(
+                &map,
+                key as u128,
+                Pending {
+                    server: (),
+                    bound: LoginKind::User,
+                    expires,
+                },
+            );
+        }
+        let newest = Pending {
+            server: (),
+            bound: LoginKind::User,
+            expires: start + Duration::from_secs(60),
+        };
+        insert(&map, u128::MAX, newest);
+        assert!(take(&map, 0).is_none(), "the oldest went");
+        assert!(take(&map, 1).is_some());
+        assert!(take(&map, u128::MAX).is_some());
     }
 
     #[test]
