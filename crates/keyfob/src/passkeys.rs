@@ -32,11 +32,11 @@ use webauthn_rp::request::register::{
     CredProtect, PublicKeyCredentialCreationOptions, PublicKeyCredentialUserEntity,
     RegistrationServerState, RegistrationVerificationOptions, UserHandle16, Username,
 };
-use webauthn_rp::request::{AsciiDomain, ExtensionInfo, RpId};
+use webauthn_rp::request::{AsciiDomain, ExtensionInfo, PublicKeyCredentialDescriptor, RpId};
 use webauthn_rp::response::auth::DiscoverableAuthentication16;
 use webauthn_rp::response::auth::error::AuthCeremonyErr;
 use webauthn_rp::response::register::{CompressedPubKey, DynamicState, StaticState};
-use webauthn_rp::response::{CredentialId, SentChallenge};
+use webauthn_rp::response::{AuthTransports, CredentialId, SentChallenge};
 use webauthn_rp::{AuthenticatedCredential, Registration};
 
 use crate::logins::LoginKind;
@@ -193,22 +193,38 @@ pub fn parse_name(name: &str) -> Result<String, PasskeyError> {
     Ok(name.to_owned())
 }
 
-/// Starts registering a passkey for `holder` (known to the authenticator as `email`): the
-/// options for `navigator.credentials.create`, as JSON.
+/// Starts registering a passkey for `holder` (known to the authenticator as `email`, or by their
+/// id when the email is no valid user name), who has the passkeys `existing`: the options for
+/// `navigator.credentials.create`, as JSON. An authenticator that holds one of `existing`
+/// already declines, rather than replace it.
 pub fn start_registration(
     state: &AppState,
     holder: &FactorHolder,
     email: &str,
+    existing: &[PasskeyRow],
 ) -> Result<String, PasskeyError> {
     let rp = RelyingParty::of(&state.config)?;
     let handle = user_handle(holder);
-    let name = Username::try_from(email).map_err(|_| PasskeyError::Unavailable)?;
+    let name = Username::try_from(email)
+        .or_else(|_| Username::try_from(holder.id()))
+        .map_err(|_| PasskeyError::Unavailable)?;
     let user = PublicKeyCredentialUserEntity {
         name,
         id: &handle,
         display_name: None,
     };
-    let mut options = PublicKeyCredentialCreationOptions::passkey(&rp.id, user, Vec::new());
+    let exclude = existing
+        .iter()
+        .filter_map(|row| URL_SAFE_NO_PAD.decode(&row.credential_id).ok())
+        .filter_map(|id| {
+            let id = CredentialId::try_from(id.as_slice()).ok()?;
+            Some(PublicKeyCredentialDescriptor {
+                id: CredentialId::<Vec<u8>>::from(id),
+                transports: AuthTransports::NONE,
+            })
+        })
+        .collect();
+    let mut options = PublicKeyCredentialCreationOptions::passkey(&rp.id, user, exclude);
     // Ask that the authenticator require user verification for this credential where it can,
     // without refusing those that cannot say (user verification is required at every sign-in
     // regardless).

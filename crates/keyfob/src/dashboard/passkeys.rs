@@ -109,8 +109,8 @@ async fn passkeys_page(
     error: Option<String>,
 ) -> Result<PasskeysPage, PageError> {
     let holder = holder(login);
-    let options = passkeys::start_registration(state, &holder, &login.email)?;
     let passkeys = state.store.list_passkeys(&holder).await?;
+    let options = passkeys::start_registration(state, &holder, &login.email, &passkeys)?;
     Ok(PasskeysPage {
         layout: login.layout("passkeys"),
         base: PAGE_PATH,

@@ -110,8 +110,8 @@ async fn passkeys_page(
     error: Option<String>,
 ) -> Result<PasskeysPage, UserPageError> {
     let holder = holder(user);
-    let options = passkeys::start_registration(state, &holder, &user.email)?;
     let passkeys = state.store.list_passkeys(&holder).await?;
+    let options = passkeys::start_registration(state, &holder, &user.email, &passkeys)?;
     Ok(PasskeysPage {
         layout: UserLayout::of(user),
         base: PAGE_PATH,

@@ -76,6 +76,22 @@ async fn wait_for(browser: &Client, css: &str) -> Outcome<fantoccini::elements::
     }
 }
 
+/// The passkey form's status line once the browser has answered.
+async fn status_when_done(browser: &Client) -> Outcome<String> {
+    for _ in 0..100 {
+        let text = browser
+            .find(Locator::Css("[data-passkey-status]"))
+            .await?
+            .text()
+            .await?;
+        if !text.is_empty() && !text.starts_with("Waiting") {
+            return Ok(text);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err("the passkey form never said how it went".into())
+}
+
 /// The counter [`clone_ahead`] stores.
 const CLONED_COUNT: i64 = 1_000_000;
 
@@ -148,6 +164,13 @@ async fn owner_in_browser(backend: Backend) {
             let stored = store.list_passkeys(&holder).await.unwrap();
             assert_eq!(stored.len(), 1);
             assert_eq!(stored[0].name, "Work laptop");
+
+            // The same authenticator again: it holds one of the owner's passkeys, so it declines.
+            wait_for(&browser, "#add-passkey:enabled").await?;
+            fill_in_and_submit(&browser, &[("name", "Again")], "#add-passkey").await?;
+            let status = status_when_done(&browser).await?;
+            assert!(status.contains("InvalidStateError"), "{status}");
+            assert_eq!(store.list_passkeys(&holder).await.unwrap().len(), 1);
 
             // Log out, then sign in with the passkey alone.
             browser
