@@ -515,7 +515,16 @@ pub async fn code(
         }
     };
     let jar = mfa::clear_pending::<Owner>(&state, jar);
-    let jar = OwnerLogin::start(&state, jar, &owner).await?;
+    let jar = OwnerLogin::start_from(
+        &state,
+        jar,
+        &owner,
+        crate::web::LoginClient {
+            ip: Some(&ip),
+            user_agent: user_agent.0.as_deref(),
+        },
+    )
+    .await?;
     let jar = DASHBOARD.remember_device(&state, jar, &owner.email);
     tracing::info!(owner_id = %owner.id, account_id = %owner.account_id, "dashboard login");
     let event = |action| {
