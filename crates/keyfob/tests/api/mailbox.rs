@@ -340,3 +340,49 @@ impl SmtpSink {
         wait_for(|| self.messages(), to, subject).await
     }
 }
+
+/// Runs a test body once on SQLite and once on PostgreSQL, as `both_backends!` does, with a
+/// server that sends its mail through a real SMTP server started for it: the body gets the
+/// server and the SMTP server (`run(app, sink)`). Skipped as [`SmtpSink::start`] is without
+/// aiosmtpd.
+#[macro_export]
+macro_rules! smtp_both_backends {
+    ($(async fn $name:ident($app:ident, $sink:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn run($app: $crate::helpers::TestApp, $sink: $crate::mailbox::SmtpSink) $body
+
+                async fn on(backend: $crate::helpers::Backend) {
+                    let Some(sink) = $crate::mailbox::SmtpSink::start(None).await else {
+                        return;
+                    };
+                    match $crate::mailbox::spawn_sending_to(backend, &sink.url()).await {
+                        Some(app) => run(app, sink).await,
+                        None => eprintln!("skipped: KEYFOB_TEST_POSTGRES_URL is not set"),
+                    }
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    on($crate::helpers::Backend::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    on($crate::helpers::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+
+/// A server on `backend` that sends mail through `smtp_url`; `None` when the backend's half is
+/// skipped.
+pub async fn spawn_sending_to(backend: crate::helpers::Backend, smtp_url: &str) -> Option<TestApp> {
+    let db = crate::helpers::fresh_db(backend).await?;
+    let mut config = crate::helpers::test_config(&db);
+    config.smtp_url = Some(keyfob_domain::mail::SmtpUrl::parse(smtp_url).unwrap());
+    Some(crate::helpers::spawn_with(config, std::sync::Arc::new(db)).await)
+}

@@ -4,7 +4,8 @@
 //! from the outbox the server writes without SMTP.
 
 use super::*;
-use crate::mailbox::{count_to, outbox, outbox_mail};
+use crate::mailbox::{count_to, outbox};
+use crate::smtp_both_backends;
 
 /// Asks for a reset link on `/auth/forgot` for `email`, during the request `q`; the answer.
 async fn forgot(browser: &Browser, email: &str, q: &str) -> Response {
@@ -37,8 +38,8 @@ async fn reset(browser: &Browser, link: &str, password: &str, confirm: &str) -> 
         .await
 }
 
-both_backends! {
-    async fn forgot_password_answers_alike_and_a_reset_ends_every_login_and_session(app) {
+smtp_both_backends! {
+    async fn forgot_password_answers_alike_and_a_reset_ends_every_login_and_session(app, sink) {
         let client = register_app(&app, false, "deals.read").await;
         let (old, email) = Browser::user(&app).await;
         let fragment = token_session(&old, &client, "deals.read").await;
@@ -60,9 +61,9 @@ both_backends! {
         assert_eq!(unknown.status(), StatusCode::OK);
         let unknown = unknown.text().await.unwrap();
         assert_eq!(known.replace(&email, "X"), unknown.replace(&nobody, "X"));
-        let mail = outbox_mail(&app, &email, "Reset your password").await;
+        let mail = sink.mail(&email, "Reset your password").await;
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        assert_eq!(count_to(&outbox(&app), &nobody), 0, "no mail to an unknown address");
+        assert_eq!(count_to(&sink.messages(), &nobody), 0, "no mail to an unknown address");
         assert!(mail.text.contains("30 minutes"), "{}", mail.text);
         let link = mail.link("/auth/reset?token=");
 
@@ -90,7 +91,7 @@ both_backends! {
         // A reset link proves the address.
         let user = app.state.store.find_user_by_email(&email).await.unwrap().unwrap();
         assert!(user.email_verified_at.is_some());
-        outbox_mail(&app, &email, "Your password was changed").await;
+        sink.mail(&email, "Your password was changed").await;
 
         // The link works once.
         assert_eq!(stranger.get(&link).await.status(), StatusCode::NOT_FOUND);
@@ -102,6 +103,50 @@ both_backends! {
         assert!(has_event(&events, "password.reset_requested", Some(user.id.as_str())));
     }
 
+    async fn an_account_can_keep_unverified_users_out_of_its_apps(app, sink) {
+        let client = register_app(&app, false, "deals.read").await;
+        let (browser, email) = Browser::user(&app).await;
+        let q = request(&client, "deals.read");
+        // Off by default: an unverified user gets the consent page.
+        let consent = browser.consent_page(&q).await;
+
+        app.state.store.set_require_verified_users(&client.account_id, true).await.unwrap();
+        let response = browser.get(&format!("/auth?{q}")).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let gate = response.text().await.unwrap();
+        assert!(gate.contains("Confirm your email first"), "{gate}");
+        // With prompt=none no page may be shown: the application is told instead.
+        let response = browser.get(&format!("/auth?{q}&prompt=none")).await;
+        let url = redirect_to_client(&response);
+        assert_eq!(param(&query_of(&url), "error"), Some("interaction_required"));
+        // Posting the consent form directly is refused the same way, and grants nothing.
+        let response = browser.answer(&consent, &["deals.read"], "allow").await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert!(grant_of(&app, &email, &client).await.is_none());
+
+        // The gate mails a new link that leads back into the request.
+        let csrf = csrf_in(&gate);
+        let request_field = hidden(&gate, "request").unwrap();
+        let response = browser
+            .post("/auth/verify/resend", &[("csrf", &csrf), ("request", &request_field)])
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let mail = sink.mail(&email, "Confirm your email address").await;
+        let response = browser.get(&mail.link("/auth/verify?token=")).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        assert!(location(&response).starts_with("/auth?"));
+        let url = browser.authorize_all(&q).await;
+        assert!(param(&query_of(&url), "code").is_some());
+        let key = app.create_key(&client.account_id).await;
+        let events = audit_until(&app, &key, "limit=100", |e| {
+            e.iter().any(|e| e["action"] == "email.verified")
+        })
+        .await;
+        assert!(has_event(&events, "email.verification_sent", None));
+    }
+}
+
+both_backends! {
     async fn a_reset_link_that_is_forged_or_spent_changes_nothing(app) {
         let (browser, email) = Browser::user(&app).await;
         let user = app.state.store.find_user_by_email(&email).await.unwrap().unwrap();
@@ -130,47 +175,5 @@ both_backends! {
         assert_eq!(after.password_hash, user.password_hash);
         assert!(browser.signed_in().await);
         assert_eq!(count_to(&outbox(&app), &email), 0);
-    }
-
-    async fn an_account_can_keep_unverified_users_out_of_its_apps(app) {
-        let client = register_app(&app, false, "deals.read").await;
-        let (browser, email) = Browser::user(&app).await;
-        let q = request(&client, "deals.read");
-        // Off by default: an unverified user gets the consent page.
-        let consent = browser.consent_page(&q).await;
-
-        app.state.store.set_require_verified_users(&client.account_id, true).await.unwrap();
-        let response = browser.get(&format!("/auth?{q}")).await;
-        assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        let gate = response.text().await.unwrap();
-        assert!(gate.contains("Confirm your email first"), "{gate}");
-        // With prompt=none no page may be shown: the application is told instead.
-        let response = browser.get(&format!("/auth?{q}&prompt=none")).await;
-        let url = redirect_to_client(&response);
-        assert_eq!(param(&query_of(&url), "error"), Some("interaction_required"));
-        // Posting the consent form directly is refused the same way, and grants nothing.
-        let response = browser.answer(&consent, &["deals.read"], "allow").await;
-        assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        assert!(grant_of(&app, &email, &client).await.is_none());
-
-        // The gate mails a new link that leads back into the request.
-        let csrf = csrf_in(&gate);
-        let request_field = hidden(&gate, "request").unwrap();
-        let response = browser
-            .post("/auth/verify/resend", &[("csrf", &csrf), ("request", &request_field)])
-            .await;
-        assert_eq!(response.status(), StatusCode::OK);
-        let mail = outbox_mail(&app, &email, "Confirm your email address").await;
-        let response = browser.get(&mail.link("/auth/verify?token=")).await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER);
-        assert!(location(&response).starts_with("/auth?"));
-        let url = browser.authorize_all(&q).await;
-        assert!(param(&query_of(&url), "code").is_some());
-        let key = app.create_key(&client.account_id).await;
-        let events = audit_until(&app, &key, "limit=100", |e| {
-            e.iter().any(|e| e["action"] == "email.verified")
-        })
-        .await;
-        assert!(has_event(&events, "email.verification_sent", None));
     }
 }
