@@ -227,6 +227,9 @@ async fn deliver_all(
     mut receiver: mpsc::Receiver<Queued>,
     requeue: mpsc::WeakSender<Queued>,
 ) {
+    // Messages waiting out a retry delay, off the queue: at most as many as the queue holds, so
+    // that a mail server that stays down cannot make them pile up.
+    let waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     while let Some(mut queued) = receiver.recv().await {
         queued.tries += 1;
         match deliver(&transport, &queued).await {
@@ -245,12 +248,22 @@ async fn deliver_all(
                     metrics::counter!("keyfob_mail_total", "result" => "failed").increment(1);
                     continue;
                 };
+                use std::sync::atomic::Ordering::Relaxed;
+                if waiting.fetch_add(1, Relaxed) >= QUEUE {
+                    waiting.fetch_sub(1, Relaxed);
+                    tracing::error!(error = %err, subject = %queued.subject,
+                        "a message could not be delivered and too many wait to be tried again; it is dropped");
+                    metrics::counter!("keyfob_mail_total", "result" => "dropped").increment(1);
+                    continue;
+                }
                 tracing::warn!(error = %err, subject = %queued.subject, tries = queued.tries,
                     retry_in_secs = delay.as_secs(), "a message could not be delivered yet");
                 metrics::counter!("keyfob_mail_retries_total").increment(1);
                 let requeue = requeue.clone();
+                let waiting = waiting.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
+                    waiting.fetch_sub(1, Relaxed);
                     if let Some(queue) = requeue.upgrade()
                         && queue.try_send(queued).is_err()
                     {

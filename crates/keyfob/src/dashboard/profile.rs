@@ -91,6 +91,17 @@ async fn account_page(
     render_with_status(status, &page)
 }
 
+/// An event the owner caused on their own account page, from `ip` with `user_agent`.
+fn event(login: &OwnerLogin, action: &'static str, ip: &str, user_agent: &UserAgent) -> AuditEvent {
+    AuditEvent::new(
+        Some(login.account_id()),
+        Actor::owner(login.owner_id()),
+        action,
+    )
+    .ip(ip)
+    .user_agent(user_agent)
+}
+
 /// A browser's name and system, from its user agent, as people know them.
 fn browser_name(user_agent: &str) -> String {
     let browser = [
@@ -261,14 +272,8 @@ pub async fn change_password(
         .await?
         .ok_or_else(|| PageError::Forbidden("Log in again.".into()))?;
     state.audit.record(
-        AuditEvent::new(
-            Some(login.account_id()),
-            Actor::owner(login.owner_id()),
-            action::PASSWORD_CHANGED,
-        )
-        .ip(&ip)
-        .user_agent(&user_agent)
-        .detail(serde_json::json!({ "logins_ended": ended })),
+        event(&login, action::PASSWORD_CHANGED, &ip, &user_agent)
+            .detail(serde_json::json!({ "logins_ended": ended })),
     );
     let owner = current_owner(&state, &login).await?;
     recovery::send_password_changed(&state, &owner);
@@ -330,14 +335,8 @@ pub async fn change_email(
     let owner = current_owner(&state, &login).await?;
     recovery::send_change_email(&state, &owner, email.as_str()).await?;
     state.audit.record(
-        AuditEvent::new(
-            Some(login.account_id()),
-            Actor::owner(login.owner_id()),
-            action::EMAIL_CHANGE_REQUESTED,
-        )
-        .ip(&ip)
-        .user_agent(&user_agent)
-        .detail(serde_json::json!({ "new_email": email.as_str() })),
+        event(&login, action::EMAIL_CHANGE_REQUESTED, &ip, &user_agent)
+            .detail(serde_json::json!({ "new_email": email.as_str() })),
     );
     Ok(back("email-sent"))
 }
@@ -440,15 +439,12 @@ pub async fn resend_verification(
         .mail(&ip, &owner.email)
         .map_err(|retry_after| PageError::TooManyRequests { retry_after })?;
     recovery::send_verification(&state, &owner, None).await?;
-    state.audit.record(
-        AuditEvent::new(
-            Some(login.account_id()),
-            Actor::owner(login.owner_id()),
-            action::EMAIL_VERIFICATION_SENT,
-        )
-        .ip(&ip)
-        .user_agent(&user_agent),
-    );
+    state.audit.record(event(
+        &login,
+        action::EMAIL_VERIFICATION_SENT,
+        &ip,
+        &user_agent,
+    ));
     Ok(back("verify-sent"))
 }
 
@@ -481,14 +477,8 @@ pub async fn end_login(
         ));
     }
     state.audit.record(
-        AuditEvent::new(
-            Some(login.account_id()),
-            Actor::owner(login.owner_id()),
-            action::OWNER_LOGINS_ENDED,
-        )
-        .ip(&ip)
-        .user_agent(&user_agent)
-        .detail(serde_json::json!({ "ended": 1 })),
+        event(&login, action::OWNER_LOGINS_ENDED, &ip, &user_agent)
+            .detail(serde_json::json!({ "ended": 1 })),
     );
     if id == login.id_hash() {
         let jar = DASHBOARD.clear_login(&state, jar);
@@ -512,14 +502,8 @@ pub async fn end_other_logins(
         .delete_owner_logins(login.owner_id(), Some(login.id_hash()))
         .await?;
     state.audit.record(
-        AuditEvent::new(
-            Some(login.account_id()),
-            Actor::owner(login.owner_id()),
-            action::OWNER_LOGINS_ENDED,
-        )
-        .ip(&ip)
-        .user_agent(&user_agent)
-        .detail(serde_json::json!({ "ended": ended })),
+        event(&login, action::OWNER_LOGINS_ENDED, &ip, &user_agent)
+            .detail(serde_json::json!({ "ended": ended })),
     );
     Ok(back("logins-ended"))
 }
@@ -561,14 +545,8 @@ pub async fn save_settings(
         return Err(PageError::Forbidden("Log in again.".into()));
     }
     state.audit.record(
-        AuditEvent::new(
-            Some(login.account_id()),
-            Actor::owner(login.owner_id()),
-            action::ACCOUNT_SETTINGS_CHANGED,
-        )
-        .ip(&ip)
-        .user_agent(&user_agent)
-        .detail(serde_json::json!({ "require_verified_users": on })),
+        event(&login, action::ACCOUNT_SETTINGS_CHANGED, &ip, &user_agent)
+            .detail(serde_json::json!({ "require_verified_users": on })),
     );
     Ok(back("settings-saved"))
 }

@@ -16,9 +16,8 @@ use serde::Deserialize;
 use super::LOGIN_PATH;
 use super::page::{Layout, PageError, PageForm, render, render_with_status};
 use crate::audit::{Actor, AuditEvent, UserAgent};
-use crate::passwords::check_new_password;
 use crate::state::AppState;
-use crate::web::recovery::{self, ResetRequest};
+use crate::web::recovery::{self, ResetOutcome, ResetRequest};
 use crate::web::{ClientIp, DASHBOARD};
 
 /// `?done=` of the login page after a reset.
@@ -239,50 +238,24 @@ pub async fn reset(
     PageForm(form): PageForm<ResetForm>,
 ) -> Result<Response, PageError> {
     DASHBOARD.check_form_token(&state, &jar, &form.csrf)?;
-    let Some(hash) = recovery::token_hash(&form.token) else {
-        let page = dead_link().link("Send a new link", "/dashboard/forgot");
-        return render_with_status(StatusCode::NOT_FOUND, &page);
-    };
-    let Some(link) = state
-        .store
-        .find_email_link(&hash, LinkPurpose::Reset, Timestamp::now())
-        .await?
-    else {
-        let page = dead_link().link("Send a new link", "/dashboard/forgot");
-        return render_with_status(StatusCode::NOT_FOUND, &page);
-    };
-    let refuse = |error: String| ResetPage {
-        layout: Layout::anonymous(),
-        csrf: form.csrf.clone(),
-        token: form.token.clone(),
-        email: link.email.clone(),
-        error: Some(error),
-    };
-    if form.password != form.confirm {
-        return render_with_status(
-            StatusCode::BAD_REQUEST,
-            &refuse("The two passwords do not match.".into()),
-        );
-    }
-    if let Err(err) = check_new_password(&form.password) {
-        return render_with_status(
-            StatusCode::BAD_REQUEST,
-            &refuse(crate::user_pages::capitalized(&err.to_string())),
-        );
-    }
-    let password_hash = state
-        .passwords
-        .hash(form.password)
-        .await
-        .map_err(|e| PageError::Internal(e.into()))?;
-    let Some(link) = state
-        .store
-        .use_reset_link(&hash, &password_hash, Timestamp::now())
-        .await?
-    else {
-        let page = dead_link().link("Send a new link", "/dashboard/forgot");
-        return render_with_status(StatusCode::NOT_FOUND, &page);
-    };
+    let link =
+        match recovery::reset_password(&state, &form.token, form.password, &form.confirm).await? {
+            ResetOutcome::Done(link) => link,
+            ResetOutcome::DeadLink => {
+                let page = dead_link().link("Send a new link", "/dashboard/forgot");
+                return render_with_status(StatusCode::NOT_FOUND, &page);
+            }
+            ResetOutcome::Refused { email, message } => {
+                let page = ResetPage {
+                    layout: Layout::anonymous(),
+                    csrf: form.csrf,
+                    token: form.token,
+                    email,
+                    error: Some(message),
+                };
+                return render_with_status(StatusCode::BAD_REQUEST, &page);
+            }
+        };
     let owner = state
         .store
         .find_owner(&link.subject_id.as_str().into())
@@ -333,18 +306,16 @@ pub async fn verify(
         let page = dead_link().link("Log in to send a new one", "/dashboard/account");
         return render_with_status(StatusCode::NOT_FOUND, &page);
     };
-    {
-        state.audit.record(
-            AuditEvent::new(
-                Some(&owner.account_id),
-                Actor::owner(&owner.id),
-                action::EMAIL_VERIFIED,
-            )
-            .ip(&ip)
-            .user_agent(&user_agent)
-            .detail(serde_json::json!({ "email": link.email })),
-        );
-    }
+    state.audit.record(
+        AuditEvent::new(
+            Some(&owner.account_id),
+            Actor::owner(&owner.id),
+            action::EMAIL_VERIFIED,
+        )
+        .ip(&ip)
+        .user_agent(&user_agent)
+        .detail(serde_json::json!({ "email": link.email })),
+    );
     let page = NoticePage::new(
         "Email address confirmed",
         vec![format!("{} is confirmed. Thank you.", link.email)],

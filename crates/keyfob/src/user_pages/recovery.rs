@@ -18,9 +18,8 @@ use super::page::{UserForm, UserLayout, UserPageError, content_security_policy, 
 use super::request::AuthorizeParams;
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::dashboard::page::PageError;
-use crate::passwords::check_new_password;
 use crate::state::AppState;
-use crate::web::recovery::{self, ResetRequest};
+use crate::web::recovery::{self, ResetOutcome, ResetRequest};
 use crate::web::{ClientIp, USER_PAGES, UserLogin};
 
 /// `?done=` of the login page after a reset.
@@ -285,45 +284,25 @@ pub async fn reset(
     UserForm(form): UserForm<ResetForm>,
 ) -> Result<Response, UserPageError> {
     USER_PAGES.check_form_token(&state, &jar, &form.csrf)?;
-    let link = match recovery::token_hash(&form.token) {
-        Some(hash) => state
-            .store
-            .find_email_link(&hash, LinkPurpose::Reset, Timestamp::now())
-            .await?
-            .map(|link| (hash, link)),
-        None => None,
-    };
-    let Some((hash, link)) = link else {
-        return dead_link("").show(StatusCode::NOT_FOUND);
-    };
-    let refuse = |error: String| ResetPage {
-        layout: UserLayout::anonymous(),
-        csrf: form.csrf.clone(),
-        token: form.token.clone(),
-        email: link.email.clone(),
-        error: Some(error),
-    };
-    let csp = content_security_policy(None);
-    if form.password != form.confirm {
-        let again = refuse("The two passwords do not match.".into());
-        return page(StatusCode::BAD_REQUEST, &again, csp);
-    }
-    if let Err(err) = check_new_password(&form.password) {
-        let again = refuse(super::capitalized(&err.to_string()));
-        return page(StatusCode::BAD_REQUEST, &again, csp);
-    }
-    let password_hash = state
-        .passwords
-        .hash(form.password)
-        .await
-        .map_err(|e| PageError::Internal(e.into()))?;
-    let Some(link) = state
-        .store
-        .use_reset_link(&hash, &password_hash, Timestamp::now())
-        .await?
-    else {
-        return dead_link("").show(StatusCode::NOT_FOUND);
-    };
+    let link =
+        match recovery::reset_password(&state, &form.token, form.password, &form.confirm).await? {
+            ResetOutcome::Done(link) => link,
+            ResetOutcome::DeadLink => return dead_link("").show(StatusCode::NOT_FOUND),
+            ResetOutcome::Refused { email, message } => {
+                let again = ResetPage {
+                    layout: UserLayout::anonymous(),
+                    csrf: form.csrf,
+                    token: form.token,
+                    email,
+                    error: Some(message),
+                };
+                return page(
+                    StatusCode::BAD_REQUEST,
+                    &again,
+                    content_security_policy(None),
+                );
+            }
+        };
     let request = link.next.clone().unwrap_or_default();
     if let Some(user) = state
         .store

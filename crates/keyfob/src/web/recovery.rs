@@ -279,6 +279,65 @@ pub fn send_password_changed<T: LoginSubject>(state: &AppState, subject: &T) {
     });
 }
 
+/// What became of a reset form.
+pub enum ResetOutcome {
+    /// The link does not work (unknown, used, expired, superseded): nothing changed.
+    DeadLink,
+    /// The passwords were refused; the form is shown again for `email` with `message`, and the
+    /// link still works.
+    Refused { email: String, message: String },
+    /// The new password is set and every login (and session) of the person ended; the link is
+    /// used up.
+    Done(EmailLinkRow),
+}
+
+/// Sets a new password with a reset link: the link must work, the two passwords match and pass
+/// the password policy; then the hash, computed off the async threads, is written by the one
+/// statement that uses the link (`Store::use_reset_link`). The same for owners and end users.
+pub async fn reset_password(
+    state: &AppState,
+    token: &str,
+    password: String,
+    confirm: &str,
+) -> Result<ResetOutcome, PageError> {
+    let Some(hash) = token_hash(token) else {
+        return Ok(ResetOutcome::DeadLink);
+    };
+    let now = Timestamp::now();
+    let Some(link) = state
+        .store
+        .find_email_link(&hash, LinkPurpose::Reset, now)
+        .await?
+    else {
+        return Ok(ResetOutcome::DeadLink);
+    };
+    let refused = |message: String| ResetOutcome::Refused {
+        email: link.email.clone(),
+        message,
+    };
+    if password != confirm {
+        return Ok(refused("The two passwords do not match.".into()));
+    }
+    if let Err(err) = crate::passwords::check_new_password(&password) {
+        return Ok(refused(crate::user_pages::capitalized(&err.to_string())));
+    }
+    let password_hash = state
+        .passwords
+        .hash(password)
+        .await
+        .map_err(|e| PageError::Internal(e.into()))?;
+    Ok(
+        match state
+            .store
+            .use_reset_link(&hash, &password_hash, Timestamp::now())
+            .await?
+        {
+            Some(link) => ResetOutcome::Done(link),
+            None => ResetOutcome::DeadLink,
+        },
+    )
+}
+
 /// The token of a link as the page got it: a link's token is 43 URL-safe base64 characters; any
 /// other value is treated as a link that does not work, without a database read.
 pub fn token_hash(token: &str) -> Option<String> {

@@ -12,22 +12,7 @@ use reqwest::StatusCode;
 use crate::both_backends;
 use crate::dashboard::Browser;
 use crate::helpers::*;
-use crate::mailbox::{SmtpSink, count_to, outbox, outbox_mail};
-
-/// A server on `backend` that sends mail through `sink`, adjusted by `adjust`; `None` when the
-/// backend's half is skipped.
-async fn spawn_sending_to(
-    backend: Backend,
-    smtp_url: &str,
-    adjust: impl FnOnce(&mut keyfob::Config),
-) -> Option<TestApp> {
-    let db = fresh_db(backend).await?;
-    let mut config = test_config(&db);
-    config.smtp_url = Some(keyfob_domain::mail::SmtpUrl::parse(smtp_url).unwrap());
-    config.mail_from = "Acme sign-in <no-reply@acme.example>".into();
-    adjust(&mut config);
-    Some(spawn_with(config, Arc::new(db)).await)
-}
+use crate::mailbox::{SmtpSink, count_to, outbox, outbox_mail, spawn_sending_to};
 
 fn location(response: &reqwest::Response) -> String {
     response.headers()["location"].to_str().unwrap().to_owned()

@@ -358,7 +358,7 @@ macro_rules! smtp_both_backends {
                     let Some(sink) = $crate::mailbox::SmtpSink::start(None).await else {
                         return;
                     };
-                    match $crate::mailbox::spawn_sending_to(backend, &sink.url()).await {
+                    match $crate::mailbox::spawn_sending_to(backend, &sink.url(), |_| {}).await {
                         Some(app) => run(app, sink).await,
                         None => eprintln!("skipped: KEYFOB_TEST_POSTGRES_URL is not set"),
                     }
@@ -378,11 +378,17 @@ macro_rules! smtp_both_backends {
     };
 }
 
-/// A server on `backend` that sends mail through `smtp_url`; `None` when the backend's half is
-/// skipped.
-pub async fn spawn_sending_to(backend: crate::helpers::Backend, smtp_url: &str) -> Option<TestApp> {
+/// A server on `backend` that sends mail through `smtp_url` from `Acme sign-in
+/// <no-reply@acme.example>`, adjusted by `adjust`; `None` when the backend's half is skipped.
+pub async fn spawn_sending_to(
+    backend: crate::helpers::Backend,
+    smtp_url: &str,
+    adjust: impl FnOnce(&mut keyfob::Config),
+) -> Option<TestApp> {
     let db = crate::helpers::fresh_db(backend).await?;
     let mut config = crate::helpers::test_config(&db);
     config.smtp_url = Some(keyfob_domain::mail::SmtpUrl::parse(smtp_url).unwrap());
+    config.mail_from = "Acme sign-in <no-reply@acme.example>".into();
+    adjust(&mut config);
     Some(crate::helpers::spawn_with(config, std::sync::Arc::new(db)).await)
 }
