@@ -4,7 +4,7 @@
 #   bench/run.sh [--postgres] [--no-build] [--records-only]
 #
 # It builds the release binary, makes a throw-away data directory with one account and one API
-# key, starts `keyfob serve` on a free loopback port and runs fourteen scenarios against it:
+# key, starts `keyfob serve` on a free loopback port and runs sixteen scenarios against it:
 #
 #   1. GET /healthz                         the bare HTTP stack: the baseline for the ratios
 #   2. GET /auth/whoami, API key            SHA-256 of the key + in-memory lookup
@@ -27,6 +27,13 @@
 #  14. POST /auth/token, authorization_code with `openid email` granted: scenario 6 plus an
 #                                           id_token (the user read, a second signature); the
 #                                           report gives 14/6 (target: at least 0.80)
+#  15. GET /auth/whoami, restricted API key  scenario 2 with a key limited to deals.read,services.write
+#  16. GET /auth/whoami, rate-limited key   scenario 2 with a key limited to 1000000/s (never
+#                                           reached: the cost of counting and of the RateLimit
+#                                           headers on every answer); target for 15 and 16: 0.80x
+#                                           /healthz, as scenario 2
+#
+# Scenarios 15 and 16 run right after scenario 2 (also with --records-only).
 #
 # Scenarios 9-12 run right after scenario 2, with the API key; the documents have the same shape
 # and size (the plain one keeps the same values in fields that are not sensitive). The report
@@ -225,6 +232,10 @@ printf '%s' "bench-password-$RANDOM$RANDOM" | kf accounts create --email "$EMAIL
     die "keyfob accounts create failed"
 API_KEY=$(kf keys create --account "$EMAIL" --name bench) || die "keyfob keys create failed"
 [[ $API_KEY == kf_* ]] || die "keyfob keys create printed something that is not a key"
+RESTRICTED_KEY=$(kf keys create --account "$EMAIL" --name bench-restricted \
+    --permissions deals.read,services.write) || die "keyfob keys create --permissions failed"
+LIMITED_KEY=$(kf keys create --account "$EMAIL" --name bench-limited --rate-limit 1000000/s) ||
+    die "keyfob keys create --rate-limit failed"
 
 # An application and an end user for the user-session scenarios (6-7).
 REDIRECT_URI="http://localhost:9/cb"
@@ -481,6 +492,8 @@ fi
 
 run_wrk healthz get.lua "$DURATION" KF_PATH=/healthz
 run_wrk whoami_key get.lua "$DURATION" KF_PATH=/auth/whoami KF_BEARER="$API_KEY"
+run_wrk whoami_restricted get.lua "$DURATION" KF_PATH=/auth/whoami KF_BEARER="$RESTRICTED_KEY"
+run_wrk whoami_limited get.lua "$DURATION" KF_PATH=/auth/whoami KF_BEARER="$LIMITED_KEY"
 
 # Scenarios 9-12: records without and with sensitive fields.
 PLAIN_DOC='{"amount":25000,"primaryApplicant":{"name":"Ann Example","reference":"123-45-6789"},"payment":{"reference":"4242424242424242"}}'
@@ -529,6 +542,10 @@ record_rows() {
     row record_read_plain "11. GET /api/plainRecords/{id}" none
     row record_read_vault "12. GET /api/vaultRecords/{id}" none
 }
+key_policy_rows() {
+    row whoami_restricted "15. whoami, restricted key" ratio80
+    row whoami_limited "16. whoami, rate-limited key" ratio80
+}
 record_notes() {
     echo "vault cost: create with sensitive fields / without = $(vault_ratio record_create_vault record_create_plain);"
     echo "  read (masked) with sensitive fields / without = $(vault_ratio record_read_vault record_read_plain)."
@@ -540,13 +557,14 @@ if ((RECORDS_ONLY)); then
     report_header
     row healthz "1. GET /healthz" none
     row whoami_key "2. GET /auth/whoami, API key" ratio80
+    key_policy_rows
     record_rows
     echo
     record_notes
     memory_report
     status=0
     ((MEMORY_OK)) || status=1
-    for name in healthz whoami_key record_read_plain record_read_vault record_create_plain record_create_vault; do
+    for name in healthz whoami_key whoami_restricted whoami_limited record_read_plain record_read_vault record_create_plain record_create_vault; do
         if ((${NON2XX[$name]} > 0 || ${ERRORS[$name]} > 0)); then
             echo "WARNING: scenario '$name' had ${NON2XX[$name]} non-2xx answers and ${ERRORS[$name]} socket errors." >&2
             status=1
@@ -686,6 +704,7 @@ row whoami_flood "8. whoami, API key, login flood" none
 record_rows
 row client_credentials "13. POST /auth/token, client_cred." none
 row code_exchange_openid "14. POST /auth/token, code, openid" none
+key_policy_rows
 echo
 echo "vs hz = requests/s relative to GET /healthz in this run; CPU us/req = server CPU time (user +"
 echo "system) per request; other = share of all $NCPU cores used by anything but the server and wrk"
@@ -693,7 +712,7 @@ echo "(other programs, steal); errors = wrk socket errors and timeouts."
 ((USE_POSTGRES)) && echo "With --postgres, PostgreSQL's own CPU time counts as other."
 ALL_SCENARIOS=(healthz whoami_key whoami_jwt whoami_fresh_jwt mint code_exchange refresh whoami_flood
     record_create_plain record_create_vault record_read_plain record_read_vault client_credentials
-    code_exchange_openid)
+    code_exchange_openid whoami_restricted whoami_limited)
 record_notes
 for name in "${ALL_SCENARIOS[@]}"; do
     if [[ -n ${BUSY[$name]} ]]; then

@@ -11,6 +11,9 @@ pub mod action {
     pub const API_KEY_REVOKED: &str = "api_key.revoked";
     /// Every token an API key minted so far was revoked; the key stays live.
     pub const API_KEY_TOKENS_REVOKED: &str = "api_key.tokens_revoked";
+    /// A key was replaced by a new one with the same name, permissions and limit; the old one
+    /// works until the overlap ends (`new_key`, `old_expires` in the detail). Target: the old key.
+    pub const API_KEY_ROLLED: &str = "api_key.rolled";
     /// A token minted with `POST /auth`, or one an application got for itself with the
     /// `client_credentials` grant (actor `app`, `grant_type` in the detail).
     pub const TOKEN_MINTED: &str = "token.minted";
@@ -91,6 +94,7 @@ pub mod action {
         API_KEY_CREATED,
         API_KEY_REVOKED,
         API_KEY_TOKENS_REVOKED,
+        API_KEY_ROLLED,
         TOKEN_MINTED,
         TOKEN_REVOKED,
         OWNER_LOGIN,

@@ -16,6 +16,7 @@ pub mod id_token;
 pub mod identity;
 pub mod ids;
 pub mod input;
+pub mod key_policy;
 pub mod logout;
 pub mod mail;
 pub mod mfa;

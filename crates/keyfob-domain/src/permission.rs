@@ -187,6 +187,39 @@ impl PermissionSet {
         Action::for_method(method).is_some_and(|action| self.allows(resource, action))
     }
 
+    /// Whether holding this set lets its holder hand `permission` on: `All` covers everything; a
+    /// list covers a permission it holds, and a wildcard in it covers the same action on any
+    /// ordinary resource. A requested wildcard is covered only by that wildcard, and a reserved
+    /// capability (`sensitive.read`) only by itself.
+    pub fn covers(&self, permission: &Permission) -> bool {
+        match self {
+            PermissionSet::All => true,
+            PermissionSet::Only(list) => list.iter().any(|held| {
+                held == permission
+                    || (held.is_wildcard()
+                        && !permission.is_wildcard()
+                        && held.grants(permission.resource(), permission.action()))
+            }),
+        }
+    }
+
+    /// What of `requested` this set does not cover (see [`PermissionSet::covers`]), in order.
+    pub fn missing<'a>(&self, requested: &'a PermissionSet) -> Vec<&'a Permission> {
+        match requested {
+            PermissionSet::All => match self {
+                PermissionSet::All => Vec::new(),
+                // A list never covers full access; there is no single permission to name.
+                PermissionSet::Only(_) => Vec::new(),
+            },
+            PermissionSet::Only(list) => list.iter().filter(|p| !self.covers(p)).collect(),
+        }
+    }
+
+    /// Whether this is a list rather than full access.
+    pub fn is_restricted(&self) -> bool {
+        matches!(self, PermissionSet::Only(_))
+    }
+
     /// The permission strings, for claims and listings. `All` lists as `["*"]`.
     pub fn to_strings(&self) -> Vec<String> {
         match self {
@@ -203,6 +236,37 @@ mod tests {
 
     fn p(s: &str) -> Permission {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_restricted_set_covers_only_what_it_holds() {
+        let key = PermissionSet::parse(["deals.read", "*.write", "sensitive.read"]).unwrap();
+        for ok in [
+            "deals.read",
+            "services.write",
+            "deals.write",
+            "sensitive.read",
+            "*.write",
+        ] {
+            assert!(key.covers(&p(ok)), "{ok}");
+        }
+        // A wildcard never covers a reserved capability, nor is a wildcard covered by a list.
+        for no in [
+            "services.read",
+            "*.read",
+            "audit.write",
+            "sensitive.write",
+            "audit.read",
+        ] {
+            assert!(!key.covers(&p(no)), "{no}");
+        }
+        let asked = PermissionSet::parse(["deals.read", "services.read", "audit.write"]).unwrap();
+        let missing: Vec<String> = key.missing(&asked).iter().map(|p| p.to_string()).collect();
+        assert_eq!(missing, ["audit.write", "services.read"]);
+        assert!(PermissionSet::All.missing(&asked).is_empty());
+        assert!(PermissionSet::All.covers(&p("sensitive.read")));
+        assert!(key.is_restricted());
+        assert!(!PermissionSet::All.is_restricted());
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub enum PrincipalKind {
         jti: Jti,
         user_id: Option<UserId>,
         client_id: Option<ClientId>,
+        /// The API key that minted it (`POST /auth`): its rate limit and usage count the token's
+        /// requests too.
+        minted_by: Option<KeyId>,
     },
 }
 
@@ -54,6 +57,14 @@ impl Principal {
         }
     }
 
+    /// The API key behind the caller: the key itself, or the key that minted its token.
+    pub fn key_behind(&self) -> Option<&KeyId> {
+        match &self.kind {
+            PrincipalKind::ApiKey { key_id } => Some(key_id),
+            PrincipalKind::Jwt { minted_by, .. } => minted_by.as_ref(),
+        }
+    }
+
     /// The end user a session token acts for: such a token sees only that user's records.
     pub fn session_user(&self) -> Option<&UserId> {
         match &self.kind {
@@ -76,6 +87,7 @@ mod tests {
                 jti: "j".into(),
                 user_id: user.map(UserId::from),
                 client_id: user.map(|_| ClientId::from("app")),
+                minted_by: None,
             },
             account_id: "a".into(),
             subject: "s".into(),
@@ -102,6 +114,7 @@ mod tests {
             jti: "j".into(),
             user_id: None,
             client_id: Some(ClientId::from("app")),
+            minted_by: None,
         };
         assert!(!app.allows("sensitive", Action::Read));
         assert!(app.allows("deals", Action::Read));

@@ -40,7 +40,12 @@ pub struct TokenQuery {
     /// Only tokens carrying exactly this permission.
     pub permission: Option<Permission>,
     pub status: Option<TokenStatus>,
+    /// Only tokens whose name or metadata contains this text.
+    pub text: Option<String>,
 }
+
+/// The longest text a token search may look for, in characters.
+pub const MAX_SEARCH_LEN: usize = 100;
 
 impl Default for TokenQuery {
     fn default() -> Self {
@@ -50,6 +55,7 @@ impl Default for TokenQuery {
             key: None,
             permission: None,
             status: None,
+            text: None,
         }
     }
 }
@@ -67,6 +73,8 @@ pub enum TokenQueryError {
     Permission(String),
     #[error("`status` must be live, revoked or expired")]
     Status,
+    #[error("`q` must be at most {MAX_SEARCH_LEN} characters, without control characters")]
+    Text,
     #[error("`{0}` is not a known query parameter")]
     Unknown(String),
     #[error("`{0}` is given more than once")]
@@ -90,6 +98,7 @@ impl TokenQuery {
                 "key" => "key",
                 "permission" => "permission",
                 "status" => "status",
+                "q" => "q",
                 other => return Err(TokenQueryError::Unknown(other.chars().take(80).collect())),
             };
             if seen.contains(&name) {
@@ -124,6 +133,13 @@ impl TokenQuery {
                         "expired" => TokenStatus::Expired,
                         _ => return Err(TokenQueryError::Status),
                     });
+                }
+                "q" => {
+                    if value.chars().count() > MAX_SEARCH_LEN || value.chars().any(char::is_control)
+                    {
+                        return Err(TokenQueryError::Text);
+                    }
+                    query.text = Some(value.to_owned());
                 }
                 _ => unreachable!("every name is matched above"),
             }

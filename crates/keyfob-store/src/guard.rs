@@ -310,8 +310,39 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
-    async fn touch_api_keys(&self, uses: &[(KeyId, Timestamp)]) -> Result<()> {
+    async fn touch_api_keys(&self, uses: &[KeyUse]) -> Result<()> {
         self.breaker.run(self.inner.touch_api_keys(uses)).await
+    }
+
+    async fn roll_api_key(
+        &self,
+        account_id: Option<&AccountId>,
+        old: &KeyId,
+        new: &ApiKeyRow,
+        old_expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool> {
+        self.breaker
+            .run(
+                self.inner
+                    .roll_api_key(account_id, old, new, old_expires_at, now),
+            )
+            .await
+    }
+
+    async fn add_key_usage(&self, rows: &[UsageRow]) -> Result<()> {
+        self.breaker.run(self.inner.add_key_usage(rows)).await
+    }
+
+    async fn key_usage(
+        &self,
+        account_id: &AccountId,
+        key_id: Option<&KeyId>,
+        from_day: i64,
+    ) -> Result<Vec<UsageRow>> {
+        self.breaker
+            .run(self.inner.key_usage(account_id, key_id, from_day))
+            .await
     }
 
     async fn insert_tokens(&self, tokens: &[TokenRow]) -> Result<()> {

@@ -73,8 +73,29 @@ pub trait Store: MfaStore + PasskeyStore + Send + Sync + 'static {
         id: &KeyId,
         at: Timestamp,
     ) -> Result<bool>;
-    /// Records last-used times in one transaction; never called per request.
-    async fn touch_api_keys(&self, uses: &[(KeyId, Timestamp)]) -> Result<()>;
+    /// Records last-used times (and addresses) in one transaction; never called per request.
+    async fn touch_api_keys(&self, uses: &[KeyUse]) -> Result<()>;
+    /// Rolls a live key (of `account_id`, when given): inserts `new` and makes the old key expire
+    /// at `old_expires_at` (or earlier, if it already expired sooner), logging both changes, in
+    /// one transaction. `false` (and nothing written) when there was no such live key at `now`.
+    async fn roll_api_key(
+        &self,
+        account_id: Option<&AccountId>,
+        old: &KeyId,
+        new: &ApiKeyRow,
+        old_expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool>;
+    /// Adds request counts to each key's day, in one transaction; never called per request.
+    async fn add_key_usage(&self, rows: &[UsageRow]) -> Result<()>;
+    /// The counts of an account's keys (or of one of them) from day `from_day` on, by key, day
+    /// and via.
+    async fn key_usage(
+        &self,
+        account_id: &AccountId,
+        key_id: Option<&KeyId>,
+        from_day: i64,
+    ) -> Result<Vec<UsageRow>>;
 
     // Minted tokens.
     /// Records tokens in one transaction.

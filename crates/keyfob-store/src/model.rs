@@ -57,6 +57,107 @@ pub struct ApiKeyRow {
     /// Tokens the key minted at or before this instant are refused ("revoke all tokens of this
     /// key"); the key itself stays live.
     pub tokens_revoked_before: Option<Timestamp>,
+    /// What the key may do; `None` for the guide's full-access key.
+    pub permissions: Option<Permissions>,
+    /// From this instant the key, and every token it minted, is refused (its lifetime ended, or
+    /// the overlap after it was rolled).
+    pub expires_at: Option<Timestamp>,
+    /// At most this many requests per [`ApiKeyRow::rate_limit_window_secs`], made with the key
+    /// or with tokens it minted.
+    pub rate_limit_requests: Option<i64>,
+    pub rate_limit_window_secs: Option<i64>,
+    /// The key this one replaced when that one was rolled.
+    pub rolled_from: Option<KeyId>,
+    /// The client address of the last use written so far.
+    pub last_used_ip: Option<String>,
+}
+
+impl ApiKeyRow {
+    /// The permission set the key holds.
+    pub fn permission_set(&self) -> keyfob_domain::PermissionSet {
+        match &self.permissions {
+            None => keyfob_domain::PermissionSet::All,
+            Some(list) => keyfob_domain::PermissionSet::only(list.0.clone()),
+        }
+    }
+
+    /// The key's rate limit, when it has one (both columns set and in range).
+    pub fn rate_limit(&self) -> Option<keyfob_domain::key_policy::RateLimit> {
+        let requests = u32::try_from(self.rate_limit_requests?).ok()?;
+        let secs = u64::try_from(self.rate_limit_window_secs?).ok()?;
+        (requests > 0 && secs > 0).then(|| keyfob_domain::key_policy::RateLimit {
+            requests,
+            window: std::time::Duration::from_secs(secs),
+        })
+    }
+
+    /// Whether it no longer works at `now`: revoked, or past its expiry.
+    pub fn is_dead(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_some() || self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// One key's requests on one UTC day, as [`crate::Store::add_key_usage`] adds them up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromRow)]
+pub struct UsageCounts {
+    pub ok: i64,
+    pub client_errors: i64,
+    pub limited: i64,
+    pub server_errors: i64,
+}
+
+impl UsageCounts {
+    pub fn total(&self) -> i64 {
+        self.ok + self.client_errors + self.limited + self.server_errors
+    }
+
+    pub fn add(&mut self, other: &UsageCounts) {
+        self.ok += other.ok;
+        self.client_errors += other.client_errors;
+        self.limited += other.limited;
+        self.server_errors += other.server_errors;
+    }
+}
+
+/// Requests made with an API key itself or with the tokens it minted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UsageVia {
+    Key,
+    Token,
+}
+
+impl UsageVia {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageVia::Key => "key",
+            UsageVia::Token => "token",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<UsageVia> {
+        match name {
+            "key" => Some(UsageVia::Key),
+            "token" => Some(UsageVia::Token),
+            _ => None,
+        }
+    }
+}
+
+/// One row of `api_key_usage`: a key's counts on a day (days since 1970-01-01, UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub key_id: KeyId,
+    pub day: i64,
+    pub via: UsageVia,
+    pub counts: UsageCounts,
+}
+
+/// The last use of a key, as the batch writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUse {
+    pub key_id: KeyId,
+    pub at: Timestamp,
+    pub ip: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -71,6 +172,10 @@ pub struct TokenRow {
     /// When it was revoked: by itself, by its API key's revocation, or by revoking all of its
     /// key's tokens, whichever came first. Read from the token and its key together.
     pub revoked_at: Option<Timestamp>,
+    /// The name given at minting, if any.
+    pub name: Option<String>,
+    /// The metadata object given at minting, if any.
+    pub metadata: Option<JsonText<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// Which tokens of an account to list, newest first.
@@ -83,6 +188,8 @@ pub struct TokenFilter<'a> {
     pub permission: Option<&'a str>,
     /// Only tokens in this state at `now`.
     pub status: Option<TokenStatus>,
+    /// Only tokens whose name or metadata contains this text (case-insensitive for ASCII).
+    pub text: Option<&'a str>,
     /// To tell live from expired.
     pub now: Timestamp,
     pub limit: u32,

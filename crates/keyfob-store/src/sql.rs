@@ -108,10 +108,14 @@ pub(crate) const CODE_COLUMNS: &str = "code_hash, client_id, user_id, grant_id, 
 /// A token's columns and the tables they are read from: its own row and the key that minted it,
 /// so that `revoked_at` also says when the key, or all of its tokens, were revoked.
 pub(crate) const TOKEN_FROM: &str = "t.jti, t.account_id, t.api_key_id, t.subject, t.permissions, \
-     t.issued_at, t.expires_at, CASE WHEN t.revoked_at IS NOT NULL THEN t.revoked_at \
+     t.issued_at, t.expires_at, t.name, t.metadata, CASE WHEN t.revoked_at IS NOT NULL THEN t.revoked_at \
      WHEN k.tokens_revoked_before IS NOT NULL AND t.issued_at <= k.tokens_revoked_before \
      THEN k.tokens_revoked_before ELSE k.revoked_at END AS revoked_at \
      FROM tokens t LEFT JOIN api_keys k ON k.id = t.api_key_id";
+
+pub(crate) const API_KEY_COLUMNS: &str = "id, account_id, name, prefix, key_hash, created_at, \
+     last_used_at, revoked_at, tokens_revoked_before, permissions, expires_at, rate_limit_requests, \
+     rate_limit_window_secs, rolled_from, last_used_ip";
 
 pub(crate) const OWNER_COLUMNS: &str =
     "id, account_id, email, password_hash, created_at, email_verified_at";
@@ -300,6 +304,29 @@ where
             .bind(at)
             .execute(&mut **tx)
             .await?;
+        Ok(())
+    }
+
+    /// Inserts an API key's row in `tx`.
+    async fn insert_api_key_in(tx: &mut Transaction<'_, DB>, key: &ApiKeyRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, account_id, name, prefix, key_hash, created_at, permissions, \
+             expires_at, rate_limit_requests, rate_limit_window_secs, rolled_from) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&key.id)
+        .bind(&key.account_id)
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&key.key_hash)
+        .bind(key.created_at)
+        .bind(key.permissions.as_ref().map(Permissions::to_json))
+        .bind(key.expires_at)
+        .bind(key.rate_limit_requests)
+        .bind(key.rate_limit_window_secs)
+        .bind(key.rolled_from.as_deref())
+        .execute(&mut **tx)
+        .await?;
         Ok(())
     }
 
@@ -493,28 +520,114 @@ where
 
     async fn insert_api_key(&self, key: &ApiKeyRow) -> Result<()> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
-        sqlx::query(
-            "INSERT INTO api_keys (id, account_id, name, prefix, key_hash, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&key.id)
-        .bind(&key.account_id)
-        .bind(&key.name)
-        .bind(&key.prefix)
-        .bind(&key.key_hash)
-        .bind(key.created_at)
-        .execute(&mut *tx)
-        .await?;
+        Self::insert_api_key_in(&mut tx, key).await?;
         Self::log_change(&mut tx, ChangeKind::ApiKeyCreated, &key.id, key.created_at).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn find_api_key(&self, id: &KeyId) -> Result<Option<ApiKeyRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, tokens_revoked_before \
-             FROM api_keys WHERE id = $1",
+    async fn roll_api_key(
+        &self,
+        account_id: Option<&AccountId>,
+        old: &KeyId,
+        new: &ApiKeyRow,
+        old_expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let done = sqlx::query(
+            "UPDATE api_keys SET expires_at = CASE \
+                 WHEN expires_at IS NULL OR expires_at > $1 THEN $1 ELSE expires_at END \
+             WHERE id = $2 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3) \
+             AND ($4 IS NULL OR account_id = $4)",
         )
+        .bind(old_expires_at)
+        .bind(old)
+        .bind(now)
+        .bind(account_id.map(AccountId::as_str))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if !done {
+            return Ok(false);
+        }
+        Self::insert_api_key_in(&mut tx, new).await?;
+        Self::log_change(&mut tx, ChangeKind::ApiKeyChanged, old, now).await?;
+        Self::log_change(&mut tx, ChangeKind::ApiKeyCreated, &new.id, new.created_at).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn add_key_usage(&self, rows: &[UsageRow]) -> Result<()> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        for row in rows {
+            sqlx::query(
+                "INSERT INTO api_key_usage (key_id, day, via, ok, client_errors, limited, server_errors) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (key_id, day, via) DO UPDATE SET \
+                 ok = api_key_usage.ok + excluded.ok, \
+                 client_errors = api_key_usage.client_errors + excluded.client_errors, \
+                 limited = api_key_usage.limited + excluded.limited, \
+                 server_errors = api_key_usage.server_errors + excluded.server_errors",
+            )
+            .bind(&row.key_id)
+            .bind(row.day)
+            .bind(row.via.as_str())
+            .bind(row.counts.ok)
+            .bind(row.counts.client_errors)
+            .bind(row.counts.limited)
+            .bind(row.counts.server_errors)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn key_usage(
+        &self,
+        account_id: &AccountId,
+        key_id: Option<&KeyId>,
+        from_day: i64,
+    ) -> Result<Vec<UsageRow>> {
+        let rows: Vec<(KeyId, i64, String, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT u.key_id, u.day, u.via, u.ok, u.client_errors, u.limited, u.server_errors \
+             FROM api_key_usage u JOIN api_keys k ON k.id = u.key_id \
+             WHERE k.account_id = $1 AND ($2 IS NULL OR u.key_id = $2) AND u.day >= $3 \
+             ORDER BY u.key_id, u.day, u.via",
+        )
+        .bind(account_id)
+        .bind(key_id.map(KeyId::as_str))
+        .bind(from_day)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(
+                |(key_id, day, via, ok, client_errors, limited, server_errors)| {
+                    let via = UsageVia::from_name(&via).ok_or_else(|| {
+                        StoreError::Corrupt(format!("api_key_usage.via holds `{via}`"))
+                    })?;
+                    Ok(UsageRow {
+                        key_id,
+                        day,
+                        via,
+                        counts: UsageCounts {
+                            ok,
+                            client_errors,
+                            limited,
+                            server_errors,
+                        },
+                    })
+                },
+            )
+            .collect()
+    }
+
+    async fn find_api_key(&self, id: &KeyId) -> Result<Option<ApiKeyRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1"
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?)
@@ -522,8 +635,7 @@ where
 
     async fn list_api_keys(&self, account_id: &AccountId) -> Result<Vec<ApiKeyRow>> {
         Ok(sqlx::query_as(
-            "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, tokens_revoked_before \
-             FROM api_keys WHERE account_id = $1 ORDER BY created_at DESC, id",
+            &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE account_id = $1 ORDER BY created_at DESC, id"),
         )
         .bind(account_id)
         .fetch_all(&self.pool)
@@ -531,10 +643,9 @@ where
     }
 
     async fn active_api_keys(&self) -> Result<Vec<ApiKeyRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, tokens_revoked_before \
-             FROM api_keys WHERE revoked_at IS NULL",
-        )
+        Ok(sqlx::query_as(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL"
+        ))
         .fetch_all(&self.pool)
         .await?)
     }
@@ -564,15 +675,16 @@ where
         Ok(done)
     }
 
-    async fn touch_api_keys(&self, uses: &[(KeyId, Timestamp)]) -> Result<()> {
+    async fn touch_api_keys(&self, uses: &[KeyUse]) -> Result<()> {
         let mut tx = self.pool.begin_with(DB::BEGIN).await?;
-        for (id, at) in uses {
+        for KeyUse { key_id, at, ip } in uses {
             sqlx::query(
-                "UPDATE api_keys SET last_used_at = $1 \
+                "UPDATE api_keys SET last_used_at = $1, last_used_ip = COALESCE($3, last_used_ip) \
                  WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
             )
             .bind(*at)
-            .bind(id)
+            .bind(key_id)
+            .bind(ip.as_deref())
             .execute(&mut *tx)
             .await?;
         }
@@ -586,7 +698,8 @@ where
         }
         // One multi-row statement: a round trip per batch, not per token.
         let mut insert = QueryBuilder::<DB>::new(
-            "INSERT INTO tokens (jti, account_id, api_key_id, subject, permissions, issued_at, expires_at) ",
+            "INSERT INTO tokens (jti, account_id, api_key_id, subject, permissions, issued_at, \
+             expires_at, name, metadata) ",
         );
         insert.push_values(tokens, |mut row, t| {
             row.push_bind(&t.jti)
@@ -595,7 +708,13 @@ where
                 .push_bind(&t.subject)
                 .push_bind(&t.permissions)
                 .push_bind(t.issued_at)
-                .push_bind(t.expires_at);
+                .push_bind(t.expires_at)
+                .push_bind(t.name.as_deref())
+                .push_bind(
+                    t.metadata
+                        .as_ref()
+                        .map(|m| serde_json::Value::Object(m.0.clone()).to_string()),
+                );
         });
         DB::execute_built(&mut insert, &self.pool).await?;
         Ok(())
@@ -660,7 +779,9 @@ where
              AND ($4 IS NULL \
                   OR ($4 = 'live' AND revoked_at IS NULL AND expires_at > $5) \
                   OR ($4 = 'revoked' AND revoked_at IS NOT NULL) \
-                  OR ($4 = 'expired' AND revoked_at IS NULL AND expires_at <= $5))";
+                  OR ($4 = 'expired' AND revoked_at IS NULL AND expires_at <= $5)) \
+             AND ($6 IS NULL OR LOWER(COALESCE(name, '') || ' ' || COALESCE(metadata, '')) \
+                  LIKE $6 ESCAPE '\\')";
         let inner = format!("(SELECT {} WHERE t.account_id = $1) AS v", TOKEN_FROM);
         let pattern = f.permission.map(|p| {
             let escaped = p
@@ -670,23 +791,36 @@ where
             format!("%\"{escaped}\"%")
         });
         let status = f.status.map(TokenStatus::as_str);
+        // Searched in lower case; the stored metadata is JSON text, so a search for a value
+        // finds it wherever it sits.
+        let text = f.text.map(|t| {
+            let escaped = t
+                .to_ascii_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
         let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {inner} WHERE {WHERE}"))
             .bind(f.account_id)
             .bind(f.api_key_id.map(KeyId::as_str))
             .bind(pattern.as_deref())
             .bind(status)
             .bind(f.now)
+            .bind(text.as_deref())
             .fetch_one(&self.pool)
             .await?;
         let rows = sqlx::query_as(&format!(
-            "SELECT jti, account_id, api_key_id, subject, permissions, issued_at, expires_at, revoked_at \
-             FROM {inner} WHERE {WHERE} ORDER BY issued_at DESC, jti DESC LIMIT $6 OFFSET $7"
+            "SELECT jti, account_id, api_key_id, subject, permissions, issued_at, expires_at, name, \
+             metadata, revoked_at \
+             FROM {inner} WHERE {WHERE} ORDER BY issued_at DESC, jti DESC LIMIT $7 OFFSET $8"
         ))
         .bind(f.account_id)
         .bind(f.api_key_id.map(KeyId::as_str))
         .bind(pattern.as_deref())
         .bind(status)
         .bind(f.now)
+        .bind(text.as_deref())
         .bind(i64::from(f.limit))
         .bind(i64::try_from(f.offset).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
@@ -751,10 +885,9 @@ where
     }
 
     async fn find_api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRow>> {
-        Ok(sqlx::query_as(
-            "SELECT id, account_id, name, prefix, key_hash, created_at, last_used_at, revoked_at, tokens_revoked_before \
-             FROM api_keys WHERE key_hash = $1",
-        )
+        Ok(sqlx::query_as(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"
+        ))
         .bind(key_hash)
         .fetch_optional(&self.pool)
         .await?)

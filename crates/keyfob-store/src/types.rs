@@ -188,6 +188,8 @@ where
 pub enum ChangeKind {
     ApiKeyCreated,
     ApiKeyRevoked,
+    /// A key's expiry changed (it was rolled): reload its row.
+    ApiKeyChanged,
     /// Every token an API key minted so far was revoked (the key stays live).
     ApiKeyTokensRevoked,
     TokenRevoked,
@@ -202,9 +204,10 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
-    const KNOWN: [ChangeKind; 7] = [
+    const KNOWN: [ChangeKind; 8] = [
         ChangeKind::ApiKeyCreated,
         ChangeKind::ApiKeyRevoked,
+        ChangeKind::ApiKeyChanged,
         ChangeKind::ApiKeyTokensRevoked,
         ChangeKind::TokenRevoked,
         ChangeKind::SigningKeysChanged,
@@ -217,6 +220,7 @@ impl ChangeKind {
         match self {
             ChangeKind::ApiKeyCreated => "api_key.created",
             ChangeKind::ApiKeyRevoked => "api_key.revoked",
+            ChangeKind::ApiKeyChanged => "api_key.changed",
             ChangeKind::ApiKeyTokensRevoked => "api_key.tokens_revoked",
             ChangeKind::TokenRevoked => "token.revoked",
             ChangeKind::SigningKeysChanged => "signing_keys.changed",

@@ -135,10 +135,10 @@ contract! {
         let a = db.key(&account, ts(T0)).await;
         let b = db.key(&account, ts(T0)).await;
 
-        db.touch_api_keys(&[(a.id.clone(), ts(T0 + 500)), (b.id.clone(), ts(T0 + 10))])
+        db.touch_api_keys(&[use_of(&a.id, T0 + 500, Some("10.0.0.1")), use_of(&b.id, T0 + 10, None)])
             .await
             .unwrap();
-        db.touch_api_keys(&[(a.id.clone(), ts(T0 + 100)), ("gone".into(), ts(T0 + 1))])
+        db.touch_api_keys(&[use_of(&a.id, T0 + 100, Some("10.0.0.2")), use_of(&"gone".into(), T0 + 1, None)])
             .await
             .unwrap();
         db.touch_api_keys(&[]).await.unwrap();
@@ -151,12 +151,21 @@ contract! {
             Some(ts(T0 + 10))
         );
 
-        db.touch_api_keys(&[(b.id.clone(), ts(T0 + 900))])
+        db.touch_api_keys(&[use_of(&b.id, T0 + 900, Some("10.0.0.3"))])
             .await
             .unwrap();
         assert_eq!(
             db.find_api_key(&b.id).await.unwrap().unwrap().last_used_at,
             Some(ts(T0 + 900))
+        );
+        // The address of the use kept: the latest, never an older one.
+        assert_eq!(
+            db.find_api_key(&a.id).await.unwrap().unwrap().last_used_ip.as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(
+            db.find_api_key(&b.id).await.unwrap().unwrap().last_used_ip.as_deref(),
+            Some("10.0.0.3")
         );
         // Last-used times are not changes other nodes must load.
         assert_eq!(db.feed().await.len(), 2);
@@ -307,5 +316,89 @@ contract! {
         assert!(matches!(err, StoreError::Database(_)), "{err:?}");
         assert_eq!(db.find_api_key(&key.id).await.unwrap(), None);
         assert!(db.feed().await.is_empty());
+    }
+
+    async fn a_key_keeps_its_permissions_expiry_and_rate_limit(db) {
+        let account = db.account().await;
+        let mut row = key_row(&account, ts(T0));
+        row.permissions = Some(json(r#"["deals.read","sensitive.read"]"#));
+        row.expires_at = Some(ts(T0 + 90 * DAY));
+        row.rate_limit_requests = Some(600);
+        row.rate_limit_window_secs = Some(60);
+        db.insert_api_key(&row).await.unwrap();
+        let read = db.find_api_key(&row.id).await.unwrap().unwrap();
+        assert_eq!(read, row);
+        assert_eq!(read.rate_limit().unwrap().to_string(), "600/min");
+        assert!(read.permission_set().is_restricted());
+        assert!(!read.is_dead(ts(T0 + 90 * DAY - 1)));
+        assert!(read.is_dead(ts(T0 + 90 * DAY)));
+        // An expired key is still loaded by the nodes (its tokens are refused as expired).
+        assert!(db.active_api_keys().await.unwrap().iter().any(|k| k.id == row.id));
+    }
+
+    async fn rolling_a_key_adds_the_new_one_and_ends_the_old_after_the_overlap(db) {
+        let account = db.account().await;
+        let old = db.key(&account, ts(T0)).await;
+        let mut new = key_row(&account, ts(T0 + 100));
+        new.rolled_from = Some(old.id.clone());
+        let feed_before = db.feed().await.len();
+        // Not another account's key.
+        assert!(!db.roll_api_key(Some(&db.account().await), &old.id, &new, ts(T0 + HOUR), ts(T0 + 100)).await.unwrap());
+        assert_eq!(db.find_api_key(&new.id).await.unwrap(), None);
+        assert!(db.roll_api_key(Some(&account), &old.id, &new, ts(T0 + HOUR), ts(T0 + 100)).await.unwrap());
+        assert_eq!(db.find_api_key(&old.id).await.unwrap().unwrap().expires_at, Some(ts(T0 + HOUR)));
+        assert_eq!(db.find_api_key(&new.id).await.unwrap().unwrap(), new);
+        let feed = db.feed().await;
+        assert_eq!(
+            feed[feed_before..],
+            [
+                ("api_key.changed".to_owned(), old.id.to_string()),
+                (API_KEY_CREATED.to_owned(), new.id.to_string()),
+            ]
+        );
+        // A later overlap never lengthens the old key's life; a key that expired cannot roll.
+        let newer = key_row(&account, ts(T0 + 200));
+        assert!(db.roll_api_key(None, &old.id, &newer, ts(T0 + 2 * HOUR), ts(T0 + 200)).await.unwrap());
+        assert_eq!(db.find_api_key(&old.id).await.unwrap().unwrap().expires_at, Some(ts(T0 + HOUR)));
+        let again = key_row(&account, ts(T0 + HOUR));
+        assert!(!db.roll_api_key(None, &old.id, &again, ts(T0 + 2 * HOUR), ts(T0 + HOUR)).await.unwrap());
+        assert_eq!(db.find_api_key(&again.id).await.unwrap(), None);
+        // Nor can a revoked key.
+        db.revoke_api_key(None, &new.id, ts(T0 + 300)).await.unwrap();
+        let spare = key_row(&account, ts(T0 + 400));
+        assert!(!db.roll_api_key(None, &new.id, &spare, ts(T0 + HOUR), ts(T0 + 400)).await.unwrap());
+    }
+
+    async fn usage_adds_up_per_key_day_and_way_in(db) {
+        use keyfob_store::{UsageCounts, UsageRow, UsageVia};
+        let account = db.account().await;
+        let key = db.key(&account, ts(T0)).await;
+        let other = db.key(&db.account().await, ts(T0)).await;
+        let row = |key_id: &keyfob_store::KeyId, day, via, ok, limited| UsageRow {
+            key_id: key_id.clone(),
+            day,
+            via,
+            counts: UsageCounts { ok, client_errors: 1, limited, server_errors: 0 },
+        };
+        db.add_key_usage(&[
+            row(&key.id, 10, UsageVia::Key, 5, 0),
+            row(&key.id, 10, UsageVia::Token, 2, 0),
+            row(&key.id, 11, UsageVia::Key, 1, 3),
+            row(&other.id, 11, UsageVia::Key, 9, 9),
+        ])
+        .await
+        .unwrap();
+        db.add_key_usage(&[row(&key.id, 10, UsageVia::Key, 4, 1)]).await.unwrap();
+        db.add_key_usage(&[]).await.unwrap();
+        let rows = db.key_usage(&account, None, 10).await.unwrap();
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert_eq!(rows[0], row(&key.id, 10, UsageVia::Key, 9, 1).with_client_errors(2));
+        assert_eq!(rows[1].via, UsageVia::Token);
+        assert_eq!(rows[2].counts.limited, 3);
+        // From a day on, of one key, never another account's.
+        assert_eq!(db.key_usage(&account, Some(&key.id), 11).await.unwrap().len(), 1);
+        assert!(db.key_usage(&account, Some(&other.id), 0).await.unwrap().is_empty());
+        // Usage is no change other nodes must load.
+        assert!(!db.feed().await.iter().any(|(kind, _)| kind.contains("usage")));
     }
 }

@@ -91,7 +91,7 @@ contract! {
         );
         assert!(!db.retire_signing_key(&"no-kid".into(), ts(T0), None).await.unwrap());
         db.insert_tokens(&[]).await.unwrap();
-        db.touch_api_keys(&[("no-key".into(), ts(T0))]).await.unwrap();
+        db.touch_api_keys(&[use_of(&"no-key".into(), T0, None)]).await.unwrap();
         // Writes other nodes need not load: records, users, grants, sessions.
         db.insert_record(&keyfob_store::RecordRow {
             id: id("rec"),

@@ -45,6 +45,7 @@ contract! {
             api_key_id: None,
             permission: None,
             status: None,
+            text: None,
             now: ts(T0),
             limit: 10,
             offset: 0,

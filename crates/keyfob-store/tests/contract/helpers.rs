@@ -17,6 +17,8 @@ pub use keyfob_store::Timestamp;
 /// An instant the tests count from (Unix ms); every time in a test is `ts(T0 + something)`.
 pub const T0: i64 = 1_700_000_000_000;
 pub const MINUTE: i64 = 60_000;
+pub const HOUR: i64 = 60 * MINUTE;
+pub const DAY: i64 = 24 * HOUR;
 
 /// The instant `ms` Unix milliseconds.
 pub fn ts(ms: i64) -> Timestamp {
@@ -252,6 +254,27 @@ impl TestStore {
     }
 }
 
+/// A use of `key_id` at `at` (ms) from `ip`, as the batch writes it.
+pub fn use_of(key_id: &keyfob_store::KeyId, at: i64, ip: Option<&str>) -> keyfob_store::KeyUse {
+    keyfob_store::KeyUse {
+        key_id: key_id.clone(),
+        at: ts(at),
+        ip: ip.map(Into::into),
+    }
+}
+
+/// Test-only: the same row with another count of client errors.
+pub trait WithClientErrors {
+    fn with_client_errors(self, n: i64) -> Self;
+}
+
+impl WithClientErrors for keyfob_store::UsageRow {
+    fn with_client_errors(mut self, n: i64) -> Self {
+        self.counts.client_errors = n;
+        self
+    }
+}
+
 pub fn key_row(account_id: &str, created_at: Timestamp) -> ApiKeyRow {
     let key_id: String = id("key");
     ApiKeyRow {
@@ -264,6 +287,12 @@ pub fn key_row(account_id: &str, created_at: Timestamp) -> ApiKeyRow {
         last_used_at: None,
         revoked_at: None,
         tokens_revoked_before: None,
+        permissions: None,
+        expires_at: None,
+        rate_limit_requests: None,
+        rate_limit_window_secs: None,
+        rolled_from: None,
+        last_used_ip: None,
     }
 }
 
@@ -297,6 +326,8 @@ pub fn token_row(account_id: &str, key_id: Option<&str>, issued_at: Timestamp) -
         issued_at,
         expires_at: ts(issued_at.unix_ms() + 10 * MINUTE),
         revoked_at: None,
+        name: None,
+        metadata: None,
     }
 }
 

@@ -16,6 +16,7 @@ fn filter(account_id: &AccountId) -> TokenFilter<'_> {
         api_key_id: None,
         permission: None,
         status: None,
+        text: None,
         now: ts(T0 + 5 * MINUTE),
         limit: 100,
         offset: 0,
@@ -298,5 +299,30 @@ contract! {
             .filter(|(kind, _)| kind == TOKEN_REVOKED)
             .collect();
         assert_eq!(logged, [(TOKEN_REVOKED.to_owned(), token.jti.to_string())]);
+    }
+
+    async fn token_pages_find_a_name_or_metadata(db) {
+        let account = db.account().await;
+        let key = db.key(&account, ts(T0)).await;
+        let mut named = token_row(&account, Some(&key.id), ts(T0 + 1));
+        named.name = Some("Nightly Export".into());
+        let mut tagged = token_row(&account, Some(&key.id), ts(T0 + 2));
+        let meta = serde_json::json!({"customer": "acme_corp", "ticket": 42});
+        tagged.metadata = Some(keyfob_store::JsonText(meta.as_object().unwrap().clone()));
+        let plain = token_row(&account, Some(&key.id), ts(T0 + 3));
+        db.insert_tokens(&[named.clone(), tagged.clone(), plain.clone()]).await.unwrap();
+        let search = |text: &'static str| TokenFilter { text: Some(text), ..filter(&account) };
+        assert_eq!(list(&db, search("nightly")).await, [named.jti.to_string()]);
+        assert_eq!(list(&db, search("ACME_")).await, [tagged.jti.to_string()]);
+        assert_eq!(list(&db, search("42")).await, [tagged.jti.to_string()]);
+        // `_` and `%` are text, not patterns.
+        assert!(list(&db, search("acme%corp")).await.is_empty());
+        assert!(list(&db, search("acme_c_rp")).await.is_empty());
+        assert!(list(&db, search("nothing")).await.is_empty());
+        // The name and metadata read back as written.
+        let (rows, _) = db.list_tokens_page(&search("export")).await.unwrap();
+        assert_eq!(rows[0].name.as_deref(), Some("Nightly Export"));
+        let found = db.find_token(&tagged.jti).await.unwrap().unwrap();
+        assert_eq!(found.metadata.unwrap().0["ticket"], 42);
     }
 }

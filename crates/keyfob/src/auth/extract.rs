@@ -6,12 +6,13 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use keyfob_domain::ids::UserId;
+use keyfob_domain::ids::{KeyId, UserId};
 use keyfob_domain::secret::constant_time_eq;
 use keyfob_domain::time::Timestamp;
-use keyfob_domain::{Action, Credential, PermissionSet, Principal, PrincipalKind};
+use keyfob_domain::{Action, Credential, Principal, PrincipalKind};
 
 use super::KeyCutoffReason;
+use super::meter::MeterSlot;
 use crate::http::error::ApiError;
 use crate::state::AppState;
 
@@ -39,11 +40,14 @@ impl FromRequestParts<AppState> for Auth {
             .ok_or_else(|| ApiError::Unauthorized("the Authorization header is missing".into()))?
             .to_str()
             .map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?;
-        authenticate_reading_through(state, header).await.map(Auth)
+        let principal = authenticate_reading_through(state, header).await?;
+        super::meter::admit(state, parts.extensions.get::<MeterSlot>(), &principal)?;
+        Ok(Auth(principal))
     }
 }
 
 const UNKNOWN_KEY: &str = "the API key is unknown or revoked";
+const EXPIRED_KEY: &str = "the API key has expired";
 
 /// Why memory alone did not verify a credential.
 enum Miss {
@@ -71,7 +75,7 @@ pub async fn authenticate_reading_through(
             let entry = super::lookup::look_up_key(state, &hash)
                 .await?
                 .ok_or_else(|| ApiError::Unauthorized(UNKNOWN_KEY.into()))?;
-            Ok(key_principal(state, entry, Timestamp::now()))
+            key_principal(&entry, Timestamp::now())
         }
     }
 }
@@ -84,15 +88,19 @@ pub fn authenticate(state: &AppState, header: &str) -> Result<Principal, ApiErro
     })
 }
 
-fn key_principal(state: &AppState, entry: super::KeyEntry, now: Timestamp) -> Principal {
-    state.index.note_use(&entry.id, now);
-    Principal {
-        subject: entry.id.to_string(),
-        kind: PrincipalKind::ApiKey { key_id: entry.id },
-        account_id: entry.account_id,
-        permissions: PermissionSet::All,
-        expires_at: None,
+fn key_principal(entry: &super::KeyEntry, now: Timestamp) -> Result<Principal, ApiError> {
+    if entry.is_expired(now) {
+        return Err(ApiError::Unauthorized(EXPIRED_KEY.into()));
     }
+    Ok(Principal {
+        subject: entry.id.to_string(),
+        kind: PrincipalKind::ApiKey {
+            key_id: entry.id.clone(),
+        },
+        account_id: entry.account_id.clone(),
+        permissions: entry.permissions.clone(),
+        expires_at: entry.expires_at,
+    })
 }
 
 fn from_memory(state: &AppState, header: &str) -> Result<Principal, Miss> {
@@ -107,7 +115,7 @@ fn from_memory(state: &AppState, header: &str) -> Result<Principal, Miss> {
                 .key_by_hash(&hash)
                 .filter(|entry| constant_time_eq(&entry.key_hash, &hash))
             {
-                Some(entry) => Ok(key_principal(state, entry, now)),
+                Some(entry) => Ok(key_principal(&entry, now)?),
                 None => Err(Miss::UnknownKey(hash)),
             }
         }
@@ -124,8 +132,20 @@ fn from_memory(state: &AppState, header: &str) -> Result<Principal, Miss> {
             {
                 return Err(ApiError::Unauthorized("the token has been revoked".into()).into());
             }
-            // A token minted by an API key dies with the key, or with "revoke all its tokens".
-            if let Some(key_id) = claims.minting_key()
+            // A token minted by an API key dies with the key (revoked or expired), or with
+            // "revoke all its tokens".
+            let minted_by = claims.minting_key();
+            if let Some(key_id) = minted_by
+                && state
+                    .index
+                    .key_by_id(key_id)
+                    .is_some_and(|key| key.is_expired(now))
+            {
+                return Err(Miss::Refused(ApiError::Unauthorized(
+                    "the token was minted by an API key that has expired".into(),
+                )));
+            }
+            if let Some(key_id) = minted_by
                 && let Some(reason) = state.index.key_cutoff(key_id, || claims.issued_at())
             {
                 return Err(Miss::Refused(ApiError::Unauthorized(
@@ -148,6 +168,7 @@ fn from_memory(state: &AppState, header: &str) -> Result<Principal, Miss> {
                         .as_ref()
                         .map(|_| UserId::from(claims.sub.as_str())),
                     client_id: claims.application(),
+                    minted_by: minted_by.map(KeyId::from),
                 },
                 account_id: claims.account_id.clone(),
                 subject: claims.sub.clone(),

@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use keyfob_store::{
     AccountId, ApiKeyRow, AppRow, ClientId, FamilyId, Jti, KeyId, Strings, TokenCutoff,
 };
 
+use keyfob_domain::PermissionSet;
+use keyfob_domain::key_policy::RateLimit;
 use keyfob_domain::time::Timestamp;
 
 use super::lookup::KeyLookups;
@@ -20,6 +22,18 @@ pub struct KeyEntry {
     pub id: KeyId,
     pub account_id: AccountId,
     pub key_hash: String,
+    /// What it may do: the whole account, or a list.
+    pub permissions: PermissionSet,
+    /// From when it, and every token it minted, is refused.
+    pub expires_at: Option<Timestamp>,
+    /// Its limit across the cluster, as configured (each node enforces its share).
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl KeyEntry {
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
 }
 
 impl From<&ApiKeyRow> for KeyEntry {
@@ -28,6 +42,9 @@ impl From<&ApiKeyRow> for KeyEntry {
             id: row.id.clone(),
             account_id: row.account_id.clone(),
             key_hash: row.key_hash.clone(),
+            permissions: row.permission_set(),
+            expires_at: row.expires_at,
+            rate_limit: row.rate_limit(),
         }
     }
 }
@@ -43,7 +60,10 @@ pub enum KeyCutoffReason {
 
 pub struct AuthIndex {
     /// Live keys by SHA-256 hash.
-    keys_by_hash: RwLock<HashMap<String, KeyEntry>>,
+    keys_by_hash: RwLock<HashMap<String, Arc<KeyEntry>>>,
+    /// The same keys by id, for the tokens they minted (expiry, rate limit). Expired keys stay
+    /// in both maps until revoked, so that what they minted is refused as expired.
+    keys_by_id: RwLock<HashMap<KeyId, Arc<KeyEntry>>>,
     /// Counts every removal of keys, so that a read-through that started before one does not put
     /// back a key revoked meanwhile.
     key_removals: AtomicU64,
@@ -63,8 +83,10 @@ pub struct AuthIndex {
     /// Applications by `client_id`, filled on first use: the token endpoint reads one per request.
     /// An `app.changed` entry in the change feed drops the entry; a full reload drops them all.
     apps: RwLock<HashMap<ClientId, AppRow>>,
-    /// API key id → last use, written in batches.
-    uses: Mutex<HashMap<KeyId, Timestamp>>,
+    /// Per-key rate-limit budgets.
+    pub budgets: super::limits::KeyBudgets,
+    /// Requests per key and day, and each key's last use, written in batches.
+    pub usage: super::usage::UsageTally,
 }
 
 impl AuthIndex {
@@ -72,6 +94,7 @@ impl AuthIndex {
     pub fn new(lookups_per_second: u32) -> AuthIndex {
         AuthIndex {
             keys_by_hash: RwLock::default(),
+            keys_by_id: RwLock::default(),
             key_removals: AtomicU64::new(0),
             cutoffs: RwLock::default(),
             lookups: KeyLookups::new(lookups_per_second),
@@ -79,15 +102,25 @@ impl AuthIndex {
             revoked_sessions: RwLock::default(),
             origins: RwLock::default(),
             apps: RwLock::default(),
-            uses: Mutex::default(),
+            budgets: super::limits::KeyBudgets::default(),
+            usage: super::usage::UsageTally::default(),
         }
     }
 
-    pub fn key_by_hash(&self, hash: &str) -> Option<KeyEntry> {
+    pub fn key_by_hash(&self, hash: &str) -> Option<Arc<KeyEntry>> {
         self.keys_by_hash
             .read()
             .expect("index lock poisoned")
             .get(hash)
+            .cloned()
+    }
+
+    /// A key the index holds (live or expired, not revoked) by its id.
+    pub fn key_by_id(&self, id: &str) -> Option<Arc<KeyEntry>> {
+        self.keys_by_id
+            .read()
+            .expect("index lock poisoned")
+            .get(id)
             .cloned()
     }
 
@@ -99,10 +132,13 @@ impl AuthIndex {
         // A key created after its hash was looked up in vain (it cannot be guessed, but the rule
         // is simple): the negative answer must not outlive it.
         self.lookups.forget(&row.key_hash);
-        self.keys_by_hash
+        let entry = Arc::new(KeyEntry::from(row));
+        let mut keys = self.keys_by_hash.write().expect("index lock poisoned");
+        keys.insert(row.key_hash.clone(), entry.clone());
+        self.keys_by_id
             .write()
             .expect("index lock poisoned")
-            .insert(row.key_hash.clone(), KeyEntry::from(row));
+            .insert(row.id.clone(), entry);
     }
 
     /// How many times keys were removed so far; see [`AuthIndex::add_key_read_through`].
@@ -112,24 +148,38 @@ impl AuthIndex {
 
     /// Adds a key read from the database on an index miss, unless a key was removed since
     /// `removals_before` was read (before the database read): the row may predate a revocation
-    /// that this node has already applied. `false` when it was not added.
-    pub fn add_key_read_through(&self, row: &ApiKeyRow, removals_before: u64) -> bool {
+    /// that this node has already applied. `None` when it was not added.
+    pub fn add_key_read_through(
+        &self,
+        row: &ApiKeyRow,
+        removals_before: u64,
+    ) -> Option<Arc<KeyEntry>> {
         if row.revoked_at.is_some() {
-            return false;
+            return None;
         }
         let mut keys = self.keys_by_hash.write().expect("index lock poisoned");
         // Checked under the write lock that removals also take, so none slips in between.
         if self.key_removals.load(Ordering::SeqCst) != removals_before {
-            return false;
+            return None;
         }
-        keys.insert(row.key_hash.clone(), KeyEntry::from(row));
-        true
+        let entry = Arc::new(KeyEntry::from(row));
+        keys.insert(row.key_hash.clone(), entry.clone());
+        self.keys_by_id
+            .write()
+            .expect("index lock poisoned")
+            .insert(row.id.clone(), entry.clone());
+        Some(entry)
     }
 
     pub fn remove_key(&self, id: &str) {
         let mut keys = self.keys_by_hash.write().expect("index lock poisoned");
         self.key_removals.fetch_add(1, Ordering::SeqCst);
         keys.retain(|_, entry| entry.id != id);
+        self.keys_by_id
+            .write()
+            .expect("index lock poisoned")
+            .remove(id);
+        self.budgets.forget(id);
     }
 
     /// Refuses every token `key_id` minted up to `before`, remembered until `until`,
@@ -195,17 +245,26 @@ impl AuthIndex {
         self.cutoffs.read().expect("index lock poisoned").len()
     }
 
-    /// Replaces every key at once (start-up and periodic full reloads).
+    /// Replaces every key at once (start-up and periodic full reloads). Rate-limit budgets of
+    /// keys that remain are kept.
     pub fn replace_keys(&self, rows: &[ApiKeyRow]) {
-        let map = rows
+        let entries: Vec<Arc<KeyEntry>> = rows
             .iter()
             .filter(|r| r.revoked_at.is_none())
-            .map(|r| (r.key_hash.clone(), KeyEntry::from(r)))
+            .map(|r| Arc::new(KeyEntry::from(r)))
             .collect();
+        let by_hash = entries
+            .iter()
+            .map(|e| (e.key_hash.clone(), e.clone()))
+            .collect();
+        let by_id: HashMap<KeyId, Arc<KeyEntry>> =
+            entries.into_iter().map(|e| (e.id.clone(), e)).collect();
         let mut keys = self.keys_by_hash.write().expect("index lock poisoned");
         // It may drop keys: a read-through in flight must not put one back.
         self.key_removals.fetch_add(1, Ordering::SeqCst);
-        *keys = map;
+        *keys = by_hash;
+        self.budgets.retain(|id| by_id.contains_key(id));
+        *self.keys_by_id.write().expect("index lock poisoned") = by_id;
     }
 
     pub fn is_revoked(&self, jti: &str) -> bool {
@@ -281,21 +340,5 @@ impl AuthIndex {
             }
             None => apps.clear(),
         }
-    }
-
-    pub fn note_use(&self, key_id: &KeyId, at: Timestamp) {
-        let mut uses = self.uses.lock().expect("index lock poisoned");
-        match uses.get_mut(key_id) {
-            Some(last) => *last = (*last).max(at),
-            None => {
-                uses.insert(key_id.clone(), at);
-            }
-        }
-    }
-
-    pub fn take_uses(&self) -> Vec<(KeyId, Timestamp)> {
-        std::mem::take(&mut *self.uses.lock().expect("index lock poisoned"))
-            .into_iter()
-            .collect()
     }
 }

@@ -15,6 +15,7 @@
 //! wrong. Only requests the rate limit admits can wait that long; the others are answered at once.
 //! Keys the index knows keep working from memory throughout.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -71,7 +72,7 @@ impl KeyLookups {
 
 /// The live key whose SHA-256 is `hash`, read through to the database; `None` when it is unknown,
 /// revoked, or the lookup budget is spent.
-pub async fn look_up_key(state: &AppState, hash: &str) -> Result<Option<KeyEntry>, ApiError> {
+pub async fn look_up_key(state: &AppState, hash: &str) -> Result<Option<Arc<KeyEntry>>, ApiError> {
     match tokio::time::timeout(LOOKUP_TIMEOUT, look_up(state, hash)).await {
         Ok(result) => result,
         Err(_) => {
@@ -82,7 +83,7 @@ pub async fn look_up_key(state: &AppState, hash: &str) -> Result<Option<KeyEntry
     }
 }
 
-async fn look_up(state: &AppState, hash: &str) -> Result<Option<KeyEntry>, ApiError> {
+async fn look_up(state: &AppState, hash: &str) -> Result<Option<Arc<KeyEntry>>, ApiError> {
     let lookups = &state.index.lookups;
     loop {
         let guard = match lookups.misses.get_value_or_guard_async(hash).await {
@@ -116,8 +117,12 @@ async fn look_up(state: &AppState, hash: &str) -> Result<Option<KeyEntry>, ApiEr
             Some(row) => {
                 metrics::counter!("keyfob_api_key_lookups_total", "result" => "found").increment(1);
                 // Waiters find it in the index once the placeholder is dropped.
-                state.index.add_key_read_through(&row, removals);
-                Ok(Some(KeyEntry::from(&row)))
+                Ok(Some(
+                    state
+                        .index
+                        .add_key_read_through(&row, removals)
+                        .unwrap_or_else(|| Arc::new(KeyEntry::from(&row))),
+                ))
             }
             None => {
                 metrics::counter!("keyfob_api_key_lookups_total", "result" => "unknown")
@@ -129,7 +134,7 @@ async fn look_up(state: &AppState, hash: &str) -> Result<Option<KeyEntry>, ApiEr
     }
 }
 
-fn known(state: &AppState, hash: &str) -> Option<KeyEntry> {
+fn known(state: &AppState, hash: &str) -> Option<Arc<KeyEntry>> {
     state
         .index
         .key_by_hash(hash)

@@ -4,8 +4,11 @@
 
 mod extract;
 mod index;
+pub mod limits;
 mod lookup;
+pub mod meter;
 mod sync;
+pub mod usage;
 
 pub use extract::{Auth, authenticate, authenticate_reading_through};
 pub use index::{AuthIndex, KeyCutoffReason, KeyEntry};

@@ -1,7 +1,7 @@
 //! Keeps a node's in-memory state in step with the database: every `sync_interval` it reads the
 //! change feed's recent entries (keys created or revoked, tokens revoked, signing keys rotated) and
 //! applies the ones it has not seen; every minute it reloads everything, as a safety net; and it
-//! writes API-key last-used times in batches. Nothing here runs on the request path.
+//! writes API-key last-used times and usage counts in batches. Nothing here runs on the request path.
 //!
 //! When the database is unreachable, what is in memory stays as it is (a failed read never
 //! replaces anything), so keys and tokens keep being verified; last-used times wait for the next
@@ -187,7 +187,7 @@ async fn apply_changes(state: &AppState, seen: &mut HashMap<i64, Timestamp>) -> 
 
 async fn apply(state: &AppState, change: &Change) -> anyhow::Result<()> {
     match &change.kind {
-        ChangeKind::ApiKeyCreated => {
+        ChangeKind::ApiKeyCreated | ChangeKind::ApiKeyChanged => {
             if let Some(row) = state
                 .store
                 .find_api_key(&KeyId::from(change.subject.as_str()))
@@ -262,20 +262,28 @@ pub fn note_key_cutoff(state: &AppState, key_id: &KeyId, before: Timestamp, now:
     state.index.refuse_key_tokens(key_id, before, floor, now);
 }
 
+/// Writes the usage counted since the last flush and the keys' last uses. A failed write keeps
+/// them for the next (one entry per key and day, so bounded).
 async fn flush_uses(state: &AppState) {
-    let uses = state.index.take_uses();
-    if uses.is_empty() {
-        return;
+    let (counts, uses) = state.index.usage.take();
+    if !counts.is_empty()
+        && let Err(err) = state.store.add_key_usage(&counts).await
+    {
+        log_flush_failure(&err, counts.len(), "writing API-key usage failed");
+        state.index.usage.put_back_counts(counts);
     }
-    if let Err(err) = state.store.touch_api_keys(&uses).await {
-        if err.is_known_outage() {
-            tracing::debug!(error = %err, count = uses.len(), "writing last-used times failed");
-        } else {
-            tracing::warn!(error = %err, count = uses.len(), "writing last-used times failed");
-        }
-        // Kept for the next flush (one entry per known key, so bounded).
-        for (key_id, at) in uses {
-            state.index.note_use(&key_id, at);
-        }
+    if !uses.is_empty()
+        && let Err(err) = state.store.touch_api_keys(&uses).await
+    {
+        log_flush_failure(&err, uses.len(), "writing last-used times failed");
+        state.index.usage.put_back_uses(uses);
+    }
+}
+
+fn log_flush_failure(err: &keyfob_store::StoreError, count: usize, what: &str) {
+    if err.is_known_outage() {
+        tracing::debug!(error = %err, count, "{what}");
+    } else {
+        tracing::warn!(error = %err, count, "{what}");
     }
 }

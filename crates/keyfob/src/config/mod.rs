@@ -39,6 +39,9 @@ pub struct Config {
     /// moment ago); over it, an unknown key is refused without a read, so random keys cannot
     /// flood the database.
     pub key_lookups_per_second: u32,
+    /// How many nodes share the database: each enforces this share of an API key's rate limit
+    /// (rounded up), so that together they allow about the key's limit.
+    pub rate_limit_nodes: u32,
     pub max_body_bytes: usize,
     /// Failed password checks one client address may make per minute, whatever the email (and
     /// sign-ups per address per minute).
@@ -133,6 +136,7 @@ impl Config {
             password_workers: default_password_workers(),
             sync_interval_ms: 500,
             key_lookups_per_second: 20,
+            rate_limit_nodes: 1,
             max_body_bytes: 64 * 1024,
             login_attempts_per_minute: 10,
             login_attempts_per_email_and_address: 5,

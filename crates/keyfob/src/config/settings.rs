@@ -77,6 +77,9 @@ pub struct Settings {
     /// Most database reads per second for API keys the node does not know yet [default: 20].
     #[arg(long, global = true, env = "KEYFOB_KEY_LOOKUPS_PER_SECOND", value_name = "N")]
     pub key_lookups_per_second: Option<u32>,
+    /// How many nodes serve together: each enforces 1/N of an API key's rate limit [default: 1].
+    #[arg(long, global = true, env = "KEYFOB_RATE_LIMIT_NODES", value_name = "N")]
+    pub rate_limit_nodes: Option<u32>,
     /// Largest request body [default: 65536].
     #[arg(long, global = true, env = "KEYFOB_MAX_BODY_BYTES", value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
@@ -395,6 +398,7 @@ impl Check<'_> {
             password_workers,
             sync_interval_ms,
             key_lookups_per_second,
+            rate_limit_nodes,
             max_body_bytes,
             login_attempts_per_minute,
             login_attempts_per_email_and_address,
@@ -501,6 +505,9 @@ impl Check<'_> {
             self.within("key_lookups_per_second", key_lookups_per_second, AtLeast(1))?
         {
             c.key_lookups_per_second = v;
+        }
+        if let Some(v) = self.within("rate_limit_nodes", rate_limit_nodes, Between(1, 1000))? {
+            c.rate_limit_nodes = v;
         }
         if let Some(v) = self.within("max_body_bytes", max_body_bytes, AtLeast(1))? {
             c.max_body_bytes = v;
@@ -629,6 +636,7 @@ impl Settings {
             password_workers: Some(c.password_workers),
             sync_interval_ms: Some(c.sync_interval_ms),
             key_lookups_per_second: Some(c.key_lookups_per_second),
+            rate_limit_nodes: Some(c.rate_limit_nodes),
             max_body_bytes: Some(c.max_body_bytes),
             login_attempts_per_minute: Some(c.login_attempts_per_minute),
             login_attempts_per_email_and_address: Some(c.login_attempts_per_email_and_address),

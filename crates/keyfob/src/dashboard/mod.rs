@@ -8,6 +8,7 @@
 mod account;
 mod apps;
 mod audit;
+mod charts;
 mod data;
 mod grants;
 mod keys;
@@ -94,6 +95,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         )
         .route("/dashboard/account/settings", post(profile::save_settings))
         .route("/dashboard/keys", get(keys::list).post(keys::create))
+        .route("/dashboard/keys/{id}", get(keys::show))
+        .route("/dashboard/keys/{id}/roll", post(keys::roll))
         .route("/dashboard/keys/{id}/revoke", post(keys::revoke))
         .route(
             "/dashboard/keys/{id}/revoke-tokens",

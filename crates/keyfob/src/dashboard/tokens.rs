@@ -36,6 +36,7 @@ pub struct TokensPage {
     key: String,
     permission: String,
     status: String,
+    q: String,
     /// The key filtered on, when it is live: the page offers to revoke all its tokens.
     revocable_key: Option<KeyChoice>,
     page: u32,
@@ -53,6 +54,9 @@ pub struct KeyChoice {
 
 pub struct TokenView {
     jti: String,
+    /// The name and metadata given at minting.
+    name: Option<String>,
+    metadata: Option<String>,
     permissions: String,
     /// The API key that minted it, by name and prefix, or the application that got it for itself
     /// (`client_credentials`), by `client_id`.
@@ -72,6 +76,10 @@ impl TokenView {
                 None => Some(format!("application {}", row.subject)),
             },
             jti: row.jti.into(),
+            name: row.name,
+            metadata: row
+                .metadata
+                .map(|m| serde_json::Value::Object(m.0).to_string()),
             permissions,
             issued: TimeView::from(row.issued_at),
             expires: TimeView::from(row.expires_at),
@@ -98,7 +106,7 @@ fn value_of(pairs: &[(String, String)], name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// `GET /dashboard/tokens?key=…&permission=…&status=live|revoked|expired&page=N`.
+/// `GET /dashboard/tokens?key=…&permission=…&status=live|revoked|expired&q=…&page=N`.
 #[tracing::instrument(skip_all, fields(account_id = %login.account_id()))]
 pub async fn list(
     login: OwnerLogin,
@@ -134,6 +142,7 @@ pub async fn list(
         key: value_of(&pairs, "key"),
         permission: value_of(&pairs, "permission"),
         status: value_of(&pairs, "status"),
+        q: value_of(&pairs, "q"),
         revocable_key: None,
         page: 1,
         pages: 0,
@@ -169,6 +178,7 @@ pub async fn list(
             api_key_id: query.key.as_ref(),
             permission: permission.as_deref(),
             status: query.status,
+            text: query.text.as_deref(),
             now,
             limit: query.limit,
             offset: query.offset(),
@@ -186,6 +196,7 @@ pub async fn list(
             ),
             ("limit", &query.limit.to_string()),
             ("page", &page.to_string()),
+            ("q", query.text.as_deref().unwrap_or_default()),
         ])
         .ok()
     };

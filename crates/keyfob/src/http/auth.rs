@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use keyfob_domain::claims::Bearer;
 use keyfob_domain::expiry::format_instant;
 use keyfob_domain::{Claims, ExpiryPolicy, PermissionSet, PrincipalKind};
-use keyfob_store::{Jti, Permissions, Timestamp, TokenRow};
+use keyfob_store::{JsonText, Jti, Permissions, Timestamp, TokenRow};
 use serde::{Deserialize, Serialize};
 use time::Duration;
 use utoipa::ToSchema;
@@ -42,6 +42,66 @@ pub struct MintRequest {
     pub expires: Option<String>,
     /// Synonym of `expires`.
     pub expiration: Option<String>,
+    /// A name to find the token by on the dashboard's tokens page (up to 100 characters).
+    #[schema(example = "nightly export")]
+    pub name: Option<serde_json::Value>,
+    /// A small JSON object kept with the token (at most 20 members, 1,024 bytes as JSON), returned
+    /// by introspection and searchable on the tokens page. Not put in the token itself.
+    #[schema(value_type = Option<Object>, example = json!({"customer": "acme", "ticket": 42}))]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// The longest name of a minted token, in characters.
+pub const MAX_TOKEN_NAME_LEN: usize = 100;
+/// The most members a minted token's metadata may have.
+pub const MAX_METADATA_MEMBERS: usize = 20;
+/// The largest a minted token's metadata may be, as compact JSON.
+pub const MAX_METADATA_BYTES: usize = 1024;
+
+/// Reads the optional name, naming what is wrong with it.
+fn parse_name(value: Option<serde_json::Value>) -> ApiResult<Option<String>> {
+    let invalid = |message: String| ApiError::bad_request("invalid_name", message);
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(name)) => {
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > MAX_TOKEN_NAME_LEN {
+                return Err(invalid(format!(
+                    "`name` must be 1 to {MAX_TOKEN_NAME_LEN} characters"
+                )));
+            }
+            if name.chars().any(char::is_control) {
+                return Err(invalid("`name` must not contain control characters".into()));
+            }
+            Ok(Some(name.to_owned()))
+        }
+        Some(_) => Err(invalid("`name` must be a string".into())),
+    }
+}
+
+/// Reads the optional metadata object, naming what is wrong with it.
+fn parse_metadata(
+    value: Option<serde_json::Value>,
+) -> ApiResult<Option<serde_json::Map<String, serde_json::Value>>> {
+    let invalid = |message: String| ApiError::bad_request("invalid_metadata", message);
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Object(map)) => {
+            if map.len() > MAX_METADATA_MEMBERS {
+                return Err(invalid(format!(
+                    "`metadata` may have at most {MAX_METADATA_MEMBERS} members"
+                )));
+            }
+            let size = serde_json::Value::Object(map.clone()).to_string().len();
+            if size > MAX_METADATA_BYTES {
+                return Err(invalid(format!(
+                    "`metadata` is {size} bytes as JSON; at most {MAX_METADATA_BYTES}"
+                )));
+            }
+            Ok(Some(map))
+        }
+        Some(_) => Err(invalid("`metadata` must be a JSON object".into())),
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -95,7 +155,7 @@ fn parse_permissions(value: Option<serde_json::Value>) -> ApiResult<PermissionSe
         (status = 201, description = "Minted", body = MintResponse),
         (status = 400, description = "Bad permissions or expiry", body = ErrorBody),
         (status = 401, description = "Missing or invalid credential", body = ErrorBody),
-        (status = 403, description = "Only an API key can mint", body = ErrorBody),
+        (status = 403, description = "Only an API key can mint, and a restricted key only within its permissions", body = ErrorBody),
         (status = 503, response = Unavailable),
     )
 )]
@@ -111,6 +171,18 @@ pub async fn mint(
         ));
     };
     let permissions = parse_permissions(request.permissions)?;
+    // A restricted key mints only within what it holds.
+    let missing = auth.0.permissions.missing(&permissions);
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        return Err(ApiError::Forbidden(format!(
+            "this API key may not grant {}: it holds only {}",
+            names.join(", "),
+            auth.0.permissions.to_strings().join(", ")
+        )));
+    }
+    let name = parse_name(request.name)?;
+    let metadata = parse_metadata(request.metadata)?;
     let (field, requested) = match (request.expires, request.expiration) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
@@ -129,13 +201,30 @@ pub async fn mint(
     // One instant for `iat`, the `jti` (a UUIDv7 carrying the millisecond, which "revoke all
     // tokens of this key" compares against) and the stored record.
     let issued = Timestamp::now();
-    let expires = policy
+    let mut expires = policy
         .resolve(
             field,
             requested.as_deref(),
             issued.whole_secs().to_date_time(),
         )
         .map_err(|e| ApiError::bad_request("invalid_expires", e.to_string()))?;
+    // A token dies with the key that minted it: it cannot be given a later expiry, and the
+    // default stops at the key's.
+    if let Some(key_expires) = auth.0.expires_at {
+        let key_expires = key_expires.whole_secs().to_date_time();
+        if expires > key_expires {
+            if requested.is_some() {
+                return Err(ApiError::bad_request(
+                    "invalid_expires",
+                    format!(
+                        "`{field}` is after this API key's own expiry, {}: a token cannot outlive the key that mints it",
+                        format_instant(key_expires)
+                    ),
+                ));
+            }
+            expires = key_expires;
+        }
+    }
     let bearer = Bearer::Key {
         account_id: &auth.0.account_id,
         key_id,
@@ -164,6 +253,8 @@ pub async fn mint(
             issued_at: issued,
             expires_at: claims.expires_at(),
             revoked_at: None,
+            name: name.clone(),
+            metadata: metadata.map(JsonText),
         })
         .await?;
     // Queued, not awaited: the token's own record above is what the mint waits for.
@@ -174,7 +265,11 @@ pub async fn mint(
             keyfob_domain::audit::action::TOKEN_MINTED,
         )
         .target(&claims.jti)
-        .detail(serde_json::json!({ "permissions": claims.permissions, "expires": claims.exp })),
+        .detail(serde_json::json!({
+            "permissions": claims.permissions,
+            "expires": claims.exp,
+            "name": name,
+        })),
     );
     Ok((
         StatusCode::CREATED,

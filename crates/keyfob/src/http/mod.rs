@@ -69,14 +69,19 @@ pub fn api() -> Api {
 pub type App = BoxCloneSyncService<Request, Response, Infallible>;
 
 /// The application as a service: [`router`], and around it, once, a default body limit of
-/// `max_body_bytes`, the security headers and the error bodies for the framework's own refusals.
+/// `max_body_bytes`, the security headers, the error bodies for the framework's own refusals, and
+/// the metering of API keys' requests ([`crate::auth::meter`]).
 pub fn app(state: AppState, max_body_bytes: usize) -> App {
-    let router = router(state);
+    let router = router(state.clone());
     BoxCloneSyncService::new(
         ServiceBuilder::new()
             .layer(DefaultBodyLimit::max(max_body_bytes))
             .layer(middleware::from_fn(security_headers))
             .layer(middleware::from_fn(guard::error_bodies))
+            .layer(middleware::from_fn_with_state(
+                state,
+                crate::auth::meter::meter,
+            ))
             .service(router),
     )
 }
@@ -130,6 +135,15 @@ fn cors(index: std::sync::Arc<crate::auth::AuthIndex>) -> CorsLayer {
             Method::DELETE,
         ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        // A page's script may read where its key stands against its rate limit.
+        .expose_headers([
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("ratelimit"),
+            header::HeaderName::from_static("ratelimit-policy"),
+            header::HeaderName::from_static("ratelimit-limit"),
+            header::HeaderName::from_static("ratelimit-remaining"),
+            header::HeaderName::from_static("ratelimit-reset"),
+        ])
         .max_age(std::time::Duration::from_secs(600))
 }
 

@@ -527,6 +527,8 @@ async fn grant_client_credentials(
             issued_at: issued,
             expires_at: claims.expires_at(),
             revoked_at: None,
+            name: None,
+            metadata: None,
         })
         .await
         .map_err(ApiError::from)?;
@@ -788,6 +790,13 @@ pub struct Introspection {
     /// The session, for user-session tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The name given when the token was minted (`POST /auth`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The metadata object given when the token was minted (`POST /auth`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Introspect a token (RFC 7662).
@@ -879,6 +888,14 @@ async fn describe_token(
             PrincipalKind::Jwt { jti, .. } => Some(jti.clone()),
             PrincipalKind::ApiKey { .. } => None,
         };
+        // A minted token's name and metadata live in its record, not in the token.
+        let record = match (&jti, principal.key_behind()) {
+            (Some(jti), Some(_)) => state.store.find_token(jti).await?,
+            _ => None,
+        };
+        let (name, metadata) = record
+            .map(|r| (r.name, r.metadata.map(|m| m.0)))
+            .unwrap_or_default();
         return Ok(Introspection {
             active: true,
             scope: Some(claims.permissions.join(" ")),
@@ -892,6 +909,8 @@ async fn describe_token(
             token_type: Some("access_token".into()),
             account_id: Some(claims.account_id.to_string()),
             sid: claims.sid.clone().map(Into::into),
+            name,
+            metadata,
         });
     }
     Ok(inactive)

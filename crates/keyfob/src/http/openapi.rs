@@ -87,6 +87,25 @@ fn error(builder: ResponseBuilder, schema: &str, description: &str) -> RefOr<Res
         .into()
 }
 
+/// A 429 for an API key's rate limit: when to try again, and where the key stands.
+fn rate_limited() -> ResponseBuilder {
+    let text = |description: &str| {
+        HeaderBuilder::new()
+            .schema(utoipa::openapi::ObjectBuilder::new().schema_type(Type::String))
+            .description(Some(description.to_owned()))
+            .build()
+    };
+    retry_after()
+        .header(
+            "RateLimit-Policy",
+            text("`\"key\";q=<requests>;w=<window seconds>`: the limit this node enforces"),
+        )
+        .header(
+            "RateLimit",
+            text("`\"key\";r=<remaining>;t=<seconds until the budget is full>`"),
+        )
+}
+
 /// A 503 says when to try again.
 fn retry_after() -> ResponseBuilder {
     let header = HeaderBuilder::new()
@@ -107,6 +126,10 @@ error_response! {
     /// Any operation with a JSON body.
     UnsupportedMediaType: ResponseBuilder::new(), "ErrorBody",
         "The body must be sent with `Content-Type: application/json`";
+    /// A request made with an API key (or a token it minted) past the key's rate limit. Every
+    /// answer to such a key carries the `RateLimit` headers.
+    RateLimited: rate_limited(), "ErrorBody",
+        "The API key's rate limit is spent; retry after `Retry-After` seconds";
     /// An operation that needs storage, while storage does not answer.
     Unavailable: retry_after(), "ErrorBody", "Storage is unavailable; retry later";
     /// The OAuth endpoints' bad input.
@@ -187,6 +210,11 @@ impl Modify for SharedErrors {
                     add("401", "Unauthorized");
                     // An API key this node does not know yet is read from storage.
                     add("503", "Unavailable");
+                    // A key's rate limit covers every request made with it or its tokens; the
+                    // userinfo endpoint takes only end users' tokens, which no key limits.
+                    if !path.ends_with("/userinfo") {
+                        add("429", "RateLimited");
+                    }
                 }
                 if has_body {
                     add(

@@ -100,7 +100,8 @@ async fn cli_round_trip(backend: Backend) {
     let ci_line = listing.lines().find(|l| l.contains("\tci\t")).unwrap();
     let key_id = ci_line.split('\t').next().unwrap().to_owned();
     assert!(
-        ci_line.contains(&key[..11]) && ci_line.ends_with("active"),
+        ci_line.contains(&key[..11])
+            && ci_line.ends_with("\tactive\tfull access\tno expiry\tno limit"),
         "{ci_line}"
     );
 

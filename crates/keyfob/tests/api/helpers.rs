@@ -243,13 +243,24 @@ impl TestApp {
 
     /// Makes an API key and waits until the server knows it.
     pub async fn create_key(&self, account_id: &AccountId) -> String {
-        let (_, key) =
-            keyfob::services::keys::create_api_key(self.state.store.as_ref(), account_id, "test")
+        let spec = keyfob::services::keys::KeySpec::full_access("test");
+        self.create_key_with(account_id, &spec).await.1
+    }
+
+    /// Makes an API key as `spec` says (through the same code as the CLI) and waits until the
+    /// server knows it; its id and the key.
+    pub async fn create_key_with(
+        &self,
+        account_id: &AccountId,
+        spec: &keyfob::services::keys::KeySpec,
+    ) -> (keyfob_store::KeyId, String) {
+        let (row, key) =
+            keyfob::services::keys::create_api_key(self.state.store.as_ref(), account_id, spec)
                 .await
                 .expect("key created");
         let key = key.expose().to_owned();
         self.wait_until_status(&key, 200).await;
-        key
+        (row.id, key)
     }
 
     /// An account with one API key.

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use keyfob_domain::ApiKey;
 use keyfob_domain::time::Timestamp;
 
+use keyfob::services::keys::KeySpec;
+
 use crate::helpers::*;
 use crate::revocation::two_nodes_with;
 
@@ -22,10 +24,13 @@ async fn first_request_works_on_every_node(backend: Backend) {
     };
     let account = b.create_account("first@example.com").await;
     // Made through node B's store, as the command line and other nodes do: no index is told.
-    let (row, key) =
-        keyfob::services::keys::create_api_key(b.state.store.as_ref(), &account, "fresh")
-            .await
-            .unwrap();
+    let (row, key) = keyfob::services::keys::create_api_key(
+        b.state.store.as_ref(),
+        &account,
+        &KeySpec::full_access("fresh"),
+    )
+    .await
+    .unwrap();
     let key = key.expose().to_owned();
     assert!(a.state.index.key_by_hash(&row.key_hash).is_none());
     let reads_before = a.state.index.lookups_made();
@@ -48,10 +53,13 @@ async fn first_request_works_on_every_node(backend: Backend) {
             .await
             .unwrap()
     );
-    let (revoked_row, revoked) =
-        keyfob::services::keys::create_api_key(b.state.store.as_ref(), &account, "gone")
-            .await
-            .unwrap();
+    let (revoked_row, revoked) = keyfob::services::keys::create_api_key(
+        b.state.store.as_ref(),
+        &account,
+        &KeySpec::full_access("gone"),
+    )
+    .await
+    .unwrap();
     b.state
         .store
         .revoke_api_key(None, &revoked_row.id, Timestamp::now())
@@ -130,10 +138,13 @@ async fn random_keys_are_bounded(backend: Backend) {
     assert_eq!(app.whoami_status(&good).await, 200);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let account = app.create_account("later@example.com").await;
-    let (_, fresh) =
-        keyfob::services::keys::create_api_key(app.state.store.as_ref(), &account, "later")
-            .await
-            .unwrap();
+    let (_, fresh) = keyfob::services::keys::create_api_key(
+        app.state.store.as_ref(),
+        &account,
+        &KeySpec::full_access("later"),
+    )
+    .await
+    .unwrap();
     assert_eq!(app.whoami_status(fresh.expose()).await, 200);
 }
 
@@ -172,10 +183,13 @@ async fn one_read_per_unknown_key(backend: Backend) {
 
     // Fifty requests at once with one new key: one read, and all of them get in.
     let account = app.create_account("burst@example.com").await;
-    let (_, fresh) =
-        keyfob::services::keys::create_api_key(app.state.store.as_ref(), &account, "burst")
-            .await
-            .unwrap();
+    let (_, fresh) = keyfob::services::keys::create_api_key(
+        app.state.store.as_ref(),
+        &account,
+        &KeySpec::full_access("burst"),
+    )
+    .await
+    .unwrap();
     let fresh = fresh.expose().to_owned();
     let before = app.state.index.lookups_made();
     let mut tasks = Vec::new();
@@ -245,6 +259,12 @@ async fn a_failing_database_does_not_hang_unknown_keys(backend: Backend) {
             last_used_at: None,
             revoked_at: None,
             tokens_revoked_before: None,
+            permissions: None,
+            expires_at: None,
+            rate_limit_requests: None,
+            rate_limit_window_secs: None,
+            rolled_from: None,
+            last_used_ip: None,
         })
         .await
         .unwrap();

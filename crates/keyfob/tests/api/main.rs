@@ -19,6 +19,7 @@ mod error_bodies;
 mod files;
 mod hostile_input;
 mod key_lookup;
+mod key_policies;
 mod key_revocation;
 mod logins;
 mod mail;

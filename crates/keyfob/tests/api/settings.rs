@@ -69,6 +69,7 @@ const TABLE: &[Row] = &[
     number("password_workers", "KEYFOB_PASSWORD_WORKERS", "--password-workers", ["3", "4", "5"]),
     number("sync_interval_ms", "KEYFOB_SYNC_INTERVAL_MS", "--sync-interval-ms", ["100", "200", "300"]),
     number("key_lookups_per_second", "KEYFOB_KEY_LOOKUPS_PER_SECOND", "--key-lookups-per-second", ["30", "40", "50"]),
+    number("rate_limit_nodes", "KEYFOB_RATE_LIMIT_NODES", "--rate-limit-nodes", ["2", "3", "4"]),
     number("max_body_bytes", "KEYFOB_MAX_BODY_BYTES", "--max-body-bytes", ["1000", "2000", "3000"]),
     number("login_attempts_per_minute", "KEYFOB_LOGIN_ATTEMPTS_PER_MINUTE", "--login-attempts-per-minute", ["11", "12", "13"]),
     number("login_attempts_per_email_and_address", "KEYFOB_LOGIN_ATTEMPTS_PER_EMAIL_AND_ADDRESS", "--login-attempts-per-email-and-address", ["6", "7", "8"]),
@@ -241,6 +242,7 @@ const OUT_OF_RANGE: &[(&str, &str, &str)] = &[
     ("password_workers", "0", "must be at least 1"),
     ("sync_interval_ms", "2001", "must be from 50 to 2000"),
     ("key_lookups_per_second", "0", "must be at least 1"),
+    ("rate_limit_nodes", "0", "must be from 1 to 1000"),
     ("max_body_bytes", "0", "must be at least 1"),
     ("login_attempts_per_minute", "0", "must be at least 1"),
     (
