@@ -88,6 +88,26 @@ pub mod action {
     /// signature counter that did not move forward (a cloned authenticator). Actor `anonymous`,
     /// the owner or user the target, `reason` in the detail.
     pub const PASSKEY_FAILED: &str = "passkey.failed";
+    /// An application's settings were edited (the names of the fields changed in the detail).
+    pub const APP_UPDATED: &str = "app.updated";
+    /// An application was given a new client secret (`overlap_secs`, how long the old one still
+    /// works, in the detail; never a secret).
+    pub const APP_SECRET_ROTATED: &str = "app.secret_rotated";
+    /// An application was disabled: refused everywhere, its sessions ended.
+    pub const APP_DISABLED: &str = "app.disabled";
+    /// A disabled application was enabled again.
+    pub const APP_ENABLED: &str = "app.enabled";
+    /// An application was deleted: its sessions ended, its grants revoked, its id never reused.
+    pub const APP_DELETED: &str = "app.deleted";
+    /// The operator disabled an end user: no login, every session ended.
+    pub const USER_DISABLED: &str = "user.disabled";
+    /// The operator enabled a disabled end user again.
+    pub const USER_ENABLED: &str = "user.enabled";
+    /// The operator deleted an end user and everything tied to them.
+    pub const USER_DELETED: &str = "user.deleted";
+    /// An owner removed an end user from the account: every grant of theirs to the account's
+    /// applications revoked and the sessions under them ended (`grants` in the detail).
+    pub const USER_REMOVED_FROM_ACCOUNT: &str = "user.removed_from_account";
 
     /// Every action, for validating filters and listing choices in the dashboard.
     pub const ALL: &[&str] = &[
@@ -132,6 +152,15 @@ pub mod action {
         MFA_RECOVERY_USED,
         MFA_RECOVERY_REGENERATED,
         ACCOUNT_MFA_REQUIRED_CHANGED,
+        APP_UPDATED,
+        APP_SECRET_ROTATED,
+        APP_DISABLED,
+        APP_ENABLED,
+        APP_DELETED,
+        USER_DISABLED,
+        USER_ENABLED,
+        USER_DELETED,
+        USER_REMOVED_FROM_ACCOUNT,
     ];
 }
 

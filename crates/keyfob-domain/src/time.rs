@@ -138,8 +138,57 @@ impl Add<time::Duration> for Timestamp {
     }
 }
 
+/// A span typed by a person: a whole number with a unit, `90s`, `15m`, `24h` or `7d`, or plain
+/// seconds (`0` is no span at all).
+pub fn parse_span(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
+        _ => (text, 's'),
+    };
+    let size = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => {
+            return Err(format!(
+                "`{text}` is not a span such as 90s, 15m, 24h or 7d"
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(size))
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{text}` is not a span such as 90s, 15m, 24h or 7d"))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn spans_are_read_with_their_unit() {
+        use super::parse_span;
+        assert_eq!(parse_span("24h"), Ok(super::secs(86_400)));
+        assert_eq!(parse_span("2s"), Ok(super::secs(2)));
+        assert_eq!(parse_span("15m"), Ok(super::secs(900)));
+        assert_eq!(parse_span("7d"), Ok(super::secs(7 * 86_400)));
+        assert_eq!(parse_span("30"), Ok(super::secs(30)));
+        assert_eq!(parse_span("0"), Ok(super::secs(0)));
+        for bad in [
+            "",
+            "h",
+            "1w",
+            "-1h",
+            "1.5h",
+            "24 h",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_span(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -495,6 +495,93 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.find_user(id)).await
     }
 
+    async fn update_app(
+        &self,
+        account_id: Option<&AccountId>,
+        client_id: &ClientId,
+        edit: &AppEdit,
+        at: Timestamp,
+    ) -> Result<bool> {
+        self.breaker
+            .run(self.inner.update_app(account_id, client_id, edit, at))
+            .await
+    }
+
+    async fn rotate_app_secret(
+        &self,
+        account_id: Option<&AccountId>,
+        client_id: &ClientId,
+        secret_hash: &str,
+        previous_until: Option<Timestamp>,
+        at: Timestamp,
+    ) -> Result<bool> {
+        self.breaker
+            .run(self.inner.rotate_app_secret(
+                account_id,
+                client_id,
+                secret_hash,
+                previous_until,
+                at,
+            ))
+            .await
+    }
+
+    async fn set_app_disabled(
+        &self,
+        account_id: Option<&AccountId>,
+        client_id: &ClientId,
+        disabled: bool,
+        at: Timestamp,
+    ) -> Result<bool> {
+        self.breaker
+            .run(
+                self.inner
+                    .set_app_disabled(account_id, client_id, disabled, at),
+            )
+            .await
+    }
+
+    async fn delete_app(
+        &self,
+        account_id: Option<&AccountId>,
+        client_id: &ClientId,
+        at: Timestamp,
+    ) -> Result<bool> {
+        self.breaker
+            .run(self.inner.delete_app(account_id, client_id, at))
+            .await
+    }
+
+    async fn list_users(&self, filter: &UserFilter<'_>) -> Result<Vec<UserRow>> {
+        self.breaker.run(self.inner.list_users(filter)).await
+    }
+
+    async fn set_user_disabled(
+        &self,
+        user_id: &UserId,
+        disabled: bool,
+        at: Timestamp,
+    ) -> Result<bool> {
+        self.breaker
+            .run(self.inner.set_user_disabled(user_id, disabled, at))
+            .await
+    }
+
+    async fn delete_user(&self, user_id: &UserId, at: Timestamp) -> Result<bool> {
+        self.breaker.run(self.inner.delete_user(user_id, at)).await
+    }
+
+    async fn remove_user_from_account(
+        &self,
+        account_id: &AccountId,
+        user_id: &UserId,
+        at: Timestamp,
+    ) -> Result<u64> {
+        self.breaker
+            .run(self.inner.remove_user_from_account(account_id, user_id, at))
+            .await
+    }
+
     async fn change_user_password(
         &self,
         user_id: &UserId,

@@ -173,6 +173,70 @@ pub trait Store: MfaStore + PasskeyStore + Send + Sync + 'static {
     async fn insert_user(&self, user: &UserRow) -> Result<()>;
     async fn find_user_by_email(&self, email: &str) -> Result<Option<UserRow>>;
     async fn find_user(&self, id: &UserId) -> Result<Option<UserRow>>;
+    /// Replaces what may be edited of a live application (of `account_id`, when given) and logs
+    /// the change, so every node drops its cached copy and reloads CORS origins. `false` when
+    /// there is no such application that is not deleted.
+    async fn update_app(
+        &self,
+        account_id: Option<&AccountId>,
+        client_id: &ClientId,
+        edit: &AppEdit,
+        at: Timestamp,
+    ) -> Result<bool>;
+    /// Gives a confidential application (of `account_id`, when given) a new secret hash; the old
+    /// one stays accepted until `previous_until` (`None`: refused at once). Logs the change.
+    /// `false` when there is no such confidential application that is not deleted.
+    async fn rotate_app_secret(
+        &self,
+        account_id: Option<&AccountId>,
+        client_id: &ClientId,
+        secret_hash: &str,
+        previous_until: Option<Timestamp>,
+        at: Timestamp,
+    ) -> Result<bool>;
+    /// Disables an application (of `account_id`, when given) and ends every session in it,
+    /// logging each; or enables it again. `false` when it was already so, or is deleted or
+    /// unknown.
+    async fn set_app_disabled(
+        &self,
+        account_id: Option<&AccountId>,
+        client_id: &ClientId,
+        disabled: bool,
+        at: Timestamp,
+    ) -> Result<bool>;
+    /// Deletes an application (of `account_id`, when given): its sessions end (logged), its
+    /// grants are revoked, its secrets are forgotten and its row stays, marked deleted, so that
+    /// the `client_id` is never issued again. `false` when it was deleted already or is unknown.
+    async fn delete_app(
+        &self,
+        account_id: Option<&AccountId>,
+        client_id: &ClientId,
+        at: Timestamp,
+    ) -> Result<bool>;
+    /// End users matching `filter`, oldest first.
+    async fn list_users(&self, filter: &UserFilter<'_>) -> Result<Vec<UserRow>>;
+    /// Disables a user, ending every session (logged) and Keyfob login of theirs; or enables
+    /// them again. `false` when they were already so, or are unknown.
+    async fn set_user_disabled(
+        &self,
+        user_id: &UserId,
+        disabled: bool,
+        at: Timestamp,
+    ) -> Result<bool>;
+    /// Deletes a user and everything tied to them, in one transaction: their sessions are ended
+    /// first (logged, so every node refuses their tokens), then their refresh tokens, sessions,
+    /// authorization codes, grants, Keyfob logins, mailed links, second factors, recovery codes,
+    /// passkeys and the records they own are deleted, and the user last. The audit log keeps
+    /// its events (it is append-only). `false` when there is no such user.
+    async fn delete_user(&self, user_id: &UserId, at: Timestamp) -> Result<bool>;
+    /// Revokes every live grant of a user to `account_id`'s applications and ends the sessions
+    /// under them (logged); other accounts' grants are left alone. Returns how many grants.
+    async fn remove_user_from_account(
+        &self,
+        account_id: &AccountId,
+        user_id: &UserId,
+        at: Timestamp,
+    ) -> Result<u64>;
     /// Sets a new password hash and ends every session of the user (refresh families and
     /// Keyfob logins), logging each ended family.
     async fn change_user_password(

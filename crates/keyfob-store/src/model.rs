@@ -5,6 +5,7 @@ use keyfob_domain::ids::{
     AccountId, ClientId, EventId, FamilyId, GrantId, Jti, KeyId, Kid, OwnerId, RecordId, UserId,
 };
 use keyfob_domain::mail::{LinkPurpose, PersonKind};
+use keyfob_domain::secret::constant_time_eq;
 use keyfob_domain::signing::SigningAlg;
 use keyfob_domain::time::Timestamp;
 use sqlx::FromRow;
@@ -331,7 +332,53 @@ pub struct AppRow {
     /// Whether the app may receive tokens in the URL fragment (`response_type=token`).
     pub allow_fragment: bool,
     pub created_at: Timestamp,
+    /// When the app was disabled (or deleted): it is refused everywhere until enabled again.
     pub revoked_at: Option<Timestamp>,
+    /// SHA-256 of the secret a rotation replaced, accepted until `previous_secret_expires_at`.
+    pub previous_secret_hash: Option<String>,
+    pub previous_secret_expires_at: Option<Timestamp>,
+    /// When the app was deleted: never shown, accepted or enabled again; its `client_id` stays
+    /// taken.
+    pub deleted_at: Option<Timestamp>,
+}
+
+impl AppRow {
+    /// Whether `hash` is the SHA-256 of a secret the app accepts at `now`: its secret, or the one
+    /// a rotation replaced while the overlap lasts. Compared in constant time.
+    pub fn accepts_secret_hash(&self, hash: &str, now: Timestamp) -> bool {
+        let current = self
+            .client_secret_hash
+            .as_deref()
+            .is_some_and(|stored| constant_time_eq(stored, hash));
+        let previous = self.previous_secret_hash.as_deref().is_some_and(|stored| {
+            self.previous_secret_expires_at
+                .is_some_and(|until| now < until)
+                && constant_time_eq(stored, hash)
+        });
+        current | previous
+    }
+}
+
+/// What an operator or an owner may change of a registered application; the rest (its id, its
+/// account, whether it is public, its secret) stays as it was registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppEdit {
+    pub name: String,
+    pub redirect_uris: Strings,
+    pub post_logout_redirect_uris: Strings,
+    pub origins: Strings,
+    pub max_permissions: Permissions,
+    pub refresh_idle_secs: Option<i64>,
+    pub refresh_absolute_secs: Option<i64>,
+    pub allow_fragment: bool,
+}
+
+/// Which end users to list, by email, oldest first.
+#[derive(Debug, Clone, Copy)]
+pub struct UserFilter<'a> {
+    /// Only users whose email contains this text (case-insensitive).
+    pub email_contains: Option<&'a str>,
+    pub limit: u32,
 }
 
 /// An end user of the deployment's one user pool.
@@ -344,6 +391,8 @@ pub struct UserRow {
     pub password_changed_at: Timestamp,
     /// When the user followed a verification link mailed to `email` (or a reset link).
     pub email_verified_at: Option<Timestamp>,
+    /// When an operator disabled the user: no login, no session, until enabled again.
+    pub disabled_at: Option<Timestamp>,
 }
 
 impl std::fmt::Debug for UserRow {

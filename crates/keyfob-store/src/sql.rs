@@ -97,7 +97,8 @@ impl From<RefreshSessionRow> for RefreshSession {
 
 pub(crate) const APP_COLUMNS: &str = "client_id, account_id, name, public, client_secret_hash, \
      redirect_uris, post_logout_redirect_uris, origins, max_permissions, refresh_idle_secs, \
-     refresh_absolute_secs, allow_fragment, created_at, revoked_at";
+     refresh_absolute_secs, allow_fragment, created_at, revoked_at, previous_secret_hash, \
+     previous_secret_expires_at, deleted_at";
 
 pub(crate) const GRANT_COLUMNS: &str =
     "id, user_id, client_id, account_id, permissions, identity, created_at, updated_at, revoked_at";
@@ -121,7 +122,7 @@ pub(crate) const OWNER_COLUMNS: &str =
     "id, account_id, email, password_hash, created_at, email_verified_at";
 
 pub(crate) const USER_COLUMNS: &str =
-    "id, email, password_hash, created_at, password_changed_at, email_verified_at";
+    "id, email, password_hash, created_at, password_changed_at, email_verified_at, disabled_at";
 
 pub(crate) const OWNER_LOGIN_COLUMNS: &str =
     "id_hash, owner_id, account_id, csrf_token, created_at, expires_at, ip, user_agent";
@@ -347,6 +348,50 @@ where
             Self::log_change(tx, ChangeKind::SessionRevoked, id, at).await?;
         }
         Ok(())
+    }
+
+    /// Ends every live session in an application, in `tx`, logging each, and forgets its unused
+    /// authorization codes (so none starts a session should the app be enabled again).
+    async fn end_app_families(
+        tx: &mut Transaction<'_, DB>,
+        client_id: &ClientId,
+        at: Timestamp,
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM auth_codes WHERE client_id = $1 AND used_at IS NULL")
+            .bind(client_id)
+            .execute(&mut **tx)
+            .await?;
+        let ids: Vec<FamilyId> = sqlx::query_scalar(
+            "SELECT id FROM refresh_families WHERE client_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(client_id)
+        .fetch_all(&mut **tx)
+        .await?;
+        Self::end_families(tx, &ids, at).await
+    }
+
+    /// Ends every live session (logged) and Keyfob login of a user, in `tx`, and forgets their
+    /// unused authorization codes (their grants stay, so a code would start a session).
+    async fn end_user_sessions(
+        tx: &mut Transaction<'_, DB>,
+        user_id: &UserId,
+        at: Timestamp,
+    ) -> Result<()> {
+        sqlx::query("DELETE FROM auth_codes WHERE user_id = $1 AND used_at IS NULL")
+            .bind(user_id)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("DELETE FROM user_sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut **tx)
+            .await?;
+        let ids: Vec<FamilyId> = sqlx::query_scalar(
+            "SELECT id FROM refresh_families WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(user_id)
+        .fetch_all(&mut **tx)
+        .await?;
+        Self::end_families(tx, &ids, at).await
     }
 
     /// Uses up a mailed link for `purpose` that is unused and live at `now`, in `tx`.
@@ -1183,7 +1228,8 @@ where
 
     async fn list_apps(&self, account_id: &AccountId) -> Result<Vec<AppRow>> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {} FROM apps WHERE account_id = $1 ORDER BY created_at DESC, client_id",
+            "SELECT {} FROM apps WHERE account_id = $1 AND deleted_at IS NULL \
+             ORDER BY created_at DESC, client_id",
             APP_COLUMNS
         ))
         .bind(account_id)
@@ -1223,6 +1269,264 @@ where
                 .fetch_optional(&self.pool)
                 .await?,
         )
+    }
+
+    async fn update_app(
+        &self,
+        account_id: Option<&AccountId>,
+        client_id: &ClientId,
+        edit: &AppEdit,
+        at: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let done = sqlx::query(
+            "UPDATE apps SET name = $1, redirect_uris = $2, post_logout_redirect_uris = $3, \
+             origins = $4, max_permissions = $5, refresh_idle_secs = $6, \
+             refresh_absolute_secs = $7, allow_fragment = $8 \
+             WHERE client_id = $9 AND deleted_at IS NULL AND ($10 IS NULL OR account_id = $10)",
+        )
+        .bind(&edit.name)
+        .bind(&edit.redirect_uris)
+        .bind(&edit.post_logout_redirect_uris)
+        .bind(&edit.origins)
+        .bind(&edit.max_permissions)
+        .bind(edit.refresh_idle_secs)
+        .bind(edit.refresh_absolute_secs)
+        .bind(edit.allow_fragment)
+        .bind(client_id)
+        .bind(account_id.map(AccountId::as_str))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if done {
+            Self::log_change(&mut tx, ChangeKind::AppChanged, client_id, at).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn rotate_app_secret(
+        &self,
+        account_id: Option<&AccountId>,
+        client_id: &ClientId,
+        secret_hash: &str,
+        previous_until: Option<Timestamp>,
+        at: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        // Every right-hand side reads the row as it was, so the old secret moves to `previous`.
+        let done = sqlx::query(
+            "UPDATE apps SET \
+             previous_secret_hash = CASE WHEN $1 IS NULL THEN NULL ELSE client_secret_hash END, \
+             previous_secret_expires_at = $1, client_secret_hash = $2 \
+             WHERE client_id = $3 AND client_secret_hash IS NOT NULL AND deleted_at IS NULL \
+             AND ($4 IS NULL OR account_id = $4)",
+        )
+        .bind(previous_until)
+        .bind(secret_hash)
+        .bind(client_id)
+        .bind(account_id.map(AccountId::as_str))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if done {
+            Self::log_change(&mut tx, ChangeKind::AppChanged, client_id, at).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn set_app_disabled(
+        &self,
+        account_id: Option<&AccountId>,
+        client_id: &ClientId,
+        disabled: bool,
+        at: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let sql = if disabled {
+            "UPDATE apps SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL \
+             AND deleted_at IS NULL AND ($3 IS NULL OR account_id = $3)"
+        } else {
+            "UPDATE apps SET revoked_at = NULL WHERE client_id = $2 AND revoked_at IS NOT NULL \
+             AND deleted_at IS NULL AND ($3 IS NULL OR account_id = $3) AND $1 IS NOT NULL"
+        };
+        let done = sqlx::query(sql)
+            .bind(at)
+            .bind(client_id)
+            .bind(account_id.map(AccountId::as_str))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if done {
+            if disabled {
+                Self::end_app_families(&mut tx, client_id, at).await?;
+            }
+            Self::log_change(&mut tx, ChangeKind::AppChanged, client_id, at).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn delete_app(
+        &self,
+        account_id: Option<&AccountId>,
+        client_id: &ClientId,
+        at: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let done = sqlx::query(
+            "UPDATE apps SET deleted_at = $1, revoked_at = COALESCE(revoked_at, $1), \
+             client_secret_hash = NULL, previous_secret_hash = NULL, \
+             previous_secret_expires_at = NULL \
+             WHERE client_id = $2 AND deleted_at IS NULL AND ($3 IS NULL OR account_id = $3)",
+        )
+        .bind(at)
+        .bind(client_id)
+        .bind(account_id.map(AccountId::as_str))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if done {
+            Self::end_app_families(&mut tx, client_id, at).await?;
+            sqlx::query(
+                "UPDATE grants SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(at)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await?;
+            Self::log_change(&mut tx, ChangeKind::AppChanged, client_id, at).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn list_users(&self, filter: &UserFilter<'_>) -> Result<Vec<UserRow>> {
+        // `LIKE` with its wildcards escaped, so the text is matched as typed.
+        let pattern = filter.email_contains.map(|text| {
+            let escaped = text
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
+        Ok(sqlx::query_as(&format!(
+            "SELECT {USER_COLUMNS} FROM users \
+             WHERE ($1 IS NULL OR LOWER(email) LIKE $1 ESCAPE '\\') \
+             ORDER BY created_at, id LIMIT $2"
+        ))
+        .bind(pattern)
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn set_user_disabled(
+        &self,
+        user_id: &UserId,
+        disabled: bool,
+        at: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let sql = if disabled {
+            "UPDATE users SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL"
+        } else {
+            "UPDATE users SET disabled_at = NULL WHERE id = $2 AND disabled_at IS NOT NULL \
+             AND $1 IS NOT NULL"
+        };
+        let done = sqlx::query(sql)
+            .bind(at)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if done && disabled {
+            Self::end_user_sessions(&mut tx, user_id, at).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn delete_user(&self, user_id: &UserId, at: Timestamp) -> Result<bool> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let exists: Option<UserId> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        // Ended first, so the change feed tells every node to refuse their access tokens.
+        Self::end_user_sessions(&mut tx, user_id, at).await?;
+        let user = user_id.as_str();
+        for (sql, value) in [
+            (
+                "DELETE FROM refresh_tokens WHERE family_id IN \
+                 (SELECT id FROM refresh_families WHERE user_id = $1)",
+                user,
+            ),
+            ("DELETE FROM auth_codes WHERE user_id = $1", user),
+            ("DELETE FROM refresh_families WHERE user_id = $1", user),
+            ("DELETE FROM grants WHERE user_id = $1", user),
+            (
+                "DELETE FROM email_tokens WHERE subject_kind = 'user' AND subject_id = $1",
+                user,
+            ),
+            (
+                "DELETE FROM totp_recovery_codes WHERE holder_kind = 'user' AND holder_id = $1",
+                user,
+            ),
+            (
+                "DELETE FROM totp_factors WHERE holder_kind = 'user' AND holder_id = $1",
+                user,
+            ),
+            (
+                "DELETE FROM passkeys WHERE holder_kind = 'user' AND holder_id = $1",
+                user,
+            ),
+            ("DELETE FROM records WHERE owner_user_id = $1", user),
+            ("DELETE FROM users WHERE id = $1", user),
+        ] {
+            sqlx::query(sql).bind(value).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn remove_user_from_account(
+        &self,
+        account_id: &AccountId,
+        user_id: &UserId,
+        at: Timestamp,
+    ) -> Result<u64> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let grants: Vec<GrantId> = sqlx::query_scalar(
+            "UPDATE grants SET revoked_at = $1 \
+             WHERE user_id = $2 AND account_id = $3 AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(at)
+        .bind(user_id)
+        .bind(account_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let ids: Vec<FamilyId> = sqlx::query_scalar(
+            "SELECT f.id FROM refresh_families f JOIN apps a ON a.client_id = f.client_id \
+             WHERE f.user_id = $1 AND a.account_id = $2 AND f.revoked_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(account_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        Self::end_families(&mut tx, &ids, at).await?;
+        tx.commit().await?;
+        Ok(grants.len() as u64)
     }
 
     async fn change_user_password(
@@ -1352,7 +1656,9 @@ where
 
     async fn list_account_grants(&self, account_id: &AccountId) -> Result<Vec<GrantRow>> {
         Ok(sqlx::query_as(&format!(
-            "SELECT {} FROM grants WHERE account_id = $1 ORDER BY updated_at DESC, id",
+            "SELECT {} FROM grants WHERE account_id = $1 \
+             AND client_id NOT IN (SELECT client_id FROM apps WHERE deleted_at IS NOT NULL) \
+             ORDER BY updated_at DESC, id",
             GRANT_COLUMNS
         ))
         .bind(account_id)
@@ -1639,9 +1945,11 @@ where
 
     async fn revoked_families_since(&self, since: Timestamp) -> Result<Vec<(FamilyId, Timestamp)>> {
         Ok(sqlx::query_as(
-            "SELECT id, revoked_at FROM refresh_families WHERE revoked_at IS NOT NULL AND revoked_at > $1",
+            "SELECT id, revoked_at FROM refresh_families WHERE revoked_at IS NOT NULL AND revoked_at > $1 \
+             UNION SELECT subject, created_at FROM changes WHERE kind = $2 AND created_at > $1",
         )
         .bind(since)
+        .bind(ChangeKind::SessionRevoked)
         .fetch_all(&self.pool)
         .await?)
     }

@@ -220,6 +220,7 @@ impl TestStore {
             created_at: ts(T0),
             password_changed_at: ts(T0),
             email_verified_at: None,
+            disabled_at: None,
         };
         self.insert_user(&user).await.unwrap();
         user
@@ -312,6 +313,9 @@ pub fn app_row(account_id: &str) -> AppRow {
         allow_fragment: false,
         created_at: ts(T0),
         revoked_at: None,
+        previous_secret_hash: None,
+        previous_secret_expires_at: None,
+        deleted_at: None,
     }
 }
 

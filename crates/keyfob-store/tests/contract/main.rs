@@ -7,6 +7,7 @@ mod helpers;
 mod accounts;
 mod api_keys;
 mod apps;
+mod apps_users;
 mod audit;
 mod changes;
 mod codes;

@@ -1,10 +1,31 @@
-//! `keyfob apps`: applications that start user sessions.
+//! `keyfob apps`: applications that start user sessions — registered, listed, shown, edited,
+//! given a new secret, disabled, enabled and deleted. Running servers see each change within
+//! their sync interval (the change feed).
 
+use anyhow::Context;
 use clap::Subcommand;
+use keyfob_domain::time::{Timestamp, parse_span};
+use keyfob_store::{AppRow, ClientId};
 
+use crate::audit::Actor;
 use crate::config::Config;
-use crate::services;
+use crate::services::apps::AppChanges;
+use crate::services::{self, Caller, Site};
 use crate::startup::open_storage;
+
+/// A session limit on the command line: seconds, or `none` for no limit.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limit(Option<i64>);
+
+fn limit(text: &str) -> Result<Limit, String> {
+    match text {
+        "none" | "never" => Ok(Limit(None)),
+        _ => text
+            .parse()
+            .map(|secs| Limit(Some(secs)))
+            .map_err(|_| "a whole number of seconds, or `none`".to_owned()),
+    }
+}
 
 #[derive(Subcommand, Debug)]
 pub(super) enum AppsCommand {
@@ -42,27 +63,88 @@ pub(super) enum AppsCommand {
         #[arg(long)]
         allow_fragment: bool,
     },
+    /// One line per application of an account: client id, name, kind, state, created.
+    List {
+        /// The account's id or an owner's email.
+        #[arg(long)]
+        account: String,
+    },
+    /// An application's settings, as JSON (never its secret).
+    Show { client_id: String },
+    /// Change an application's settings by the rules of registration; prints them as JSON. A
+    /// list flag given replaces the whole list (give it once with an empty value to empty it).
+    Update {
+        client_id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Option<Vec<String>>,
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Option<Vec<String>>,
+        #[arg(long = "origin")]
+        origins: Option<Vec<String>>,
+        #[arg(long)]
+        max_permissions: Option<String>,
+        /// Seconds, or `none`.
+        #[arg(long, value_name = "SECS", value_parser = limit)]
+        refresh_idle_secs: Option<Limit>,
+        /// Seconds, or `none`.
+        #[arg(long, alias = "refresh-max-age-secs", value_name = "SECS", value_parser = limit)]
+        refresh_absolute_secs: Option<Limit>,
+        #[arg(long, value_name = "true|false")]
+        allow_fragment: Option<bool>,
+    },
+    /// Give a confidential application a new secret, printed once as JSON; the old one keeps
+    /// working for the overlap (e.g. 24h, 15m, 0 for none), then only the new one does.
+    RotateSecret {
+        client_id: String,
+        #[arg(long, default_value = "24h", value_parser = |s: &str| parse_span(s))]
+        overlap: std::time::Duration,
+    },
+    /// Refuse an application everywhere and end its sessions, until enabled again.
+    Disable { client_id: String },
+    /// Accept a disabled application again (its ended sessions stay ended).
+    Enable { client_id: String },
+    /// Delete an application: its sessions end, its grants are revoked, its client id is never
+    /// issued again.
+    Delete { client_id: String },
+}
+
+/// An application as `show` and `update` print it.
+fn describe(app: &AppRow) -> serde_json::Value {
+    serde_json::json!({
+        "client_id": app.client_id,
+        "account_id": app.account_id,
+        "name": app.name,
+        "public": app.public,
+        "redirect_uris": app.redirect_uris.to_vec(),
+        "post_logout_redirect_uris": app.post_logout_redirect_uris.to_vec(),
+        "origins": app.origins.to_vec(),
+        "max_permissions": app.max_permissions.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "refresh_idle_secs": app.refresh_idle_secs,
+        "refresh_absolute_secs": app.refresh_absolute_secs,
+        "allow_fragment": app.allow_fragment,
+        "created_at": app.created_at.rfc3339(),
+        "disabled_at": app.revoked_at.map(Timestamp::rfc3339),
+        "previous_secret_expires_at": app
+            .previous_secret_expires_at
+            .filter(|until| *until > Timestamp::now())
+            .map(Timestamp::rfc3339),
+    })
+}
+
+/// A list flag as given: empty values dropped, so that one empty value empties the list.
+fn list(values: Option<Vec<String>>) -> Option<Vec<String>> {
+    values.map(|v| v.into_iter().filter(|s| !s.trim().is_empty()).collect())
 }
 
 pub(super) async fn run(config: &Config, command: AppsCommand) -> anyhow::Result<()> {
-    let AppsCommand::Create {
-        account,
-        name,
-        redirect_uris,
-        post_logout_redirect_uris,
-        origins,
-        public,
-        max_permissions,
-        refresh_idle_secs,
-        refresh_max_age_secs,
-        allow_fragment,
-    } = command;
     let (store, _) = open_storage(config).await?;
-    let account = services::accounts::resolve_account(store.as_ref(), &account).await?;
-    let created = services::apps::create_app(
-        store.as_ref(),
-        &account.id,
-        services::apps::NewApp {
+    let site = Site::Cli(store.as_ref());
+    let by = Caller::new(Actor::operator(), "");
+    match command {
+        AppsCommand::Create {
+            account,
             name,
             redirect_uris,
             post_logout_redirect_uris,
@@ -72,13 +154,115 @@ pub(super) async fn run(config: &Config, command: AppsCommand) -> anyhow::Result
             refresh_idle_secs,
             refresh_max_age_secs,
             allow_fragment,
-        },
-    )
-    .await?;
-    let mut out = serde_json::json!({ "client_id": created.app.client_id });
-    if let Some(secret) = created.client_secret {
-        out["client_secret"] = secret.into();
+        } => {
+            let account = services::accounts::resolve_account(store.as_ref(), &account).await?;
+            let created = services::apps::create_app(
+                store.as_ref(),
+                &account.id,
+                services::apps::NewApp {
+                    name,
+                    redirect_uris,
+                    post_logout_redirect_uris,
+                    origins,
+                    public,
+                    max_permissions,
+                    refresh_idle_secs,
+                    refresh_max_age_secs,
+                    allow_fragment,
+                },
+            )
+            .await?;
+            let mut out = serde_json::json!({ "client_id": created.app.client_id });
+            if let Some(secret) = created.client_secret {
+                out["client_secret"] = secret.into();
+            }
+            println!("{out}");
+        }
+        AppsCommand::List { account } => {
+            let account = services::accounts::resolve_account(store.as_ref(), &account).await?;
+            for app in store.list_apps(&account.id).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    app.client_id,
+                    app.name,
+                    if app.public { "public" } else { "confidential" },
+                    if app.revoked_at.is_some() {
+                        "disabled"
+                    } else {
+                        "active"
+                    },
+                    app.created_at.rfc3339(),
+                );
+            }
+        }
+        AppsCommand::Show { client_id } => {
+            let app =
+                services::apps::find(store.as_ref(), None, &ClientId::from(client_id)).await?;
+            println!("{}", serde_json::to_string_pretty(&describe(&app))?);
+        }
+        AppsCommand::Update {
+            client_id,
+            name,
+            redirect_uris,
+            post_logout_redirect_uris,
+            origins,
+            max_permissions,
+            refresh_idle_secs,
+            refresh_absolute_secs,
+            allow_fragment,
+        } => {
+            let changes = AppChanges {
+                name,
+                redirect_uris: list(redirect_uris),
+                post_logout_redirect_uris: list(post_logout_redirect_uris),
+                origins: list(origins),
+                max_permissions,
+                refresh_idle_secs: refresh_idle_secs.map(|l| l.0),
+                refresh_max_age_secs: refresh_absolute_secs.map(|l| l.0),
+                allow_fragment,
+            };
+            let app = services::apps::update(site, None, &ClientId::from(client_id), changes, &by)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&describe(&app))?);
+        }
+        AppsCommand::RotateSecret { client_id, overlap } => {
+            let client_id = ClientId::from(client_id);
+            let secret =
+                services::apps::rotate_secret(site, None, &client_id, overlap, &by).await?;
+            let until = (!overlap.is_zero()).then(|| (Timestamp::now() + overlap).rfc3339());
+            println!(
+                "{}",
+                serde_json::json!({
+                    "client_id": client_id,
+                    "client_secret": secret,
+                    "previous_secret_expires_at": until,
+                })
+            );
+        }
+        AppsCommand::Disable { client_id } => {
+            services::apps::set_disabled(site, None, &ClientId::from(client_id.clone()), true, &by)
+                .await
+                .context("cannot disable the application")?;
+            println!("disabled {client_id}");
+        }
+        AppsCommand::Enable { client_id } => {
+            services::apps::set_disabled(
+                site,
+                None,
+                &ClientId::from(client_id.clone()),
+                false,
+                &by,
+            )
+            .await
+            .context("cannot enable the application")?;
+            println!("enabled {client_id}");
+        }
+        AppsCommand::Delete { client_id } => {
+            services::apps::delete(site, None, &ClientId::from(client_id.clone()), &by)
+                .await
+                .context("cannot delete the application")?;
+            println!("deleted {client_id}");
+        }
     }
-    println!("{out}");
     Ok(())
 }

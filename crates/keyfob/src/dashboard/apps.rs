@@ -1,19 +1,27 @@
 //! The account's applications: list and register (a confidential app's client secret is shown
-//! once, on the page that answers the form).
+//! once, on the page that answers the form); then, on each app's own page, edit (by the rules of
+//! registration), rotate the secret (shown once), disable, enable and delete. Only the account's
+//! own applications: any other `client_id` is not found.
+
+use std::time::Duration;
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
-use keyfob_store::AppRow;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use keyfob_store::{AppRow, ClientId};
 use serde::Deserialize;
 
 use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_status};
+use crate::audit::Actor;
 use crate::services::MAX_NAME_LEN;
-use crate::services::apps::NewApp;
-use crate::services::{self, ServiceError};
+use crate::services::apps::{AppChanges, NewApp};
+use crate::services::{self, Caller, ServiceError, Site};
 use crate::state::AppState;
-use crate::web::OwnerLogin;
+use crate::web::{ClientIp, CsrfForm, OwnerLogin};
+
+/// What the app page says when the `client_id` is not one of the account's live applications.
+const NO_SUCH_APP: &str = "Your account has no application with this client id.";
 
 #[derive(Template)]
 #[template(path = "apps.html")]
@@ -21,6 +29,7 @@ pub struct AppsPage {
     layout: Layout,
     apps: Vec<AppView>,
     error: Option<String>,
+    notice: Option<&'static str>,
     /// What was typed, kept when the form is shown again with an error.
     form: AppForm,
     max_name_len: usize,
@@ -40,7 +49,10 @@ pub struct AppView {
     /// The session limits in words, e.g. "idle 30 days, at most 90 days".
     session_limits: String,
     created: TimeView,
+    /// Disabled: refused everywhere until enabled.
     revoked: bool,
+    /// Until when the secret a rotation replaced still works.
+    previous_secret_until: Option<TimeView>,
 }
 
 /// `86400` → "1 day", `90` → "90 seconds": the largest unit that divides evenly.
@@ -86,6 +98,10 @@ impl From<AppRow> for AppView {
             session_limits: session_limits(row.refresh_idle_secs, row.refresh_absolute_secs),
             created: TimeView::from(row.created_at),
             revoked: row.revoked_at.is_some(),
+            previous_secret_until: row
+                .previous_secret_expires_at
+                .filter(|until| *until > keyfob_store::Timestamp::now())
+                .map(TimeView::from),
             client_id: row.client_id.into(),
             name: row.name,
         }
@@ -161,6 +177,7 @@ async fn apps_page(
         layout: login.layout("apps"),
         apps: apps.into_iter().map(AppView::from).collect(),
         error,
+        notice: None,
         form,
         max_name_len: MAX_NAME_LEN,
     })
@@ -171,12 +188,19 @@ async fn apps_page(
 pub async fn list(
     login: OwnerLogin,
     State(state): State<AppState>,
+    RawQuery(query): RawQuery,
 ) -> Result<Html<String>, PageError> {
     let form = AppForm {
         kind: "confidential".into(),
         ..AppForm::default()
     };
-    render(&apps_page(&state, &login, None, form).await?)
+    let mut page = apps_page(&state, &login, None, form).await?;
+    if query.as_deref() == Some(&format!("done={DELETED}")) {
+        page.notice = Some(
+            "The application is deleted: its users' sessions have ended and its grants are revoked.",
+        );
+    }
+    render(&page)
 }
 
 /// `POST /dashboard/apps`: registers an application (the rules are [`services::apps::create_app`]'s).
@@ -229,4 +253,275 @@ pub async fn create(
         Err(ServiceError::Store(err)) => Err(err.into()),
         Err(err) => Err(PageError::Internal(err.into())),
     }
+}
+
+#[derive(Template)]
+#[template(path = "app.html")]
+pub struct AppPage {
+    layout: Layout,
+    app: AppView,
+    error: Option<String>,
+    notice: Option<&'static str>,
+    /// The edit form, filled with the app's settings or with what was typed.
+    form: AppForm,
+    max_name_len: usize,
+}
+
+#[derive(Template)]
+#[template(path = "app_secret.html")]
+pub struct AppSecretPage {
+    layout: Layout,
+    name: String,
+    client_id: String,
+    client_secret: String,
+    /// Until when the old secret keeps working, if at all.
+    old_until: Option<TimeView>,
+}
+
+/// The rotation form: how long the old secret keeps working, in seconds.
+#[derive(Deserialize, Default)]
+pub struct RotateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    overlap_secs: String,
+}
+
+/// The overlaps the rotation form offers, in seconds: none, an hour, a day, a week.
+pub const OVERLAPS: [u64; 4] = [0, 3_600, 86_400, 7 * 86_400];
+
+const UPDATED: &str = "updated";
+const DISABLED: &str = "disabled";
+const ENABLED: &str = "enabled";
+const DELETED: &str = "deleted";
+
+impl AppForm {
+    /// The edit form filled with `app`'s settings.
+    fn of(app: &AppRow) -> AppForm {
+        AppForm {
+            csrf: String::new(),
+            name: app.name.clone(),
+            redirect_uris: app.redirect_uris.join("\n"),
+            post_logout_redirect_uris: app.post_logout_redirect_uris.join("\n"),
+            origins: app.origins.join("\n"),
+            kind: if app.public { "public" } else { "confidential" }.into(),
+            max_permissions: app
+                .max_permissions
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            refresh_idle_secs: app
+                .refresh_idle_secs
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            refresh_max_age_secs: app
+                .refresh_absolute_secs
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            allow_fragment: app.allow_fragment.then(|| "on".into()),
+        }
+    }
+}
+
+/// One of the account's live applications, or the page that says there is none.
+async fn account_app(
+    state: &AppState,
+    login: &OwnerLogin,
+    client_id: &ClientId,
+) -> Result<AppRow, PageError> {
+    services::apps::find(state.store.as_ref(), Some(login.account_id()), client_id)
+        .await
+        .map_err(|err| PageError::from_service(err, NO_SUCH_APP))
+}
+
+fn app_page(
+    login: &OwnerLogin,
+    app: AppRow,
+    form: Option<AppForm>,
+    error: Option<String>,
+    notice: Option<&'static str>,
+) -> AppPage {
+    let form = form.unwrap_or_else(|| AppForm::of(&app));
+    AppPage {
+        layout: login.layout("apps"),
+        app: AppView::from(app),
+        error,
+        notice,
+        form,
+        max_name_len: MAX_NAME_LEN,
+    }
+}
+
+/// `GET /dashboard/apps/{client_id}`: one application, with its edit form and actions.
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id(), client_id = %client_id))]
+pub async fn show(
+    login: OwnerLogin,
+    State(state): State<AppState>,
+    Path(client_id): Path<ClientId>,
+    RawQuery(query): RawQuery,
+) -> Result<Html<String>, PageError> {
+    let app = account_app(&state, &login, &client_id).await?;
+    let notice = match query.as_deref().and_then(|q| q.strip_prefix("done=")) {
+        Some(UPDATED) => Some("The application's settings are saved."),
+        Some(DISABLED) => Some(
+            "The application is disabled: Keyfob refuses it, and its users' sessions have ended.",
+        ),
+        Some(ENABLED) => Some("The application is enabled again."),
+        _ => None,
+    };
+    render(&app_page(&login, app, None, None, notice))
+}
+
+/// `POST /dashboard/apps/{client_id}`: saves the edit form, by the rules of registration
+/// ([`services::apps::update`]); a form that breaks one is shown again, nothing changed.
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id(), client_id = %client_id))]
+pub async fn update(
+    login: OwnerLogin,
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(client_id): Path<ClientId>,
+    PageForm(form): PageForm<AppForm>,
+) -> Result<Response, PageError> {
+    login.check_csrf(&form.csrf)?;
+    let app = account_app(&state, &login, &client_id).await?;
+    let limits = optional_secs(&form.refresh_idle_secs, "idle limit").and_then(|idle| {
+        Ok((
+            idle,
+            optional_secs(&form.refresh_max_age_secs, "maximum session age")?,
+        ))
+    });
+    let (idle, max_age) = match limits {
+        Ok(limits) => limits,
+        Err(message) => {
+            let page = app_page(&login, app, Some(form), Some(message), None);
+            return render_with_status(StatusCode::BAD_REQUEST, &page);
+        }
+    };
+    let changes = AppChanges {
+        name: Some(form.name.clone()),
+        redirect_uris: Some(lines(&form.redirect_uris)),
+        post_logout_redirect_uris: Some(lines(&form.post_logout_redirect_uris)),
+        origins: Some(lines(&form.origins)),
+        max_permissions: Some(form.max_permissions.clone()),
+        refresh_idle_secs: Some(idle),
+        refresh_max_age_secs: Some(max_age),
+        allow_fragment: Some(form.allow_fragment.is_some()),
+    };
+    let by = Caller::new(Actor::owner(login.owner_id()), &ip);
+    let account = Some(login.account_id());
+    match services::apps::update(Site::Node(&state), account, &client_id, changes, &by).await {
+        Ok(_) => Ok(
+            Redirect::to(&format!("/dashboard/apps/{client_id}?done={UPDATED}")).into_response(),
+        ),
+        Err(ServiceError::Invalid(message)) => {
+            let page = app_page(&login, app, Some(form), Some(message), None);
+            render_with_status(StatusCode::BAD_REQUEST, &page)
+        }
+        Err(err) => Err(PageError::from_service(err, NO_SUCH_APP)),
+    }
+}
+
+/// `POST /dashboard/apps/{client_id}/rotate-secret`: a new secret, shown once; the old one keeps
+/// working for the overlap chosen.
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id(), client_id = %client_id))]
+pub async fn rotate_secret(
+    login: OwnerLogin,
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(client_id): Path<ClientId>,
+    PageForm(form): PageForm<RotateForm>,
+) -> Result<Html<String>, PageError> {
+    login.check_csrf(&form.csrf)?;
+    let app = account_app(&state, &login, &client_id).await?;
+    let overlap = form
+        .overlap_secs
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|secs| OVERLAPS.contains(secs))
+        .map(Duration::from_secs)
+        .ok_or_else(|| {
+            PageError::BadRequest(
+                "choose how long the old secret keeps working: none, an hour, a day or a week"
+                    .into(),
+            )
+        })?;
+    let by = Caller::new(Actor::owner(login.owner_id()), &ip);
+    let account = Some(login.account_id());
+    let secret =
+        services::apps::rotate_secret(Site::Node(&state), account, &client_id, overlap, &by)
+            .await
+            .map_err(|err| PageError::from_service(err, NO_SUCH_APP))?;
+    render(&AppSecretPage {
+        layout: login.layout("apps"),
+        name: app.name,
+        client_id: client_id.into(),
+        client_secret: secret,
+        old_until: (!overlap.is_zero())
+            .then(|| TimeView::from(keyfob_store::Timestamp::now() + overlap)),
+    })
+}
+
+/// `POST /dashboard/apps/{client_id}/disable`.
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id(), client_id = %client_id))]
+pub async fn disable(
+    login: OwnerLogin,
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(client_id): Path<ClientId>,
+    PageForm(form): PageForm<CsrfForm>,
+) -> Result<Redirect, PageError> {
+    set_disabled(login, state, ip, client_id, form, true).await
+}
+
+/// `POST /dashboard/apps/{client_id}/enable`.
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id(), client_id = %client_id))]
+pub async fn enable(
+    login: OwnerLogin,
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(client_id): Path<ClientId>,
+    PageForm(form): PageForm<CsrfForm>,
+) -> Result<Redirect, PageError> {
+    set_disabled(login, state, ip, client_id, form, false).await
+}
+
+async fn set_disabled(
+    login: OwnerLogin,
+    state: AppState,
+    ip: String,
+    client_id: ClientId,
+    form: CsrfForm,
+    disabled: bool,
+) -> Result<Redirect, PageError> {
+    login.check_csrf(&form.csrf)?;
+    let by = Caller::new(Actor::owner(login.owner_id()), &ip);
+    let account = Some(login.account_id());
+    services::apps::set_disabled(Site::Node(&state), account, &client_id, disabled, &by)
+        .await
+        .map_err(|err| PageError::from_service(err, NO_SUCH_APP))?;
+    let done = if disabled { DISABLED } else { ENABLED };
+    Ok(Redirect::to(&format!(
+        "/dashboard/apps/{client_id}?done={done}"
+    )))
+}
+
+/// `POST /dashboard/apps/{client_id}/delete`: the app's sessions end and its grants are revoked;
+/// its client id is never issued again.
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id(), client_id = %client_id))]
+pub async fn delete(
+    login: OwnerLogin,
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(client_id): Path<ClientId>,
+    PageForm(form): PageForm<CsrfForm>,
+) -> Result<Redirect, PageError> {
+    login.check_csrf(&form.csrf)?;
+    let by = Caller::new(Actor::owner(login.owner_id()), &ip);
+    let account = Some(login.account_id());
+    services::apps::delete(Site::Node(&state), account, &client_id, &by)
+        .await
+        .map_err(|err| PageError::from_service(err, NO_SUCH_APP))?;
+    Ok(Redirect::to(&format!("/dashboard/apps?done={DELETED}")))
 }

@@ -103,6 +103,21 @@ pub fn router(state: AppState) -> Router<AppState> {
             post(tokens::revoke_key_tokens),
         )
         .route("/dashboard/apps", get(apps::list).post(apps::create))
+        .route(
+            "/dashboard/apps/{client_id}",
+            get(apps::show).post(apps::update),
+        )
+        .route(
+            "/dashboard/apps/{client_id}/rotate-secret",
+            post(apps::rotate_secret),
+        )
+        .route("/dashboard/apps/{client_id}/disable", post(apps::disable))
+        .route("/dashboard/apps/{client_id}/enable", post(apps::enable))
+        .route("/dashboard/apps/{client_id}/delete", post(apps::delete))
+        .route(
+            "/dashboard/users/{user_id}/remove",
+            post(grants::remove_user),
+        )
         .route("/dashboard/grants", get(grants::list))
         .route("/dashboard/grants/{id}/revoke", post(grants::revoke))
         .route("/dashboard/tokens", get(tokens::list))

@@ -11,7 +11,7 @@ use base64::Engine;
 use keyfob_domain::claims::Bearer;
 use keyfob_domain::expiry::format_instant;
 use keyfob_domain::oauth::{ScopeError, app_scope, pkce_matches};
-use keyfob_domain::secret::{constant_time_eq, hash_secret};
+use keyfob_domain::secret::hash_secret;
 use keyfob_domain::time::Timestamp;
 use keyfob_domain::{Claims, Credential, PrincipalKind};
 use keyfob_store::{AccountId, AppRow, FamilyId, Jti, Permissions, RefreshSession, TokenRow};
@@ -379,7 +379,12 @@ async fn authenticate_client(
         .filter(|a| a.revoked_at.is_none())
         .ok_or_else(invalid)?;
     let failure = match (&app.client_secret_hash, &credentials.secret) {
-        (Some(stored), Some(given)) if constant_time_eq(stored, &hash_secret(given)) => None,
+        // The secret, or the one a rotation replaced while its overlap lasts.
+        (Some(_), Some(given))
+            if app.accepts_secret_hash(&hash_secret(given), Timestamp::now()) =>
+        {
+            None
+        }
         (None, None) => None,
         (Some(_), Some(_)) => Some("wrong_secret"),
         (Some(_), None) => Some("no_secret"),

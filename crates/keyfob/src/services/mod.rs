@@ -32,6 +32,38 @@ impl<'a> Caller<'a> {
     }
 }
 
+/// Where an operation runs, which decides how its effects reach the rest: on a server node, whose
+/// in-memory state catches up with the change feed at once (so this node refuses what was
+/// revoked by its very next request) and whose audit writer takes the event; or at the command
+/// line, with the store alone, the running servers learning of the change from the change feed
+/// within their sync interval.
+#[derive(Clone, Copy)]
+pub enum Site<'a> {
+    Node(&'a crate::state::AppState),
+    Cli(&'a dyn keyfob_store::Store),
+}
+
+impl Site<'_> {
+    pub fn store(&self) -> &dyn keyfob_store::Store {
+        match self {
+            Site::Node(state) => state.store.as_ref(),
+            Site::Cli(store) => *store,
+        }
+    }
+
+    /// After a write: brings this node up to date and records `event`.
+    pub async fn done(&self, event: crate::audit::AuditEvent) -> Result<(), ServiceError> {
+        match self {
+            Site::Node(state) => {
+                crate::auth::catch_up(state).await?;
+                state.audit.record(event);
+            }
+            Site::Cli(store) => crate::audit::record_now(*store, event).await?,
+        }
+        Ok(())
+    }
+}
+
 /// Why an operation did nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {

@@ -25,6 +25,10 @@ use crate::web::{
 
 /// The one answer to a failed login, whichever part was wrong.
 pub const LOGIN_FAILED: &str = "The email or password is incorrect.";
+/// The answer to a disabled user's login (with the right password, or a passkey): said plainly,
+/// since only the person who holds the credential sees it.
+pub const USER_DISABLED: &str =
+    "This account is disabled. Ask the operator of this service to enable it again.";
 /// `?done=` values the login page explains.
 pub const PASSWORD_CHANGED: &str = "password-changed";
 pub const LOGGED_OUT: &str = "logged-out";
@@ -239,6 +243,31 @@ pub async fn login(
             return page(StatusCode::BAD_REQUEST, &again, csp);
         }
     };
+    if user.disabled_at.is_some() {
+        tracing::info!(user_id = %user.id, "disabled user's login refused");
+        state.audit.record_unauthenticated(
+            AuditEvent::new(
+                account_id.as_ref(),
+                Actor::anonymous(),
+                action::USER_LOGIN_FAILED,
+            )
+            .target(&user.id)
+            .ip(&ip)
+            .user_agent(&user_agent)
+            .detail(serde_json::json!({ "client_id": client_id, "reason": "disabled" })),
+        );
+        let (app_name, csp) = context(&state, &params).await?;
+        let again = LoginPage {
+            layout: UserLayout::anonymous(),
+            csrf: form.csrf,
+            email: form.email,
+            error: Some(USER_DISABLED.into()),
+            notice: None,
+            app_name,
+            request: params.to_query(),
+        };
+        return page(StatusCode::FORBIDDEN, &again, csp);
+    }
     // With a second factor the login waits for its code (`super::totp`), the request with it.
     if super::totp::needs_code(&state, &user).await? {
         return super::totp::ask_code(&state, jar, &user, &params);

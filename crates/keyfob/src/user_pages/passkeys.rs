@@ -265,6 +265,23 @@ pub async fn sign_in(
     let Some(user) = UserRow::find_by_id(&state, row.holder.id()).await? else {
         return Err(PageError::BadRequest(PasskeyError::UnknownCredential.to_string()).into());
     };
+    if user.disabled_at.is_some() {
+        tracing::info!(user_id = %user.id, "disabled user's passkey login refused");
+        state.audit.record_unauthenticated(
+            AuditEvent::new(
+                account_id.as_ref(),
+                Actor::anonymous(),
+                action::PASSKEY_FAILED,
+            )
+            .target(user.id.as_str())
+            .ip(&ip)
+            .user_agent(&user_agent)
+            .detail(json!({ "reason": "disabled", "client_id": client_id })),
+        );
+        let message = super::account::USER_DISABLED.to_owned();
+        let (again, csp) = sign_in_page(&state, &params, form.csrf, Some(message)).await?;
+        return page(StatusCode::FORBIDDEN, &again, csp);
+    }
     let jar = UserLogin::start(&state, jar, &user).await?;
     let jar = USER_PAGES.remember_device(&state, jar, &user.email);
     tracing::info!(user_id = %user.id, "user passkey login");

@@ -320,6 +320,9 @@ mod tests {
             allow_fragment: true,
             created_at: keyfob_store::Timestamp::UNIX_EPOCH,
             revoked_at: None,
+            previous_secret_hash: None,
+            previous_secret_expires_at: None,
+            deleted_at: None,
         }
     }
 

@@ -430,7 +430,11 @@ pub async fn code(
 ) -> Result<Response, UserPageError> {
     USER_PAGES.check_form_token(&state, &jar, &form.csrf)?;
     let params = request_field(&form.request)?;
-    let Some(user) = mfa::pending_subject::<UserRow>(&state, &jar).await? else {
+    // A user disabled since their password was checked starts again, and is told at the password.
+    let Some(user) = mfa::pending_subject::<UserRow>(&state, &jar)
+        .await?
+        .filter(|user| user.disabled_at.is_none())
+    else {
         return Ok(expired(&state, jar));
     };
     let attempt = Attempt {

@@ -274,8 +274,11 @@ impl LoginSubject for UserRow {
         let Some(row) = state.store.find_user_login(id_hash, now).await? else {
             return Ok(None);
         };
+        // A disabled user's logins were ended; one that raced the disabling ends here.
         let user = state.store.find_user(&row.user_id).await?;
-        Ok(user.map(|user| (row, user.email)))
+        Ok(user
+            .filter(|user| user.disabled_at.is_none())
+            .map(|user| (row, user.email)))
     }
 
     async fn delete_login(state: &AppState, id_hash: &str) -> Result<(), StoreError> {

@@ -7,6 +7,7 @@ mod mailbox;
 mod routes;
 
 mod api_keys;
+mod apps_users;
 mod audit;
 mod authorize;
 mod browser;

@@ -300,6 +300,7 @@ async fn user_in_browser(backend: Backend) {
     .await
     .unwrap();
     let holder = FactorHolder::User(user.id.clone());
+    let user_id = user.id.clone();
     let request = serde_urlencoded::to_string([
         ("client_id", client.client_id.as_str()),
         ("redirect_uri", CALLBACK),
@@ -351,6 +352,38 @@ async fn user_in_browser(backend: Backend) {
                     .last_used_at
                     .is_some()
             );
+
+            // Once the operator disables the user, the passkey is refused, saying why.
+            let now = keyfob_store::Timestamp::now;
+            assert!(
+                store
+                    .set_user_disabled(&user_id, true, now())
+                    .await
+                    .unwrap()
+            );
+            browser
+                .goto(&format!("{base}{USER_SIGN_IN}?{request}"))
+                .await?;
+            wait_for(&browser, "#use-passkey:enabled")
+                .await?
+                .click()
+                .await?;
+            let error = wait_for(&browser, "#form-error").await?.text().await?;
+            assert!(error.contains("This account is disabled"), "{error}");
+            assert!(
+                store
+                    .set_user_disabled(&user_id, false, now())
+                    .await
+                    .unwrap()
+            );
+            browser.goto(&format!("{base}/auth/login")).await?;
+            fill_in_and_submit(
+                &browser,
+                &[("email", &email), ("password", PASSWORD)],
+                "form[action='/auth/login'] button[type=submit]",
+            )
+            .await?;
+            wait_for(&browser, "#passkeys-link").await?;
 
             browser.goto(&format!("{base}{USER_PAGE}")).await?;
             browser
