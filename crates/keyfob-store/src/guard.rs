@@ -334,6 +334,27 @@ impl<S: Store> Store for Guarded<S> {
         self.breaker.run(self.inner.add_key_usage(rows)).await
     }
 
+    async fn add_token_usage(
+        &self,
+        rows: &[TokenUsageRow],
+        uses: &[(Jti, Timestamp)],
+    ) -> Result<()> {
+        self.breaker
+            .run(self.inner.add_token_usage(rows, uses))
+            .await
+    }
+
+    async fn token_usage(
+        &self,
+        account_id: &AccountId,
+        jtis: &[Jti],
+        from_day: i64,
+    ) -> Result<Vec<TokenUsageRow>> {
+        self.breaker
+            .run(self.inner.token_usage(account_id, jtis, from_day))
+            .await
+    }
+
     async fn key_usage(
         &self,
         account_id: &AccountId,

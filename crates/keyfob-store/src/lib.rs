@@ -88,6 +88,20 @@ pub trait Store: MfaStore + PasskeyStore + Send + Sync + 'static {
     ) -> Result<bool>;
     /// Adds request counts to each key's day, in one transaction; never called per request.
     async fn add_key_usage(&self, rows: &[UsageRow]) -> Result<()>;
+    /// Adds request counts to each minted token's day and moves their last-used times forward,
+    /// in one transaction; never called per request.
+    async fn add_token_usage(
+        &self,
+        rows: &[TokenUsageRow],
+        uses: &[(Jti, Timestamp)],
+    ) -> Result<()>;
+    /// The daily counts of an account's tokens among `jtis` from day `from_day` on.
+    async fn token_usage(
+        &self,
+        account_id: &AccountId,
+        jtis: &[Jti],
+        from_day: i64,
+    ) -> Result<Vec<TokenUsageRow>>;
     /// The counts of an account's keys (or of one of them) from day `from_day` on, by key, day
     /// and via.
     async fn key_usage(

@@ -153,6 +153,14 @@ pub struct UsageRow {
     pub counts: UsageCounts,
 }
 
+/// One minted token's counts on one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenUsageRow {
+    pub jti: Jti,
+    pub day: i64,
+    pub counts: UsageCounts,
+}
+
 /// The last use of a key, as the batch writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyUse {
@@ -177,6 +185,8 @@ pub struct TokenRow {
     pub name: Option<String>,
     /// The metadata object given at minting, if any.
     pub metadata: Option<JsonText<serde_json::Map<String, serde_json::Value>>>,
+    /// When it was last used, as the batch writes it (minted tokens only).
+    pub last_used_at: Option<Timestamp>,
 }
 
 /// Which tokens of an account to list, newest first.

@@ -112,6 +112,17 @@ impl Dialect for Postgres {
     {
         builder.build_query_scalar().fetch_all(executor)
     }
+
+    fn fetch_rows_built<'a, 'c: 'a, E, T>(
+        builder: &'a mut QueryBuilder<'_, Postgres>,
+        executor: E,
+    ) -> impl Future<Output = Result<Vec<T>, sqlx::Error>> + Send + 'a
+    where
+        E: 'a + Executor<'c, Database = Postgres>,
+        T: for<'r> sqlx::FromRow<'r, <Postgres as sqlx::Database>::Row> + Send + Unpin + 'a,
+    {
+        builder.build_query_as::<T>().fetch_all(executor)
+    }
 }
 
 impl RowsAffected for sqlx::postgres::PgQueryResult {

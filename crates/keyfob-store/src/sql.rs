@@ -109,7 +109,7 @@ pub(crate) const CODE_COLUMNS: &str = "code_hash, client_id, user_id, grant_id, 
 /// A token's columns and the tables they are read from: its own row and the key that minted it,
 /// so that `revoked_at` also says when the key, or all of its tokens, were revoked.
 pub(crate) const TOKEN_FROM: &str = "t.jti, t.account_id, t.api_key_id, t.subject, t.permissions, \
-     t.issued_at, t.expires_at, t.name, t.metadata, CASE WHEN t.revoked_at IS NOT NULL THEN t.revoked_at \
+     t.issued_at, t.expires_at, t.name, t.metadata, t.last_used_at, CASE WHEN t.revoked_at IS NOT NULL THEN t.revoked_at \
      WHEN k.tokens_revoked_before IS NOT NULL AND t.issued_at <= k.tokens_revoked_before \
      THEN k.tokens_revoked_before ELSE k.revoked_at END AS revoked_at \
      FROM tokens t LEFT JOIN api_keys k ON k.id = t.api_key_id";
@@ -171,6 +171,15 @@ pub trait Dialect: Database<QueryResult: RowsAffected> {
     ) -> impl Future<Output = Result<Vec<String>, sqlx::Error>> + Send + 'a
     where
         E: 'a + Executor<'c, Database = Self>;
+
+    /// Runs the statement `builder` built, on `executor`, and reads each row as a `T`.
+    fn fetch_rows_built<'a, 'c: 'a, E, T>(
+        builder: &'a mut QueryBuilder<'_, Self>,
+        executor: E,
+    ) -> impl Future<Output = Result<Vec<T>, sqlx::Error>> + Send + 'a
+    where
+        E: 'a + Executor<'c, Database = Self>,
+        T: for<'r> FromRow<'r, Self::Row> + Send + Unpin + 'a;
 }
 
 /// How many rows a statement changed: each driver's result type has its own `rows_affected`.
@@ -630,6 +639,86 @@ where
         Ok(())
     }
 
+    async fn add_token_usage(
+        &self,
+        rows: &[TokenUsageRow],
+        uses: &[(Jti, Timestamp)],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        for row in rows {
+            sqlx::query(
+                "INSERT INTO token_usage (jti, day, ok, client_errors, limited, server_errors) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (jti, day) DO UPDATE SET \
+                 ok = token_usage.ok + excluded.ok, \
+                 client_errors = token_usage.client_errors + excluded.client_errors, \
+                 limited = token_usage.limited + excluded.limited, \
+                 server_errors = token_usage.server_errors + excluded.server_errors",
+            )
+            .bind(&row.jti)
+            .bind(row.day)
+            .bind(row.counts.ok)
+            .bind(row.counts.client_errors)
+            .bind(row.counts.limited)
+            .bind(row.counts.server_errors)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (jti, at) in uses {
+            sqlx::query(
+                "UPDATE tokens SET last_used_at = $1 \
+                 WHERE jti = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+            )
+            .bind(*at)
+            .bind(jti)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn token_usage(
+        &self,
+        account_id: &AccountId,
+        jtis: &[Jti],
+        from_day: i64,
+    ) -> Result<Vec<TokenUsageRow>> {
+        if jtis.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query = QueryBuilder::<DB>::new(
+            "SELECT u.jti, u.day, u.ok, u.client_errors, u.limited, u.server_errors \
+             FROM token_usage u JOIN tokens t ON t.jti = u.jti WHERE t.account_id = ",
+        );
+        query.push_bind(account_id.as_str());
+        query.push(" AND u.day >= ");
+        query.push_bind(from_day);
+        query.push(" AND u.jti IN (");
+        let mut list = query.separated(", ");
+        for jti in jtis {
+            list.push_bind(jti.as_str());
+        }
+        query.push(") ORDER BY u.jti, u.day");
+        let rows: Vec<(Jti, i64, i64, i64, i64, i64)> =
+            DB::fetch_rows_built(&mut query, &self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(jti, day, ok, client_errors, limited, server_errors)| TokenUsageRow {
+                    jti,
+                    day,
+                    counts: UsageCounts {
+                        ok,
+                        client_errors,
+                        limited,
+                        server_errors,
+                    },
+                },
+            )
+            .collect())
+    }
+
     async fn key_usage(
         &self,
         account_id: &AccountId,
@@ -857,7 +946,7 @@ where
             .await?;
         let rows = sqlx::query_as(&format!(
             "SELECT jti, account_id, api_key_id, subject, permissions, issued_at, expires_at, name, \
-             metadata, revoked_at \
+             metadata, last_used_at, revoked_at \
              FROM {inner} WHERE {WHERE} ORDER BY issued_at DESC, jti DESC LIMIT $7 OFFSET $8"
         ))
         .bind(f.account_id)

@@ -141,6 +141,17 @@ impl Dialect for Sqlite {
     {
         builder.build_query_scalar().fetch_all(executor)
     }
+
+    fn fetch_rows_built<'a, 'c: 'a, E, T>(
+        builder: &'a mut QueryBuilder<'_, Sqlite>,
+        executor: E,
+    ) -> impl Future<Output = Result<Vec<T>, sqlx::Error>> + Send + 'a
+    where
+        E: 'a + Executor<'c, Database = Sqlite>,
+        T: for<'r> sqlx::FromRow<'r, <Sqlite as sqlx::Database>::Row> + Send + Unpin + 'a,
+    {
+        builder.build_query_as::<T>().fetch_all(executor)
+    }
 }
 
 impl RowsAffected for sqlx::sqlite::SqliteQueryResult {

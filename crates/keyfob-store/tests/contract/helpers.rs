@@ -332,6 +332,7 @@ pub fn token_row(account_id: &str, key_id: Option<&str>, issued_at: Timestamp) -
         revoked_at: None,
         name: None,
         metadata: None,
+        last_used_at: None,
     }
 }
 

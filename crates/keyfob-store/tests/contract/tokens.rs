@@ -325,4 +325,41 @@ contract! {
         let found = db.find_token(&tagged.jti).await.unwrap().unwrap();
         assert_eq!(found.metadata.unwrap().0["ticket"], 42);
     }
+
+    async fn token_usage_adds_up_per_day_and_moves_last_use_forward(db) {
+        use keyfob_store::{TokenUsageRow, UsageCounts};
+        let account = db.account().await;
+        let key = db.key(&account, ts(T0)).await;
+        let token = token_row(&account, Some(&key.id), ts(T0 + 1));
+        let other_account = db.account().await;
+        let stranger = token_row(&other_account, None, ts(T0 + 2));
+        db.insert_tokens(&[token.clone(), stranger.clone()]).await.unwrap();
+        let row = |jti: &keyfob_store::Jti, day, ok| TokenUsageRow {
+            jti: jti.clone(),
+            day,
+            counts: UsageCounts { ok, client_errors: 0, limited: 1, server_errors: 0 },
+        };
+        db.add_token_usage(
+            &[row(&token.jti, 5, 2), row(&token.jti, 6, 1), row(&stranger.jti, 5, 7)],
+            &[(token.jti.clone(), ts(T0 + 50)), (stranger.jti.clone(), ts(T0 + 60))],
+        )
+        .await
+        .unwrap();
+        db.add_token_usage(&[row(&token.jti, 5, 3)], &[(token.jti.clone(), ts(T0 + 40))])
+            .await
+            .unwrap();
+        db.add_token_usage(&[], &[]).await.unwrap();
+        let rows = db
+            .token_usage(&account, &[token.jti.clone(), stranger.jti.clone()], 5)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!((rows[0].day, rows[0].counts.ok, rows[0].counts.limited), (5, 5, 2));
+        assert_eq!(rows[1].day, 6);
+        assert_eq!(db.token_usage(&account, std::slice::from_ref(&token.jti), 6).await.unwrap().len(), 1);
+        assert!(db.token_usage(&account, &[], 0).await.unwrap().is_empty());
+        // The last use only moves forward, and reads back with the token.
+        let found = db.find_token(&token.jti).await.unwrap().unwrap();
+        assert_eq!(found.last_used_at, Some(ts(T0 + 50)));
+    }
 }

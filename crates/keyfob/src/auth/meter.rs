@@ -22,7 +22,7 @@ use axum::response::Response;
 use keyfob_domain::key_policy::Quota;
 use keyfob_domain::time::Timestamp;
 use keyfob_domain::{Principal, PrincipalKind};
-use keyfob_store::{KeyId, UsageVia};
+use keyfob_store::{Jti, KeyId, UsageVia};
 
 use crate::http::error::ApiError;
 use crate::state::AppState;
@@ -32,6 +32,8 @@ use crate::state::AppState;
 struct Metered {
     key_id: KeyId,
     via: UsageVia,
+    /// The minted token, when the request was made with one.
+    jti: Option<Jti>,
     quota: Option<Quota>,
 }
 
@@ -59,9 +61,9 @@ pub fn admit(
     let Some(key_id) = principal.key_behind() else {
         return Ok(());
     };
-    let via = match principal.kind {
-        PrincipalKind::ApiKey { .. } => UsageVia::Key,
-        PrincipalKind::Jwt { .. } => UsageVia::Token,
+    let (via, jti) = match &principal.kind {
+        PrincipalKind::ApiKey { .. } => (UsageVia::Key, None),
+        PrincipalKind::Jwt { jti, .. } => (UsageVia::Token, Some(jti.clone())),
     };
     // A key made elsewhere a moment ago, whose token this node verified before the change feed
     // brought the key, is not limited until it does (within the sync interval).
@@ -81,6 +83,7 @@ pub fn admit(
         slot.put(Metered {
             key_id: key_id.clone(),
             via,
+            jti,
             quota,
         });
     }
@@ -120,6 +123,11 @@ pub async fn meter(State(state): State<AppState>, mut request: Request, next: Ne
     let now = Timestamp::now();
     let usage = &state.index.usage;
     usage.record(&metered.key_id, metered.via, response.status(), now);
+    if let Some(jti) = &metered.jti
+        && !usage.record_token(jti, response.status(), now)
+    {
+        metrics::counter!("keyfob_token_usage_dropped_total").increment(1);
+    }
     if metered.via == UsageVia::Key {
         let ip = peer.map(|peer| {
             let forwarded: Vec<&str> = forwarded.iter().filter_map(|v| v.to_str().ok()).collect();

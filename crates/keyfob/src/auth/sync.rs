@@ -278,6 +278,16 @@ async fn flush_uses(state: &AppState) {
         log_flush_failure(&err, uses.len(), "writing last-used times failed");
         state.index.usage.put_back_uses(uses);
     }
+    let (token_counts, token_uses) = state.index.usage.take_tokens();
+    if !token_uses.is_empty()
+        && let Err(err) = state
+            .store
+            .add_token_usage(&token_counts, &token_uses)
+            .await
+    {
+        log_flush_failure(&err, token_uses.len(), "writing token usage failed");
+        state.index.usage.put_back_tokens(token_counts, token_uses);
+    }
 }
 
 fn log_flush_failure(err: &keyfob_store::StoreError, count: usize, what: &str) {

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::page::{Layout, PageError, PageForm, TimeView, page_links, render, render_with_status};
 use crate::audit::Actor;
+use crate::auth::usage::day_of;
 use crate::http::extract::QueryPairs;
 use crate::services::{self, Caller};
 use crate::state::AppState;
@@ -65,12 +66,30 @@ pub struct TokenView {
     expires: TimeView,
     revoked: Option<TimeView>,
     expired: bool,
+    last_used: Option<TimeView>,
+    /// Requests over the last [`SPARK_DAYS`] days, and the SVG drawing them.
+    recent: i64,
+    sparkline: String,
 }
 
+/// Days of usage in each row's sparkline.
+const SPARK_DAYS: i64 = 14;
+
 impl TokenView {
-    fn new(row: TokenRow, key_names: &HashMap<KeyId, String>, now: Timestamp) -> TokenView {
+    fn new(
+        row: TokenRow,
+        key_names: &HashMap<KeyId, String>,
+        now: Timestamp,
+        daily: &[i64],
+    ) -> TokenView {
         let permissions = row.permissions.names().join(", ");
         TokenView {
+            last_used: row.last_used_at.map(TimeView::from),
+            recent: daily.iter().sum(),
+            sparkline: super::charts::sparkline(
+                daily,
+                &format!("Requests per day, token {}", row.jti),
+            ),
             minted_by: match &row.api_key_id {
                 Some(id) => key_names.get(id).cloned(),
                 None => Some(format!("application {}", row.subject)),
@@ -204,9 +223,31 @@ pub async fn list(
     view.page = query.page;
     view.total = total;
     view.pages = total.div_ceil(u64::from(query.limit));
+    let today = day_of(now);
+    let jtis: Vec<Jti> = rows.iter().map(|r| r.jti.clone()).collect();
+    let mut daily: HashMap<Jti, Vec<i64>> = HashMap::new();
+    for usage in state
+        .store
+        .token_usage(login.account_id(), &jtis, today - SPARK_DAYS + 1)
+        .await?
+    {
+        let index = usage.day - (today - SPARK_DAYS + 1);
+        if let Some(slot) = usize::try_from(index)
+            .ok()
+            .filter(|i| *i < SPARK_DAYS as usize)
+        {
+            daily
+                .entry(usage.jti)
+                .or_insert_with(|| vec![0; SPARK_DAYS as usize])[slot] += usage.counts.total();
+        }
+    }
+    let none = vec![0; SPARK_DAYS as usize];
     view.tokens = rows
         .into_iter()
-        .map(|row| TokenView::new(row, &key_names, now))
+        .map(|row| {
+            let days = daily.get(&row.jti).unwrap_or(&none).clone();
+            TokenView::new(row, &key_names, now, &days)
+        })
         .collect();
     Ok(render(&view)?.into_response())
 }

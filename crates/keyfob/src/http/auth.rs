@@ -255,6 +255,7 @@ pub async fn mint(
             revoked_at: None,
             name: name.clone(),
             metadata: metadata.map(JsonText),
+            last_used_at: None,
         })
         .await?;
     // Queued, not awaited: the token's own record above is what the mint waits for.

@@ -534,6 +534,7 @@ async fn grant_client_credentials(
             revoked_at: None,
             name: None,
             metadata: None,
+            last_used_at: None,
         })
         .await
         .map_err(ApiError::from)?;

@@ -398,6 +398,34 @@ both_backends! {
                 .await;
             assert_eq!(response.status(), 201);
         }
+        // A token used twice: its row shows the last use and the count, once written.
+        let used = app
+            .mint(&key, json!({"permissions": ["deals.read"], "name": "used twice"}))
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for _ in 0..2 {
+            assert_eq!(app.get("/api/deals", &used).send().await.unwrap().status(), 200);
+        }
+        let used_jti = keyfob_store::Jti::from(decode_jti(&used));
+        for _ in 0..40 {
+            let row = app.state.store.find_token(&used_jti).await.unwrap().unwrap();
+            if row.last_used_at.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (_, html) = browser.page("/dashboard/tokens?q=used+twice").await;
+        let row_start = html.find(&format!("id=\"token-{used_jti}\"")).expect("the row");
+        let row_html = &html[row_start..row_start + html[row_start..].find("</tr>").unwrap()];
+        assert!(row_html.contains("<svg class=\"sparkline\""), "{row_html}");
+        assert!(row_html.contains("<span class=\"hint\">2</span>"), "{row_html}");
+        assert!(!row_html.contains("never"), "{row_html}");
+
         let (_, html) = browser.page("/dashboard/tokens").await;
         assert!(html.contains("<strong>nightly export</strong>"), "{html}");
         let (_, html) = browser.page("/dashboard/tokens?q=GLOBEX").await;
