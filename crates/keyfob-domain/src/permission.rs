@@ -149,8 +149,9 @@ impl<'de> Deserialize<'de> for Permission {
 pub enum PermissionSet {
     /// An API key: every resource and capability of its account.
     All,
-    /// A token's permissions, sorted and without duplicates.
-    Only(Vec<Permission>),
+    /// A token's or a restricted key's permissions, sorted and without duplicates; shared, so that
+    /// the verify path hands a cached list to each request without copying it.
+    Only(std::sync::Arc<[Permission]>),
 }
 
 impl PermissionSet {
@@ -159,7 +160,7 @@ impl PermissionSet {
     pub fn only(mut permissions: Vec<Permission>) -> Self {
         permissions.sort();
         permissions.dedup();
-        PermissionSet::Only(permissions)
+        PermissionSet::Only(permissions.into())
     }
 
     /// Parses permission strings, failing on the first bad one.

@@ -36,11 +36,15 @@ impl KeyBudgets {
     pub fn take(&self, key_id: &KeyId, limit: RateLimit) -> Result<Quota, Refusal> {
         let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX / 4);
         let mut map = self.full_at.lock().expect("budget lock poisoned");
-        let full_at = match map.get(key_id) {
-            Some((counted, full_at)) if *counted == limit => *full_at,
-            _ => 0,
-        };
-        let (next, quota) = limit.take(full_at, now)?;
+        // The key's id is cloned only the first time: this runs on every metered request.
+        if let Some((counted, full_at)) = map.get_mut(key_id) {
+            let start = if *counted == limit { *full_at } else { 0 };
+            let (next, quota) = limit.take(start, now)?;
+            *counted = limit;
+            *full_at = next;
+            return Ok(quota);
+        }
+        let (next, quota) = limit.take(0, now)?;
         map.insert(key_id.clone(), (limit, next));
         Ok(quota)
     }

@@ -144,21 +144,28 @@ pub async fn meter(State(state): State<AppState>, mut request: Request, next: Ne
 
 /// The headers that tell a client where it stands against its key's limit.
 fn rate_limit_headers(headers: &mut HeaderMap, quota: &Quota) {
+    let text = |value: String| HeaderValue::from_str(&value).ok();
     let pairs = [
         (
             "ratelimit-policy",
-            format!("\"key\";q={};w={}", quota.limit, quota.window_secs),
+            text(format!("\"key\";q={};w={}", quota.limit, quota.window_secs)),
         ),
         (
             "ratelimit",
-            format!("\"key\";r={};t={}", quota.remaining, quota.reset_secs),
+            text(format!(
+                "\"key\";r={};t={}",
+                quota.remaining, quota.reset_secs
+            )),
         ),
-        ("ratelimit-limit", quota.limit.to_string()),
-        ("ratelimit-remaining", quota.remaining.to_string()),
-        ("ratelimit-reset", quota.reset_secs.to_string()),
+        ("ratelimit-limit", Some(HeaderValue::from(quota.limit))),
+        (
+            "ratelimit-remaining",
+            Some(HeaderValue::from(quota.remaining)),
+        ),
+        ("ratelimit-reset", Some(HeaderValue::from(quota.reset_secs))),
     ];
     for (name, value) in pairs {
-        if let Ok(value) = HeaderValue::from_str(&value) {
+        if let Some(value) = value {
             headers.insert(name, value);
         }
     }

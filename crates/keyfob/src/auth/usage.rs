@@ -22,9 +22,13 @@ pub fn day_of(at: Timestamp) -> i64 {
     at.unix_ms().div_euclid(MS_PER_DAY)
 }
 
+/// One key's counts by (day, way in).
+type KeyDays = HashMap<(i64, UsageVia), UsageCounts>;
+
 #[derive(Default)]
 pub struct UsageTally {
-    counts: Mutex<HashMap<(KeyId, i64, UsageVia), UsageCounts>>,
+    /// Key → (day, way in) → counts: nested so that counting a known key allocates nothing.
+    counts: Mutex<HashMap<KeyId, KeyDays>>,
     /// Key → its latest direct use and the address it came from.
     last: Mutex<HashMap<KeyId, (Timestamp, Option<String>)>>,
     /// Minted token → its counts today (and yesterday, across midnight) and its last use.
@@ -50,10 +54,18 @@ impl UsageTally {
     /// Counts one answered request.
     pub fn record(&self, key_id: &KeyId, via: UsageVia, status: StatusCode, at: Timestamp) {
         let mut counts = self.counts.lock().expect("usage lock poisoned");
-        count(
-            counts.entry((key_id.clone(), day_of(at), via)).or_default(),
-            status,
-        );
+        let slot = (day_of(at), via);
+        match counts.get_mut(key_id) {
+            Some(days) => count(days.entry(slot).or_default(), status),
+            None => count(
+                counts
+                    .entry(key_id.clone())
+                    .or_default()
+                    .entry(slot)
+                    .or_default(),
+                status,
+            ),
+        }
     }
 
     /// Counts one answered request made with the minted token `jti`; `false` when too many
@@ -130,11 +142,13 @@ impl UsageTally {
         (
             counts
                 .into_iter()
-                .map(|((key_id, day, via), counts)| UsageRow {
-                    key_id,
-                    day,
-                    via,
-                    counts,
+                .flat_map(|(key_id, days)| {
+                    days.into_iter().map(move |((day, via), counts)| UsageRow {
+                        key_id: key_id.clone(),
+                        day,
+                        via,
+                        counts,
+                    })
                 })
                 .collect(),
             last.into_iter()
@@ -148,7 +162,9 @@ impl UsageTally {
         let mut counts = self.counts.lock().expect("usage lock poisoned");
         for row in rows {
             counts
-                .entry((row.key_id, row.day, row.via))
+                .entry(row.key_id)
+                .or_default()
+                .entry((row.day, row.via))
                 .or_default()
                 .add(&row.counts);
         }

@@ -103,7 +103,7 @@ pub fn parse_permission_list<'a>(
         )));
     }
     match PermissionSet::only(list) {
-        PermissionSet::Only(list) => Ok(list),
+        PermissionSet::Only(list) => Ok(list.to_vec()),
         PermissionSet::All => unreachable!("a list stays a list"),
     }
 }

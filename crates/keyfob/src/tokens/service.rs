@@ -139,8 +139,9 @@ fn entry_bytes(verified: &Verified) -> usize {
             .sum::<usize>();
     let parsed = match &verified.permission_set {
         PermissionSet::All => 0,
+        // One shared allocation: two counters, then the permissions.
         PermissionSet::Only(list) => {
-            allocation(list.capacity() * size_of::<keyfob_domain::Permission>())
+            allocation(2 * size_of::<usize>() + list.len() * size_of::<keyfob_domain::Permission>())
                 + list
                     .iter()
                     .map(|p| allocation(p.resource().len()))
