@@ -301,7 +301,7 @@ pub struct WhoAmI {
     pub client_id: Option<String>,
     /// `["*"]` stands for an API key's full access.
     pub permissions: Vec<String>,
-    /// When the credential expires (RFC 3339); null for API keys.
+    /// When the credential expires (RFC 3339); null for an API key made without an expiry.
     pub expires: Option<String>,
 }
 
