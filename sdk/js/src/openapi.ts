@@ -388,6 +388,10 @@ export interface components {
             iat?: number | null;
             iss?: string | null;
             jti?: string | null;
+            /** @description The metadata object given when the token was minted (`POST /auth`). */
+            metadata?: Record<string, never> | null;
+            /** @description The name given when the token was minted (`POST /auth`). */
+            name?: string | null;
             scope?: string | null;
             /** @description The session, for user-session tokens. */
             sid?: string | null;
@@ -418,6 +422,13 @@ export interface components {
              * @example 2027-01-01T00:00:00Z
              */
             expires?: string | null;
+            /**
+             * @description A small JSON object kept with the token (at most 20 members, 1,024 bytes as JSON), returned
+             *     by introspection and searchable on the tokens page. Not put in the token itself.
+             */
+            metadata?: Record<string, never> | null;
+            /** @description A name to find the token by on the dashboard's tokens page (up to 100 characters). */
+            name?: unknown;
             /** @description Permissions such as `deals.read`, `deals.write`, `*.read`. */
             permissions?: unknown;
         };
@@ -551,7 +562,7 @@ export interface components {
              *     (`client_credentials`) token.
              */
             client_id?: string | null;
-            /** @description When the credential expires (RFC 3339); null for API keys. */
+            /** @description When the credential expires (RFC 3339); null for an API key made without an expiry. */
             expires?: string | null;
             /** @description The token's id, for a JWT. */
             jti?: string | null;
@@ -607,6 +618,21 @@ export interface components {
         /** @description The body is larger than the server accepts (`max_body_bytes`, 64 KiB by default) */
         PayloadTooLarge: {
             headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorBody"];
+            };
+        };
+        /** @description The API key's rate limit is spent; retry after `Retry-After` seconds */
+        RateLimited: {
+            headers: {
+                /** @description `"key";r=<remaining>;t=<seconds until the budget is full>` */
+                RateLimit?: string;
+                /** @description `"key";q=<requests>;w=<window seconds>`: the limit this node enforces */
+                "RateLimit-Policy"?: string;
+                /** @description Seconds to wait before trying again */
+                "Retry-After"?: number;
                 [name: string]: unknown;
             };
             content: {
@@ -773,6 +799,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -833,6 +860,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -891,6 +919,7 @@ export interface operations {
             };
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -954,6 +983,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1013,6 +1043,7 @@ export interface operations {
             };
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1055,6 +1086,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1114,6 +1146,7 @@ export interface operations {
             };
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1157,7 +1190,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Only an API key can mint */
+            /** @description Only an API key can mint, and a restricted key only within its permissions */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1168,6 +1201,7 @@ export interface operations {
             };
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
         };
     };
@@ -1222,6 +1256,7 @@ export interface operations {
                 };
             };
             413: components["responses"]["OAuthPayloadTooLarge"];
+            429: components["responses"]["RateLimited"];
             503: components["responses"]["OAuthUnavailable"];
         };
     };
@@ -1435,6 +1470,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
         };
     };
