@@ -8,8 +8,19 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Resource names a wildcard does not cover: capabilities rather than collections.
-pub const RESERVED_RESOURCES: &[&str] = &["sensitive", "audit"];
+/// Resource names a wildcard does not cover: capabilities rather than collections. Beyond
+/// revealing sensitive values and reading the audit log, these are the management API's
+/// (`/api/keys`, `/api/tokens`, …): managing the account's credentials and its users' access is
+/// handed to a key deliberately, by name, never by `*.read` or `*.write`.
+pub const RESERVED_RESOURCES: &[&str] = &[
+    "sensitive",
+    "audit",
+    "keys",
+    "tokens",
+    "apps",
+    "users",
+    "grants",
+];
 
 /// The longest resource name, in characters.
 pub const MAX_RESOURCE_LEN: usize = 64;
@@ -301,6 +312,23 @@ mod tests {
         assert!(!set.allows("audit", Action::Read));
         let named = PermissionSet::only(vec![p("sensitive.read")]);
         assert!(named.allows("sensitive", Action::Read));
+    }
+
+    #[test]
+    fn management_is_never_granted_by_a_wildcard() {
+        let set = PermissionSet::only(vec![p("*.read"), p("*.write")]);
+        for resource in ["keys", "tokens", "apps", "users", "grants"] {
+            for action in [Action::Read, Action::Write] {
+                assert!(!set.allows(resource, action), "{resource}");
+                assert!(PermissionSet::All.allows(resource, action), "{resource}");
+            }
+            let wanted = Permission::new(resource, Action::Read).unwrap();
+            assert!(!set.covers(&wanted), "{resource}");
+            assert!(PermissionSet::only(vec![wanted.clone()]).covers(&wanted));
+        }
+        let named = PermissionSet::only(vec![p("apps.read")]);
+        assert!(named.allows("apps", Action::Read));
+        assert!(!named.allows("apps", Action::Write));
     }
 
     #[test]

@@ -7,6 +7,7 @@ import { defaultChannel, defaultLocks } from "./coordination.js";
 import { KeyfobError, errorFromResponse, networkError } from "./errors.js";
 import { JwksCache, hasPermission } from "./jwks.js";
 import type { KeyfobClaims } from "./jwks.js";
+import { Apps, Grants, Keys, Tokens, Users } from "./manage.js";
 import { hasOpenId, verifyIdToken } from "./oidc.js";
 import type { IdTokenClaims, UserInfo } from "./oidc.js";
 import type { components } from "./openapi.js";
@@ -264,6 +265,31 @@ export class Keyfob {
   /** `GET /auth/whoami`: what Keyfob makes of the credential. */
   whoami(): Promise<WhoAmI> {
     return this.request<WhoAmI>("GET", "/auth/whoami");
+  }
+
+  /** The account's API keys and their usage (`keys.read`); never a key. */
+  get keys(): Keys {
+    return new Keys((method, path, body) => this.request(method, path, body));
+  }
+
+  /** The account's minted tokens: list (`tokens.read`), revoke (`tokens.write`). */
+  get tokens(): Tokens {
+    return new Tokens((method, path, body) => this.request(method, path, body));
+  }
+
+  /** The account's applications (`apps.read`, `apps.write`). */
+  get apps(): Apps {
+    return new Apps((method, path, body) => this.request(method, path, body));
+  }
+
+  /** The users with grants to the account's applications (`users.read`, `users.write`). */
+  get users(): Users {
+    return new Users((method, path, body) => this.request(method, path, body));
+  }
+
+  /** The grants to the account's applications (`grants.read`, `grants.write`). */
+  get grants(): Grants {
+    return new Grants((method, path, body) => this.request(method, path, body));
   }
 
   /** The records of one resource: `find`, `findOne`, `create`, `update`, `replace`, `delete`. */

@@ -3,6 +3,20 @@ export type { ClientCredentialsResponse, KeyfobOptions, LoginOptions, LoginResul
 export { Collection, findQuery } from "./collection.js";
 export type { FilterValue, FindOptions, ListResponse, RecordMeta, StoredRecord } from "./collection.js";
 export { KeyfobError } from "./errors.js";
+export { Apps, Grants, Keys, Tokens, Users } from "./manage.js";
+export type {
+  AppPatch,
+  AppView,
+  GrantView,
+  KeyUsage,
+  KeyView,
+  NewSecret,
+  TokenListOptions,
+  TokenPage,
+  TokenView,
+  UsageDay,
+  UserView,
+} from "./manage.js";
 export { hasPermission } from "./jwks.js";
 export type { KeyfobClaims } from "./jwks.js";
 export type { IdTokenClaims, UserInfo } from "./oidc.js";

@@ -28,8 +28,8 @@ export interface KeyfobClaims extends JWTPayload {
 /** The algorithms Keyfob signs with (`--signing-alg`: EdDSA by default, ES256 or RS256). */
 export const ALGORITHMS = ["EdDSA", "ES256", "RS256"];
 
-/** Capabilities a wildcard never grants. */
-const RESERVED = new Set(["sensitive", "audit"]);
+/** Capabilities, and the management API's resources, that a wildcard never grants. */
+const RESERVED = new Set(["sensitive", "audit", "keys", "tokens", "apps", "users", "grants"]);
 
 /** Whether `permissions` (a token's claim) grants `needed` (`deals.read`), as Keyfob decides it. */
 export function hasPermission(permissions: readonly string[], needed: string): boolean {

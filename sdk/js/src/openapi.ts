@@ -64,6 +64,105 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/apps": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the account's applications. */
+        get: operations["list_apps"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/apps/{client_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One of the account's applications. */
+        get: operations["show_app"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete an application: its sessions end, its grants are revoked, and its client id is never
+         *     issued again.
+         */
+        delete: operations["delete_app"];
+        options?: never;
+        head?: never;
+        /**
+         * Change an application's settings, by the rules of registration: nothing changes when one is
+         *     broken.
+         */
+        patch: operations["update_app"];
+        trace?: never;
+    };
+    "/api/apps/{client_id}/disable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Disable an application: refused at authorization and the token endpoint, its sessions ended
+         *     and their access tokens refused, until enabled.
+         */
+        post: operations["disable_app"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/apps/{client_id}/enable": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Enable a disabled application again. */
+        post: operations["enable_app"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/apps/{client_id}/rotate-secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Give a confidential application a new secret, returned this once; the old one keeps working
+         *     for the overlap asked.
+         */
+        post: operations["rotate_app_secret"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/audit": {
         parameters: {
             query?: never;
@@ -75,6 +174,182 @@ export interface paths {
         get: operations["list_audit_events"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/grants": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the grants (live and revoked) to the account's applications. */
+        get: operations["list_grants"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/grants/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Revoke a live grant to one of the account's applications; the sessions it started end. */
+        delete: operations["revoke_grant"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the account's API keys (never a key: keys are made on the dashboard or the command line). */
+        get: operations["list_keys"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/keys/{id}/revoke-tokens": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Revoke every token a live key of the account has minted so far; the key stays live, and tokens
+         *     it mints afterwards work.
+         */
+        post: operations["revoke_key_tokens"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/keys/{id}/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One key's requests per day: with the key itself and with the tokens it minted, by outcome. */
+        get: operations["key_usage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/tokens": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the tokens minted for the account, filtered as on the dashboard's tokens page. */
+        get: operations["list_tokens"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/tokens/{jti}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Revoke one live token of the account. */
+        delete: operations["revoke_token"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/users": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the users with a grant (live or revoked) to the account's applications. */
+        get: operations["list_users"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/users/{user_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One user with a grant to the account's applications. */
+        get: operations["show_user"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/users/{user_id}/remove": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Remove a user from the account: every live grant of theirs to the account's applications is
+         *     revoked and the sessions under them end; other accounts' grants are left alone.
+         */
+        post: operations["remove_user"];
         delete?: never;
         options?: never;
         head?: never;
@@ -324,6 +599,64 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description The account's applications. */
+        AppList: {
+            docs: components["schemas"]["AppView"][];
+        };
+        /**
+         * @description The settings to change (a JSON merge patch: a field left out stays as it is; a list given
+         *     replaces the whole list).
+         */
+        AppPatch: {
+            allow_fragment?: boolean | null;
+            /** @description E.g. `["deals.read", "deals.write"]`; never a reserved permission. */
+            max_permissions?: string[] | null;
+            name?: string | null;
+            origins?: string[] | null;
+            post_logout_redirect_uris?: string[] | null;
+            redirect_uris?: string[] | null;
+            /**
+             * Format: int64
+             * @description Seconds from 1 to ten years; `null`: no idle limit.
+             */
+            refresh_idle_secs?: number | null;
+            /**
+             * Format: int64
+             * @description Seconds from 1 to ten years; `null`: no maximum session age.
+             */
+            refresh_max_age_secs?: number | null;
+        };
+        /** @description An application's settings; never its secret nor the secret's hash. */
+        AppView: {
+            /** @description May receive tokens in the URL fragment. */
+            allow_fragment: boolean;
+            client_id: string;
+            /** @description RFC 3339. */
+            created: string;
+            /** @description Refused everywhere until enabled. */
+            disabled: boolean;
+            /** @description The most permissions the app may ask a user for. */
+            max_permissions: string[];
+            name: string;
+            /** @description Browser origins allowed by CORS. */
+            origins: string[];
+            post_logout_redirect_uris: string[];
+            /** @description Until when the secret a rotation replaced still works (RFC 3339). */
+            previous_secret_until?: string | null;
+            /** @description A public app (single-page or mobile) has no secret and must use PKCE. */
+            public: boolean;
+            redirect_uris: string[];
+            /**
+             * Format: int64
+             * @description A session ends when its refresh token goes unused this long; `null`: never.
+             */
+            refresh_idle_secs?: number | null;
+            /**
+             * Format: int64
+             * @description A session ends this long after login; `null`: never.
+             */
+            refresh_max_age_secs?: number | null;
+        };
         /** @description Who did it. */
         AuditActor: {
             /** @description The API key's id, the token's `jti`, the owner's or user's id. */
@@ -359,11 +692,33 @@ export interface components {
             /** Format: int64 */
             totalPages: number;
         };
+        /** @description What `DELETE` and the action routes answer: the change is made. */
+        Done: {
+            /** @description Always `true`. */
+            ok: boolean;
+        };
         ErrorBody: {
             /** @description A machine-readable code, e.g. `invalid_permission`. */
             error: string;
             /** @description One human sentence naming the problem. */
             message: string;
+        };
+        /** @description The grants to the account's applications. */
+        GrantList: {
+            docs: components["schemas"]["GrantView"][];
+        };
+        /** @description What a user allowed one of the account's applications. */
+        GrantView: {
+            client_id: string;
+            /** @description RFC 3339. */
+            created: string;
+            id: string;
+            /** @description The identity scopes granted (`openid profile email`), space-separated; empty for none. */
+            identity: string;
+            permissions: string[];
+            revoked?: string | null;
+            updated: string;
+            user_id: string;
         };
         Health: {
             /** @description `sqlite` or `postgres`, for `/readyz`. */
@@ -398,6 +753,41 @@ export interface components {
             sub?: string | null;
             /** @description `access_token` or `refresh_token`. */
             token_type?: string | null;
+        };
+        /** @description The account's API keys, newest first. */
+        KeyList: {
+            docs: components["schemas"]["KeyView"][];
+        };
+        /** @description A key's use, one entry per day, oldest first, today last (days without use are zeros). */
+        KeyUsage: {
+            days: components["schemas"]["UsageDay"][];
+            key_id: string;
+        };
+        /** @description An API key's settings and state; never the key nor its hash. */
+        KeyView: {
+            /** @description RFC 3339. */
+            created: string;
+            /** @description When the key (and every token it minted) stops working (RFC 3339). */
+            expires?: string | null;
+            id: string;
+            /**
+             * @description When the key itself was last used (RFC 3339; written in batches, so up to a few seconds
+             *     late).
+             */
+            last_used?: string | null;
+            /** @description The client address of that use. */
+            last_used_ip?: string | null;
+            name: string;
+            /** @description What the key may do; `null` for full access to the account. */
+            permissions?: string[] | null;
+            /** @description `kf_` and the key's first characters, to recognise it. */
+            prefix: string;
+            /** @description E.g. `600/min`. */
+            rate_limit?: string | null;
+            /** @description The key this one replaced when that one was rolled. */
+            rolled_from?: string | null;
+            /** @description `active`, `expired` or `revoked`. */
+            state: string;
         };
         /** @description A page of records. */
         ListResponse: {
@@ -438,6 +828,14 @@ export interface components {
             /** @description The signed JWT. */
             token: string;
         };
+        /** @description A confidential application's new secret, shown this once. */
+        NewSecret: {
+            client_id: string;
+            /** @description The new client secret (`kfs_…`); only its hash is kept. */
+            client_secret: string;
+            /** @description Until when the old secret keeps working (RFC 3339); `null`: it is refused already. */
+            previous_secret_until?: string | null;
+        };
         OAuthErrorBody: {
             /**
              * @description `invalid_request`, `invalid_client`, `invalid_grant`, `unauthorized_client`,
@@ -447,6 +845,11 @@ export interface components {
             error: string;
             error_description: string;
         };
+        /** @description How many grants a removal revoked. */
+        Removed: {
+            /** Format: int64 */
+            grants_revoked: number;
+        };
         /** @description `POST /auth/revoke` parameters. */
         RevokeRequest: {
             client_id?: string | null;
@@ -454,6 +857,14 @@ export interface components {
             token?: string | null;
             /** @description `refresh_token` or `access_token`; a hint only. */
             token_type_hint?: string | null;
+        };
+        /** @description How long the old secret keeps working. */
+        RotateSecret: {
+            /**
+             * @description `0s` (refused at once) up to `30d`: e.g. `1h`, `24h`, `7d`. Required (read after the
+             *     permission is checked, so a caller without it learns nothing from the body).
+             */
+            overlap?: string | null;
         };
         /**
          * @description What Keyfob serves, as OpenID Connect Discovery 1.0 and RFC 8414 describe a server. Every value
@@ -505,6 +916,19 @@ export interface components {
             /** @description OpenID Connect's UserInfo endpoint (GET and POST, Bearer access token). */
             userinfo_endpoint: string;
         };
+        /** @description A page of tokens, newest first. */
+        TokenPage: {
+            docs: components["schemas"]["TokenView"][];
+            /** Format: int32 */
+            limit: number;
+            /** Format: int32 */
+            page: number;
+            /**
+             * Format: int64
+             * @description How many match in all.
+             */
+            total: number;
+        };
         /** @description `POST /auth/token` parameters. */
         TokenRequest: {
             client_id?: string | null;
@@ -549,10 +973,80 @@ export interface components {
             /** @description Always `Bearer`. */
             token_type: string;
         };
+        /** @description A token minted for the account (never the token itself). */
+        TokenView: {
+            expires: string;
+            /** @description RFC 3339. */
+            issued: string;
+            jti: string;
+            /**
+             * @description The API key that minted it; `null` for an application's own token (`client_credentials`),
+             *     whose `client_id` is the subject.
+             */
+            key_id?: string | null;
+            /** @description The metadata given at minting. */
+            metadata?: Record<string, never> | null;
+            /** @description The name given at minting. */
+            name?: string | null;
+            permissions: string[];
+            revoked?: string | null;
+            /** @description `live`, `revoked` or `expired`. */
+            status: string;
+            subject: string;
+        };
+        /** @description Requests counted on one day, by outcome. */
+        UsageCountsView: {
+            /**
+             * Format: int64
+             * @description Answered with a 4xx other than 429.
+             */
+            client_errors: number;
+            /**
+             * Format: int64
+             * @description Refused by the key's rate limit (429).
+             */
+            limited: number;
+            /**
+             * Format: int64
+             * @description Answered with a 1xx, 2xx or 3xx.
+             */
+            ok: number;
+            /**
+             * Format: int64
+             * @description Answered with a 5xx.
+             */
+            server_errors: number;
+        };
+        /** @description One UTC day of a key's use. */
+        UsageDay: {
+            /** @description `YYYY-MM-DD`, UTC. */
+            day: string;
+            /** @description Requests made with the key itself. */
+            key: components["schemas"]["UsageCountsView"];
+            /** @description Requests made with tokens the key minted. */
+            token: components["schemas"]["UsageCountsView"];
+        };
         /** @description `POST /auth/userinfo`'s optional form (or JSON) body. */
         UserInfoForm: {
             /** @description The access token, when it is not in the `Authorization` header (RFC 6750 §2.2). */
             access_token?: string | null;
+        };
+        /** @description The users with a grant to the account's applications. */
+        UserList: {
+            docs: components["schemas"]["UserView"][];
+        };
+        /** @description An end user with grants to the account's applications; never a password or its hash. */
+        UserView: {
+            /** @description RFC 3339. */
+            created: string;
+            /** @description Disabled by the operator: no login, no session. */
+            disabled: boolean;
+            email: string;
+            /** @description Whether the user confirmed their address. */
+            email_verified: boolean;
+            /** @description Their grants to the account's applications, revoked ones included. */
+            grants: components["schemas"]["GrantView"][];
+            id: string;
         };
         /** @description Who the caller is. */
         WhoAmI: {
@@ -741,6 +1235,353 @@ export interface operations {
             400: components["responses"]["BadRequest"];
         };
     };
+    list_apps: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The account's applications */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AppList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Needs `apps.read` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    show_app: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The application's client id */
+                client_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The application */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AppView"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Needs `apps.read` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The account has no application with this client id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    delete_app: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The application's client id */
+                client_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The application is deleted */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Done"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Needs `apps.write` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The account has no application with this client id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    update_app: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The application's client id */
+                client_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AppPatch"];
+            };
+        };
+        responses: {
+            /** @description The application as it is now */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AppView"];
+                };
+            };
+            /** @description A setting breaks a rule; the message names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Needs `apps.write` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The account has no application with this client id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    disable_app: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The application's client id */
+                client_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The application is disabled */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Done"];
+                };
+            };
+            /** @description It is disabled already */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Needs `apps.write` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The account has no application with this client id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    enable_app: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The application's client id */
+                client_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The application is enabled */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Done"];
+                };
+            };
+            /** @description It is enabled already */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Needs `apps.write` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The account has no application with this client id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    rotate_app_secret: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The application's client id */
+                client_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RotateSecret"];
+            };
+        };
+        responses: {
+            /** @description The new secret, shown once */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NewSecret"];
+                };
+            };
+            /** @description A bad overlap, or a public application (it has no secret) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Needs `apps.write` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The account has no application with this client id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
     list_audit_events: {
         parameters: {
             query?: {
@@ -792,6 +1633,440 @@ export interface operations {
             };
             /** @description Needs `audit.read` */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    list_grants: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The grants */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GrantList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Needs `grants.read` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    revoke_grant: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The grant's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The grant is revoked */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Done"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Needs `grants.write` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The account's applications have no live grant with this id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    list_keys: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The account's keys, revoked and expired ones included */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Needs `keys.read` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    revoke_key_tokens: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The key's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every token the key minted so far is refused from now on */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Done"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Needs `tokens.write` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The account has no live key with this id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    key_usage: {
+        parameters: {
+            query?: {
+                /** @description How many days back, today included: 1 to 90, default 30 */
+                days?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The key's id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One entry per day, oldest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KeyUsage"];
+                };
+            };
+            /** @description Bad `days` */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Needs `keys.read` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The account has no key with this id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    list_tokens: {
+        parameters: {
+            query?: {
+                /** @description Only tokens minted by this API key (its id) */
+                key?: string;
+                /** @description Only tokens carrying exactly this permission */
+                permission?: string;
+                /** @description `live`, `revoked` or `expired` */
+                status?: string;
+                /** @description Only tokens whose name or metadata contains this text */
+                q?: string;
+                /** @description 1 to 100, default 50 */
+                limit?: number;
+                /** @description From 1 */
+                page?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of tokens, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenPage"];
+                };
+            };
+            /** @description Bad query; the message names the parameter */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Needs `tokens.read` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    revoke_token: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The token's id (its `jti` claim) */
+                jti: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The token is refused from now on */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Done"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Needs `tokens.write` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The account has no live token with this id */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    list_users: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The users, each with their grants to the account's applications */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Needs `users.read` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    show_user: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The user's id */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The user and their grants to the account's applications */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserView"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Needs `users.read` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No user with this id has a grant to the account's applications */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    remove_user: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The user's id */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The user's grants here are revoked */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Removed"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description Needs `users.write` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No user with this id has a live grant to the account's applications */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod guard;
 pub mod health;
+pub mod manage;
 pub mod oauth;
 pub mod openapi;
 pub mod rate_limit;
@@ -58,6 +59,7 @@ pub fn api() -> Api {
         other: OpenApiRouter::new()
             .merge(auth::router())
             .merge(audit::router())
+            .merge(manage::router())
             .merge(oauth::router())
             .merge(health::router())
             .merge(openapi::router()),

@@ -28,6 +28,7 @@ use crate::state::AppState;
         (name = "sessions", description = "User sessions: OAuth 2.1 token, revocation, introspection"),
         (name = "resources", description = "The account's records"),
         (name = "audit", description = "The account's audit log"),
+        (name = "management", description = "The account's API keys (never a key), tokens, applications, users and grants"),
         (name = "operations", description = "Health and metrics"),
     )
 )]

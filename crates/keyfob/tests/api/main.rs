@@ -24,6 +24,7 @@ mod key_policies;
 mod key_revocation;
 mod logins;
 mod mail;
+mod manage;
 mod metrics;
 mod mint;
 mod oauth_client;

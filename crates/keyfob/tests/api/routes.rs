@@ -1235,7 +1235,7 @@ impl Fixture {
 
     /// A path template filled in, with `bad` in place of the parameter it names.
     pub fn fill(&self, template: &str, bad: Option<(&str, &str)>) -> String {
-        let id = if template.starts_with("/dashboard/keys") {
+        let id = if template.starts_with("/dashboard/keys") || template.starts_with("/api/keys") {
             &self.key_id
         } else if template.contains("/grants/") {
             &self.grant_id
