@@ -88,6 +88,9 @@ pub mod action {
     /// signature counter that did not move forward (a cloned authenticator). Actor `anonymous`,
     /// the owner or user the target, `reason` in the detail.
     pub const PASSKEY_FAILED: &str = "passkey.failed";
+    /// An application was registered (its name, kind, redirect URIs and maximum permissions in the
+    /// detail; never a secret).
+    pub const APP_CREATED: &str = "app.created";
     /// An application's settings were edited (the names of the fields changed in the detail).
     pub const APP_UPDATED: &str = "app.updated";
     /// An application was given a new client secret (`overlap_secs`, how long the old one still
@@ -152,6 +155,7 @@ pub mod action {
         MFA_RECOVERY_USED,
         MFA_RECOVERY_REGENERATED,
         ACCOUNT_MFA_REQUIRED_CHANGED,
+        APP_CREATED,
         APP_UPDATED,
         APP_SECRET_ROTATED,
         APP_DISABLED,

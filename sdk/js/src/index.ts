@@ -7,9 +7,11 @@ export { Apps, Grants, Keys, Tokens, Users } from "./manage.js";
 export type {
   AppPatch,
   AppView,
+  CreatedApp,
   GrantView,
   KeyUsage,
   KeyView,
+  NewApp,
   NewSecret,
   TokenListOptions,
   TokenPage,

@@ -13,6 +13,8 @@ export type TokenView = Schemas["TokenView"];
 export type TokenPage = Schemas["TokenPage"];
 export type AppView = Schemas["AppView"];
 export type AppPatch = Schemas["AppPatch"];
+export type NewApp = Schemas["NewAppBody"];
+export type CreatedApp = Schemas["CreatedAppView"];
 export type NewSecret = Schemas["NewSecret"];
 export type UserView = Schemas["UserView"];
 export type GrantView = Schemas["GrantView"];
@@ -99,6 +101,11 @@ export class Apps {
   /** `GET /api/apps/{client_id}`. */
   get(clientId: string): Promise<AppView> {
     return this.#send<AppView>("GET", `/api/apps/${segment(clientId)}`);
+  }
+
+  /** `POST /api/apps`: registers an application; a confidential one's `client_secret` is shown this once. */
+  create(app: NewApp): Promise<CreatedApp> {
+    return this.#send<CreatedApp>("POST", "/api/apps", app);
   }
 
   /** `PATCH /api/apps/{client_id}`: fields left out stay; a list given replaces the list; `null` clears a session limit. */

@@ -74,7 +74,8 @@ export interface paths {
         /** List the account's applications. */
         get: operations["list_apps"];
         put?: never;
-        post?: never;
+        /** Register an application (the dashboard's rules: exact redirect URIs, no reserved permission). */
+        post: operations["create_app"];
         delete?: never;
         options?: never;
         head?: never;
@@ -692,6 +693,11 @@ export interface components {
             /** Format: int64 */
             totalPages: number;
         };
+        /** @description A registered application and, for a confidential one, its secret, shown this once. */
+        CreatedAppView: components["schemas"]["AppView"] & {
+            /** @description The client secret (`kfs_…`) of a confidential app; only its hash is kept. */
+            client_secret?: string | null;
+        };
         /** @description What `DELETE` and the action routes answer: the change is made. */
         Done: {
             /** @description Always `true`. */
@@ -827,6 +833,32 @@ export interface components {
             expires: string;
             /** @description The signed JWT. */
             token: string;
+        };
+        /** @description An application to register. */
+        NewAppBody: {
+            /** @description Whether it may receive tokens in the URL fragment. Default `false`. */
+            allow_fragment?: boolean;
+            /** @description E.g. `["deals.read", "deals.write"]`; never a reserved permission. */
+            max_permissions?: string[];
+            /** @description Read after the permission is checked, so a caller without it learns nothing from the body. */
+            name?: string | null;
+            /** @description Browser origins allowed to call Keyfob (CORS). */
+            origins?: string[];
+            post_logout_redirect_uris?: string[];
+            /** @description A public app (single-page or mobile): no secret, PKCE required. Default `false`. */
+            public?: boolean;
+            /** @description Exact redirect URIs: at least one. */
+            redirect_uris?: string[];
+            /**
+             * Format: int64
+             * @description Seconds from 1 to ten years; absent or `null`: no idle limit.
+             */
+            refresh_idle_secs?: number | null;
+            /**
+             * Format: int64
+             * @description Seconds from 1 to ten years; absent or `null`: no maximum session age.
+             */
+            refresh_max_age_secs?: number | null;
         };
         /** @description A confidential application's new secret, shown this once. */
         NewSecret: {
@@ -1264,6 +1296,53 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            429: components["responses"]["RateLimited"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    create_app: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewAppBody"];
+            };
+        };
+        responses: {
+            /** @description Registered; the secret is shown this once */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreatedAppView"];
+                };
+            };
+            /** @description A setting breaks a rule; the message names it */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            /** @description Needs `apps.write` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             429: components["responses"]["RateLimited"];
             503: components["responses"]["Unavailable"];
         };

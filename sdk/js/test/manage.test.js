@@ -81,6 +81,22 @@ describe("management", () => {
     await server.whoami();
   });
 
+  test("apps: registered, with the secret shown once", async () => {
+    const created = await server.apps.create({
+      name: "Partner portal",
+      redirect_uris: ["https://partner.example.com/cb"],
+      max_permissions: ["deals.read"],
+    });
+    assert.match(created.client_id, /^app_/);
+    assert.match(created.client_secret, /^kfs_/);
+    assert.equal((await server.apps.get(created.client_id)).name, "Partner portal");
+    await assert.rejects(
+      server.apps.create({ name: "No redirect", max_permissions: ["deals.read"] }),
+      { status: 400, code: "invalid_app" },
+    );
+    await server.apps.delete(created.client_id);
+  });
+
   test("apps: shown, edited, rotated, disabled and enabled", async () => {
     const [app] = await server.apps.list();
     assert.equal(app.client_id, setup.clientId);

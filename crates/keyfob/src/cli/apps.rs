@@ -156,8 +156,8 @@ pub(super) async fn run(config: &Config, command: AppsCommand) -> anyhow::Result
             allow_fragment,
         } => {
             let account = services::accounts::resolve_account(store.as_ref(), &account).await?;
-            let created = services::apps::create_app(
-                store.as_ref(),
+            let created = services::apps::register(
+                site,
                 &account.id,
                 services::apps::NewApp {
                     name,
@@ -170,6 +170,7 @@ pub(super) async fn run(config: &Config, command: AppsCommand) -> anyhow::Result
                     refresh_max_age_secs,
                     allow_fragment,
                 },
+                &by,
             )
             .await?;
             let mut out = serde_json::json!({ "client_id": created.app.client_id });

@@ -203,11 +203,13 @@ pub async fn list(
     render(&page)
 }
 
-/// `POST /dashboard/apps`: registers an application (the rules are [`services::apps::create_app`]'s).
+/// `POST /dashboard/apps`: registers an application (the rules are [`services::apps::create_app`]'s)
+/// and audits it.
 #[tracing::instrument(skip_all, fields(account_id = %login.account_id()))]
 pub async fn create(
     login: OwnerLogin,
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     PageForm(form): PageForm<AppForm>,
 ) -> Result<Response, PageError> {
     login.check_csrf(&form.csrf)?;
@@ -235,9 +237,9 @@ pub async fn create(
         refresh_max_age_secs,
         allow_fragment: form.allow_fragment.is_some(),
     };
-    match services::apps::create_app(state.store.as_ref(), login.account_id(), new).await {
+    let by = Caller::new(Actor::owner(login.owner_id()), &ip);
+    match services::apps::register(Site::Node(&state), login.account_id(), new, &by).await {
         Ok(created) => {
-            tracing::info!(client_id = %created.app.client_id, "application registered in the dashboard");
             let page = AppCreatedPage {
                 layout: login.layout("apps"),
                 name: created.app.name,

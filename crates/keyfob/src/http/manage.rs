@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use keyfob_domain::Action;
 use keyfob_domain::key_policy::parse_span;
 use keyfob_domain::time::Timestamp;
@@ -53,7 +54,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_key_tokens))
         .routes(routes!(list_tokens))
         .routes(routes!(revoke_token))
-        .routes(routes!(list_apps))
+        .routes(routes!(list_apps, create_app))
         .routes(routes!(show_app, update_app, delete_app))
         .routes(routes!(rotate_app_secret))
         .routes(routes!(disable_app))
@@ -593,6 +594,97 @@ pub async fn list_apps(State(state): State<AppState>, auth: Auth) -> ApiResult<J
     Ok(Json(AppList {
         docs: rows.into_iter().map(AppView::from).collect(),
     }))
+}
+
+/// An application to register.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAppBody {
+    /// Read after the permission is checked, so a caller without it learns nothing from the body.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Exact redirect URIs: at least one.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Browser origins allowed to call Keyfob (CORS).
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// A public app (single-page or mobile): no secret, PKCE required. Default `false`.
+    #[serde(default)]
+    pub public: bool,
+    /// E.g. `["deals.read", "deals.write"]`; never a reserved permission.
+    #[serde(default)]
+    pub max_permissions: Vec<String>,
+    /// Seconds from 1 to ten years; absent or `null`: no idle limit.
+    #[serde(default)]
+    pub refresh_idle_secs: Option<i64>,
+    /// Seconds from 1 to ten years; absent or `null`: no maximum session age.
+    #[serde(default)]
+    pub refresh_max_age_secs: Option<i64>,
+    /// Whether it may receive tokens in the URL fragment. Default `false`.
+    #[serde(default)]
+    pub allow_fragment: bool,
+}
+
+/// A registered application and, for a confidential one, its secret, shown this once.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedAppView {
+    #[serde(flatten)]
+    pub app: AppView,
+    /// The client secret (`kfs_…`) of a confidential app; only its hash is kept.
+    pub client_secret: Option<String>,
+}
+
+/// Register an application (the dashboard's rules: exact redirect URIs, no reserved permission).
+#[utoipa::path(
+    post,
+    path = "/api/apps",
+    operation_id = "create_app",
+    tag = "management",
+    request_body = NewAppBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Registered; the secret is shown this once", body = CreatedAppView),
+        (status = 400, description = "A setting breaks a rule; the message names it", body = ErrorBody),
+        (status = 403, description = "Needs `apps.write`", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    )
+)]
+#[tracing::instrument(skip_all, fields(account = %auth.0.account_id))]
+pub async fn create_app(
+    State(state): State<AppState>,
+    auth: Auth,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<NewAppBody>,
+) -> ApiResult<(StatusCode, Json<CreatedAppView>)> {
+    auth.require("apps", Action::Write)?;
+    let name = body
+        .name
+        .ok_or_else(|| ApiError::bad_request("invalid_app", "`name` is required"))?;
+    let new = services::apps::NewApp {
+        name,
+        redirect_uris: body.redirect_uris,
+        post_logout_redirect_uris: body.post_logout_redirect_uris,
+        origins: body.origins,
+        public: body.public,
+        max_permissions: body.max_permissions.join(","),
+        refresh_idle_secs: body.refresh_idle_secs,
+        refresh_max_age_secs: body.refresh_max_age_secs,
+        allow_fragment: body.allow_fragment,
+    };
+    let by = caller(&auth, &ip);
+    let created = services::apps::register(Site::Node(&state), &auth.0.account_id, new, &by)
+        .await
+        .map_err(|err| refused(err, "invalid_app"))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedAppView {
+            app: created.app.into(),
+            client_secret: created.client_secret,
+        }),
+    ))
 }
 
 /// One of the account's applications.

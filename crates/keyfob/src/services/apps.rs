@@ -50,7 +50,34 @@ pub struct CreatedApp {
     pub client_secret: Option<String>,
 }
 
-/// Registers an application after checking every URI, origin and permission.
+/// Registers an application in `account_id` ([`create_app`]) and audits it; the secret is
+/// returned once and never recorded.
+pub async fn register(
+    site: Site<'_>,
+    account_id: &AccountId,
+    new: NewApp,
+    by: &Caller<'_>,
+) -> Result<CreatedApp, ServiceError> {
+    let created = create_app(site.store(), account_id, new).await?;
+    let app = &created.app;
+    tracing::info!(client_id = %app.client_id, "application registered");
+    site.done(
+        AuditEvent::new(Some(account_id), by.actor.clone(), action::APP_CREATED)
+            .target(app.client_id.as_str())
+            .ip(by.ip)
+            .detail(serde_json::json!({
+                "name": app.name,
+                "public": app.public,
+                "redirect_uris": app.redirect_uris.to_vec(),
+                "max_permissions": app.max_permissions.names(),
+            })),
+    )
+    .await?;
+    Ok(created)
+}
+
+/// Registers an application after checking every URI, origin and permission (not audited: see
+/// [`register`]).
 pub async fn create_app(
     store: &dyn Store,
     account_id: &AccountId,

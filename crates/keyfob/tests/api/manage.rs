@@ -232,6 +232,14 @@ fn routes(w: &World, jti: &str) -> Vec<(Method, String, &'static str, Option<Val
             None,
         ),
         (Method::GET, "/api/apps".into(), "apps.read", None),
+        (
+            Method::POST,
+            "/api/apps".into(),
+            "apps.write",
+            Some(
+                json!({"name": "Probe", "redirect_uris": [REDIRECT], "max_permissions": ["deals.read"]}),
+            ),
+        ),
         (Method::GET, format!("/api/apps/{app}"), "apps.read", None),
         (
             Method::PATCH,
@@ -315,7 +323,9 @@ both_backends! {
             }
             let named = restricted(&app, &w.account, permission).await;
             let response = call(&app, method.clone(), &path, &named, body).await;
-            assert_eq!(response.status(), 200, "{method} {path} with {permission}");
+            // Registering an application answers 201 Created; every other change 200.
+            let expected = if method == Method::POST && path == "/api/apps" { 201 } else { 200 };
+            assert_eq!(response.status(), expected, "{method} {path} with {permission}");
         }
 
         // An application's or a user's token never holds them, whatever it was granted.
@@ -333,7 +343,11 @@ both_backends! {
             for (method, path) in [(Method::GET, &one), (Method::PUT, &one), (Method::PATCH, &one), (Method::POST, &format!("/api/{resource}"))] {
                 let response = call(&app, method.clone(), path, &w.key, Some(json!({"name": "record"}))).await;
                 let status = response.status().as_u16();
-                if status == 400 {
+                if method == Method::POST && resource == "apps" {
+                    // Registers an application, not a record: a body of a record's shape is not
+                    // an application's.
+                    expect_error(response, 400, "invalid_app").await;
+                } else if status == 400 {
                     expect_error(response, 400, "reserved_resource").await;
                 } else {
                     assert!(matches!(status, 404 | 405), "{method} {path}: {status}");
@@ -635,5 +649,55 @@ both_backends! {
         assert_eq!(events[0]["actor"], json!({"kind": "api_key", "id": other.key_id.as_str()}));
         let events = audit_until(&app, &w.key, "action=grant.revoked", |d| d.len() == 1).await;
         assert_eq!(events[0]["actor"]["kind"], "api_key");
+    }
+
+    async fn apps_are_registered_by_the_api_and_audited_without_their_secret(app) {
+        let w = world(&app).await;
+        let before = get_json(&app, "/api/apps", &w.key).await["docs"].as_array().unwrap().len();
+        // Bad input names the field and registers nothing.
+        for (body, code, named) in [
+            (json!({"redirect_uris": [REDIRECT], "max_permissions": ["deals.read"]}), "invalid_app", "name"),
+            (json!({"name": "A", "max_permissions": ["deals.read"]}), "invalid_app", "redirect URI"),
+            (json!({"name": "A", "redirect_uris": ["http://evil.example.com/cb"], "max_permissions": ["deals.read"]}), "invalid_app", "http://evil.example.com/cb"),
+            (json!({"name": "A", "redirect_uris": [REDIRECT], "max_permissions": ["apps.write"]}), "invalid_app", "apps.write"),
+            (json!({"name": "A", "redirect_uris": [REDIRECT], "max_permissions": []}), "invalid_app", "permissions"),
+            (json!({"name": "A", "redirect_uris": [REDIRECT], "max_permissions": ["deals.read"], "secret": "x"}), "invalid_body", "secret"),
+        ] {
+            let response = call(&app, Method::POST, "/api/apps", &w.key, Some(body.clone())).await;
+            let message = expect_error(response, 400, code).await;
+            assert!(message.contains(named), "{body}: {message}");
+        }
+        assert_eq!(get_json(&app, "/api/apps", &w.key).await["docs"].as_array().unwrap().len(), before);
+
+        // A key with `*.write` may not; one with `apps.write` may.
+        let wide = restricted(&app, &w.account, "*.read,*.write").await;
+        let body = json!({"name": "Partner", "redirect_uris": [REDIRECT], "max_permissions": ["deals.read"]});
+        let message = expect_error(call(&app, Method::POST, "/api/apps", &wide, Some(body.clone())).await, 403, "forbidden").await;
+        assert!(message.contains("apps.write"), "{message}");
+        let writer = restricted(&app, &w.account, "apps.write").await;
+        let response = call(&app, Method::POST, "/api/apps", &writer, Some(body)).await;
+        assert_eq!(response.status(), 201);
+        let created: Value = response.json().await.unwrap();
+        let client_id = created["client_id"].as_str().unwrap().to_owned();
+        let secret = created["client_secret"].as_str().unwrap().to_owned();
+        assert!(secret.starts_with("kfs_"));
+        // The secret works at the token endpoint, and is never shown again.
+        assert_eq!(client_credentials_status(&app, &client_id, &secret).await, 200);
+        let shown = get_json(&app, &format!("/api/apps/{client_id}"), &w.key).await;
+        assert!(!shown.to_string().contains(&secret));
+        // A public app has no secret.
+        let response = call(&app, Method::POST, "/api/apps", &w.key, Some(json!({
+            "name": "SPA", "redirect_uris": [REDIRECT], "max_permissions": ["deals.read"], "public": true,
+            "origins": ["https://app.example.com"]
+        }))).await;
+        assert_eq!(response.status(), 201);
+        assert!(response.json::<Value>().await.unwrap()["client_secret"].is_null());
+
+        // Audited with the key as actor, never the secret.
+        let events = audit_until(&app, &w.key, "action=app.created", |d| d.len() == 2).await;
+        let event = events.iter().find(|e| e["target"] == client_id.as_str()).unwrap();
+        assert_eq!(event["detail"]["name"], "Partner");
+        assert_eq!(event["actor"]["kind"], "api_key");
+        assert!(!events.iter().any(|e| e.to_string().contains("kfs_")));
     }
 }
