@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
             list.windows(2).all(|w| w[0] < w[1]),
             "sorted, without duplicates"
         );
-        for p in &list {
+        for p in list.iter() {
             assert!(text.lines().any(|line| line == p.to_string()));
         }
     }
