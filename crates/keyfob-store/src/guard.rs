@@ -253,6 +253,10 @@ impl<S: Store> Store for Guarded<S> {
         self.inner.backend()
     }
 
+    fn pool_stats(&self) -> crate::PoolStats {
+        self.inner.pool_stats()
+    }
+
     async fn ping(&self) -> Result<()> {
         self.breaker.run(self.inner.ping()).await
     }

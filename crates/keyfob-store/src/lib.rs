@@ -38,8 +38,24 @@ pub use model::*;
 pub use passkey::{PasskeyRow, PasskeyStore, PasskeyUse};
 pub use pg::PgStore;
 pub use sql::{Dialect, SqlStore};
-pub use sqlite::SqliteStore;
+pub use sqlite::{
+    BackupFacts, SqliteStore, back_up_sqlite, inspect_sqlite_backup, latest_sqlite_migration,
+    sqlite_path,
+};
 pub use types::{ChangeKind, JsonList, JsonText, Permissions, Strings};
+
+/// A store's connection pool at a moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open, in use or idle.
+    pub size: u32,
+    /// Of those, the idle ones.
+    pub idle: usize,
+    /// The most the pool opens.
+    pub max: u32,
+    /// Calls so far that found every connection busy and the pool at its largest.
+    pub waits: u64,
+}
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -51,6 +67,8 @@ pub trait Store: MfaStore + PasskeyStore + Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     /// A cheap round trip, for `/readyz`.
     async fn ping(&self) -> Result<()>;
+    /// The connection pool now, for `/metrics`.
+    fn pool_stats(&self) -> PoolStats;
 
     // Accounts and their owners.
     async fn create_account(&self, account: &Account, owner: &Owner) -> Result<()>;

@@ -196,7 +196,7 @@ where
         recovery_hashes: &[String],
     ) -> Result<bool> {
         let holder = &factor.holder;
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let inserted = sqlx::query(
             "INSERT INTO totp_factors (holder_kind, holder_id, secret, last_step, created_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (holder_kind, holder_id) DO NOTHING",
@@ -232,7 +232,7 @@ where
         )
         .bind(holder.kind())
         .bind(holder.id())
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?;
         Ok(row.map(|(secret, last_step, created_at)| TotpFactorRow {
             holder: holder.clone(),
@@ -250,7 +250,7 @@ where
         .bind(step)
         .bind(holder.kind())
         .bind(holder.id())
-        .execute(&self.pool)
+        .execute(self.conn())
         .await?
         .rows_affected()
             > 0)
@@ -270,7 +270,7 @@ where
         .bind(holder.kind())
         .bind(holder.id())
         .bind(code_hash)
-        .execute(&self.pool)
+        .execute(self.conn())
         .await?
         .rows_affected()
             > 0)
@@ -282,7 +282,7 @@ where
         recovery_hashes: &[String],
         at: Timestamp,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let has_factor: Option<i64> = sqlx::query_scalar(
             "SELECT last_step FROM totp_factors WHERE holder_kind = $1 AND holder_id = $2",
         )
@@ -310,13 +310,13 @@ where
         )
         .bind(holder.kind())
         .bind(holder.id())
-        .fetch_one(&self.pool)
+        .fetch_one(self.conn())
         .await?;
         Ok(count.unsigned_abs())
     }
 
     async fn delete_totp_factor(&self, holder: &FactorHolder) -> Result<bool> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let deleted =
             sqlx::query("DELETE FROM totp_factors WHERE holder_kind = $1 AND holder_id = $2")
                 .bind(holder.kind())
@@ -337,7 +337,7 @@ where
     async fn list_totp_secrets(&self) -> Result<Vec<(FactorHolder, String)>> {
         let rows: Vec<(String, String, String)> =
             sqlx::query_as("SELECT holder_kind, holder_id, secret FROM totp_factors")
-                .fetch_all(&self.pool)
+                .fetch_all(self.conn())
                 .await?;
         rows.into_iter()
             .map(|(kind, id, secret)| Ok((FactorHolder::from_parts(&kind, id)?, secret)))
@@ -348,7 +348,7 @@ where
         let required: Option<bool> =
             sqlx::query_scalar("SELECT mfa_required FROM accounts WHERE id = $1")
                 .bind(account_id.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.conn())
                 .await?;
         Ok(required.unwrap_or(false))
     }
@@ -362,7 +362,7 @@ where
             sqlx::query("UPDATE accounts SET mfa_required = $1 WHERE id = $2")
                 .bind(required)
                 .bind(account_id.as_str())
-                .execute(&self.pool)
+                .execute(self.conn())
                 .await?
                 .rows_affected()
                 > 0,
@@ -377,7 +377,7 @@ where
              FROM owners o JOIN accounts a ON a.id = o.account_id WHERE o.id = $1",
         )
         .bind(owner_id.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?;
         Ok(must == Some(1))
     }

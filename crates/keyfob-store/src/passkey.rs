@@ -117,7 +117,7 @@ where
         .bind(row.sign_count)
         .bind(row.created_at.unix_ms())
         .bind(row.last_used_at.map(|t| t.unix_ms()))
-        .execute(&self.pool)
+        .execute(self.conn())
         .await?
         .rows_affected()
             > 0)
@@ -128,7 +128,7 @@ where
             "SELECT {COLUMNS} FROM passkeys WHERE credential_id = $1"
         ))
         .bind(credential_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?;
         row.map(from_columns).transpose()
     }
@@ -140,7 +140,7 @@ where
         ))
         .bind(holder.kind())
         .bind(holder.id())
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?;
         rows.into_iter().map(from_columns).collect()
     }
@@ -155,7 +155,7 @@ where
         .bind(change.at.unix_ms())
         .bind(change.credential_id)
         .bind(change.expected_sign_count)
-        .execute(&self.pool)
+        .execute(self.conn())
         .await?
         .rows_affected()
             > 0)
@@ -168,7 +168,7 @@ where
         .bind(credential_id)
         .bind(holder.kind())
         .bind(holder.id())
-        .execute(&self.pool)
+        .execute(self.conn())
         .await?
         .rows_affected()
             > 0)

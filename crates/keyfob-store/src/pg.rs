@@ -33,7 +33,7 @@ impl PgStore {
         );
         let pool = pool_options(&breaker).connect_with(options).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Guarded::new(PgStore { pool }, breaker))
+        Ok(Guarded::new(PgStore::new(pool), breaker))
     }
 }
 

@@ -4,6 +4,8 @@
 //! listings) lives in `sqlite.rs` and `pg.rs`.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -256,6 +258,27 @@ pub(crate) fn list_sql<D: Dialect>(scope: &RecordScope<'_>, query: &ListQuery) -
 /// [`crate::PgStore`] are this over `sqlx::Sqlite` and `sqlx::Postgres`.
 pub struct SqlStore<DB: Database> {
     pub(crate) pool: Pool<DB>,
+    /// Calls that found no idle connection with the pool at its largest: they waited.
+    waits: Arc<AtomicU64>,
+}
+
+impl<DB: Database> SqlStore<DB> {
+    pub(crate) fn new(pool: Pool<DB>) -> Self {
+        SqlStore {
+            pool,
+            waits: Arc::default(),
+        }
+    }
+
+    /// The pool, for one call; a call that will have to wait for a connection is counted.
+    pub(crate) fn conn(&self) -> &Pool<DB> {
+        if self.pool.num_idle() == 0
+            && self.pool.size() >= self.pool.options().get_max_connections()
+        {
+            self.waits.fetch_add(1, Ordering::Relaxed);
+        }
+        &self.pool
+    }
 }
 
 /// The bound values of a listing, then `extra` integers (its LIMIT and OFFSET).
@@ -512,13 +535,22 @@ where
         DB::BACKEND
     }
 
+    fn pool_stats(&self) -> crate::PoolStats {
+        crate::PoolStats {
+            size: self.pool.size(),
+            idle: self.pool.num_idle(),
+            max: self.pool.options().get_max_connections(),
+            waits: self.waits.load(Ordering::Relaxed),
+        }
+    }
+
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(self.conn()).await?;
         Ok(())
     }
 
     async fn create_account(&self, account: &Account, owner: &Owner) -> Result<()> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         sqlx::query(
             "INSERT INTO accounts (id, name, created_at, require_verified_users) \
              VALUES ($1, $2, $3, $4)",
@@ -550,7 +582,7 @@ where
             "SELECT id, name, created_at, require_verified_users FROM accounts WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?)
     }
 
@@ -559,7 +591,7 @@ where
             "SELECT {OWNER_COLUMNS} FROM owners WHERE email = $1"
         ))
         .bind(email)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?)
     }
 
@@ -567,13 +599,13 @@ where
         Ok(
             sqlx::query_as(&format!("SELECT {OWNER_COLUMNS} FROM owners WHERE id = $1"))
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.conn())
                 .await?,
         )
     }
 
     async fn insert_api_key(&self, key: &ApiKeyRow) -> Result<()> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         Self::insert_api_key_in(&mut tx, key).await?;
         Self::log_change(&mut tx, ChangeKind::ApiKeyCreated, &key.id, key.created_at).await?;
         tx.commit().await?;
@@ -588,7 +620,7 @@ where
         old_expires_at: Timestamp,
         now: Timestamp,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let done = sqlx::query(
             "UPDATE api_keys SET expires_at = CASE \
                  WHEN expires_at IS NULL OR expires_at > $1 THEN $1 ELSE expires_at END \
@@ -614,7 +646,7 @@ where
     }
 
     async fn add_key_usage(&self, rows: &[UsageRow]) -> Result<()> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         for row in rows {
             sqlx::query(
                 "INSERT INTO api_key_usage (key_id, day, via, ok, client_errors, limited, server_errors) \
@@ -644,7 +676,7 @@ where
         rows: &[TokenUsageRow],
         uses: &[(Jti, Timestamp)],
     ) -> Result<()> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         for row in rows {
             sqlx::query(
                 "INSERT INTO token_usage (jti, day, ok, client_errors, limited, server_errors) \
@@ -701,7 +733,7 @@ where
         }
         query.push(") ORDER BY u.jti, u.day");
         let rows: Vec<(Jti, i64, i64, i64, i64, i64)> =
-            DB::fetch_rows_built(&mut query, &self.pool).await?;
+            DB::fetch_rows_built(&mut query, self.conn()).await?;
         Ok(rows
             .into_iter()
             .map(
@@ -734,7 +766,7 @@ where
         .bind(account_id)
         .bind(key_id.map(KeyId::as_str))
         .bind(from_day)
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?;
         rows.into_iter()
             .map(
@@ -763,7 +795,7 @@ where
             "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?)
     }
 
@@ -772,7 +804,7 @@ where
             &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE account_id = $1 ORDER BY created_at DESC, id"),
         )
         .bind(account_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?)
     }
 
@@ -780,7 +812,7 @@ where
         Ok(sqlx::query_as(&format!(
             "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?)
     }
 
@@ -790,7 +822,7 @@ where
         id: &KeyId,
         at: Timestamp,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 \
              WHERE id = $2 AND revoked_at IS NULL AND ($3 IS NULL OR account_id = $3)",
@@ -810,7 +842,7 @@ where
     }
 
     async fn touch_api_keys(&self, uses: &[KeyUse]) -> Result<()> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         for KeyUse { key_id, at, ip } in uses {
             sqlx::query(
                 "UPDATE api_keys SET last_used_at = $1, last_used_ip = COALESCE($3, last_used_ip) \
@@ -850,7 +882,7 @@ where
                         .map(|m| serde_json::Value::Object(m.0.clone()).to_string()),
                 );
         });
-        DB::execute_built(&mut insert, &self.pool).await?;
+        DB::execute_built(&mut insert, self.conn()).await?;
         Ok(())
     }
 
@@ -861,7 +893,7 @@ where
         ))
         .bind(account_id)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?)
     }
 
@@ -869,13 +901,13 @@ where
         Ok(
             sqlx::query_as(&format!("SELECT {} WHERE t.jti = $1", TOKEN_FROM))
                 .bind(jti)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.conn())
                 .await?,
         )
     }
 
     async fn revoke_token(&self, account_id: &AccountId, jti: &Jti, at: Timestamp) -> Result<bool> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let done = sqlx::query(
             "UPDATE tokens SET revoked_at = $1 \
              WHERE jti = $2 AND account_id = $3 AND revoked_at IS NULL",
@@ -899,7 +931,7 @@ where
             "SELECT jti, expires_at FROM tokens WHERE revoked_at IS NOT NULL AND expires_at > $1",
         )
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?)
     }
 
@@ -942,7 +974,7 @@ where
             .bind(status)
             .bind(f.now)
             .bind(text.as_deref())
-            .fetch_one(&self.pool)
+            .fetch_one(self.conn())
             .await?;
         let rows = sqlx::query_as(&format!(
             "SELECT jti, account_id, api_key_id, subject, permissions, issued_at, expires_at, name, \
@@ -957,7 +989,7 @@ where
         .bind(text.as_deref())
         .bind(i64::from(f.limit))
         .bind(i64::try_from(f.offset).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?;
         Ok((rows, total.max(0) as u64))
     }
@@ -968,7 +1000,7 @@ where
         key_id: &KeyId,
         at: Timestamp,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let done = sqlx::query(
             "UPDATE api_keys SET tokens_revoked_before = $1 \
              WHERE id = $2 AND revoked_at IS NULL AND ($3 IS NULL OR account_id = $3) \
@@ -1003,7 +1035,7 @@ where
         )
         .bind(key_id.map(KeyId::as_str))
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?;
         Ok(rows
             .into_iter()
@@ -1023,7 +1055,7 @@ where
             "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"
         ))
         .bind(key_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?)
     }
 
@@ -1033,7 +1065,7 @@ where
         at: Timestamp,
         heir: Option<&SigningHeir>,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let done = sqlx::query(
             "UPDATE signing_keys SET revoked_at = $1, expires_at = $1, \
              retires_at = CASE WHEN retires_at IS NULL OR retires_at > $1 THEN $1 ELSE retires_at END \
@@ -1072,7 +1104,7 @@ where
     }
 
     async fn insert_signing_key(&self, key: &SigningKeyRow) -> Result<()> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         sqlx::query(
             "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at, activates_at, retires_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -1103,7 +1135,7 @@ where
             "SELECT kid, alg, private_key, public_jwk, created_at, activates_at, retires_at, expires_at, revoked_at \
              FROM signing_keys ORDER BY activates_at, created_at",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?)
     }
 
@@ -1112,7 +1144,7 @@ where
         next: &SigningKeyRow,
         keep_public_for: Duration,
     ) -> Result<()> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         sqlx::query(
             "UPDATE signing_keys SET retires_at = $1, expires_at = $2 \
              WHERE (retires_at IS NULL OR retires_at > $1) AND revoked_at IS NULL",
@@ -1158,7 +1190,7 @@ where
         .bind(Json(&record.doc))
         .bind(record.created_at)
         .bind(record.updated_at)
-        .execute(&self.pool)
+        .execute(self.conn())
         .await?;
         Ok(())
     }
@@ -1177,7 +1209,7 @@ where
         .bind(scope.account_id)
         .bind(scope.resource)
         .bind(scope.owner_user_id.map(UserId::as_str))
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?;
         Ok(row.map(Into::into))
     }
@@ -1193,7 +1225,7 @@ where
             &format!("SELECT COUNT(*) FROM records WHERE {clause}"),
             list_args::<DB>(&sql.binds[..sql.where_binds], &[])?,
         )
-        .fetch_one(&self.pool)
+        .fetch_one(self.conn())
         .await?;
         let n = sql.binds.len();
         let offset = i64::try_from(query.offset()).unwrap_or(i64::MAX);
@@ -1206,7 +1238,7 @@ where
             ),
             list_args::<DB>(&sql.binds, &[i64::from(query.limit), offset])?,
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?;
         Ok((
             rows.into_iter().map(Into::into).collect(),
@@ -1232,7 +1264,7 @@ where
         .bind(scope.account_id)
         .bind(scope.resource)
         .bind(scope.owner_user_id.map(UserId::as_str))
-        .execute(&self.pool)
+        .execute(self.conn())
         .await?
         .rows_affected()
             > 0)
@@ -1247,7 +1279,7 @@ where
         .bind(scope.account_id)
         .bind(scope.resource)
         .bind(scope.owner_user_id.map(UserId::as_str))
-        .execute(&self.pool)
+        .execute(self.conn())
         .await?
         .rows_affected()
             > 0)
@@ -1259,12 +1291,12 @@ where
              GROUP BY resource ORDER BY resource",
         )
         .bind(account_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?)
     }
 
     async fn insert_app(&self, app: &AppRow) -> Result<()> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         sqlx::query(
             "INSERT INTO apps (client_id, account_id, name, public, client_secret_hash, redirect_uris, \
              post_logout_redirect_uris, origins, max_permissions, refresh_idle_secs, \
@@ -1300,7 +1332,7 @@ where
     async fn live_app_origins(&self) -> Result<Vec<Strings>> {
         Ok(
             sqlx::query_scalar("SELECT origins FROM apps WHERE revoked_at IS NULL")
-                .fetch_all(&self.pool)
+                .fetch_all(self.conn())
                 .await?,
         )
     }
@@ -1311,7 +1343,7 @@ where
             APP_COLUMNS
         ))
         .bind(client_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?)
     }
 
@@ -1322,7 +1354,7 @@ where
             APP_COLUMNS
         ))
         .bind(account_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?)
     }
 
@@ -1337,7 +1369,7 @@ where
         .bind(user.created_at)
         .bind(user.password_changed_at)
         .bind(user.email_verified_at)
-        .execute(&self.pool)
+        .execute(self.conn())
         .await?;
         Ok(())
     }
@@ -1347,7 +1379,7 @@ where
             "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
         ))
         .bind(email)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?)
     }
 
@@ -1355,7 +1387,7 @@ where
         Ok(
             sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.conn())
                 .await?,
         )
     }
@@ -1367,7 +1399,7 @@ where
         edit: &AppEdit,
         at: Timestamp,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let done = sqlx::query(
             "UPDATE apps SET name = $1, redirect_uris = $2, post_logout_redirect_uris = $3, \
              origins = $4, max_permissions = $5, refresh_idle_secs = $6, \
@@ -1403,7 +1435,7 @@ where
         previous_until: Option<Timestamp>,
         at: Timestamp,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         // Every right-hand side reads the row as it was, so the old secret moves to `previous`.
         let done = sqlx::query(
             "UPDATE apps SET \
@@ -1434,7 +1466,7 @@ where
         disabled: bool,
         at: Timestamp,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let sql = if disabled {
             "UPDATE apps SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL \
              AND deleted_at IS NULL AND ($3 IS NULL OR account_id = $3)"
@@ -1466,7 +1498,7 @@ where
         client_id: &ClientId,
         at: Timestamp,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let done = sqlx::query(
             "UPDATE apps SET deleted_at = $1, revoked_at = COALESCE(revoked_at, $1), \
              client_secret_hash = NULL, previous_secret_hash = NULL, \
@@ -1512,7 +1544,7 @@ where
         ))
         .bind(pattern)
         .bind(i64::from(filter.limit))
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?)
     }
 
@@ -1522,7 +1554,7 @@ where
         disabled: bool,
         at: Timestamp,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let sql = if disabled {
             "UPDATE users SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL"
         } else {
@@ -1544,7 +1576,7 @@ where
     }
 
     async fn delete_user(&self, user_id: &UserId, at: Timestamp) -> Result<bool> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let exists: Option<UserId> = sqlx::query_scalar("SELECT id FROM users WHERE id = $1")
             .bind(user_id)
             .fetch_optional(&mut *tx)
@@ -1595,7 +1627,7 @@ where
         user_id: &UserId,
         at: Timestamp,
     ) -> Result<u64> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let grants: Vec<GrantId> = sqlx::query_scalar(
             "UPDATE grants SET revoked_at = $1 \
              WHERE user_id = $2 AND account_id = $3 AND revoked_at IS NULL RETURNING id",
@@ -1624,7 +1656,7 @@ where
         password_hash: &str,
         at: Timestamp,
     ) -> Result<()> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3")
             .bind(password_hash)
             .bind(at)
@@ -1657,7 +1689,7 @@ where
         .bind(&s.csrf_token)
         .bind(s.created_at)
         .bind(s.expires_at)
-        .execute(&self.pool)
+        .execute(self.conn())
         .await?;
         Ok(())
     }
@@ -1669,14 +1701,14 @@ where
         )
         .bind(id_hash)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?)
     }
 
     async fn delete_user_login(&self, id_hash: &str) -> Result<()> {
         sqlx::query("DELETE FROM user_sessions WHERE id_hash = $1")
             .bind(id_hash)
-            .execute(&self.pool)
+            .execute(self.conn())
             .await?;
         Ok(())
     }
@@ -1687,7 +1719,7 @@ where
         )
         .bind(user_id)
         .bind(except)
-        .execute(&self.pool)
+        .execute(self.conn())
         .await?
         .rows_affected())
     }
@@ -1708,7 +1740,7 @@ where
         .bind(&g.permissions)
         .bind(g.updated_at)
         .bind(g.identity)
-        .fetch_one(&self.pool)
+        .fetch_one(self.conn())
         .await?)
     }
 
@@ -1719,7 +1751,7 @@ where
         ))
         .bind(user_id)
         .bind(client_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?)
     }
 
@@ -1729,7 +1761,7 @@ where
             GRANT_COLUMNS
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?)
     }
 
@@ -1739,7 +1771,7 @@ where
             GRANT_COLUMNS
         ))
         .bind(user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?)
     }
 
@@ -1751,12 +1783,12 @@ where
             GRANT_COLUMNS
         ))
         .bind(account_id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?)
     }
 
     async fn revoke_grant(&self, id: &GrantId, at: Timestamp) -> Result<bool> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let done =
             sqlx::query("UPDATE grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(at)
@@ -1794,7 +1826,7 @@ where
         .bind(c.identity)
         .bind(&c.nonce)
         .bind(c.auth_time)
-        .execute(&self.pool)
+        .execute(self.conn())
         .await?;
         Ok(())
     }
@@ -1805,7 +1837,7 @@ where
             CODE_COLUMNS
         ))
         .bind(code_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?)
     }
 
@@ -1831,7 +1863,7 @@ where
                 Some((hash.as_str(), *at, item.family.id.as_str()))
             })
             .collect();
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let won =
             Self::claim_unused(&mut tx, "auth_codes", "code_hash", "family_id", &claims).await?;
         let started: Vec<bool> = items
@@ -1891,7 +1923,7 @@ where
              revoked_at FROM refresh_families WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?)
     }
 
@@ -1901,7 +1933,7 @@ where
              FROM refresh_tokens WHERE token_hash = $1",
         )
         .bind(token_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?)
     }
 
@@ -1918,7 +1950,7 @@ where
              WHERE r.token_hash = $1",
         )
         .bind(token_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?;
         Ok(row.map(Into::into))
     }
@@ -1933,7 +1965,7 @@ where
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
 
         // Mark the unused ones used, each with its own time and sealed pair.
         let claims: Vec<(&str, Timestamp, &str)> = items
@@ -1999,7 +2031,7 @@ where
     }
 
     async fn revoke_family(&self, id: &FamilyId, at: Timestamp) -> Result<bool> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let live: Option<FamilyId> = sqlx::query_scalar(
             "SELECT id FROM refresh_families WHERE id = $1 AND revoked_at IS NULL",
         )
@@ -2018,7 +2050,7 @@ where
         client_id: Option<&ClientId>,
         at: Timestamp,
     ) -> Result<u64> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let ids: Vec<FamilyId> = sqlx::query_scalar(
             "SELECT id FROM refresh_families WHERE user_id = $1 AND revoked_at IS NULL \
              AND ($2 IS NULL OR client_id = $2)",
@@ -2039,7 +2071,7 @@ where
         )
         .bind(since)
         .bind(ChangeKind::SessionRevoked)
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?)
     }
 
@@ -2048,7 +2080,7 @@ where
             "UPDATE refresh_tokens SET next_sealed = NULL WHERE next_sealed IS NOT NULL AND used_at < $1",
         )
         .bind(before)
-        .execute(&self.pool)
+        .execute(self.conn())
         .await?;
         Ok(())
     }
@@ -2066,7 +2098,7 @@ where
         .bind(s.expires_at)
         .bind(s.ip.as_deref())
         .bind(s.user_agent.as_deref())
-        .execute(&self.pool)
+        .execute(self.conn())
         .await?;
         Ok(())
     }
@@ -2082,14 +2114,14 @@ where
         ))
         .bind(id_hash)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?)
     }
 
     async fn delete_owner_login(&self, id_hash: &str) -> Result<()> {
         sqlx::query("DELETE FROM dashboard_sessions WHERE id_hash = $1")
             .bind(id_hash)
-            .execute(&self.pool)
+            .execute(self.conn())
             .await?;
         Ok(())
     }
@@ -2105,7 +2137,7 @@ where
         ))
         .bind(owner_id)
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?)
     }
 
@@ -2114,7 +2146,7 @@ where
             sqlx::query("DELETE FROM dashboard_sessions WHERE owner_id = $1 AND id_hash = $2")
                 .bind(owner_id)
                 .bind(id_hash)
-                .execute(&self.pool)
+                .execute(self.conn())
                 .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -2125,7 +2157,7 @@ where
         )
         .bind(owner_id)
         .bind(except)
-        .execute(&self.pool)
+        .execute(self.conn())
         .await?;
         Ok(done.rows_affected())
     }
@@ -2136,7 +2168,7 @@ where
         password_hash: &str,
         keep: Option<&str>,
     ) -> Result<Option<u64>> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let changed = sqlx::query("UPDATE owners SET password_hash = $1 WHERE id = $2")
             .bind(password_hash)
             .bind(owner_id)
@@ -2161,13 +2193,13 @@ where
         let changed = sqlx::query("UPDATE accounts SET require_verified_users = $1 WHERE id = $2")
             .bind(on)
             .bind(account_id)
-            .execute(&self.pool)
+            .execute(self.conn())
             .await?;
         Ok(changed.rows_affected() > 0)
     }
 
     async fn insert_email_link(&self, link: &EmailLinkRow) -> Result<()> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         sqlx::query(
             "UPDATE email_tokens SET used_at = $1 \
              WHERE subject_id = $2 AND subject_kind = $3 AND purpose = $4 AND used_at IS NULL",
@@ -2210,7 +2242,7 @@ where
         .bind(token_hash)
         .bind(purpose)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?)
     }
 
@@ -2219,7 +2251,7 @@ where
         token_hash: &str,
         now: Timestamp,
     ) -> Result<Option<EmailLinkRow>> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let Some(link) = Self::use_link(&mut tx, token_hash, LinkPurpose::Verify, now).await?
         else {
             return Ok(None);
@@ -2244,7 +2276,7 @@ where
         password_hash: &str,
         now: Timestamp,
     ) -> Result<Option<EmailLinkRow>> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let Some(link) = Self::use_link(&mut tx, token_hash, LinkPurpose::Reset, now).await? else {
             return Ok(None);
         };
@@ -2301,7 +2333,7 @@ where
         token_hash: &str,
         now: Timestamp,
     ) -> Result<Option<EmailLinkRow>> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         let Some(link) = Self::use_link(&mut tx, token_hash, LinkPurpose::ChangeEmail, now).await?
         else {
             return Ok(None);
@@ -2332,7 +2364,7 @@ where
         ] {
             sqlx::query(&format!("DELETE FROM {table} WHERE expires_at < $1"))
                 .bind(now)
-                .execute(&self.pool)
+                .execute(self.conn())
                 .await?;
         }
         Ok(())
@@ -2343,14 +2375,14 @@ where
             "SELECT id, kind, subject, created_at FROM changes WHERE created_at >= $1 ORDER BY id",
         )
         .bind(since)
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?)
     }
 
     async fn prune_changes(&self, before: Timestamp) -> Result<()> {
         sqlx::query("DELETE FROM changes WHERE created_at < $1")
             .bind(before)
-            .execute(&self.pool)
+            .execute(self.conn())
             .await?;
         Ok(())
     }
@@ -2361,7 +2393,7 @@ where
              FROM account_vaults WHERE account_id = $1",
         )
         .bind(account_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.conn())
         .await?)
     }
 
@@ -2375,7 +2407,7 @@ where
         .bind(&v.sensitive_fields)
         .bind(v.created_at)
         .bind(v.updated_at)
-        .execute(&self.pool)
+        .execute(self.conn())
         .await?;
         self.find_account_vault(&v.account_id)
             .await?
@@ -2394,7 +2426,7 @@ where
         .bind(fields)
         .bind(at)
         .bind(account_id)
-        .execute(&self.pool)
+        .execute(self.conn())
         .await?
         .rows_affected()
             > 0)
@@ -2404,7 +2436,7 @@ where
         Ok(sqlx::query_as(
             "SELECT account_id, data_key, sensitive_fields, created_at, updated_at FROM account_vaults",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?)
     }
 
@@ -2412,12 +2444,12 @@ where
         Ok(sqlx::query_as(
             "SELECT token_hash, next_sealed FROM refresh_tokens WHERE next_sealed IS NOT NULL",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?)
     }
 
     async fn write_resealed(&self, r: &Resealed) -> Result<()> {
-        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let mut tx = self.conn().begin_with(DB::BEGIN).await?;
         for (kid, sealed) in &r.signing_keys {
             sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2")
                 .bind(sealed)
@@ -2467,7 +2499,7 @@ where
                 .push_bind(&e.ip)
                 .push_bind(e.detail.as_ref().map(|d| d.0.to_string()));
         });
-        DB::execute_built(&mut insert, &self.pool).await?;
+        DB::execute_built(&mut insert, self.conn()).await?;
         Ok(())
     }
 
@@ -2485,7 +2517,7 @@ where
                 .bind(f.actor_id)
                 .bind(f.since)
                 .bind(f.until)
-                .fetch_one(&self.pool)
+                .fetch_one(self.conn())
                 .await?;
         let rows = sqlx::query_as(&format!(
             "SELECT id, account_id, at, actor_kind, actor_id, action, target, ip, detail \
@@ -2498,7 +2530,7 @@ where
         .bind(f.until)
         .bind(i64::from(f.limit))
         .bind(i64::try_from(f.offset).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(self.conn())
         .await?;
         Ok((rows, total.max(0) as u64))
     }
@@ -2507,7 +2539,7 @@ where
         Ok(
             sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
                 .bind(name)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.conn())
                 .await?,
         )
     }
@@ -2518,12 +2550,12 @@ where
         )
         .bind(name)
         .bind(value)
-        .execute(&self.pool)
+        .execute(self.conn())
         .await?;
         let stored: Option<String> =
             sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
                 .bind(name)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.conn())
                 .await?;
         stored.ok_or_else(|| StoreError::Corrupt(format!("setting {name} vanished")))
     }

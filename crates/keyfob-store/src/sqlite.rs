@@ -35,7 +35,7 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore::new(pool))
     }
 }
 
@@ -158,4 +158,147 @@ impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
     fn rows_affected(&self) -> u64 {
         sqlx::sqlite::SqliteQueryResult::rows_affected(self)
     }
+}
+
+/// What a SQLite backup holds, read without changing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupFacts {
+    /// The value of the setting asked for (the master key's check value), if the backup has one.
+    pub setting: Option<String>,
+    /// The newest migration applied to it.
+    pub migration: Option<i64>,
+}
+
+/// The file path of a SQLite URL (`sqlite://path`, `sqlite:path` or a plain path).
+pub fn sqlite_path(url: &str) -> &Path {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    Path::new(path.split('?').next().unwrap_or(path))
+}
+
+/// The newest migration this build knows.
+pub fn latest_sqlite_migration() -> i64 {
+    sqlx::migrate!("./migrations/sqlite")
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Copies the live database at `url` into the new file `to`, consistently while other processes
+/// read and write it: `VACUUM INTO` copies one read transaction's view of it (a snapshot; writers
+/// carry on), compacted. `to` must not exist; it is made readable by its owner only. The copy's
+/// integrity is checked before this returns.
+pub async fn back_up_sqlite(url: &str, to: &Path) -> Result<()> {
+    let from = sqlite_path(url);
+    if !from.exists() {
+        return Err(io_error(format!(
+            "there is no database at {}",
+            from.display()
+        )));
+    }
+    if to.exists() {
+        return Err(io_error(format!(
+            "{} exists already: give a new file",
+            to.display()
+        )));
+    }
+    // The copy gets the original's mode from SQLite only if the file is new; an empty file made
+    // here first, private, is taken as it is.
+    make_private(to)?;
+    let options = SqliteConnectOptions::new()
+        .filename(from)
+        .read_only(true)
+        .busy_timeout(Duration::from_secs(30));
+    let copied = async {
+        let mut conn = sqlx::ConnectOptions::connect(&options).await?;
+        sqlx::query("VACUUM INTO ?1")
+            .bind(to.to_string_lossy().into_owned())
+            .execute(&mut conn)
+            .await?;
+        sqlx::Connection::close(conn).await?;
+        Ok::<_, sqlx::Error>(())
+    }
+    .await;
+    if let Err(err) = copied {
+        let _ = std::fs::remove_file(to);
+        return Err(err.into());
+    }
+    if let Err(err) = check_integrity(to).await {
+        let _ = std::fs::remove_file(to);
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Reads a backup file without changing it: its integrity, the setting `name`, and its newest
+/// migration.
+pub async fn inspect_sqlite_backup(path: &Path, name: &str) -> Result<BackupFacts> {
+    check_integrity(path).await?;
+    let mut conn = read_only(path).await?;
+    let has = |table: &'static str| {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        )
+        .bind(table)
+    };
+    let setting = if has("settings").fetch_one(&mut conn).await? > 0 {
+        sqlx::query_scalar::<_, String>("SELECT value FROM settings WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&mut conn)
+            .await?
+    } else {
+        None
+    };
+    let migration = if has("_sqlx_migrations").fetch_one(&mut conn).await? > 0 {
+        sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT max(version) FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(&mut conn)
+        .await?
+    } else {
+        None
+    };
+    sqlx::Connection::close(conn).await?;
+    Ok(BackupFacts { setting, migration })
+}
+
+async fn read_only(path: &Path) -> Result<sqlx::SqliteConnection> {
+    if !path.is_file() {
+        return Err(io_error(format!("there is no file at {}", path.display())));
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .busy_timeout(Duration::from_secs(30));
+    Ok(sqlx::ConnectOptions::connect(&options).await?)
+}
+
+/// `PRAGMA integrity_check` of the database file at `path`: an error unless it says `ok`.
+async fn check_integrity(path: &Path) -> Result<()> {
+    let mut conn = read_only(path).await?;
+    let found: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_all(&mut conn)
+        .await
+        .map_err(|err| {
+            io_error(format!(
+                "{} is not a SQLite database: {err}",
+                path.display()
+            ))
+        })?;
+    sqlx::Connection::close(conn).await?;
+    if found != ["ok"] {
+        return Err(io_error(format!(
+            "{} is damaged: {}",
+            path.display(),
+            found.join("; ")
+        )));
+    }
+    Ok(())
+}
+
+fn io_error(message: String) -> StoreError {
+    StoreError::Database(sqlx::Error::Io(std::io::Error::other(message)))
 }

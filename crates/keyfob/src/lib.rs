@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod http;
 pub mod logins;
 pub mod mail;
+pub mod measures;
 pub mod mfa;
 pub mod passkeys;
 pub mod passwords;

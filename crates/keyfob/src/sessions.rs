@@ -327,6 +327,21 @@ pub async fn refresh(
     app: &AppRow,
     refresh_token: &str,
 ) -> Result<IssuedPair, SessionError> {
+    let result = use_refresh_token(state, app, refresh_token).await;
+    crate::measures::refreshed(match &result {
+        Ok(_) => crate::measures::Refreshed::Ok,
+        Err(SessionError::Reused) => crate::measures::Refreshed::Reused,
+        Err(_) => crate::measures::Refreshed::Refused,
+    });
+    result
+}
+
+/// [`refresh`], uncounted.
+async fn use_refresh_token(
+    state: &AppState,
+    app: &AppRow,
+    refresh_token: &str,
+) -> Result<IssuedPair, SessionError> {
     let now = Timestamp::now();
     let old_hash = hash_secret(refresh_token);
     let session = state

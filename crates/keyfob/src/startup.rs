@@ -24,6 +24,10 @@ use crate::vault::Vault;
 /// A built application: bound to its port, state loaded, ready to serve.
 pub struct Application {
     listener: TcpListener,
+    /// The shared lock on the SQLite database, held while serving (see `keyfob restore`).
+    _database_lock: Option<std::fs::File>,
+    /// The listener of `/metrics` alone, when it has an address of its own.
+    metrics_listener: Option<TcpListener>,
     app: http::App,
     limits: http::serve::Limits,
     state: AppState,
@@ -42,7 +46,9 @@ fn metrics_handle() -> PrometheusHandle {
                 .expect("valid buckets")
                 .build_recorder();
             let handle = recorder.handle();
-            let _ = metrics::set_global_recorder(recorder);
+            if metrics::set_global_recorder(recorder).is_ok() {
+                crate::measures::describe();
+            }
             let upkeep = handle.clone();
             std::thread::spawn(move || {
                 loop {
@@ -53,6 +59,20 @@ fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// The SHA-256 of the bearer token in `path` (its first line, at least 16 characters).
+fn read_metrics_token(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the metrics token file {}", path.display()))?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.len() < 16 {
+        anyhow::bail!(
+            "the metrics token in {} is shorter than 16 characters",
+            path.display()
+        );
+    }
+    Ok(keyfob_domain::secret::hash_secret(token))
 }
 
 /// Opens the store, checks the master key and makes the first signing key if needed.
@@ -119,12 +139,27 @@ impl Application {
     pub async fn build(mut config: Config) -> anyhow::Result<Application> {
         // First, so that storage and connections alike get the raised limit.
         let open_files = http::serve::raise_open_file_limit();
+        let database_lock = crate::cli::backup::hold_server_lock(&config)?;
         let (store, master) = open_storage(&config).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local = listener.local_addr()?;
         config.listen = local;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (metrics_listen)"))?;
+                config.metrics_listen = Some(listener.local_addr()?);
+                Some(listener)
+            }
+            None => None,
+        };
+        let metrics_token = match &config.metrics_token_file {
+            Some(path) => Some(read_metrics_token(path)?),
+            None => None,
+        };
         if config.public_url.is_none() {
             config.public_url = Some(format!("http://{local}"));
         }
@@ -147,6 +182,7 @@ impl Application {
             passwords: Passwords::new(config.password_workers),
             logins: Arc::new(Logins::new(&config, &master)),
             metrics: metrics_handle(),
+            metrics_token,
             mail: crate::mail::Mailer::start(&config)?,
             passkeys: crate::passkeys::Ceremonies::default(),
             master,
@@ -156,7 +192,9 @@ impl Application {
         let sync = spawn_sync(state.clone()).await?;
         let app = http::app(state.clone(), config.max_body_bytes);
         Ok(Application {
+            _database_lock: database_lock,
             listener,
+            metrics_listener,
             app,
             limits,
             state,
@@ -182,7 +220,18 @@ impl Application {
         self,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let metrics = self.metrics_listener.map(|listener| {
+            let app = http::health::metrics_only(self.state.clone());
+            tokio::spawn(async move {
+                if let Err(err) = axum::serve(listener, app).await {
+                    tracing::error!(error = %err, "the metrics listener stopped");
+                }
+            })
+        });
         http::serve::serve(self.listener, self.app, self.limits, stop).await;
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         // The counts of throttled audit events are written before the node goes away.
         if let Err(err) = self.state.audit.close_anonymous_windows().await {
             tracing::error!(error = %err, "could not write the audit log's last summaries");

@@ -49,6 +49,8 @@ pub struct Shared {
     /// Login budgets, device cookies and pre-login form tokens.
     pub logins: Arc<Logins>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// SHA-256 of the bearer token `/metrics` asks for, when one is set.
+    pub metrics_token: Option<String>,
     /// The queue of outgoing mail.
     pub mail: crate::mail::Mailer,
     /// Passkey ceremonies in progress on this node.

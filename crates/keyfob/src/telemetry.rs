@@ -7,11 +7,17 @@
 //! holds the id, the method and the matched route template (never the path as sent, its query
 //! or any header), so every line logged while the request is handled, a 500's included, names
 //! the request it belongs to.
+//!
+//! With the access log on (`access_log`), every answer also gets one line at info, target
+//! `keyfob::access`: method, route template, status, latency, request id, and who called (the
+//! account and the kind of credential, filled in by the extractors through a [`Caller`] slot;
+//! never the credential itself).
 
 use std::future::Future;
 use std::io::IsTerminal;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -44,10 +50,19 @@ pub fn filter(default: &str) -> EnvFilter {
 
 /// The server's logs: `KEYFOB_LOG` (or [`DEFAULT_FILTER`]) to stderr, which leaves stdout to the
 /// command's own output; one JSON object per line with `json`, else text (coloured only on a
-/// terminal).
+/// terminal, and never when `NO_COLOR` is set).
 pub fn init(json: bool) {
-    let ansi = std::io::stderr().is_terminal();
+    let ansi = colour_wanted(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     install(filter(DEFAULT_FILTER), json, ansi, std::io::stderr);
+}
+
+/// Whether text logs get ANSI colours: only on a terminal, and not when `NO_COLOR` is set to
+/// anything but the empty string (<https://no-color.org>).
+fn colour_wanted(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 /// Installs the process's subscriber, writing to `writer`. Returns false if one was installed
@@ -71,11 +86,54 @@ where
 /// answer the id; `panic_answer` makes that 500 (it runs in the request's span, so what it logs
 /// names the request). Applied with `Router::layer`, so it sees the matched route, and last, so
 /// that it wraps every other per-route layer.
-pub fn trace_requests<S>(router: Router<S>, panic_answer: fn() -> Response) -> Router<S>
+pub fn trace_requests<S>(
+    router: Router<S>,
+    panic_answer: fn() -> Response,
+    access_log: bool,
+) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    router.layer(TraceRequestsLayer { panic_answer })
+    router.layer(TraceRequestsLayer {
+        panic_answer,
+        access_log,
+    })
+}
+
+/// Who made a request, for the access log: the extractors that verify a credential record it
+/// here ([`record_caller`]); the slot is in a request's extensions only while the access log is
+/// on.
+#[derive(Debug, Clone, Default)]
+pub struct Caller(Arc<OnceLock<CallerInfo>>);
+
+/// What the access log says of a caller.
+#[derive(Debug)]
+struct CallerInfo {
+    account: Option<String>,
+    credential: &'static str,
+}
+
+/// Records who made the request whose extensions these are (the first record stands): the
+/// account, when the credential belongs to one, and the kind of credential (`api_key`, `token`,
+/// `owner_login`, `user_login`, `client`).
+pub fn record_caller(
+    extensions: &axum::http::Extensions,
+    account: Option<&str>,
+    credential: &'static str,
+) {
+    if let Some(caller) = extensions.get::<Caller>() {
+        caller.record(account, credential);
+    }
+}
+
+impl Caller {
+    /// See [`record_caller`].
+    pub fn record(&self, account: Option<&str>, credential: &'static str) {
+        let _ = self.0.set(CallerInfo {
+            account: account.map(str::to_owned),
+            credential,
+        });
+    }
 }
 
 /// The layer behind [`trace_requests`]: one service that does what tower-http's request-id,
@@ -86,6 +144,7 @@ where
 #[derive(Debug, Clone, Copy)]
 pub struct TraceRequestsLayer {
     panic_answer: fn() -> Response,
+    access_log: bool,
 }
 
 impl<S> Layer<S> for TraceRequestsLayer {
@@ -95,6 +154,7 @@ impl<S> Layer<S> for TraceRequestsLayer {
         TraceRequests {
             inner,
             panic_answer: self.panic_answer,
+            access_log: self.access_log,
         }
     }
 }
@@ -104,6 +164,7 @@ impl<S> Layer<S> for TraceRequestsLayer {
 pub struct TraceRequests<S> {
     inner: S,
     panic_answer: fn() -> Response,
+    access_log: bool,
 }
 
 impl<S> Service<Request> for TraceRequests<S>
@@ -128,7 +189,13 @@ where
             }
         };
         let span = request_span(&request, &id);
+        let caller = self.access_log.then(|| {
+            let caller = Caller::default();
+            request.extensions_mut().insert(caller.clone());
+            caller
+        });
         let bookkeeping = Bookkeeping {
+            caller,
             id: Some(id),
             started: Instant::now(),
             method: method_label(request.method()),
@@ -174,6 +241,8 @@ pin_project! {
 
 /// What a request's answer is finished with.
 struct Bookkeeping {
+    /// Who called, when the access log is on.
+    caller: Option<Caller>,
     id: Option<HeaderValue>,
     started: Instant,
     method: &'static str,
@@ -182,15 +251,18 @@ struct Bookkeeping {
 }
 
 impl Bookkeeping {
-    /// Gives the answer its id, counts it, and logs it at debug. Runs in the request's span.
+    /// Gives the answer its id, counts it, and logs it (at debug, or in the access log). Runs in
+    /// the request's span.
     fn finish(&mut self, response: &mut Response) {
-        if let Some(id) = self.id.take() {
-            response.headers_mut().insert(REQUEST_ID_HEADER, id);
-        }
         let latency = self.started.elapsed();
         count_answer(self.method, self.route.as_ref(), response, latency);
-        if tracing::enabled!(target: "keyfob::request", Level::DEBUG) {
+        if let Some(caller) = self.caller.take() {
+            log_access(self, &caller, response, latency);
+        } else if tracing::enabled!(target: "keyfob::request", Level::DEBUG) {
             log_answer(response, latency);
+        }
+        if let Some(id) = self.id.take() {
+            response.headers_mut().insert(REQUEST_ID_HEADER, id);
         }
     }
 }
@@ -313,6 +385,23 @@ fn log_answer(response: &Response, latency: Duration) {
     );
 }
 
+/// The access log's line for an answer: never a path as sent, a query, a header or a body, so
+/// never a secret.
+fn log_access(bookkeeping: &Bookkeeping, caller: &Caller, response: &Response, latency: Duration) {
+    let who = caller.0.get();
+    tracing::info!(
+        target: "keyfob::access",
+        method = bookkeeping.method,
+        route = bookkeeping.route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        status = response.status().as_u16(),
+        latency_ms = (latency.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+        request_id = bookkeeping.id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or_default(),
+        account = who.and_then(|w| w.account.as_deref()).unwrap_or("-"),
+        credential = who.map_or("none", |w| w.credential),
+        "access"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
@@ -362,19 +451,26 @@ mod tests {
     #[tokio::test]
     async fn a_handler_that_panics_is_answered_500_with_the_request_id() {
         // Panics while it answers (in its future).
-        let in_future =
-            TraceRequestsLayer { panic_answer }.layer(tower::service_fn(|_: Request| async move {
-                if true {
-                    panic!("a handler's bug");
-                }
-                Ok::<Response, Infallible>(Response::new(axum::body::Body::empty()))
-            }));
+        let in_future = TraceRequestsLayer {
+            panic_answer,
+            access_log: false,
+        }
+        .layer(tower::service_fn(|_: Request| async move {
+            if true {
+                panic!("a handler's bug");
+            }
+            Ok::<Response, Infallible>(Response::new(axum::body::Body::empty()))
+        }));
         let response = in_future.oneshot(get("panics-later")).await.unwrap();
         assert_eq!(response.status(), 500);
         assert_eq!(response.headers()[REQUEST_ID_HEADER], "panics-later");
 
         // Panics before it has a future.
-        let in_call = TraceRequestsLayer { panic_answer }.layer(tower::service_fn(
+        let in_call = TraceRequestsLayer {
+            panic_answer,
+            access_log: false,
+        }
+        .layer(tower::service_fn(
             |_: Request| -> std::future::Ready<Result<Response, Infallible>> {
                 panic!("a handler's bug")
             },
@@ -386,16 +482,28 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_leaves_with_the_request_id() {
-        let service = TraceRequestsLayer { panic_answer }.layer(tower::service_fn(
-            |request: Request| async move {
-                // The handler sees the id too.
-                assert_eq!(request.headers()[REQUEST_ID_HEADER], "fine-1");
-                Ok::<Response, Infallible>(Response::new(axum::body::Body::empty()))
-            },
-        ));
+        let service = TraceRequestsLayer {
+            panic_answer,
+            access_log: false,
+        }
+        .layer(tower::service_fn(|request: Request| async move {
+            // The handler sees the id too.
+            assert_eq!(request.headers()[REQUEST_ID_HEADER], "fine-1");
+            Ok::<Response, Infallible>(Response::new(axum::body::Body::empty()))
+        }));
         let response = service.oneshot(get("fine-1")).await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()[REQUEST_ID_HEADER], "fine-1");
+    }
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(colour_wanted(true, None));
+        assert!(colour_wanted(true, Some(OsStr::new(""))));
+        assert!(!colour_wanted(true, Some(OsStr::new("1"))));
+        assert!(!colour_wanted(false, None));
+        assert!(!colour_wanted(false, Some(OsStr::new(""))));
     }
 
     #[test]

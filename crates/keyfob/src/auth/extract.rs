@@ -41,8 +41,27 @@ impl FromRequestParts<AppState> for Auth {
             .to_str()
             .map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?;
         let principal = authenticate_reading_through(state, header).await?;
+        crate::telemetry::record_caller(
+            &parts.extensions,
+            Some(principal.account_id.as_str()),
+            credential_kind(&principal),
+        );
         super::meter::admit(state, parts.extensions.get::<MeterSlot>(), &principal)?;
         Ok(Auth(principal))
+    }
+}
+
+/// The kind of credential a principal came from, as the access log names it.
+fn credential_kind(principal: &Principal) -> &'static str {
+    match &principal.kind {
+        PrincipalKind::ApiKey { .. } => "api_key",
+        PrincipalKind::Jwt {
+            user_id: Some(_), ..
+        } => "user_token",
+        PrincipalKind::Jwt {
+            client_id: Some(_), ..
+        } => "app_token",
+        PrincipalKind::Jwt { .. } => "token",
     }
 }
 

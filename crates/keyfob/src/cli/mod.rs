@@ -4,6 +4,7 @@
 
 mod accounts;
 mod apps;
+pub mod backup;
 mod keys;
 mod master_key;
 mod serve;
@@ -78,6 +79,11 @@ enum Command {
     /// Manage token signing keys.
     #[command(subcommand, name = "signing-keys")]
     SigningKeys(SigningKeysCommand),
+    /// Copy the SQLite database to a new file, consistently, while the server runs.
+    Backup(backup::BackupArgs),
+    /// Put a backup back in place of the SQLite database (the server must be stopped; the master
+    /// key must be the one the backup was made under).
+    Restore(backup::RestoreArgs),
 }
 
 /// Runs the command line; the exit code says whether it worked.
@@ -103,6 +109,7 @@ pub async fn main() -> ExitCode {
     };
     match run(cli, &matches).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.is::<Reported>() => ExitCode::FAILURE,
         Err(err) => {
             eprintln!("keyfob: {}", one_line(&err));
             ExitCode::FAILURE
@@ -156,6 +163,18 @@ fn given_on_command_line(matches: &clap::ArgMatches, id: &str) -> bool {
         .is_some_and(|(_, sub)| given_on_command_line(sub, id))
 }
 
+/// An error already logged where it happened (with JSON logs), not to be printed again.
+#[derive(Debug)]
+struct Reported;
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("logged")
+    }
+}
+
+impl std::error::Error for Reported {}
+
 fn one_line(err: &anyhow::Error) -> String {
     err.chain()
         .map(ToString::to_string)
@@ -205,5 +224,7 @@ async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
         Command::Users(command) => users::run(&config, command).await,
         Command::MasterKey(command) => master_key::run(&config, command).await,
         Command::SigningKeys(command) => signing_keys::run(&config, command).await,
+        Command::Backup(args) => backup::backup(&config, args).await,
+        Command::Restore(args) => backup::restore(&config, args).await,
     }
 }

@@ -4,7 +4,7 @@
 
 pub mod settings;
 
-pub use settings::{Layers, Origin, Settings};
+pub use settings::{Layers, Origin, Settings, without_password};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -95,6 +95,12 @@ pub struct Config {
     pub token_cache_bytes: u64,
     /// Log lines as JSON rather than text.
     pub log_json: bool,
+    /// One log line per answer (target `keyfob::access`).
+    pub access_log: bool,
+    /// Serve `/metrics` on this address only (not on `listen`).
+    pub metrics_listen: Option<SocketAddr>,
+    /// A file holding the bearer token `/metrics` asks for; `None`: no token asked.
+    pub metrics_token_file: Option<PathBuf>,
     /// Where mail goes out; `None` writes every message to `DATA_DIR/outbox/` instead.
     pub smtp_url: Option<keyfob_domain::mail::SmtpUrl>,
     /// A PEM file of certificates to trust for the SMTP server besides the system's roots (a
@@ -159,6 +165,9 @@ impl Config {
             max_connections_per_ip: 256,
             token_cache_bytes: crate::tokens::DEFAULT_CACHE_BYTES,
             log_json: false,
+            access_log: false,
+            metrics_listen: None,
+            metrics_token_file: None,
             smtp_url: None,
             smtp_ca_file: None,
             mail_from: DEFAULT_MAIL_FROM.to_owned(),

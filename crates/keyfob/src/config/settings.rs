@@ -130,6 +130,16 @@ pub struct Settings {
     /// [default: false].
     #[arg(long, global = true, env = "KEYFOB_LOG_JSON", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub log_json: Option<bool>,
+    /// One log line per answer: method, route, status, latency, request id, account and kind of
+    /// credential (target `keyfob::access`) [default: false].
+    #[arg(long, global = true, env = "KEYFOB_ACCESS_LOG", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub access_log: Option<bool>,
+    /// Serve `/metrics` on this address instead of on LISTEN (e.g. 127.0.0.1:9090).
+    #[arg(long, global = true, env = "KEYFOB_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// A file holding a bearer token (at least 16 characters) that `/metrics` then asks for.
+    #[arg(long, global = true, env = "KEYFOB_METRICS_TOKEN_FILE", value_name = "PATH")]
+    pub metrics_token_file: Option<PathBuf>,
     /// Where mail goes out: `smtp://[user:password@]host[:port]` (STARTTLS when offered;
     /// `?tls=required` or `?tls=none`) or `smtps://…` (TLS from the start) [default: none: mail is
     /// written to DATA_DIR/outbox/ and its link logged].
@@ -302,7 +312,7 @@ fn value_source(matches: &ArgMatches, id: &str) -> Option<ValueSource> {
 }
 
 /// `postgres://user:secret@host/db` as `postgres://user:***@host/db`.
-fn without_password(url: &str) -> String {
+pub fn without_password(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
@@ -415,6 +425,9 @@ impl Check<'_> {
             max_connections,
             max_connections_per_ip,
             log_json,
+            access_log,
+            metrics_listen,
+            metrics_token_file,
             smtp_url,
             smtp_ca_file,
             mail_from,
@@ -584,6 +597,24 @@ impl Check<'_> {
         if let Some(v) = log_json {
             c.log_json = v;
         }
+        if let Some(v) = access_log {
+            c.access_log = v;
+        }
+        if let Some(addr) = metrics_listen {
+            if addr == c.listen && addr.port() != 0 {
+                return Err(self.refuse(
+                    "metrics_listen",
+                    format!("must differ from listen ({addr})"),
+                ));
+            }
+            c.metrics_listen = Some(addr);
+        }
+        if let Some(path) = metrics_token_file {
+            if path.as_os_str().is_empty() {
+                return Err(self.refuse("metrics_token_file", "must not be empty"));
+            }
+            c.metrics_token_file = Some(path);
+        }
         if let Some(url) = smtp_url.filter(|u| !u.is_empty()) {
             c.smtp_url = Some(
                 keyfob_domain::mail::SmtpUrl::parse(&url)
@@ -653,6 +684,9 @@ impl Settings {
             max_connections: c.max_connections,
             max_connections_per_ip: Some(c.max_connections_per_ip),
             log_json: Some(c.log_json),
+            access_log: Some(c.access_log),
+            metrics_listen: c.metrics_listen,
+            metrics_token_file: c.metrics_token_file.clone(),
             smtp_url: c.smtp_url.as_ref().map(|u| u.to_url()),
             smtp_ca_file: c.smtp_ca_file.clone(),
             mail_from: Some(c.mail_from.clone()),

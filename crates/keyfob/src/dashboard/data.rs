@@ -98,6 +98,7 @@ fn present(
     reveal: &RevealRequest,
 ) -> (Value, Vec<String>) {
     let revealed = vault.present(&row.id, &mut row.doc, reveal);
+    crate::measures::revealed("dashboard", revealed.len());
     (row.doc, revealed)
 }
 

@@ -258,6 +258,7 @@ pub async fn mint(
             last_used_at: None,
         })
         .await?;
+    crate::measures::token_minted(crate::measures::MintedAt::Api);
     // Queued, not awaited: the token's own record above is what the mint waits for.
     state.audit.record(
         AuditEvent::new(

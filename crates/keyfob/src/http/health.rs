@@ -2,8 +2,9 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use keyfob_domain::secret::{constant_time_eq, hash_secret};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -64,10 +65,62 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     }
 }
 
-/// Prometheus metrics.
+/// Prometheus metrics. Not served here when `metrics_listen` gives them an address of their own;
+/// with `metrics_token_file` set, only to a request bearing that token.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+    responses(
+        (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
+        (status = 401, description = "A metrics token is set and the request does not bear it"),
+        (status = 404, description = "Metrics are served on their own address (`metrics_listen`)"),
+    ))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if state.config.metrics_listen.is_some() {
+        return super::guard::not_found(method, uri).await;
+    }
+    scrape(&state, &headers)
+}
+
+/// `/metrics` alone, for its own listener (`metrics_listen`).
+pub fn metrics_only(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(
+                |State(state): State<AppState>, headers: HeaderMap| async move {
+                    scrape(&state, &headers)
+                },
+            ),
+        )
+        .with_state(state)
+}
+
+/// The metrics as Prometheus text, or a 401 when a token is set and `headers` do not bear it.
+fn scrape(state: &AppState, headers: &HeaderMap) -> Response {
+    if let Some(expected) = &state.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(hash_secret);
+        if !given.is_some_and(|given| constant_time_eq(&given, expected)) {
+            let mut response = (
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is needed for /metrics\n",
+            )
+                .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"keyfob metrics\""),
+            );
+            return response;
+        }
+    }
+    crate::measures::refresh_gauges(state);
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -114,7 +114,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(guard::not_found)
         .method_not_allowed_fallback(guard::method_not_allowed)
         .layer(middleware::from_fn(guard::refuse_unreadable_input));
-    crate::telemetry::trace_requests(router, panic_answer).with_state(state)
+    let access_log = state.config.access_log;
+    crate::telemetry::trace_requests(router, panic_answer, access_log).with_state(state)
 }
 
 /// The answer to a request whose handler panicked (logged as an internal error).

@@ -429,6 +429,7 @@ async fn authenticate_client(
 pub async fn token(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    access: Option<axum::Extension<crate::telemetry::Caller>>,
     headers: HeaderMap,
     OAuthParams(request): OAuthParams<TokenRequest>,
 ) -> Result<Response, OAuthError> {
@@ -450,18 +451,26 @@ pub async fn token(
         ));
     }
     let app = authenticate_client(&state, credentials, &ip).await?;
+    if let Some(axum::Extension(caller)) = &access {
+        caller.record(Some(app.account_id.as_str()), "client");
+    }
     if grant_type == "client_credentials" {
         let answer = grant_client_credentials(&state, &app, &request, &ip).await?;
+        crate::measures::session_token_issued("client_credentials");
         return Ok(no_store(Json(answer)));
     }
     let pair = if grant_type == "authorization_code" {
-        exchange_code(&state, &app, &request).await?
+        let pair = exchange_code(&state, &app, &request).await?;
+        crate::measures::session_token_issued("authorization_code");
+        pair
     } else {
         let refresh_token = request
             .refresh_token
             .as_deref()
             .ok_or_else(|| OAuthError::invalid_request("`refresh_token` is required"))?;
-        sessions::refresh(&state, &app, refresh_token).await?
+        let pair = sessions::refresh(&state, &app, refresh_token).await?;
+        crate::measures::session_token_issued("refresh_token");
+        pair
     };
     Ok(no_store(Json(TokenResponse::from(pair))))
 }
@@ -686,6 +695,7 @@ pub struct RevokeRequest {
 pub async fn revoke(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    access: Option<axum::Extension<crate::telemetry::Caller>>,
     headers: HeaderMap,
     OAuthParams(request): OAuthParams<RevokeRequest>,
 ) -> Result<Response, OAuthError> {
@@ -698,6 +708,9 @@ pub async fn revoke(
         .token
         .ok_or_else(|| OAuthError::invalid_request("`token` is required"))?;
     let app = authenticate_client(&state, credentials, &ip).await?;
+    if let Some(axum::Extension(caller)) = &access {
+        caller.record(Some(app.account_id.as_str()), "client");
+    }
     if let Some(jti) = own_app_token(&state, &app, &token) {
         let by = Caller::new(Actor::app(&app.client_id), &ip);
         match crate::services::tokens::revoke(&state, &app.account_id, &by, &jti).await {

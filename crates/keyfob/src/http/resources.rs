@@ -110,6 +110,7 @@ fn to_json(
     reveal: &RevealRequest,
 ) -> (Value, Vec<String>) {
     let revealed = vault.present(&row.id, &mut row.doc, reveal);
+    crate::measures::revealed("api", revealed.len());
     (to_plain_json(row), revealed)
 }
 

@@ -327,7 +327,10 @@ pub async fn check_login<T: LoginSubject>(
     let attempt = state
         .logins
         .begin(pages.kind, email, ip, pages.device_token(jar))
-        .map_err(|retry_after| PageError::TooManyRequests { retry_after })?;
+        .map_err(|retry_after| {
+            crate::measures::login_checked(who(pages.kind), "throttled");
+            PageError::TooManyRequests { retry_after }
+        })?;
     let subject = match Email::parse(email) {
         Ok(email) => T::find_by_email(state, email.as_str()).await?,
         Err(_) => None,
@@ -336,12 +339,22 @@ pub async fn check_login<T: LoginSubject>(
     let verified = state.passwords.verify(password, phc).await;
     match subject {
         Some(subject) if verified => {
+            crate::measures::login_checked(who(pages.kind), "ok");
             attempt.succeeded();
             Ok(LoginOutcome::Verified(subject))
         }
         other => {
+            crate::measures::login_checked(who(pages.kind), "failed");
             attempt.failed();
             Ok(LoginOutcome::Refused(other))
         }
+    }
+}
+
+/// Who logs in on pages of `kind`, as the metrics name them.
+fn who(kind: crate::logins::LoginKind) -> &'static str {
+    match kind {
+        crate::logins::LoginKind::Owner => "owner",
+        crate::logins::LoginKind::User => "user",
     }
 }

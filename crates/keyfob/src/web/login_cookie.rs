@@ -28,6 +28,8 @@ pub trait LoginRow: Send + Sync + 'static {
     fn csrf_token(&self) -> &str;
     /// The id of whom it names.
     fn subject_id(&self) -> &str;
+    /// The account it acts in, when it names an account's owner.
+    fn account(&self) -> Option<&str>;
     /// When it was made: when whom it names typed their password (or signed up). Every login
     /// form makes a new one, so this is the time of the latest authentication in the browser.
     fn created_at(&self) -> Timestamp;
@@ -43,6 +45,9 @@ impl LoginRow for OwnerLoginRow {
     fn subject_id(&self) -> &str {
         &self.owner_id
     }
+    fn account(&self) -> Option<&str> {
+        Some(self.account_id.as_str())
+    }
     fn created_at(&self) -> Timestamp {
         self.created_at
     }
@@ -57,6 +62,9 @@ impl LoginRow for UserLoginRow {
     }
     fn subject_id(&self) -> &str {
         &self.user_id
+    }
+    fn account(&self) -> Option<&str> {
+        None
     }
     fn created_at(&self) -> Timestamp {
         self.created_at
@@ -206,6 +214,13 @@ impl<T: LoginSubject> OptionalFromRequestParts<AppState> for Login<T> {
         let found = T::find_login(state, &hash_secret(token), Timestamp::now())
             .await
             .map_err(PageError::from)?;
+        if let Some((row, _)) = &found {
+            let credential = match T::PAGES.kind {
+                LoginKind::Owner => "owner_login",
+                LoginKind::User => "user_login",
+            };
+            crate::telemetry::record_caller(&parts.extensions, row.account(), credential);
+        }
         Ok(found.map(|(row, email)| Login { row, email }))
     }
 }

@@ -30,6 +30,7 @@ mod mint;
 mod oauth_client;
 mod oidc;
 mod openapi;
+mod operations;
 mod outage;
 mod passkeys;
 mod resources;
