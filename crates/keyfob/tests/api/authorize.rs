@@ -310,7 +310,7 @@ fn unescape(value: &str) -> String {
 }
 
 /// Every `<input type="hidden">` of a page, in order.
-fn hidden_fields(html: &str) -> Vec<(String, String)> {
+pub(crate) fn hidden_fields(html: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let marker = "<input type=\"hidden\" name=\"";
     let mut rest = html;
@@ -338,14 +338,14 @@ fn hidden_fields(html: &str) -> Vec<(String, String)> {
     out
 }
 
-fn hidden(html: &str, name: &str) -> Option<String> {
+pub(crate) fn hidden(html: &str, name: &str) -> Option<String> {
     hidden_fields(html)
         .into_iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v)
 }
 
-fn csrf_in(html: &str) -> String {
+pub(crate) fn csrf_in(html: &str) -> String {
     let token = hidden(html, "csrf").expect("a CSRF field");
     // A session's token (256 random bits), or a signed pre-login form token.
     assert!(matches!(token.len(), 43 | 75), "CSRF token {token:?}");
