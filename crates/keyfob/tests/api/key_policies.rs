@@ -412,9 +412,21 @@ both_backends! {
             assert_eq!(app.get("/api/deals", &used).send().await.unwrap().status(), 200);
         }
         let used_jti = keyfob_store::Jti::from(decode_jti(&used));
-        for _ in 0..40 {
-            let row = app.state.store.find_token(&used_jti).await.unwrap().unwrap();
-            if row.last_used_at.is_some() {
+        // The last use and the counts are written by the usage flush, perhaps in two rounds:
+        // wait for both uses to be counted.
+        let row = app.state.store.find_token(&used_jti).await.unwrap().unwrap();
+        for _ in 0..100 {
+            let last_used = app.state.store.find_token(&used_jti).await.unwrap().unwrap().last_used_at;
+            let counted: i64 = app
+                .state
+                .store
+                .token_usage(&row.account_id, std::slice::from_ref(&used_jti), 0)
+                .await
+                .unwrap()
+                .iter()
+                .map(|u| u.counts.ok)
+                .sum();
+            if last_used.is_some() && counted == 2 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

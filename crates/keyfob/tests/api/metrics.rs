@@ -319,3 +319,38 @@ async fn metrics_may_have_their_own_address_and_ask_for_a_token() {
         .expect("a short token is refused");
     assert!(err.to_string().contains("shorter than 16"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_reads_series_keyfob_serves() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana/keyfob.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10);
+    for panel in panels {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("keyfob_") || word.starts_with("process_") {
+                    names.insert(word.strip_suffix("_bucket").unwrap_or(word).to_owned());
+                }
+            }
+        }
+    }
+    assert!(names.len() >= 15, "{names:?}");
+
+    // A server just started, after one answer, serves every one of them.
+    let app = spawn_app(Backend::Sqlite).await.unwrap();
+    app.client.get(app.url("/healthz")).send().await.unwrap();
+    let text = metrics_text(&app).await;
+    for name in names {
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "the dashboard reads {name}, which /metrics does not serve"
+        );
+    }
+}
