@@ -65,14 +65,13 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     }
 }
 
-/// Prometheus metrics. Not served here when `metrics_listen` gives them an address of their own;
-/// with `metrics_token_file` set, only to a request bearing that token.
+/// Prometheus metrics.
+///
+/// As the operator sets it up: served here by default; with `metrics_listen`, only on that
+/// address (here: 404); with `metrics_token_file`, only to a request bearing that token
+/// (`Authorization: Bearer …`; else 401).
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses(
-        (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
-        (status = 401, description = "A metrics token is set and the request does not bear it"),
-        (status = 404, description = "Metrics are served on their own address (`metrics_listen`)"),
-    ))]
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 pub async fn metrics(
     State(state): State<AppState>,
     method: Method,
