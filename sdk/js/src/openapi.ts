@@ -552,7 +552,12 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Prometheus metrics. */
+        /**
+         * Prometheus metrics.
+         * @description As the operator sets it up: served here by default; with `metrics_listen`, only on that
+         *     address (here: 404); with `metrics_token_file`, only to a request bearing that token
+         *     (`Authorization: Bearer …`; else 401).
+         */
         get: operations["metrics"];
         put?: never;
         post?: never;
