@@ -7,17 +7,20 @@ use std::time::Duration;
 
 use askama::Template;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum_extra::extract::CookieJar;
 use keyfob_store::{AppRow, ClientId};
 use serde::Deserialize;
 
+use super::once;
 use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_status};
 use crate::audit::Actor;
 use crate::services::MAX_NAME_LEN;
 use crate::services::apps::{AppChanges, NewApp};
 use crate::services::{self, Caller, ServiceError, Site};
 use crate::state::AppState;
+use crate::web::filters;
 use crate::web::{ClientIp, CsrfForm, OwnerLogin};
 
 /// What the app page says when the `client_id` is not one of the account's live applications.
@@ -106,15 +109,6 @@ impl From<AppRow> for AppView {
             name: row.name,
         }
     }
-}
-
-#[derive(Template)]
-#[template(path = "app_created.html")]
-pub struct AppCreatedPage {
-    layout: Layout,
-    name: String,
-    client_id: String,
-    client_secret: Option<String>,
 }
 
 /// The registration form. `kind` is `public` or `confidential`.
@@ -210,6 +204,7 @@ pub async fn create(
     login: OwnerLogin,
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    jar: CookieJar,
     PageForm(form): PageForm<AppForm>,
 ) -> Result<Response, PageError> {
     login.check_csrf(&form.csrf)?;
@@ -240,13 +235,13 @@ pub async fn create(
     let by = Caller::new(Actor::owner(login.owner_id()), &ip);
     match services::apps::register(Site::Node(&state), login.account_id(), new, &by).await {
         Ok(created) => {
-            let page = AppCreatedPage {
-                layout: login.layout("apps"),
-                name: created.app.name,
-                client_id: created.app.client_id.into(),
-                client_secret: created.client_secret,
-            };
-            Ok(render(&page)?.into_response())
+            let page = secret_page(&created.app.client_id);
+            let shown = once::Shown::new(
+                page.clone(),
+                created.app.name,
+                created.client_secret.unwrap_or_default(),
+            );
+            Ok((once::keep(&state, &login, jar, &shown), Redirect::to(&page)).into_response())
         }
         Err(ServiceError::Invalid(message)) => {
             let page = apps_page(&state, &login, Some(message), form).await?;
@@ -275,7 +270,12 @@ pub struct AppSecretPage {
     layout: Layout,
     name: String,
     client_id: String,
-    client_secret: String,
+    /// A public application has no secret.
+    public: bool,
+    /// `None`: shown once already (or opened too late, or in another login).
+    client_secret: Option<String>,
+    /// Whether a rotation made it, rather than the registration.
+    rotated: bool,
     /// Until when the old secret keeps working, if at all.
     old_until: Option<TimeView>,
 }
@@ -432,8 +432,9 @@ pub async fn rotate_secret(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Path(client_id): Path<ClientId>,
+    jar: CookieJar,
     PageForm(form): PageForm<RotateForm>,
-) -> Result<Html<String>, PageError> {
+) -> Result<Response, PageError> {
     login.check_csrf(&form.csrf)?;
     let app = account_app(&state, &login, &client_id).await?;
     let overlap = form
@@ -455,14 +456,42 @@ pub async fn rotate_secret(
         services::apps::rotate_secret(Site::Node(&state), account, &client_id, overlap, &by)
             .await
             .map_err(|err| PageError::from_service(err, NO_SUCH_APP))?;
-    render(&AppSecretPage {
+    let page = secret_page(&client_id);
+    let old_until = (!overlap.is_zero()).then(|| keyfob_store::Timestamp::now() + overlap);
+    let shown = once::Shown::new(page.clone(), app.name, secret).replacing(old_until);
+    Ok((once::keep(&state, &login, jar, &shown), Redirect::to(&page)).into_response())
+}
+
+/// Where a new client secret is shown once.
+fn secret_page(client_id: &ClientId) -> String {
+    format!("/dashboard/apps/{client_id}/secret")
+}
+
+/// `GET /dashboard/apps/{client_id}/secret`: the application just registered, or its secret just
+/// rotated, with the secret shown this once; opened again, the page says it was shown already.
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id(), client_id = %client_id))]
+pub async fn secret(
+    login: OwnerLogin,
+    State(state): State<AppState>,
+    Path(client_id): Path<ClientId>,
+    jar: CookieJar,
+) -> Result<Response, PageError> {
+    let app = account_app(&state, &login, &client_id).await?;
+    let (jar, shown) = once::take(&state, &login, jar, &secret_page(&client_id));
+    let page = AppSecretPage {
         layout: login.layout("apps"),
         name: app.name,
         client_id: client_id.into(),
-        client_secret: secret,
-        old_until: (!overlap.is_zero())
-            .then(|| TimeView::from(keyfob_store::Timestamp::now() + overlap)),
-    })
+        public: app.public,
+        rotated: shown.as_ref().is_some_and(|s| s.replaced),
+        old_until: shown
+            .as_ref()
+            .and_then(|s| s.old_until)
+            .map(|ms| TimeView::from(keyfob_store::Timestamp::from_unix_ms(ms))),
+        client_secret: shown.map(|s| s.secret).filter(|s| !s.is_empty()),
+    };
+    let policy = [(header::CONTENT_SECURITY_POLICY, super::COPY_CSP)];
+    Ok((policy, jar, render(&page)?).into_response())
 }
 
 /// `POST /dashboard/apps/{client_id}/disable`.

@@ -124,7 +124,9 @@ async fn checked(
         Ok(client) => client,
         Err(err) => {
             tracing::info!(reason = %err, "authorization request refused");
-            return Err(PageError::BadRequest(err.to_string()).into());
+            return Err(
+                PageError::BadRequest(format!("{err} {}", err.for_developer(params))).into(),
+            );
         }
     };
     match check_request(client, params) {

@@ -22,6 +22,7 @@ use crate::logins::LoginKind;
 use crate::passwords::check_new_password;
 use crate::services::{self, Caller};
 use crate::state::AppState;
+use crate::web::filters;
 use crate::web::{ClientIp, CsrfForm, USER_PAGES, UserLogin};
 
 const GRANT_REVOKED: &str = "grant-revoked";

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use crate::http::extract::{Unreadable, form_bytes};
 use crate::web::PageError;
 use crate::web::error::{ErrorFace, respond};
+use crate::web::filters;
 
 /// Pages load only Keyfob's stylesheet, run no script, and cannot be framed.
 const CSP_BASE: &str = "default-src 'self'; script-src 'none'; object-src 'none'; \

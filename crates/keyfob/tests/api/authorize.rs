@@ -71,6 +71,15 @@ impl Browser {
         csrf_in(&html)
     }
 
+    /// Follows a form's redirect (post-redirect-get) and answers the page it leads to.
+    async fn follow(&self, response: Response) -> String {
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "a redirect");
+        let to = response.headers()["location"].to_str().unwrap().to_owned();
+        let (status, html) = self.page(&to).await;
+        assert_eq!(status, StatusCode::OK, "GET {to}");
+        html
+    }
+
     async fn post(&self, path: &str, form: &[(&str, &str)]) -> Response {
         self.http
             .post(self.url(path))
@@ -1126,10 +1135,12 @@ both_backends! {
         assert!(html.contains("no applications yet"));
 
         let response = register_in_dashboard(&browser, "Back office", "confidential").await;
-        assert_eq!(response.status(), StatusCode::OK);
-        let html = response.text().await.unwrap();
+        let html = browser.follow(response).await;
         let client_id = output(&html, "client-id").expect("the client id");
         let secret = output(&html, "client-secret").expect("the secret, once");
+        // A reload shows it no more, and registers nothing.
+        let again = browser.expect_page(&format!("/dashboard/apps/{client_id}/secret")).await;
+        assert!(!again.contains(&secret) && again.contains("shown-already"), "{again}");
         assert!(secret.starts_with("kfs_"), "{secret}");
         let apps = app.state.store.list_apps(&AccountId::from(account.as_str())).await.unwrap();
         assert_eq!(apps.len(), 1);
@@ -1147,7 +1158,7 @@ both_backends! {
         assert!(!html.contains(&secret), "the secret is shown once");
 
         let response = register_in_dashboard(&browser, "Single page", "public").await;
-        let html = response.text().await.unwrap();
+        let html = browser.follow(response).await;
         assert!(output(&html, "client-secret").is_none(), "no secret for a public app");
         assert!(html.contains("PKCE"));
 

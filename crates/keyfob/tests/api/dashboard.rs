@@ -131,14 +131,23 @@ impl Browser {
         self.post("/dashboard/logout", &[("csrf", &csrf)]).await
     }
 
-    /// Creates a key through the form and returns it, read from the page that answers.
+    /// Creates a key through the form and returns it, read from the page the form redirects
+    /// to, which shows it once.
     pub(crate) async fn create_key(&self, name: &str) -> String {
         let csrf = self.csrf("/dashboard/keys").await;
         let response = self
             .post("/dashboard/keys", &[("csrf", &csrf), ("name", name)])
             .await;
-        assert_eq!(response.status(), StatusCode::OK);
-        new_key_in(&response.text().await.unwrap())
+        new_key_in(&self.follow(response).await)
+    }
+
+    /// Follows a form's redirect (post-redirect-get) and answers the page it leads to.
+    pub(crate) async fn follow(&self, response: Response) -> String {
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "a redirect");
+        let to = location(&response).to_owned();
+        let (status, html) = self.page(&to).await;
+        assert_eq!(status, StatusCode::OK, "GET {to}");
+        html
     }
 
     pub(crate) async fn revoke(&self, what: &str, id: &str) -> Response {

@@ -303,12 +303,28 @@ pub const PAGE_ROUTES: &[Route] = &[
         B::None,
     ),
     route(
+        "GET",
+        "/dashboard/keys/{id}/created",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::None,
+    ),
+    route(
         "POST",
         "/dashboard/keys/{id}/roll",
         F::Dashboard,
         W::Owner,
         &["x"],
         B::Form(&["csrf", "overlap"]),
+    ),
+    route(
+        "GET",
+        "/dashboard/keys/{id}/revoke",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::None,
     ),
     route(
         "POST",
@@ -379,6 +395,14 @@ pub const PAGE_ROUTES: &[Route] = &[
         ]),
     ),
     route(
+        "GET",
+        "/dashboard/apps/{client_id}/secret",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::None,
+    ),
+    route(
         "POST",
         "/dashboard/apps/{client_id}/rotate-secret",
         F::Dashboard,
@@ -403,12 +427,28 @@ pub const PAGE_ROUTES: &[Route] = &[
         B::Form(CSRF),
     ),
     route(
+        "GET",
+        "/dashboard/apps/{client_id}/delete",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::None,
+    ),
+    route(
         "POST",
         "/dashboard/apps/{client_id}/delete",
         F::Dashboard,
         W::Owner,
         &["x"],
         B::Form(CSRF),
+    ),
+    route(
+        "GET",
+        "/dashboard/users/{user_id}/remove",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::None,
     ),
     route(
         "POST",
@@ -427,6 +467,14 @@ pub const PAGE_ROUTES: &[Route] = &[
         B::None,
     ),
     route(
+        "GET",
+        "/dashboard/grants/{id}/revoke",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::None,
+    ),
+    route(
         "POST",
         "/dashboard/grants/{id}/revoke",
         F::Dashboard,
@@ -440,6 +488,38 @@ pub const PAGE_ROUTES: &[Route] = &[
         F::Dashboard,
         W::Owner,
         &["done"],
+        B::None,
+    ),
+    route(
+        "GET",
+        "/dashboard/tokens/new",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::None,
+    ),
+    route(
+        "POST",
+        "/dashboard/tokens/new",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::Form(&["csrf", "key", "permissions", "expires", "name"]),
+    ),
+    route(
+        "GET",
+        "/dashboard/tokens/{jti}/minted",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::None,
+    ),
+    route(
+        "GET",
+        "/dashboard/tokens/{jti}/revoke",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
         B::None,
     ),
     route(
@@ -604,6 +684,14 @@ pub const PAGE_ROUTES: &[Route] = &[
     ),
     route(
         "GET",
+        "/dashboard/static/copy.js",
+        F::Dashboard,
+        W::Anyone,
+        &["x"],
+        B::None,
+    ),
+    route(
+        "GET",
         "/dashboard/static/app.css",
         F::Dashboard,
         W::Anyone,
@@ -681,7 +769,7 @@ pub const PAGE_ROUTES: &[Route] = &[
         F::UserPage,
         W::User,
         &["x"],
-        B::Form(CSRF),
+        B::Form(&["csrf", "request"]),
     ),
     route(
         "GET",
@@ -1308,6 +1396,9 @@ impl Fixture {
             "confirm" => PASSWORD.to_owned(),
             "new" => "a brand new passphrase 42".to_owned(),
             "name" => "probe".to_owned(),
+            // The mint form's key, and an expiry left to the default.
+            "key" => self.key_id.clone(),
+            "expires" => String::new(),
             "access" => "restricted".to_owned(),
             "perm_all_read" | "perm_all_write" | "perm_sensitive_read" | "perm_audit_read" => {
                 "on".to_owned()
@@ -1548,9 +1639,12 @@ pub async fn expect_named(
     message
 }
 
-/// The text of an HTML page with its character references undone (enough for error pages).
+/// The text of an HTML page with its character references undone (enough for error pages), and
+/// its `<code>` elements written back as the backticks of the message they came from.
 pub fn html_text(html: &str) -> String {
-    html.replace("&#96;", "`")
+    html.replace("<code>", "`")
+        .replace("</code>", "`")
+        .replace("&#96;", "`")
         .replace("&quot;", "\"")
         .replace("&#34;", "\"")
         .replace("&#39;", "'")
