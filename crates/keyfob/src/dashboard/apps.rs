@@ -262,6 +262,78 @@ pub struct AppPage {
     /// The edit form, filled with the app's settings or with what was typed.
     form: AppForm,
     max_name_len: usize,
+    /// The form of what users see, filled with the app's addresses or with what was typed, and
+    /// its error, and the field the error is about.
+    links: LinksForm,
+    links_error: Option<String>,
+    links_error_field: &'static str,
+}
+
+/// The logo, home page and privacy-policy addresses, as typed.
+#[derive(Deserialize, Default)]
+pub struct LinksForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    logo_uri: String,
+    #[serde(default)]
+    homepage_uri: String,
+    #[serde(default)]
+    policy_uri: String,
+}
+
+impl LinksForm {
+    fn of(app: &AppRow) -> LinksForm {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        LinksForm {
+            csrf: String::new(),
+            logo_uri: text(&app.links.logo_uri),
+            homepage_uri: text(&app.links.homepage_uri),
+            policy_uri: text(&app.links.policy_uri),
+        }
+    }
+}
+
+/// `POST /dashboard/apps/{client_id}/links`: the logo, home page and privacy policy users see on
+/// the consent page.
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id(), client_id = %client_id))]
+pub async fn set_links(
+    login: OwnerLogin,
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(client_id): Path<ClientId>,
+    PageForm(form): PageForm<LinksForm>,
+) -> Result<Response, PageError> {
+    login.check_csrf(&form.csrf)?;
+    let app = account_app(&state, &login, &client_id).await?;
+    let by = Caller::new(Actor::owner(login.owner_id()), &ip);
+    let account = Some(login.account_id());
+    let result = services::apps::set_links(
+        Site::Node(&state),
+        account,
+        &client_id,
+        &form.logo_uri,
+        &form.homepage_uri,
+        &form.policy_uri,
+        &by,
+    )
+    .await;
+    match result {
+        Ok(_) => Ok(
+            Redirect::to(&format!("/dashboard/apps/{client_id}?done={UPDATED}")).into_response(),
+        ),
+        Err(ServiceError::Invalid(message)) => {
+            let mut page = app_page(&login, app, None, None, None);
+            page.links_error_field = ["logo_uri", "homepage_uri", "policy_uri"]
+                .into_iter()
+                .find(|f| message.contains(&format!("`{f}`")))
+                .unwrap_or_default();
+            page.links_error = Some(message);
+            page.links = form;
+            render_with_status(StatusCode::BAD_REQUEST, &page)
+        }
+        Err(err) => Err(PageError::from_service(err, NO_SUCH_APP)),
+    }
 }
 
 #[derive(Template)]
@@ -345,7 +417,11 @@ fn app_page(
     notice: Option<&'static str>,
 ) -> AppPage {
     let form = form.unwrap_or_else(|| AppForm::of(&app));
+    let links = LinksForm::of(&app);
     AppPage {
+        links,
+        links_error: None,
+        links_error_field: "",
         layout: login.layout("apps"),
         app: AppView::from(app),
         error,

@@ -121,6 +121,7 @@ pub fn router(state: AppState) -> Router<AppState> {
             get(apps::show).post(apps::update),
         )
         .route("/dashboard/apps/{client_id}/secret", get(apps::secret))
+        .route("/dashboard/apps/{client_id}/links", post(apps::set_links))
         .route(
             "/dashboard/apps/{client_id}/rotate-secret",
             post(apps::rotate_secret),

@@ -25,6 +25,19 @@ pub fn content_security_policy(redirect_uri: Option<&str>) -> HeaderValue {
     HeaderValue::from_str(&policy).unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CSP))
 }
 
+/// `csp` with images allowed from the origin of `uri` as well as Keyfob's own (an application's
+/// registered logo, on the consent page).
+pub fn allowing_image_from(csp: &HeaderValue, uri: &str) -> HeaderValue {
+    let Some(source) = origin_source(uri) else {
+        return csp.clone();
+    };
+    csp.to_str()
+        .ok()
+        .map(|policy| format!("{policy}; img-src 'self'{source}"))
+        .and_then(|policy| HeaderValue::from_str(&policy).ok())
+        .unwrap_or_else(|| csp.clone())
+}
+
 /// `csp` with Keyfob's own scripts allowed, for the pages that run the passkey script.
 pub fn allowing_own_script(csp: &HeaderValue) -> HeaderValue {
     csp.to_str()

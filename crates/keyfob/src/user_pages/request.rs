@@ -362,6 +362,7 @@ mod tests {
             previous_secret_hash: None,
             previous_secret_expires_at: None,
             deleted_at: None,
+            links: Default::default(),
         }
     }
 

@@ -430,7 +430,7 @@ both_backends! {
         assert!(html.contains("adhoc") && !html.contains("nightly export"), "{html}");
         let (status, html) = browser.page(&format!("/dashboard/tokens?q={}", "x".repeat(101))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert!(html.contains("`q`"), "{html}");
+        assert!(html.contains("<code>q</code>"), "{html}");
     }
 }
 

@@ -276,8 +276,39 @@ both_backends! {
             ("state", "st8"),
         ])
         .unwrap();
+        // Without registered links the page shows none.
         let (status, html) = f.user.page(&format!("/auth?{query}")).await;
         assert_eq!(status, StatusCode::OK, "{html}");
+        assert!(!html.contains("app-logo") && !html.contains("id=\"app-policy\""), "{html}");
+
+        // The owner registers the logo, home page and privacy policy; a bad one is refused by name.
+        let path = f.concrete("/dashboard/apps/{client_id}");
+        let links = |logo: &'static str| {
+            [
+                ("csrf", f.owner_csrf.clone()),
+                ("logo_uri", logo.to_owned()),
+                ("homepage_uri", "https://client.example.com/".to_owned()),
+                ("policy_uri", "https://client.example.com/privacy".to_owned()),
+            ]
+        };
+        let response = f.owner.http.post(f.owner.url(&format!("{path}/links"))).form(&links("http://evil.test/logo.png")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let html = response.text().await.unwrap();
+        assert!(html.contains("<code>logo_uri</code>"), "{html}");
+        assert!(tag_with_id(&html, "logo_uri").contains("autofocus"), "{html}");
+        let response = f.owner.http.post(f.owner.url(&format!("{path}/links"))).form(&links("https://cdn.example.net/logo.png")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let row = app.state.store.find_app(&f.client_id.as_str().into()).await.unwrap().unwrap();
+        assert_eq!(row.links.policy_uri.as_deref(), Some("https://client.example.com/privacy"));
+        wait_for_page(&f.owner, "/dashboard/audit?action=app.updated", "app.updated").await;
+
+        let response = f.user.get(&format!("/auth?{query}")).await;
+        let policy = response.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(policy.contains("img-src 'self' https://cdn.example.net"), "{policy}");
+        let html = response.text().await.unwrap();
+        assert!(html.contains("src=\"https://cdn.example.net/logo.png\""), "{html}");
+        assert!(html.contains("href=\"https://client.example.com/privacy\""), "{html}");
+        assert!(html.contains("href=\"https://client.example.com/\""), "{html}");
         assert!(html.contains("Create, change and delete your deals"), "{html}");
         assert!(html.contains(&f.user_email) && html.contains("id=\"not-you\""), "{html}");
 
