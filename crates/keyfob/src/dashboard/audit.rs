@@ -112,10 +112,9 @@ impl Names {
             if let Some(owner) = store
                 .find_owner(&OwnerId::from(row.actor_id.as_str()))
                 .await?
+                && &owner.account_id == account
             {
-                if &owner.account_id == account {
-                    names.insert(row.actor_id.clone(), owner.email);
-                }
+                names.insert(row.actor_id.clone(), owner.email);
             }
         }
         Ok(Names(names))
