@@ -305,6 +305,11 @@ async fn every_page_fits_the_screen_and_passes_axe() {
         // The end user's pages.
         visit("/auth", format!("/auth?{authorize}"), Who::User),
         visit("/auth/grants", "/auth/grants", Who::User),
+        visit(
+            "/auth/grants/{id}/revoke",
+            f.concrete("/auth/grants/{id}/revoke"),
+            Who::User,
+        ),
         visit("/auth/security/totp", "/auth/security/totp", Who::User),
         visit(
             "/auth/security/passkeys",

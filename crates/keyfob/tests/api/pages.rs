@@ -74,7 +74,14 @@ both_backends! {
             assert_eq!(status, StatusCode::OK, "{path}");
             assert!(html.contains(&format!("action=\"{path}\"")), "{path}: {html}");
         }
-        // Another account's key: no such page.
+        // An end user is asked too, before revoking an application's access.
+        let path_user = f.concrete("/auth/grants/{id}/revoke");
+        let (status, html) = f.user.page(&path_user).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("Probe app") && html.contains(&f.user_csrf), "{html}");
+        let (_, grants) = f.user.page("/auth/grants").await;
+        assert!(grants.contains(&format!("href=\"{path_user}\"")), "{grants}");
+                // Another account's key: no such page.
         let stranger = Browser::signed_up(&app).await;
         assert_eq!(stranger.page(&path_of_key(&f)).await.0, StatusCode::NOT_FOUND);
         let response = f.owner.post(&path, &[("csrf", &f.owner_csrf)]).await;

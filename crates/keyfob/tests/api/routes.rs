@@ -819,6 +819,14 @@ pub const PAGE_ROUTES: &[Route] = &[
         B::None,
     ),
     route(
+        "GET",
+        "/auth/grants/{id}/revoke",
+        F::UserPage,
+        W::User,
+        &["x"],
+        B::None,
+    ),
+    route(
         "POST",
         "/auth/grants/{id}/revoke",
         F::UserPage,
