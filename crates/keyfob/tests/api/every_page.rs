@@ -143,6 +143,24 @@ async fn every_page_fits_the_screen_and_passes_axe() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
+    // What the consent page shows besides the application's name.
+    app.state
+        .store
+        .set_app_links(
+            Some(&f.account),
+            &f.client_id.as_str().into(),
+            &keyfob_store::AppLinks {
+                logo_uri: None,
+                homepage_uri: Some("https://client.example.com/".into()),
+                policy_uri: Some("https://client.example.com/legal/privacy-policy".into()),
+            },
+            keyfob_domain::time::Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    // The record with sealed fields: its page shows the reveal form.
+    let sealed: Value = created.json().await.unwrap();
+    let sealed_record = format!("/dashboard/data/deals/{}", sealed["id"].as_str().unwrap());
 
     let authorize = serde_urlencoded::to_string([
         ("client_id", f.client_id.as_str()),
@@ -287,7 +305,7 @@ async fn every_page_fits_the_screen_and_passes_axe() {
         ),
         visit(
             "/dashboard/data/{resource}/{id}",
-            f.concrete("/dashboard/data/{resource}/{id}"),
+            sealed_record.clone(),
             Who::Owner,
         ),
         visit(
