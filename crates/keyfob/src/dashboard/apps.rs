@@ -36,6 +36,8 @@ pub struct AppsPage {
     /// What was typed, kept when the form is shown again with an error.
     form: AppForm,
     max_name_len: usize,
+    /// The field the error is about.
+    error_field: &'static str,
 }
 
 pub struct AppView {
@@ -151,6 +153,28 @@ fn optional_secs(text: &str, what: &str) -> Result<Option<i64>, String> {
         .map_err(|_| format!("the {what} must be a whole number of seconds, or blank"))
 }
 
+/// The field of the application form an error message is about, so that the page can tie the
+/// message to it and put the cursor there.
+fn app_error_field(message: &str, form: &AppForm) -> &'static str {
+    let quoted = message.split('`').nth(1).unwrap_or_default();
+    let holds = |text: &str| !quoted.is_empty() && text.lines().any(|l| l.trim() == quoted);
+    if message.contains("app name") {
+        "name"
+    } else if message.contains("idle limit") {
+        "refresh_idle_secs"
+    } else if message.contains("maximum session age") {
+        "refresh_max_age_secs"
+    } else if message.contains("post-logout") || holds(&form.post_logout_redirect_uris) {
+        "post_logout_redirect_uris"
+    } else if message.contains("redirect URI") || holds(&form.redirect_uris) {
+        "redirect_uris"
+    } else if message.contains("origin") || holds(&form.origins) {
+        "origins"
+    } else {
+        "max_permissions"
+    }
+}
+
 /// One entry a line, blank lines skipped.
 fn lines(text: &str) -> Vec<String> {
     text.lines()
@@ -170,6 +194,9 @@ async fn apps_page(
     Ok(AppsPage {
         layout: login.layout("apps"),
         apps: apps.into_iter().map(AppView::from).collect(),
+        error_field: error
+            .as_deref()
+            .map_or("", |message| app_error_field(message, &form)),
         error,
         notice: None,
         form,
@@ -262,6 +289,8 @@ pub struct AppPage {
     /// The edit form, filled with the app's settings or with what was typed.
     form: AppForm,
     max_name_len: usize,
+    /// The field the error is about.
+    error_field: &'static str,
     /// The form of what users see, filled with the app's addresses or with what was typed, and
     /// its error, and the field the error is about.
     links: LinksForm,
@@ -418,7 +447,11 @@ fn app_page(
 ) -> AppPage {
     let form = form.unwrap_or_else(|| AppForm::of(&app));
     let links = LinksForm::of(&app);
+    let error_field = error
+        .as_deref()
+        .map_or("", |message| app_error_field(message, &form));
     AppPage {
+        error_field,
         links,
         links_error: None,
         links_error_field: "",

@@ -160,6 +160,29 @@ async fn a_form_error_is_tied_to_its_field_and_code_is_shown_as_code() {
     );
     assert!(!tag_with_id(&html, "name").contains("aria-invalid"));
 
+    // The application form too: the bad redirect URI's field.
+    let csrf = owner.csrf("/dashboard/apps").await;
+    let response = owner
+        .post(
+            "/dashboard/apps",
+            &[
+                ("csrf", &csrf),
+                ("name", "Shop"),
+                ("redirect_uris", "http://shop.example.com/cb"),
+                ("kind", "public"),
+                ("max_permissions", "deals.read"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let html = response.text().await.unwrap();
+    let field = tag_with_id(&html, "redirect_uris");
+    assert!(
+        field.contains("aria-invalid=\"true\"") && field.contains("autofocus"),
+        "{field}"
+    );
+    assert!(!tag_with_id(&html, "max_permissions").contains("autofocus"));
+
     // Backticks in a message become code; what is between them is text, never markup.
     let anyone = Browser::new(&app);
     let (status, html) = anyone
