@@ -1,6 +1,6 @@
 # The few commands a newcomer needs. See README.md.
 
-.PHONY: run test test-rust test-sdk lint deny fuzz bench
+.PHONY: run test test-rust test-sdk browser-tools lint deny fuzz bench
 
 # Run Keyfob on its embedded default: SQLite under ./keyfob-data.
 run:
@@ -10,8 +10,13 @@ run:
 # Set KEYFOB_TEST_POSTGRES_URL to run the Rust tests on PostgreSQL too.
 test: test-rust test-sdk
 
-test-rust:
+test-rust: browser-tools
 	cargo nextest run --workspace --no-fail-fast
+
+# What the browser tests inject into the pages they check (axe-core), from npm; the tests skip that
+# check, with a note, without it (unless KEYFOB_REQUIRE_BROWSER is set).
+browser-tools:
+	cd crates/keyfob/tests/browser-tools && npm ci --no-audit --no-fund
 
 # The JS SDK (sdk/js): unit tests, tests against a real `keyfob serve`, and one in headless Chromium.
 KEYFOB_BIN ?= $(CURDIR)/target/debug/keyfob

@@ -208,12 +208,47 @@ pub fn merged_grant(
     grant
 }
 
+/// A resource's name as words a person reads: camelCase, PascalCase, snake_case and kebab-case
+/// split into lower-case words (`creditApplications`, `credit_applications` and
+/// `credit-applications` all read “credit applications”). A run of capitals is one word
+/// (`HTTPRequests` reads “http requests”); digits stay with the word before them.
+pub fn resource_words(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        if c == '_' || c == '-' || c == '.' || c.is_whitespace() {
+            if !word.is_empty() {
+                words.push(std::mem::take(&mut word));
+            }
+            continue;
+        }
+        if c.is_uppercase() && !word.is_empty() {
+            let prev = chars[i - 1];
+            // The last capital of a run starts a word when a lower-case word follows
+            // (`HTTPRequests`), not when only a plural `s` does (`userIDs`).
+            let plural_s = chars.get(i + 1) == Some(&'s')
+                && !chars.get(i + 2).is_some_and(|n| n.is_lowercase());
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase()) && !plural_s;
+            // `dealNotes` (a lower letter or digit before) or `HTTPRequests` starts a word.
+            if prev.is_lowercase() || prev.is_ascii_digit() || (prev.is_uppercase() && next_lower) {
+                words.push(std::mem::take(&mut word));
+            }
+        }
+        word.extend(c.to_lowercase());
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words.join(" ")
+}
+
 /// How a permission reads on the consent page.
 pub fn describe(permission: &Permission) -> String {
     let what = if permission.is_wildcard() {
         "all of your data".to_owned()
     } else {
-        format!("your {}", permission.resource())
+        format!("your {}", resource_words(permission.resource()))
     };
     match (permission.resource(), permission.action()) {
         ("sensitive", Action::Read) => "See sensitive values in full".to_owned(),
@@ -402,5 +437,28 @@ mod tests {
         assert_eq!(p("deals.read"), "See your deals");
         assert_eq!(p("deals.write"), "Create, change and delete your deals");
         assert_eq!(p("*.read"), "See all of your data");
+        assert_eq!(
+            p("creditApplications.write"),
+            "Create, change and delete your credit applications"
+        );
+    }
+
+    #[test]
+    fn resource_names_read_as_words() {
+        for (name, words) in [
+            ("deals", "deals"),
+            ("creditApplications", "credit applications"),
+            ("CreditApplications", "credit applications"),
+            ("credit_applications", "credit applications"),
+            ("credit-applications", "credit applications"),
+            ("credit__applications_", "credit applications"),
+            ("HTTPRequests", "http requests"),
+            ("userIDs", "user ids"),
+            ("invoices2024Archive", "invoices2024 archive"),
+            ("v2_customerNotes", "v2 customer notes"),
+            ("", ""),
+        ] {
+            assert_eq!(resource_words(name), words, "{name}");
+        }
     }
 }

@@ -532,6 +532,18 @@ impl<S: Store> Store for Guarded<S> {
             .await
     }
 
+    async fn set_app_links(
+        &self,
+        account_id: Option<&AccountId>,
+        client_id: &ClientId,
+        links: &AppLinks,
+        at: Timestamp,
+    ) -> Result<bool> {
+        self.breaker
+            .run(self.inner.set_app_links(account_id, client_id, links, at))
+            .await
+    }
+
     async fn rotate_app_secret(
         &self,
         account_id: Option<&AccountId>,

@@ -215,6 +215,16 @@ pub trait Store: MfaStore + PasskeyStore + Send + Sync + 'static {
         edit: &AppEdit,
         at: Timestamp,
     ) -> Result<bool>;
+    /// Replaces the logo, home page and privacy-policy addresses of a live application (of
+    /// `account_id`, when given) and logs the change. `false` when there is no such application
+    /// that is not deleted.
+    async fn set_app_links(
+        &self,
+        account_id: Option<&AccountId>,
+        client_id: &ClientId,
+        links: &AppLinks,
+        at: Timestamp,
+    ) -> Result<bool>;
     /// Gives a confidential application (of `account_id`, when given) a new secret hash; the old
     /// one stays accepted until `previous_until` (`None`: refused at once). Logs the change.
     /// `false` when there is no such confidential application that is not deleted.

@@ -350,6 +350,18 @@ pub struct AppRow {
     /// When the app was deleted: never shown, accepted or enabled again; its `client_id` stays
     /// taken.
     pub deleted_at: Option<Timestamp>,
+    /// What the consent page shows besides the name (see [`AppLinks`]).
+    #[sqlx(flatten)]
+    pub links: AppLinks,
+}
+
+/// An application's addresses for its users: its logo, home page and privacy policy, shown on the
+/// consent page. Each is checked (HTTPS, or HTTP on localhost) before it is stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, FromRow)]
+pub struct AppLinks {
+    pub logo_uri: Option<String>,
+    pub homepage_uri: Option<String>,
+    pub policy_uri: Option<String>,
 }
 
 impl AppRow {

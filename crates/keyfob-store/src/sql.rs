@@ -100,7 +100,7 @@ impl From<RefreshSessionRow> for RefreshSession {
 pub(crate) const APP_COLUMNS: &str = "client_id, account_id, name, public, client_secret_hash, \
      redirect_uris, post_logout_redirect_uris, origins, max_permissions, refresh_idle_secs, \
      refresh_absolute_secs, allow_fragment, created_at, revoked_at, previous_secret_hash, \
-     previous_secret_expires_at, deleted_at";
+     previous_secret_expires_at, deleted_at, logo_uri, homepage_uri, policy_uri";
 
 pub(crate) const GRANT_COLUMNS: &str =
     "id, user_id, client_id, account_id, permissions, identity, created_at, updated_at, revoked_at";
@@ -1300,8 +1300,9 @@ where
         sqlx::query(
             "INSERT INTO apps (client_id, account_id, name, public, client_secret_hash, redirect_uris, \
              post_logout_redirect_uris, origins, max_permissions, refresh_idle_secs, \
-             refresh_absolute_secs, allow_fragment, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             refresh_absolute_secs, allow_fragment, created_at, logo_uri, homepage_uri, \
+             policy_uri) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(&app.client_id)
         .bind(&app.account_id)
@@ -1316,6 +1317,9 @@ where
         .bind(app.refresh_absolute_secs)
         .bind(app.allow_fragment)
         .bind(app.created_at)
+        .bind(&app.links.logo_uri)
+        .bind(&app.links.homepage_uri)
+        .bind(&app.links.policy_uri)
         .execute(&mut *tx)
         .await?;
         Self::log_change(
@@ -1414,6 +1418,34 @@ where
         .bind(edit.refresh_idle_secs)
         .bind(edit.refresh_absolute_secs)
         .bind(edit.allow_fragment)
+        .bind(client_id)
+        .bind(account_id.map(AccountId::as_str))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if done {
+            Self::log_change(&mut tx, ChangeKind::AppChanged, client_id, at).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn set_app_links(
+        &self,
+        account_id: Option<&AccountId>,
+        client_id: &ClientId,
+        links: &AppLinks,
+        at: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin_with(DB::BEGIN).await?;
+        let done = sqlx::query(
+            "UPDATE apps SET logo_uri = $1, homepage_uri = $2, policy_uri = $3 \
+             WHERE client_id = $4 AND deleted_at IS NULL AND ($5 IS NULL OR account_id = $5)",
+        )
+        .bind(&links.logo_uri)
+        .bind(&links.homepage_uri)
+        .bind(&links.policy_uri)
         .bind(client_id)
         .bind(account_id.map(AccountId::as_str))
         .execute(&mut *tx)

@@ -316,6 +316,7 @@ pub fn app_row(account_id: &str) -> AppRow {
         previous_secret_hash: None,
         previous_secret_expires_at: None,
         deleted_at: None,
+        links: Default::default(),
     }
 }
 

@@ -13,6 +13,7 @@ use super::LOGIN_PATH;
 use super::page::{Layout, PageError, PageForm, render, render_with_status};
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::state::AppState;
+use crate::web::filters;
 use crate::web::{
     ClientIp, CsrfForm, DASHBOARD, LoginClient, LoginFields, LoginOutcome, LoginSubject,
     OwnerLogin, SignupFields, SignupOutcome, check_login, sign_up,

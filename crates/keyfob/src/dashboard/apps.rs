@@ -7,17 +7,20 @@ use std::time::Duration;
 
 use askama::Template;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum_extra::extract::CookieJar;
 use keyfob_store::{AppRow, ClientId};
 use serde::Deserialize;
 
+use super::once;
 use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_status};
 use crate::audit::Actor;
 use crate::services::MAX_NAME_LEN;
 use crate::services::apps::{AppChanges, NewApp};
 use crate::services::{self, Caller, ServiceError, Site};
 use crate::state::AppState;
+use crate::web::filters;
 use crate::web::{ClientIp, CsrfForm, OwnerLogin};
 
 /// What the app page says when the `client_id` is not one of the account's live applications.
@@ -33,6 +36,8 @@ pub struct AppsPage {
     /// What was typed, kept when the form is shown again with an error.
     form: AppForm,
     max_name_len: usize,
+    /// The field the error is about.
+    error_field: &'static str,
 }
 
 pub struct AppView {
@@ -108,15 +113,6 @@ impl From<AppRow> for AppView {
     }
 }
 
-#[derive(Template)]
-#[template(path = "app_created.html")]
-pub struct AppCreatedPage {
-    layout: Layout,
-    name: String,
-    client_id: String,
-    client_secret: Option<String>,
-}
-
 /// The registration form. `kind` is `public` or `confidential`.
 #[derive(Deserialize, Default)]
 pub struct AppForm {
@@ -157,6 +153,28 @@ fn optional_secs(text: &str, what: &str) -> Result<Option<i64>, String> {
         .map_err(|_| format!("the {what} must be a whole number of seconds, or blank"))
 }
 
+/// The field of the application form an error message is about, so that the page can tie the
+/// message to it and put the cursor there.
+fn app_error_field(message: &str, form: &AppForm) -> &'static str {
+    let quoted = message.split('`').nth(1).unwrap_or_default();
+    let holds = |text: &str| !quoted.is_empty() && text.lines().any(|l| l.trim() == quoted);
+    if message.contains("app name") {
+        "name"
+    } else if message.contains("idle limit") {
+        "refresh_idle_secs"
+    } else if message.contains("maximum session age") {
+        "refresh_max_age_secs"
+    } else if message.contains("post-logout") || holds(&form.post_logout_redirect_uris) {
+        "post_logout_redirect_uris"
+    } else if message.contains("redirect URI") || holds(&form.redirect_uris) {
+        "redirect_uris"
+    } else if message.contains("origin") || holds(&form.origins) {
+        "origins"
+    } else {
+        "max_permissions"
+    }
+}
+
 /// One entry a line, blank lines skipped.
 fn lines(text: &str) -> Vec<String> {
     text.lines()
@@ -176,6 +194,9 @@ async fn apps_page(
     Ok(AppsPage {
         layout: login.layout("apps"),
         apps: apps.into_iter().map(AppView::from).collect(),
+        error_field: error
+            .as_deref()
+            .map_or("", |message| app_error_field(message, &form)),
         error,
         notice: None,
         form,
@@ -210,6 +231,7 @@ pub async fn create(
     login: OwnerLogin,
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    jar: CookieJar,
     PageForm(form): PageForm<AppForm>,
 ) -> Result<Response, PageError> {
     login.check_csrf(&form.csrf)?;
@@ -240,13 +262,13 @@ pub async fn create(
     let by = Caller::new(Actor::owner(login.owner_id()), &ip);
     match services::apps::register(Site::Node(&state), login.account_id(), new, &by).await {
         Ok(created) => {
-            let page = AppCreatedPage {
-                layout: login.layout("apps"),
-                name: created.app.name,
-                client_id: created.app.client_id.into(),
-                client_secret: created.client_secret,
-            };
-            Ok(render(&page)?.into_response())
+            let page = secret_page(&created.app.client_id);
+            let shown = once::Shown::new(
+                page.clone(),
+                created.app.name,
+                created.client_secret.unwrap_or_default(),
+            );
+            Ok((once::keep(&state, &login, jar, &shown), Redirect::to(&page)).into_response())
         }
         Err(ServiceError::Invalid(message)) => {
             let page = apps_page(&state, &login, Some(message), form).await?;
@@ -267,6 +289,80 @@ pub struct AppPage {
     /// The edit form, filled with the app's settings or with what was typed.
     form: AppForm,
     max_name_len: usize,
+    /// The field the error is about.
+    error_field: &'static str,
+    /// The form of what users see, filled with the app's addresses or with what was typed, and
+    /// its error, and the field the error is about.
+    links: LinksForm,
+    links_error: Option<String>,
+    links_error_field: &'static str,
+}
+
+/// The logo, home page and privacy-policy addresses, as typed.
+#[derive(Deserialize, Default)]
+pub struct LinksForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    logo_uri: String,
+    #[serde(default)]
+    homepage_uri: String,
+    #[serde(default)]
+    policy_uri: String,
+}
+
+impl LinksForm {
+    fn of(app: &AppRow) -> LinksForm {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        LinksForm {
+            csrf: String::new(),
+            logo_uri: text(&app.links.logo_uri),
+            homepage_uri: text(&app.links.homepage_uri),
+            policy_uri: text(&app.links.policy_uri),
+        }
+    }
+}
+
+/// `POST /dashboard/apps/{client_id}/links`: the logo, home page and privacy policy users see on
+/// the consent page.
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id(), client_id = %client_id))]
+pub async fn set_links(
+    login: OwnerLogin,
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path(client_id): Path<ClientId>,
+    PageForm(form): PageForm<LinksForm>,
+) -> Result<Response, PageError> {
+    login.check_csrf(&form.csrf)?;
+    let app = account_app(&state, &login, &client_id).await?;
+    let by = Caller::new(Actor::owner(login.owner_id()), &ip);
+    let account = Some(login.account_id());
+    let result = services::apps::set_links(
+        Site::Node(&state),
+        account,
+        &client_id,
+        &form.logo_uri,
+        &form.homepage_uri,
+        &form.policy_uri,
+        &by,
+    )
+    .await;
+    match result {
+        Ok(_) => Ok(
+            Redirect::to(&format!("/dashboard/apps/{client_id}?done={UPDATED}")).into_response(),
+        ),
+        Err(ServiceError::Invalid(message)) => {
+            let mut page = app_page(&login, app, None, None, None);
+            page.links_error_field = ["logo_uri", "homepage_uri", "policy_uri"]
+                .into_iter()
+                .find(|f| message.contains(&format!("`{f}`")))
+                .unwrap_or_default();
+            page.links_error = Some(message);
+            page.links = form;
+            render_with_status(StatusCode::BAD_REQUEST, &page)
+        }
+        Err(err) => Err(PageError::from_service(err, NO_SUCH_APP)),
+    }
 }
 
 #[derive(Template)]
@@ -275,7 +371,12 @@ pub struct AppSecretPage {
     layout: Layout,
     name: String,
     client_id: String,
-    client_secret: String,
+    /// A public application has no secret.
+    public: bool,
+    /// `None`: shown once already (or opened too late, or in another login).
+    client_secret: Option<String>,
+    /// Whether a rotation made it, rather than the registration.
+    rotated: bool,
     /// Until when the old secret keeps working, if at all.
     old_until: Option<TimeView>,
 }
@@ -345,7 +446,15 @@ fn app_page(
     notice: Option<&'static str>,
 ) -> AppPage {
     let form = form.unwrap_or_else(|| AppForm::of(&app));
+    let links = LinksForm::of(&app);
+    let error_field = error
+        .as_deref()
+        .map_or("", |message| app_error_field(message, &form));
     AppPage {
+        error_field,
+        links,
+        links_error: None,
+        links_error_field: "",
         layout: login.layout("apps"),
         app: AppView::from(app),
         error,
@@ -432,8 +541,9 @@ pub async fn rotate_secret(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Path(client_id): Path<ClientId>,
+    jar: CookieJar,
     PageForm(form): PageForm<RotateForm>,
-) -> Result<Html<String>, PageError> {
+) -> Result<Response, PageError> {
     login.check_csrf(&form.csrf)?;
     let app = account_app(&state, &login, &client_id).await?;
     let overlap = form
@@ -455,14 +565,42 @@ pub async fn rotate_secret(
         services::apps::rotate_secret(Site::Node(&state), account, &client_id, overlap, &by)
             .await
             .map_err(|err| PageError::from_service(err, NO_SUCH_APP))?;
-    render(&AppSecretPage {
+    let page = secret_page(&client_id);
+    let old_until = (!overlap.is_zero()).then(|| keyfob_store::Timestamp::now() + overlap);
+    let shown = once::Shown::new(page.clone(), app.name, secret).replacing(old_until);
+    Ok((once::keep(&state, &login, jar, &shown), Redirect::to(&page)).into_response())
+}
+
+/// Where a new client secret is shown once.
+fn secret_page(client_id: &ClientId) -> String {
+    format!("/dashboard/apps/{client_id}/secret")
+}
+
+/// `GET /dashboard/apps/{client_id}/secret`: the application just registered, or its secret just
+/// rotated, with the secret shown this once; opened again, the page says it was shown already.
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id(), client_id = %client_id))]
+pub async fn secret(
+    login: OwnerLogin,
+    State(state): State<AppState>,
+    Path(client_id): Path<ClientId>,
+    jar: CookieJar,
+) -> Result<Response, PageError> {
+    let app = account_app(&state, &login, &client_id).await?;
+    let (jar, shown) = once::take(&state, &login, jar, &secret_page(&client_id));
+    let page = AppSecretPage {
         layout: login.layout("apps"),
         name: app.name,
         client_id: client_id.into(),
-        client_secret: secret,
-        old_until: (!overlap.is_zero())
-            .then(|| TimeView::from(keyfob_store::Timestamp::now() + overlap)),
-    })
+        public: app.public,
+        rotated: shown.as_ref().is_some_and(|s| s.replaced),
+        old_until: shown
+            .as_ref()
+            .and_then(|s| s.old_until)
+            .map(|ms| TimeView::from(keyfob_store::Timestamp::from_unix_ms(ms))),
+        client_secret: shown.map(|s| s.secret).filter(|s| !s.is_empty()),
+    };
+    let policy = [(header::CONTENT_SECURITY_POLICY, super::COPY_CSP)];
+    Ok((policy, jar, render(&page)?).into_response())
 }
 
 /// `POST /dashboard/apps/{client_id}/disable`.

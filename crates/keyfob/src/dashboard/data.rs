@@ -19,6 +19,7 @@ use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::logins::LoginKind;
 use crate::state::AppState;
 use crate::vault::{AccountVault, VaultServiceError};
+use crate::web::filters;
 use crate::web::{ClientIp, DASHBOARD, OwnerLogin};
 
 const PAGE_SIZE: u32 = 20;
@@ -80,6 +81,8 @@ pub struct RecordPage {
     sealed_paths: Vec<String>,
     revealed: Vec<String>,
     error: Option<&'static str>,
+    /// The reveal form's field the error is about.
+    error_field: &'static str,
     /// Whether the reveal form asks for a second factor's code too (the owner has one).
     ask_code: bool,
 }
@@ -290,6 +293,11 @@ async fn record_page(
             json,
             sealed_paths,
             revealed: revealed.clone(),
+            error_field: match error {
+                Some(REVEAL_REFUSED) => "password",
+                Some(_) => "code",
+                None => "",
+            },
             error,
             ask_code,
         },

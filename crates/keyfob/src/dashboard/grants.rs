@@ -14,6 +14,7 @@ use super::page::{Layout, PageError, PageForm, TimeView, render};
 use crate::audit::Actor;
 use crate::services::{self, Caller};
 use crate::state::AppState;
+use crate::web::filters;
 use crate::web::{ClientIp, CsrfForm, OwnerLogin};
 
 const GRANT_REVOKED: &str = "grant-revoked";

@@ -6,14 +6,16 @@ use std::collections::HashMap;
 
 use askama::Template;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum_extra::extract::CookieJar;
 use keyfob_domain::key_policy::parse_span;
 use keyfob_domain::time::Timestamp;
 use keyfob_store::{ApiKeyRow, KeyId, UsageCounts, UsageRow, UsageVia};
 use serde::Deserialize;
 
 use super::charts;
+use super::once;
 use super::page::{Layout, PageError, PageForm, TimeView, render, render_with_status};
 use crate::audit::Actor;
 use crate::auth::usage::day_of;
@@ -21,6 +23,7 @@ use crate::services::MAX_NAME_LEN;
 use crate::services::keys::KeySpec;
 use crate::services::{self, Caller, ServiceError};
 use crate::state::AppState;
+use crate::web::filters;
 use crate::web::{ClientIp, CsrfForm, OwnerLogin};
 
 const NO_SUCH_KEY: &str = "Your account has no active API key with this id.";
@@ -46,12 +49,16 @@ pub struct KeysPage {
     keys: Vec<KeyView>,
     notice: Option<&'static str>,
     error: Option<String>,
+    /// The field the error is about.
+    error_field: &'static str,
     form: CreateKeyForm,
     max_name_len: usize,
     /// Whether revoked and expired keys are left out.
     hide_dead: bool,
     /// How many keys are left out.
     hidden: usize,
+    /// This server's public URL, for the first-run commands.
+    public_url: String,
 }
 
 pub struct KeyView {
@@ -108,8 +115,10 @@ impl KeyView {
 #[template(path = "key_created.html")]
 pub struct KeyCreatedPage {
     layout: Layout,
+    id: String,
     name: String,
-    key: String,
+    /// `None`: the key was shown already (or the page was opened too late, or elsewhere).
+    key: Option<String>,
     /// After a roll: until when the old key works (`None`: it is refused already).
     old_until: Option<TimeView>,
     rolled: bool,
@@ -191,6 +200,21 @@ impl CreateKeyForm {
     }
 }
 
+/// The field of the key form an error message is about.
+fn key_error_field(message: &str) -> &'static str {
+    if message.contains("name") {
+        "name"
+    } else if message.starts_with("expiry") {
+        "expires_in"
+    } else if message.starts_with("rate limit") {
+        "rate_limit"
+    } else if message.contains("permission") {
+        "permissions"
+    } else {
+        ""
+    }
+}
+
 /// Each key's daily totals (all ways in, all outcomes) over the last `days` days, oldest first.
 fn daily_totals(rows: &[UsageRow], today: i64, days: i64) -> HashMap<KeyId, Vec<i64>> {
     let mut totals: HashMap<KeyId, Vec<i64>> = HashMap::new();
@@ -240,10 +264,12 @@ async fn keys_page(
         hidden: count - keys.len(),
         keys,
         notice,
+        error_field: error.as_deref().map_or("", key_error_field),
         error,
         form,
         max_name_len: MAX_NAME_LEN,
         hide_dead,
+        public_url: state.config.issuer(),
     })
 }
 
@@ -253,7 +279,7 @@ pub async fn list(
     login: OwnerLogin,
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<Html<String>, PageError> {
+) -> Result<Response, PageError> {
     let query = query.unwrap_or_default();
     let params: Vec<(String, String)> = serde_urlencoded::from_str(&query)
         .map_err(|_| PageError::BadRequest("The address's query string is not readable.".into()))?;
@@ -266,15 +292,18 @@ pub async fn list(
         access: "full".into(),
         ..CreateKeyForm::default()
     };
-    render(&keys_page(&state, &login, notice, None, form, has("hide", "dead")).await?)
+    let page = keys_page(&state, &login, notice, None, form, has("hide", "dead")).await?;
+    let policy = [(header::CONTENT_SECURITY_POLICY, super::COPY_CSP)];
+    Ok((policy, render(&page)?).into_response())
 }
 
-/// `POST /dashboard/keys`: makes a key and shows it, this once.
+/// `POST /dashboard/keys`: makes a key, and sends the browser to the page that shows it once.
 #[tracing::instrument(skip_all, fields(account_id = %login.account_id()))]
 pub async fn create(
     login: OwnerLogin,
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    jar: CookieJar,
     PageForm(form): PageForm<CreateKeyForm>,
 ) -> Result<Response, PageError> {
     login.check_csrf(&form.csrf)?;
@@ -285,14 +314,9 @@ pub async fn create(
     };
     match created {
         Ok((row, key)) => {
-            let page = KeyCreatedPage {
-                layout: login.layout("keys"),
-                name: row.name,
-                key: key.expose().to_owned(),
-                old_until: None,
-                rolled: false,
-            };
-            Ok(render(&page)?.into_response())
+            let page = format!("/dashboard/keys/{}/created", row.id);
+            let shown = once::Shown::new(page.clone(), row.name, key.expose().to_owned());
+            Ok((once::keep(&state, &login, jar, &shown), Redirect::to(&page)).into_response())
         }
         Err(ServiceError::Invalid(message)) => {
             let page = keys_page(&state, &login, None, Some(message), form, false).await?;
@@ -385,6 +409,7 @@ pub async fn roll(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Path(id): Path<KeyId>,
+    jar: CookieJar,
     PageForm(form): PageForm<RollForm>,
 ) -> Result<Response, PageError> {
     login.check_csrf(&form.csrf)?;
@@ -399,16 +424,47 @@ pub async fn roll(
         .find_api_key(&id)
         .await?
         .and_then(|old| old.expires_at)
-        .filter(|at| *at > Timestamp::now())
-        .map(TimeView::from);
+        .filter(|at| *at > Timestamp::now());
+    let page = format!("/dashboard/keys/{}/created", new.id);
+    let shown =
+        once::Shown::new(page.clone(), new.name, key.expose().to_owned()).replacing(old_until);
+    Ok((once::keep(&state, &login, jar, &shown), Redirect::to(&page)).into_response())
+}
+
+/// `GET /dashboard/keys/{id}/created`: the key just made (or rolled), shown this once; opened
+/// again, the page says it was shown already.
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id(), key_id = %id))]
+pub async fn created(
+    login: OwnerLogin,
+    State(state): State<AppState>,
+    Path(id): Path<KeyId>,
+    jar: CookieJar,
+) -> Result<Response, PageError> {
+    let row = state
+        .store
+        .find_api_key(&id)
+        .await?
+        .filter(|row| row.account_id == *login.account_id())
+        .ok_or_else(|| PageError::NotFound("Your account has no API key with this id.".into()))?;
+    let (jar, shown) = once::take(
+        &state,
+        &login,
+        jar,
+        &format!("/dashboard/keys/{id}/created"),
+    );
     let page = KeyCreatedPage {
         layout: login.layout("keys"),
-        name: new.name,
-        key: key.expose().to_owned(),
-        old_until,
-        rolled: true,
+        id: id.to_string(),
+        name: row.name,
+        rolled: shown.as_ref().is_some_and(|s| s.replaced),
+        old_until: shown
+            .as_ref()
+            .and_then(|s| s.old_until)
+            .map(|ms| TimeView::from(Timestamp::from_unix_ms(ms))),
+        key: shown.map(|s| s.secret),
     };
-    Ok(render(&page)?.into_response())
+    let policy = [(header::CONTENT_SECURITY_POLICY, super::COPY_CSP)];
+    Ok((policy, jar, render(&page)?).into_response())
 }
 
 /// `POST /dashboard/keys/{id}/revoke`: only a live key of the login's own account.

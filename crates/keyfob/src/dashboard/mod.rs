@@ -9,9 +9,11 @@ mod account;
 mod apps;
 mod audit;
 mod charts;
+mod confirm;
 mod data;
 mod grants;
 mod keys;
+pub mod once;
 pub(crate) mod page;
 mod passkeys;
 mod profile;
@@ -46,6 +48,13 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'none'
      object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
 const STYLESHEET: &str = include_str!("app.css");
+
+/// The copy buttons' script (progressive enhancement: the pages work without it).
+const COPY_SCRIPT: &str = include_str!("copy.js");
+
+/// The policy of a page with copy buttons: the pages' own, with scripts from Keyfob itself
+/// allowed (no inline script, no other origin).
+pub const COPY_CSP: &str = crate::passkeys::SCRIPT_CSP;
 
 /// Every dashboard route, under `/dashboard`. `state` serves the gate that sends an owner who
 /// must set up a second factor to do so first (`totp::require_enrolment`).
@@ -96,8 +105,12 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/dashboard/account/settings", post(profile::save_settings))
         .route("/dashboard/keys", get(keys::list).post(keys::create))
         .route("/dashboard/keys/{id}", get(keys::show))
+        .route("/dashboard/keys/{id}/created", get(keys::created))
         .route("/dashboard/keys/{id}/roll", post(keys::roll))
-        .route("/dashboard/keys/{id}/revoke", post(keys::revoke))
+        .route(
+            "/dashboard/keys/{id}/revoke",
+            get(confirm::revoke_key).post(keys::revoke),
+        )
         .route(
             "/dashboard/keys/{id}/revoke-tokens",
             post(tokens::revoke_key_tokens),
@@ -107,21 +120,37 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/dashboard/apps/{client_id}",
             get(apps::show).post(apps::update),
         )
+        .route("/dashboard/apps/{client_id}/secret", get(apps::secret))
+        .route("/dashboard/apps/{client_id}/links", post(apps::set_links))
         .route(
             "/dashboard/apps/{client_id}/rotate-secret",
             post(apps::rotate_secret),
         )
         .route("/dashboard/apps/{client_id}/disable", post(apps::disable))
         .route("/dashboard/apps/{client_id}/enable", post(apps::enable))
-        .route("/dashboard/apps/{client_id}/delete", post(apps::delete))
+        .route(
+            "/dashboard/apps/{client_id}/delete",
+            get(confirm::delete_app).post(apps::delete),
+        )
         .route(
             "/dashboard/users/{user_id}/remove",
-            post(grants::remove_user),
+            get(confirm::remove_user).post(grants::remove_user),
         )
         .route("/dashboard/grants", get(grants::list))
-        .route("/dashboard/grants/{id}/revoke", post(grants::revoke))
+        .route(
+            "/dashboard/grants/{id}/revoke",
+            get(confirm::revoke_grant).post(grants::revoke),
+        )
         .route("/dashboard/tokens", get(tokens::list))
-        .route("/dashboard/tokens/{jti}/revoke", post(tokens::revoke))
+        .route(
+            "/dashboard/tokens/new",
+            get(tokens::mint_form).post(tokens::mint),
+        )
+        .route("/dashboard/tokens/{jti}/minted", get(tokens::minted))
+        .route(
+            "/dashboard/tokens/{jti}/revoke",
+            get(confirm::revoke_token).post(tokens::revoke),
+        )
         .route("/dashboard/audit", get(audit::list))
         .route("/dashboard/data", get(data::collections))
         .route("/dashboard/data/_fields", post(data::save_fields))
@@ -151,6 +180,7 @@ pub fn router(state: AppState) -> Router<AppState> {
             get(crate::passkeys::script),
         )
         .route("/dashboard/static/app.css", get(stylesheet))
+        .route("/dashboard/static/copy.js", get(copy_script))
         .route("/dashboard/{*rest}", any(not_found))
         // Before the layers, so that a 405 page carries the pages' policy too.
         .method_not_allowed_fallback(crate::http::guard::method_not_allowed)
@@ -176,6 +206,16 @@ async fn stylesheet() -> impl IntoResponse {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         STYLESHEET,
+    )
+}
+
+async fn copy_script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        COPY_SCRIPT,
     )
 }
 

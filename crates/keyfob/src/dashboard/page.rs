@@ -13,6 +13,7 @@ use crate::http::extract::{Unreadable, form_bytes};
 use crate::web::OwnerLogin;
 pub use crate::web::error::PageError;
 use crate::web::error::{ErrorFace, respond};
+use crate::web::filters;
 
 /// What the layout around every page needs: who is signed in (for the navigation and the logout
 /// form) and which section is open.

@@ -19,6 +19,7 @@ use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::logins::LoginKind;
 use crate::passkeys::{self, PasskeyError, PasskeyView};
 use crate::state::AppState;
+use crate::web::filters;
 use crate::web::{ClientIp, DASHBOARD, LoginClient, LoginSubject, OwnerLogin};
 
 /// The owner's passkeys page.

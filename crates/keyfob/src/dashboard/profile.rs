@@ -20,6 +20,7 @@ use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::logins::LoginKind;
 use crate::passwords::check_new_password;
 use crate::state::AppState;
+use crate::web::filters;
 use crate::web::recovery;
 use crate::web::{ClientIp, CsrfForm, DASHBOARD, OwnerLogin};
 

@@ -17,6 +17,7 @@ use super::LOGIN_PATH;
 use super::page::{Layout, PageError, PageForm, render, render_with_status};
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::state::AppState;
+use crate::web::filters;
 use crate::web::recovery::{self, ResetOutcome, ResetRequest};
 use crate::web::{ClientIp, DASHBOARD};
 

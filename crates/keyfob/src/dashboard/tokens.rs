@@ -6,19 +6,22 @@ use std::collections::HashMap;
 
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::CookieJar;
 use keyfob_domain::time::Timestamp;
 use keyfob_domain::token_list::{TokenQuery, TokenStatus};
 use keyfob_store::{ApiKeyRow, Jti, KeyId, TokenFilter, TokenRow};
 use serde::Deserialize;
 
+use super::once;
 use super::page::{Layout, PageError, PageForm, TimeView, page_links, render, render_with_status};
 use crate::audit::Actor;
 use crate::auth::usage::day_of;
 use crate::http::extract::QueryPairs;
 use crate::services::{self, Caller};
 use crate::state::AppState;
+use crate::web::filters;
 use crate::web::{ClientIp, CsrfForm, OwnerLogin};
 
 const TOKEN_REVOKED: &str = "token-revoked";
@@ -309,4 +312,165 @@ pub async fn revoke_key_tokens(
     let query = serde_urlencoded::to_string([("key", id.as_str()), ("done", KEY_TOKENS_REVOKED)])
         .map_err(|e| PageError::Internal(e.into()))?;
     Ok(Redirect::to(&format!("/dashboard/tokens?{query}")))
+}
+
+#[derive(Template)]
+#[template(path = "mint.html")]
+pub struct MintPage {
+    layout: Layout,
+    /// The account's live keys, by name.
+    keys: Vec<KeyChoice>,
+    form: MintForm,
+    error: Option<String>,
+    /// The field the error is about.
+    error_field: &'static str,
+}
+
+/// The mint form, as typed (kept when it is shown again with an error).
+#[derive(Deserialize, Default)]
+pub struct MintForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    permissions: String,
+    #[serde(default)]
+    expires: String,
+    #[serde(default)]
+    name: String,
+}
+
+async fn mint_page(
+    state: &AppState,
+    login: &OwnerLogin,
+    form: MintForm,
+    error: Option<String>,
+) -> Result<MintPage, PageError> {
+    let now = Timestamp::now();
+    let keys = state
+        .store
+        .list_api_keys(login.account_id())
+        .await?
+        .into_iter()
+        .filter(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|at| at > now))
+        .map(|k| KeyChoice {
+            label: key_label(&k),
+            id: k.id.into(),
+        })
+        .collect();
+    let error_field = match error.as_deref() {
+        Some(m) if m.contains("`permissions`") => "permissions",
+        Some(m) if m.contains("`name`") => "name",
+        Some(m) if m.contains("expires") || m.contains("expir") => "expires",
+        Some(_) => "key",
+        None => "",
+    };
+    Ok(MintPage {
+        layout: login.layout("tokens"),
+        keys,
+        form,
+        error,
+        error_field,
+    })
+}
+
+/// `GET /dashboard/tokens/new`: the form that mints a token with one of the account's keys.
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id()))]
+pub async fn mint_form(
+    login: OwnerLogin,
+    State(state): State<AppState>,
+) -> Result<Response, PageError> {
+    let form = MintForm {
+        permissions: "deals.read".into(),
+        ..MintForm::default()
+    };
+    Ok(render(&mint_page(&state, &login, form, None).await?)?.into_response())
+}
+
+/// `POST /dashboard/tokens/new`: mints the token, and sends the browser to the page that shows
+/// it once.
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id()))]
+pub async fn mint(
+    login: OwnerLogin,
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    jar: CookieJar,
+    PageForm(form): PageForm<MintForm>,
+) -> Result<Response, PageError> {
+    login.check_csrf(&form.csrf)?;
+    let by = Caller::new(Actor::owner(login.owner_id()), &ip);
+    let spec = services::tokens::MintSpec {
+        permissions: &form.permissions,
+        expires: &form.expires,
+        name: &form.name,
+    };
+    let key = KeyId::from(form.key.as_str());
+    match services::tokens::mint_with_key(&state, login.account_id(), &key, &spec, &by).await {
+        Ok(minted) => {
+            let page = format!("/dashboard/tokens/{}/minted", minted.jti);
+            let label = form.name.trim();
+            let label = if label.is_empty() {
+                minted.jti.to_string()
+            } else {
+                label.to_owned()
+            };
+            let shown = once::Shown::new(page.clone(), label, minted.token);
+            Ok((once::keep(&state, &login, jar, &shown), Redirect::to(&page)).into_response())
+        }
+        Err(services::ServiceError::Invalid(message)) => {
+            let page = mint_page(&state, &login, form, Some(message)).await?;
+            render_with_status(StatusCode::BAD_REQUEST, &page)
+        }
+        Err(err) => Err(PageError::from_service(
+            err,
+            "Your account has no such key.",
+        )),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "minted.html")]
+pub struct MintedPage {
+    layout: Layout,
+    jti: String,
+    name: String,
+    /// `None`: shown once already.
+    token: Option<String>,
+    expires: TimeView,
+    permissions: String,
+    public_url: String,
+}
+
+/// `GET /dashboard/tokens/{jti}/minted`: the token just minted, shown this once.
+#[tracing::instrument(skip_all, fields(account_id = %login.account_id(), jti = %jti))]
+pub async fn minted(
+    login: OwnerLogin,
+    State(state): State<AppState>,
+    Path(jti): Path<Jti>,
+    jar: CookieJar,
+) -> Result<Response, PageError> {
+    let row = state
+        .store
+        .find_token(&jti)
+        .await?
+        .filter(|row| row.account_id == *login.account_id())
+        .ok_or_else(|| PageError::NotFound("Your account has no token with this id.".into()))?;
+    let (jar, shown) = once::take(
+        &state,
+        &login,
+        jar,
+        &format!("/dashboard/tokens/{jti}/minted"),
+    );
+    let page = MintedPage {
+        layout: login.layout("tokens"),
+        jti: jti.to_string(),
+        name: row.name.clone().unwrap_or_else(|| jti.to_string()),
+        token: shown.map(|s| s.secret),
+        expires: TimeView::from(row.expires_at),
+        permissions: row.permissions.names().join(", "),
+        public_url: state.config.issuer(),
+    };
+    let policy = [(header::CONTENT_SECURITY_POLICY, super::COPY_CSP)];
+    Ok((policy, jar, render(&page)?).into_response())
 }

@@ -12,7 +12,7 @@ use keyfob_domain::audit::action;
 use keyfob_domain::oauth;
 use keyfob_domain::secret::{hash_secret, random_token};
 use keyfob_domain::time::Timestamp;
-use keyfob_store::{AccountId, AppEdit, AppRow, ClientId, Permissions, Store};
+use keyfob_store::{AccountId, AppEdit, AppLinks, AppRow, ClientId, Permissions, Store};
 
 use super::{Caller, MAX_NAME_LEN, ServiceError, Site};
 use crate::audit::AuditEvent;
@@ -103,6 +103,7 @@ pub async fn create_app(
         previous_secret_hash: None,
         previous_secret_expires_at: None,
         deleted_at: None,
+        links: Default::default(),
     };
     store.insert_app(&app).await?;
     Ok(CreatedApp { app, client_secret })
@@ -281,6 +282,62 @@ pub async fn update(
         )));
     }
     tracing::info!(%client_id, ?changed, "application updated");
+    site.done(
+        AuditEvent::new(Some(&app.account_id), by.actor.clone(), action::APP_UPDATED)
+            .target(client_id.as_str())
+            .ip(by.ip)
+            .detail(serde_json::json!({ "fields": changed })),
+    )
+    .await?;
+    find(site.store(), account_id, client_id).await
+}
+
+/// Checks one of an application's addresses for its users (`field` names it in the message): blank
+/// is none; otherwise an absolute HTTPS address (HTTP on localhost), as a redirect URI.
+fn check_link(field: &str, value: &str) -> Result<Option<String>, ServiceError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    oauth::check_redirect_uri(value)
+        .map_err(|e| ServiceError::Invalid(format!("`{field}`: {e}")))?;
+    Ok(Some(value.to_owned()))
+}
+
+/// Sets what the consent page shows of an application besides its name: its logo, home page and
+/// privacy policy (blank: none). Audited as an update naming the fields that changed.
+pub async fn set_links(
+    site: Site<'_>,
+    account_id: Option<&AccountId>,
+    client_id: &ClientId,
+    logo_uri: &str,
+    homepage_uri: &str,
+    policy_uri: &str,
+    by: &Caller<'_>,
+) -> Result<AppRow, ServiceError> {
+    let app = find(site.store(), account_id, client_id).await?;
+    let links = AppLinks {
+        logo_uri: check_link("logo_uri", logo_uri)?,
+        homepage_uri: check_link("homepage_uri", homepage_uri)?,
+        policy_uri: check_link("policy_uri", policy_uri)?,
+    };
+    let changed: Vec<&str> = [
+        ("logo_uri", links.logo_uri != app.links.logo_uri),
+        ("homepage_uri", links.homepage_uri != app.links.homepage_uri),
+        ("policy_uri", links.policy_uri != app.links.policy_uri),
+    ]
+    .into_iter()
+    .filter_map(|(field, differs)| differs.then_some(field))
+    .collect();
+    if !site
+        .store()
+        .set_app_links(account_id, client_id, &links, Timestamp::now())
+        .await?
+    {
+        return Err(ServiceError::NotFound(format!(
+            "no application {client_id}"
+        )));
+    }
     site.done(
         AuditEvent::new(Some(&app.account_id), by.actor.clone(), action::APP_UPDATED)
             .target(client_id.as_str())

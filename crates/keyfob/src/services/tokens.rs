@@ -1,8 +1,13 @@
-//! Minted tokens: revoked one at a time, or every token of one key.
+//! Minted tokens: minted from the dashboard with one of the account's keys, revoked one at a
+//! time, or every token of one key.
 
 use keyfob_domain::audit::action;
+use keyfob_domain::claims::Bearer;
+use keyfob_domain::expiry::format_instant;
 use keyfob_domain::ids::{AccountId, Jti, KeyId};
 use keyfob_domain::time::Timestamp;
+use keyfob_domain::{Claims, ExpiryPolicy, PermissionSet};
+use keyfob_store::{Permissions, TokenRow};
 
 use super::{Caller, ServiceError};
 use crate::audit::AuditEvent;
@@ -72,4 +77,153 @@ pub async fn revoke_all_of_key(
         .ip(by.ip),
     );
     Ok(())
+}
+
+/// The most permissions a token minted from the dashboard holds, as `POST /auth` allows.
+const MAX_MINT_PERMISSIONS: usize = 100;
+/// The longest name a minted token may have, as `POST /auth` allows.
+const MAX_TOKEN_NAME_LEN: usize = 100;
+
+/// What the dashboard's mint form asks for, as typed.
+pub struct MintSpec<'a> {
+    /// Comma- or space-separated.
+    pub permissions: &'a str,
+    /// An RFC 3339 date-time or a date; blank: the default lifetime (never past the key's).
+    pub expires: &'a str,
+    /// Blank: none.
+    pub name: &'a str,
+}
+
+/// A token just minted: the JWT (shown once), its id and expiry.
+pub struct Minted {
+    pub token: String,
+    pub jti: Jti,
+    pub expires: String,
+}
+
+/// Mints a token with the authority of the live key `key_id` of `account_id`, as `POST /auth`
+/// with that key would: within the key's permissions, dying with it, never outliving it. The
+/// dashboard needs no copy of the key (Keyfob keeps only its hash): the owner of the account acts
+/// for it, and the audit log says so (`token.minted` by the owner, naming the key).
+pub async fn mint_with_key(
+    state: &AppState,
+    account_id: &AccountId,
+    key_id: &KeyId,
+    spec: &MintSpec<'_>,
+    by: &Caller<'_>,
+) -> Result<Minted, ServiceError> {
+    let invalid = |m: String| ServiceError::Invalid(m);
+    let now = Timestamp::now();
+    let key = state
+        .store
+        .find_api_key(key_id)
+        .await?
+        .filter(|k| k.account_id == *account_id)
+        .filter(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|at| at > now))
+        .ok_or_else(|| invalid("choose one of this account's live API keys".into()))?;
+    let items: Vec<&str> = spec
+        .permissions
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if items.is_empty() {
+        return Err(invalid(
+            "`permissions`: give at least one, such as deals.read".into(),
+        ));
+    }
+    if items.len() > MAX_MINT_PERMISSIONS {
+        return Err(invalid(format!(
+            "`permissions`: at most {MAX_MINT_PERMISSIONS}"
+        )));
+    }
+    let permissions =
+        PermissionSet::parse(items).map_err(|e| invalid(format!("`permissions`: {e}")))?;
+    let held = key.permission_set();
+    let missing = held.missing(&permissions);
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        return Err(invalid(format!(
+            "`permissions`: the key {} may not grant {}",
+            key.name,
+            names.join(", ")
+        )));
+    }
+    let name = spec.name.trim();
+    if name.chars().count() > MAX_TOKEN_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "`name`: at most {MAX_TOKEN_NAME_LEN} characters, none of them control characters"
+        )));
+    }
+    let name = (!name.is_empty()).then(|| name.to_owned());
+    let policy = ExpiryPolicy {
+        default: time::Duration::days(state.config.token_default_days),
+        max: time::Duration::days(state.config.token_max_days),
+    };
+    let issued = Timestamp::now();
+    let requested = Some(spec.expires.trim()).filter(|e| !e.is_empty());
+    let mut expires = policy
+        .resolve("expires", requested, issued.whole_secs().to_date_time())
+        .map_err(|e| invalid(e.to_string()))?;
+    if let Some(key_expires) = key.expires_at {
+        let key_expires = key_expires.whole_secs().to_date_time();
+        if expires > key_expires {
+            if requested.is_some() {
+                return Err(invalid(format!(
+                    "`expires` is after the key's own expiry, {}: a token cannot outlive the key that mints it",
+                    format_instant(key_expires)
+                )));
+            }
+            expires = key_expires;
+        }
+    }
+    let claims = Claims::new(
+        state.tokens.issuer(),
+        state.tokens.audience(),
+        Bearer::Key {
+            account_id,
+            key_id: &key.id,
+        },
+        permissions.to_strings(),
+        issued,
+        Timestamp::from(expires),
+    );
+    let token = state
+        .tokens
+        .sign(&claims, issued)
+        .map_err(|e| ServiceError::Internal(e.into()))?;
+    let jti = Jti::from(claims.jti.as_str());
+    state
+        .recorder
+        .record(TokenRow {
+            jti: jti.clone(),
+            account_id: account_id.clone(),
+            api_key_id: Some(key.id.clone()),
+            subject: claims.sub.clone(),
+            permissions: Permissions::parse(&claims.permissions)
+                .map_err(|e| ServiceError::Internal(e.into()))?,
+            issued_at: issued,
+            expires_at: claims.expires_at(),
+            revoked_at: None,
+            name: name.clone(),
+            metadata: None,
+            last_used_at: None,
+        })
+        .await
+        .map_err(|e| ServiceError::Internal(e.into()))?;
+    state.audit.record(
+        AuditEvent::new(Some(account_id), by.actor.clone(), action::TOKEN_MINTED)
+            .target(&jti)
+            .ip(by.ip)
+            .detail(serde_json::json!({
+                "permissions": claims.permissions,
+                "expires": claims.exp,
+                "name": name,
+                "key": key.id,
+            })),
+    );
+    Ok(Minted {
+        token,
+        jti,
+        expires: format_instant(expires),
+    })
 }

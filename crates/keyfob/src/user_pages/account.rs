@@ -18,9 +18,10 @@ use super::request::{AuthorizeParams, check_client, facts};
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::dashboard::page::PageError;
 use crate::state::AppState;
+use crate::web::filters;
 use crate::web::{
-    ClientIp, CsrfForm, LoginFields, LoginOutcome, SignupFields, SignupOutcome, USER_PAGES,
-    UserLogin, check_login, sign_up,
+    ClientIp, LoginFields, LoginOutcome, SignupFields, SignupOutcome, USER_PAGES, UserLogin,
+    check_login, sign_up,
 };
 
 /// The one answer to a failed login, whichever part was wrong.
@@ -370,6 +371,16 @@ pub async fn signup(
     }
 }
 
+/// What the logout form sends: its CSRF token, and the authorization request to log in for again
+/// (the consent page's “Not you?”), if any.
+#[derive(Deserialize)]
+pub struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    request: String,
+}
+
 /// `POST /auth/logout`. Without a live login only the cookie is cleared; with one, the form must
 /// carry its CSRF token.
 #[tracing::instrument(skip_all)]
@@ -377,14 +388,18 @@ pub async fn logout(
     State(state): State<AppState>,
     user: Option<UserLogin>,
     jar: CookieJar,
-    UserForm(form): UserForm<CsrfForm>,
+    UserForm(form): UserForm<LogoutForm>,
 ) -> Result<Response, UserPageError> {
+    // “Not you?”: back to the login page with the application's request kept, which the login
+    // page reads (and `GET /auth` checks again in full after the login).
+    let request = request_field(&form.request)?.to_query();
     let jar = UserLogin::log_out(&state, jar, user.as_ref(), &form.csrf).await?;
-    Ok((
-        jar,
-        see_other(&format!("{}?done={LOGGED_OUT}", super::LOGIN_PATH))?,
-    )
-        .into_response())
+    let to = if request.is_empty() {
+        format!("{}?done={LOGGED_OUT}", super::LOGIN_PATH)
+    } else {
+        format!("{}?{request}", super::LOGIN_PATH)
+    };
+    Ok((jar, see_other(&to)?).into_response())
 }
 
 /// A rule's message as a sentence on a page.

@@ -24,7 +24,8 @@ use keyfob_store::{AuthCodeRow, GrantRow, Permissions};
 use serde::Deserialize;
 
 use super::page::{
-    UserForm, UserLayout, UserPageError, content_security_policy, found, page, see_other,
+    UserForm, UserLayout, UserPageError, allowing_image_from, content_security_policy, found, page,
+    see_other,
 };
 use super::request::{
     AuthError, AuthRequest, AuthorizeParams, ResponseType, add_params, check_client, check_request,
@@ -52,6 +53,10 @@ struct ConsentPage {
     identity: Vec<&'static str>,
     permissions: Vec<PermissionView>,
     params: AuthorizeParams,
+    /// What the application registered for its users to recognise it by.
+    logo_uri: Option<String>,
+    homepage_uri: Option<String>,
+    policy_uri: Option<String>,
 }
 
 struct PermissionView {
@@ -124,7 +129,9 @@ async fn checked(
         Ok(client) => client,
         Err(err) => {
             tracing::info!(reason = %err, "authorization request refused");
-            return Err(PageError::BadRequest(err.to_string()).into());
+            return Err(
+                PageError::BadRequest(format!("{err} {}", err.for_developer(params))).into(),
+            );
         }
     };
     match check_request(client, params) {
@@ -273,12 +280,16 @@ pub async fn authorize(
             })
             .collect(),
         params: request.params(),
+        logo_uri: request.client.app.links.logo_uri.clone(),
+        homepage_uri: request.client.app.links.homepage_uri.clone(),
+        policy_uri: request.client.app.links.policy_uri.clone(),
     };
-    page(
-        StatusCode::OK,
-        &consent,
-        content_security_policy(Some(&request.client.redirect_uri)),
-    )
+    let policy = content_security_policy(Some(&request.client.redirect_uri));
+    let policy = match &consent.logo_uri {
+        Some(logo) => allowing_image_from(&policy, logo),
+        None => policy,
+    };
+    page(StatusCode::OK, &consent, policy)
 }
 
 /// Sends `error` back to the application (a page was needed and `prompt=none` allows none).

@@ -22,6 +22,7 @@ use crate::logins::LoginKind;
 use crate::passwords::check_new_password;
 use crate::services::{self, Caller};
 use crate::state::AppState;
+use crate::web::filters;
 use crate::web::{ClientIp, CsrfForm, USER_PAGES, UserLogin};
 
 const GRANT_REVOKED: &str = "grant-revoked";
@@ -116,6 +117,42 @@ pub async fn list(
     };
     let grants = grants_page(&state, &user, notice, None).await?;
     page(StatusCode::OK, &grants, content_security_policy(None))
+}
+
+#[derive(Template)]
+#[template(path = "auth/confirm_revoke.html")]
+struct ConfirmRevokePage {
+    layout: UserLayout,
+    id: String,
+    app_name: String,
+}
+
+/// `GET /auth/grants/{id}/revoke`: asks before revoking one of the user's own live grants (the
+/// list links here; the form posts below).
+#[tracing::instrument(skip_all, fields(user_id = %user.user_id(), grant_id = %id))]
+pub async fn confirm_revoke(
+    user: UserLogin,
+    State(state): State<AppState>,
+    Path(id): Path<GrantId>,
+) -> Result<Response, UserPageError> {
+    let missing = || PageError::NotFound("You have given no such access.".into());
+    let grant = state
+        .store
+        .find_grant_by_id(&id)
+        .await?
+        .filter(|g| g.user_id == *user.user_id() && g.revoked_at.is_none())
+        .ok_or_else(missing)?;
+    let app = state
+        .store
+        .find_app(&grant.client_id)
+        .await?
+        .ok_or_else(missing)?;
+    let confirm = ConfirmRevokePage {
+        layout: UserLayout::of(&user),
+        id: id.to_string(),
+        app_name: app.name,
+    };
+    page(StatusCode::OK, &confirm, content_security_policy(None))
 }
 
 /// `POST /auth/grants/{id}/revoke`: only one of the user's own live grants.

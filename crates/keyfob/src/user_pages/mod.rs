@@ -71,7 +71,10 @@ pub fn router() -> Router<AppState> {
         )
         .route("/auth/end-session/confirm", post(end_session::confirm))
         .route("/auth/grants", get(grants::list))
-        .route("/auth/grants/{id}/revoke", post(grants::revoke))
+        .route(
+            "/auth/grants/{id}/revoke",
+            get(grants::confirm_revoke).post(grants::revoke),
+        )
         .route("/auth/logout-everywhere", post(grants::logout_everywhere))
         .route("/auth/password", post(grants::change_password))
         .route(totp::PAGE_PATH, get(totp::manage))

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use crate::http::extract::{Unreadable, form_bytes};
 use crate::web::PageError;
 use crate::web::error::{ErrorFace, respond};
+use crate::web::filters;
 
 /// Pages load only Keyfob's stylesheet, run no script, and cannot be framed.
 const CSP_BASE: &str = "default-src 'self'; script-src 'none'; object-src 'none'; \
@@ -22,6 +23,19 @@ pub fn content_security_policy(redirect_uri: Option<&str>) -> HeaderValue {
     let extra = redirect_uri.and_then(origin_source).unwrap_or_default();
     let policy = format!("{CSP_BASE}; form-action 'self'{extra}");
     HeaderValue::from_str(&policy).unwrap_or_else(|_| HeaderValue::from_static(DEFAULT_CSP))
+}
+
+/// `csp` with images allowed from the origin of `uri` as well as Keyfob's own (an application's
+/// registered logo, on the consent page).
+pub fn allowing_image_from(csp: &HeaderValue, uri: &str) -> HeaderValue {
+    let Some(source) = origin_source(uri) else {
+        return csp.clone();
+    };
+    csp.to_str()
+        .ok()
+        .map(|policy| format!("{policy}; img-src 'self'{source}"))
+        .and_then(|policy| HeaderValue::from_str(&policy).ok())
+        .unwrap_or_else(|| csp.clone())
 }
 
 /// `csp` with Keyfob's own scripts allowed, for the pages that run the passkey script.

@@ -24,6 +24,7 @@ use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::logins::LoginKind;
 use crate::passkeys::{self, PasskeyError, PasskeyView};
 use crate::state::AppState;
+use crate::web::filters;
 use crate::web::{ClientIp, LoginSubject, PageError, USER_PAGES, UserLogin};
 
 /// The user's passkeys page.

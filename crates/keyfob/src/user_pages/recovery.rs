@@ -19,6 +19,7 @@ use super::request::AuthorizeParams;
 use crate::audit::{Actor, AuditEvent, UserAgent};
 use crate::dashboard::page::PageError;
 use crate::state::AppState;
+use crate::web::filters;
 use crate::web::recovery::{self, ResetOutcome, ResetRequest};
 use crate::web::{ClientIp, USER_PAGES, UserLogin};
 

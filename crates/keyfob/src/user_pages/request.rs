@@ -163,6 +163,45 @@ pub enum ClientError {
     UnregisteredRedirect,
 }
 
+impl ClientError {
+    /// What the application's developer needs to fix the request: the OAuth error code and what
+    /// was received, never what the application registered (the page is anyone's to see).
+    pub fn for_developer(&self, params: &AuthorizeParams) -> String {
+        let client_id = shown(params.client_id.as_deref());
+        let redirect_uri = shown(params.redirect_uri.as_deref());
+        let detail = match self {
+            ClientError::MissingClient => "no `client_id` was received.".to_owned(),
+            ClientError::UnknownClient => {
+                format!("no application has the `client_id` received, `{client_id}`.")
+            }
+            ClientError::MissingRedirect => format!(
+                "no `redirect_uri` was received for `client_id` `{client_id}`; it may be left \
+                 out only by an application that registered exactly one."
+            ),
+            ClientError::UnregisteredRedirect => format!(
+                "the `redirect_uri` received, `{redirect_uri}`, is not one that `client_id` \
+                 `{client_id}` registered; it must match one exactly, character for character."
+            ),
+        };
+        let code = match self {
+            ClientError::UnknownClient => "invalid_client",
+            _ => "invalid_request",
+        };
+        format!("For the application's developer: error `{code}`: {detail}")
+    }
+}
+
+/// A received value as an error page shows it: at most 200 characters, without the backticks
+/// that mark code in the page's messages.
+fn shown(value: Option<&str>) -> String {
+    let value = value.unwrap_or_default();
+    let mut out: String = value.chars().take(200).filter(|c| *c != '`').collect();
+    if value.chars().count() > 200 {
+        out.push('…');
+    }
+    out
+}
+
 /// Checks the client and its redirect URI, before anything else. With no `redirect_uri`, an
 /// application that registered exactly one is answered there.
 pub async fn check_client(
@@ -323,6 +362,7 @@ mod tests {
             previous_secret_hash: None,
             previous_secret_expires_at: None,
             deleted_at: None,
+            links: Default::default(),
         }
     }
 

@@ -24,6 +24,7 @@ use crate::mfa::{
     MfaSubject,
 };
 use crate::state::AppState;
+use crate::web::filters;
 use crate::web::{ClientIp, PageError, USER_PAGES, UserLogin};
 
 /// The user's second-factor page.

@@ -5,6 +5,7 @@
 
 pub mod client_ip;
 pub mod error;
+pub mod filters;
 pub mod login;
 pub mod login_cookie;
 pub mod pages;

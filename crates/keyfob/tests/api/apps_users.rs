@@ -374,8 +374,8 @@ both_backends! {
         let path = format!("/dashboard/apps/{}", w.client_id());
         let csrf = w.owner.csrf(&path).await;
         let response = w.owner.post(&format!("{path}/rotate-secret"), &[("csrf", &csrf), ("overlap_secs", "0")]).await;
-        assert_eq!(response.status(), StatusCode::OK);
-        let html = response.text().await.unwrap();
+        let html = w.owner.follow(response).await;
+        assert!(html.contains("The old secret no longer works"), "{html}");
         let start = html.find("id=\"client-secret\"").unwrap();
         let start = start + html[start..].find('>').unwrap() + 1;
         let newest = html[start..start + html[start..].find('<').unwrap()].trim().to_owned();

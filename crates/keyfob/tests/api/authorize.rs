@@ -71,6 +71,15 @@ impl Browser {
         csrf_in(&html)
     }
 
+    /// Follows a form's redirect (post-redirect-get) and answers the page it leads to.
+    async fn follow(&self, response: Response) -> String {
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "a redirect");
+        let to = response.headers()["location"].to_str().unwrap().to_owned();
+        let (status, html) = self.page(&to).await;
+        assert_eq!(status, StatusCode::OK, "GET {to}");
+        html
+    }
+
     async fn post(&self, path: &str, form: &[(&str, &str)]) -> Response {
         self.http
             .post(self.url(path))
@@ -449,7 +458,13 @@ both_backends! {
                 assert!(csp.contains("frame-ancestors 'none'"));
                 let html = response.text().await.unwrap();
                 assert!(html.contains("<h1>Bad request</h1>"), "{html}");
-                assert!(!html.contains("evil.test"), "the bad address is not linked");
+                // The address received may be shown to the developer, as text, never as a link.
+                assert!(!html.contains("href=\"https://evil.test"), "the bad address is not linked");
+                let outside_code: String = html
+                    .split("<code>")
+                    .map(|part| part.split_once("</code>").map_or(part, |(_, after)| after))
+                    .collect();
+                assert!(!outside_code.contains("evil.test"), "only as code: {html}");
             }
         }
 
@@ -1126,10 +1141,12 @@ both_backends! {
         assert!(html.contains("no applications yet"));
 
         let response = register_in_dashboard(&browser, "Back office", "confidential").await;
-        assert_eq!(response.status(), StatusCode::OK);
-        let html = response.text().await.unwrap();
+        let html = browser.follow(response).await;
         let client_id = output(&html, "client-id").expect("the client id");
         let secret = output(&html, "client-secret").expect("the secret, once");
+        // A reload shows it no more, and registers nothing.
+        let again = browser.expect_page(&format!("/dashboard/apps/{client_id}/secret")).await;
+        assert!(!again.contains(&secret) && again.contains("shown-already"), "{again}");
         assert!(secret.starts_with("kfs_"), "{secret}");
         let apps = app.state.store.list_apps(&AccountId::from(account.as_str())).await.unwrap();
         assert_eq!(apps.len(), 1);
@@ -1147,7 +1164,7 @@ both_backends! {
         assert!(!html.contains(&secret), "the secret is shown once");
 
         let response = register_in_dashboard(&browser, "Single page", "public").await;
-        let html = response.text().await.unwrap();
+        let html = browser.follow(response).await;
         assert!(output(&html, "client-secret").is_none(), "no secret for a public app");
         assert!(html.contains("PKCE"));
 
@@ -1183,7 +1200,7 @@ both_backends! {
         let response = browser
             .post("/dashboard/apps", &[("csrf", &csrf), ("name", "Limited"), ("redirect_uris", CALLBACK), ("kind", "public"), ("max_permissions", "deals.read"), ("refresh_idle_secs", "86400"), ("refresh_max_age_secs", " ")])
             .await;
-        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
         let limited = app.state.store.list_apps(&AccountId::from(account.as_str())).await.unwrap().into_iter().find(|a| a.name == "Limited").unwrap();
         assert_eq!((limited.refresh_idle_secs, limited.refresh_absolute_secs), (Some(86_400), None));
         assert!(!limited.allow_fragment, "fragment mode is off unless ticked");
@@ -1193,7 +1210,7 @@ both_backends! {
         let response = browser
             .post("/dashboard/apps", &[("csrf", &csrf), ("name", "Fragment"), ("redirect_uris", CALLBACK), ("kind", "public"), ("max_permissions", "deals.read"), ("allow_fragment", "on")])
             .await;
-        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
         let fragment = app.state.store.list_apps(&AccountId::from(account.as_str())).await.unwrap().into_iter().find(|a| a.name == "Fragment").unwrap();
         assert!(fragment.allow_fragment);
         assert!(browser.expect_page("/dashboard/apps").await.contains("tokens in the fragment"));

@@ -86,6 +86,14 @@ async fn sign_up_and_use_a_key(browser: Client, base: String) -> Outcome {
     let body: Value = response.json().await?;
     assert_eq!(body["kind"], "api_key");
 
+    // Reloaded, the page does not show the key again.
+    browser.refresh().await?;
+    browser
+        .wait()
+        .for_element(Locator::Id("shown-already"))
+        .await?;
+    assert!(!browser.source().await?.contains(&key));
+
     // Back on the list the key is not shown again; revoking it there refuses it.
     browser
         .find(Locator::LinkText("Back to the API keys"))
@@ -96,6 +104,17 @@ async fn sign_up_and_use_a_key(browser: Client, base: String) -> Outcome {
     let source = browser.source().await?;
     assert!(source.contains("from the browser"));
     assert!(!source.contains(&key));
+    // Revoking asks first, on a page of its own.
+    browser
+        .find(Locator::Css("a.button.danger"))
+        .await?
+        .click()
+        .await?;
+    let name = browser
+        .wait()
+        .for_element(Locator::Id("confirm-name"))
+        .await?;
+    assert_eq!(name.text().await?, "from the browser");
     browser
         .find(Locator::Css("button.danger"))
         .await?

@@ -357,7 +357,9 @@ async fn a_retired_signing_key_is_refused_on_every_node_on_postgres() {
 
 /// A page's text with the character references the templates write turned back into characters.
 fn unescape(html: &str) -> String {
-    html.replace("&#38;", "&")
+    html.replace("<code>", "`")
+        .replace("</code>", "`")
+        .replace("&#38;", "&")
         .replace("&amp;", "&")
         .replace("&#96;", "`")
         .replace("&#39;", "'")

@@ -564,7 +564,8 @@ async fn anonymous_failed_logins_cannot_flood_an_accounts_audit_log(backend: Bac
     let html = owner
         .page("/dashboard/audit?action=user.login_failed")
         .await;
-    let marked = html.matches("<td><strong>unauthenticated client</strong></td>");
+    let marked =
+        html.matches("<td data-label=\"Actor\"><strong>unauthenticated client</strong></td>");
     assert_eq!(marked.count(), bound, "{html}");
 
     // The rest are counted in the window's summary, written at the latest when the node stops.

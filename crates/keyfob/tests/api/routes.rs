@@ -303,12 +303,28 @@ pub const PAGE_ROUTES: &[Route] = &[
         B::None,
     ),
     route(
+        "GET",
+        "/dashboard/keys/{id}/created",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::None,
+    ),
+    route(
         "POST",
         "/dashboard/keys/{id}/roll",
         F::Dashboard,
         W::Owner,
         &["x"],
         B::Form(&["csrf", "overlap"]),
+    ),
+    route(
+        "GET",
+        "/dashboard/keys/{id}/revoke",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::None,
     ),
     route(
         "POST",
@@ -380,6 +396,22 @@ pub const PAGE_ROUTES: &[Route] = &[
     ),
     route(
         "POST",
+        "/dashboard/apps/{client_id}/links",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::Form(&["csrf", "logo_uri", "homepage_uri", "policy_uri"]),
+    ),
+    route(
+        "GET",
+        "/dashboard/apps/{client_id}/secret",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::None,
+    ),
+    route(
+        "POST",
         "/dashboard/apps/{client_id}/rotate-secret",
         F::Dashboard,
         W::Owner,
@@ -403,12 +435,28 @@ pub const PAGE_ROUTES: &[Route] = &[
         B::Form(CSRF),
     ),
     route(
+        "GET",
+        "/dashboard/apps/{client_id}/delete",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::None,
+    ),
+    route(
         "POST",
         "/dashboard/apps/{client_id}/delete",
         F::Dashboard,
         W::Owner,
         &["x"],
         B::Form(CSRF),
+    ),
+    route(
+        "GET",
+        "/dashboard/users/{user_id}/remove",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::None,
     ),
     route(
         "POST",
@@ -427,6 +475,14 @@ pub const PAGE_ROUTES: &[Route] = &[
         B::None,
     ),
     route(
+        "GET",
+        "/dashboard/grants/{id}/revoke",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::None,
+    ),
+    route(
         "POST",
         "/dashboard/grants/{id}/revoke",
         F::Dashboard,
@@ -440,6 +496,38 @@ pub const PAGE_ROUTES: &[Route] = &[
         F::Dashboard,
         W::Owner,
         &["done"],
+        B::None,
+    ),
+    route(
+        "GET",
+        "/dashboard/tokens/new",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::None,
+    ),
+    route(
+        "POST",
+        "/dashboard/tokens/new",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::Form(&["csrf", "key", "permissions", "expires", "name"]),
+    ),
+    route(
+        "GET",
+        "/dashboard/tokens/{jti}/minted",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::None,
+    ),
+    route(
+        "GET",
+        "/dashboard/tokens/{jti}/revoke",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
         B::None,
     ),
     route(
@@ -604,6 +692,14 @@ pub const PAGE_ROUTES: &[Route] = &[
     ),
     route(
         "GET",
+        "/dashboard/static/copy.js",
+        F::Dashboard,
+        W::Anyone,
+        &["x"],
+        B::None,
+    ),
+    route(
+        "GET",
         "/dashboard/static/app.css",
         F::Dashboard,
         W::Anyone,
@@ -681,7 +777,7 @@ pub const PAGE_ROUTES: &[Route] = &[
         F::UserPage,
         W::User,
         &["x"],
-        B::Form(CSRF),
+        B::Form(&["csrf", "request"]),
     ),
     route(
         "GET",
@@ -720,6 +816,14 @@ pub const PAGE_ROUTES: &[Route] = &[
         F::UserPage,
         W::User,
         &["done"],
+        B::None,
+    ),
+    route(
+        "GET",
+        "/auth/grants/{id}/revoke",
+        F::UserPage,
+        W::User,
+        &["x"],
         B::None,
     ),
     route(
@@ -1308,6 +1412,9 @@ impl Fixture {
             "confirm" => PASSWORD.to_owned(),
             "new" => "a brand new passphrase 42".to_owned(),
             "name" => "probe".to_owned(),
+            // The mint form's key, and an expiry left to the default.
+            "key" => self.key_id.clone(),
+            "expires" => String::new(),
             "access" => "restricted".to_owned(),
             "perm_all_read" | "perm_all_write" | "perm_sensitive_read" | "perm_audit_read" => {
                 "on".to_owned()
@@ -1318,6 +1425,9 @@ impl Fixture {
             "overlap" => "1h".to_owned(),
             "redirect_uris" => "https://probe.example.com/cb".to_owned(),
             "post_logout_redirect_uris" => "https://probe.example.com/bye".to_owned(),
+            "logo_uri" => "https://probe.example.com/logo.png".to_owned(),
+            "homepage_uri" => "https://probe.example.com/".to_owned(),
+            "policy_uri" => "https://probe.example.com/privacy".to_owned(),
             "overlap_secs" => "3600".to_owned(),
             "origins" => "https://probe.example.com".to_owned(),
             "kind" => "confidential".to_owned(),
@@ -1548,9 +1658,12 @@ pub async fn expect_named(
     message
 }
 
-/// The text of an HTML page with its character references undone (enough for error pages).
+/// The text of an HTML page with its character references undone (enough for error pages), and
+/// its `<code>` elements written back as the backticks of the message they came from.
 pub fn html_text(html: &str) -> String {
-    html.replace("&#96;", "`")
+    html.replace("<code>", "`")
+        .replace("</code>", "`")
+        .replace("&#96;", "`")
         .replace("&quot;", "\"")
         .replace("&#34;", "\"")
         .replace("&#39;", "'")
