@@ -221,6 +221,7 @@ pub async fn mint_with_key(
                 "key": key.id,
             })),
     );
+    crate::measures::token_minted(crate::measures::MintedAt::Dashboard);
     Ok(Minted {
         token,
         jti,
