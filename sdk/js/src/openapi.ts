@@ -641,11 +641,17 @@ export interface components {
             created: string;
             /** @description Refused everywhere until enabled. */
             disabled: boolean;
+            /** @description The home page the consent page links to. */
+            homepage_uri?: string | null;
+            /** @description The logo the consent page shows. */
+            logo_uri?: string | null;
             /** @description The most permissions the app may ask a user for. */
             max_permissions: string[];
             name: string;
             /** @description Browser origins allowed by CORS. */
             origins: string[];
+            /** @description The privacy policy the consent page links to. */
+            policy_uri?: string | null;
             post_logout_redirect_uris: string[];
             /** @description Until when the secret a rotation replaced still works (RFC 3339). */
             previous_secret_until?: string | null;

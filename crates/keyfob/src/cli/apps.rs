@@ -93,6 +93,15 @@ pub(super) enum AppsCommand {
         refresh_absolute_secs: Option<Limit>,
         #[arg(long, value_name = "true|false")]
         allow_fragment: Option<bool>,
+        /// The logo the consent page shows (https, or http on localhost; empty: none).
+        #[arg(long, value_name = "URL")]
+        logo_uri: Option<String>,
+        /// The application's home page, linked from the consent page (empty: none).
+        #[arg(long, value_name = "URL")]
+        homepage_uri: Option<String>,
+        /// Its privacy policy, linked from the consent page (empty: none).
+        #[arg(long, value_name = "URL")]
+        policy_uri: Option<String>,
     },
     /// Give a confidential application a new secret, printed once as JSON; the old one keeps
     /// working for the overlap (e.g. 24h, 15m, 0 for none), then only the new one does.
@@ -124,6 +133,9 @@ fn describe(app: &AppRow) -> serde_json::Value {
         "refresh_idle_secs": app.refresh_idle_secs,
         "refresh_absolute_secs": app.refresh_absolute_secs,
         "allow_fragment": app.allow_fragment,
+        "logo_uri": app.links.logo_uri,
+        "homepage_uri": app.links.homepage_uri,
+        "policy_uri": app.links.policy_uri,
         "created_at": app.created_at.rfc3339(),
         "disabled_at": app.revoked_at.map(Timestamp::rfc3339),
         "previous_secret_expires_at": app
@@ -211,7 +223,11 @@ pub(super) async fn run(config: &Config, command: AppsCommand) -> anyhow::Result
             refresh_idle_secs,
             refresh_absolute_secs,
             allow_fragment,
+            logo_uri,
+            homepage_uri,
+            policy_uri,
         } => {
+            let client_id = ClientId::from(client_id);
             let changes = AppChanges {
                 name,
                 redirect_uris: list(redirect_uris),
@@ -222,8 +238,32 @@ pub(super) async fn run(config: &Config, command: AppsCommand) -> anyhow::Result
                 refresh_max_age_secs: refresh_absolute_secs.map(|l| l.0),
                 allow_fragment,
             };
-            let app = services::apps::update(site, None, &ClientId::from(client_id), changes, &by)
+            // The links are checked before anything changes.
+            let links_given = logo_uri.is_some() || homepage_uri.is_some() || policy_uri.is_some();
+            if links_given {
+                for (field, value) in [
+                    ("logo_uri", &logo_uri),
+                    ("homepage_uri", &homepage_uri),
+                    ("policy_uri", &policy_uri),
+                ] {
+                    if let Some(value) = value {
+                        services::apps::check_link(field, value)?;
+                    }
+                }
+            }
+            let mut app = services::apps::update(site, None, &client_id, changes, &by).await?;
+            if links_given {
+                let keep = |given: Option<String>, now: &Option<String>| {
+                    given.unwrap_or_else(|| now.clone().unwrap_or_default())
+                };
+                let logo = keep(logo_uri, &app.links.logo_uri);
+                let homepage = keep(homepage_uri, &app.links.homepage_uri);
+                let policy = keep(policy_uri, &app.links.policy_uri);
+                app = services::apps::set_links(
+                    site, None, &client_id, &logo, &homepage, &policy, &by,
+                )
                 .await?;
+            }
             println!("{}", serde_json::to_string_pretty(&describe(&app))?);
         }
         AppsCommand::RotateSecret { client_id, overlap } => {

@@ -535,6 +535,12 @@ pub struct AppView {
     pub refresh_max_age_secs: Option<i64>,
     /// May receive tokens in the URL fragment.
     pub allow_fragment: bool,
+    /// The logo the consent page shows.
+    pub logo_uri: Option<String>,
+    /// The home page the consent page links to.
+    pub homepage_uri: Option<String>,
+    /// The privacy policy the consent page links to.
+    pub policy_uri: Option<String>,
     /// RFC 3339.
     pub created: String,
     /// Refused everywhere until enabled.
@@ -556,6 +562,9 @@ impl From<AppRow> for AppView {
             refresh_idle_secs: row.refresh_idle_secs,
             refresh_max_age_secs: row.refresh_absolute_secs,
             allow_fragment: row.allow_fragment,
+            logo_uri: row.links.logo_uri,
+            homepage_uri: row.links.homepage_uri,
+            policy_uri: row.links.policy_uri,
             created: rfc3339(row.created_at),
             disabled: row.revoked_at.is_some(),
             previous_secret_until: row

@@ -294,7 +294,8 @@ pub async fn update(
 
 /// Checks one of an application's addresses for its users (`field` names it in the message): blank
 /// is none; otherwise an absolute HTTPS address (HTTP on localhost), as a redirect URI.
-fn check_link(field: &str, value: &str) -> Result<Option<String>, ServiceError> {
+/// A link the consent page shows (`field` names it in the error): blank is none.
+pub fn check_link(field: &str, value: &str) -> Result<Option<String>, ServiceError> {
     let value = value.trim();
     if value.is_empty() {
         return Ok(None);

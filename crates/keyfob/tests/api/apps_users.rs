@@ -655,6 +655,29 @@ async fn cli_apps_and_users(backend: Backend) {
         &keyfob(&db, &["apps", "update", "app_nope", "--name", "x"], None),
         "no application",
     );
+    // The consent page's links: the web's schemes only, checked before anything changes.
+    for (flag, bad, why) in [
+        ("--logo-uri", "javascript://x%0aalert(1)", "`logo_uri`"),
+        ("--homepage-uri", "http://evil.test/", "`homepage_uri`"),
+        ("--policy-uri", "com.example.app://privacy", "`policy_uri`"),
+    ] {
+        fails_with(
+            &keyfob(
+                &db,
+                &[
+                    "apps",
+                    "update",
+                    w.client_id(),
+                    "--name",
+                    "Renamed",
+                    flag,
+                    bad,
+                ],
+                None,
+            ),
+            why,
+        );
+    }
     assert_eq!(
         app.state
             .store
@@ -663,6 +686,32 @@ async fn cli_apps_and_users(backend: Backend) {
             .unwrap(),
         before
     );
+    let linked: Value = serde_json::from_str(&stdout(&keyfob(
+        &db,
+        &[
+            "apps",
+            "update",
+            w.client_id(),
+            "--logo-uri",
+            "https://cdn.example.com/logo.png",
+            "--policy-uri",
+            "https://example.com/privacy",
+        ],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(linked["logo_uri"], "https://cdn.example.com/logo.png");
+    assert_eq!(linked["policy_uri"], "https://example.com/privacy");
+    assert!(linked["homepage_uri"].is_null());
+    // One link given keeps the others; an empty one clears it.
+    let linked: Value = serde_json::from_str(&stdout(&keyfob(
+        &db,
+        &["apps", "update", w.client_id(), "--policy-uri", ""],
+        None,
+    )))
+    .unwrap();
+    assert_eq!(linked["logo_uri"], "https://cdn.example.com/logo.png");
+    assert!(linked["policy_uri"].is_null());
     within_2s("the new URI", 1, || async {
         u16::from(authorize_status(&app, w.client_id(), MOVED).await != StatusCode::BAD_REQUEST)
     })
