@@ -98,11 +98,6 @@ pub async fn main() -> ExitCode {
             None => err.exit(),
         },
     };
-    if given_on_command_line(&matches, "master_key") {
-        eprintln!(
-            "keyfob: warning: a master key given with --master-key is visible to every user of this machine (ps, /proc); use --master-key-file or KEYFOB_MASTER_KEY"
-        );
-    }
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(err) => err.exit(),
@@ -212,9 +207,23 @@ fn read_password() -> anyhow::Result<String> {
     Ok(password)
 }
 
+const MASTER_KEY_ON_COMMAND_LINE: &str = "a master key given with --master-key is visible to every user of this machine (ps, /proc); use --master-key-file or KEYFOB_MASTER_KEY";
+
 /// Runs one command with the configuration in force.
 async fn run(cli: Cli, matches: &ArgMatches) -> anyhow::Result<()> {
     let (config, layers) = load_config(&cli.global, matches)?;
+    let serving = matches!(cli.command, Command::Serve);
+    if serving {
+        // From here on the server's logs, JSON ones included, carry every line.
+        crate::telemetry::init(config.log_json);
+    }
+    if given_on_command_line(matches, "master_key") {
+        if serving {
+            tracing::warn!("{MASTER_KEY_ON_COMMAND_LINE}");
+        } else {
+            eprintln!("keyfob: warning: {MASTER_KEY_ON_COMMAND_LINE}");
+        }
+    }
     match cli.command {
         Command::Serve => serve::run(config).await,
         Command::Settings => settings::run(&config, &layers),

@@ -49,8 +49,8 @@ struct Started {
     master_key: MasterKeyPlace,
 }
 
+/// Runs the server; its logs are set up already (by the command line, from `config`).
 pub(super) async fn run(config: Config) -> anyhow::Result<()> {
-    crate::telemetry::init(config.log_json);
     let json = config.log_json;
     let master_key = MasterKeyPlace::of(&config);
     let app = match Application::build(config).await {

@@ -209,13 +209,16 @@ async fn json_logs_are_json_on_every_line_and_the_access_log_names_the_caller() 
     assert_eq!(refused.status(), 401);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // A second server on the same address cannot start: its reason is a JSON line too.
+    // A second server on the same address cannot start: its reason is a JSON line too, as is
+    // the warning about a master key given on the command line.
+    let hex_key = std::fs::read_to_string(db.dir.path().join("master.key")).unwrap();
     let second = Command::new(env!("CARGO_BIN_EXE_keyfob"))
         .arg("--data-dir")
         .arg(db.dir.path())
         .arg("--database-url")
         .arg(&db.url)
         .args(["serve", "--log-json", "--listen", &addr])
+        .args(["--master-key", hex_key.trim()])
         .env_remove("KEYFOB_LOG")
         .env_remove("KEYFOB_MASTER_KEY")
         .env_remove("KEYFOB_MASTER_KEY_FILE")
@@ -224,9 +227,19 @@ async fn json_logs_are_json_on_every_line_and_the_access_log_names_the_caller() 
         .unwrap();
     assert!(!second.status.success());
     let second_err = String::from_utf8(second.stderr).unwrap();
-    let failure = second_err
+    let entries: Vec<Value> = second_err
         .lines()
         .map(|line| serde_json::from_str::<Value>(line).unwrap_or_else(|_| panic!("{line}")))
+        .collect();
+    assert!(
+        entries.iter().any(|e| e["level"] == "WARN"
+            && e["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("--master-key-file"))),
+        "{second_err}"
+    );
+    let failure = entries
+        .iter()
         .find(|entry| entry["level"] == "ERROR")
         .unwrap_or_else(|| panic!("{second_err}"));
     assert!(
