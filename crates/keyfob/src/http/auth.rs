@@ -3,10 +3,9 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use keyfob_domain::claims::Bearer;
 use keyfob_domain::expiry::format_instant;
-use keyfob_domain::{Claims, ExpiryPolicy, PermissionSet, PrincipalKind};
-use keyfob_store::{JsonText, Jti, Permissions, Timestamp, TokenRow};
+use keyfob_domain::{ExpiryPolicy, PermissionSet, PrincipalKind};
+use keyfob_store::Timestamp;
 use serde::{Deserialize, Serialize};
 use time::Duration;
 use utoipa::ToSchema;
@@ -225,39 +224,23 @@ pub async fn mint(
             expires = key_expires;
         }
     }
-    let bearer = Bearer::Key {
-        account_id: &auth.0.account_id,
-        key_id,
-    };
-    let claims = Claims::new(
-        state.tokens.issuer(),
-        state.tokens.audience(),
-        bearer,
-        permissions.to_strings(),
-        issued,
-        Timestamp::from(expires),
-    );
-    let token = state
-        .tokens
-        .sign(&claims, issued)
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    state
-        .recorder
-        .record(TokenRow {
-            jti: Jti::from(claims.jti.as_str()),
-            account_id: claims.account_id.clone(),
-            api_key_id: Some(key_id.clone()),
-            subject: claims.sub.clone(),
-            permissions: Permissions::parse(&claims.permissions)
-                .map_err(|e| ApiError::Internal(e.into()))?,
-            issued_at: issued,
-            expires_at: claims.expires_at(),
-            revoked_at: None,
+    let (token, claims) = crate::services::tokens::sign_and_record(
+        &state,
+        crate::services::tokens::KeyToken {
+            account_id: &auth.0.account_id,
+            key_id,
+            permissions: &permissions,
+            issued,
+            expires: Timestamp::from(expires),
             name: name.clone(),
-            metadata: metadata.map(JsonText),
-            last_used_at: None,
-        })
-        .await?;
+            metadata,
+        },
+    )
+    .await
+    .map_err(|failure| match failure {
+        crate::services::tokens::MintFailure::Record(err) => ApiError::from(err),
+        crate::services::tokens::MintFailure::Internal(err) => ApiError::Internal(err),
+    })?;
     crate::measures::token_minted(crate::measures::MintedAt::Api);
     // Queued, not awaited: the token's own record above is what the mint waits for.
     state.audit.record(

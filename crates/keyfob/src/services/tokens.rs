@@ -13,6 +13,80 @@ use super::{Caller, ServiceError};
 use crate::audit::AuditEvent;
 use crate::state::AppState;
 
+/// A token an API key mints, as `POST /auth` and the dashboard's form make it.
+pub struct KeyToken<'a> {
+    pub account_id: &'a AccountId,
+    pub key_id: &'a KeyId,
+    /// Already checked against what the key holds.
+    pub permissions: &'a PermissionSet,
+    /// `iat`, and the instant in the `jti` (a UUIDv7) that "revoke every token of this key"
+    /// compares against.
+    pub issued: Timestamp,
+    /// Already capped at the key's own expiry.
+    pub expires: Timestamp,
+    pub name: Option<String>,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Signs a key's token and records it (the mint waits for the record, so that the token can be
+/// listed and revoked at once); the signed token and its claims. Counting and auditing are the
+/// caller's, who knows who asked.
+pub async fn sign_and_record(
+    state: &AppState,
+    token: KeyToken<'_>,
+) -> Result<(String, Claims), MintFailure> {
+    let claims = Claims::new(
+        state.tokens.issuer(),
+        state.tokens.audience(),
+        Bearer::Key {
+            account_id: token.account_id,
+            key_id: token.key_id,
+        },
+        token.permissions.to_strings(),
+        token.issued,
+        token.expires,
+    );
+    let signed = state
+        .tokens
+        .sign(&claims, token.issued)
+        .map_err(|e| MintFailure::Internal(e.into()))?;
+    state
+        .recorder
+        .record(TokenRow {
+            jti: Jti::from(claims.jti.as_str()),
+            account_id: claims.account_id.clone(),
+            api_key_id: Some(token.key_id.clone()),
+            subject: claims.sub.clone(),
+            permissions: Permissions::parse(&claims.permissions)
+                .map_err(|e| MintFailure::Internal(e.into()))?,
+            issued_at: token.issued,
+            expires_at: claims.expires_at(),
+            revoked_at: None,
+            name: token.name,
+            metadata: token.metadata.map(keyfob_store::JsonText),
+            last_used_at: None,
+        })
+        .await
+        .map_err(MintFailure::Record)?;
+    Ok((signed, claims))
+}
+
+/// Why [`sign_and_record`] failed: signing (a bug), or the record's batch (the database).
+#[derive(Debug)]
+pub enum MintFailure {
+    Internal(anyhow::Error),
+    Record(std::sync::Arc<keyfob_store::StoreError>),
+}
+
+impl From<MintFailure> for ServiceError {
+    fn from(failure: MintFailure) -> Self {
+        match failure {
+            MintFailure::Internal(err) => ServiceError::Internal(err),
+            MintFailure::Record(err) => ServiceError::Internal(anyhow::anyhow!("{err}")),
+        }
+    }
+}
+
 /// Revokes a live token of `account_id`. This node refuses it at once.
 pub async fn revoke(
     state: &AppState,
@@ -176,40 +250,20 @@ pub async fn mint_with_key(
             expires = key_expires;
         }
     }
-    let claims = Claims::new(
-        state.tokens.issuer(),
-        state.tokens.audience(),
-        Bearer::Key {
+    let (token, claims) = sign_and_record(
+        state,
+        KeyToken {
             account_id,
             key_id: &key.id,
-        },
-        permissions.to_strings(),
-        issued,
-        Timestamp::from(expires),
-    );
-    let token = state
-        .tokens
-        .sign(&claims, issued)
-        .map_err(|e| ServiceError::Internal(e.into()))?;
-    let jti = Jti::from(claims.jti.as_str());
-    state
-        .recorder
-        .record(TokenRow {
-            jti: jti.clone(),
-            account_id: account_id.clone(),
-            api_key_id: Some(key.id.clone()),
-            subject: claims.sub.clone(),
-            permissions: Permissions::parse(&claims.permissions)
-                .map_err(|e| ServiceError::Internal(e.into()))?,
-            issued_at: issued,
-            expires_at: claims.expires_at(),
-            revoked_at: None,
+            permissions: &permissions,
+            issued,
+            expires: Timestamp::from(expires),
             name: name.clone(),
             metadata: None,
-            last_used_at: None,
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(e.into()))?;
+        },
+    )
+    .await?;
+    let jti = Jti::from(claims.jti.as_str());
     state.audit.record(
         AuditEvent::new(Some(account_id), by.actor.clone(), action::TOKEN_MINTED)
             .target(&jti)
