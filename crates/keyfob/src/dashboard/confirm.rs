@@ -1,5 +1,6 @@
 //! Confirmation pages for what cannot be undone: revoking a key, a token or a grant, removing a
-//! user from the account, deleting an application. The lists link to these pages (`GET`), which
+//! user from the account, disabling an application (the sessions it ends stay ended), deleting
+//! one. The lists link to these pages (`GET`), which
 //! name what is about to go and carry the form that does it (`POST`, with the login's CSRF
 //! token), beside a way back. No script is needed.
 
@@ -137,6 +138,35 @@ pub async fn remove_user(
         action: format!("/dashboard/users/{user_id}/remove"),
         button: "Remove the user",
         cancel: "/dashboard/grants".into(),
+    })
+}
+
+/// `GET /dashboard/apps/{client_id}/disable`: disabling can be undone, but the sessions it ends
+/// cannot.
+pub async fn disable_app(
+    login: OwnerLogin,
+    State(state): State<AppState>,
+    Path(client_id): Path<ClientId>,
+) -> Result<Html<String>, PageError> {
+    let app =
+        crate::services::apps::find(state.store.as_ref(), Some(login.account_id()), &client_id)
+            .await
+            .map_err(|err| {
+                PageError::from_service(err, "Your account has no application with this client id.")
+            })?;
+    if app.revoked_at.is_some() {
+        return Err(PageError::BadRequest(
+            "The application is disabled already.".into(),
+        ));
+    }
+    render(&ConfirmPage {
+        layout: login.layout("apps"),
+        title: "Disable the application?",
+        name: app.name,
+        consequences: "Keyfob refuses it at login and at the token endpoint, and every session              of its users ends at once: their tokens are refused on every node within a second.              It can be enabled again, but the sessions stay ended: its users log in again.",
+        action: format!("/dashboard/apps/{client_id}/disable"),
+        button: "Disable the application",
+        cancel: format!("/dashboard/apps/{client_id}"),
     })
 }
 

@@ -126,7 +126,10 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/dashboard/apps/{client_id}/rotate-secret",
             post(apps::rotate_secret),
         )
-        .route("/dashboard/apps/{client_id}/disable", post(apps::disable))
+        .route(
+            "/dashboard/apps/{client_id}/disable",
+            get(confirm::disable_app).post(apps::disable),
+        )
         .route("/dashboard/apps/{client_id}/enable", post(apps::enable))
         .route(
             "/dashboard/apps/{client_id}/delete",

@@ -440,7 +440,14 @@ both_backends! {
         }
         // Disabled on the dashboard: this node refuses at once.
         let fresh = session(&app, &w, &w.grant, w.secret()).await;
-        let csrf = w.owner.csrf(&path).await;
+        // The app's page links to a confirmation page (no script needed), whose form disables.
+        let (status, html) = w.owner.page(&path).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains(&format!("href=\"{path}/disable\"")), "{html}");
+        let (status, html) = w.owner.page(&format!("{path}/disable")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("Disable the application?") && html.contains(&format!("action=\"{path}/disable\"")), "{html}");
+        let csrf = w.owner.csrf(&format!("{path}/disable")).await;
         let response = w.owner.post(&format!("{path}/disable"), &[("csrf", &csrf)]).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER);
         assert_eq!(app.whoami_status(fresh["access_token"].as_str().unwrap()).await, 401);

@@ -281,6 +281,11 @@ async fn every_page_fits_the_screen_and_passes_axe() {
             Who::Owner,
         ),
         visit(
+            "/dashboard/apps/{client_id}/disable",
+            f.concrete("/dashboard/apps/{client_id}/disable"),
+            Who::Owner,
+        ),
+        visit(
             "/dashboard/apps/{client_id}/delete",
             f.concrete("/dashboard/apps/{client_id}/delete"),
             Who::Owner,

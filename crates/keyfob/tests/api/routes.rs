@@ -427,6 +427,14 @@ pub const PAGE_ROUTES: &[Route] = &[
         B::Form(CSRF),
     ),
     route(
+        "GET",
+        "/dashboard/apps/{client_id}/disable",
+        F::Dashboard,
+        W::Owner,
+        &["x"],
+        B::None,
+    ),
+    route(
         "POST",
         "/dashboard/apps/{client_id}/enable",
         F::Dashboard,
